@@ -1,0 +1,40 @@
+// Package castore is the content-addressed store under nixcas: it keeps
+// directories, files and symlinks, knowing nothing of Nix.
+//
+// # Model
+//
+// Everything is addressed by a [Digest], the BLAKE3-256 of its bytes:
+//
+//   - A chunk is a piece of a file, cut by content-defined chunking
+//     ([Chunker], FastCDC). Its digest is the BLAKE3 of its uncompressed
+//     bytes. Chunks are stored once, compressed per chunk (see [EncodeChunk]).
+//   - A blob is the content of one file. Its digest is the BLAKE3 of the
+//     whole content, whatever the chunking. A blob of one chunk is that
+//     chunk; a blob of several chunks has a blob index: the ordered list of
+//     its chunks ([ChunkRef]).
+//   - A [Directory] lists directories, files and symlinks by name. Its digest
+//     is the BLAKE3 of its canonical protobuf encoding (the snix castore
+//     wire format), so digests agree with snix/tvix.
+//   - An [Entry] is a named node: what a directory lists, or, with an empty
+//     name, the root of a tree.
+//
+// # Interfaces
+//
+// Backends implement small interfaces ([ChunkStore], [BlobIndexStore],
+// [DirectoryStore]) composed into [Store]. Consumers ask for the narrowest
+// one they need. [MemoryStore] keeps everything in maps (tests, caches);
+// [PebbleStore] keeps everything in one embedded Pebble database and is the
+// default. Both pass the conformance suite in castore/castoretest.
+//
+// # Verification
+//
+// A [Chunk] can only be made by hashing its bytes ([NewChunk]) or by
+// checking them against an expected digest ([VerifyChunk]), so every chunk a
+// store receives has been hashed exactly once on the way in. Blobs are
+// verified as they are written ([BlobWriter]) and read ([BlobReader]).
+//
+// # Errors
+//
+// Errors wrap [ErrNotFound], [ErrCorrupt] or [ErrInvalid]; test them with
+// errors.Is.
+package castore

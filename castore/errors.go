@@ -1,0 +1,14 @@
+package castore
+
+import "errors"
+
+var (
+	// ErrNotFound: the chunk, blob or directory is not in the store.
+	ErrNotFound = errors.New("castore: not found")
+	// ErrCorrupt: bytes do not match their digest, or stored data cannot
+	// be decoded.
+	ErrCorrupt = errors.New("castore: corrupt")
+	// ErrInvalid: a request or a directory breaks the rules (bad name,
+	// order, size, digest length, ...).
+	ErrInvalid = errors.New("castore: invalid")
+)

@@ -1,0 +1,176 @@
+package castore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// MemoryStore keeps everything in maps. Its zero value is ready to use; it
+// is safe for concurrent use. Chunks are kept in their stored (encoded)
+// form, so its Stats match a persistent store's.
+type MemoryStore struct {
+	mu          sync.RWMutex
+	chunks      map[Digest][]byte
+	indexes     map[Digest][]ChunkRef
+	directories map[Digest][]byte
+	stats       Stats
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// HasChunk implements ChunkStore.
+func (m *MemoryStore) HasChunk(_ context.Context, d Digest) (bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.chunks[d]
+	return ok, nil
+}
+
+// GetChunk implements ChunkStore.
+func (m *MemoryStore) GetChunk(_ context.Context, d Digest, dst []byte) ([]byte, error) {
+	m.mu.RLock()
+	stored, ok := m.chunks[d]
+	m.mu.RUnlock()
+	if !ok {
+		return dst, fmt.Errorf("%w: chunk %s", ErrNotFound, d)
+	}
+	return DecodeChunk(dst, stored)
+}
+
+// PutChunk implements ChunkStore.
+func (m *MemoryStore) PutChunk(_ context.Context, c Chunk) (bool, error) {
+	if len(c.data) > MaxChunkSize {
+		return false, fmt.Errorf("%w: chunk of %d bytes, limit %d", ErrInvalid, len(c.data), MaxChunkSize)
+	}
+	m.mu.RLock()
+	_, ok := m.chunks[c.digest]
+	m.mu.RUnlock()
+	if ok {
+		return false, nil
+	}
+	var enc ChunkEncoder
+	stored := enc.Encode(nil, c.data)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.chunks[c.digest]; ok {
+		return false, nil
+	}
+	if m.chunks == nil {
+		m.chunks = make(map[Digest][]byte)
+	}
+	m.chunks[c.digest] = stored
+	m.stats.Chunks++
+	m.stats.UniqueChunkBytes += uint64(len(c.data))
+	m.stats.StoredBytes += uint64(len(stored))
+	return true, nil
+}
+
+// GetBlobIndex implements BlobIndexStore.
+func (m *MemoryStore) GetBlobIndex(_ context.Context, d Digest) ([]ChunkRef, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	idx, ok := m.indexes[d]
+	if !ok {
+		return nil, fmt.Errorf("%w: blob index %s", ErrNotFound, d)
+	}
+	return slices.Clone(idx), nil
+}
+
+// PutBlob implements BlobIndexStore.
+func (m *MemoryStore) PutBlob(_ context.Context, d Digest, size uint64, chunks []ChunkRef) error {
+	if err := checkBlobIndex(d, size, chunks); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stats.LogicalBytes += size
+	if len(chunks) < 2 {
+		return nil
+	}
+	if _, ok := m.indexes[d]; ok {
+		return nil
+	}
+	if m.indexes == nil {
+		m.indexes = make(map[Digest][]ChunkRef)
+	}
+	m.indexes[d] = slices.Clone(chunks)
+	m.stats.Blobs++
+	return nil
+}
+
+// GetDirectory implements DirectoryStore.
+func (m *MemoryStore) GetDirectory(_ context.Context, d Digest) (*Directory, error) {
+	m.mu.RLock()
+	b, ok := m.directories[d]
+	m.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: directory %s", ErrNotFound, d)
+	}
+	return decodeStoredDirectory(d, b)
+}
+
+// PutDirectory implements DirectoryStore.
+func (m *MemoryStore) PutDirectory(_ context.Context, dir *Directory) (Digest, error) {
+	if err := dir.Validate(); err != nil {
+		return Digest{}, err
+	}
+	b := dir.Marshal()
+	d := Hash(b)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.directories[d]; !ok {
+		if m.directories == nil {
+			m.directories = make(map[Digest][]byte)
+		}
+		m.directories[d] = b
+		m.stats.Directories++
+	}
+	return d, nil
+}
+
+// Stats implements Store.
+func (m *MemoryStore) Stats(context.Context) (Stats, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.stats, nil
+}
+
+// Sync implements Store; memory has nothing to sync.
+func (m *MemoryStore) Sync(context.Context) error { return nil }
+
+// Close implements Store. The data stays readable.
+func (m *MemoryStore) Close() error { return nil }
+
+// checkBlobIndex checks what PutBlob is given: the chunk sizes add up to
+// the blob's size, and a one-chunk blob is its chunk.
+func checkBlobIndex(d Digest, size uint64, chunks []ChunkRef) error {
+	var sum uint64
+	for _, c := range chunks {
+		sum += uint64(c.Size)
+	}
+	switch {
+	case len(chunks) > 0 && sum != size:
+		return fmt.Errorf("%w: blob %s of %d bytes: chunks add up to %d", ErrInvalid, d, size, sum)
+	case len(chunks) == 1 && chunks[0].Digest != d:
+		return fmt.Errorf("%w: blob %s of one chunk has chunk digest %s", ErrInvalid, d, chunks[0].Digest)
+	}
+	return nil
+}
+
+// decodeStoredDirectory decodes a directory read back from a store, checking
+// it against the digest it was stored under.
+func decodeStoredDirectory(d Digest, b []byte) (*Directory, error) {
+	if got := Hash(b); got != d {
+		return nil, fmt.Errorf("%w: directory %s: stored bytes hash to %s", ErrCorrupt, d, got)
+	}
+	dir, err := UnmarshalDirectory(b)
+	if err != nil {
+		return nil, fmt.Errorf("directory %s: %w", d, err)
+	}
+	if err := dir.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: directory %s: %v", ErrCorrupt, d, err)
+	}
+	return dir, nil
+}

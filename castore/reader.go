@@ -1,0 +1,236 @@
+package castore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+)
+
+// BlobChunks returns the chunks of the blob d of size bytes, in order: its
+// index, or the blob itself as its only chunk when it has no index. It does
+// not check that the chunks are stored.
+func BlobChunks(ctx context.Context, s BlobIndexStore, d Digest, size uint64) ([]ChunkRef, error) {
+	idx, err := s.GetBlobIndex(ctx, d)
+	if errors.Is(err, ErrNotFound) {
+		if size > MaxChunkSize {
+			return nil, fmt.Errorf("%w: blob %s of %d bytes has no index", ErrNotFound, d, size)
+		}
+		return []ChunkRef{{Digest: d, Size: uint32(size)}}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var sum uint64
+	for _, c := range idx {
+		sum += uint64(c.Size)
+	}
+	if sum != size {
+		return nil, fmt.Errorf("%w: blob %s: index covers %d bytes, want %d", ErrCorrupt, d, sum, size)
+	}
+	return idx, nil
+}
+
+// Fetcher reads chunks on several goroutines ahead of their use, checking
+// each against its digest and size before handing it out. Callers bound how
+// many chunks they keep pending; each pending chunk holds up to one chunk of
+// memory until released.
+type Fetcher struct {
+	store   ChunkStore
+	ctx     context.Context
+	jobs    chan *PendingChunk
+	bufs    sync.Pool
+	workers sync.WaitGroup
+	once    sync.Once
+}
+
+// PendingChunk is a chunk being fetched.
+type PendingChunk struct {
+	ref  ChunkRef
+	done chan struct{}
+	buf  *[]byte
+	data []byte
+	err  error
+	f    *Fetcher
+}
+
+// NewFetcher starts workers goroutines (GOMAXPROCS when <= 0) reading from
+// s until ctx ends or Close is called.
+func NewFetcher(ctx context.Context, s ChunkStore, workers int) *Fetcher {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	f := &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64)}
+	f.bufs.New = func() any { b := make([]byte, 0, DefaultChunkerOptions.MaxSize); return &b }
+	for range workers {
+		f.workers.Add(1)
+		go f.work()
+	}
+	return f
+}
+
+func (f *Fetcher) work() {
+	defer f.workers.Done()
+	for p := range f.jobs {
+		p.fetch()
+		close(p.done)
+	}
+}
+
+func (p *PendingChunk) fetch() {
+	if err := p.f.ctx.Err(); err != nil {
+		p.err = err
+		return
+	}
+	p.buf = p.f.bufs.Get().(*[]byte)
+	data, err := p.f.store.GetChunk(p.f.ctx, p.ref.Digest, (*p.buf)[:0])
+	*p.buf = data[:0] // keep a grown buffer for the next use
+	switch {
+	case err != nil:
+		p.err = err
+	case len(data) != int(p.ref.Size):
+		p.err = fmt.Errorf("%w: chunk %s has %d bytes, want %d", ErrCorrupt, p.ref.Digest, len(data), p.ref.Size)
+	default:
+		_, p.err = VerifyChunk(p.ref.Digest, data)
+		p.data = data
+	}
+}
+
+// Fetch queues ref for reading. It may block while the workers are busy.
+func (f *Fetcher) Fetch(ref ChunkRef) *PendingChunk {
+	p := &PendingChunk{ref: ref, done: make(chan struct{}), f: f}
+	f.jobs <- p
+	return p
+}
+
+// Wait returns the chunk's bytes, valid until Release.
+func (p *PendingChunk) Wait() ([]byte, error) {
+	<-p.done
+	if p.err != nil {
+		return nil, p.err
+	}
+	return p.data, nil
+}
+
+// Release waits for the fetch to end and gives its buffer back.
+func (p *PendingChunk) Release() {
+	<-p.done
+	if p.buf != nil {
+		p.f.bufs.Put(p.buf)
+		p.buf, p.data = nil, nil
+	}
+}
+
+// Close stops the workers once queued fetches are done. Safe to call twice;
+// no Fetch may follow.
+func (f *Fetcher) Close() {
+	f.once.Do(func() {
+		close(f.jobs)
+		f.workers.Wait()
+	})
+}
+
+// readAhead is how many chunks a blob reader keeps in flight.
+const readAhead = 8
+
+// BlobReader reads one blob, fetching chunks ahead and verifying each
+// chunk and, at the end, the whole blob's digest.
+type BlobReader struct {
+	digest  Digest
+	chunks  []ChunkRef
+	next    int // next chunk to queue
+	queue   []*PendingChunk
+	cur     []byte
+	hasher  interface{ Sum([]byte) []byte }
+	write   func([]byte)
+	fetcher *Fetcher
+	ownF    bool
+	err     error
+}
+
+// OpenBlob opens the blob d of size bytes for reading. The reader verifies
+// every chunk and the blob's own digest; a mismatch is an ErrCorrupt error
+// from Read. Close it when done.
+func OpenBlob(ctx context.Context, s Store, d Digest, size uint64) (*BlobReader, error) {
+	chunks, err := BlobChunks(ctx, s, d, size)
+	if err != nil {
+		return nil, err
+	}
+	r := &BlobReader{digest: d, chunks: chunks, fetcher: NewFetcher(ctx, s, 0), ownF: true}
+	if len(chunks) > 1 {
+		h := NewHasher()
+		r.hasher = h
+		r.write = func(b []byte) { h.Write(b) }
+	}
+	return r, nil
+}
+
+// Read implements io.Reader.
+func (r *BlobReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.advance()
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// advance releases the current chunk and makes the next one current, or
+// sets r.err (io.EOF at the end).
+func (r *BlobReader) advance() {
+	if len(r.queue) > 0 && r.cur != nil {
+		r.queue[0].Release()
+		r.queue = r.queue[1:]
+	}
+	r.cur = nil
+	for len(r.queue) < readAhead && r.next < len(r.chunks) {
+		r.queue = append(r.queue, r.fetcher.Fetch(r.chunks[r.next]))
+		r.next++
+	}
+	if len(r.queue) == 0 {
+		r.err = io.EOF
+		if r.hasher != nil {
+			var got Digest
+			r.hasher.Sum(got[:0])
+			if got != r.digest {
+				r.err = fmt.Errorf("%w: blob %s: chunks hash to %s", ErrCorrupt, r.digest, got)
+			}
+		}
+		return
+	}
+	data, err := r.queue[0].Wait()
+	if err != nil {
+		r.err = err
+		return
+	}
+	if r.write != nil {
+		r.write(data)
+	}
+	r.cur = data[:len(data):len(data)]
+	if len(data) == 0 {
+		// An empty chunk (the empty blob): nothing to hand out.
+		r.queue[0].Release()
+		r.queue = r.queue[1:]
+	}
+}
+
+// Close releases pending chunks and stops the reader's workers. Safe to
+// call twice.
+func (r *BlobReader) Close() error {
+	for _, p := range r.queue {
+		p.Release()
+	}
+	r.queue = nil
+	if r.ownF {
+		r.fetcher.Close()
+	}
+	if r.err == nil {
+		r.err = errors.New("castore: read from closed BlobReader")
+	}
+	return nil
+}
