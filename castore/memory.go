@@ -41,8 +41,8 @@ func (m *MemoryStore) GetChunk(_ context.Context, d Digest, dst []byte) ([]byte,
 
 // PutChunk implements ChunkStore.
 func (m *MemoryStore) PutChunk(_ context.Context, c Chunk) (bool, error) {
-	if len(c.data) > MaxChunkSize {
-		return false, fmt.Errorf("%w: chunk of %d bytes, limit %d", ErrInvalid, len(c.data), MaxChunkSize)
+	if err := c.check(); err != nil {
+		return false, err
 	}
 	m.mu.RLock()
 	_, ok := m.chunks[c.digest]

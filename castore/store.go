@@ -12,11 +12,24 @@ import (
 type Chunk struct {
 	digest Digest
 	data   []byte
+	ok     bool // made by a constructor, not a zero value
 }
 
 // NewChunk hashes data. The chunk refers to data; do not modify it while
 // the chunk is in use.
-func NewChunk(data []byte) Chunk { return Chunk{digest: Hash(data), data: data} }
+func NewChunk(data []byte) Chunk { return Chunk{digest: Hash(data), data: data, ok: true} }
+
+// check refuses what no store accepts: a Chunk no constructor made (the
+// zero value), and chunks over MaxChunkSize.
+func (c Chunk) check() error {
+	switch {
+	case !c.ok:
+		return fmt.Errorf("%w: chunk not made by NewChunk or VerifyChunk", ErrInvalid)
+	case len(c.data) > MaxChunkSize:
+		return fmt.Errorf("%w: chunk of %d bytes, limit %d", ErrInvalid, len(c.data), MaxChunkSize)
+	}
+	return nil
+}
 
 // VerifyChunk hashes data and checks it against want, returning an error
 // wrapping ErrCorrupt on a mismatch.

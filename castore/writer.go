@@ -96,7 +96,7 @@ func (w *Writer) work() {
 	defer w.workers.Done()
 	for j := range w.jobs {
 		if w.ctx.Err() == nil {
-			c := Chunk{digest: j.dst.Digest, data: j.data}
+			c := Chunk{digest: j.dst.Digest, data: j.data, ok: true}
 			if !j.known {
 				c = NewChunk(j.data)
 				j.dst.Digest = c.digest

@@ -29,8 +29,9 @@ func Ingest(ctx context.Context, r io.Reader, s castore.Store, opts castore.Writ
 		return Result{}, err
 	}
 	defer w.Close()
-	hash := sha256.New()
-	nr := NewReader(io.TeeReader(r, hash))
+	hr := newHashingReader(r)
+	defer hr.Close()
+	nr := NewReader(hr)
 	in := ingester{nr: nr, w: w}
 	root, err := in.run(ctx)
 	if err != nil {
@@ -48,7 +49,7 @@ func Ingest(ctx context.Context, r io.Reader, s castore.Store, opts castore.Writ
 		return Result{}, err
 	}
 	res := Result{Root: root, NARSize: nr.Offset()}
-	hash.Sum(res.NARSha256[:0])
+	hr.Sum(res.NARSha256[:0])
 	return res, nil
 }
 

@@ -1,0 +1,96 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// benchNAR returns the NAR the benchmarks use: nix-store --dump of the tree
+// in $NIXCAS_BENCH_TREE, or else a synthetic NAR of files of random and of
+// repetitive content.
+func benchNAR(b *testing.B) []byte {
+	if tree := os.Getenv("NIXCAS_BENCH_TREE"); tree != "" {
+		out, err := exec.Command("nix-store", "--dump", tree).Output()
+		if err != nil {
+			b.Fatalf("nix-store --dump %s: %v", tree, err)
+		}
+		return out
+	}
+	dir := b.TempDir()
+	for i := range 64 {
+		data := make([]byte, (i+1)*37_000)
+		for j := range data {
+			data[j] = byte(j*i) ^ byte(j>>7)
+		}
+		if i%2 == 0 {
+			castoreRandom(data, uint64(i))
+		}
+		if err := os.WriteFile(filepath.Join(dir, string(rune('a'+i%26))+string(rune('a'+i/26))), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	out, err := exec.Command("nix-store", "--dump", dir).Output()
+	if err != nil {
+		b.Fatalf("nix-store --dump: %v", err)
+	}
+	return out
+}
+
+func castoreRandom(b []byte, seed uint64) {
+	x := seed*0x9e3779b97f4a7c15 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+}
+
+func BenchmarkIngest(b *testing.B) {
+	nar := benchNAR(b)
+	b.SetBytes(int64(len(nar)))
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s, err := castore.OpenPebble(filepath.Join(b.TempDir(), "s"), castore.PebbleOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
+}
+
+func BenchmarkRender(b *testing.B) {
+	nar := benchNAR(b)
+	ctx := context.Background()
+	s, err := castore.OpenPebble(filepath.Join(b.TempDir(), "s"), castore.PebbleOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(nar)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// SpeedOptions configure a throughput run.
+type SpeedOptions struct {
+	Tree    string // the tree to measure (made into a NAR by nix-store --dump)
+	WorkDir string // scratch space for the NAR and the store
+	Runs    int    // repetitions of each timed step; the best is kept
+	Writer  castore.WriterOptions
+	Log     io.Writer // progress lines
+}
+
+// Measure is one timed step.
+type Measure struct {
+	Name     string
+	Bytes    int64
+	Duration time.Duration
+	Baseline string // the Measure this one is compared with, if any
+}
+
+// MBps returns the throughput in MB/s (10^6 bytes per second).
+func (m Measure) MBps() float64 { return float64(m.Bytes) / m.Duration.Seconds() / 1e6 }
+
+// SpeedResult holds the steps of a throughput run.
+type SpeedResult struct {
+	NARSize  int64
+	Measures []Measure
+}
+
+// Speed measures, on one tree: nix-store --dump to a discarding sink (the
+// baseline), ingesting its NAR into a fresh Pebble store, and rendering the
+// NAR back from the warm store to a discarding sink. The rendered NAR is
+// checked against the dump's SHA-256 once, outside the timings.
+func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
+	if o.Runs <= 0 {
+		o.Runs = 3
+	}
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
+	nar := filepath.Join(o.WorkDir, "tree.nar")
+	logf("dumping %s with nix-store --dump", o.Tree)
+	if err := dumpTo(ctx, o.Tree, nar); err != nil {
+		return nil, err
+	}
+	want, size, err := fileSha256(nar)
+	if err != nil {
+		return nil, err
+	}
+	res := &SpeedResult{NARSize: size}
+
+	dump, err := best(o.Runs, func() error { return dumpTo(ctx, o.Tree, os.DevNull) })
+	if err != nil {
+		return nil, err
+	}
+	res.Measures = append(res.Measures, Measure{Name: "nix-store --dump", Bytes: size, Duration: dump})
+	logf("nix-store --dump: %.0f MB/s", res.Measures[0].MBps())
+
+	var store *castore.PebbleStore
+	run := 0
+	ingest, err := best(o.Runs, func() error {
+		if store != nil {
+			store.Close()
+		}
+		run++
+		dir := filepath.Join(o.WorkDir, fmt.Sprintf("store-%d", run))
+		os.RemoveAll(dir)
+		if store, err = castore.OpenPebble(dir, castore.PebbleOptions{}); err != nil {
+			return err
+		}
+		f, err := os.Open(nar)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = narrender.Ingest(ctx, f, store, o.Writer)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	res.Measures = append(res.Measures, Measure{Name: "nixcas ingest (fresh store)", Bytes: size, Duration: ingest})
+	logf("ingest: %.0f MB/s", res.Measures[1].MBps())
+
+	f, err := os.Open(nar)
+	if err != nil {
+		return nil, err
+	}
+	r, err := narrender.Ingest(ctx, f, store, o.Writer) // the same NAR again: the root to render
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	if err := narrender.Render(ctx, h, store, r.Root); err != nil {
+		return nil, err
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
+		return nil, fmt.Errorf("bench: rendered NAR has sha256 %x, nix-store --dump %x", got, want)
+	}
+	render, err := best(o.Runs, func() error {
+		return narrender.Render(ctx, io.Discard, store, r.Root)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Measures = append(res.Measures, Measure{Name: "nixcas render (warm store)", Bytes: size, Duration: render, Baseline: "nix-store --dump"})
+	logf("render: %.0f MB/s", res.Measures[2].MBps())
+	return res, nil
+}
+
+// WriteMarkdown prints the result as a Markdown table.
+func (r *SpeedResult) WriteMarkdown(w io.Writer) {
+	fmt.Fprintf(w, "NAR size: %.1f MiB\n\n", float64(r.NARSize)/(1<<20))
+	fmt.Fprintln(w, "| step | MB/s | time | vs baseline |")
+	fmt.Fprintln(w, "|---|---:|---:|---|")
+	by := map[string]Measure{}
+	for _, m := range r.Measures {
+		by[m.Name] = m
+	}
+	for _, m := range r.Measures {
+		vs := ""
+		if b, ok := by[m.Baseline]; ok {
+			vs = fmt.Sprintf("%.2fx %s", m.MBps()/b.MBps(), b.Name)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s |\n", m.Name, m.MBps(), m.Duration.Round(time.Millisecond), vs)
+	}
+}
+
+// best runs f n times and returns the shortest duration.
+func best(n int, f func() error) (time.Duration, error) {
+	var min time.Duration
+	for i := range n {
+		start := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		if d := time.Since(start); i == 0 || d < min {
+			min = d
+		}
+	}
+	return min, nil
+}
+
+// dumpTo runs nix-store --dump tree > out.
+func dumpTo(ctx context.Context, tree, out string) error {
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd := exec.CommandContext(ctx, "nix-store", "--dump", tree)
+	cmd.Stdout = f
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("bench: nix-store --dump %s: %w: %s", tree, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return f.Close()
+}
+
+func fileSha256(path string) ([sha256.Size]byte, int64, error) {
+	var sum [sha256.Size]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	h.Sum(sum[:0])
+	return sum, n, err
+}

@@ -1,0 +1,877 @@
+package castore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
+)
+
+// Layout of the Pebble database
+//
+// One database per data directory. Every key is a one-byte kind followed by
+// the kind's own key:
+//
+//	'c' chunk digest (32)     → stored chunk: codec byte + payload (see ChunkEncoder)
+//	'b' blob digest (32)      → blob index: n × (chunk digest (32) ‖ size uint32 LE),
+//	                            in blob order, n ≥ 2
+//	'd' directory digest (32) → canonical snix.castore.v1.Directory bytes
+//	'm' name                  → store metadata: "version" (uvarint layout
+//	                            version), "counters" (the Stats counters,
+//	                            see below)
+//	'p' store path digest (20) → PathInfo bytes           (Nix layer, via SetMeta)
+//	'n' NAR sha256 (32)        → store path digest (20)   (Nix layer, via SetMeta)
+//
+// The blob index uses fixed-width entries (36 bytes) rather than varints:
+// sizes are at most a few hundred KiB so a varint would save one byte in
+// 36, and fixed entries make a damaged index easy to detect by its length.
+//
+// The counters are one value under 'm' "counters": a vector of uint64
+// little-endian, in the order of counterLogicalBytes... below. Every write
+// that changes a counter carries a Merge of a delta vector in the same batch
+// as the Set it counts, and the merge operator (pebbleCounterMerger) sums
+// vectors element-wise, so counters are never out of step with the data,
+// even after a crash. A shorter operand adds to the leading counters only;
+// a decrement, should one be needed, adds the two's complement.
+const (
+	pebbleKindChunk     byte = 'c'
+	pebbleKindBlobIndex byte = 'b'
+	pebbleKindDirectory byte = 'd'
+	pebbleKindMeta      byte = 'm'
+)
+
+// Key kinds reserved for the Nix layer, which keeps its records in the same
+// database through SetMeta, GetMeta and ScanMeta.
+const (
+	// PebbleKindPathInfo: 20-byte store path digest → PathInfo bytes.
+	PebbleKindPathInfo byte = 'p'
+	// PebbleKindNARHash: 32-byte NAR sha256 → 20-byte store path digest.
+	PebbleKindNARHash byte = 'n'
+)
+
+// pebbleLayoutVersion is the layout described above, stored under 'm'
+// "version"; a database of another version is refused.
+const pebbleLayoutVersion = 1
+
+var (
+	pebbleVersionKey  = []byte{pebbleKindMeta, 'v', 'e', 'r', 's', 'i', 'o', 'n'}
+	pebbleCountersKey = []byte{pebbleKindMeta, 'c', 'o', 'u', 'n', 't', 'e', 'r', 's'}
+)
+
+// Positions in the counter vector. Frequent single-counter updates come
+// first so their delta operand is short.
+const (
+	counterLogicalBytes = iota
+	counterUniqueChunkBytes
+	counterStoredBytes
+	counterChunks
+	counterBlobs
+	counterDirectories
+	numCounters
+)
+
+// blobIndexEntrySize is the size of one stored blob index entry.
+const blobIndexEntrySize = DigestSize + 4
+
+// PebbleOptions tune a PebbleStore. Zero fields take the defaults of
+// DefaultPebbleOptions.
+type PebbleOptions struct {
+	// CacheSize is the size of Pebble's block cache in bytes.
+	CacheSize int64
+	// MemTableSize is the size of one memtable in bytes. Pebble starts
+	// small and grows memtables up to this size; up to two may be held
+	// while one is flushed.
+	MemTableSize uint64
+	// ValueSeparationMinSize: values of at least this many bytes (chunks,
+	// in practice) are written to blob files, out of the LSM tree, so
+	// compactions do not rewrite them.
+	ValueSeparationMinSize int
+	// DisableValueSeparation keeps all values in the LSM tree.
+	DisableValueSeparation bool
+	// FlushFileSize is the target size of the files a memtable flush
+	// writes, counting the values a table's blob file holds; deeper levels
+	// double it at each level. Chunk keys are random, so every flush spans
+	// the whole key space: Pebble's default (2 MiB) would cut a flush into
+	// many tables each with a small blob file of its own, which stays
+	// small until a compaction rewrites it.
+	FlushFileSize int64
+	// LockStripes is the number of mutexes that serialize puts of the same
+	// digest; a power of two.
+	LockStripes int
+}
+
+// DefaultPebbleOptions: 64 MiB cache, 64 MiB memtables, values of 1 KiB
+// and more separated, 16 MiB flush files, 256 lock stripes.
+var DefaultPebbleOptions = PebbleOptions{
+	CacheSize:              64 << 20,
+	MemTableSize:           64 << 20,
+	ValueSeparationMinSize: 1 << 10,
+	FlushFileSize:          16 << 20,
+	LockStripes:            256,
+}
+
+// EnsureDefaults fills zero fields from DefaultPebbleOptions.
+func (o PebbleOptions) EnsureDefaults() PebbleOptions {
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultPebbleOptions.CacheSize
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = DefaultPebbleOptions.MemTableSize
+	}
+	if o.ValueSeparationMinSize == 0 {
+		o.ValueSeparationMinSize = DefaultPebbleOptions.ValueSeparationMinSize
+	}
+	if o.FlushFileSize == 0 {
+		o.FlushFileSize = DefaultPebbleOptions.FlushFileSize
+	}
+	if o.LockStripes == 0 {
+		o.LockStripes = DefaultPebbleOptions.LockStripes
+	}
+	return o
+}
+
+// Validate checks the options after EnsureDefaults.
+func (o PebbleOptions) Validate() error {
+	switch {
+	case o.CacheSize < 0:
+		return fmt.Errorf("%w: pebble: cache size %d", ErrInvalid, o.CacheSize)
+	case o.MemTableSize < 1<<20 || o.MemTableSize >= 4<<30:
+		return fmt.Errorf("%w: pebble: memtable size %d not in [1 MiB, 4 GiB)", ErrInvalid, o.MemTableSize)
+	case o.ValueSeparationMinSize <= 0:
+		return fmt.Errorf("%w: pebble: value separation minimum size %d", ErrInvalid, o.ValueSeparationMinSize)
+	case o.FlushFileSize < 64<<10 || o.FlushFileSize > 1<<30:
+		return fmt.Errorf("%w: pebble: flush file size %d not in [64 KiB, 1 GiB]", ErrInvalid, o.FlushFileSize)
+	case o.LockStripes <= 0 || o.LockStripes&(o.LockStripes-1) != 0:
+		return fmt.Errorf("%w: pebble: lock stripes %d is not a power of two", ErrInvalid, o.LockStripes)
+	}
+	return nil
+}
+
+// pebbleOptions returns the Pebble options for o.
+func (o PebbleOptions) pebbleOptions(cache *pebble.Cache) *pebble.Options {
+	po := &pebble.Options{
+		Cache:        cache,
+		MemTableSize: o.MemTableSize,
+		Merger:       pebbleCounterMerger,
+		// Value separation needs this format (sstable format v7).
+		FormatMajorVersion: pebble.FormatValueSeparation,
+		Logger:             quietPebbleLogger{pebble.DefaultLogger},
+	}
+	po.TargetFileSizes[0] = o.FlushFileSize
+	for i := range po.Levels {
+		// Every key is looked up by exact match (HasChunk before each
+		// put, mostly misses), so bloom filters pay off at all levels.
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		// Keys are digests, chunk values are already lz4-compressed or
+		// incompressible, blob indexes are digests: block compression
+		// would only spend CPU.
+		po.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
+	if !o.DisableValueSeparation {
+		policy := pebble.ValueSeparationPolicy{
+			Enabled:     true,
+			MinimumSize: o.ValueSeparationMinSize,
+			// As the pebble command's defaults, except that blob files
+			// with a fifth of their values unreferenced are rewritten.
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     5 * time.Minute,
+			TargetGarbageRatio:    0.2,
+		}
+		po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy { return policy }
+	}
+	return po
+}
+
+// PebbleStore keeps everything in one Pebble database (see the layout
+// above). It is safe for concurrent use. Writes are not synced as they are
+// made: call Sync to make them durable (Close does too).
+type PebbleStore struct {
+	dir     string
+	stripes []paddedMutex
+
+	// mu guards db against Close: operations hold it for reading.
+	mu sync.RWMutex
+	db *pebble.DB
+}
+
+var _ Store = (*PebbleStore)(nil)
+
+// paddedMutex keeps lock stripes on separate cache lines.
+type paddedMutex struct {
+	sync.Mutex
+	_ [64 - 8]byte
+}
+
+var errPebbleClosed = errors.New("castore: pebble store is closed")
+
+// OpenPebble opens the store in dir, creating dir and the database if they
+// do not exist.
+func OpenPebble(dir string, opts PebbleOptions) (*PebbleStore, error) {
+	opts = opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("castore: pebble: %w", err)
+	}
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref()
+	db, err := pebble.Open(dir, opts.pebbleOptions(cache))
+	if err != nil {
+		return nil, fmt.Errorf("castore: pebble: open %s: %w", dir, err)
+	}
+	if err := checkPebbleVersion(db, dir); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &PebbleStore{dir: dir, db: db, stripes: make([]paddedMutex, opts.LockStripes)}, nil
+}
+
+// checkPebbleVersion checks the layout version of the database in dir,
+// recording it in a new database.
+func checkPebbleVersion(db *pebble.DB, dir string) error {
+	var version []byte
+	err := get(db, pebbleVersionKey, "layout version", func(v []byte) error {
+		version = bytes.Clone(v)
+		return nil
+	})
+	if errors.Is(err, pebble.ErrNotFound) {
+		it, err := db.NewIter(nil)
+		if err != nil {
+			return pebbleError(err, "open "+dir)
+		}
+		empty := !it.First()
+		if err := it.Close(); err != nil {
+			return pebbleError(err, "open "+dir)
+		}
+		if !empty {
+			return fmt.Errorf("%w: pebble database %s has data but no layout version", ErrCorrupt, dir)
+		}
+		if err := db.Set(pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), pebble.Sync); err != nil {
+			return pebbleError(err, "open "+dir)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if got, n := binary.Uvarint(version); n != len(version) || got != pebbleLayoutVersion {
+		return fmt.Errorf("%w: pebble database %s has layout version %x, want %d", ErrInvalid, dir, version, pebbleLayoutVersion)
+	}
+	return nil
+}
+
+// Dir returns the store's data directory.
+func (s *PebbleStore) Dir() string { return s.dir }
+
+// acquire holds s.mu for reading and returns the database, or an error
+// once the store is closed. The caller calls s.mu.RUnlock.
+func (s *PebbleStore) acquire(ctx context.Context) (*pebble.DB, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	if s.db == nil {
+		s.mu.RUnlock()
+		return nil, errPebbleClosed
+	}
+	return s.db, nil
+}
+
+// stripe returns the mutex that serializes puts of d.
+func (s *PebbleStore) stripe(d Digest) *sync.Mutex {
+	i := binary.LittleEndian.Uint32(d[:4]) & uint32(len(s.stripes)-1)
+	return &s.stripes[i].Mutex
+}
+
+func pebbleKey(kind byte, d Digest) []byte {
+	k := make([]byte, 1+DigestSize)
+	k[0] = kind
+	copy(k[1:], d[:])
+	return k
+}
+
+// has reports whether key exists without reading its value. db.Get would
+// fetch the value, which for a separated chunk is a read of up to 256 KiB
+// from a blob file; an iterator's key alone does not (values are fetched
+// lazily), and SeekPrefixGE consults the bloom filters, so a miss usually
+// reads no data block at all. (BenchmarkPebbleHasChunk: about 5 µs, hit or
+// miss, against 35 µs for GetChunk of a 256 KiB chunk in the block cache.)
+func has(ctx context.Context, db *pebble.DB, key []byte) (bool, error) {
+	it, err := db.NewIterWithContext(ctx, nil)
+	if err != nil {
+		return false, pebbleError(err, "lookup")
+	}
+	found := it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+	if err := it.Close(); err != nil {
+		return false, pebbleError(err, "lookup")
+	}
+	return found, nil
+}
+
+// pebbleError wraps an error from Pebble, as ErrCorrupt when Pebble found
+// damaged data (a checksum mismatch, say).
+func pebbleError(err error, what string) error {
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%w: pebble: %s: %v", ErrCorrupt, what, err)
+	}
+	return fmt.Errorf("castore: pebble: %s: %w", what, err)
+}
+
+// get calls fn with the value of key, valid only during the call; a
+// missing key is pebble.ErrNotFound. db.Get reports an error reading a
+// separated value (a checksum mismatch in a blob file, say) only when its
+// closer is closed, handing out an empty value meanwhile, so the closer's
+// error takes precedence over fn's.
+func get(db *pebble.DB, key []byte, what string, fn func(v []byte) error) error {
+	v, closer, err := db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
+	if err != nil {
+		return pebbleError(err, what)
+	}
+	err = fn(v)
+	if cerr := closer.Close(); cerr != nil {
+		return pebbleError(cerr, what)
+	}
+	return err
+}
+
+// HasChunk implements ChunkStore. It does not read the chunk's value.
+func (s *PebbleStore) HasChunk(ctx context.Context, d Digest) (bool, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+	return has(ctx, db, pebbleKey(pebbleKindChunk, d))
+}
+
+// GetChunk implements ChunkStore. The chunk is decoded straight from
+// Pebble's buffer into dst.
+func (s *PebbleStore) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byte, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return dst, err
+	}
+	defer s.mu.RUnlock()
+	out := dst
+	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk "+d.String(), func(v []byte) (err error) {
+		out, err = DecodeChunk(dst, v)
+		return err
+	})
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return dst, fmt.Errorf("%w: chunk %s", ErrNotFound, d)
+	case errors.Is(err, ErrCorrupt):
+		return dst, fmt.Errorf("%w (chunk %s)", err, d)
+	case err != nil:
+		return dst, err
+	}
+	return out, nil
+}
+
+// chunkEncoding is a pooled encoder with its output buffer.
+type chunkEncoding struct {
+	enc ChunkEncoder
+	buf []byte
+}
+
+var chunkEncodings = sync.Pool{New: func() any { return new(chunkEncoding) }}
+
+// PutChunk implements ChunkStore. A chunk already stored costs one key
+// lookup. Otherwise the chunk is encoded, and then, under the digest's lock
+// stripe and only if it is still absent, written together with its
+// counters. The write is not synced.
+func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
+	if err := c.check(); err != nil {
+		return false, err
+	}
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+	key := pebbleKey(pebbleKindChunk, c.digest)
+	if ok, err := has(ctx, db, key); err != nil || ok {
+		return false, err
+	}
+	// Encode outside the lock: two puts of the same new chunk at once are
+	// rare, other chunks sharing the stripe are not.
+	e := chunkEncodings.Get().(*chunkEncoding)
+	defer func() {
+		if cap(e.buf) > 1<<20 {
+			e.buf = nil
+		}
+		chunkEncodings.Put(e)
+	}()
+	e.buf = e.enc.Encode(e.buf[:0], c.data)
+
+	mu := s.stripe(c.digest)
+	mu.Lock()
+	defer mu.Unlock()
+	if ok, err := has(ctx, db, key); err != nil || ok {
+		return false, err
+	}
+	var delta [numCounters]uint64
+	delta[counterUniqueChunkBytes] = uint64(len(c.data))
+	delta[counterStoredBytes] = uint64(len(e.buf))
+	delta[counterChunks] = 1
+	b := db.NewBatch()
+	defer b.Close()
+	_ = b.Set(key, e.buf, nil)
+	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return false, pebbleError(err, "put chunk "+c.digest.String())
+	}
+	return true, nil
+}
+
+// GetBlobIndex implements BlobIndexStore.
+func (s *PebbleStore) GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	var refs []ChunkRef
+	err = get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index "+d.String(), func(v []byte) (err error) {
+		refs, err = decodeBlobIndex(d, v)
+		return err
+	})
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: blob index %s", ErrNotFound, d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return refs, nil
+}
+
+// encodeBlobIndex returns the stored form of a blob index.
+func encodeBlobIndex(chunks []ChunkRef) []byte {
+	b := make([]byte, 0, len(chunks)*blobIndexEntrySize)
+	for _, c := range chunks {
+		b = append(b, c.Digest[:]...)
+		b = binary.LittleEndian.AppendUint32(b, c.Size)
+	}
+	return b
+}
+
+// decodeBlobIndex decodes a stored blob index into a new slice.
+func decodeBlobIndex(d Digest, v []byte) ([]ChunkRef, error) {
+	if len(v)%blobIndexEntrySize != 0 || len(v) < 2*blobIndexEntrySize {
+		return nil, fmt.Errorf("%w: blob index %s: %d bytes", ErrCorrupt, d, len(v))
+	}
+	refs := make([]ChunkRef, len(v)/blobIndexEntrySize)
+	for i := range refs {
+		e := v[i*blobIndexEntrySize:]
+		copy(refs[i].Digest[:], e[:DigestSize])
+		refs[i].Size = binary.LittleEndian.Uint32(e[DigestSize:])
+	}
+	return refs, nil
+}
+
+// PutBlob implements BlobIndexStore. The write is not synced.
+func (s *PebbleStore) PutBlob(ctx context.Context, d Digest, size uint64, chunks []ChunkRef) error {
+	if err := checkBlobIndex(d, size, chunks); err != nil {
+		return err
+	}
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	logical := encodeCounters([]uint64{counterLogicalBytes: size})
+	if len(chunks) < 2 {
+		if err := db.Merge(pebbleCountersKey, logical, pebble.NoSync); err != nil {
+			return pebbleError(err, "put blob "+d.String())
+		}
+		return nil
+	}
+	key := pebbleKey(pebbleKindBlobIndex, d)
+	var value []byte
+	if ok, err := has(ctx, db, key); err != nil {
+		return err
+	} else if !ok {
+		value = encodeBlobIndex(chunks)
+	}
+	mu := s.stripe(d)
+	mu.Lock()
+	defer mu.Unlock()
+	b := db.NewBatch()
+	defer b.Close()
+	if value != nil {
+		if ok, err := has(ctx, db, key); err != nil {
+			return err
+		} else if !ok {
+			_ = b.Set(key, value, nil)
+			var delta [counterBlobs + 1]uint64
+			delta[counterLogicalBytes] = size
+			delta[counterBlobs] = 1
+			logical = encodeCounters(delta[:])
+		}
+	}
+	_ = b.Merge(pebbleCountersKey, logical, nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return pebbleError(err, "put blob "+d.String())
+	}
+	return nil
+}
+
+// GetDirectory implements DirectoryStore.
+func (s *PebbleStore) GetDirectory(ctx context.Context, d Digest) (*Directory, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	var dir *Directory
+	err = get(db, pebbleKey(pebbleKindDirectory, d), "directory "+d.String(), func(v []byte) (err error) {
+		// The decoded directory copies what it keeps (strings, digests).
+		dir, err = decodeStoredDirectory(d, v)
+		return err
+	})
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: directory %s", ErrNotFound, d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return dir, nil
+}
+
+// PutDirectory implements DirectoryStore. The write is not synced.
+func (s *PebbleStore) PutDirectory(ctx context.Context, dir *Directory) (Digest, error) {
+	if err := dir.Validate(); err != nil {
+		return Digest{}, err
+	}
+	b := dir.Marshal()
+	d := Hash(b)
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return Digest{}, err
+	}
+	defer s.mu.RUnlock()
+	key := pebbleKey(pebbleKindDirectory, d)
+	mu := s.stripe(d)
+	mu.Lock()
+	defer mu.Unlock()
+	if ok, err := has(ctx, db, key); err != nil || ok {
+		return d, err
+	}
+	batch := db.NewBatch()
+	defer batch.Close()
+	_ = batch.Set(key, b, nil)
+	_ = batch.Merge(pebbleCountersKey, encodeCounters([]uint64{counterDirectories: 1}), nil)
+	if err := batch.Commit(pebble.NoSync); err != nil {
+		return Digest{}, pebbleError(err, "put directory "+d.String())
+	}
+	return d, nil
+}
+
+// Stats implements Store. The counters are persistent and always agree
+// with the data written.
+func (s *PebbleStore) Stats(ctx context.Context) (Stats, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer s.mu.RUnlock()
+	var c [numCounters]uint64
+	err = get(db, pebbleCountersKey, "counters", func(v []byte) error {
+		if len(v)%8 != 0 {
+			return fmt.Errorf("%w: counters of %d bytes", ErrCorrupt, len(v))
+		}
+		for i := 0; i < numCounters && 8*i < len(v); i++ {
+			c[i] = binary.LittleEndian.Uint64(v[8*i:])
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		return Stats{}, err
+	}
+	return Stats{
+		LogicalBytes:     c[counterLogicalBytes],
+		UniqueChunkBytes: c[counterUniqueChunkBytes],
+		StoredBytes:      c[counterStoredBytes],
+		Chunks:           c[counterChunks],
+		Blobs:            c[counterBlobs],
+		Directories:      c[counterDirectories],
+	}, nil
+}
+
+// Sync implements Store. It commits an empty, synced batch (a LogData
+// record): the write-ahead log is synced in order, so every write that
+// returned before Sync was called is durable when it returns. Unlike a
+// memtable flush this costs one fsync.
+func (s *PebbleStore) Sync(ctx context.Context) error {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := db.LogData(nil, pebble.Sync); err != nil {
+		return pebbleError(err, "sync")
+	}
+	return nil
+}
+
+// Close implements Store. It waits for operations in progress, then
+// closes the database, which syncs the write-ahead log. It is safe to call
+// twice; other methods fail once the store is closed.
+func (s *PebbleStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Close()
+	s.db = nil
+	if err != nil {
+		return pebbleError(err, "close")
+	}
+	return nil
+}
+
+// Flush writes the memtable out to sstables (and blob files) and waits
+// until it is done. Stores do not need it; it is for tools and tests that
+// look at the files.
+func (s *PebbleStore) Flush(ctx context.Context) error {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if err := db.Flush(); err != nil {
+		return pebbleError(err, "flush")
+	}
+	return nil
+}
+
+// DiskBytes returns the total size of the files under the data directory:
+// sstables, blob files, write-ahead logs and Pebble's own bookkeeping.
+// Files removed while it runs (compactions do) are skipped.
+func (s *PebbleStore) DiskBytes() (int64, error) {
+	var total int64
+	err := filepath.WalkDir(s.dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !e.Type().IsRegular() {
+			return nil
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		total += info.Size()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("castore: pebble: disk usage of %s: %w", s.dir, err)
+	}
+	return total, nil
+}
+
+// MetaRecord is a record of a kind the store itself does not use, such as
+// PebbleKindPathInfo or PebbleKindNARHash, for SetMeta.
+type MetaRecord struct {
+	Kind   byte
+	Key    []byte
+	Value  []byte
+	Delete bool // remove the key instead of setting it
+}
+
+// checkMetaKind refuses the kinds the store keeps itself.
+func checkMetaKind(kind byte) error {
+	switch kind {
+	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta:
+		return fmt.Errorf("%w: key kind %q belongs to castore", ErrInvalid, kind)
+	}
+	return nil
+}
+
+// GetMeta returns a copy of the value of kind and key; a missing key is
+// ErrNotFound.
+func (s *PebbleStore) GetMeta(ctx context.Context, kind byte, key []byte) ([]byte, error) {
+	if err := checkMetaKind(kind); err != nil {
+		return nil, err
+	}
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	var value []byte
+	err = get(db, append([]byte{kind}, key...), fmt.Sprintf("%c/%x", kind, key), func(v []byte) error {
+		value = bytes.Clone(v)
+		return nil
+	})
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %c/%x", ErrNotFound, kind, key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return value, nil
+}
+
+// SetMeta applies records atomically: all or none are written. Like every
+// write it is not synced; call Sync before relying on it.
+func (s *PebbleStore) SetMeta(ctx context.Context, records ...MetaRecord) error {
+	for _, r := range records {
+		if err := checkMetaKind(r.Kind); err != nil {
+			return err
+		}
+	}
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	b := db.NewBatch()
+	defer b.Close()
+	var key []byte
+	for _, r := range records {
+		key = append(append(key[:0], r.Kind), r.Key...)
+		if r.Delete {
+			_ = b.Delete(key, nil)
+		} else {
+			_ = b.Set(key, r.Value, nil)
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return pebbleError(err, "set meta")
+	}
+	return nil
+}
+
+// ScanMeta calls fn for each record of kind whose key starts with prefix,
+// in ascending key order, with the key (without the kind byte) and value.
+// Both are valid only during the call. It stops at fn's first error and
+// returns it.
+func (s *PebbleStore) ScanMeta(ctx context.Context, kind byte, prefix []byte, fn func(key, value []byte) error) error {
+	if err := checkMetaKind(kind); err != nil {
+		return err
+	}
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	lower := append([]byte{kind}, prefix...)
+	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return pebbleError(err, "scan meta")
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		var v []byte
+		if v, err = it.ValueAndErr(); err != nil {
+			err = pebbleError(err, "scan meta")
+			break
+		}
+		if err = fn(it.Key()[1:], v); err != nil {
+			break
+		}
+	}
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = pebbleError(cerr, "scan meta")
+	}
+	return err
+}
+
+// prefixEnd returns the smallest key greater than every key starting with
+// p, or nil when there is none (p is all 0xff).
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// encodeCounters encodes a counter vector, dropping trailing zeros.
+func encodeCounters(c []uint64) []byte {
+	n := len(c)
+	for n > 0 && c[n-1] == 0 {
+		n--
+	}
+	b := make([]byte, 8*n)
+	for i := range n {
+		binary.LittleEndian.PutUint64(b[8*i:], c[i])
+	}
+	return b
+}
+
+// pebbleCounterMerger sums counter vectors element-wise. Its name is
+// recorded in the database, which Pebble will not open with another.
+var pebbleCounterMerger = &pebble.Merger{
+	Name: "nixcas.castore.counters.v1",
+	Merge: func(_, value []byte) (pebble.ValueMerger, error) {
+		m := new(counterSum)
+		if err := m.add(value); err != nil {
+			return nil, err
+		}
+		return m, nil
+	},
+}
+
+// counterSum is a merge in progress; addition commutes, so operands may
+// come in either order.
+type counterSum struct{ sum []uint64 }
+
+func (m *counterSum) add(v []byte) error {
+	if len(v)%8 != 0 {
+		return fmt.Errorf("%w: counter operand of %d bytes", ErrCorrupt, len(v))
+	}
+	n := len(v) / 8
+	if n > len(m.sum) {
+		m.sum = append(m.sum, make([]uint64, n-len(m.sum))...)
+	}
+	for i := range n {
+		m.sum[i] += binary.LittleEndian.Uint64(v[8*i:])
+	}
+	return nil
+}
+
+func (m *counterSum) MergeNewer(v []byte) error { return m.add(v) }
+func (m *counterSum) MergeOlder(v []byte) error { return m.add(v) }
+
+func (m *counterSum) Finish(bool) ([]byte, io.Closer, error) {
+	b := make([]byte, 8*len(m.sum))
+	for i, x := range m.sum {
+		binary.LittleEndian.PutUint64(b[8*i:], x)
+	}
+	return b, nil, nil
+}
+
+// quietPebbleLogger drops Pebble's informational messages (it reports WAL
+// recovery on every open) and passes on the rest.
+type quietPebbleLogger struct{ pebble.Logger }
+
+func (quietPebbleLogger) Infof(string, ...any) {}

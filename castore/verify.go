@@ -1,0 +1,24 @@
+package castore
+
+import "context"
+
+// Verifying wraps s so that every chunk read through GetChunk is re-hashed
+// and checked against its digest: for stores whose medium is not trusted.
+// (Pebble checksums its own blocks and files, so a local PebbleStore does
+// not need it; a store reached over a network does.)
+func Verifying(s Store) Store { return verifying{s} }
+
+type verifying struct{ Store }
+
+// GetChunk implements ChunkStore, failing with ErrCorrupt on a mismatch.
+func (v verifying) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byte, error) {
+	start := len(dst)
+	out, err := v.Store.GetChunk(ctx, d, dst)
+	if err != nil {
+		return out, err
+	}
+	if _, err := VerifyChunk(d, out[start:]); err != nil {
+		return dst, err
+	}
+	return out, nil
+}

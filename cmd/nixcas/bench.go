@@ -1,0 +1,75 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nixcas/nixcas/bench"
+)
+
+func newBenchCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Measure nixcas beside its baselines"}
+	cmd.AddCommand(newBenchSpeedCommand())
+	return cmd
+}
+
+func newBenchSpeedCommand() *cobra.Command {
+	var (
+		o       bench.SpeedOptions
+		version string
+		profile string
+	)
+	cmd := &cobra.Command{
+		Use:   "speed (--tree DIR | --go-toolchain VERSION)",
+		Short: "Ingest and render throughput beside nix-store --dump, as a Markdown table",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (o.Tree == "") == (version == "") {
+				return errors.New("give exactly one of --tree and --go-toolchain")
+			}
+			if o.WorkDir == "" {
+				d, err := os.MkdirTemp("", "nixcas-bench-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(d)
+				o.WorkDir = d
+			}
+			o.Log = os.Stderr
+			if version != "" {
+				tree, err := bench.GoToolchain(cmd.Context(), version, filepath.Join(o.WorkDir, "corpus"))
+				if err != nil {
+					return err
+				}
+				o.Tree = tree
+			}
+			if profile != "" {
+				f, err := os.Create(profile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			res, err := bench.Speed(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			res.WriteMarkdown(os.Stdout)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Tree, "tree", "", "directory to measure")
+	cmd.Flags().StringVar(&version, "go-toolchain", "", "measure this Go release (e.g. go1.22.0), fetched as a module")
+	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory (default: a temporary one, removed after)")
+	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	cmd.Flags().IntVar(&o.Runs, "runs", 3, "repetitions of each step; the best is reported")
+	return cmd
+}
