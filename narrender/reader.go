@@ -150,6 +150,9 @@ func (r *Reader) readString(max int, what string) ([]byte, error) {
 		r.off = start
 		return nil, r.errorf("%s of %d bytes, limit %d", what, n, max)
 	}
+	if uint64(cap(r.buf)) < n {
+		r.buf = make([]byte, n)
+	}
 	r.buf = r.buf[:n]
 	if err := r.readFull(r.buf, what); err != nil {
 		return nil, err

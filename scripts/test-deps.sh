@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian 12 machine and checks that
+# Nix can serialise and hash a local directory (`nix-store --dump`,
+# `nix-hash`), which the end-to-end tests use as the reference NAR encoder.
+#
+# Idempotent: when everything is present it only runs a quick self-check.
+# Installing packages requires root (or sudo).
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf 'test-deps: %s\n' "$*" >&2; }
+
+as_root() {
+	if [[ $EUID -eq 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null; then
+		sudo -E "$@"
+	else
+		log "need root to run: $*"
+		exit 1
+	fi
+}
+
+# Debian packages required, keyed by a command each one provides.
+declare -A wanted=(
+	[nix-store]=nix-bin
+	[nix-hash]=nix-bin
+	[protoc]=protobuf-compiler
+	[gcc]=gcc # go test -race needs cgo
+)
+
+# have reports whether cmd is an executable on PATH (bash's `command -v`
+# alone also accepts non-executable files).
+have() {
+	local path
+	path=$(command -v "$1") && [[ -x $path ]]
+}
+
+missing=()
+for cmd in "${!wanted[@]}"; do
+	pkg=${wanted[$cmd]}
+	if ! have "$cmd" && [[ " ${missing[*]} " != *" $pkg "* ]]; then
+		missing+=("$pkg")
+	fi
+done
+
+if ((${#missing[@]})); then
+	log "installing ${missing[*]}"
+	# Wait for a concurrent apt/dpkg run instead of failing on its lock.
+	apt_opts=(-o DPkg::Lock::Timeout=600 -q)
+	as_root apt-get "${apt_opts[@]}" update >/dev/null
+	as_root apt-get "${apt_opts[@]}" install -y "${missing[@]}" >/dev/null
+	for cmd in "${!wanted[@]}"; do
+		if ! have "$cmd"; then
+			log "$cmd is still missing after installing ${wanted[$cmd]}"
+			exit 1
+		fi
+	done
+fi
+
+if ! have go; then
+	log "the Go toolchain is not installed (see go.mod for the required version)"
+	exit 1
+fi
+
+# nix_smoke_test dumps and hashes a small fixed tree and compares against the
+# hash real Nix produces for it.
+nix_smoke_test() {
+	local dir rc=0 got
+	dir=$(mktemp -d)
+	mkdir "$dir/t"
+	printf 'hello\n' >"$dir/t/hello"
+	printf '#!/bin/sh\n' >"$dir/t/run"
+	chmod 755 "$dir/t/run"
+	ln -s hello "$dir/t/link"
+	if ! nix-store --dump "$dir/t" >"$dir/nar" 2>"$dir/err" ||
+		! got=$(nix-hash --type sha256 --base32 "$dir/t" 2>>"$dir/err"); then
+		rc=1
+	elif [[ $got != 1hh47rhilhqr6bdlm12z6gp45vk7915c4vvnjhp797s7634winyk ]] ||
+		[[ $(sha256sum <"$dir/nar") != d3dbc8c930479f742e94766fc24a4867ee42ee335f844adb3219431a613e04c2* ]]; then
+		echo "unexpected NAR hash $got" >>"$dir/err"
+		rc=1
+	fi
+	nix_error=$(cat "$dir/err")
+	rm -rf "$dir"
+	return "$rc"
+}
+
+if ! nix_smoke_test; then
+	# The Debian nix-bin package normally works for these commands out of the
+	# box. If it does not, fall back to the usual single-user setup: the
+	# store directories, no build users and no sandbox.
+	log "nix self-check failed (${nix_error}); setting up a single-user Nix configuration"
+	as_root mkdir -p /nix/store /nix/var/nix/db /nix/var/nix/gcroots /nix/var/nix/profiles /nix/var/nix/temproots
+	if [[ ! -s /etc/nix/nix.conf ]]; then
+		as_root mkdir -p /etc/nix
+		printf 'build-users-group =\nsandbox = false\n' | as_root tee /etc/nix/nix.conf >/dev/null
+	fi
+	if ! nix_smoke_test; then
+		log "nix-store --dump / nix-hash do not work: ${nix_error}"
+		exit 1
+	fi
+fi
