@@ -1,0 +1,199 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/proto/storepb"
+)
+
+// MetaStore keeps records of the Nix layer beside the castore, in the same
+// database; castore.PebbleStore implements it.
+type MetaStore interface {
+	GetMeta(ctx context.Context, kind byte, key []byte) ([]byte, error)
+	SetMeta(ctx context.Context, records ...castore.MetaRecord) error
+	ScanMeta(ctx context.Context, kind byte, prefix []byte, fn func(key, value []byte) error) error
+	Sync(ctx context.Context) error
+}
+
+// Index maps store paths (and NAR hashes) to PathInfos. It is safe for
+// concurrent use.
+type Index struct {
+	meta MetaStore
+	cas  castore.Store
+}
+
+// NewIndex returns the index kept in meta over the trees in cas; for the
+// embedded store both are the same castore.PebbleStore.
+func NewIndex(meta MetaStore, cas castore.Store) *Index {
+	return &Index{meta: meta, cas: cas}
+}
+
+// Get returns the PathInfo of the store path whose hash is d.
+func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
+	v, err := x.meta.GetMeta(ctx, castore.PebbleKindPathInfo, d[:])
+	if errors.Is(err, castore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: store path %s", ErrNotFound, d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodePathInfo(v)
+}
+
+// GetByNARHash returns the PathInfo of a store path whose NAR has that
+// SHA-256.
+func (x *Index) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*PathInfo, error) {
+	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARHash, h[:])
+	if errors.Is(err, castore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: NAR hash %x", ErrNotFound, h)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var d PathDigest
+	if len(v) != len(d) {
+		return nil, fmt.Errorf("%w: NAR hash record of %d bytes", castore.ErrCorrupt, len(v))
+	}
+	copy(d[:], v)
+	return x.Get(ctx, d)
+}
+
+// Put validates p, checks that its whole tree is in the castore, and
+// records it (replacing any PathInfo of the same path) durably. Signatures
+// already recorded for the path that p lacks are kept.
+func (x *Index) Put(ctx context.Context, p *PathInfo) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if err := CheckTree(ctx, x.cas, p.Root); err != nil {
+		return fmt.Errorf("%s: %w", p.Path, err)
+	}
+	d := p.Digest()
+	if old, err := x.Get(ctx, d); err == nil && old.NARSha256 == p.NARSha256 {
+		p = mergeSignatures(p, old.Signatures)
+	}
+	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(p.ToProto())
+	if err != nil {
+		return err
+	}
+	err = x.meta.SetMeta(ctx,
+		castore.MetaRecord{Kind: castore.PebbleKindPathInfo, Key: d[:], Value: v},
+		castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: p.NARSha256[:], Value: d[:]},
+	)
+	if err != nil {
+		return err
+	}
+	return x.meta.Sync(ctx)
+}
+
+// mergeSignatures returns p with the signatures of old it lacks added.
+func mergeSignatures(p *PathInfo, old []Signature) *PathInfo {
+	q := *p
+	q.Signatures = append([]Signature(nil), p.Signatures...)
+	for _, o := range old {
+		dup := false
+		for _, s := range q.Signatures {
+			if s.Name == o.Name && string(s.Data) == string(o.Data) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			q.Signatures = append(q.Signatures, o)
+		}
+	}
+	return &q
+}
+
+// List calls fn for every PathInfo, in order of store path digest, stopping
+// at fn's first error.
+func (x *Index) List(ctx context.Context, fn func(*PathInfo) error) error {
+	return x.meta.ScanMeta(ctx, castore.PebbleKindPathInfo, nil, func(_, v []byte) error {
+		p, err := decodePathInfo(v)
+		if err != nil {
+			return err
+		}
+		return fn(p)
+	})
+}
+
+func decodePathInfo(v []byte) (*PathInfo, error) {
+	var pb storepb.PathInfo
+	if err := proto.Unmarshal(v, &pb); err != nil {
+		return nil, fmt.Errorf("%w: stored PathInfo: %v", castore.ErrCorrupt, err)
+	}
+	p, err := PathInfoFromProto(&pb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stored PathInfo: %v", castore.ErrCorrupt, err)
+	}
+	return p, nil
+}
+
+// CheckTree makes sure every directory, blob index and chunk of the tree
+// at root is in s, and that directory sizes agree. A missing piece is an
+// error wrapping ErrIncomplete.
+func CheckTree(ctx context.Context, s castore.Store, root castore.Entry) error {
+	seen := map[castore.Digest]bool{}
+	var walk func(e castore.Entry, path string) error
+	walk = func(e castore.Entry, path string) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch e.Kind {
+		case castore.KindSymlink:
+			return nil
+		case castore.KindFile:
+			if seen[e.Digest] {
+				return nil
+			}
+			chunks, err := castore.BlobChunks(ctx, s, e.Digest, e.Size)
+			if err != nil {
+				return missing(path, err)
+			}
+			for _, c := range chunks {
+				ok, err := s.HasChunk(ctx, c.Digest)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return fmt.Errorf("%w: %q: chunk %s of blob %s is missing", ErrIncomplete, path, c.Digest, e.Digest)
+				}
+			}
+			seen[e.Digest] = true
+			return nil
+		case castore.KindDirectory:
+			dir, err := s.GetDirectory(ctx, e.Digest)
+			if err != nil {
+				return missing(path, err)
+			}
+			if dir.Size() != e.Size {
+				return fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", ErrInvalid, path, e.Digest, dir.Size(), e.Size)
+			}
+			if seen[e.Digest] {
+				return nil
+			}
+			for _, c := range dir.Entries() {
+				if err := walk(c, path+"/"+c.Name); err != nil {
+					return err
+				}
+			}
+			seen[e.Digest] = true
+			return nil
+		}
+		return fmt.Errorf("%w: %q: entry of %v", ErrInvalid, path, e.Kind)
+	}
+	return walk(root, "")
+}
+
+func missing(path string, err error) error {
+	if errors.Is(err, castore.ErrNotFound) {
+		return fmt.Errorf("%w: %q: %v", ErrIncomplete, path, err)
+	}
+	return err
+}

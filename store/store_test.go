@@ -1,0 +1,122 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/store"
+)
+
+const (
+	pathA = "0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12.1"
+	pathB = "0dxzkflshz3w8ac8bc2p0v3xfbi1szmd-glibc-2.38"
+	drv   = "2v0vql0dfrlhn14d2r4vpz7fsjv2hffs-hello-2.12.1.drv"
+)
+
+// ingestNAR stores a NAR of one file and returns its PathInfo for path.
+func ingestNAR(t *testing.T, s castore.Store, path string, contents string) *store.PathInfo {
+	t.Helper()
+	var nar []byte
+	for _, tok := range []string{"nix-archive-1", "(", "type", "regular", "contents", contents, ")"} {
+		var n [8]byte
+		for i := range 8 {
+			n[i] = byte(uint64(len(tok)) >> (8 * i))
+		}
+		nar = append(append(nar, n[:]...), tok...)
+		nar = append(nar, make([]byte, (8-len(tok)%8)%8)...)
+	}
+	res, err := narrender.Ingest(context.Background(), bytes.NewReader(nar), s, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := res.Root
+	root.Name = path
+	return &store.PathInfo{Path: path, Root: root, NARSize: res.NARSize, NARSha256: res.NARSha256}
+}
+
+func openStore(t *testing.T) (*castore.PebbleStore, *store.Index) {
+	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, store.NewIndex(s, s)
+}
+
+func TestIndexRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s, x := openStore(t)
+	p := ingestNAR(t, s, pathA, "hello")
+	p.References = []string{pathA, pathB}
+	p.Deriver = drv
+	p.CA = "fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+	p.Signatures = []store.Signature{{Name: "cache.example.org-1", Data: bytes.Repeat([]byte{7}, 64)}}
+	if err := x.Put(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := x.Get(ctx, p.Digest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Fingerprint() != p.Fingerprint() || got.Deriver != drv || got.CA != p.CA || len(got.Signatures) != 1 {
+		t.Errorf("round trip: got %+v, want %+v", got, p)
+	}
+	if got.Fingerprint() != p.NarInfo().Fingerprint() {
+		t.Errorf("fingerprint %q, go-nix computes %q", got.Fingerprint(), p.NarInfo().Fingerprint())
+	}
+	byHash, err := x.GetByNARHash(ctx, p.NARSha256)
+	if err != nil || byHash.Path != pathA {
+		t.Errorf("GetByNARHash: %v, %v", byHash, err)
+	}
+	// A second Put with another signature keeps the first.
+	q := *p
+	q.Signatures = []store.Signature{{Name: "other-1", Data: bytes.Repeat([]byte{8}, 64)}}
+	if err := x.Put(ctx, &q); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := x.Get(ctx, p.Digest()); len(got.Signatures) != 2 {
+		t.Errorf("signatures after a second put: %v, want both", got.Signatures)
+	}
+	n := 0
+	if err := x.List(ctx, func(*store.PathInfo) error { n++; return nil }); err != nil || n != 1 {
+		t.Errorf("List: %d path infos, %v", n, err)
+	}
+}
+
+func TestIndexRefuses(t *testing.T) {
+	ctx := context.Background()
+	s, x := openStore(t)
+	good := ingestNAR(t, s, pathA, "hello")
+	missing := *good
+	missing.Root.Digest = castore.Hash([]byte("not stored"))
+	for _, tc := range []struct {
+		name string
+		p    store.PathInfo
+		want error
+	}{
+		{"bad store path", func() store.PathInfo { p := *good; p.Path = "hello"; p.Root.Name = "hello"; return p }(), store.ErrInvalid},
+		{"root name differs", func() store.PathInfo { p := *good; p.Root.Name = pathB; return p }(), store.ErrInvalid},
+		{"unsorted references", func() store.PathInfo { p := *good; p.References = []string{pathB, pathA}; return p }(), store.ErrInvalid},
+		{"bad reference", func() store.PathInfo { p := *good; p.References = []string{"x"}; return p }(), store.ErrInvalid},
+		{"deriver not a drv", func() store.PathInfo { p := *good; p.Deriver = pathB; return p }(), store.ErrInvalid},
+		{"bad CA", func() store.PathInfo { p := *good; p.CA = "fixed:r:sha256:zzz"; return p }(), store.ErrInvalid},
+		{"tree not stored", missing, store.ErrIncomplete},
+	} {
+		err := x.Put(ctx, &tc.p)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: Put = %v, want %v", tc.name, err, tc.want)
+		}
+		if _, err := x.Get(ctx, good.Digest()); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: refused PathInfo is visible (%v)", tc.name, err)
+		}
+	}
+	if _, err := x.GetByNARHash(ctx, sha256.Sum256(nil)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetByNARHash of unknown hash: %v", err)
+	}
+}
