@@ -51,20 +51,25 @@ func (m *MemoryStore) PutChunk(_ context.Context, c Chunk) (bool, error) {
 		return false, nil
 	}
 	var enc ChunkEncoder
-	stored := enc.Encode(nil, c.data)
+	return m.putStored(c.digest, len(c.data), enc.Encode(nil, c.data)), nil
+}
+
+// putStored keeps a chunk's stored form, which m then owns, unless the
+// chunk is already there, reporting whether it was added.
+func (m *MemoryStore) putStored(d Digest, size int, stored []byte) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.chunks[c.digest]; ok {
-		return false, nil
+	if _, ok := m.chunks[d]; ok {
+		return false
 	}
 	if m.chunks == nil {
 		m.chunks = make(map[Digest][]byte)
 	}
-	m.chunks[c.digest] = stored
+	m.chunks[d] = stored
 	m.stats.Chunks++
-	m.stats.UniqueChunkBytes += uint64(len(c.data))
+	m.stats.UniqueChunkBytes += uint64(size)
 	m.stats.StoredBytes += uint64(len(stored))
-	return true, nil
+	return true
 }
 
 // GetBlobIndex implements BlobIndexStore.

@@ -419,22 +419,28 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 	}()
 	e.buf = e.enc.Encode(e.buf[:0], c.data)
 
-	mu := s.stripe(c.digest)
+	return putStoredChunk(ctx, db, s.stripe(c.digest), key, len(c.data), e.buf)
+}
+
+// putStoredChunk writes a chunk's stored form under key, with its counters,
+// unless it is already there, under the digest's lock stripe mu so that a
+// chunk is stored and counted once. The write is not synced.
+func putStoredChunk(ctx context.Context, db *pebble.DB, mu *sync.Mutex, key []byte, size int, stored []byte) (bool, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if ok, err := has(ctx, db, key); err != nil || ok {
 		return false, err
 	}
 	var delta [numCounters]uint64
-	delta[counterUniqueChunkBytes] = uint64(len(c.data))
-	delta[counterStoredBytes] = uint64(len(e.buf))
+	delta[counterUniqueChunkBytes] = uint64(size)
+	delta[counterStoredBytes] = uint64(len(stored))
 	delta[counterChunks] = 1
 	b := db.NewBatch()
 	defer b.Close()
-	_ = b.Set(key, e.buf, nil)
+	_ = b.Set(key, stored, nil)
 	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return false, pebbleError(err, "put chunk "+c.digest.String())
+		return false, pebbleError(err, fmt.Sprintf("put chunk %x", key[1:]))
 	}
 	return true, nil
 }

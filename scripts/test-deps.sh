@@ -26,8 +26,12 @@ as_root() {
 declare -A wanted=(
 	[nix-store]=nix-bin
 	[nix-hash]=nix-bin
+	[nix]=nix-bin             # nix path-info, nix store dump-path (push of store paths)
+	[nix-instantiate]=nix-bin # makes store paths with references in tests
 	[protoc]=protobuf-compiler
 	[gcc]=gcc # go test -race needs cgo
+	[xz]=xz-utils             # bench dedup compares with xz and zstd
+	[zstd]=zstd
 )
 
 # have reports whether cmd is an executable on PATH (bash's `command -v`

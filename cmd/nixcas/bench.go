@@ -13,7 +13,7 @@ import (
 
 func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure nixcas beside its baselines"}
-	cmd.AddCommand(newBenchSpeedCommand())
+	cmd.AddCommand(newBenchSpeedCommand(), newBenchDedupCommand())
 	return cmd
 }
 

@@ -1,0 +1,322 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/internal/testtree"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// dedupVersions returns two versions of a small package: the second has
+// one file edited in the middle, one file added, one file removed, and
+// the rest as before.
+func dedupVersions() (v1, v2 *testtree.Node) {
+	bin := testtree.Mixed(11, 700_000)
+	lib := testtree.Random(12, 300_000)
+	doc := testtree.Mixed(14, 90_000)
+	v1 = testtree.Dir(testtree.Entries{
+		"bin": testtree.Dir(testtree.Entries{
+			"tool":  testtree.Exec(bin),
+			"alias": testtree.Link("tool"),
+		}),
+		"lib":   testtree.Dir(testtree.Entries{"libx.so": testtree.Exec(lib), "libx.a": testtree.File(testtree.Random(13, 200_000))}),
+		"share": testtree.Dir(testtree.Entries{"README": testtree.File(doc), "README.copy": testtree.File(doc)}),
+	})
+	v2 = testtree.Dir(testtree.Entries{
+		"bin": testtree.Dir(testtree.Entries{
+			"tool":  testtree.Exec(testtree.Insert(bin, 350_001, []byte("version 2"))),
+			"alias": testtree.Link("tool"),
+		}),
+		"lib":   testtree.Dir(testtree.Entries{"libx.so": testtree.Exec(lib)}),
+		"share": testtree.Dir(testtree.Entries{"README": testtree.File(doc), "NEWS": testtree.File(testtree.Text("version 2\n"))}),
+	})
+	return v1, v2
+}
+
+func narOf(t *testing.T, n *testtree.Node) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := testtree.WriteNAR(&b, n); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestDedup runs the benchmark on two small versions, the first as a tree
+// and the second as a NAR file, and checks its figures against stores
+// filled independently with the same NARs.
+func TestDedup(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	v1, v2 := dedupVersions()
+	tree := filepath.Join(dir, "v1")
+	testtree.Build(t, tree, v1)
+	nar1 := narOf(t, v1)
+	nar2 := narOf(t, v2)
+	if dumped, err := exec.Command("nix-store", "--dump", tree).Output(); err != nil || !bytes.Equal(dumped, nar1) {
+		t.Fatalf("nix-store --dump of the tree differs from its NAR (%v)", err)
+	}
+	narFile := filepath.Join(dir, "v2.nar")
+	if err := os.WriteFile(narFile, nar2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := Dedup(ctx, DedupOptions{
+		Inputs:  []DedupInput{{Name: "v1", Path: tree}, {Name: "v2", Path: narFile}},
+		WorkDir: filepath.Join(dir, "work"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var names []string
+	for _, s := range res.Strategies {
+		names = append(names, s.Name)
+	}
+	want := []string{"raw", "xz", "zstd-19", "file-dedup", "nar-cdc-64k-zstd", "nar-cdc-64k-lz4",
+		"nixcas-16k-lz4", "nixcas-64k-lz4", "nixcas-256k-lz4", "nixcas-disk", "limit-zstd-long", "nixcas-64k-zstd"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("strategies %q, want %q", names, want)
+	}
+	narSizes := []int64{int64(len(nar1)), int64(len(nar2))}
+	for i, in := range res.Inputs {
+		if in.NARBytes != narSizes[i] {
+			t.Errorf("input %s: %d NAR bytes, want %d", in.Name, in.NARBytes, narSizes[i])
+		}
+	}
+	raw := res.Strategy(StrategyRaw)
+	if raw.StoredBytes != narSizes[0]+narSizes[1] || !slices.Equal(raw.AddedBytes, narSizes) {
+		t.Errorf("raw: stored %d, added %v; NAR sizes %v", raw.StoredBytes, raw.AddedBytes, narSizes)
+	}
+	for _, s := range res.Strategies {
+		var sum int64
+		for _, a := range s.AddedBytes {
+			sum += a
+		}
+		if sum != s.StoredBytes || s.StoredBytes <= 0 {
+			t.Errorf("%s: stored %d, added %v", s.Name, s.StoredBytes, s.AddedBytes)
+		}
+		if s.Name != StrategyRaw && s.StoredBytes >= raw.StoredBytes {
+			t.Errorf("%s stores %d bytes, raw %d", s.Name, s.StoredBytes, raw.StoredBytes)
+		}
+	}
+
+	// The castore strategies agree with stores filled by narrender.Ingest
+	// (as `nixcas nar ingest` does), the Pebble one read back as
+	// `nixcas store stats` reads it.
+	data := filepath.Join(dir, "data")
+	ps, err := castore.OpenPebble(data, castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mems := map[string]*castore.MemoryStore{}
+	for _, nar := range [][]byte{nar1, nar2} {
+		if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), ps, castore.WriterOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range nixcasStores {
+			if mems[c.name] == nil {
+				mems[c.name] = new(castore.MemoryStore)
+			}
+			opts := castore.WriterOptions{Chunker: castore.ChunkerOptions{AvgSize: c.avg}}
+			if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), mems[c.name], opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := ps.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ps, err = castore.OpenPebble(data, castore.PebbleOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ps.Stats(ctx)
+	ps.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Strategy(StrategyNixcas64kLZ4).StoredBytes; got != int64(st.StoredBytes) {
+		t.Errorf("nixcas-64k-lz4 stored %d bytes, the store stats say %d", got, st.StoredBytes)
+	}
+	for name, m := range mems {
+		st, _ := m.Stats(ctx)
+		if got := res.Strategy(name).StoredBytes; got != int64(st.StoredBytes) {
+			t.Errorf("%s stored %d bytes, a memory store %d", name, got, st.StoredBytes)
+		}
+	}
+	disk, all, err := pebbleDiskBytes(filepath.Join(dir, "work", "nixcas-disk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Strategy(StrategyNixcasDisk).StoredBytes; got != disk || disk < int64(st.StoredBytes) || all != res.DiskAllBytes {
+		t.Errorf("nixcas-disk %d bytes; the directory holds %d in data files, %d in all (reported %d); stored chunks %d",
+			got, disk, all, res.DiskAllBytes, st.StoredBytes)
+	}
+
+	// file-dedup: the distinct contents of both versions.
+	seen := map[[32]byte]bool{}
+	var distinct int64
+	for _, n := range []*testtree.Node{v1, v2} {
+		n.Walk(func(_ string, n *testtree.Node) error {
+			if n.Type == testtree.Regular {
+				sum, err := testtree.Sum(n.Content)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !seen[sum] {
+					seen[sum] = true
+					distinct += n.Content.Size()
+				}
+			}
+			return nil
+		})
+	}
+	if got := res.Strategy(StrategyFileDedup).StoredBytes; got != distinct {
+		t.Errorf("file-dedup %d bytes, want %d", got, distinct)
+	}
+
+	// Every compressor's figure is what the same command line gives.
+	for _, c := range []struct {
+		name string
+		args []string
+		nars [][]byte
+	}{
+		{StrategyXZ, xzArgs, [][]byte{nar1}},
+		{StrategyZstd19, zstd19Args, [][]byte{nar2}},
+		{StrategyLimitZstdLong, limitZstdArgs, [][]byte{nar1, nar2}},
+	} {
+		cmd := exec.Command(c.args[0], c.args[1:]...)
+		cmd.Stdin = bytes.NewReader(bytes.Join(c.nars, nil))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		s := res.Strategy(c.name)
+		if got := s.StoredBytes; c.name == StrategyLimitZstdLong && got != int64(len(out)) {
+			t.Errorf("%s stored %d bytes, the command gives %d", c.name, got, len(out))
+		}
+		if got := s.AddedBytes[0]; c.name == StrategyXZ && got != int64(len(out)) {
+			t.Errorf("%s of v1 %d bytes, the command gives %d", c.name, got, len(out))
+		}
+		if got := s.AddedBytes[1]; c.name == StrategyZstd19 && got != int64(len(out)) {
+			t.Errorf("%s of v2 %d bytes, the command gives %d", c.name, got, len(out))
+		}
+	}
+
+	// The edit to v2 costs far less than v2 in the chunk stores.
+	for _, name := range []string{StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNARCDCLZ4} {
+		s := res.Strategy(name)
+		if s.AddedBytes[1]*2 > s.AddedBytes[0] {
+			t.Errorf("%s: v2 added %d bytes after v1's %d", name, s.AddedBytes[1], s.AddedBytes[0])
+		}
+	}
+
+	// The JSON report has exactly the documented shape.
+	jsonPath := filepath.Join(dir, "out.json")
+	if err := res.WriteJSON(jsonPath); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string][]map[string]json.RawMessage
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(m map[string]json.RawMessage) []string {
+		var k []string
+		for key := range m {
+			k = append(k, key)
+		}
+		slices.Sort(k)
+		return k
+	}
+	if len(doc) != 2 || len(doc["inputs"]) != 2 || len(doc["strategies"]) != len(want) {
+		t.Fatalf("JSON: %s", b)
+	}
+	for _, in := range doc["inputs"] {
+		if k := keys(in); !slices.Equal(k, []string{"name", "narBytes"}) {
+			t.Errorf("JSON input keys %q", k)
+		}
+	}
+	for _, s := range doc["strategies"] {
+		if k := keys(s); !slices.Equal(k, []string{"addedBytes", "name", "storedBytes"}) {
+			t.Errorf("JSON strategy keys %q", k)
+		}
+	}
+
+	var md bytes.Buffer
+	res.WriteMarkdown(&md)
+	for _, name := range want {
+		if !strings.Contains(md.String(), "| "+name+" | ") {
+			t.Errorf("Markdown has no row for %s:\n%s", name, md.String())
+		}
+	}
+	for _, ext := range []string{".svg", ".png"} {
+		path := filepath.Join(dir, "chart"+ext)
+		if err := res.WriteChart(path); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ext == ".svg" && !bytes.Contains(b[:min(len(b), 200)], []byte("<svg")) ||
+			ext == ".png" && !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("%s does not look like a chart: %q", path, b[:min(len(b), 40)])
+		}
+	}
+}
+
+// TestDedupRebuildSim checks the rebuild simulation end to end: a tree
+// without references is stored with references injected, then rebuilt
+// twice; every NAR has the original size, and a rebuild adds far less to
+// the chunk stores than the first NAR.
+func TestDedupRebuildSim(t *testing.T) {
+	dir := t.TempDir()
+	v1, _ := dedupVersions()
+	tree := filepath.Join(dir, "v1")
+	testtree.Build(t, tree, v1)
+	size := int64(len(narOf(t, v1)))
+	res, err := Dedup(context.Background(), DedupOptions{
+		Inputs:     []DedupInput{{Name: "v1", Path: tree}},
+		RebuildSim: 2,
+		WorkDir:    filepath.Join(dir, "work"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, in := range res.Inputs {
+		names = append(names, in.Name)
+		if in.NARBytes != size {
+			t.Errorf("%s: %d bytes, want %d", in.Name, in.NARBytes, size)
+		}
+	}
+	if want := []string{"v1+refs", "v1+rebuild1", "v1+rebuild2"}; !slices.Equal(names, want) {
+		t.Errorf("inputs %q, want %q", names, want)
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "injected") {
+		t.Errorf("notes %q", res.Notes)
+	}
+	fd := res.Strategy(StrategyFileDedup)
+	if fd.AddedBytes[1] == 0 || fd.AddedBytes[1] != fd.AddedBytes[2] {
+		t.Errorf("file-dedup added %v: every rebuild should change the same files", fd.AddedBytes)
+	}
+	for _, name := range []string{StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNARCDCLZ4} {
+		s := res.Strategy(name)
+		if s.AddedBytes[1]*2 > s.AddedBytes[0] || s.AddedBytes[1] == 0 {
+			t.Errorf("%s: added %v", name, s.AddedBytes)
+		}
+	}
+}
