@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the Go protobuf and gRPC code under proto/ from the .proto
-# files in proto/snix/. Generators are pinned and installed into .bin/.
+# files in proto/snix/ and proto/nixcas/. Generators are pinned and
+# installed into .bin/.
 set -euo pipefail
 
 PROTOC_GEN_GO_VERSION=v1.36.12
@@ -34,10 +35,10 @@ install_gen protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$P
 cd "$repo"
 
 # Remove previous output so renamed or deleted .proto files leave nothing stale.
-rm -f proto/castorepb/*.pb.go proto/storepb/*.pb.go
+rm -f proto/castorepb/*.pb.go proto/storepb/*.pb.go proto/nixcaspb/*.pb.go
 
 # Sorted, paths relative to the include root, for deterministic output.
-mapfile -t protos < <(cd proto && find snix -name '*.proto' | LC_ALL=C sort)
+mapfile -t protos < <(cd proto && find snix nixcas -name '*.proto' | LC_ALL=C sort)
 
 protoc \
 	-I proto \
@@ -47,4 +48,4 @@ protoc \
 	--go-grpc_out=. --go-grpc_opt=module="$MODULE" \
 	"${protos[@]/#/proto/}"
 
-echo "genproto: generated $(ls proto/castorepb/*.pb.go proto/storepb/*.pb.go | wc -l) files" >&2
+echo "genproto: generated $(ls proto/castorepb/*.pb.go proto/storepb/*.pb.go proto/nixcaspb/*.pb.go | wc -l) files" >&2

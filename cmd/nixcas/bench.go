@@ -70,6 +70,7 @@ func newBenchSpeedCommand() *cobra.Command {
 	cmd.Flags().StringVar(&version, "go-toolchain", "", "measure this Go release (e.g. go1.22.0), fetched as a module")
 	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory (default: a temporary one, removed after)")
 	cmd.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	cmd.Flags().IntVar(&o.Writer.Chunker.AvgSize, "chunk-avg", 0, "average chunk size in bytes (default: the store's default), min and max a quarter and four times it")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "repetitions of each step; the best is reported")
 	return cmd
 }

@@ -30,7 +30,8 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNARCommand(), newStoreCommand(), newBenchCommand())
+	root.AddCommand(newNARCommand(), newStoreCommand(), newBenchCommand(), newImportCommand())
+	addSyncCommands(root)
 	return root
 }
 

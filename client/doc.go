@@ -1,0 +1,37 @@
+// Package client is the nixcas smart client: it pushes trees to a nixcas
+// server and pulls them back, moving only the chunks the other side lacks,
+// through a local chunk cache (any castore.Store; a castore.PebbleStore on
+// disk by default).
+//
+// # Push
+//
+// A tree is first ingested into the cache (files cut into chunks there, see
+// [DumpReader] for a directory and [Nix.DumpReader] for a store path), then
+// [Client.PushTree] sends it in the store's write order, asking before each
+// step what the server lacks, a batch of digests per round trip:
+//
+//  1. which blobs are missing; of those, which chunks;
+//  2. the missing chunks, on a few parallel streams, in messages of about
+//     a MiB compressed with zstd (or, with Options.Compression "none", in
+//     their stored lz4 form); the server verifies each against its digest;
+//  3. the chunk lists of the missing multi-chunk blobs, which the server
+//     checks by hashing the chunks it now holds;
+//  4. the missing directories, leaves first, on one stream;
+//
+// and [Client.PutPathInfo] finishes a store path. [Client.PushClosure]
+// does all of it for the closure of Nix store paths, each path after its
+// references.
+//
+// # Pull
+//
+// [Client.Pull] fetches a tree's directories in one recursive stream,
+// the chunk lists of its files in batches, and only the chunks missing from
+// the cache, in batches on a few parallel streams, verifying every chunk
+// before it is cached. It then writes the tree from the cache, each file
+// to a temporary name, checked against its BLAKE3 digest before it is
+// renamed into place, the whole tree in a temporary directory renamed to
+// the destination at the end. A pull of many small files costs a round trip
+// per few thousand files, not one per file.
+//
+// A Client is safe for concurrent use; the cache must be too.
+package client

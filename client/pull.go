@@ -1,0 +1,577 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/proto/castorepb"
+	"github.com/nixcas/nixcas/proto/nixcaspb"
+)
+
+// PullStats counts what a pull fetched.
+type PullStats struct {
+	// BytesReceived counts the bytes of the messages carrying chunks, as
+	// received on the wire: compressed, with the chunks' digests and gRPC
+	// framing.
+	BytesReceived uint64 `json:"bytesReceived"`
+	// ChunksFetched counts the chunks received from the server.
+	ChunksFetched uint64 `json:"chunksFetched"`
+	// ChunksFromCache counts the tree's other chunks, found in the cache.
+	ChunksFromCache uint64 `json:"chunksFromCache"`
+}
+
+// Pull writes the tree at root to dst, which must not exist; its parent
+// must. Chunks missing from the cache are fetched from the server and
+// cached; every chunk received is verified before it is cached, every
+// file checked against its digest before it is renamed into place, and
+// the tree is built in a temporary directory beside dst and renamed to dst
+// only when complete. The cache then also holds the tree's directories and
+// chunk lists.
+func (c *Client) Pull(ctx context.Context, root castore.Entry, dst string) (PullStats, error) {
+	var st PullStats
+	dst = filepath.Clean(dst)
+	if _, err := os.Lstat(dst); err == nil {
+		return st, fmt.Errorf("client: %s already exists", dst)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return st, fmt.Errorf("client: %w", err)
+	}
+	t, err := c.remoteTree(ctx, root)
+	if err != nil {
+		return st, err
+	}
+	if err := c.chunkLists(ctx, t); err != nil {
+		return st, err
+	}
+	if st, err = c.fetchChunks(ctx, t); err != nil {
+		return st, err
+	}
+	if err := c.materialize(ctx, t, dst); err != nil {
+		return st, err
+	}
+	return st, c.cacheTree(ctx, t)
+}
+
+// remoteTree fetches the directories of the tree at root in one recursive
+// stream, checking each against a digest and size named before it.
+func (c *Client) remoteTree(ctx context.Context, root castore.Entry) (*tree, error) {
+	t := &tree{root: root}
+	switch root.Kind {
+	case castore.KindFile:
+		t.blobs = []blobItem{{digest: root.Digest, size: root.Size}}
+		return t, nil
+	case castore.KindSymlink:
+		return t, castore.ValidateTarget(root.Target)
+	case castore.KindDirectory:
+	default:
+		return nil, fmt.Errorf("%w: client: root entry of %v", castore.ErrInvalid, root.Kind)
+	}
+	stream, err := c.dirs.Get(ctx, &castorepb.GetDirectoryRequest{
+		ByWhat:    &castorepb.GetDirectoryRequest_Digest{Digest: root.Digest[:]},
+		Recursive: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: getting directories: %w", err)
+	}
+	// expected: directories named and not yet received, with the size
+	// their entries give.
+	expected := map[castore.Digest]uint64{root.Digest: root.Size}
+	got := map[castore.Digest]bool{}
+	seenBlobs := map[castore.Digest]bool{}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("client: getting directories: %w", err)
+		}
+		dir, err := castore.DirectoryFromProto(msg)
+		if err != nil {
+			return nil, fmt.Errorf("client: directory from the server: %w", err)
+		}
+		d := dir.Digest()
+		if got[d] {
+			continue // a repeat, which servers may send
+		}
+		size, ok := expected[d]
+		if !ok {
+			return nil, fmt.Errorf("%w: client: the server sent directory %s, which nothing named before", castore.ErrCorrupt, d)
+		}
+		if dir.Size() != size {
+			return nil, fmt.Errorf("%w: client: directory %s has size %d, its entry says %d", castore.ErrCorrupt, d, dir.Size(), size)
+		}
+		delete(expected, d)
+		got[d] = true
+		t.dirs = append(t.dirs, dirItem{digest: d, dir: dir})
+		for _, e := range dir.Directories {
+			if got[e.Digest] {
+				continue // sizes of entries naming received directories are checked below
+			}
+			if s, ok := expected[e.Digest]; ok && s != e.Size {
+				return nil, fmt.Errorf("%w: client: directory %s named with sizes %d and %d", castore.ErrCorrupt, e.Digest, s, e.Size)
+			}
+			expected[e.Digest] = e.Size
+		}
+		for _, e := range dir.Files {
+			if !seenBlobs[e.Digest] {
+				seenBlobs[e.Digest] = true
+				t.blobs = append(t.blobs, blobItem{digest: e.Digest, size: e.Size})
+			}
+		}
+	}
+	if len(expected) > 0 {
+		return nil, fmt.Errorf("%w: client: the server did not send %d directories of the tree", castore.ErrNotFound, len(expected))
+	}
+	// Every entry naming a directory already received must agree on its
+	// size too.
+	sizes := make(map[castore.Digest]uint64, len(t.dirs))
+	for _, di := range t.dirs {
+		sizes[di.digest] = di.dir.Size()
+	}
+	for _, di := range t.dirs {
+		for _, e := range di.dir.Directories {
+			if sizes[e.Digest] != e.Size {
+				return nil, fmt.Errorf("%w: client: entry %q names directory %s with size %d, it has %d", castore.ErrCorrupt, e.Name, e.Digest, e.Size, sizes[e.Digest])
+			}
+		}
+	}
+	t.dirs = childrenFirst(root.Digest, t.dirs)
+	return t, nil
+}
+
+// childrenFirst orders the directories of a tree so that every directory
+// comes after all the directories it names (depth-first post-order from
+// root), the order stores keep.
+func childrenFirst(root castore.Digest, dirs []dirItem) []dirItem {
+	byDigest := make(map[castore.Digest]*castore.Directory, len(dirs))
+	for _, d := range dirs {
+		byDigest[d.digest] = d.dir
+	}
+	out := make([]dirItem, 0, len(dirs))
+	done := make(map[castore.Digest]bool, len(dirs))
+	var visit func(d castore.Digest)
+	visit = func(d castore.Digest) {
+		if done[d] {
+			return
+		}
+		done[d] = true
+		for _, e := range byDigest[d].Directories {
+			visit(e.Digest)
+		}
+		out = append(out, dirItem{digest: d, dir: byDigest[d]})
+	}
+	visit(root)
+	return out
+}
+
+// chunkLists fills in the chunk list of every blob of t: from the cache
+// when it knows the blob, else from the server, in batches. Lists are
+// checked against the blobs' sizes; their digests are checked when the
+// files are written.
+func (c *Client) chunkLists(ctx context.Context, t *tree) error {
+	var ask []int
+	for i := range t.blobs {
+		b := &t.blobs[i]
+		if b.size == 0 {
+			continue // the empty blob needs no chunk
+		}
+		refs, err := c.cache.GetBlobIndex(ctx, b.digest)
+		switch {
+		case err == nil:
+			b.chunks = refs
+			continue
+		case !errors.Is(err, castore.ErrNotFound):
+			return err
+		}
+		if b.size <= castore.MaxChunkSize {
+			if ok, err := c.cache.HasChunk(ctx, b.digest); err != nil {
+				return err
+			} else if ok {
+				b.chunks = []castore.ChunkRef{{Digest: b.digest, Size: uint32(b.size)}}
+				continue
+			}
+		}
+		ask = append(ask, i)
+	}
+	for start := 0; start < len(ask); start += statBlobsBatch {
+		batch := ask[start:min(start+statBlobsBatch, len(ask))]
+		req := &nixcaspb.StatBlobsRequest{Digests: make([][]byte, len(batch))}
+		for k, i := range batch {
+			req.Digests[k] = t.blobs[i].digest[:]
+		}
+		resp, err := c.sync.StatBlobs(ctx, req)
+		if err != nil {
+			return fmt.Errorf("client: getting chunk lists: %w", err)
+		}
+		if len(resp.GetBlobs()) != len(batch) {
+			return fmt.Errorf("%w: client: %d chunk lists for %d blobs", castore.ErrCorrupt, len(resp.GetBlobs()), len(batch))
+		}
+		for k, i := range batch {
+			b := &t.blobs[i]
+			refs, err := chunkList(b.digest, b.size, resp.GetBlobs()[k])
+			if err != nil {
+				return err
+			}
+			b.chunks = refs
+		}
+	}
+	return nil
+}
+
+// chunkList converts and checks the chunk list of blob d of size bytes.
+func chunkList(d castore.Digest, size uint64, pb *nixcaspb.Blob) ([]castore.ChunkRef, error) {
+	if string(pb.GetDigest()) != string(d[:]) {
+		return nil, fmt.Errorf("%w: client: chunk list of %x for blob %s", castore.ErrCorrupt, pb.GetDigest(), d)
+	}
+	if len(pb.GetChunks()) == 0 {
+		if size > castore.MaxChunkSize {
+			return nil, fmt.Errorf("%w: client: blob %s of %d bytes as one chunk", castore.ErrCorrupt, d, size)
+		}
+		return []castore.ChunkRef{{Digest: d, Size: uint32(size)}}, nil
+	}
+	refs := make([]castore.ChunkRef, len(pb.GetChunks()))
+	var sum uint64
+	for i, c := range pb.GetChunks() {
+		cd, err := castore.DigestFromBytes(c.GetDigest())
+		if err != nil {
+			return nil, fmt.Errorf("%w: client: blob %s: %v", castore.ErrCorrupt, d, err)
+		}
+		if c.GetSize() > castore.MaxChunkSize {
+			return nil, fmt.Errorf("%w: client: blob %s: chunk of %d bytes", castore.ErrCorrupt, d, c.GetSize())
+		}
+		refs[i] = castore.ChunkRef{Digest: cd, Size: c.GetSize()}
+		sum += uint64(c.GetSize())
+	}
+	if sum != size {
+		return nil, fmt.Errorf("%w: client: blob %s of %d bytes: chunks add up to %d", castore.ErrCorrupt, d, size, sum)
+	}
+	return refs, nil
+}
+
+// fetchChunks fetches the chunks of t missing from the cache, in batches
+// on parallel streams, and caches them, each verified on the way in.
+func (c *Client) fetchChunks(ctx context.Context, t *tree) (PullStats, error) {
+	var st PullStats
+	seen := map[castore.Digest]bool{}
+	var need []castore.ChunkRef
+	var total int64
+	for _, b := range t.blobs {
+		for _, r := range b.chunks {
+			if seen[r.Digest] {
+				continue
+			}
+			seen[r.Digest] = true
+			ok, err := c.cache.HasChunk(ctx, r.Digest)
+			if err != nil {
+				return st, err
+			}
+			if ok {
+				st.ChunksFromCache++
+				continue
+			}
+			need = append(need, r)
+			total += int64(r.Size)
+		}
+	}
+	if len(need) == 0 {
+		return st, nil
+	}
+	bar := c.progress("fetching", total)
+	defer bar.Finish()
+	var batches [][]castore.ChunkRef
+	for start := 0; start < len(need); {
+		end, bytes := start, 0
+		for end < len(need) && end-start < readBatch && (bytes < readBatchBytes || end == start) {
+			bytes += int(need[end].Size)
+			end++
+		}
+		batches = append(batches, need[start:end])
+		start = end
+	}
+	var received, fetched atomic.Uint64
+	g, gctx := errgroup.WithContext(ctx)
+	work := make(chan []castore.ChunkRef)
+	g.Go(func() error {
+		defer close(work)
+		for _, b := range batches {
+			select {
+			case work <- b:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range c.opts.Streams {
+		g.Go(func() error {
+			for batch := range work {
+				n, err := c.readChunks(gctx, batch, bar)
+				received.Add(n)
+				if err != nil {
+					return err
+				}
+				fetched.Add(uint64(len(batch)))
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	st.BytesReceived, st.ChunksFetched = received.Load(), fetched.Load()
+	if err != nil {
+		return st, err
+	}
+	return st, c.cache.Sync(ctx)
+}
+
+// readChunks fetches the chunks refs with one ReadChunks call and caches
+// them, returning the bytes received on the wire.
+func (c *Client) readChunks(ctx context.Context, refs []castore.ChunkRef, bar Progress) (uint64, error) {
+	req := &nixcaspb.ReadChunksRequest{Digests: make([][]byte, len(refs)), Decoded: c.opts.Compression != "none"}
+	for i := range refs {
+		req.Digests[i] = refs[i].Digest[:]
+	}
+	var wire atomic.Uint64
+	stream, err := c.sync.ReadChunks(countWire(ctx, nil, &wire), req, c.chunkCallOptions()...)
+	if err != nil {
+		return 0, fmt.Errorf("client: reading chunks: %w", err)
+	}
+	err = c.cacheChunks(ctx, stream, refs, bar)
+	return wire.Load(), err
+}
+
+// cacheChunks receives the chunks refs from stream, in order, verifies
+// and caches them.
+func (c *Client) cacheChunks(ctx context.Context, stream nixcaspb.SyncService_ReadChunksClient, refs []castore.ChunkRef, bar Progress) error {
+	next := 0
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("client: reading chunks: %w", err)
+		}
+		for _, ch := range msg.GetChunks() {
+			if next == len(refs) {
+				return fmt.Errorf("%w: client: the server sent more chunks than asked", castore.ErrCorrupt)
+			}
+			r := refs[next]
+			next++
+			if string(ch.GetDigest()) != string(r.Digest[:]) {
+				return fmt.Errorf("%w: client: the server sent chunk %x for %s", castore.ErrCorrupt, ch.GetDigest(), r.Digest)
+			}
+			if size, err := castore.DecodedChunkSize(ch.GetData()); err != nil || size != int(r.Size) {
+				return fmt.Errorf("%w: client: chunk %s of %d bytes, want %d (%v)", castore.ErrCorrupt, r.Digest, size, r.Size, err)
+			}
+			if _, err := castore.PutEncoded(ctx, c.cache, r.Digest, ch.GetData()); err != nil {
+				return fmt.Errorf("client: chunk from the server: %w", err)
+			}
+			bar.Add(int64(r.Size))
+		}
+	}
+	if next != len(refs) {
+		return fmt.Errorf("%w: client: the server sent %d chunks of %d", castore.ErrCorrupt, next, len(refs))
+	}
+	return nil
+}
+
+// materialize writes the tree t to dst from the cache.
+func (c *Client) materialize(ctx context.Context, t *tree, dst string) error {
+	blobs := make(map[castore.Digest]*blobItem, len(t.blobs))
+	var total int64
+	for i := range t.blobs {
+		blobs[t.blobs[i].digest] = &t.blobs[i]
+	}
+	dirs := make(map[castore.Digest]*castore.Directory, len(t.dirs))
+	for _, d := range t.dirs {
+		dirs[d.digest] = d.dir
+	}
+	parent, base := filepath.Split(dst)
+	if parent == "" {
+		parent = "."
+	}
+	switch t.root.Kind {
+	case castore.KindSymlink:
+		return os.Symlink(t.root.Target, dst)
+	case castore.KindFile:
+		w := c.newFileWriter(c.progress("writing", int64(t.root.Size)))
+		defer w.bar.Finish()
+		return w.write(ctx, parent, base, t.root, blobs[t.root.Digest])
+	}
+
+	// A directory: count the bytes to write, then build the tree in a
+	// temporary directory, writing files on parallel workers.
+	var count func(d castore.Digest)
+	count = func(d castore.Digest) {
+		for _, e := range dirs[d].Files {
+			total += int64(e.Size)
+		}
+		for _, e := range dirs[d].Directories {
+			count(e.Digest)
+		}
+	}
+	count(t.root.Digest)
+	tmp, err := os.MkdirTemp(parent, "."+base+".nixcas-pull-")
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	w := c.newFileWriter(c.progress("writing", total))
+	defer w.bar.Finish()
+	type job struct {
+		dir string
+		e   castore.Entry
+	}
+	jobs := make(chan job, 256)
+	g, gctx := errgroup.WithContext(ctx)
+	for range max(4, 2*runtime.GOMAXPROCS(0)) {
+		g.Go(func() error {
+			for j := range jobs {
+				if err := w.write(gctx, j.dir, j.e.Name, j.e, blobs[j.e.Digest]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	var build func(d castore.Digest, path string) error
+	build = func(d castore.Digest, path string) error {
+		for _, e := range dirs[d].Entries() {
+			p := filepath.Join(path, e.Name)
+			switch e.Kind {
+			case castore.KindDirectory:
+				if err := os.Mkdir(p, 0o755); err != nil {
+					return fmt.Errorf("client: %w", err)
+				}
+				if err := build(e.Digest, p); err != nil {
+					return err
+				}
+			case castore.KindSymlink:
+				if err := os.Symlink(e.Target, p); err != nil {
+					return fmt.Errorf("client: %w", err)
+				}
+			case castore.KindFile:
+				select {
+				case jobs <- job{dir: path, e: e}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+		}
+		return nil
+	}
+	err = build(t.root.Digest, tmp)
+	close(jobs)
+	if werr := g.Wait(); err == nil {
+		err = werr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+// fileWriter writes files from the cache, checking each against its
+// digest. It is safe for concurrent use.
+type fileWriter struct {
+	cache castore.Store
+	bar   Progress
+	bufs  sync.Pool
+}
+
+func (c *Client) newFileWriter(bar Progress) *fileWriter {
+	w := &fileWriter{cache: c.cache, bar: bar}
+	w.bufs.New = func() any { b := make([]byte, 0, castore.DefaultChunkerOptions.MaxSize); return &b }
+	return w
+}
+
+// write writes the file e, of blob b, into dir under name: to a temporary
+// file first, renamed once its content hashes to e.Digest.
+func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entry, b *blobItem) (err error) {
+	f, err := os.CreateTemp(dir, ".nixcas-")
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	h := castore.NewHasher()
+	buf := w.bufs.Get().(*[]byte)
+	defer w.bufs.Put(buf)
+	var size uint64
+	for _, r := range b.chunks {
+		data, err := w.cache.GetChunk(ctx, r.Digest, (*buf)[:0])
+		*buf = data[:0]
+		if err != nil {
+			return fmt.Errorf("client: %s: %w", filepath.Join(dir, name), err)
+		}
+		h.Write(data)
+		if _, err := f.Write(data); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+		size += uint64(len(data))
+		w.bar.Add(int64(len(data)))
+	}
+	var got castore.Digest
+	h.Sum(got[:0])
+	if got != e.Digest || size != e.Size {
+		return fmt.Errorf("%w: client: %s: %d bytes hashing to %s, want %d bytes, %s", castore.ErrCorrupt, filepath.Join(dir, name), size, got, e.Size, e.Digest)
+	}
+	mode := os.FileMode(0o644)
+	if e.Executable {
+		mode = 0o755
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	return nil
+}
+
+// cacheTree records in the cache the chunk lists and directories of a
+// tree just written (so verified), children first, synced.
+func (c *Client) cacheTree(ctx context.Context, t *tree) error {
+	for _, b := range t.blobs {
+		if len(b.chunks) > 1 {
+			if err := c.cache.PutBlob(ctx, b.digest, b.size, b.chunks); err != nil {
+				return err
+			}
+		}
+	}
+	for _, d := range t.dirs {
+		if _, err := c.cache.PutDirectory(ctx, d.dir); err != nil {
+			return err
+		}
+	}
+	return c.cache.Sync(ctx)
+}

@@ -1,0 +1,290 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/proto/nixcaspb"
+)
+
+// PushStats counts what a push sent.
+type PushStats struct {
+	// BytesSent counts the bytes of the messages carrying chunks, as sent
+	// on the wire: compressed, with the chunks' digests and gRPC framing.
+	BytesSent uint64 `json:"bytesSent"`
+	// ChunksSent counts the chunks sent.
+	ChunksSent uint64 `json:"chunksSent"`
+	// ChunksSkipped counts the tree's other chunks, which the server had.
+	ChunksSkipped uint64 `json:"chunksSkipped"`
+}
+
+// PushTree sends the tree at root, which must be in the cache, to the
+// server: the chunks, blob chunk lists and directories it lacks, in that
+// order, so that the server never holds a reference to something missing.
+// The server has the whole tree when it returns.
+func (c *Client) PushTree(ctx context.Context, root castore.Entry) (PushStats, error) {
+	var st PushStats
+	t, err := localTree(ctx, c.cache, root)
+	if err != nil {
+		return st, err
+	}
+
+	// Blobs the server lacks, then which of their chunks it lacks.
+	blobDigests := make([]castore.Digest, len(t.blobs))
+	for i, b := range t.blobs {
+		blobDigests[i] = b.digest
+	}
+	missingBlobs, err := c.missing(ctx, missingBlobs, blobDigests)
+	if err != nil {
+		return st, err
+	}
+	all := map[castore.Digest]bool{}
+	for _, b := range t.blobs {
+		for _, r := range b.chunks {
+			all[r.Digest] = true
+		}
+	}
+	var candidates []castore.ChunkRef
+	asked := map[castore.Digest]bool{}
+	for _, i := range missingBlobs {
+		for _, r := range t.blobs[i].chunks {
+			if !asked[r.Digest] {
+				asked[r.Digest] = true
+				candidates = append(candidates, r)
+			}
+		}
+	}
+	candidateDigests := make([]castore.Digest, len(candidates))
+	for i, r := range candidates {
+		candidateDigests[i] = r.Digest
+	}
+	missingChunks, err := c.missing(ctx, missingChunks, candidateDigests)
+	if err != nil {
+		return st, err
+	}
+	send := make([]castore.ChunkRef, len(missingChunks))
+	for i, j := range missingChunks {
+		send[i] = candidates[j]
+	}
+	if st.BytesSent, err = c.sendChunks(ctx, send); err != nil {
+		return st, err
+	}
+	st.ChunksSent = uint64(len(send))
+	st.ChunksSkipped = uint64(len(all) - len(send))
+
+	// Chunk lists of the blobs of several chunks.
+	var blobs []blobItem
+	for _, i := range missingBlobs {
+		if len(t.blobs[i].chunks) > 1 {
+			blobs = append(blobs, t.blobs[i])
+		}
+	}
+	if err := c.putBlobs(ctx, blobs); err != nil {
+		return st, err
+	}
+
+	// Directories, leaves first.
+	dirDigests := make([]castore.Digest, len(t.dirs))
+	for i, d := range t.dirs {
+		dirDigests[i] = d.digest
+	}
+	missingDirs, err := c.missing(ctx, missingDirectories, dirDigests)
+	if err != nil {
+		return st, err
+	}
+	if len(missingDirs) > 0 {
+		if err := c.putDirectories(ctx, t.dirs, missingDirs); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+type missingKind int
+
+const (
+	missingChunks missingKind = iota
+	missingBlobs
+	missingDirectories
+)
+
+// missing asks the server which of ds it lacks, in batches, and returns
+// their positions in ds, ascending.
+func (c *Client) missing(ctx context.Context, kind missingKind, ds []castore.Digest) ([]int, error) {
+	var out []int
+	for start := 0; start < len(ds); start += missingBatch {
+		batch := ds[start:min(start+missingBatch, len(ds))]
+		list := make([][]byte, len(batch))
+		for i := range batch {
+			list[i] = batch[i][:]
+		}
+		req := &nixcaspb.MissingRequest{}
+		switch kind {
+		case missingChunks:
+			req.Chunks = list
+		case missingBlobs:
+			req.Blobs = list
+		case missingDirectories:
+			req.Directories = list
+		}
+		resp, err := c.sync.Missing(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("client: asking what the server lacks: %w", err)
+		}
+		got := [...][]uint32{resp.GetChunks(), resp.GetBlobs(), resp.GetDirectories()}[kind]
+		for _, i := range got {
+			if int(i) >= len(batch) || len(out) > 0 && start+int(i) <= out[len(out)-1] {
+				return nil, fmt.Errorf("%w: client: the server answered position %d of %d", castore.ErrInvalid, i, len(batch))
+			}
+			out = append(out, start+int(i))
+		}
+	}
+	return out, nil
+}
+
+// sendChunks sends the chunks refs from the cache on parallel streams and
+// returns the bytes sent on the wire.
+func (c *Client) sendChunks(ctx context.Context, refs []castore.ChunkRef) (uint64, error) {
+	if len(refs) == 0 {
+		return 0, nil
+	}
+	var total int64
+	for _, r := range refs {
+		total += int64(r.Size)
+	}
+	bar := c.progress("uploading", total)
+	defer bar.Finish()
+	var sent atomic.Uint64
+	g, ctx := errgroup.WithContext(ctx)
+	callCtx := countWire(ctx, &sent, nil)
+	decoded := c.opts.Compression != "none"
+	work := make(chan castore.ChunkRef)
+	g.Go(func() error {
+		defer close(work)
+		for _, r := range refs {
+			select {
+			case work <- r:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	for range c.opts.Streams {
+		g.Go(func() error {
+			var stream nixcaspb.SyncService_PutChunksClient
+			msg, size := &nixcaspb.PutChunksRequest{}, 0
+			flush := func() error {
+				if len(msg.Chunks) == 0 {
+					return nil
+				}
+				var err error
+				if stream == nil {
+					if stream, err = c.sync.PutChunks(callCtx, c.chunkCallOptions()...); err != nil {
+						return err
+					}
+				}
+				if err := stream.Send(msg); err != nil {
+					if err == io.EOF { // the server ended the call: its status says why
+						_, err = stream.CloseAndRecv()
+					}
+					return err
+				}
+				msg, size = &nixcaspb.PutChunksRequest{}, 0
+				return nil
+			}
+			for r := range work {
+				var data []byte
+				var err error
+				if decoded {
+					data, err = c.cache.GetChunk(ctx, r.Digest, []byte{castore.CodecRaw})
+				} else {
+					data, err = castore.GetEncoded(ctx, c.cache, r.Digest, nil)
+				}
+				if err != nil {
+					return fmt.Errorf("client: chunk %s from the cache: %w", r.Digest, err)
+				}
+				msg.Chunks = append(msg.Chunks, &nixcaspb.Chunk{Digest: r.Digest[:], Data: data})
+				size += len(data)
+				bar.Add(int64(r.Size))
+				if size >= putChunksMessage {
+					if err := flush(); err != nil {
+						return fmt.Errorf("client: sending chunks: %w", err)
+					}
+				}
+			}
+			if err := flush(); err != nil {
+				return fmt.Errorf("client: sending chunks: %w", err)
+			}
+			if stream == nil {
+				return nil
+			}
+			if _, err := stream.CloseAndRecv(); err != nil {
+				return fmt.Errorf("client: sending chunks: %w", err)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	return sent.Load(), err
+}
+
+// putBlobs records the chunk lists of blobs on the server, in batches.
+func (c *Client) putBlobs(ctx context.Context, blobs []blobItem) error {
+	req, refs := &nixcaspb.PutBlobsRequest{}, 0
+	flush := func() error {
+		if len(req.Blobs) == 0 {
+			return nil
+		}
+		if _, err := c.sync.PutBlobs(ctx, req); err != nil {
+			return fmt.Errorf("client: putting blob chunk lists: %w", err)
+		}
+		req, refs = &nixcaspb.PutBlobsRequest{}, 0
+		return nil
+	}
+	for _, b := range blobs {
+		pb := &nixcaspb.Blob{Digest: b.digest[:]}
+		for _, r := range b.chunks {
+			pb.Chunks = append(pb.Chunks, &nixcaspb.ChunkMeta{Digest: r.Digest[:], Size: r.Size})
+		}
+		if refs > 0 && refs+len(b.chunks) > putBlobsBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		req.Blobs = append(req.Blobs, pb)
+		refs += len(b.chunks)
+	}
+	return flush()
+}
+
+// putDirectories sends dirs[i] for each i in which (ascending, so leaves
+// first) on one DirectoryService.Put stream.
+func (c *Client) putDirectories(ctx context.Context, dirs []dirItem, which []int) error {
+	stream, err := c.dirs.Put(ctx)
+	if err != nil {
+		return fmt.Errorf("client: putting directories: %w", err)
+	}
+	for _, i := range which {
+		if err := stream.Send(castore.DirectoryToProto(dirs[i].dir)); err != nil {
+			if errors.Is(err, io.EOF) {
+				break // the server ended the call: CloseAndRecv says why
+			}
+			return fmt.Errorf("client: putting directories: %w", err)
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return fmt.Errorf("client: putting directories: %w", err)
+	}
+	if want := dirs[which[len(which)-1]].digest; string(resp.GetRootDigest()) != string(want[:]) {
+		return fmt.Errorf("%w: client: the server stored directory %x, want %s", castore.ErrCorrupt, resp.GetRootDigest(), want)
+	}
+	return nil
+}

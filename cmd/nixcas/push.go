@@ -1,0 +1,217 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/nix-community/go-nix/pkg/storepath"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/client"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// clientFlags are the flags of the commands that talk to a server.
+type clientFlags struct {
+	server      string
+	tokenFile   string
+	cache       string
+	compression string
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.server, "server", "127.0.0.1:9000", "gRPC address of the nixcas server (host:port)")
+	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token the server asks for")
+	cmd.Flags().StringVar(&f.cache, "cache", defaultCacheDir(), "local chunk cache directory")
+	cmd.Flags().StringVar(&f.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd, or none (chunks as stored, lz4)")
+}
+
+// defaultCacheDir is the per-user chunk cache: $XDG_CACHE_HOME/nixcas,
+// else ~/.cache/nixcas.
+func defaultCacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "nixcas")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".cache", "nixcas")
+	}
+	return "nixcas-cache"
+}
+
+// dial opens the cache and a client of the server; the returned function
+// closes both (it is safe to call twice).
+func (f *clientFlags) dial() (*client.Client, *castore.PebbleStore, func() error, error) {
+	token, err := readToken(f.tokenFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cache, err := castore.OpenPebble(f.cache, castore.PebbleOptions{CacheSize: 16 << 20, MemTableSize: 16 << 20})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("opening the chunk cache %s: %w", f.cache, err)
+	}
+	c, err := client.Dial(f.server, client.Options{Token: token, Cache: cache, Compression: f.compression, Progress: terminalProgress()})
+	if err != nil {
+		cache.Close()
+		return nil, nil, nil, err
+	}
+	var once sync.Once
+	closeAll := func() (err error) {
+		once.Do(func() {
+			c.Close()
+			err = cache.Close()
+		})
+		return err
+	}
+	return c, cache, closeAll, nil
+}
+
+// terminalProgress draws progress bars on stderr when it is a terminal,
+// and nothing otherwise.
+func terminalProgress() func(what string, total int64) client.Progress {
+	if !term.IsTerminal(int(os.Stderr.Fd())) {
+		return nil
+	}
+	return func(what string, total int64) client.Progress {
+		return terminalBar{progressbar.DefaultBytes(total, what)}
+	}
+}
+
+type terminalBar struct{ bar *progressbar.ProgressBar }
+
+func (b terminalBar) Add(n int64) { b.bar.Add64(n) }
+func (b terminalBar) Finish()     { b.bar.Finish() }
+
+// pushOutput is what push prints for each tree or store path.
+type pushOutput struct {
+	// Path is the store path, for store paths.
+	Path    string        `json:"path,omitempty"`
+	Root    castore.Entry `json:"root"`
+	NARHash string        `json:"narHash"`
+	NARSize uint64        `json:"narSize"`
+	client.PushStats
+}
+
+func (o pushOutput) print(asJSON bool, what string) error {
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(o)
+	}
+	_, err := fmt.Printf("%s: %d chunks sent (%d bytes), %d the server had\n", what, o.ChunksSent, o.BytesSent, o.ChunksSkipped)
+	return err
+}
+
+func newPushCommand() *cobra.Command {
+	var (
+		cf       clientFlags
+		nixStore string
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "push --server ADDR PATH...",
+		Short: "Push directories, NAR files or Nix store paths, sending only the chunks the server lacks",
+		Long: `Push each PATH to the server: a directory, a NAR file, or a Nix store path
+(/nix/store/..., or a symlink to one such as ./result). A store path is
+pushed with its closure, read through nix (path-info and store dump-path),
+each path with its references, deriver, content address and signatures
+and after the paths it refers to, so that legacy Nix can then fetch it
+from the server's HTTP binary cache.
+
+Files are cut into chunks in the local chunk cache (--cache); only the
+chunks the server lacks are sent. With --json, prints one line per tree or
+store path:
+{"root":ROOT,"narHash":"sha256:...","narSize":N,"bytesSent":N,"chunksSent":N,"chunksSkipped":N}
+(store paths also have "path"). bytesSent counts the bytes of the messages
+carrying chunks on the wire (compressed, digests and framing included).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, cache, closeAll, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			var storePaths []string
+			for _, arg := range args {
+				if p, ok := asStorePath(arg, nixStore != ""); ok {
+					storePaths = append(storePaths, p)
+					continue
+				}
+				fi, err := os.Stat(arg)
+				if err != nil {
+					return err
+				}
+				var (
+					in   io.ReadCloser
+					size int64 = -1
+				)
+				if fi.IsDir() {
+					in = client.DumpReader(arg)
+				} else {
+					if in, err = os.Open(arg); err != nil {
+						return err
+					}
+					size = fi.Size()
+				}
+				bar := newProgress(size, "ingesting "+filepath.Base(arg))
+				res, err := narrender.Ingest(ctx, io.TeeReader(in, bar), cache, castore.WriterOptions{})
+				bar.Finish()
+				in.Close()
+				if err != nil {
+					return fmt.Errorf("ingesting %s: %w", arg, err)
+				}
+				st, err := c.PushTree(ctx, res.Root)
+				if err != nil {
+					return fmt.Errorf("pushing %s: %w", arg, err)
+				}
+				out := pushOutput{Root: res.Root, NARHash: "sha256:" + nixbase32.EncodeToString(res.NARSha256[:]), NARSize: res.NARSize, PushStats: st}
+				if err := out.print(asJSON, arg); err != nil {
+					return err
+				}
+			}
+			if len(storePaths) == 0 {
+				return closeAll()
+			}
+			err = c.PushClosure(ctx, client.Nix{Store: nixStore}, storePaths, func(p client.PushedPath) error {
+				root := p.Info.Root
+				root.Name = ""
+				out := pushOutput{Path: p.Info.AbsolutePath(), Root: root, NARHash: p.Info.NARHash(), NARSize: p.Info.NARSize, PushStats: p.PushStats}
+				return out.print(asJSON, p.Info.AbsolutePath())
+			})
+			if err != nil {
+				return err
+			}
+			return closeAll()
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&nixStore, "nix-store", "", "Nix store to read store paths from, passed to nix as --store (default: nix's own)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per tree or store path")
+	return cmd
+}
+
+// asStorePath reports whether arg names a store path (itself, or through
+// symlinks when they resolve to one), returning it. With another Nix
+// store, store paths need not exist here and are taken as given.
+func asStorePath(arg string, otherStore bool) (string, bool) {
+	p := arg
+	if !otherStore {
+		if r, err := filepath.EvalSymlinks(arg); err == nil {
+			p = r
+		}
+	}
+	if !filepath.IsAbs(p) || !strings.HasPrefix(p, storepath.StoreDir+"/") {
+		return "", false
+	}
+	if _, err := storepath.FromAbsolutePath(filepath.Clean(p)); err != nil {
+		return "", false
+	}
+	return filepath.Clean(p), true
+}

@@ -1,0 +1,410 @@
+package narrender
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/nixcas/nixcas/castore"
+)
+
+// The layout of a NAR follows from its directory tree alone: every string
+// of the framing has a known length, and each file's contents are as long
+// as the file entry says. So a NAR's size and the offset of each file's
+// contents can be computed without reading a single chunk, and a byte
+// range of the NAR can be rendered by skipping whole files (and, inside
+// the first file of the range, whole chunks) up to its start.
+
+// Node is one node of a NAR, as [Walk] reports it.
+type Node struct {
+	// Path is the node's path inside the archive: "" for the root, "a/b"
+	// for entry b of directory a.
+	Path string
+	// Entry is the node; its Name is the last element of Path (for the
+	// root, the root entry's name as given to Walk).
+	Entry castore.Entry
+	// Contents is, for a regular file, the byte offset of its contents in
+	// the NAR (the first byte after their length); 0 for other nodes.
+	Contents uint64
+}
+
+// Walk calls fn (which may be nil) for every node of the NAR of the tree at
+// root, in NAR order: a directory before its entries, entries in ascending
+// byte order of their names. It returns the NAR's size. It reads
+// directories only, never blob indexes or chunks; each directory is checked
+// against its entry's size. An error from fn ends the walk and is returned.
+func Walk(ctx context.Context, s castore.DirectoryStore, root castore.Entry, fn func(Node) error) (uint64, error) {
+	l := layout{ctx: ctx, s: s, node: fn}
+	return l.run(root)
+}
+
+// Size returns the size of the NAR of the tree at root, reading directories
+// only.
+func Size(ctx context.Context, s castore.DirectoryStore, root castore.Entry) (uint64, error) {
+	return Walk(ctx, s, root, nil)
+}
+
+// RenderRange writes bytes [off, off+n) of the NAR of the tree at root to
+// w. The range must lie within the NAR (see [Size]): a range past its end
+// is an error wrapping castore.ErrInvalid once the bytes that exist are
+// written. Directories before off are read for their layout, but files
+// that end before off are skipped without reading their blob index, and
+// within the file holding off, chunks that end before it are not read; the
+// walk stops at off+n. Files of at most [SingleChunkMax] bytes are first
+// fetched as the one chunk of the file's digest, without a blob index
+// look-up (falling back to the index when there is no such chunk), which
+// makes RenderRange(0, size) the cheaper way to render trees of many small
+// files. Chunks are fetched ahead of the writer and checked as in
+// [Render]; after an error w holds a partial range.
+func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, off, n uint64) error {
+	if n == 0 {
+		return nil
+	}
+	end := off + n
+	if end < off {
+		return fmt.Errorf("%w: NAR range at %d of %d bytes overflows", castore.ErrInvalid, off, n)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f := castore.NewFetcher(ctx, s, 0)
+	defer f.Close()
+	parts := make(chan rangePart, renderAhead)
+	go func() {
+		defer close(parts)
+		rw := rangeWalker{ctx: ctx, s: s, f: f, out: parts, off: off, end: end}
+		l := layout{ctx: ctx, s: s, lit: rw.lit, file: rw.file}
+		size, err := l.run(root)
+		switch {
+		case errors.Is(err, errRangeDone):
+			err = nil
+		case err == nil:
+			err = fmt.Errorf("%w: NAR range [%d, %d) past the NAR's end at %d", castore.ErrInvalid, off, end, size)
+		}
+		if err != nil {
+			rw.send(rangePart{err: err})
+		}
+	}()
+
+	// Small files make small parts: gather them into large writes.
+	bw := bufio.NewWriterSize(w, int(min(n, 256<<10)))
+	var (
+		err     error
+		written uint64
+	)
+	for p := range parts {
+		if err != nil {
+			p.release()
+			continue // drain, so the walker ends
+		}
+		var k int
+		k, err = p.write(ctx, bw, s)
+		written += uint64(k)
+		if err != nil {
+			cancel()
+		}
+	}
+	if err == nil && written != n {
+		err = fmt.Errorf("narrender: NAR range [%d, %d): wrote %d bytes of %d", off, end, written, n)
+	}
+	if err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// SingleChunkMax is the size up to which [RenderRange] expects a file to
+// be a single chunk: the default chunker never cuts a file below its
+// minimum chunk size.
+const SingleChunkMax = 16 << 10
+
+// errRangeDone ends the layout walk once a range is complete.
+var errRangeDone = errors.New("narrender: range complete")
+
+// rangePart is a piece of a NAR range in order: framing bytes, the bytes
+// [lo, hi) of a chunk, or the error that ended the walk. A chunk fetched
+// on the guess that it is a whole file has that file in guess.
+type rangePart struct {
+	lit    []byte
+	chunk  *castore.PendingChunk
+	lo, hi int
+	guess  *guessedFile
+	err    error
+}
+
+type guessedFile struct {
+	path  string
+	entry castore.Entry
+}
+
+func (p rangePart) release() {
+	if p.chunk != nil {
+		p.chunk.Release()
+	}
+}
+
+func (p rangePart) write(ctx context.Context, w io.Writer, s Store) (int, error) {
+	switch {
+	case p.err != nil:
+		return 0, p.err
+	case p.chunk != nil:
+		defer p.chunk.Release()
+		data, err := p.chunk.Wait()
+		if p.guess != nil && errors.Is(err, castore.ErrNotFound) {
+			return p.guess.write(ctx, w, s, p.lo, p.hi)
+		}
+		if err != nil {
+			return 0, err
+		}
+		return w.Write(data[p.lo:p.hi])
+	}
+	return w.Write(p.lit)
+}
+
+// write writes bytes [lo, hi) of a file that is not one chunk after all,
+// reading its chunks one by one: the slow path of a wrong guess.
+func (g *guessedFile) write(ctx context.Context, w io.Writer, s Store, lo, hi int) (int, error) {
+	chunks, err := castore.BlobChunks(ctx, s, g.entry.Digest, g.entry.Size)
+	if err != nil {
+		return 0, fmt.Errorf("narrender: %q: %w", g.path, err)
+	}
+	var (
+		pos, n int
+		buf    []byte
+	)
+	for _, c := range chunks {
+		clo, chi := clip(uint64(pos), uint64(c.Size), uint64(lo), uint64(hi))
+		pos += int(c.Size)
+		if clo == chi {
+			continue
+		}
+		if buf, err = s.GetChunk(ctx, c.Digest, buf[:0]); err != nil {
+			return n, fmt.Errorf("narrender: %q: %w", g.path, err)
+		}
+		if len(buf) != int(c.Size) {
+			return n, fmt.Errorf("%w: chunk %s has %d bytes, want %d", castore.ErrCorrupt, c.Digest, len(buf), c.Size)
+		}
+		k, err := w.Write(buf[clo:chi])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// rangeWalker turns the layout of a NAR into the parts of the range
+// [off, end).
+type rangeWalker struct {
+	ctx      context.Context
+	s        Store
+	f        *castore.Fetcher
+	out      chan<- rangePart
+	off, end uint64
+}
+
+func (rw *rangeWalker) send(p rangePart) error {
+	select {
+	case rw.out <- p:
+		return nil
+	case <-rw.ctx.Done():
+		p.release()
+		return rw.ctx.Err()
+	}
+}
+
+// lit takes framing bytes at NAR offset at.
+func (rw *rangeWalker) lit(at uint64, b []byte) error {
+	lo, hi := clip(at, uint64(len(b)), rw.off, rw.end)
+	if lo < hi {
+		if err := rw.send(rangePart{lit: slices.Clone(b[lo:hi])}); err != nil {
+			return err
+		}
+	}
+	if at+uint64(len(b)) >= rw.end {
+		return errRangeDone
+	}
+	return nil
+}
+
+// file takes a file's contents at NAR offset at.
+func (rw *rangeWalker) file(at uint64, path string, e castore.Entry) error {
+	if at+e.Size <= rw.off {
+		return nil
+	}
+	if e.Size <= SingleChunkMax {
+		lo, hi := clip(at, e.Size, rw.off, rw.end)
+		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
+		if err := rw.send(rangePart{chunk: rw.f.Fetch(ref), lo: int(lo), hi: int(hi), guess: &guessedFile{path, e}}); err != nil {
+			return err
+		}
+		if at+e.Size >= rw.end {
+			return errRangeDone
+		}
+		return nil
+	}
+	chunks, err := castore.BlobChunks(rw.ctx, rw.s, e.Digest, e.Size)
+	if err != nil {
+		return fmt.Errorf("narrender: %q: %w", path, err)
+	}
+	pos := at
+	for _, c := range chunks {
+		if pos >= rw.end {
+			break
+		}
+		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
+		pos += uint64(c.Size)
+		if lo < hi {
+			if err := rw.send(rangePart{chunk: rw.f.Fetch(c), lo: int(lo), hi: int(hi)}); err != nil {
+				return err
+			}
+		}
+	}
+	if at+e.Size >= rw.end {
+		return errRangeDone
+	}
+	return nil
+}
+
+// clip returns the part of the n bytes at offset at that falls in
+// [off, end), as indexes into those n bytes (lo == hi: none).
+func clip(at, n, off, end uint64) (lo, hi uint64) {
+	lo, hi = 0, n
+	if off > at {
+		lo = min(off-at, n)
+	}
+	if end < at+n {
+		hi = max(end, at) - at
+	}
+	return lo, max(lo, hi)
+}
+
+// layout produces the framing of a NAR and the positions of its files'
+// contents from the directory tree. Each callback may be nil; lit's bytes
+// are valid only during the call. An error from a callback ends the walk.
+type layout struct {
+	ctx  context.Context
+	s    castore.DirectoryStore
+	node func(Node) error
+	lit  func(at uint64, b []byte) error
+	file func(at uint64, path string, e castore.Entry) error
+
+	buf []byte // framing not yet handed to lit
+	pos uint64 // NAR offset of buf[0]
+}
+
+// layoutFlush is how much framing layout gathers before handing it on.
+const layoutFlush = 32 << 10
+
+func (l *layout) run(root castore.Entry) (uint64, error) {
+	l.buf = appendString(make([]byte, 0, layoutFlush+1024), magic)
+	if err := l.walk(root, ""); err != nil {
+		return 0, err
+	}
+	if err := l.emit(); err != nil {
+		return 0, err
+	}
+	return l.pos, nil
+}
+
+// emit hands the gathered framing to lit.
+func (l *layout) emit() error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	if l.lit != nil {
+		if err := l.lit(l.pos, l.buf); err != nil {
+			return err
+		}
+	}
+	l.pos += uint64(len(l.buf))
+	l.buf = l.buf[:0]
+	return nil
+}
+
+func (l *layout) visit(n Node) error {
+	if l.node == nil {
+		return nil
+	}
+	return l.node(n)
+}
+
+func (l *layout) walk(e castore.Entry, path string) error {
+	l.buf = appendString(appendString(l.buf, "("), "type")
+	switch e.Kind {
+	case castore.KindFile:
+		l.buf = appendString(l.buf, "regular")
+		if e.Executable {
+			l.buf = appendString(appendString(l.buf, "executable"), "")
+		}
+		l.buf = appendString(l.buf, "contents")
+		l.buf = binary.LittleEndian.AppendUint64(l.buf, e.Size)
+		contents := l.pos + uint64(len(l.buf))
+		if err := l.visit(Node{Path: path, Entry: e, Contents: contents}); err != nil {
+			return err
+		}
+		if e.Size > 0 {
+			if err := l.emit(); err != nil {
+				return err
+			}
+			if l.file != nil {
+				if err := l.file(contents, path, e); err != nil {
+					return err
+				}
+			}
+			l.pos += e.Size
+		}
+		l.buf = append(l.buf, make([]byte, padding(e.Size))...)
+	case castore.KindSymlink:
+		if err := l.visit(Node{Path: path, Entry: e}); err != nil {
+			return err
+		}
+		l.buf = appendString(appendString(appendString(l.buf, "symlink"), "target"), e.Target)
+	case castore.KindDirectory:
+		if err := l.visit(Node{Path: path, Entry: e}); err != nil {
+			return err
+		}
+		if err := l.directory(e, path); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: %q: entry of %v", castore.ErrInvalid, path, e.Kind)
+	}
+	l.buf = appendString(l.buf, ")")
+	return nil
+}
+
+func (l *layout) directory(e castore.Entry, path string) error {
+	dir, err := l.s.GetDirectory(l.ctx, e.Digest)
+	if err != nil {
+		return fmt.Errorf("narrender: %q: %w", path, err)
+	}
+	if got := dir.Size(); got != e.Size {
+		return fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", castore.ErrCorrupt, path, e.Digest, got, e.Size)
+	}
+	l.buf = appendString(l.buf, "directory")
+	entries := dir.Entries()
+	slices.SortFunc(entries, func(a, b castore.Entry) int { return strings.Compare(a.Name, b.Name) })
+	for _, c := range entries {
+		l.buf = appendString(appendString(appendString(appendString(l.buf, "entry"), "("), "name"), c.Name)
+		l.buf = appendString(l.buf, "node")
+		p := c.Name
+		if path != "" {
+			p = path + "/" + c.Name
+		}
+		if err := l.walk(c, p); err != nil {
+			return err
+		}
+		l.buf = appendString(l.buf, ")")
+		if len(l.buf) >= layoutFlush {
+			if err := l.emit(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,183 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/proto/castorepb"
+	"github.com/nixcas/nixcas/proto/nixcaspb"
+	"github.com/nixcas/nixcas/proto/storepb"
+	"github.com/nixcas/nixcas/store"
+)
+
+// Options configure the services. CAS and Index are required.
+type Options struct {
+	// CAS keeps chunks, blobs and directories. When it implements
+	// castore.EncodedChunkStore, chunks travel in their stored form.
+	CAS castore.Store
+	// Index keeps the PathInfos, over the trees in CAS.
+	Index *store.Index
+	// PushToken, when set, is the bearer token every write needs.
+	PushToken string
+	// ReadToken, when set, is the bearer token every read needs (the push
+	// token is accepted too).
+	ReadToken string
+	// Registerer receives the metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Writer configures the chunking of blobs uploaded with
+	// BlobService.Put.
+	Writer castore.WriterOptions
+}
+
+// MaxMessageSize is the largest message the server receives or sends;
+// clients should allow as much.
+const MaxMessageSize = 64 << 20
+
+// MaxBatch is the largest number of digests one SyncService request may
+// list.
+const MaxBatch = 1 << 16
+
+// tvixNames are the older names of the snix services.
+var tvixNames = map[string]string{
+	castorepb.BlobService_ServiceDesc.ServiceName:      "tvix.castore.v1.BlobService",
+	castorepb.DirectoryService_ServiceDesc.ServiceName: "tvix.castore.v1.DirectoryService",
+	storepb.PathInfoService_ServiceDesc.ServiceName:    "tvix.store.v1.PathInfoService",
+}
+
+// writeMethods are the methods that change the store, by service (without
+// its package) and method name.
+var writeMethods = map[string]bool{
+	"BlobService/Put":       true,
+	"DirectoryService/Put":  true,
+	"PathInfoService/Put":   true,
+	"SyncService/PutChunks": true,
+	"SyncService/PutBlobs":  true,
+}
+
+// isWrite reports whether the full method name ("/pkg.Service/Method")
+// names a write.
+func isWrite(fullMethod string) bool {
+	svc, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if i := strings.LastIndexByte(svc, '.'); i >= 0 {
+		svc = svc[i+1:]
+	}
+	return writeMethods[svc+"/"+method]
+}
+
+// NewServer returns a gRPC server with every service registered (the snix
+// services under their snix.* and tvix.* names, and nixcas.v1.SyncService)
+// behind the metrics, authentication and error-mapping interceptors. The
+// extra options are applied after the server's own.
+func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
+	if o.CAS == nil || o.Index == nil {
+		return nil, errors.New("grpcapi: Options.CAS and Options.Index are required")
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	a := newAuth(o.PushToken, o.ReadToken)
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.StatsHandler(m),
+		grpc.ChainUnaryInterceptor(m.unary, a.unary, mapErrorsUnary),
+		grpc.ChainStreamInterceptor(m.stream, a.stream, mapErrorsStream),
+	}
+	s := grpc.NewServer(append(opts, extra...)...)
+	cas := countingStore{Store: o.CAS, m: m}
+	register := func(desc *grpc.ServiceDesc, impl any) {
+		s.RegisterService(desc, impl)
+		if alias, ok := tvixNames[desc.ServiceName]; ok {
+			d := *desc
+			d.ServiceName = alias
+			s.RegisterService(&d, impl)
+		}
+	}
+	register(&castorepb.BlobService_ServiceDesc, &blobService{cas: cas, writer: o.Writer})
+	register(&castorepb.DirectoryService_ServiceDesc, &directoryService{cas: o.CAS})
+	register(&storepb.PathInfoService_ServiceDesc, &pathInfoService{cas: o.CAS, index: o.Index})
+	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas})
+	for name, info := range s.GetServiceInfo() {
+		for _, mi := range info.Methods {
+			m.known["/"+name+"/"+mi.Name] = true
+		}
+	}
+	return s, nil
+}
+
+// countingStore counts chunk puts in the metrics.
+type countingStore struct {
+	castore.Store
+	m *metrics
+}
+
+func (c countingStore) PutChunk(ctx context.Context, ch castore.Chunk) (bool, error) {
+	added, err := c.Store.PutChunk(ctx, ch)
+	if err == nil {
+		c.m.countChunk(added)
+	}
+	return added, err
+}
+
+// putEncoded stores a chunk received in its stored form, verifying it.
+func (c countingStore) putEncoded(ctx context.Context, d castore.Digest, stored []byte) (bool, error) {
+	added, err := castore.PutEncoded(ctx, c.Store, d, stored)
+	if err == nil {
+		c.m.countChunk(added)
+	}
+	return added, err
+}
+
+// digestArg converts a digest received in a request.
+func digestArg(b []byte, what string) (castore.Digest, error) {
+	d, err := castore.DigestFromBytes(b)
+	if err != nil {
+		return d, fmt.Errorf("%s: %w", what, err)
+	}
+	return d, nil
+}
+
+// statusOf maps an error to a gRPC status error; errors that already are
+// one pass unchanged.
+func statusOf(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, store.ErrIncomplete):
+		code = codes.FailedPrecondition
+	case errors.Is(err, castore.ErrCorrupt):
+		code = codes.DataLoss
+	case errors.Is(err, castore.ErrInvalid), errors.Is(err, store.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, castore.ErrNotFound), errors.Is(err, store.ErrNotFound):
+		code = codes.NotFound
+	}
+	return status.Error(code, err.Error())
+}
+
+func mapErrorsUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	return resp, statusOf(err)
+}
+
+func mapErrorsStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return statusOf(h(srv, ss))
+}

@@ -1,0 +1,303 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/proto/nixcaspb"
+	"github.com/nixcas/nixcas/store"
+)
+
+// readChunksMessage is the payload size at which ReadChunks sends a
+// message.
+const readChunksMessage = 1 << 20
+
+// syncService implements nixcas.v1.SyncService.
+type syncService struct {
+	nixcaspb.UnimplementedSyncServiceServer
+	cas countingStore
+}
+
+// digestsArg converts the digests of a request, at most MaxBatch of them.
+func digestsArg(list [][]byte, what string) ([]castore.Digest, error) {
+	if len(list) > MaxBatch {
+		return nil, fmt.Errorf("%w: %d %s, at most %d per request", castore.ErrInvalid, len(list), what, MaxBatch)
+	}
+	out := make([]castore.Digest, len(list))
+	for i, b := range list {
+		d, err := digestArg(b, fmt.Sprintf("%s[%d]", what, i))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+// Missing implements nixcas.v1.SyncService.
+func (s *syncService) Missing(ctx context.Context, req *nixcaspb.MissingRequest) (*nixcaspb.MissingResponse, error) {
+	if n := len(req.GetChunks()) + len(req.GetBlobs()) + len(req.GetDirectories()); n > MaxBatch {
+		return nil, fmt.Errorf("%w: %d digests, at most %d per request", castore.ErrInvalid, n, MaxBatch)
+	}
+	resp := &nixcaspb.MissingResponse{}
+	lists := []struct {
+		digests [][]byte
+		what    string
+		has     func(context.Context, castore.Digest) (bool, error)
+		out     *[]uint32
+	}{
+		{req.GetChunks(), "chunks", s.cas.HasChunk, &resp.Chunks},
+		{req.GetBlobs(), "blobs", s.hasBlob, &resp.Blobs},
+		{req.GetDirectories(), "directories", s.hasDirectory, &resp.Directories},
+	}
+	for _, l := range lists {
+		ds, err := digestsArg(l.digests, l.what)
+		if err != nil {
+			return nil, err
+		}
+		for i, d := range ds {
+			ok, err := l.has(ctx, d)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				*l.out = append(*l.out, uint32(i))
+			}
+		}
+	}
+	return resp, nil
+}
+
+// hasBlob reports whether blob d can be read: it has a chunk list (only
+// recorded once its chunks are stored) or is a stored chunk.
+func (s *syncService) hasBlob(ctx context.Context, d castore.Digest) (bool, error) {
+	_, err := blobIndex(ctx, s.cas, d)
+	if errors.Is(err, castore.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// hasDirectory reports whether directory d is stored; every directory
+// below a stored one is stored too (children are stored first).
+func (s *syncService) hasDirectory(ctx context.Context, d castore.Digest) (bool, error) {
+	_, err := s.cas.GetDirectory(ctx, d)
+	if errors.Is(err, castore.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PutChunks implements nixcas.v1.SyncService. Every chunk is verified
+// before it is stored (PutEncodedChunk); the store is synced before the
+// call returns.
+func (s *syncService) PutChunks(stream nixcaspb.SyncService_PutChunksServer) error {
+	ctx := stream.Context()
+	resp := &nixcaspb.PutChunksResponse{}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		for i, c := range msg.GetChunks() {
+			d, err := digestArg(c.GetDigest(), fmt.Sprintf("chunks[%d]", i))
+			if err != nil {
+				return err
+			}
+			added, err := s.cas.putEncoded(ctx, d, c.GetData())
+			if err != nil {
+				return err
+			}
+			if added {
+				resp.ChunksAdded++
+			} else {
+				resp.ChunksPresent++
+			}
+		}
+	}
+	if err := s.cas.Sync(ctx); err != nil {
+		return err
+	}
+	return stream.SendAndClose(resp)
+}
+
+// ReadChunks implements nixcas.v1.SyncService. Chunks are sent in their
+// stored form, or decoded when asked (for compressed calls).
+func (s *syncService) ReadChunks(req *nixcaspb.ReadChunksRequest, stream nixcaspb.SyncService_ReadChunksServer) error {
+	ctx := stream.Context()
+	ds, err := digestsArg(req.GetDigests(), "digests")
+	if err != nil {
+		return err
+	}
+	// Each message gets its own buffer: a sent message must not change.
+	var (
+		msg = &nixcaspb.ReadChunksResponse{}
+		buf []byte
+	)
+	for _, d := range ds {
+		if buf == nil {
+			buf = make([]byte, 0, readChunksMessage+castore.DefaultChunkerOptions.MaxSize+64)
+		}
+		start := len(buf)
+		if req.GetDecoded() {
+			buf, err = s.cas.GetChunk(ctx, d, append(buf, castore.CodecRaw))
+		} else {
+			buf, err = castore.GetEncoded(ctx, s.cas.Store, d, buf)
+		}
+		if err != nil {
+			return err
+		}
+		msg.Chunks = append(msg.Chunks, &nixcaspb.Chunk{Digest: d[:], Data: buf[start:len(buf):len(buf)]})
+		if len(buf) >= readChunksMessage {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			msg, buf = &nixcaspb.ReadChunksResponse{}, nil
+		}
+	}
+	if len(msg.Chunks) > 0 {
+		return stream.Send(msg)
+	}
+	return nil
+}
+
+// PutBlobs implements nixcas.v1.SyncService. Each blob's chunks are read
+// back from the store in order and hashed; only a blob whose chunks hash
+// to its digest is recorded.
+func (s *syncService) PutBlobs(ctx context.Context, req *nixcaspb.PutBlobsRequest) (*nixcaspb.PutBlobsResponse, error) {
+	resp := &nixcaspb.PutBlobsResponse{}
+	f := castore.NewFetcher(ctx, s.cas, 0)
+	defer f.Close()
+	for i, b := range req.GetBlobs() {
+		d, refs, err := blobArg(b, i)
+		if err != nil {
+			return nil, err
+		}
+		added, err := s.putBlob(ctx, f, d, refs)
+		if err != nil {
+			return nil, err
+		}
+		if added {
+			resp.BlobsAdded++
+		}
+	}
+	if err := s.cas.Sync(ctx); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// blobArg converts blobs[i] of a request.
+func blobArg(b *nixcaspb.Blob, i int) (castore.Digest, []castore.ChunkRef, error) {
+	d, err := digestArg(b.GetDigest(), fmt.Sprintf("blobs[%d]", i))
+	if err != nil {
+		return d, nil, err
+	}
+	refs := make([]castore.ChunkRef, len(b.GetChunks()))
+	for j, c := range b.GetChunks() {
+		if refs[j].Digest, err = digestArg(c.GetDigest(), fmt.Sprintf("blobs[%d].chunks[%d]", i, j)); err != nil {
+			return d, nil, err
+		}
+		if c.GetSize() > castore.MaxChunkSize {
+			return d, nil, fmt.Errorf("%w: blobs[%d].chunks[%d]: size %d over %d", castore.ErrInvalid, i, j, c.GetSize(), castore.MaxChunkSize)
+		}
+		refs[j].Size = c.GetSize()
+	}
+	if len(refs) == 1 && refs[0].Digest != d {
+		return d, nil, fmt.Errorf("%w: blob %s of one chunk lists chunk %s", castore.ErrInvalid, d, refs[0].Digest)
+	}
+	return d, refs, nil
+}
+
+// putBlob records blob d of the chunks refs unless it is present,
+// reporting whether it was added.
+func (s *syncService) putBlob(ctx context.Context, f *castore.Fetcher, d castore.Digest, refs []castore.ChunkRef) (bool, error) {
+	if len(refs) < 2 {
+		ok, err := s.cas.HasChunk(ctx, d)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: blob %s: its chunk is not stored", store.ErrIncomplete, d)
+		}
+		return false, err
+	}
+	if ok, err := s.hasBlob(ctx, d); err != nil || ok {
+		return false, err
+	}
+	var size uint64
+	for _, c := range refs {
+		ok, err := s.cas.HasChunk(ctx, c.Digest)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return false, fmt.Errorf("%w: blob %s: chunk %s is not stored", store.ErrIncomplete, d, c.Digest)
+		}
+		size += uint64(c.Size)
+	}
+	if err := checkBlob(f, d, refs); err != nil {
+		return false, err
+	}
+	if err := s.cas.PutBlob(ctx, d, size, refs); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// checkBlob reads the chunks refs through f, a few ahead, and checks that
+// they hash, concatenated, to d.
+func checkBlob(f *castore.Fetcher, d castore.Digest, refs []castore.ChunkRef) error {
+	const ahead = 8
+	h := castore.NewHasher()
+	var pending []*castore.PendingChunk
+	defer func() {
+		for _, p := range pending {
+			p.Release()
+		}
+	}()
+	next := 0
+	for next < len(refs) || len(pending) > 0 {
+		for len(pending) < ahead && next < len(refs) {
+			pending = append(pending, f.Fetch(refs[next]))
+			next++
+		}
+		data, err := pending[0].Wait()
+		if err != nil {
+			return err
+		}
+		h.Write(data)
+		pending[0].Release()
+		pending = pending[1:]
+	}
+	var got castore.Digest
+	h.Sum(got[:0])
+	if got != d {
+		return fmt.Errorf("%w: blob %s: its chunks hash to %s", castore.ErrCorrupt, d, got)
+	}
+	return nil
+}
+
+// StatBlobs implements nixcas.v1.SyncService.
+func (s *syncService) StatBlobs(ctx context.Context, req *nixcaspb.StatBlobsRequest) (*nixcaspb.StatBlobsResponse, error) {
+	ds, err := digestsArg(req.GetDigests(), "digests")
+	if err != nil {
+		return nil, err
+	}
+	resp := &nixcaspb.StatBlobsResponse{Blobs: make([]*nixcaspb.Blob, len(ds))}
+	for i, d := range ds {
+		refs, err := blobIndex(ctx, s.cas, d)
+		if err != nil {
+			return nil, err
+		}
+		b := &nixcaspb.Blob{Digest: d[:]}
+		for _, r := range refs {
+			b.Chunks = append(b.Chunks, &nixcaspb.ChunkMeta{Digest: r.Digest[:], Size: r.Size})
+		}
+		resp.Blobs[i] = b
+	}
+	return resp, nil
+}

@@ -1,0 +1,65 @@
+// Package httpcache speaks the Nix binary cache protocol over HTTP: its
+// handler ([New]) serves the store to unmodified Nix as a substituter and
+// accepts what `nix copy --to http://...` uploads, and [Import] copies an
+// existing binary cache (a directory or an HTTP(S) cache) into the store.
+//
+// # Serving
+//
+//	GET  /nix-cache-info                  StoreDir, WantMassQuery, Priority
+//	GET  /<hash>.narinfo                  from the PathInfo, signed (see below)
+//	GET  /<hash>.ls                       the file listing (JSON, version 1)
+//	GET  /nar/<narhash>.nar               rendered from the castore on the fly
+//	GET  /nar/<narhash>.nar.zst           the same, zstd-compressed on the fly
+//	GET  /nar/snix-castore/<entry>?narsize=N
+//	                                      the NAR of any tree: <entry> is the
+//	                                      base64url snix.castore.v1.Entry
+//
+// HEAD works wherever GET does. <hash> is a store path's 32-character
+// nixbase32 hash, <narhash> the 52-character nixbase32 SHA-256 of the NAR.
+// Uncompressed NARs have an exact Content-Length and answer a single-range
+// Range request with 206 and exactly those bytes, skipping the files
+// before the range without reading them (narrender.RenderRange); a request
+// for several ranges gets the whole NAR. NAR responses are immutable and
+// say so in Cache-Control. An unknown hash is a 404 after one index
+// look-up. A narinfo is served only for a PathInfo in the index, and the
+// index accepts only PathInfos whose tree is all present, so every narinfo
+// served can be followed by its NAR.
+//
+// A narinfo says "Compression: none" and names nar/<narhash>.nar, or, with
+// Options.Compression "zstd", names nar/<narhash>.nar.zst without FileHash
+// and FileSize (the compressed size is not known before compressing). Its
+// Sig lines are every signature the uploader supplied plus one per
+// Options.SignKeys, all over Nix's fingerprint of the path
+// (store.PathInfo.Fingerprint), which depends on the content only; with two
+// keys configured both signatures are served, so clients can move from one
+// key to the next.
+//
+// # Uploading
+//
+// `nix copy --to http://host:port[?compression=xz|zstd|bzip2|br|none]`
+// first reads nix-cache-info and asks for the narinfos it means to write,
+// then for each path PUTs nar/<filehash>.nar[.xz|.zst|.bz2|.br] and then
+// <hash>.narinfo. A NAR PUT is decompressed (the format is recognised by
+// its magic number; brotli, which has none, by its .br name) and ingested
+// into the castore as it streams in; the result is remembered, by the URL
+// it was put at and by NAR hash, for a limited time and number of uploads.
+// The narinfo PUT must then name that URL (or a NAR already stored with the
+// same hash) with the NarHash and NarSize that were ingested, else it is
+// refused with 400 and nothing becomes visible; on success the PathInfo,
+// with the uploader's signatures, is put in the index.
+//
+// # Authorization
+//
+// With Options.PushToken set, PUTs need it; with Options.ReadToken set,
+// GETs need it (or the push token). A token is given either as
+// "Authorization: Bearer <token>" or as the password of HTTP basic
+// authentication (any user name), so that Nix's netrc-file works. A
+// missing token is a 401 with WWW-Authenticate, a wrong one a 403.
+//
+// # Errors
+//
+// Errors of this package wrap [ErrInvalid] (a malformed request, narinfo or
+// file) or castore.ErrCorrupt (a NAR that does not match its narinfo), or
+// come from the castore, narrender and store packages; the handler
+// translates them to HTTP statuses.
+package httpcache

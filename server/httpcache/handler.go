@@ -1,0 +1,252 @@
+package httpcache
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/store"
+)
+
+// ErrInvalid is wrapped by errors about malformed requests, narinfos and
+// NAR files.
+var ErrInvalid = errors.New("httpcache: invalid")
+
+// Options configure the handler [New] returns.
+type Options struct {
+	// CAS holds the trees; Index the PathInfos over them. Both required.
+	CAS   castore.Store
+	Index *store.Index
+	// SignKeys each add a signature to every narinfo served.
+	SignKeys []signature.SecretKey
+	// Compression is how narinfos tell clients to fetch NARs: "none" (the
+	// default) or "zstd" (compressed on the fly).
+	Compression string
+	// PushToken, when set, is required for uploads; ReadToken, when set,
+	// for reads (which the push token also allows).
+	PushToken, ReadToken string
+	// Registerer receives the handler's metrics; nil means none.
+	Registerer prometheus.Registerer
+	// Priority is the nix-cache-info Priority (default 40; Nix prefers
+	// lower values, cache.nixos.org has 40).
+	Priority int
+}
+
+// DefaultPriority is the nix-cache-info Priority when Options.Priority is 0.
+const DefaultPriority = 40
+
+// Limits of the upload memory: how many NARs put without their narinfo yet
+// are remembered, and for how long.
+const (
+	maxUploads = 4096
+	uploadTTL  = time.Hour
+)
+
+func (o Options) validate() (Options, error) {
+	if o.CAS == nil || o.Index == nil {
+		return o, fmt.Errorf("%w: options: CAS and Index are required", ErrInvalid)
+	}
+	switch o.Compression {
+	case "":
+		o.Compression = "none"
+	case "none", "zstd":
+	default:
+		return o, fmt.Errorf(`%w: options: compression %q, want "none" or "zstd"`, ErrInvalid, o.Compression)
+	}
+	if o.Priority == 0 {
+		o.Priority = DefaultPriority
+	}
+	for i, k := range o.SignKeys {
+		if err := checkKey(k); err != nil {
+			return o, fmt.Errorf("%w: options: signing key %d: %v", ErrInvalid, i, err)
+		}
+	}
+	if o.Priority < 0 {
+		return o, fmt.Errorf("%w: options: negative priority %d", ErrInvalid, o.Priority)
+	}
+	return o, nil
+}
+
+// handler serves one store; see the package documentation.
+type handler struct {
+	o         Options
+	cacheInfo []byte
+	sigs      *signer
+	uploads   *uploads
+	m         *metrics
+	zstd      zstdPool
+}
+
+// New returns the binary cache handler over o.CAS and o.Index, meant to be
+// mounted at the root of a server. It is safe for concurrent use. It
+// registers its metrics with o.Registerer, reusing collectors already
+// registered there under the same names.
+func New(o Options) (http.Handler, error) {
+	o, err := o.validate()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	h := &handler{
+		o:         o,
+		cacheInfo: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", store.StoreDir, o.Priority),
+		sigs:      newSigner(o.SignKeys),
+		uploads:   newUploads(maxUploads, uploadTTL),
+		m:         m,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /nix-cache-info", h.getCacheInfo)
+	mux.HandleFunc("GET /{file}", h.getFile)
+	mux.HandleFunc("GET /nar/{file}", h.getNAR)
+	mux.HandleFunc("GET /nar/snix-castore/{entry}", h.getCastoreNAR)
+	mux.HandleFunc("PUT /{file}", h.putFile)
+	mux.HandleFunc("PUT /nar/{file}", h.putNAR)
+	return m.instrument(h.authorize(mux)), nil
+}
+
+func (h *handler) getCacheInfo(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/x-nix-cache-info")
+	w.Write(h.cacheInfo)
+}
+
+// getFile serves <hash>.narinfo and <hash>.ls.
+func (h *handler) getFile(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	if hash, ok := strings.CutSuffix(file, ".narinfo"); ok {
+		h.getNarInfo(w, r, hash)
+		return
+	}
+	if hash, ok := strings.CutSuffix(file, ".ls"); ok {
+		h.getListing(w, r, hash)
+		return
+	}
+	http.NotFound(w, r)
+}
+
+// putFile accepts <hash>.narinfo; listings (<hash>.ls) and nix-cache-info
+// are accepted and dropped, as the handler makes its own.
+func (h *handler) putFile(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	if hash, ok := strings.CutSuffix(file, ".narinfo"); ok {
+		h.putNarInfo(w, r, hash)
+		return
+	}
+	if strings.HasSuffix(file, ".ls") || file == "nix-cache-info" {
+		drain(r, 64<<20)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	http.NotFound(w, r)
+}
+
+// pathInfo looks up the store path whose hash is hash, answering 404 (for
+// a malformed hash too) or 500 itself when there is none.
+func (h *handler) pathInfo(w http.ResponseWriter, r *http.Request, hash string) (*store.PathInfo, bool) {
+	d, err := store.ParsePathDigest(hash)
+	if err != nil {
+		http.NotFound(w, r)
+		return nil, false
+	}
+	p, err := h.o.Index.Get(r.Context(), d)
+	if err != nil {
+		httpError(w, r, err)
+		return nil, false
+	}
+	return p, true
+}
+
+// authorize checks tokens before passing requests to next.
+func (h *handler) authorize(next http.Handler) http.Handler {
+	if h.o.PushToken == "" && h.o.ReadToken == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		want := h.o.PushToken
+		if read {
+			want = h.o.ReadToken
+		}
+		if want == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := requestToken(r)
+		switch {
+		case !ok:
+			w.Header().Add("WWW-Authenticate", `Basic realm="nixcas"`)
+			w.Header().Add("WWW-Authenticate", `Bearer realm="nixcas"`)
+			http.Error(w, "token required", http.StatusUnauthorized)
+		case tokenEqual(got, want) || read && h.o.PushToken != "" && tokenEqual(got, h.o.PushToken):
+			next.ServeHTTP(w, r)
+		default:
+			http.Error(w, "wrong token", http.StatusForbidden)
+		}
+	})
+}
+
+// requestToken returns the bearer token or the basic-auth password.
+func requestToken(r *http.Request) (string, bool) {
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
+		return strings.TrimSpace(a[7:]), true
+	}
+	if _, pw, ok := r.BasicAuth(); ok {
+		return pw, true
+	}
+	return "", false
+}
+
+func tokenEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// httpError answers with the status err stands for.
+func httpError(w http.ResponseWriter, r *http.Request, err error) {
+	code := statusOf(err)
+	if code == http.StatusInternalServerError {
+		slog.ErrorContext(r.Context(), "httpcache: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	msg := http.StatusText(code)
+	if code == http.StatusBadRequest || code == http.StatusNotFound {
+		msg = err.Error()
+	}
+	http.Error(w, msg, code)
+}
+
+// statusOf translates an error to an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, castore.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrInvalid), errors.Is(err, store.ErrInvalid),
+		errors.Is(err, castore.ErrInvalid), errors.Is(err, narrender.ErrFormat):
+		return http.StatusBadRequest
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// checkKey makes sure k can sign: a SecretKey not made by
+// signature.LoadSecretKey (the zero value) makes ed25519 panic.
+func checkKey(k signature.SecretKey) (err error) {
+	defer func() {
+		if recover() != nil {
+			err = errors.New("not a loaded ed25519 key")
+		}
+	}()
+	_, err = k.Sign(nil, "")
+	return err
+}

@@ -1,0 +1,135 @@
+package httpcache
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the handler's Prometheus collectors.
+type metrics struct {
+	requests *prometheus.CounterVec   // kind, code
+	seconds  *prometheus.HistogramVec // kind
+	narOut   prometheus.Counter
+	fileIn   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixcas_http_requests_total",
+			Help: "Binary cache HTTP requests, by kind (cache-info, narinfo, nar, listing, narinfo-upload, nar-upload, other) and status code.",
+		}, []string{"kind", "code"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nixcas_http_request_duration_seconds",
+			Help:    "Time to answer binary cache HTTP requests, by kind, until the last byte was handed to the connection.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 12), // 50 us to 3.5 min
+		}, []string{"kind"}),
+		narOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixcas_http_nar_bytes_served_total",
+			Help: "Uncompressed NAR bytes rendered for binary cache responses.",
+		}),
+		fileIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixcas_http_nar_file_bytes_received_total",
+			Help: "Bytes of NAR files (as uploaded, possibly compressed) received by PUT.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.requests, err = register(reg, m.requests); err != nil {
+		return nil, err
+	}
+	if m.seconds, err = register(reg, m.seconds); err != nil {
+		return nil, err
+	}
+	if m.narOut, err = register(reg, m.narOut); err != nil {
+		return nil, err
+	}
+	if m.fileIn, err = register(reg, m.fileIn); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the collector already registered under
+// its name.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if old, ok := are.ExistingCollector.(C); ok {
+			return old, nil
+		}
+	}
+	return c, err
+}
+
+func (m *metrics) narBytes(n uint64) { m.narOut.Add(float64(n)) }
+func (m *metrics) received(n uint64) { m.fileIn.Add(float64(n)) }
+
+// instrument counts and times every request next answers.
+func (m *metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		kind := kindOf(r)
+		defer func() {
+			code := sw.status
+			if code == 0 {
+				code = http.StatusOK
+			}
+			m.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
+			m.seconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// kindOf classifies a request for the metrics' labels.
+func kindOf(r *http.Request) string {
+	p := r.URL.Path
+	kind := "other"
+	switch {
+	case p == "/nix-cache-info":
+		return "cache-info"
+	case strings.HasPrefix(p, "/nar/"):
+		kind = "nar"
+	case strings.HasSuffix(p, ".narinfo"):
+		kind = "narinfo"
+	case strings.HasSuffix(p, ".ls"):
+		return "listing"
+	}
+	if r.Method == http.MethodPut && kind != "other" {
+		kind += "-upload"
+	}
+	return kind
+}
+
+// statusWriter records the status code sent.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,261 @@
+package httpcache
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/proto/castorepb"
+	"github.com/nixcas/nixcas/store"
+)
+
+// getNAR serves nar/<narhash>.nar and nar/<narhash>.nar.zst.
+func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	name, zst := strings.CutSuffix(file, ".nar.zst")
+	if !zst {
+		var ok bool
+		if name, ok = strings.CutSuffix(file, ".nar"); !ok {
+			http.NotFound(w, r)
+			return
+		}
+	}
+	sum, ok := parseNARHash(name)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	p, err := h.o.Index.GetByNARHash(r.Context(), sum)
+	if err == nil && p.NARSha256 != sum {
+		// The path was put again with another NAR since.
+		err = fmt.Errorf("%w: NAR %s", store.ErrNotFound, name)
+	}
+	if err != nil {
+		httpError(w, r, err)
+		return
+	}
+	etag := `"` + name + `"`
+	if zst {
+		etag = `"` + name + `.zst"`
+	}
+	h.serveNAR(w, r, p.Root, p.NARSize, etag, zst)
+}
+
+// parseNARHash decodes the 52 nixbase32 characters of a NAR's SHA-256.
+func parseNARHash(s string) ([sha256.Size]byte, bool) {
+	var sum [sha256.Size]byte
+	if len(s) != nixbase32.EncodedLen(sha256.Size) {
+		return sum, false
+	}
+	b, err := nixbase32.DecodeString(s)
+	if err != nil {
+		return sum, false
+	}
+	copy(sum[:], b)
+	return sum, true
+}
+
+// getCastoreNAR serves nar/snix-castore/<base64url Entry>?narsize=N, the
+// NAR of any stored tree. The size is computed from the tree's directories;
+// a narsize that disagrees is refused.
+func (h *handler) getCastoreNAR(w http.ResponseWriter, r *http.Request) {
+	enc := r.PathValue("entry")
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
+	if err != nil {
+		httpError(w, r, fmt.Errorf("%w: entry %q: %v", ErrInvalid, enc, err))
+		return
+	}
+	var pb castorepb.Entry
+	if err := proto.Unmarshal(b, &pb); err != nil {
+		httpError(w, r, fmt.Errorf("%w: entry %q: %v", ErrInvalid, enc, err))
+		return
+	}
+	root, err := castore.EntryFromProto(&pb)
+	if err != nil {
+		httpError(w, r, err)
+		return
+	}
+	size, err := narrender.Size(r.Context(), h.o.CAS, root)
+	if err != nil {
+		httpError(w, r, err)
+		return
+	}
+	if q := r.URL.Query().Get("narsize"); q != "" {
+		if n, err := strconv.ParseUint(q, 10, 64); err != nil || n != size {
+			httpError(w, r, fmt.Errorf("%w: narsize %q, the NAR has %d bytes", ErrInvalid, q, size))
+			return
+		}
+	}
+	h.serveNAR(w, r, root, size, `"`+strings.TrimRight(enc, "=")+`"`, false)
+}
+
+// serveNAR answers with the NAR of root (size bytes, identified by etag):
+// whole, as one range of it, or zstd-compressed. RenderRange renders whole
+// NARs too: it spares small files their blob-index look-up.
+func (h *handler) serveNAR(w http.ResponseWriter, r *http.Request, root castore.Entry, size uint64, etag string, zst bool) {
+	hdr := w.Header()
+	hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
+	hdr.Set("ETag", etag)
+	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if zst {
+		hdr.Set("Content-Type", "application/zstd")
+		if r.Method == http.MethodHead {
+			return
+		}
+		lw := &lazyWriter{w: w, status: http.StatusOK}
+		enc := h.zstd.get(lw)
+		err := narrender.RenderRange(r.Context(), enc, h.o.CAS, root, 0, size)
+		if err == nil {
+			err = enc.Close()
+		}
+		h.zstd.put(enc)
+		if err == nil {
+			h.m.narBytes(size)
+		}
+		h.finish(lw, r, err)
+		return
+	}
+
+	hdr.Set("Content-Type", "application/x-nix-nar")
+	hdr.Set("Accept-Ranges", "bytes")
+	off, n, status := parseRange(r.Header.Get("Range"), size)
+	if ir := r.Header.Get("If-Range"); ir != "" && ir != etag {
+		off, n, status = 0, size, http.StatusOK
+	}
+	switch status {
+	case http.StatusRequestedRangeNotSatisfiable:
+		hdr.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		http.Error(w, "range not satisfiable", status)
+		return
+	case http.StatusPartialContent:
+		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
+	}
+	hdr.Set("Content-Length", strconv.FormatUint(n, 10))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return
+	}
+	lw := &lazyWriter{w: w, status: status}
+	err := narrender.RenderRange(r.Context(), lw, h.o.CAS, root, off, n)
+	if err == nil {
+		h.m.narBytes(n)
+	}
+	h.finish(lw, r, err)
+}
+
+// finish ends a streamed response: on error, with an error status if
+// nothing was sent yet, else by aborting the connection so the client
+// sees a truncated body rather than a complete one.
+func (h *handler) finish(lw *lazyWriter, r *http.Request, err error) {
+	if err == nil {
+		lw.commit()
+		return
+	}
+	if !lw.started {
+		for _, k := range []string{"Content-Length", "Content-Range", "Cache-Control", "ETag", "Accept-Ranges"} {
+			lw.w.Header().Del(k)
+		}
+		httpError(lw.w, r, err)
+		return
+	}
+	if r.Context().Err() == nil {
+		slog.ErrorContext(r.Context(), "httpcache: response cut short", "path", r.URL.Path, "err", err)
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// lazyWriter sends the status line only with the first byte of the body,
+// so that an error before it can still be answered with an error status.
+type lazyWriter struct {
+	w       http.ResponseWriter
+	status  int
+	started bool
+}
+
+func (l *lazyWriter) commit() {
+	if !l.started {
+		l.started = true
+		l.w.WriteHeader(l.status)
+	}
+}
+
+func (l *lazyWriter) Write(p []byte) (int, error) {
+	l.commit()
+	return l.w.Write(p)
+}
+
+// parseRange interprets a Range header for a body of size bytes: one
+// satisfiable range gives its offset and length with 206; a range that
+// starts past the end gives 416; no header, several ranges, or a header
+// that does not parse give the whole body with 200, as RFC 9110 allows.
+func parseRange(header string, size uint64) (off, n uint64, status int) {
+	whole := func() (uint64, uint64, int) { return 0, size, http.StatusOK }
+	spec, ok := strings.CutPrefix(header, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return whole()
+	}
+	first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return whole()
+	}
+	if first == "" { // suffix: the last N bytes
+		k, err := strconv.ParseUint(last, 10, 64)
+		if err != nil {
+			return whole()
+		}
+		if k == 0 {
+			return 0, 0, http.StatusRequestedRangeNotSatisfiable
+		}
+		k = min(k, size)
+		return size - k, k, http.StatusPartialContent
+	}
+	start, err := strconv.ParseUint(first, 10, 64)
+	if err != nil {
+		return whole()
+	}
+	end := size - 1
+	if last != "" {
+		e, err := strconv.ParseUint(last, 10, 64)
+		if err != nil || e < start {
+			return whole()
+		}
+		end = min(e, size-1)
+	}
+	if start >= size {
+		return 0, 0, http.StatusRequestedRangeNotSatisfiable
+	}
+	return start, end - start + 1, http.StatusPartialContent
+}
+
+// zstdPool keeps zstd encoders for reuse; each is expensive to make.
+type zstdPool struct{ p sync.Pool }
+
+func (z *zstdPool) get(w io.Writer) *zstd.Encoder {
+	if e, ok := z.p.Get().(*zstd.Encoder); ok {
+		e.Reset(w)
+		return e
+	}
+	// The options are valid, so NewWriter cannot fail.
+	e, _ := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	return e
+}
+
+func (z *zstdPool) put(e *zstd.Encoder) {
+	e.Reset(nil)
+	z.p.Put(e)
+}
