@@ -69,6 +69,12 @@ func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	if end < off {
 		return fmt.Errorf("%w: NAR range at %d of %d bytes overflows", castore.ErrInvalid, off, n)
 	}
+	return renderRange(ctx, w, s, root, off, end, true)
+}
+
+// renderRange writes bytes [off, end) of the NAR, or from off to the NAR's
+// end when exact is false (end is then a bound, not a promise).
+func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, off, end uint64, exact bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	f := castore.NewFetcher(ctx, s, 0)
@@ -82,7 +88,7 @@ func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 		switch {
 		case errors.Is(err, errRangeDone):
 			err = nil
-		case err == nil:
+		case err == nil && exact:
 			err = fmt.Errorf("%w: NAR range [%d, %d) past the NAR's end at %d", castore.ErrInvalid, off, end, size)
 		}
 		if err != nil {
@@ -91,7 +97,7 @@ func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	}()
 
 	// Small files make small parts: gather them into large writes.
-	bw := bufio.NewWriterSize(w, int(min(n, 256<<10)))
+	bw := bufio.NewWriterSize(w, int(min(end-off, 256<<10)))
 	var (
 		err     error
 		written uint64
@@ -108,8 +114,8 @@ func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 			cancel()
 		}
 	}
-	if err == nil && written != n {
-		err = fmt.Errorf("narrender: NAR range [%d, %d): wrote %d bytes of %d", off, end, written, n)
+	if err == nil && exact && written != end-off {
+		err = fmt.Errorf("narrender: NAR range [%d, %d): wrote %d bytes of %d", off, end, written, end-off)
 	}
 	if err != nil {
 		return err
