@@ -342,11 +342,11 @@ func get(db *pebble.DB, key []byte, what string, fn func(v []byte) error) error 
 		return err
 	}
 	if err != nil {
-		return pebbleError(err, what)
+		return pebbleError(err, fmt.Sprintf("%s %c/%x", what, key[0], key[1:]))
 	}
 	err = fn(v)
 	if cerr := closer.Close(); cerr != nil {
-		return pebbleError(cerr, what)
+		return pebbleError(cerr, fmt.Sprintf("%s %c/%x", what, key[0], key[1:]))
 	}
 	return err
 }
@@ -370,7 +370,7 @@ func (s *PebbleStore) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byt
 	}
 	defer s.mu.RUnlock()
 	out := dst
-	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk "+d.String(), func(v []byte) (err error) {
+	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) (err error) {
 		out, err = DecodeChunk(dst, v)
 		return err
 	})
@@ -455,7 +455,7 @@ func (s *PebbleStore) GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, e
 	}
 	defer s.mu.RUnlock()
 	var refs []ChunkRef
-	err = get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index "+d.String(), func(v []byte) (err error) {
+	err = get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
 		refs, err = decodeBlobIndex(d, v)
 		return err
 	})
@@ -547,7 +547,7 @@ func (s *PebbleStore) GetDirectory(ctx context.Context, d Digest) (*Directory, e
 	}
 	defer s.mu.RUnlock()
 	var dir *Directory
-	err = get(db, pebbleKey(pebbleKindDirectory, d), "directory "+d.String(), func(v []byte) (err error) {
+	err = get(db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
 		// The decoded directory copies what it keeps (strings, digests).
 		dir, err = decodeStoredDirectory(d, v)
 		return err
@@ -655,8 +655,9 @@ func (s *PebbleStore) Close() error {
 }
 
 // Flush writes the memtable out to sstables (and blob files) and waits
-// until it is done. Stores do not need it; it is for tools and tests that
-// look at the files.
+// until that and the compactions in progress are done. Stores do not need
+// it; it is for tools and tests that look at the files or measure a store
+// at rest.
 func (s *PebbleStore) Flush(ctx context.Context) error {
 	db, err := s.acquire(ctx)
 	if err != nil {
@@ -665,6 +666,15 @@ func (s *PebbleStore) Flush(ctx context.Context) error {
 	defer s.mu.RUnlock()
 	if err := db.Flush(); err != nil {
 		return pebbleError(err, "flush")
+	}
+	// Let the compactions the flush set off finish, so that what follows
+	// meets a store at rest.
+	for db.Metrics().Compact.NumInProgress > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	return nil
 }
@@ -730,7 +740,7 @@ func (s *PebbleStore) GetMeta(ctx context.Context, kind byte, key []byte) ([]byt
 	}
 	defer s.mu.RUnlock()
 	var value []byte
-	err = get(db, append([]byte{kind}, key...), fmt.Sprintf("%c/%x", kind, key), func(v []byte) error {
+	err = get(db, append([]byte{kind}, key...), "meta record", func(v []byte) error {
 		value = bytes.Clone(v)
 		return nil
 	})

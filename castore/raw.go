@@ -72,7 +72,7 @@ func (s *PebbleStore) GetEncodedChunk(ctx context.Context, d Digest, dst []byte)
 	}
 	defer s.mu.RUnlock()
 	out := dst
-	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk "+d.String(), func(v []byte) error {
+	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
 		out = append(dst, v...)
 		return nil
 	})

@@ -42,7 +42,7 @@ type Fetcher struct {
 	store   ChunkStore
 	ctx     context.Context
 	jobs    chan *PendingChunk
-	bufs    sync.Pool
+	bufs    *bufferList
 	workers sync.WaitGroup
 	once    sync.Once
 }
@@ -64,7 +64,7 @@ func NewFetcher(ctx context.Context, s ChunkStore, workers int) *Fetcher {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	f := &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64)}
-	f.bufs.New = func() any { b := make([]byte, 0, DefaultChunkerOptions.MaxSize); return &b }
+	f.bufs = newBufferList(cap(f.jobs)+2*workers, DefaultChunkerOptions.MaxSize)
 	for range workers {
 		f.workers.Add(1)
 		go f.work()
@@ -85,7 +85,7 @@ func (p *PendingChunk) fetch() {
 		p.err = err
 		return
 	}
-	p.buf = p.f.bufs.Get().(*[]byte)
+	p.buf = p.f.bufs.get()
 	data, err := p.f.store.GetChunk(p.f.ctx, p.ref.Digest, (*p.buf)[:0])
 	*p.buf = data[:0] // keep a grown buffer for the next use
 	switch {
@@ -118,7 +118,7 @@ func (p *PendingChunk) Wait() ([]byte, error) {
 func (p *PendingChunk) Release() {
 	<-p.done
 	if p.buf != nil {
-		p.f.bufs.Put(p.buf)
+		p.f.bufs.put(p.buf)
 		p.buf, p.data = nil, nil
 	}
 }

@@ -36,7 +36,7 @@ type Writer struct {
 	}
 
 	jobs    chan chunkJob
-	bufs    sync.Pool
+	bufs    *bufferList
 	workers sync.WaitGroup
 	pending sync.WaitGroup // chunk jobs not yet done
 
@@ -84,7 +84,7 @@ func NewWriter(s Store, opts WriterOptions) (*Writer, error) {
 		cancel:  cancel,
 	}
 	max := opts.Chunker.MaxSize
-	w.bufs.New = func() any { b := make([]byte, max); return &b }
+	w.bufs = newBufferList(cap(w.jobs)+2*opts.Workers+2, max)
 	for range opts.Workers {
 		w.workers.Add(1)
 		go w.work()
@@ -105,7 +105,7 @@ func (w *Writer) work() {
 				w.fail(err)
 			}
 		}
-		w.bufs.Put(j.buf)
+		w.bufs.put(j.buf)
 		w.pending.Done()
 	}
 }
@@ -147,7 +147,7 @@ func (w *Writer) WriteBlob(ctx context.Context, r io.Reader) (Digest, uint64, er
 			w.release(first)
 			return Digest{}, 0, err
 		}
-		buf := w.bufs.Get().(*[]byte)
+		buf := w.bufs.get()
 		j := chunkJob{buf: buf, data: (*buf)[:len(data)], dst: &ChunkRef{Size: uint32(len(data))}}
 		copy(j.data, data)
 		size += uint64(len(data))
@@ -168,7 +168,7 @@ func (w *Writer) WriteBlob(ctx context.Context, r io.Reader) (Digest, uint64, er
 	if refs == nil {
 		// One chunk, or none for the empty blob: the chunk is the blob.
 		if first.buf == nil {
-			first.buf = w.bufs.Get().(*[]byte)
+			first.buf = w.bufs.get()
 			first.data = (*first.buf)[:0]
 			first.dst = new(ChunkRef)
 		}
@@ -182,7 +182,7 @@ func (w *Writer) WriteBlob(ctx context.Context, r io.Reader) (Digest, uint64, er
 // release returns a held-back chunk's buffer to the pool.
 func (w *Writer) release(j chunkJob) {
 	if j.buf != nil {
-		w.bufs.Put(j.buf)
+		w.bufs.put(j.buf)
 	}
 }
 
