@@ -30,7 +30,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNARCommand(), newStoreCommand(), newBenchCommand(), newImportCommand())
+	root.AddCommand(newNARCommand(), newStoreCommand(), withBenchProxy(newBenchCommand()), newImportCommand(), newProxyCommand())
 	addSyncCommands(root)
 	return root
 }

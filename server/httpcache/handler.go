@@ -2,6 +2,7 @@ package httpcache
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -26,7 +27,7 @@ var ErrInvalid = errors.New("httpcache: invalid")
 type Options struct {
 	// CAS holds the trees; Index the PathInfos over them. Both required.
 	CAS   castore.Store
-	Index *store.Index
+	Index Index
 	// SignKeys each add a signature to every narinfo served.
 	SignKeys []signature.SecretKey
 	// Compression is how narinfos tell clients to fetch NARs: "none" (the
@@ -41,6 +42,20 @@ type Options struct {
 	// lower values, cache.nixos.org has 40).
 	Priority int
 }
+
+// Index is what the handler needs of a PathInfo index: a *store.Index,
+// or a read-only view of another server's (whose Put fails).
+type Index interface {
+	// Get returns the PathInfo of the store path whose hash is d.
+	Get(ctx context.Context, d store.PathDigest) (*store.PathInfo, error)
+	// GetByNARHash returns the PathInfo of a store path whose NAR has
+	// that SHA-256.
+	GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*store.PathInfo, error)
+	// Put records p, checking its tree is in the castore.
+	Put(ctx context.Context, p *store.PathInfo) error
+}
+
+var _ Index = (*store.Index)(nil)
 
 // DefaultPriority is the nix-cache-info Priority when Options.Priority is 0.
 const DefaultPriority = 40

@@ -276,7 +276,8 @@ func serve(t testing.TB, o httpcache.Options) *server {
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	pebble, _ := o.CAS.(*castore.PebbleStore)
-	return &server{url: ts.URL, cas: pebble, index: o.Index}
+	index, _ := o.Index.(*store.Index)
+	return &server{url: ts.URL, cas: pebble, index: index}
 }
 
 // netrc writes a netrc file giving password for 127.0.0.1.

@@ -1,0 +1,95 @@
+package castore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// DeleteChunk removes chunk d, reporting whether it was there, and takes
+// it off the counters (Chunks, UniqueChunkBytes, StoredBytes). Blob indexes
+// and directories naming the chunk stay: reading them back then fails with
+// ErrNotFound for the chunk. It is meant for caches, which evict chunks
+// they can fetch again. Safe for concurrent use; the write is not synced.
+func (s *PebbleStore) DeleteChunk(ctx context.Context, d Digest) (bool, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+	mu := s.stripe(d)
+	mu.Lock()
+	defer mu.Unlock()
+	key := pebbleKey(pebbleKindChunk, d)
+	var size, stored int
+	err = get(db, key, "chunk "+d.String(), func(v []byte) (err error) {
+		stored = len(v)
+		size, err = DecodedChunkSize(v)
+		return err
+	})
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	// Counters are summed modulo 2^64: adding -x subtracts x.
+	var delta [numCounters]uint64
+	delta[counterUniqueChunkBytes] = -uint64(size)
+	delta[counterStoredBytes] = -uint64(stored)
+	delta[counterChunks] = ^uint64(0)
+	b := db.NewBatch()
+	defer b.Close()
+	_ = b.Delete(key, nil)
+	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return false, pebbleError(err, "delete chunk "+d.String())
+	}
+	return true, nil
+}
+
+// ScanChunks calls fn with the digest and uncompressed size of every
+// stored chunk, in digest order. It stops at fn's first error and returns
+// it. It reads every chunk's stored form.
+func (s *PebbleStore) ScanChunks(ctx context.Context, fn func(d Digest, size int) error) error {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	lower := []byte{pebbleKindChunk}
+	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return pebbleError(err, "scan chunks")
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		var d Digest
+		if len(it.Key()) != 1+DigestSize {
+			err = fmt.Errorf("%w: chunk key of %d bytes", ErrCorrupt, len(it.Key()))
+			break
+		}
+		copy(d[:], it.Key()[1:])
+		var v []byte
+		if v, err = it.ValueAndErr(); err != nil {
+			err = pebbleError(err, "scan chunks")
+			break
+		}
+		var size int
+		if size, err = DecodedChunkSize(v); err != nil {
+			err = fmt.Errorf("chunk %s: %w", d, err)
+			break
+		}
+		if err = fn(d, size); err != nil {
+			break
+		}
+	}
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = pebbleError(cerr, "scan chunks")
+	}
+	return err
+}
