@@ -33,6 +33,10 @@ func BlobChunks(ctx context.Context, s BlobIndexStore, d Digest, size uint64) ([
 	return idx, nil
 }
 
+// fetchBuffers are shared by all Fetchers, so that a render does not start
+// by allocating its buffers anew: 128 chunk buffers, 32 MiB at most.
+var fetchBuffers = newBufferList(128, DefaultChunkerOptions.MaxSize)
+
 // Fetcher reads chunks on several goroutines ahead of their use, checking
 // each one's size before handing it out (re-hashing is the store's
 // business: see Verifying). Callers bound how
@@ -42,7 +46,6 @@ type Fetcher struct {
 	store   ChunkStore
 	ctx     context.Context
 	jobs    chan *PendingChunk
-	bufs    *bufferList
 	workers sync.WaitGroup
 	once    sync.Once
 }
@@ -64,7 +67,6 @@ func NewFetcher(ctx context.Context, s ChunkStore, workers int) *Fetcher {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	f := &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64)}
-	f.bufs = newBufferList(cap(f.jobs)+2*workers, DefaultChunkerOptions.MaxSize)
 	for range workers {
 		f.workers.Add(1)
 		go f.work()
@@ -85,7 +87,7 @@ func (p *PendingChunk) fetch() {
 		p.err = err
 		return
 	}
-	p.buf = p.f.bufs.get()
+	p.buf = fetchBuffers.get()
 	data, err := p.f.store.GetChunk(p.f.ctx, p.ref.Digest, (*p.buf)[:0])
 	*p.buf = data[:0] // keep a grown buffer for the next use
 	switch {
@@ -118,7 +120,7 @@ func (p *PendingChunk) Wait() ([]byte, error) {
 func (p *PendingChunk) Release() {
 	<-p.done
 	if p.buf != nil {
-		p.f.bufs.put(p.buf)
+		fetchBuffers.put(p.buf)
 		p.buf, p.data = nil, nil
 	}
 }
