@@ -13,7 +13,7 @@ import (
 
 func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure nixcas beside its baselines"}
-	cmd.AddCommand(newBenchSpeedCommand(), newBenchDedupCommand())
+	cmd.AddCommand(newBenchSpeedCommand(), newBenchDedupCommand(), newBenchTransferCommand(), newBenchProxyCommand())
 	return cmd
 }
 
@@ -31,14 +31,11 @@ func newBenchSpeedCommand() *cobra.Command {
 			if (o.Tree == "") == (version == "") {
 				return errors.New("give exactly one of --tree and --go-toolchain")
 			}
-			if o.WorkDir == "" {
-				d, err := os.MkdirTemp("", "nixcas-bench-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(d)
-				o.WorkDir = d
+			cleanup, err := scratchDir(&o.WorkDir, "nixcas-bench-")
+			if err != nil {
+				return err
 			}
+			defer cleanup()
 			o.Log = os.Stderr
 			if version != "" {
 				tree, err := bench.GoToolchain(cmd.Context(), version, filepath.Join(o.WorkDir, "corpus"))
@@ -73,4 +70,19 @@ func newBenchSpeedCommand() *cobra.Command {
 	cmd.Flags().IntVar(&o.Writer.Chunker.AvgSize, "chunk-avg", 0, "average chunk size in bytes (default: the store's default), min and max a quarter and four times it")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "repetitions of each step; the best is reported")
 	return cmd
+}
+
+// scratchDir points *dir at a new temporary directory when it is empty,
+// returning the function that removes it again (a no-op for a directory
+// the user gave).
+func scratchDir(dir *string, prefix string) (cleanup func(), err error) {
+	if *dir != "" {
+		return func() {}, nil
+	}
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, err
+	}
+	*dir = d
+	return func() { os.RemoveAll(d) }, nil
 }

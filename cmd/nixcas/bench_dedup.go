@@ -32,14 +32,11 @@ each input added as Markdown; progress goes to standard error.
 Inputs are trees (made into NARs by nix-store --dump) or NAR files, in the
 order given; Go releases from --go-toolchains come first.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.WorkDir == "" {
-				d, err := os.MkdirTemp("", "nixcas-dedup-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(d)
-				o.WorkDir = d
+			cleanup, err := scratchDir(&o.WorkDir, "nixcas-dedup-")
+			if err != nil {
+				return err
 			}
+			defer cleanup()
 			for _, v := range toolchains {
 				v = strings.TrimSpace(v)
 				if v == "" {

@@ -27,11 +27,6 @@ import (
 )
 
 // withBenchProxy adds "proxy" to the bench command and returns it.
-func withBenchProxy(benchCmd *cobra.Command) *cobra.Command {
-	benchCmd.AddCommand(newBenchProxyCommand())
-	return benchCmd
-}
-
 func newBenchProxyCommand() *cobra.Command {
 	var from, to, work string
 	cmd := &cobra.Command{
@@ -45,14 +40,11 @@ the throughput of GETting --to's NAR from the proxy (warm cache) and from
 the server directly, best of 3 each, in the same run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if work == "" {
-				d, err := os.MkdirTemp("", "nixcas-bench-proxy-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(d)
-				work = d
+			cleanup, err := scratchDir(&work, "nixcas-bench-proxy-")
+			if err != nil {
+				return err
 			}
+			defer cleanup()
 			return benchProxy(cmd.Context(), from, to, work)
 		},
 	}

@@ -38,14 +38,11 @@ Both wire compressions are measured, each on a fresh server: none (chunks
 in their stored form, lz4 where it helps) and zstd.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if work == "" {
-				d, err := os.MkdirTemp("", "nixcas-bench-transfer-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(d)
-				work = d
+			cleanup, err := scratchDir(&work, "nixcas-bench-transfer-")
+			if err != nil {
+				return err
 			}
+			defer cleanup()
 			return benchTransfer(cmd.Context(), from, to, work)
 		},
 	}

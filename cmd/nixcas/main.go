@@ -30,8 +30,11 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNARCommand(), newStoreCommand(), withBenchProxy(newBenchCommand()), newImportCommand(), newProxyCommand())
-	addSyncCommands(root)
+	root.AddCommand(
+		newNARCommand(), newStoreCommand(),
+		newServeCommand(), newPushCommand(), newPullCommand(), newProxyCommand(), newImportCommand(),
+		newBenchCommand(),
+	)
 	return root
 }
 

@@ -14,15 +14,6 @@ import (
 
 // addSyncCommands adds serve, push and pull to root, and transfer to its
 // bench command.
-func addSyncCommands(root *cobra.Command) {
-	root.AddCommand(newServeCommand(), newPushCommand(), newPullCommand())
-	for _, c := range root.Commands() {
-		if c.Name() == "bench" {
-			c.AddCommand(newBenchTransferCommand())
-		}
-	}
-}
-
 func newServeCommand() *cobra.Command {
 	var (
 		sf            storeFlags
