@@ -149,8 +149,8 @@ type PrefetchStats struct {
 
 // Prefetch makes the cache hold the whole tree at root: its directories
 // come from the upstream in one stream, the chunk lists the cache lacks
-// in batches, and the chunks it lacks in batches on parallel streams,
-// each verified before it is cached. Calls failing with a transient error
+// in batches, and the chunks it lacks in batches, each verified before it
+// is cached. Calls failing with a transient error
 // are retried with backoff. A tree prefetched before, with no chunk
 // evicted since, is not asked for again.
 func (r *RemoteStore) Prefetch(ctx context.Context, root castore.Entry) (PrefetchStats, error) {
@@ -196,35 +196,15 @@ func (r *RemoteStore) Prefetch(ctx context.Context, root castore.Entry) (Prefetc
 		}
 	}
 
-	seen := map[castore.Digest]bool{}
-	var need []castore.ChunkRef
-	for _, b := range t.blobs {
-		for _, ref := range b.chunks {
-			if seen[ref.Digest] {
-				continue
-			}
-			seen[ref.Digest] = true
-			ok, err := r.c.cache.HasChunk(ctx, ref.Digest)
-			if err != nil {
-				return st, err
-			}
-			if ok {
-				st.ChunksFromCache++
-				st.BytesFromCache += uint64(ref.Size)
-				r.touch(ref.Digest, int(ref.Size))
-				continue
-			}
-			need = append(need, ref)
-		}
+	need, seen, err := r.c.missingChunks(ctx, t, func(ref castore.ChunkRef) {
+		st.ChunksFromCache++
+		st.BytesFromCache += uint64(ref.Size)
+		r.touch(ref.Digest, int(ref.Size))
+	})
+	if err != nil {
+		return st, err
 	}
-	for start := 0; start < len(need); {
-		end, bytes := start, 0
-		for end < len(need) && end-start < readBatch && (bytes < readBatchBytes || end == start) {
-			bytes += int(need[end].Size)
-			end++
-		}
-		batch := need[start:end]
-		start = end
+	for _, batch := range readBatches(need) {
 		err := r.retry(ctx, "reading chunks", func() error {
 			n, err := r.c.readChunks(ctx, batch, noProgress{})
 			wire.Add(n)

@@ -262,42 +262,17 @@ func chunkList(d castore.Digest, size uint64, pb *nixcaspb.Blob) ([]castore.Chun
 // on parallel streams, and caches them, each verified on the way in.
 func (c *Client) fetchChunks(ctx context.Context, t *tree) (PullStats, error) {
 	var st PullStats
-	seen := map[castore.Digest]bool{}
-	var need []castore.ChunkRef
-	var total int64
-	for _, b := range t.blobs {
-		for _, r := range b.chunks {
-			if seen[r.Digest] {
-				continue
-			}
-			seen[r.Digest] = true
-			ok, err := c.cache.HasChunk(ctx, r.Digest)
-			if err != nil {
-				return st, err
-			}
-			if ok {
-				st.ChunksFromCache++
-				continue
-			}
-			need = append(need, r)
-			total += int64(r.Size)
-		}
+	need, _, err := c.missingChunks(ctx, t, func(castore.ChunkRef) { st.ChunksFromCache++ })
+	if err != nil || len(need) == 0 {
+		return st, err
 	}
-	if len(need) == 0 {
-		return st, nil
+	var total int64
+	for _, r := range need {
+		total += int64(r.Size)
 	}
 	bar := c.progress("fetching", total)
 	defer bar.Finish()
-	var batches [][]castore.ChunkRef
-	for start := 0; start < len(need); {
-		end, bytes := start, 0
-		for end < len(need) && end-start < readBatch && (bytes < readBatchBytes || end == start) {
-			bytes += int(need[end].Size)
-			end++
-		}
-		batches = append(batches, need[start:end])
-		start = end
-	}
+	batches := readBatches(need)
 	var received, fetched atomic.Uint64
 	g, gctx := errgroup.WithContext(ctx)
 	work := make(chan []castore.ChunkRef)
@@ -325,12 +300,54 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree) (PullStats, error) {
 			return nil
 		})
 	}
-	err := g.Wait()
+	err = g.Wait()
 	st.BytesReceived, st.ChunksFetched = received.Load(), fetched.Load()
 	if err != nil {
 		return st, err
 	}
 	return st, c.cache.Sync(ctx)
+}
+
+// missingChunks returns the distinct chunks of t the cache lacks, in tree
+// order, and the set of all of t's distinct chunks; cached is called for
+// each distinct chunk the cache holds.
+func (c *Client) missingChunks(ctx context.Context, t *tree, cached func(castore.ChunkRef)) ([]castore.ChunkRef, map[castore.Digest]bool, error) {
+	seen := map[castore.Digest]bool{}
+	var need []castore.ChunkRef
+	for _, b := range t.blobs {
+		for _, r := range b.chunks {
+			if seen[r.Digest] {
+				continue
+			}
+			seen[r.Digest] = true
+			ok, err := c.cache.HasChunk(ctx, r.Digest)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok {
+				cached(r)
+				continue
+			}
+			need = append(need, r)
+		}
+	}
+	return need, seen, nil
+}
+
+// readBatches cuts refs into the chunk lists of ReadChunks calls: at most
+// readBatch chunks and, past the first chunk, readBatchBytes bytes each.
+func readBatches(refs []castore.ChunkRef) [][]castore.ChunkRef {
+	var batches [][]castore.ChunkRef
+	for start := 0; start < len(refs); {
+		end, bytes := start, 0
+		for end < len(refs) && end-start < readBatch && (bytes < readBatchBytes || end == start) {
+			bytes += int(refs[end].Size)
+			end++
+		}
+		batches = append(batches, refs[start:end])
+		start = end
+	}
+	return batches
 }
 
 // readChunks fetches the chunks refs with one ReadChunks call and caches
