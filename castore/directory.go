@@ -168,35 +168,27 @@ func (d *Directory) Validate() error {
 		seen[name] = struct{}{}
 		return nil
 	}
+	prev := ""
 	for i, e := range d.Directories {
-		prev := ""
-		if i > 0 {
-			prev = d.Directories[i-1].Name
-		}
 		if err := check("directories", i, e.Name, prev); err != nil {
 			return err
 		}
+		prev = e.Name
 	}
 	for i, e := range d.Files {
-		prev := ""
-		if i > 0 {
-			prev = d.Files[i-1].Name
-		}
 		if err := check("files", i, e.Name, prev); err != nil {
 			return err
 		}
+		prev = e.Name
 	}
 	for i, e := range d.Symlinks {
-		prev := ""
-		if i > 0 {
-			prev = d.Symlinks[i-1].Name
-		}
 		if err := check("symlinks", i, e.Name, prev); err != nil {
 			return err
 		}
 		if err := ValidateTarget(e.Target); err != nil {
 			return fmt.Errorf("symlinks[%d] %q: %w", i, e.Name, err)
 		}
+		prev = e.Name
 	}
 	return nil
 }
