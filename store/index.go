@@ -64,15 +64,21 @@ func (x *Index) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*PathInf
 	return x.Get(ctx, d)
 }
 
-// Put validates p, checks that its whole tree is in the castore, and
-// records it (replacing any PathInfo of the same path) durably. Signatures
-// already recorded for the path that p lacks are kept.
+// Put validates p, checks that its whole tree is in the castore and that
+// its content address (if any) agrees with its store path and contents
+// (CheckContentAddress), and only then records it (replacing any PathInfo
+// of the same path) durably: a PathInfo that fails a check never replaces
+// the one recorded. Signatures already recorded for the path that p lacks
+// are kept.
 func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
 	if err := CheckTree(ctx, x.cas, p.Root); err != nil {
 		return fmt.Errorf("%s: %w", p.Path, err)
+	}
+	if err := CheckContentAddress(ctx, x.cas, p); err != nil {
+		return err
 	}
 	d := p.Digest()
 	if old, err := x.Get(ctx, d); err == nil && old.NARSha256 == p.NARSha256 {

@@ -87,7 +87,7 @@ func (p *PathInfo) AbsolutePath() string { return StoreDir + "/" + p.Path }
 // Validate checks the store path, references, deriver, content address and
 // root entry.
 func (p *PathInfo) Validate() error {
-	if err := validateBaseName(p.Path); err != nil {
+	if err := ValidateBaseName(p.Path); err != nil {
 		return fmt.Errorf("%w: store path %q: %v", ErrInvalid, p.Path, err)
 	}
 	if p.Root.Name != p.Path {
@@ -99,7 +99,7 @@ func (p *PathInfo) Validate() error {
 		return fmt.Errorf("%w: %s: root entry of %v", ErrInvalid, p.Path, p.Root.Kind)
 	}
 	for i, r := range p.References {
-		if err := validateBaseName(r); err != nil {
+		if err := ValidateBaseName(r); err != nil {
 			return fmt.Errorf("%w: %s: reference %q: %v", ErrInvalid, p.Path, r, err)
 		}
 		if i > 0 && r <= p.References[i-1] {
@@ -107,7 +107,7 @@ func (p *PathInfo) Validate() error {
 		}
 	}
 	if p.Deriver != "" {
-		if err := validateBaseName(p.Deriver); err != nil || !strings.HasSuffix(p.Deriver, ".drv") {
+		if err := ValidateBaseName(p.Deriver); err != nil || !strings.HasSuffix(p.Deriver, ".drv") {
 			return fmt.Errorf("%w: %s: deriver %q is not a .drv store path", ErrInvalid, p.Path, p.Deriver)
 		}
 	}
@@ -122,10 +122,33 @@ func (p *PathInfo) Validate() error {
 	return nil
 }
 
-// validateBaseName checks a store path's base name, "<hash>-<name>".
-func validateBaseName(s string) error {
-	_, err := storepath.FromString(s)
-	return err
+// maxNameLen is the longest store path name Nix accepts.
+const maxNameLen = 211
+
+// ValidateBaseName checks a store path's base name, "<hash>-<name>": a
+// nixbase32 hash, then a name of at most 211 characters from
+// [A-Za-z0-9+-._?=] that does not start with '.' (which also rules out
+// "." and "..").
+func ValidateBaseName(s string) error {
+	sp, err := storepath.FromString(s)
+	if err != nil {
+		return err
+	}
+	name := sp.Name
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > maxNameLen:
+		return fmt.Errorf("name of %d characters, more than %d", len(name), maxNameLen)
+	case name[0] == '.':
+		return errors.New("name starts with '.'")
+	}
+	for _, c := range []byte(name) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("+-._?=", c) >= 0) {
+			return fmt.Errorf("name has the character %q", c)
+		}
+	}
+	return nil
 }
 
 // NARHash returns the NAR hash as Nix writes it: "sha256:<nixbase32>".
@@ -248,16 +271,17 @@ var caKinds = []struct {
 	prefix string
 	algo   nixhash.Algorithm
 	kind   storepb.NARInfo_CA_Hash
+	method caMethod
 }{
-	{"fixed:r:sha256:", nixhash.SHA256, storepb.NARInfo_CA_NAR_SHA256},
-	{"fixed:r:sha1:", nixhash.SHA1, storepb.NARInfo_CA_NAR_SHA1},
-	{"fixed:r:sha512:", nixhash.SHA512, storepb.NARInfo_CA_NAR_SHA512},
-	{"fixed:r:md5:", nixhash.MD5, storepb.NARInfo_CA_NAR_MD5},
-	{"text:sha256:", nixhash.SHA256, storepb.NARInfo_CA_TEXT_SHA256},
-	{"fixed:sha1:", nixhash.SHA1, storepb.NARInfo_CA_FLAT_SHA1},
-	{"fixed:md5:", nixhash.MD5, storepb.NARInfo_CA_FLAT_MD5},
-	{"fixed:sha256:", nixhash.SHA256, storepb.NARInfo_CA_FLAT_SHA256},
-	{"fixed:sha512:", nixhash.SHA512, storepb.NARInfo_CA_FLAT_SHA512},
+	{"fixed:r:sha256:", nixhash.SHA256, storepb.NARInfo_CA_NAR_SHA256, caNAR},
+	{"fixed:r:sha1:", nixhash.SHA1, storepb.NARInfo_CA_NAR_SHA1, caNAR},
+	{"fixed:r:sha512:", nixhash.SHA512, storepb.NARInfo_CA_NAR_SHA512, caNAR},
+	{"fixed:r:md5:", nixhash.MD5, storepb.NARInfo_CA_NAR_MD5, caNAR},
+	{"text:sha256:", nixhash.SHA256, storepb.NARInfo_CA_TEXT_SHA256, caText},
+	{"fixed:sha1:", nixhash.SHA1, storepb.NARInfo_CA_FLAT_SHA1, caFlat},
+	{"fixed:md5:", nixhash.MD5, storepb.NARInfo_CA_FLAT_MD5, caFlat},
+	{"fixed:sha256:", nixhash.SHA256, storepb.NARInfo_CA_FLAT_SHA256, caFlat},
+	{"fixed:sha512:", nixhash.SHA512, storepb.NARInfo_CA_FLAT_SHA512, caFlat},
 }
 
 func caToProto(ca string) (*storepb.NARInfo_CA, error) {

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"context"
+	_ "crypto/md5" // content addresses may use any hash Nix knows
+	_ "crypto/sha1"
+	"crypto/sha256"
+	_ "crypto/sha512"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// caMethod is how a content address hashes the path's contents.
+type caMethod int
+
+const (
+	// caText: "text:sha256:…", the sha256 of a single regular file
+	// (builtins.toFile, .drv files); the store path has type "text".
+	caText caMethod = iota
+	// caFlat: "fixed:<algo>:…", the hash of a single regular file.
+	caFlat
+	// caNAR: "fixed:r:<algo>:…", the hash of the path's NAR.
+	caNAR
+)
+
+// contentAddress is a parsed content address.
+type contentAddress struct {
+	method caMethod
+	algo   nixhash.Algorithm
+	digest []byte
+}
+
+func parseContentAddress(ca string) (contentAddress, error) {
+	for _, k := range caKinds {
+		if rest, ok := strings.CutPrefix(ca, k.prefix); ok {
+			algo := k.algo
+			h, err := nixhash.ParseAny(rest, &algo)
+			if err != nil {
+				return contentAddress{}, fmt.Errorf("%w: content address %q: %v", ErrInvalid, ca, err)
+			}
+			return contentAddress{method: k.method, algo: k.algo, digest: h.Digest()}, nil
+		}
+	}
+	return contentAddress{}, fmt.Errorf("%w: content address %q of unknown kind", ErrInvalid, ca)
+}
+
+// MakeStorePath returns the base name of the store path Nix computes for
+// an inner hash of a given type (makeStorePath in Nix): the first 20
+// bytes, XOR-folded, of sha256("<type>:sha256:<hex inner>:/nix/store:<name>"),
+// in nixbase32, then "-<name>".
+func MakeStorePath(typ string, inner [sha256.Size]byte, name string) string {
+	s := typ + ":sha256:" + hex.EncodeToString(inner[:]) + ":" + StoreDir + ":" + name
+	h := sha256.Sum256([]byte(s))
+	return nixbase32.EncodeToString(nixhash.CompressHash(h[:], len(PathDigest{}))) + "-" + name
+}
+
+// storePathType is Nix's makeType: typ, then ":<reference path>" per
+// reference, then ":self" when the path refers to itself.
+func storePathType(typ string, refs []string, self bool) string {
+	var b strings.Builder
+	b.WriteString(typ)
+	for _, r := range refs {
+		b.WriteString(":" + StoreDir + "/" + r)
+	}
+	if self {
+		b.WriteString(":self")
+	}
+	return b.String()
+}
+
+// ContentAddressedPath returns the base name of the store path that a
+// content address, a name and references give, by Nix's rules
+// (makeTextPath, makeFixedOutputPath): "text" paths hash the references
+// with the contents' sha256; "fixed:r:sha256" paths are "source" paths,
+// which may have references and refer to themselves; any other fixed
+// output has no references and hashes "fixed:out:[r:]<algo>:<hex>:".
+// references are base names, sorted, and may include self, the path's own
+// base name.
+func ContentAddressedPath(ca, name string, references []string, self string) (string, error) {
+	c, err := parseContentAddress(ca)
+	if err != nil {
+		return "", err
+	}
+	var refs []string
+	hasSelf := false
+	for _, r := range references {
+		if r == self {
+			hasSelf = true
+			continue
+		}
+		refs = append(refs, r)
+	}
+	switch {
+	case c.method == caText:
+		if hasSelf {
+			return "", fmt.Errorf("%w: content address %s: a text path cannot refer to itself", ErrInvalid, ca)
+		}
+		var d [sha256.Size]byte
+		copy(d[:], c.digest)
+		return MakeStorePath(storePathType("text", refs, false), d, name), nil
+	case c.method == caNAR && c.algo == nixhash.SHA256:
+		var d [sha256.Size]byte
+		copy(d[:], c.digest)
+		return MakeStorePath(storePathType("source", refs, hasSelf), d, name), nil
+	default:
+		if len(refs) > 0 || hasSelf {
+			return "", fmt.Errorf("%w: content address %s: a fixed output other than fixed:r:sha256 cannot have references", ErrInvalid, ca)
+		}
+		prefix := ""
+		if c.method == caNAR {
+			prefix = "r:"
+		}
+		inner := sha256.Sum256([]byte("fixed:out:" + prefix + c.algo.String() + ":" + hex.EncodeToString(c.digest) + ":"))
+		return MakeStorePath("output:out", inner, name), nil
+	}
+}
+
+// CheckContentAddress checks that p's content address, when it has one,
+// agrees with its store path (the path Nix would compute from the address,
+// the name and the references) and with its contents, read from s: a
+// "text" or flat "fixed" address must be the hash of the single regular,
+// non-executable file the path is; a "fixed:r" address the hash of the
+// NAR. A mismatch is an error wrapping ErrInvalid that names both values.
+//
+// One case is only partly checked: a "fixed:r:sha256" path that refers to
+// itself (a content-addressed derivation's output) is hashed by Nix with
+// its self-references zeroed, so its address is checked against the store
+// path, not against the NAR.
+func CheckContentAddress(ctx context.Context, s castore.Store, p *PathInfo) error {
+	if p.CA == "" {
+		return nil
+	}
+	c, err := parseContentAddress(p.CA)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Path, err)
+	}
+	want, err := ContentAddressedPath(p.CA, p.name(), p.References, p.Path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.Path, err)
+	}
+	if want != p.Path {
+		return fmt.Errorf("%w: %s: content address %s with references %v gives store path %s/%s", ErrInvalid, p.Path, p.CA, p.References, StoreDir, want)
+	}
+	var got []byte
+	switch c.method {
+	case caText, caFlat:
+		if p.Root.Kind != castore.KindFile || p.Root.Executable {
+			return fmt.Errorf("%w: %s: content address %s needs a single non-executable regular file, the path is a %s", ErrInvalid, p.Path, p.CA, describeRoot(p.Root))
+		}
+		if got, err = hashBlob(ctx, s, p.Root, c.algo); err != nil {
+			return fmt.Errorf("%s: hashing for content address: %w", p.Path, err)
+		}
+	case caNAR:
+		if c.algo == nixhash.SHA256 {
+			if p.refersToItself() {
+				return nil
+			}
+			got = p.NARSha256[:]
+			break
+		}
+		h := c.algo.Func().New()
+		if err := narrender.Render(ctx, h, s, p.Root); err != nil {
+			return fmt.Errorf("%s: hashing for content address: %w", p.Path, err)
+		}
+		got = h.Sum(nil)
+	}
+	if string(got) != string(c.digest) {
+		return fmt.Errorf("%w: %s: content address %s, but the contents hash to %s:%s", ErrInvalid, p.Path, p.CA, c.algo, nixbase32.EncodeToString(got))
+	}
+	return nil
+}
+
+// name returns the name part of p's store path.
+func (p *PathInfo) name() string {
+	return p.Path[nixbase32.EncodedLen(len(PathDigest{}))+1:]
+}
+
+func (p *PathInfo) refersToItself() bool {
+	for _, r := range p.References {
+		if r == p.Path {
+			return true
+		}
+	}
+	return false
+}
+
+func describeRoot(e castore.Entry) string {
+	switch {
+	case e.Kind == castore.KindFile && e.Executable:
+		return "executable file"
+	case e.Kind == castore.KindFile:
+		return "file"
+	case e.Kind == castore.KindDirectory:
+		return "directory"
+	case e.Kind == castore.KindSymlink:
+		return "symlink"
+	}
+	return fmt.Sprint(e.Kind)
+}
+
+func hashBlob(ctx context.Context, s castore.Store, e castore.Entry, algo nixhash.Algorithm) ([]byte, error) {
+	f := algo.Func()
+	if f == 0 || !f.Available() {
+		return nil, fmt.Errorf("%w: hash %s", ErrInvalid, algo)
+	}
+	r, err := castore.OpenBlob(ctx, s, e.Digest, e.Size)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	h := f.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
