@@ -129,6 +129,10 @@ func New(o Options) (http.Handler, error) {
 	mux.HandleFunc("GET /nar/snix-castore/{entry}", h.getCastoreNAR)
 	mux.HandleFunc("PUT /{file}", h.putFile)
 	mux.HandleFunc("PUT /nar/{file}", h.putNAR)
+	for _, kind := range []string{store.FileLog, store.FileDebugInfo, store.FileRealisation} {
+		mux.HandleFunc("GET /"+kind+"/{file}", h.getSideFile(kind))
+		mux.HandleFunc("PUT /"+kind+"/{file}", h.putSideFile(kind))
+	}
 	return m.instrument(h.authorize(mux)), nil
 }
 

@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixcas_http_requests_total",
-			Help: "Binary cache HTTP requests, by kind (cache-info, narinfo, nar, listing, narinfo-upload, nar-upload, other) and status code.",
+			Help: "Binary cache HTTP requests, by kind (cache-info, narinfo, nar, listing, log, debuginfo, realisation, other; PUTs of narinfos, NARs, logs, debug info and realisations add -upload) and status code.",
 		}, []string{"kind", "code"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nixcas_http_request_duration_seconds",
@@ -104,6 +104,12 @@ func kindOf(r *http.Request) string {
 		kind = "narinfo"
 	case strings.HasSuffix(p, ".ls"):
 		return "listing"
+	case strings.HasPrefix(p, "/log/"):
+		kind = "log"
+	case strings.HasPrefix(p, "/debuginfo/"):
+		kind = "debuginfo"
+	case strings.HasPrefix(p, "/realisations/"):
+		kind = "realisation"
 	}
 	if r.Method == http.MethodPut && kind != "other" {
 		kind += "-upload"

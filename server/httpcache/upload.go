@@ -2,6 +2,7 @@ package httpcache
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -116,6 +117,9 @@ func (h *handler) pathInfoOf(r *http.Request, hash string, text []byte) (*store.
 	if err := ni.Check(); err != nil {
 		return nil, nil, fmt.Errorf("%w: narinfo: %v", ErrInvalid, err)
 	}
+	if err := checkNarInfoFields(ni); err != nil {
+		return nil, nil, err
+	}
 	sp, err := storepath.FromAbsolutePath(ni.StorePath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: narinfo: store path %q: %v", ErrInvalid, ni.StorePath, err)
@@ -156,7 +160,62 @@ func (h *handler) pathInfoOf(r *http.Request, hash string, text []byte) (*store.
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := h.checkReferences(r.Context(), p); err != nil {
+		return nil, nil, err
+	}
 	return p, up, nil
+}
+
+// checkNarInfoFields refuses a narinfo whose StorePath is not directly in
+// the store directory or has a name Nix forbids, whose References or
+// Deriver are not store path base names, or that has no URL; the error
+// names the field.
+func checkNarInfoFields(ni *narinfo.NarInfo) error {
+	base, ok := strings.CutPrefix(ni.StorePath, store.StoreDir+"/")
+	if !ok || strings.Contains(base, "/") {
+		return fmt.Errorf("%w: narinfo: StorePath %q is not in %s", ErrInvalid, ni.StorePath, store.StoreDir)
+	}
+	if err := store.ValidateBaseName(base); err != nil {
+		return fmt.Errorf("%w: narinfo: StorePath %q: %v", ErrInvalid, ni.StorePath, err)
+	}
+	for _, ref := range ni.References {
+		if err := store.ValidateBaseName(ref); err != nil {
+			return fmt.Errorf("%w: narinfo for %s: References: %q: %v", ErrInvalid, ni.StorePath, ref, err)
+		}
+	}
+	if ni.Deriver != "" {
+		if err := store.ValidateBaseName(ni.Deriver); err != nil {
+			return fmt.Errorf("%w: narinfo for %s: Deriver %q: %v", ErrInvalid, ni.StorePath, ni.Deriver, err)
+		}
+	}
+	if ni.URL == "" {
+		return fmt.Errorf("%w: narinfo for %s has no URL", ErrInvalid, ni.StorePath)
+	}
+	return nil
+}
+
+// checkReferences refuses a PathInfo that refers to paths the cache does
+// not hold (other than itself): `nix copy --to` uploads references first,
+// so a missing one means a partial or forged upload, whose closure Nix
+// could not substitute.
+func (h *handler) checkReferences(ctx context.Context, p *store.PathInfo) error {
+	for _, ref := range p.References {
+		if ref == p.Path {
+			continue
+		}
+		d, err := store.ParsePathDigest(ref[:32])
+		if err != nil {
+			return err
+		}
+		q, err := h.o.Index.Get(ctx, d)
+		if errors.Is(err, store.ErrNotFound) || err == nil && q.Path != ref {
+			return fmt.Errorf("%w: narinfo for %s: References: %s is not in this cache (upload references first)", ErrInvalid, p.AbsolutePath(), ref)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // newPathInfo makes the PathInfo a narinfo describes for the NAR ingested
