@@ -148,10 +148,17 @@ func TestNixContentAddressed(t *testing.T) {
 	}
 
 	// Forged narinfos for the path `nix-store --add hello.txt` made.
-	hello := want[0]
+	byPath := map[string]caInfo{}
+	for _, w := range want {
+		byPath[w.Path] = w
+	}
+	hello := byPath[paths[0]]
+	other := byPath[paths[1]].CA // of tree: another NAR's hash
+	if !strings.HasPrefix(hello.CA, "fixed:r:sha256:") || !strings.HasPrefix(other, "fixed:r:sha256:") {
+		t.Fatalf("nix-store --add made %+v and %s", hello, other)
+	}
 	hash := filepath.Base(hello.Path)[:32]
 	orig := get(t, srv.url+"/"+hash+".narinfo", nil)
-	other := want[1].CA // tree's: another NAR's hash
 	for _, tc := range []struct {
 		name, text, says string
 	}{
