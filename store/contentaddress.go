@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	_ "crypto/md5" // content addresses may use any hash Nix knows
 	_ "crypto/sha1"
@@ -8,7 +9,9 @@ import (
 	_ "crypto/sha512"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -130,10 +133,11 @@ func ContentAddressedPath(ca, name string, references []string, self string) (st
 // non-executable file the path is; a "fixed:r" address the hash of the
 // NAR. A mismatch is an error wrapping ErrInvalid that names both values.
 //
-// One case is only partly checked: a "fixed:r:sha256" path that refers to
-// itself (a content-addressed derivation's output) is hashed by Nix with
-// its self-references zeroed, so its address is checked against the store
-// path, not against the NAR.
+// A "fixed:r:sha256" path that refers to itself (a content-addressed
+// derivation's output, or what `nix store make-content-addressable`
+// makes) is hashed as Nix hashes it "modulo" its own hash part: the NAR
+// with every occurrence of the path's 32-character hash replaced by zero
+// bytes, followed by "|<offset>" for each occurrence.
 func CheckContentAddress(ctx context.Context, s castore.Store, p *PathInfo) error {
 	if p.CA == "" {
 		return nil
@@ -159,18 +163,24 @@ func CheckContentAddress(ctx context.Context, s castore.Store, p *PathInfo) erro
 			return fmt.Errorf("%s: hashing for content address: %w", p.Path, err)
 		}
 	case caNAR:
-		if c.algo == nixhash.SHA256 {
-			if p.refersToItself() {
-				return nil
-			}
+		if c.algo == nixhash.SHA256 && !p.refersToItself() {
 			got = p.NARSha256[:]
 			break
 		}
-		h := c.algo.Func().New()
-		if err := narrender.Render(ctx, h, s, p.Root); err != nil {
+		var w io.Writer = c.algo.Func().New()
+		var mw *moduloWriter
+		if p.refersToItself() {
+			mw = newModuloWriter(w.(hash.Hash), p.Path[:nixbase32.EncodedLen(len(PathDigest{}))])
+			w = mw
+		}
+		if err := narrender.Render(ctx, w, s, p.Root); err != nil {
 			return fmt.Errorf("%s: hashing for content address: %w", p.Path, err)
 		}
-		got = h.Sum(nil)
+		if mw != nil {
+			got = mw.Sum()
+		} else {
+			got = w.(hash.Hash).Sum(nil)
+		}
 	}
 	if string(got) != string(c.digest) {
 		return fmt.Errorf("%w: %s: content address %s, but the contents hash to %s:%s", ErrInvalid, p.Path, p.CA, c.algo, nixbase32.EncodeToString(got))
@@ -221,4 +231,51 @@ func hashBlob(ctx context.Context, s castore.Store, e castore.Entry, algo nixhas
 		return nil, err
 	}
 	return h.Sum(nil), nil
+}
+
+// moduloWriter hashes what is written to it with every occurrence of
+// from replaced by as many zero bytes, then, at Sum, "|<offset>" for each
+// occurrence, as Nix's HashModuloSink does. Occurrences are found left to
+// right without overlap; a replaced one cannot take part in another, as
+// from (a nixbase32 hash) holds no zero byte.
+type moduloWriter struct {
+	h       hash.Hash
+	from    []byte
+	pending []byte // the last len(from)-1 bytes, which may begin a match
+	pos     uint64 // offset of pending[0] in the stream
+	matches []uint64
+}
+
+func newModuloWriter(h hash.Hash, from string) *moduloWriter {
+	return &moduloWriter{h: h, from: []byte(from)}
+}
+
+func (m *moduloWriter) Write(p []byte) (int, error) {
+	buf := append(m.pending, p...)
+	for j := 0; ; {
+		k := bytes.Index(buf[j:], m.from)
+		if k < 0 {
+			break
+		}
+		j += k
+		m.matches = append(m.matches, m.pos+uint64(j))
+		clear(buf[j : j+len(m.from)])
+		j += len(m.from)
+	}
+	keep := min(len(buf), len(m.from)-1)
+	done := len(buf) - keep
+	m.h.Write(buf[:done])
+	m.pos += uint64(done)
+	m.pending = append(m.pending[:0], buf[done:]...)
+	return len(p), nil
+}
+
+// Sum returns the hash of everything written, modulo from.
+func (m *moduloWriter) Sum() []byte {
+	m.h.Write(m.pending)
+	m.pending = nil
+	for _, at := range m.matches {
+		m.h.Write([]byte("|" + strconv.FormatUint(at, 10)))
+	}
+	return m.h.Sum(nil)
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -176,4 +177,67 @@ func TestNixContentAddressed(t *testing.T) {
 	}
 	// The narinfo still verifies with the server's key for a fresh store.
 	client.run("nix", "copy", "--from", srv.url, "--to", filepath.Join(t.TempDir(), "dst"), "--option", "trusted-public-keys", pub, hello.Path)
+}
+
+// TestNixSelfReferenceCA: paths that refer to themselves, made
+// content-addressed by `nix store make-content-addressed` (Nix hashes them
+// modulo their own hash part), upload with `nix copy`; the NAR of another
+// path under such a path's narinfo is refused.
+func TestNixSelfReferenceCA(t *testing.T) {
+	n := newNix(t)
+	key, pub := n.keyPair("uploader-1")
+	ps := testClosure(t)
+	src := sourceStore(t, n, ps, key, pub)
+	app := ps[9] // refers to itself, to ps[0] and to ps[1]
+	var made struct {
+		Rewrites map[string]string `json:"rewrites"`
+	}
+	if err := json.Unmarshal([]byte(n.run("nix", "store", "make-content-addressed", "--store", src, "--json", app.abs())), &made); err != nil {
+		t.Fatal(err)
+	}
+	caApp := made.Rewrites[app.abs()]
+	if caApp == "" {
+		t.Fatalf("make-content-addressed rewrote %v, not %s", made.Rewrites, app.abs())
+	}
+	srv := serve(t, httpcache.Options{})
+	n.run("nix", "copy", "--store", src, "--to", srv.url, caApp)
+
+	var infos []struct {
+		Path       string   `json:"path"`
+		CA         string   `json:"ca"`
+		References []string `json:"references"`
+	}
+	if err := json.Unmarshal([]byte(newNix(t).run("nix", "path-info", "--json", "--store", srv.url, caApp)), &infos); err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 1 || !strings.HasPrefix(infos[0].CA, "fixed:r:sha256:") || !slices.Contains(infos[0].References, caApp) {
+		t.Fatalf("on the server: %+v, want %s with a CA and a reference to itself", infos, caApp)
+	}
+
+	// Another NAR (ps[0]'s, already uploaded) under the path's narinfo.
+	hash := filepath.Base(caApp)[:32]
+	orig := get(t, srv.url+"/"+hash+".narinfo", nil)
+	other := ps[0].narInfo(ps)
+	var forged strings.Builder
+	for line := range strings.Lines(orig) {
+		switch {
+		case strings.HasPrefix(line, "URL: "):
+			line = "URL: " + other.URL + "\n"
+		case strings.HasPrefix(line, "FileHash: "), strings.HasPrefix(line, "FileSize: "):
+			continue
+		case strings.HasPrefix(line, "NarHash: "):
+			line = "NarHash: " + other.NarHash.String() + "\n"
+		case strings.HasPrefix(line, "NarSize: "):
+			line = "NarSize: " + itoa(int(other.NarSize)) + "\n"
+		}
+		forged.WriteString(line)
+	}
+	fetch(t, http.MethodPut, srv.url+"/"+other.URL, nil, ps[0].nar)
+	code, body, _ := fetch(t, http.MethodPut, srv.url+"/"+hash+".narinfo", nil, []byte(forged.String()))
+	if code != http.StatusBadRequest || !strings.Contains(body, "contents hash to") {
+		t.Errorf("another NAR under %s: %d %q, want 400 saying the contents differ", caApp, code, body)
+	}
+	if now := get(t, srv.url+"/"+hash+".narinfo", nil); now != orig {
+		t.Errorf("narinfo after a refused upload:\n%s\nwant:\n%s", now, orig)
+	}
 }
