@@ -48,6 +48,30 @@
 // refused with 400 and nothing becomes visible; on success the PathInfo,
 // with the uploader's signatures, is put in the index.
 //
+// A narinfo is also refused with 400 naming the field when its StorePath
+// is not directly in /nix/store or has a name Nix forbids (a leading '.',
+// characters outside [A-Za-z0-9+-._?=], over 211 characters), when it has
+// no URL, or when it refers to a path the cache does not hold (a path may
+// refer to itself; `nix copy` uploads references first). The index then
+// checks its content address, if any, against the store path and the
+// contents (store.CheckContentAddress); a PathInfo refused at any step
+// leaves the one already recorded for the path, and its signatures, as
+// they were.
+//
+// # Logs, debug info and realisations
+//
+//	PUT|GET /log/<drv base name>                nix store copy-log --to, nix log --store
+//	PUT|GET /debuginfo/<build id>[.debug]       nix copy --to '...?index-debug-info=1'
+//	PUT|GET /realisations/<drv output id>.doi   nix copy of ca-derivations outputs
+//
+// These are kept as uploaded: the body as a castore blob, with its
+// Content-Type and Content-Encoding, both sent back on GET (HEAD works
+// too, as Nix asks before writing debug info). A second PUT replaces the
+// first, as Nix's upsertFile expects. A log may have 64 MiB, the others
+// 1 MiB (413 beyond); an uncompressed realisation must be JSON whose "id"
+// is its file name and whose "outPath" a store path base name. They need
+// an Index that keeps files (store.Index); without one, PUTs get 405.
+//
 // # Authorization
 //
 // With Options.PushToken set, PUTs need it; with Options.ReadToken set,

@@ -1,6 +1,7 @@
 package httpcache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,7 +84,7 @@ func (h *handler) putSideFile(kind string) http.HandlerFunc {
 					return
 				}
 			}
-			src = strings.NewReader(string(b))
+			src = bytes.NewReader(b)
 		}
 		d, size, err := writeBlob(r.Context(), h.o.CAS, src)
 		if err != nil {
