@@ -5,7 +5,15 @@
 //
 // A PathInfo is written last, after every chunk, blob and directory it
 // names, and PutPathInfo refuses one whose tree is not all present: a
-// store path that can be looked up can always be rendered.
+// store path that can be looked up can always be rendered. A PathInfo with
+// a content address is recorded only if the address gives its store path
+// by Nix's rules (text, source and fixed-output paths) and matches its
+// contents (CheckContentAddress); one refused never replaces the PathInfo
+// already recorded.
+//
+// The index also keeps the files Nix puts beside store paths in a binary
+// cache (build logs, debug info links, realisations: [File]), their bytes
+// as castore blobs, under meta records of kind 'f'.
 //
 // Signatures are over Nix's fingerprint,
 //
