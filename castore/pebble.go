@@ -58,6 +58,9 @@ const (
 	PebbleKindPathInfo byte = 'p'
 	// PebbleKindNARHash: 32-byte NAR sha256 → 20-byte store path digest.
 	PebbleKindNARHash byte = 'n'
+	// PebbleKindNARFile: URL of an uploaded NAR file → 32-byte NAR sha256
+	// and its compression name.
+	PebbleKindNARFile byte = 'u'
 )
 
 // pebbleLayoutVersion is the layout described above, stored under 'm'

@@ -32,6 +32,10 @@ declare -A wanted=(
 	[gcc]=gcc # go test -race needs cgo
 	[xz]=xz-utils             # bench dedup compares with xz and zstd
 	[zstd]=zstd
+	[brotli]=brotli # httpcache tests decode the containers NARs are served in
+	[lz4]=lz4
+	[bzip2]=bzip2
+	[gzip]=gzip
 )
 
 # have reports whether cmd is an executable on PATH (bash's `command -v`

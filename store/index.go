@@ -203,3 +203,56 @@ func missing(path string, err error) error {
 	}
 	return err
 }
+
+// NARFile is what a NAR file name that a client uploaded stands for: the
+// NAR whose SHA-256 is NARSha256, compressed as Compression says (a
+// narinfo Compression value such as "xz").
+type NARFile struct {
+	NARSha256   [sha256.Size]byte
+	Compression string
+}
+
+// Limits of a NARFile record.
+const (
+	maxNARFileURL         = 1024
+	maxNARFileCompression = 32
+)
+
+// PutNARFile records, durably, that url (a narinfo URL such as
+// "nar/<filehash>.nar.xz") names f, replacing what it named before. A NAR
+// may have any number of such names.
+func (x *Index) PutNARFile(ctx context.Context, url string, f NARFile) error {
+	if url == "" || len(url) > maxNARFileURL {
+		return fmt.Errorf("%w: NAR file URL of %d bytes (want 1 to %d)", ErrInvalid, len(url), maxNARFileURL)
+	}
+	if f.Compression == "" || len(f.Compression) > maxNARFileCompression {
+		return fmt.Errorf("%w: NAR file %s: compression %q", ErrInvalid, url, f.Compression)
+	}
+	v := append(f.NARSha256[:len(f.NARSha256):len(f.NARSha256)], f.Compression...)
+	if err := x.meta.SetMeta(ctx, castore.MetaRecord{Kind: castore.PebbleKindNARFile, Key: []byte(url), Value: v}); err != nil {
+		return err
+	}
+	return x.meta.Sync(ctx)
+}
+
+// GetNARFile returns what url was recorded to name by PutNARFile; an
+// unknown url is ErrNotFound.
+func (x *Index) GetNARFile(ctx context.Context, url string) (NARFile, error) {
+	var f NARFile
+	if url == "" || len(url) > maxNARFileURL {
+		return f, fmt.Errorf("%w: NAR file %q", ErrNotFound, url)
+	}
+	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARFile, []byte(url))
+	if errors.Is(err, castore.ErrNotFound) {
+		return f, fmt.Errorf("%w: NAR file %s", ErrNotFound, url)
+	}
+	if err != nil {
+		return f, err
+	}
+	if len(v) <= len(f.NARSha256) || len(v) > len(f.NARSha256)+maxNARFileCompression {
+		return f, fmt.Errorf("%w: NAR file record of %s has %d bytes", castore.ErrCorrupt, url, len(v))
+	}
+	copy(f.NARSha256[:], v)
+	f.Compression = string(v[len(f.NARSha256):])
+	return f, nil
+}

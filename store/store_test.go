@@ -130,3 +130,72 @@ func TestIndexRefuses(t *testing.T) {
 		t.Errorf("GetByNARHash of unknown hash: %v", err)
 	}
 }
+
+// TestNARFile: the names uploaded NAR files go by are kept, each with its
+// compression, several per NAR, across a reopen; bad records are refused.
+func TestNARFile(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := store.NewIndex(s, s)
+	sum := sha256.Sum256([]byte("a NAR"))
+	names := map[string]store.NARFile{
+		"nar/0a.nar.xz":  {NARSha256: sum, Compression: "xz"},
+		"nar/0b.nar.zst": {NARSha256: sum, Compression: "zstd"},
+		"nar/0c.nar":     {NARSha256: sha256.Sum256([]byte("another")), Compression: "gzip"},
+	}
+	for url, f := range names {
+		if err := x.PutNARFile(ctx, url, f); err != nil {
+			t.Fatalf("PutNARFile %s: %v", url, err)
+		}
+	}
+	// Replacing a name.
+	names["nar/0c.nar"] = store.NARFile{NARSha256: sum, Compression: "none"}
+	if err := x.PutNARFile(ctx, "nar/0c.nar", names["nar/0c.nar"]); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct {
+		url string
+		f   store.NARFile
+	}{
+		{"", store.NARFile{Compression: "xz"}},
+		{"nar/" + string(bytes.Repeat([]byte("a"), 1100)), store.NARFile{Compression: "xz"}},
+		{"nar/0d.nar", store.NARFile{}},
+		{"nar/0d.nar", store.NARFile{Compression: string(bytes.Repeat([]byte("z"), 33))}},
+	} {
+		if err := x.PutNARFile(ctx, bad.url, bad.f); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("PutNARFile(%.20q, %q): %v, want ErrInvalid", bad.url, bad.f.Compression, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = castore.OpenPebble(dir, castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x = store.NewIndex(s, s)
+	for url, want := range names {
+		got, err := x.GetNARFile(ctx, url)
+		if err != nil || got != want {
+			t.Errorf("GetNARFile %s after reopening: %+v, %v; want %+v", url, got, err, want)
+		}
+	}
+	for _, url := range []string{"nar/0d.nar", "", "nar/0a.nar"} {
+		if _, err := x.GetNARFile(ctx, url); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetNARFile %q: %v, want ErrNotFound", url, err)
+		}
+	}
+	// A record that is not one is corrupt, not a name.
+	if err := s.SetMeta(ctx, castore.MetaRecord{Kind: castore.PebbleKindNARFile, Key: []byte("nar/short"), Value: []byte{1, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.GetNARFile(ctx, "nar/short"); !errors.Is(err, castore.ErrCorrupt) {
+		t.Errorf("GetNARFile of a 2-byte record: %v, want ErrCorrupt", err)
+	}
+}

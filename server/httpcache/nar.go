@@ -3,6 +3,7 @@ package httpcache
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,36 +22,36 @@ import (
 	"github.com/nixcas/nixcas/store"
 )
 
-// getNAR serves nar/<narhash>.nar and nar/<narhash>.nar.zst.
+// getNAR serves nar/<narhash>.nar and nar/<narhash>.nar.zst, and the
+// names clients uploaded NAR files under.
 func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 	file := r.PathValue("file")
 	name, zst := strings.CutSuffix(file, ".nar.zst")
 	if !zst {
-		var ok bool
-		if name, ok = strings.CutSuffix(file, ".nar"); !ok {
-			http.NotFound(w, r)
+		name, _ = strings.CutSuffix(file, ".nar")
+	}
+	if sum, ok := parseNARHash(name); ok && name != file {
+		p, err := h.o.Index.GetByNARHash(r.Context(), sum)
+		if err == nil && p.NARSha256 != sum {
+			// The path was put again with another NAR since.
+			err = fmt.Errorf("%w: NAR %s", store.ErrNotFound, name)
+		}
+		if err == nil {
+			etag, enc := `"`+name+`"`, encodeNone
+			if zst {
+				etag, enc = `"`+name+`.zst"`, encodeZstdCompressed
+			}
+			h.serveNAR(w, r, p.Root, p.NARSize, etag, enc)
 			return
 		}
+		if !errors.Is(err, store.ErrNotFound) || !h.serveUploaded(w, r, file) {
+			httpError(w, r, err)
+		}
+		return
 	}
-	sum, ok := parseNARHash(name)
-	if !ok {
+	if !h.serveUploaded(w, r, file) {
 		http.NotFound(w, r)
-		return
 	}
-	p, err := h.o.Index.GetByNARHash(r.Context(), sum)
-	if err == nil && p.NARSha256 != sum {
-		// The path was put again with another NAR since.
-		err = fmt.Errorf("%w: NAR %s", store.ErrNotFound, name)
-	}
-	if err != nil {
-		httpError(w, r, err)
-		return
-	}
-	etag := `"` + name + `"`
-	if zst {
-		etag = `"` + name + `.zst"`
-	}
-	h.serveNAR(w, r, p.Root, p.NARSize, etag, zst)
 }
 
 // parseNARHash decodes the 52 nixbase32 characters of a NAR's SHA-256.
@@ -98,13 +99,16 @@ func (h *handler) getCastoreNAR(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h.serveNAR(w, r, root, size, `"`+strings.TrimRight(enc, "=")+`"`, false)
+	h.serveNAR(w, r, root, size, `"`+strings.TrimRight(enc, "=")+`"`, encodeNone)
 }
 
-// serveNAR answers with the NAR of root (size bytes, identified by etag):
-// whole, as one range of it, or zstd-compressed. RenderRange renders whole
-// NARs too: it spares small files their blob-index look-up.
-func (h *handler) serveNAR(w http.ResponseWriter, r *http.Request, root castore.Entry, size uint64, etag string, zst bool) {
+// serveNAR answers with the NAR of root (size bytes, identified by etag),
+// encoded as enc says: itself (encodeNone), compressed with zstd
+// (encodeZstdCompressed), with bzip2, or in one of the storedFormats.
+// Itself and in a stored format, it has an exact Content-Length and is
+// served whole or as one range. RenderRange renders whole NARs too: it
+// spares small files their blob-index look-up.
+func (h *handler) serveNAR(w http.ResponseWriter, r *http.Request, root castore.Entry, size uint64, etag, enc string) {
 	hdr := w.Header()
 	hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
 	hdr.Set("ETag", etag)
@@ -112,26 +116,44 @@ func (h *handler) serveNAR(w http.ResponseWriter, r *http.Request, root castore.
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	if zst {
+	render := func(w io.Writer, off, n uint64) error {
+		return narrender.RenderRange(r.Context(), w, h.o.CAS, root, off, n)
+	}
+	switch f := storedFormats[enc]; {
+	case enc == encodeNone:
+		h.serveRanged(w, r, size, etag, "application/x-nix-nar", render)
+	case f != nil:
+		h.serveRanged(w, r, f.size(size), etag, f.contentType, func(w io.Writer, off, n uint64) error {
+			return f.writeRange(w, size, off, n, render)
+		})
+	case enc == "bzip2":
+		h.serveBzip2(w, r, root, size)
+	case enc == encodeZstdCompressed:
 		hdr.Set("Content-Type", "application/zstd")
 		if r.Method == http.MethodHead {
 			return
 		}
 		lw := &lazyWriter{w: w, status: http.StatusOK}
-		enc := h.zstd.get(lw)
-		err := narrender.RenderRange(r.Context(), enc, h.o.CAS, root, 0, size)
+		zw := h.zstd.get(lw)
+		err := render(zw, 0, size)
 		if err == nil {
-			err = enc.Close()
+			err = zw.Close()
 		}
-		h.zstd.put(enc)
+		h.zstd.put(zw)
 		if err == nil {
 			h.m.narBytes(size)
 		}
 		h.finish(lw, r, err)
-		return
+	default:
+		httpError(w, r, fmt.Errorf("%w: NAR encoded as %q", store.ErrNotFound, enc))
 	}
+}
 
-	hdr.Set("Content-Type", "application/x-nix-nar")
+// serveRanged answers with a body of size bytes that render writes, whole
+// or as the one range the request asks for.
+func (h *handler) serveRanged(w http.ResponseWriter, r *http.Request, size uint64, etag, contentType string, render renderFunc) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", contentType)
 	hdr.Set("Accept-Ranges", "bytes")
 	off, n, status := parseRange(r.Header.Get("Range"), size)
 	if ir := r.Header.Get("If-Range"); ir != "" && ir != etag {
@@ -151,7 +173,7 @@ func (h *handler) serveNAR(w http.ResponseWriter, r *http.Request, root castore.
 		return
 	}
 	lw := &lazyWriter{w: w, status: status}
-	err := narrender.RenderRange(r.Context(), lw, h.o.CAS, root, off, n)
+	err := render(lw, off, n)
 	if err == nil {
 		h.m.narBytes(n)
 	}

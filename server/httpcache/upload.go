@@ -97,6 +97,10 @@ func (h *handler) putNarInfo(w http.ResponseWriter, r *http.Request, hash string
 		http.Error(w, err.Error(), code)
 		return
 	}
+	if err := h.recordNARFile(r.Context(), b, p); err != nil {
+		httpError(w, r, err)
+		return
+	}
 	if err := h.o.Index.Put(r.Context(), p); err != nil {
 		httpError(w, r, err)
 		return
