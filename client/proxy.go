@@ -39,9 +39,18 @@ type ProxyOptions struct {
 	// 200 ms), doubling up to 5 s.
 	Retries    int
 	RetryDelay time.Duration
+	// LookupTimeout bounds each narinfo look-up (RemoteIndex.Get), which
+	// is tried once, not retried (default 1 s): an upstream that is down
+	// or does not answer in time makes it fail at once with an error
+	// wrapping store.ErrUnavailable, so that Nix can go on to its next
+	// substituter.
+	LookupTimeout time.Duration
 	// Registerer receives the proxy's metrics; nil means none.
 	Registerer prometheus.Registerer
 }
+
+// DefaultLookupTimeout is ProxyOptions.LookupTimeout when unset.
+const DefaultLookupTimeout = time.Second
 
 // chunkEvictor is what a bounded cache needs of the store under it.
 type chunkEvictor interface {
@@ -87,8 +96,11 @@ func NewRemoteStore(ctx context.Context, c *Client, o ProxyOptions) (*RemoteStor
 	if o.RetryDelay <= 0 {
 		o.RetryDelay = 200 * time.Millisecond
 	}
-	if o.CacheSize < 0 || o.Retries < 0 {
-		return nil, fmt.Errorf("%w: client: proxy options: negative cache size or retries", castore.ErrInvalid)
+	if o.LookupTimeout == 0 {
+		o.LookupTimeout = DefaultLookupTimeout
+	}
+	if o.CacheSize < 0 || o.Retries < 0 || o.LookupTimeout < 0 {
+		return nil, fmt.Errorf("%w: client: proxy options: negative cache size, retries or lookup timeout", castore.ErrInvalid)
 	}
 	r := &RemoteStore{
 		c:        c,
@@ -503,18 +515,23 @@ func (r *RemoteStore) Index() *RemoteIndex {
 }
 
 // Get returns the upstream's PathInfo of the store path whose hash is d.
+// It asks once, within ProxyOptions.LookupTimeout; when the upstream
+// cannot be reached or does not answer in time, the error wraps
+// store.ErrUnavailable.
 func (x *RemoteIndex) Get(ctx context.Context, d store.PathDigest) (*store.PathInfo, error) {
 	var wire atomic.Uint64
 	defer func() { x.r.upstreamBytes.Add(float64(wire.Load())) }()
-	var p *store.PathInfo
-	err := x.r.retry(ctx, "getting path info", func() (err error) {
-		p, err = x.r.c.GetPathInfo(countWire(ctx, nil, &wire), d)
-		return err
-	})
-	if status.Code(err) == codes.NotFound {
+	lctx, cancel := context.WithTimeout(ctx, x.r.o.LookupTimeout)
+	defer cancel()
+	p, err := x.r.c.GetPathInfo(countWire(lctx, nil, &wire), d)
+	switch {
+	case status.Code(err) == codes.NotFound:
 		return nil, fmt.Errorf("%w: store path %s", store.ErrNotFound, d)
-	}
-	if err != nil {
+	case err != nil && ctx.Err() != nil:
+		return nil, err // the request ended
+	case err != nil && (transient(err) || lctx.Err() != nil):
+		return nil, fmt.Errorf("%w: %v", store.ErrUnavailable, err)
+	case err != nil:
 		return nil, err
 	}
 	x.remember(p)

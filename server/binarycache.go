@@ -10,12 +10,12 @@ import (
 	"github.com/nixcas/nixcas/store"
 )
 
-// newBinaryCache returns the Nix binary-cache handler served at "/".
+// newBinaryCache returns the Nix binary-cache handler served at "/". It
+// signs nothing itself: the index signs with o.SignKeys.
 func newBinaryCache(o Options, cas castore.Store, index *store.Index, reg prometheus.Registerer) (http.Handler, error) {
 	return httpcache.New(httpcache.Options{
 		CAS:         cas,
 		Index:       index,
-		SignKeys:    o.SignKeys,
 		Compression: o.Compression,
 		PushToken:   o.PushToken,
 		ReadToken:   o.ReadToken,

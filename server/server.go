@@ -35,7 +35,9 @@ type Options struct {
 	PushToken string
 	// ReadToken, when set, is the bearer token reads need.
 	ReadToken string
-	// SignKeys sign the narinfos served over HTTP.
+	// SignKeys sign every path as it is stored (HTTP upload, gRPC
+	// PathInfoService.Put); paths stored before a key was configured get
+	// its signature when read. Every front end serves them.
 	SignKeys []signature.SecretKey
 	// Compression of NARs served over HTTP: "none" or "zstd".
 	Compression string
@@ -65,6 +67,10 @@ func New(o Options) (srv *Server, err error) {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 30 * time.Second
 	}
+	signer, err := store.NewSigner(o.SignKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{opts: o}
 	defer func() {
 		if err != nil {
@@ -74,7 +80,7 @@ func New(o Options) (srv *Server, err error) {
 	if s.store, err = castore.OpenPebble(o.DataDir, o.Pebble); err != nil {
 		return nil, err
 	}
-	index := store.NewIndex(s.store, s.store)
+	index := store.NewIndex(s.store, s.store, store.WithSigner(signer))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

@@ -24,17 +24,24 @@ type MetaStore interface {
 // Index maps store paths (and NAR hashes) to PathInfos. It is safe for
 // concurrent use.
 type Index struct {
-	meta MetaStore
-	cas  castore.Store
+	meta   MetaStore
+	cas    castore.Store
+	signer *Signer // nil: signs nothing
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
 // embedded store both are the same castore.PebbleStore.
-func NewIndex(meta MetaStore, cas castore.Store) *Index {
-	return &Index{meta: meta, cas: cas}
+func NewIndex(meta MetaStore, cas castore.Store, opts ...IndexOption) *Index {
+	x := &Index{meta: meta, cas: cas}
+	for _, o := range opts {
+		o(x)
+	}
+	return x
 }
 
-// Get returns the PathInfo of the store path whose hash is d.
+// Get returns the PathInfo of the store path whose hash is d, with a
+// signature of each of the index's keys that it lacks added (a path
+// recorded before a key was configured is signed when read).
 func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
 	v, err := x.meta.GetMeta(ctx, castore.PebbleKindPathInfo, d[:])
 	if errors.Is(err, castore.ErrNotFound) {
@@ -43,7 +50,11 @@ func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodePathInfo(v)
+	p, err := decodePathInfo(v)
+	if err != nil {
+		return nil, err
+	}
+	return x.signer.Sign(p), nil
 }
 
 // GetByNARHash returns the PathInfo of a store path whose NAR has that
@@ -67,9 +78,10 @@ func (x *Index) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*PathInf
 // Put validates p, checks that its whole tree is in the castore and that
 // its content address (if any) agrees with its store path and contents
 // (CheckContentAddress), and only then records it (replacing any PathInfo
-// of the same path) durably: a PathInfo that fails a check never replaces
-// the one recorded. Signatures already recorded for the path that p lacks
-// are kept.
+// of the same path) durably, with a signature of each of the index's keys
+// (WithSigner) added: a PathInfo that fails a check is never signed and
+// never replaces the one recorded. Signatures already recorded for the
+// path that p lacks are kept. p is not modified.
 func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -80,6 +92,7 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := CheckContentAddress(ctx, x.cas, p); err != nil {
 		return err
 	}
+	p = x.signer.Sign(p)
 	d := p.Digest()
 	if old, err := x.Get(ctx, d); err == nil && old.NARSha256 == p.NARSha256 {
 		p = mergeSignatures(p, old.Signatures)
@@ -117,7 +130,7 @@ func mergeSignatures(p *PathInfo, old []Signature) *PathInfo {
 	return &q
 }
 
-// List calls fn for every PathInfo, in order of store path digest, stopping
+// List calls fn for every PathInfo (signed as by Get), in order of store path digest, stopping
 // at fn's first error.
 func (x *Index) List(ctx context.Context, fn func(*PathInfo) error) error {
 	return x.meta.ScanMeta(ctx, castore.PebbleKindPathInfo, nil, func(_, v []byte) error {
@@ -125,7 +138,7 @@ func (x *Index) List(ctx context.Context, fn func(*PathInfo) error) error {
 		if err != nil {
 			return err
 		}
-		return fn(p)
+		return fn(x.signer.Sign(p))
 	})
 }
 

@@ -14,8 +14,9 @@ import (
 
 func newImportCommand() *cobra.Command {
 	var (
-		sf   storeFlags
-		jobs int
+		sf       storeFlags
+		jobs     int
+		signKeys []string
 	)
 	cmd := &cobra.Command{
 		Use:   "import SOURCE [STORE-PATH...]",
@@ -30,9 +31,19 @@ index page).
 Every compression Nix writes is read; each NAR is checked against its
 narinfo's NarHash and NarSize; the narinfo's signatures are kept. Paths are
 committed one by one, references first, and paths already in the store are
-skipped, so an interrupted import resumes where it stopped when run again.`,
+skipped, so an interrupted import resumes where it stopped when run again.
+With --sign-key, each path imported also gets a signature of that key,
+stored with it.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, err := loadSignKeys(signKeys)
+			if err != nil {
+				return err
+			}
+			signer, err := store.NewSigner(keys...)
+			if err != nil {
+				return err
+			}
 			src, err := httpcache.OpenSource(args[0])
 			if err != nil {
 				return err
@@ -45,7 +56,7 @@ skipped, so an interrupted import resumes where it stopped when run again.`,
 			rep := newImportReporter(os.Stderr)
 			st, err := httpcache.Import(cmd.Context(), httpcache.ImportOptions{
 				CAS:    s,
-				Index:  store.NewIndex(s, s),
+				Index:  store.NewIndex(s, s, store.WithSigner(signer)),
 				Source: src,
 				Paths:  args[1:],
 				Jobs:   jobs,
@@ -69,6 +80,7 @@ skipped, so an interrupted import resumes where it stopped when run again.`,
 	}
 	sf.register(cmd)
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 4, "paths imported at once")
+	cmd.Flags().StringArrayVar(&signKeys, "sign-key", nil, "file holding a Nix secret key (name:base64) to sign the imported paths with; repeatable")
 	return cmd
 }
 

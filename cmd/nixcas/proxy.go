@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
@@ -16,11 +18,14 @@ import (
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/server/httpcache"
+	"github.com/nixcas/nixcas/store"
 )
 
 // proxyConfig configures a local substituter proxy.
 type proxyConfig struct {
-	upstream    string // gRPC address
+	upstream    string // gRPC address (host:port, grpc://host:port) or binary cache URL (http(s)://...)
+	timeout     time.Duration
+	signKeys    []signature.SecretKey
 	listen      string // HTTP address
 	cache       string // chunk cache directory
 	cacheSize   int64  // bytes of chunks, 0 for no bound
@@ -30,50 +35,94 @@ type proxyConfig struct {
 }
 
 // proxyServer is a running proxy: the binary-cache handler over a
-// client.RemoteStore, with /metrics, on its own listener.
+// client.RemoteStore (gRPC upstream) or an httpcache.PullThrough (binary
+// cache upstream), with /metrics, on its own listener.
 type proxyServer struct {
 	ln     net.Listener
 	http   *http.Server
 	cache  *castore.PebbleStore
-	client *client.Client
-	store  *client.RemoteStore
+	client *client.Client // gRPC upstream only
 }
 
-// startProxy opens the cache, dials the upstream and listens; Serve then
+// upstreamKind tells what an --upstream names: a gRPC server (host:port
+// or grpc://host:port, returned as host:port) or a binary cache URL.
+func upstreamKind(upstream string) (grpcAddr, cacheURL string, err error) {
+	switch {
+	case strings.HasPrefix(upstream, "http://"), strings.HasPrefix(upstream, "https://"):
+		return "", upstream, nil
+	case strings.HasPrefix(upstream, "grpc://"):
+		upstream = strings.TrimSuffix(strings.TrimPrefix(upstream, "grpc://"), "/")
+	case strings.Contains(upstream, "://"):
+		return "", "", fmt.Errorf("--upstream %q: want host:port or grpc://host:port (a nixcas server) or http(s)://... (a binary cache)", upstream)
+	}
+	if _, _, err := net.SplitHostPort(upstream); err != nil {
+		return "", "", fmt.Errorf("--upstream %q: want host:port or grpc://host:port (a nixcas server) or http(s)://... (a binary cache): %v", upstream, err)
+	}
+	return upstream, "", nil
+}
+
+// startProxy opens the cache, sets up the upstream and listens; Serve then
 // serves until its context ends.
-func startProxy(ctx context.Context, pc proxyConfig) (p *proxyServer, err error) {
+func startProxy(ctx context.Context, pc proxyConfig) (*proxyServer, error) {
+	p := &proxyServer{}
+	if err := p.start(ctx, pc); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
+	grpcAddr, cacheURL, err := upstreamKind(pc.upstream)
+	if err != nil {
+		return err
+	}
+	if cacheURL != "" && (pc.cacheSize != 0 || pc.tokenFile != "") {
+		return errors.New("--cache-size and --token-file apply to a gRPC upstream only (give an HTTP cache's password in its URL)")
+	}
 	token, err := readToken(pc.tokenFile)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	p = &proxyServer{}
-	defer func() {
-		if err != nil {
-			p.close()
-		}
-	}()
 	if p.cache, err = castore.OpenPebble(pc.cache, castore.PebbleOptions{}); err != nil {
-		return nil, fmt.Errorf("opening the chunk cache %s: %w", pc.cache, err)
-	}
-	if p.client, err = client.Dial(pc.upstream, client.Options{Token: token, Cache: p.cache, Compression: pc.compression}); err != nil {
-		return nil, err
+		return fmt.Errorf("opening the chunk cache %s: %w", pc.cache, err)
 	}
 	reg := prometheus.NewRegistry()
-	if p.store, err = client.NewRemoteStore(ctx, p.client, client.ProxyOptions{CacheSize: pc.cacheSize, Registerer: reg}); err != nil {
-		return nil, err
+	o := httpcache.Options{SignKeys: pc.signKeys, Registerer: reg, Priority: pc.priority}
+	if cacheURL != "" {
+		src, err := httpcache.OpenSource(cacheURL)
+		if err != nil {
+			return err
+		}
+		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
+			CAS: p.cache, Index: store.NewIndex(p.cache, p.cache), Upstream: src, LookupTimeout: pc.timeout,
+		})
+		if err != nil {
+			return err
+		}
+		o.CAS, o.Index = p.cache, pt
+	} else {
+		if p.client, err = client.Dial(grpcAddr, client.Options{Token: token, Cache: p.cache, Compression: pc.compression}); err != nil {
+			return err
+		}
+		rs, err := client.NewRemoteStore(ctx, p.client, client.ProxyOptions{CacheSize: pc.cacheSize, LookupTimeout: pc.timeout, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		o.CAS, o.Index = rs, rs.Index()
 	}
-	h, err := httpcache.New(httpcache.Options{CAS: p.store, Index: p.store.Index(), Registerer: reg, Priority: pc.priority})
+	h, err := httpcache.New(o)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/", readOnly(h))
 	p.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	if p.ln, err = net.Listen("tcp", pc.listen); err != nil {
-		return nil, fmt.Errorf("proxy: HTTP listener: %w", err)
+		return fmt.Errorf("proxy: HTTP listener on %s: %w", pc.listen, err)
 	}
-	return p, nil
+	return nil
 }
 
 // readOnly refuses every method but GET and HEAD with 405.
@@ -110,6 +159,8 @@ func (p *proxyServer) Serve(ctx context.Context) error {
 	return err
 }
 
+// close releases what start opened; it is safe on a proxy start left
+// half done.
 func (p *proxyServer) close() error {
 	if p.ln != nil {
 		p.ln.Close()
@@ -124,24 +175,48 @@ func (p *proxyServer) close() error {
 }
 
 func newProxyCommand() *cobra.Command {
-	var pc proxyConfig
+	var (
+		pc       proxyConfig
+		signKeys []string
+	)
 	cmd := &cobra.Command{
-		Use:   "proxy --upstream ADDR [--listen-http ADDR]",
-		Short: "Serve a nixcas server to the local Nix, fetching only the chunks the local cache lacks",
+		Use:   "proxy --upstream (HOST:PORT | grpc://HOST:PORT | http(s)://CACHE) [--listen-http ADDR]",
+		Short: "Serve a nixcas server or a binary cache to the local Nix, from a local cache",
 		Long: `Serve the Nix binary-cache protocol on --listen-http for the local Nix, from
-the nixcas server at --upstream (gRPC). Narinfos are the upstream's path
-infos, signatures unchanged (Nix checks them against the upstream's key).
-NARs are rendered locally from chunks: those in the local chunk cache
-(--cache, shared with push and pull) are used as they are, the others are
-fetched from the upstream in batches, verified and cached. Calls the
-upstream fails transiently are retried with backoff. With --cache-size,
-least recently used chunks are deleted beyond that many bytes. Uploads are
-refused (405). Metrics at /metrics: nixcas_proxy_upstream_bytes_total,
-nixcas_proxy_cache_hit_bytes_total.`,
+--upstream, which is either a nixcas server (gRPC: HOST:PORT or
+grpc://HOST:PORT) or any Nix binary cache (http:// or https://).
+
+From a nixcas server: narinfos are the upstream's path infos with their
+signatures. NARs are rendered locally from chunks: those in the local chunk
+cache (--cache, shared with push and pull) are used as they are, the others
+are fetched from the upstream in batches, verified and cached. Chunk calls
+the upstream fails transiently are retried with backoff. With --cache-size,
+least recently used chunks are deleted beyond that many bytes. Metrics at
+/metrics: nixcas_proxy_upstream_bytes_total,
+nixcas_proxy_cache_hit_bytes_total.
+
+From a binary cache (pull-through): narinfos are the upstream's, with its
+signatures; a NAR is fetched once (any compression Nix writes), checked
+against its narinfo, ingested as chunks into --cache with a record of the
+path, and served from there afterwards without asking the upstream.
+
+Each narinfo look-up the proxy cannot answer itself asks the upstream once,
+within --upstream-timeout; when the upstream is down or too slow the proxy
+answers 404 at once, so that Nix goes on to its next substituter (Nix
+remembers a 404 for narinfo-cache-negative-ttl, an hour by default).
+With --sign-key (repeatable) every narinfo also carries the proxy's own
+signature. Uploads are refused (405).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pc.upstream == "" {
 				return errors.New("--upstream is required")
+			}
+			if pc.timeout <= 0 {
+				return fmt.Errorf("--upstream-timeout %v: want a positive duration", pc.timeout)
+			}
+			var err error
+			if pc.signKeys, err = loadSignKeys(signKeys); err != nil {
+				return err
 			}
 			p, err := startProxy(cmd.Context(), pc)
 			if err != nil {
@@ -152,12 +227,32 @@ nixcas_proxy_cache_hit_bytes_total.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&pc.upstream, "upstream", "", "gRPC address of the upstream nixcas server (host:port)")
+	f.StringVar(&pc.upstream, "upstream", "", "upstream: a nixcas server (host:port or grpc://host:port) or a binary cache (http(s)://...)")
+	f.DurationVar(&pc.timeout, "upstream-timeout", client.DefaultLookupTimeout, "bound on each narinfo look-up at the upstream; past it, or when the upstream is down, the proxy answers 404")
+	f.StringArrayVar(&signKeys, "sign-key", nil, "file holding a Nix secret key (name:base64) to add a signature to every narinfo with; repeatable")
 	f.StringVar(&pc.listen, "listen-http", "127.0.0.1:8081", "HTTP listen address")
 	f.StringVar(&pc.cache, "cache", defaultCacheDir(), "local chunk cache directory")
-	f.Int64Var(&pc.cacheSize, "cache-size", 0, "bound on the cached chunk bytes, least recently used evicted (0: none)")
-	f.StringVar(&pc.tokenFile, "token-file", "", "file holding the bearer token the upstream asks for")
-	f.StringVar(&pc.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd, or none")
+	f.Int64Var(&pc.cacheSize, "cache-size", 0, "bound on the cached chunk bytes, least recently used evicted (0: none; gRPC upstream only)")
+	f.StringVar(&pc.tokenFile, "token-file", "", "file holding the bearer token the upstream asks for (gRPC upstream only)")
+	f.StringVar(&pc.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd, or none (gRPC upstream only)")
 	f.IntVar(&pc.priority, "priority", httpcache.DefaultPriority, "binary cache priority announced in nix-cache-info")
 	return cmd
+}
+
+// loadSignKeys reads Nix secret keys (name:base64, as
+// nix-store --generate-binary-cache-key writes them) from files.
+func loadSignKeys(files []string) ([]signature.SecretKey, error) {
+	var keys []signature.SecretKey
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--sign-key: %w", err)
+		}
+		k, err := signature.LoadSecretKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("--sign-key %s: %w", f, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/spf13/cobra"
 
 	"github.com/nixcas/nixcas/server"
@@ -42,16 +41,8 @@ metadata or HTTP header); with --read-token-file, so do reads.`,
 			if o.ReadToken, err = readToken(readTokenFile); err != nil {
 				return err
 			}
-			for _, f := range signKeys {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					return err
-				}
-				k, err := signature.LoadSecretKey(strings.TrimSpace(string(b)))
-				if err != nil {
-					return fmt.Errorf("--sign-key %s: %w", f, err)
-				}
-				o.SignKeys = append(o.SignKeys, k)
+			if o.SignKeys, err = loadSignKeys(signKeys); err != nil {
+				return err
 			}
 			if o.Compression != "none" && o.Compression != "zstd" {
 				return fmt.Errorf("--compression %q: want none or zstd", o.Compression)
@@ -77,7 +68,7 @@ metadata or HTTP header); with --read-token-file, so do reads.`,
 	f := cmd.Flags()
 	f.StringVar(&o.GRPCAddr, "listen-grpc", "127.0.0.1:9000", "gRPC listen address")
 	f.StringVar(&o.HTTPAddr, "listen-http", "127.0.0.1:8080", `HTTP listen address ("" for none)`)
-	f.StringArrayVar(&signKeys, "sign-key", nil, "file holding a Nix secret key (name:base64) to sign narinfos with; repeatable")
+	f.StringArrayVar(&signKeys, "sign-key", nil, "file holding a Nix secret key (name:base64) to sign paths with as they are stored (and older paths when served); repeatable")
 	f.StringVar(&o.Compression, "compression", "none", "compression of NARs served over HTTP: none or zstd")
 	f.IntVar(&o.Priority, "priority", 40, "binary cache priority announced in nix-cache-info")
 	f.StringVar(&pushTokenFile, "push-token-file", "", "file holding the bearer token writes need")

@@ -28,7 +28,9 @@ type Options struct {
 	// CAS holds the trees; Index the PathInfos over them. Both required.
 	CAS   castore.Store
 	Index Index
-	// SignKeys each add a signature to every narinfo served.
+	// SignKeys each add a signature to every narinfo served that lacks
+	// it (the index may have signed the path already: see
+	// store.WithSigner).
 	SignKeys []signature.SecretKey
 	// Compression is how narinfos tell clients to fetch NARs: "none" (the
 	// default) or "zstd" (compressed on the fly).
@@ -81,11 +83,6 @@ func (o Options) validate() (Options, error) {
 	if o.Priority == 0 {
 		o.Priority = DefaultPriority
 	}
-	for i, k := range o.SignKeys {
-		if err := checkKey(k); err != nil {
-			return o, fmt.Errorf("%w: options: signing key %d: %v", ErrInvalid, i, err)
-		}
-	}
 	if o.Priority < 0 {
 		return o, fmt.Errorf("%w: options: negative priority %d", ErrInvalid, o.Priority)
 	}
@@ -96,7 +93,7 @@ func (o Options) validate() (Options, error) {
 type handler struct {
 	o         Options
 	cacheInfo []byte
-	sigs      *signer
+	sigs      *store.Signer // nil without keys
 	uploads   *uploads
 	m         *metrics
 	zstd      zstdPool
@@ -111,6 +108,10 @@ func New(o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	sigs, err := store.NewSigner(o.SignKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: options: %v", ErrInvalid, err)
+	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		return nil, err
@@ -118,7 +119,7 @@ func New(o Options) (http.Handler, error) {
 	h := &handler{
 		o:         o,
 		cacheInfo: fmt.Appendf(nil, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", store.StoreDir, o.Priority),
-		sigs:      newSigner(o.SignKeys),
+		sigs:      sigs,
 		uploads:   newUploads(maxUploads, uploadTTL),
 		m:         m,
 	}
@@ -180,6 +181,14 @@ func (h *handler) pathInfo(w http.ResponseWriter, r *http.Request, hash string) 
 		return nil, false
 	}
 	p, err := h.o.Index.Get(r.Context(), d)
+	if errors.Is(err, store.ErrUnavailable) {
+		// A proxy whose upstream is down: 404 makes Nix go on to its
+		// next substituter at once, where any other status would make
+		// it retry, then fail the substitution (without --fallback).
+		slog.WarnContext(r.Context(), "httpcache: upstream unavailable", "path", r.URL.Path, "err", err)
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return nil, false
+	}
 	if err != nil {
 		httpError(w, r, err)
 		return nil, false
@@ -254,18 +263,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusBadGateway
 	}
 	return http.StatusInternalServerError
-}
-
-// checkKey makes sure k can sign: a SecretKey not made by
-// signature.LoadSecretKey (the zero value) makes ed25519 panic.
-func checkKey(k signature.SecretKey) (err error) {
-	defer func() {
-		if recover() != nil {
-			err = errors.New("not a loaded ed25519 key")
-		}
-	}()
-	_, err = k.Sign(nil, "")
-	return err
 }

@@ -1,0 +1,198 @@
+package httpcache
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/narinfo"
+	"github.com/nix-community/go-nix/pkg/storepath"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/store"
+)
+
+// PullThroughOptions configure a [PullThrough].
+type PullThroughOptions struct {
+	// CAS and Index are the local store that fetched paths are ingested
+	// into and served from. Both required.
+	CAS   castore.Store
+	Index *store.Index
+	// Upstream is the binary cache paths are fetched from. Required.
+	Upstream Source
+	// LookupTimeout bounds each narinfo request to the upstream (default
+	// 1 s). A lookup the upstream fails or does not answer in time is an
+	// error wrapping store.ErrUnavailable.
+	LookupTimeout time.Duration
+}
+
+// DefaultLookupTimeout is PullThroughOptions.LookupTimeout when unset.
+const DefaultLookupTimeout = time.Second
+
+// PullThrough is a read-only [Index] over a local store in front of an
+// upstream Nix binary cache (a pull-through cache): a path in the local
+// index is answered from it; another is looked up in the upstream's
+// narinfo (once, within LookupTimeout) and answered with the upstream's
+// PathInfo and signatures, without its tree. Its NAR is fetched when it
+// is asked for by NAR hash (Nix asks for the narinfo first): decompressed,
+// checked against the narinfo and ingested into the local store, with
+// the narinfo's signatures, as [Import] does for one path; from then on
+// the path is served locally and the upstream is not asked again. One
+// fetch per NAR at a time; concurrent requests for it wait for that one.
+// Safe for concurrent use.
+type PullThrough struct {
+	o  PullThroughOptions
+	im *importer
+
+	mu      sync.Mutex
+	pending map[[sha256.Size]byte]*narinfo.NarInfo // looked up, not fetched
+	order   [][sha256.Size]byte                    // of pending, oldest first
+	fetches map[[sha256.Size]byte]*fetch
+}
+
+// fetch is a NAR being fetched; done is closed when err is set.
+type fetch struct {
+	done chan struct{}
+	err  error
+}
+
+// maxPending bounds the narinfos a PullThrough remembers between a
+// narinfo request and its NAR's.
+const maxPending = 1 << 14
+
+var _ Index = (*PullThrough)(nil)
+
+// NewPullThrough returns a PullThrough over o.
+func NewPullThrough(o PullThroughOptions) (*PullThrough, error) {
+	if o.CAS == nil || o.Index == nil || o.Upstream == nil {
+		return nil, fmt.Errorf("%w: pull-through options: CAS, Index and Upstream are required", ErrInvalid)
+	}
+	if o.LookupTimeout < 0 {
+		return nil, fmt.Errorf("%w: pull-through options: negative lookup timeout %v", ErrInvalid, o.LookupTimeout)
+	}
+	if o.LookupTimeout == 0 {
+		o.LookupTimeout = DefaultLookupTimeout
+	}
+	return &PullThrough{
+		o:       o,
+		im:      &importer{o: ImportOptions{CAS: o.CAS, Index: o.Index, Source: o.Upstream}},
+		pending: map[[sha256.Size]byte]*narinfo.NarInfo{},
+		fetches: map[[sha256.Size]byte]*fetch{},
+	}, nil
+}
+
+// Get returns the local PathInfo of the store path whose hash is d, else
+// the upstream's (with a zero Root: its tree is not fetched yet).
+func (x *PullThrough) Get(ctx context.Context, d store.PathDigest) (*store.PathInfo, error) {
+	p, err := x.o.Index.Get(ctx, d)
+	if !errors.Is(err, store.ErrNotFound) {
+		return p, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, x.o.LookupTimeout)
+	defer cancel()
+	ni, err := x.im.readNarInfo(lctx, d.String())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: store path %s (upstream: %v)", store.ErrNotFound, d, err)
+	case err != nil && ctx.Err() != nil:
+		return nil, err // the request ended
+	case errors.Is(err, ErrInvalid):
+		return nil, fmt.Errorf("upstream: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: narinfo of %s: %v", store.ErrUnavailable, d, err)
+	}
+	if p, err = upstreamPathInfo(ni); err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	x.remember(p.NARSha256, ni)
+	return p, nil
+}
+
+// upstreamPathInfo is the PathInfo a narinfo describes, without a tree.
+func upstreamPathInfo(ni *narinfo.NarInfo) (*store.PathInfo, error) {
+	sum, err := sha256Of(ni.NarHash, "NarHash")
+	if err != nil {
+		return nil, err
+	}
+	sp, err := storepath.FromAbsolutePath(ni.StorePath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: narinfo: store path %q: %v", ErrInvalid, ni.StorePath, err)
+	}
+	return &store.PathInfo{
+		Path:       sp.String(),
+		References: slices.Compact(slices.Sorted(slices.Values(ni.References))),
+		NARSize:    ni.NarSize,
+		NARSha256:  sum,
+		Signatures: ni.Signatures,
+		Deriver:    ni.Deriver,
+		CA:         ni.CA,
+	}, nil
+}
+
+func (x *PullThrough) remember(h [sha256.Size]byte, ni *narinfo.NarInfo) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, ok := x.pending[h]; !ok {
+		x.order = append(x.order, h)
+	}
+	x.pending[h] = ni
+	for len(x.order) > maxPending {
+		delete(x.pending, x.order[0])
+		x.order = x.order[1:]
+	}
+}
+
+// GetByNARHash returns the local PathInfo of a store path whose NAR has
+// that SHA-256, fetching and ingesting it first when it is one the
+// upstream described to Get.
+func (x *PullThrough) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*store.PathInfo, error) {
+	p, err := x.o.Index.GetByNARHash(ctx, h)
+	if !errors.Is(err, store.ErrNotFound) {
+		return p, err
+	}
+	x.mu.Lock()
+	ni := x.pending[h]
+	f := x.fetches[h]
+	if ni == nil && f == nil {
+		x.mu.Unlock()
+		return nil, err
+	}
+	if f == nil {
+		f = &fetch{done: make(chan struct{})}
+		x.fetches[h] = f
+		go x.fetch(h, ni, f)
+	}
+	x.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.err != nil {
+		return nil, fmt.Errorf("fetching NAR %x from the upstream: %w", h, f.err)
+	}
+	return x.o.Index.GetByNARHash(ctx, h)
+}
+
+// fetch imports the path ni describes, on its own context: a request
+// that gives up does not stop a fetch others may be waiting for.
+func (x *PullThrough) fetch(h [sha256.Size]byte, ni *narinfo.NarInfo, f *fetch) {
+	f.err = x.im.importPath(context.Background(), ni)
+	x.mu.Lock()
+	delete(x.fetches, h)
+	if f.err == nil {
+		delete(x.pending, h)
+	}
+	x.mu.Unlock()
+	close(f.done)
+}
+
+// Put fails: the pull-through cache is read-only.
+func (x *PullThrough) Put(context.Context, *store.PathInfo) error {
+	return fmt.Errorf("%w: the pull-through cache is read-only", ErrInvalid)
+}
