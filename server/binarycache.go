@@ -6,20 +6,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/server/auth"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
 )
 
 // newBinaryCache returns the Nix binary-cache handler served at "/". It
 // signs nothing itself: the index signs with o.SignKeys.
-func newBinaryCache(o Options, cas castore.Store, index *store.Index, reg prometheus.Registerer) (http.Handler, error) {
+func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.Index, reg prometheus.Registerer) (http.Handler, error) {
 	return httpcache.New(httpcache.Options{
-		CAS:         cas,
-		Index:       index,
-		Compression: o.Compression,
-		PushToken:   o.PushToken,
-		ReadToken:   o.ReadToken,
-		Registerer:  reg,
-		Priority:    o.Priority,
+		CAS:                   cas,
+		Index:                 index,
+		Compression:           o.Compression,
+		PushToken:             a.PushToken,
+		ReadToken:             a.ReadToken,
+		RefuseAnonymousWrites: a.RefuseAnonymousWrites,
+		Registerer:            reg,
+		Priority:              o.Priority,
 	})
 }

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -13,8 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/server/auth"
 	"github.com/nixcas/nixcas/server/grpcapi"
 	"github.com/nixcas/nixcas/store"
 )
@@ -46,6 +50,15 @@ type Options struct {
 	// ShutdownTimeout bounds how long calls in progress may take to finish
 	// once shutdown begins (default 30 s).
 	ShutdownTimeout time.Duration
+	// AllowAnonymousWrites lets anyone write without a push token when a
+	// listener is on a non-loopback address (otherwise such writes are
+	// refused). It cannot be combined with a read token and no push token.
+	AllowAnonymousWrites bool
+	// TLS, when set, serves both listeners over TLS with it.
+	TLS *tls.Config
+	// Logger receives the access log (one line per HTTP request and gRPC
+	// call, at level Info); nil logs nothing.
+	Logger *slog.Logger
 }
 
 // Server is a running nixcas server. Make one with New, then call Serve.
@@ -56,6 +69,7 @@ type Server struct {
 	http   *http.Server
 	grpcLn net.Listener
 	httpLn net.Listener
+	auth   auth.Policy
 }
 
 // New opens the store and the listeners and sets up the services. The
@@ -77,40 +91,58 @@ func New(o Options) (srv *Server, err error) {
 			s.closeAll()
 		}
 	}()
+	if o.AllowAnonymousWrites && o.ReadToken != "" && o.PushToken == "" {
+		return nil, errors.New("server: anonymous writes with a read token and no push token: set a push token instead")
+	}
+	if s.grpcLn, err = net.Listen("tcp", o.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("server: gRPC listener: %w", err)
+	}
+	if o.HTTPAddr != "" {
+		if s.httpLn, err = net.Listen("tcp", o.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("server: HTTP listener: %w", err)
+		}
+	}
+	s.auth = authPolicy(o, s.grpcLn, s.httpLn)
 	if s.store, err = castore.OpenPebble(o.DataDir, o.Pebble); err != nil {
 		return nil, err
 	}
 	index := store.NewIndex(s.store, s.store, store.WithSigner(signer))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	s.grpc, err = grpcapi.NewServer(grpcapi.Options{
-		CAS:        s.store,
-		Index:      index,
-		PushToken:  o.PushToken,
-		ReadToken:  o.ReadToken,
-		Registerer: reg,
-	}, grpc.WaitForHandlers(true))
-	if err != nil {
+	if err := reg.Register(storeCollector{s.store, index}); err != nil {
 		return nil, err
 	}
-	if s.grpcLn, err = net.Listen("tcp", o.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("server: gRPC listener: %w", err)
+
+	grpcOpts := []grpc.ServerOption{grpc.WaitForHandlers(true)}
+	if o.Logger != nil {
+		grpcOpts = append(grpcOpts, grpc.StatsHandler(grpcAccessLog{o.Logger}))
+	}
+	if o.TLS != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(o.TLS)))
+	}
+	s.grpc, err = grpcapi.NewServer(grpcapi.Options{
+		CAS:                   s.store,
+		Index:                 index,
+		PushToken:             o.PushToken,
+		ReadToken:             o.ReadToken,
+		RefuseAnonymousWrites: s.auth.RefuseAnonymousWrites,
+		Registerer:            reg,
+	}, grpcOpts...)
+	if err != nil {
+		return nil, err
 	}
 	if o.HTTPAddr == "" {
 		return s, nil
 	}
-	cache, err := newBinaryCache(o, s.store, index, reg)
+	cache, err := newBinaryCache(o, s.auth, s.store, index, reg)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	s.handleHealth(mux)
 	mux.Handle("/", cache)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
-	if s.httpLn, err = net.Listen("tcp", o.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("server: HTTP listener: %w", err)
-	}
+	s.http = &http.Server{Handler: httpAccessLog(o.Logger, mux), ReadHeaderTimeout: 30 * time.Second, TLSConfig: o.TLS}
 	return s, nil
 }
 
@@ -125,6 +157,12 @@ func (s *Server) closeAll() {
 		s.store.Close()
 	}
 }
+
+// Auth returns the token policy both listeners apply.
+func (s *Server) Auth() auth.Policy { return s.auth }
+
+// TLS reports whether the listeners serve TLS.
+func (s *Server) TLS() bool { return s.opts.TLS != nil }
 
 // GRPCAddr returns the address the gRPC listener is bound to.
 func (s *Server) GRPCAddr() net.Addr { return s.grpcLn.Addr() }
@@ -146,7 +184,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
 	if s.http != nil {
-		go func() { errc <- s.http.Serve(s.httpLn) }()
+		go func() {
+			if s.opts.TLS != nil {
+				errc <- s.http.ServeTLS(s.httpLn, "", "")
+				return
+			}
+			errc <- s.http.Serve(s.httpLn)
+		}()
 	}
 	var err error
 	select {

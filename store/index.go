@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -27,6 +28,10 @@ type Index struct {
 	meta   MetaStore
 	cas    castore.Store
 	signer *Signer // nil: signs nothing
+	// mu orders the read-modify-write of a path's record, and with it the
+	// path count (count.go).
+	mu    sync.Mutex
+	paths pathCount
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
@@ -94,17 +99,25 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	}
 	p = x.signer.Sign(p)
 	d := p.Digest()
-	if old, err := x.Get(ctx, d); err == nil && old.NARSha256 == p.NARSha256 {
+	x.mu.Lock()
+	old, err := x.Get(ctx, d)
+	isNew := errors.Is(err, ErrNotFound)
+	if err == nil && old.NARSha256 == p.NARSha256 {
 		p = mergeSignatures(p, old.Signatures)
 	}
 	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(p.ToProto())
 	if err != nil {
+		x.mu.Unlock()
 		return err
 	}
 	err = x.meta.SetMeta(ctx,
 		castore.MetaRecord{Kind: castore.PebbleKindPathInfo, Key: d[:], Value: v},
 		castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: p.NARSha256[:], Value: d[:]},
 	)
+	if err == nil && isNew {
+		x.paths.add()
+	}
+	x.mu.Unlock()
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,11 @@
 //
 // With a push token configured, every write (the Put methods, PutChunks,
 // PutBlobs) needs the metadata "authorization: Bearer <token>"; with a read
-// token, so does every other call, which the push token also opens. A call
-// without the header fails with UNAUTHENTICATED, one with a wrong token
-// with PERMISSION_DENIED. Tokens are compared in constant time.
+// token, so does every other call, which the push token also opens. With a
+// read token and no push token, or with Options.RefuseAnonymousWrites and
+// no push token, writes are refused. The rules are server/auth's, shared
+// with the HTTP handler. A call without the header fails with
+// UNAUTHENTICATED ("token required"), one with a wrong token ("wrong
+// token") or a refused write with PERMISSION_DENIED. Tokens are compared
+// in constant time.
 package grpcapi

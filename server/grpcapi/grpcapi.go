@@ -15,6 +15,7 @@ import (
 	"github.com/nixcas/nixcas/proto/castorepb"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 	"github.com/nixcas/nixcas/proto/storepb"
+	"github.com/nixcas/nixcas/server/auth"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -28,8 +29,11 @@ type Options struct {
 	// PushToken, when set, is the bearer token every write needs.
 	PushToken string
 	// ReadToken, when set, is the bearer token every read needs (the push
-	// token is accepted too).
+	// token is accepted too). With a read token and no push token, writes
+	// are refused.
 	ReadToken string
+	// RefuseAnonymousWrites refuses writes when no push token is set.
+	RefuseAnonymousWrites bool
 	// Registerer receives the metrics; nil registers none.
 	Registerer prometheus.Registerer
 	// Writer configures the chunking of blobs uploaded with
@@ -84,7 +88,7 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := newAuth(o.PushToken, o.ReadToken)
+	a := authorizer{auth.New(auth.Policy{PushToken: o.PushToken, ReadToken: o.ReadToken, RefuseAnonymousWrites: o.RefuseAnonymousWrites})}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),

@@ -582,6 +582,40 @@ func TestAuth(t *testing.T) {
 	rs, _ := ts.sync.ReadChunks(with(""), &nixcaspb.ReadChunksRequest{})
 	_, err = rs.Recv()
 	wantCode(t, "stream read without a token", err, codes.Unauthenticated)
+
+	// A read token alone guards reads and refuses every write.
+	ts = startServer(t, grpcapi.Options{ReadToken: read})
+	wantCode(t, "read-only server: read with the read token", readCall(ts, with(read)), codes.OK)
+	wantCode(t, "read-only server: write without a token", write(ts, with("")), codes.PermissionDenied)
+	wantCode(t, "read-only server: write with the read token", write(ts, with(read)), codes.PermissionDenied)
+	// Anonymous writes refused: reads stay open.
+	ts = startServer(t, grpcapi.Options{RefuseAnonymousWrites: true})
+	wantCode(t, "anonymous writes refused: read", readCall(ts, with("")), codes.OK)
+	wantCode(t, "anonymous writes refused: write", write(ts, with("")), codes.PermissionDenied)
+}
+
+// TestAuthMessages: the status messages say what was wrong.
+func TestAuthMessages(t *testing.T) {
+	ts := startServer(t, grpcapi.Options{PushToken: "push-secret", ReadToken: "read-secret"})
+	for _, tc := range []struct{ token, want string }{
+		{"", "token required"},
+		{"nope", "wrong token"},
+		{"read-secret", "wrong token: the read token does not allow writes"},
+	} {
+		ctx := context.Background()
+		if tc.token != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tc.token)
+		}
+		_, err := ts.sync.PutBlobs(ctx, &nixcaspb.PutBlobsRequest{})
+		if got := status.Convert(err).Message(); got != tc.want {
+			t.Errorf("PutBlobs with token %q: message %q, want %q", tc.token, got, tc.want)
+		}
+	}
+	ts = startServer(t, grpcapi.Options{ReadToken: "read-secret"})
+	_, err := ts.sync.PutBlobs(context.Background(), &nixcaspb.PutBlobsRequest{})
+	if got, want := status.Convert(err).Message(), "uploads are disabled: no push token is set, and a read token is"; got != want {
+		t.Errorf("PutBlobs on a read-only server: %q, want %q", got, want)
+	}
 }
 
 func TestMetrics(t *testing.T) {

@@ -75,7 +75,9 @@
 // # Authorization
 //
 // With Options.PushToken set, PUTs need it; with Options.ReadToken set,
-// GETs need it (or the push token). A token is given either as
+// GETs need it (or the push token). With a read token and no push token,
+// or with Options.RefuseAnonymousWrites and no push token, PUTs are
+// refused (403); the rules are server/auth's, shared with gRPC. A token is given either as
 // "Authorization: Bearer <token>" or as the password of HTTP basic
 // authentication (any user name), so that Nix's netrc-file works. A
 // missing token is a 401 with WWW-Authenticate, a wrong one a 403.

@@ -3,7 +3,6 @@ package httpcache
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/server/auth"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -36,8 +36,11 @@ type Options struct {
 	// default) or "zstd" (compressed on the fly).
 	Compression string
 	// PushToken, when set, is required for uploads; ReadToken, when set,
-	// for reads (which the push token also allows).
+	// for reads (which the push token also allows). With a read token and
+	// no push token, uploads are refused.
 	PushToken, ReadToken string
+	// RefuseAnonymousWrites refuses uploads when no push token is set.
+	RefuseAnonymousWrites bool
 	// Registerer receives the handler's metrics; nil means none.
 	Registerer prometheus.Registerer
 	// Priority is the nix-cache-info Priority (default 40; Nix prefers
@@ -196,31 +199,26 @@ func (h *handler) pathInfo(w http.ResponseWriter, r *http.Request, hash string) 
 	return p, true
 }
 
-// authorize checks tokens before passing requests to next.
+// authorize checks tokens, with the server's auth.Checker, before passing
+// requests to next. GET and HEAD are reads, every other method a write.
 func (h *handler) authorize(next http.Handler) http.Handler {
-	if h.o.PushToken == "" && h.o.ReadToken == "" {
+	c := auth.New(auth.Policy{PushToken: h.o.PushToken, ReadToken: h.o.ReadToken, RefuseAnonymousWrites: h.o.RefuseAnonymousWrites})
+	if c.Policy().WritesOpen() {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		read := r.Method == http.MethodGet || r.Method == http.MethodHead
-		want := h.o.PushToken
-		if read {
-			want = h.o.ReadToken
-		}
-		if want == "" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		got, ok := requestToken(r)
+		write := r.Method != http.MethodGet && r.Method != http.MethodHead
+		token, present := requestToken(r)
+		err := c.Check(write, token, present)
 		switch {
-		case !ok:
+		case err == nil:
+			next.ServeHTTP(w, r)
+		case errors.Is(err, auth.ErrTokenRequired):
 			w.Header().Add("WWW-Authenticate", `Basic realm="nixcas"`)
 			w.Header().Add("WWW-Authenticate", `Bearer realm="nixcas"`)
-			http.Error(w, "token required", http.StatusUnauthorized)
-		case tokenEqual(got, want) || read && h.o.PushToken != "" && tokenEqual(got, h.o.PushToken):
-			next.ServeHTTP(w, r)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
 		default:
-			http.Error(w, "wrong token", http.StatusForbidden)
+			http.Error(w, err.Error(), http.StatusForbidden)
 		}
 	})
 }
@@ -234,10 +232,6 @@ func requestToken(r *http.Request) (string, bool) {
 		return pw, true
 	}
 	return "", false
-}
-
-func tokenEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
 // httpError answers with the status err stands for.

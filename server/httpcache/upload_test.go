@@ -264,3 +264,41 @@ func TestSignatureFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthWritesRefused: with a read token and no push token, or with
+// anonymous writes refused, every PUT is refused (403) whatever it
+// carries, while reads follow the read token.
+func TestAuthWritesRefused(t *testing.T) {
+	ps := testClosure(t)
+	p := ps[0]
+	narURL := "/" + p.narInfo(ps).URL
+	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+	for _, tc := range []struct {
+		name     string
+		o        httpcache.Options
+		hdr      http.Header
+		wantPut  int
+		wantInfo int
+	}{
+		{"read token, none given", httpcache.Options{ReadToken: "r"}, nil, http.StatusForbidden, http.StatusUnauthorized},
+		{"read token, read token given", httpcache.Options{ReadToken: "r"}, bearer("r"), http.StatusForbidden, http.StatusOK},
+		{"anonymous writes refused", httpcache.Options{RefuseAnonymousWrites: true}, nil, http.StatusForbidden, http.StatusOK},
+		{"anonymous writes refused, a token given", httpcache.Options{RefuseAnonymousWrites: true}, bearer("x"), http.StatusForbidden, http.StatusOK},
+		{"anonymous writes refused, push token", httpcache.Options{RefuseAnonymousWrites: true, PushToken: "p"}, bearer("p"), http.StatusCreated, http.StatusOK},
+		{"open", httpcache.Options{}, nil, http.StatusCreated, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serve(t, tc.o)
+			code, body, _ := fetch(t, http.MethodPut, srv.url+narURL, tc.hdr, p.nar)
+			if code != tc.wantPut {
+				t.Errorf("PUT NAR: %d %q, want %d", code, body, tc.wantPut)
+			}
+			if code == http.StatusForbidden && !strings.Contains(body, "uploads are disabled") {
+				t.Errorf("PUT NAR refused with %q, want it to say uploads are disabled", body)
+			}
+			if code, _, _ := fetch(t, http.MethodGet, srv.url+"/nix-cache-info", tc.hdr, nil); code != tc.wantInfo {
+				t.Errorf("GET /nix-cache-info: %d, want %d", code, tc.wantInfo)
+			}
+		})
+	}
+}
