@@ -234,8 +234,12 @@ func OpenPebble(dir string, opts PebbleOptions) (*PebbleStore, error) {
 	defer cache.Unref()
 	db, err := pebble.Open(dir, opts.pebbleOptions(cache))
 	if err != nil {
+		if lerr := lockedError(dir, err); lerr != nil {
+			return nil, lerr
+		}
 		return nil, fmt.Errorf("castore: pebble: open %s: %w", dir, err)
 	}
+	recordOwner(dir)
 	if err := checkPebbleVersion(db, dir); err != nil {
 		db.Close()
 		return nil, err

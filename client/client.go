@@ -2,11 +2,13 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/stats"
 
@@ -22,6 +24,9 @@ type Options struct {
 	// Token, when set, is sent with every call as "authorization: Bearer
 	// <Token>".
 	Token string
+	// TLS, when set, secures the connection (see TLSConfig); it is plain
+	// text otherwise.
+	TLS *tls.Config
 	// Cache is the local chunk cache: pushes read chunks from it, pulls
 	// write chunks to it. It should implement castore.EncodedChunkStore,
 	// so chunks travel in their stored form without being recompressed.
@@ -79,9 +84,10 @@ type Client struct {
 	opts  Options
 }
 
-// Dial returns a client of the server at addr ("host:port"). It does not
-// wait for a connection: the first call makes one. The connection is
-// plain text; close the Client when done.
+// Dial returns a client of the server at addr ("host:port", see
+// ParseEndpoint for what users write). It does not wait for a connection:
+// the first call makes one. The connection is plain text unless
+// Options.TLS is set; close the Client when done.
 func Dial(addr string, o Options) (*Client, error) {
 	if o.Cache == nil {
 		return nil, errors.New("client: Options.Cache is required")
@@ -96,8 +102,12 @@ func Dial(addr string, o Options) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("client: compression %q: want zstd or none", o.Compression)
 	}
+	creds := insecure.NewCredentials()
+	if o.TLS != nil {
+		creds = credentials.NewTLS(o.TLS)
+	}
 	dopts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)),
 		grpc.WithStatsHandler(wireCounter{}),
 	}
@@ -131,8 +141,8 @@ func (c *Client) progress(what string, total int64) Progress {
 	return c.opts.Progress(what, total)
 }
 
-// bearer sends a bearer token with every call. The connection is plain
-// text, so it does not ask for transport security.
+// bearer sends a bearer token with every call. It does not ask for
+// transport security: nixcas serve itself listens in plain text.
 type bearer string
 
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {

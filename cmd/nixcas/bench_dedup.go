@@ -76,7 +76,7 @@ order given; Go releases from --go-toolchains come first.`,
 	}
 	cmd.Flags().StringSliceVar(&toolchains, "go-toolchains", nil, "Go releases to store, in order (e.g. go1.22.0,go1.22.1), fetched as modules")
 	cmd.Flags().IntVar(&o.RebuildSim, "rebuild-sim", 0, "after each input, store this many simulated rebuilds of it (every /nix/store reference rehashed)")
-	cmd.Flags().StringVar(&chart, "chart", "", "draw the results into this .svg or .png file")
+	cmd.Flags().StringVar(&chart, "chart", "", "draw the results into this .svg file")
 	cmd.Flags().StringVar(&jsonOut, "json", "", "write the results to this file as JSON")
 	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory, kept afterwards (default: a temporary one, removed after); the stores stay in WORK/nixcas-disk (64 KiB chunks), WORK/nixcas-16k and WORK/nixcas-256k")
 	cmd.Flags().IntVar(&o.Jobs, "jobs", 0, "compressor processes (xz, zstd -19) running at once (default GOMAXPROCS)")
