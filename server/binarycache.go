@@ -21,5 +21,7 @@ func newBinaryCache(o Options, cas castore.Store, index *store.Index, reg promet
 		ReadToken:   o.ReadToken,
 		Registerer:  reg,
 		Priority:    o.Priority,
+		MaxUploads:  o.Limits.MaxUploads,
+		MaxRenders:  o.Limits.MaxRenders,
 	})
 }

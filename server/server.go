@@ -44,6 +44,9 @@ type Options struct {
 	// ShutdownTimeout bounds how long calls in progress may take to finish
 	// once shutdown begins (default 30 s).
 	ShutdownTimeout time.Duration
+	// Limits bound slow, idle and greedy clients (zero fields take
+	// DefaultLimits).
+	Limits Limits
 }
 
 // Server is a running nixcas server. Make one with New, then call Serve.
@@ -65,6 +68,7 @@ func New(o Options) (srv *Server, err error) {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 30 * time.Second
 	}
+	o.Limits = o.Limits.withDefaults()
 	s := &Server{opts: o}
 	defer func() {
 		if err != nil {
@@ -77,20 +81,26 @@ func New(o Options) (srv *Server, err error) {
 	index := store.NewIndex(s.store, s.store)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cm, err := newConnMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 
 	s.grpc, err = grpcapi.NewServer(grpcapi.Options{
-		CAS:        s.store,
-		Index:      index,
-		PushToken:  o.PushToken,
-		ReadToken:  o.ReadToken,
-		Registerer: reg,
-	}, grpc.WaitForHandlers(true))
+		CAS:            s.store,
+		Index:          index,
+		PushToken:      o.PushToken,
+		ReadToken:      o.ReadToken,
+		Registerer:     reg,
+		MaxVerifyBytes: o.Limits.MaxVerifyBytes,
+	}, append(o.Limits.grpcOptions(), grpc.WaitForHandlers(true))...)
 	if err != nil {
 		return nil, err
 	}
 	if s.grpcLn, err = net.Listen("tcp", o.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("server: gRPC listener: %w", err)
 	}
+	s.grpcLn = o.Limits.limitGRPC(s.grpcLn, cm)
 	if o.HTTPAddr == "" {
 		return s, nil
 	}
@@ -105,6 +115,7 @@ func New(o Options) (srv *Server, err error) {
 	if s.httpLn, err = net.Listen("tcp", o.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("server: HTTP listener: %w", err)
 	}
+	s.httpLn = o.Limits.applyHTTP(s.http, s.httpLn, cm)
 	return s, nil
 }
 
