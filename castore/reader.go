@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"time"
 )
 
 // BlobChunks returns the chunks of the blob d of size bytes, in order: its
@@ -42,12 +43,22 @@ var fetchBuffers = newBufferList(128, DefaultChunkerOptions.MaxSize)
 // business: see Verifying). Callers bound how
 // many chunks they keep pending; each pending chunk holds up to one chunk of
 // memory until released.
+//
+// When the consumer stalls (see Blocked), the Fetcher stops reading ahead
+// and gives back the buffers of the chunks it fetched but nobody waits for
+// yet; Wait reads such a chunk again. A stalled consumer then pins only
+// the chunks it holds.
 type Fetcher struct {
 	store   ChunkStore
 	ctx     context.Context
 	jobs    chan *PendingChunk
 	workers sync.WaitGroup
 	once    sync.Once
+
+	mu      sync.Mutex
+	seq     uint64                     // counts Blocked calls and their ends
+	resume  chan struct{}              // non-nil while stalled; closed at the end
+	fetched map[*PendingChunk]struct{} // fetched, not yet waited for
 }
 
 // PendingChunk is a chunk being fetched.
@@ -58,6 +69,7 @@ type PendingChunk struct {
 	data []byte
 	err  error
 	f    *Fetcher
+	shed bool // fetched, then its buffer given back during a stall (f.mu)
 }
 
 // NewFetcher starts workers goroutines (GOMAXPROCS when <= 0) reading from
@@ -66,7 +78,7 @@ func NewFetcher(ctx context.Context, s ChunkStore, workers int) *Fetcher {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	f := &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64)}
+	f := &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64), fetched: map[*PendingChunk]struct{}{}}
 	for range workers {
 		f.workers.Add(1)
 		go f.work()
@@ -77,12 +89,86 @@ func NewFetcher(ctx context.Context, s ChunkStore, workers int) *Fetcher {
 func (f *Fetcher) work() {
 	defer f.workers.Done()
 	for p := range f.jobs {
+		f.waitStall()
 		p.fetch()
+		f.keep(p)
 		close(p.done)
 	}
 }
 
+// waitStall waits while f is stalled (or until its context ends).
+func (f *Fetcher) waitStall() {
+	f.mu.Lock()
+	resume := f.resume
+	f.mu.Unlock()
+	if resume != nil {
+		select {
+		case <-resume:
+		case <-f.ctx.Done():
+		}
+	}
+}
+
+// keep records p as fetched, or gives its buffer back at once when f
+// stalled meanwhile.
+func (f *Fetcher) keep(p *PendingChunk) {
+	if p.buf == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.resume != nil {
+		p.shedLocked()
+		return
+	}
+	f.fetched[p] = struct{}{}
+}
+
+// shedLocked gives p's buffer back; Wait will fetch it again. f.mu is held.
+func (p *PendingChunk) shedLocked() {
+	fetchBuffers.put(p.buf)
+	p.buf, p.data, p.shed = nil, nil, true
+}
+
+// Blocked tells f that its consumer starts waiting on something else,
+// such as a write to a slow client. When the wait lasts longer than after,
+// f stalls: its workers stop reading ahead and the chunks fetched but not
+// yet waited for give their buffers back (Wait reads them again). Call
+// the returned function when the wait ends; it resumes the workers.
+func (f *Fetcher) Blocked(after time.Duration) (end func()) {
+	f.mu.Lock()
+	f.seq++
+	seq := f.seq
+	f.mu.Unlock()
+	t := time.AfterFunc(after, func() { f.stall(seq) })
+	return func() {
+		t.Stop()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.seq++ // a stall(seq) still to come does nothing
+		if f.resume != nil {
+			close(f.resume)
+			f.resume = nil
+		}
+	}
+}
+
+// stall stalls f unless the wait seq has ended.
+func (f *Fetcher) stall(seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.seq != seq || f.resume != nil {
+		return
+	}
+	f.resume = make(chan struct{})
+	for p := range f.fetched {
+		p.shedLocked()
+	}
+	clear(f.fetched)
+}
+
 func (p *PendingChunk) fetch() {
+	p.data, p.err = nil, nil
 	if err := p.f.ctx.Err(); err != nil {
 		p.err = err
 		return
@@ -107,9 +193,19 @@ func (f *Fetcher) Fetch(ref ChunkRef) *PendingChunk {
 	return p
 }
 
-// Wait returns the chunk's bytes, valid until Release.
+// Wait returns the chunk's bytes, valid until Release. A chunk whose
+// buffer was given back during a stall is read again, on the caller's
+// goroutine.
 func (p *PendingChunk) Wait() ([]byte, error) {
 	<-p.done
+	p.f.mu.Lock()
+	delete(p.f.fetched, p)
+	shed := p.shed
+	p.shed = false
+	p.f.mu.Unlock()
+	if shed {
+		p.fetch()
+	}
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -119,6 +215,10 @@ func (p *PendingChunk) Wait() ([]byte, error) {
 // Release waits for the fetch to end and gives its buffer back.
 func (p *PendingChunk) Release() {
 	<-p.done
+	p.f.mu.Lock()
+	delete(p.f.fetched, p)
+	p.shed = false
+	p.f.mu.Unlock()
 	if p.buf != nil {
 		fetchBuffers.put(p.buf)
 		p.buf, p.data = nil, nil

@@ -72,6 +72,10 @@ const (
 	putChunksMessage = 1 << 20
 	// putBlobsBatch bounds the chunk references of one PutBlobs call.
 	putBlobsBatch = 1 << 16
+	// putBlobsBytes bounds the bytes of multi-chunk blobs one PutBlobs
+	// call makes the server verify, under the server's default budget
+	// (grpcapi.DefaultMaxVerifyBytes).
+	putBlobsBytes = 256 << 20
 )
 
 // Client talks to one nixcas server.

@@ -78,12 +78,11 @@ func (c *Client) PushTree(ctx context.Context, root castore.Entry) (PushStats, e
 	st.ChunksSent = uint64(len(send))
 	st.ChunksSkipped = uint64(len(all) - len(send))
 
-	// Chunk lists of the blobs of several chunks.
+	// Chunk lists of the blobs of several chunks; blobs of one chunk go
+	// too, so the server counts their size among its logical bytes.
 	var blobs []blobItem
 	for _, i := range missingBlobs {
-		if len(t.blobs[i].chunks) > 1 {
-			blobs = append(blobs, t.blobs[i])
-		}
+		blobs = append(blobs, t.blobs[i])
 	}
 	if err := c.putBlobs(ctx, blobs); err != nil {
 		return st, err
@@ -235,9 +234,12 @@ func (c *Client) sendChunks(ctx context.Context, refs []castore.ChunkRef) (uint6
 	return sent.Load(), err
 }
 
-// putBlobs records the chunk lists of blobs on the server, in batches.
+// putBlobs records the chunk lists of blobs on the server, in batches of
+// at most putBlobsBatch chunk references and putBlobsBytes bytes to
+// verify (a larger blob goes alone).
 func (c *Client) putBlobs(ctx context.Context, blobs []blobItem) error {
 	req, refs := &nixcaspb.PutBlobsRequest{}, 0
+	var bytes uint64
 	flush := func() error {
 		if len(req.Blobs) == 0 {
 			return nil
@@ -245,7 +247,7 @@ func (c *Client) putBlobs(ctx context.Context, blobs []blobItem) error {
 		if _, err := c.sync.PutBlobs(ctx, req); err != nil {
 			return fmt.Errorf("client: putting blob chunk lists: %w", err)
 		}
-		req, refs = &nixcaspb.PutBlobsRequest{}, 0
+		req, refs, bytes = &nixcaspb.PutBlobsRequest{}, 0, 0
 		return nil
 	}
 	for _, b := range blobs {
@@ -253,13 +255,20 @@ func (c *Client) putBlobs(ctx context.Context, blobs []blobItem) error {
 		for _, r := range b.chunks {
 			pb.Chunks = append(pb.Chunks, &nixcaspb.ChunkMeta{Digest: r.Digest[:], Size: r.Size})
 		}
-		if refs > 0 && refs+len(b.chunks) > putBlobsBatch {
+		var size uint64
+		if len(b.chunks) > 1 {
+			for _, r := range b.chunks {
+				size += uint64(r.Size)
+			}
+		}
+		if refs > 0 && (refs+len(b.chunks) > putBlobsBatch || bytes+size > putBlobsBytes) {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 		req.Blobs = append(req.Blobs, pb)
 		refs += len(b.chunks)
+		bytes += size
 	}
 	return flush()
 }

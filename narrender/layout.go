@@ -97,7 +97,7 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	}()
 
 	// Small files make small parts: gather them into large writes.
-	bw := bufio.NewWriterSize(w, int(min(end-off, 256<<10)))
+	bw := bufio.NewWriterSize(stallGuard{w, f}, int(min(end-off, 256<<10)))
 	var (
 		err     error
 		written uint64

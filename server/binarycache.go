@@ -23,5 +23,7 @@ func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.In
 		RefuseAnonymousWrites: a.RefuseAnonymousWrites,
 		Registerer:            reg,
 		Priority:              o.Priority,
+		MaxUploads:            o.Limits.MaxUploads,
+		MaxRenders:            o.Limits.MaxRenders,
 	})
 }

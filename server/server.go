@@ -59,6 +59,9 @@ type Options struct {
 	// Logger receives the access log (one line per HTTP request and gRPC
 	// call, at level Info); nil logs nothing.
 	Logger *slog.Logger
+	// Limits bound slow, idle and greedy clients (zero fields take
+	// DefaultLimits).
+	Limits Limits
 }
 
 // Server is a running nixcas server. Make one with New, then call Serve.
@@ -81,6 +84,7 @@ func New(o Options) (srv *Server, err error) {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 30 * time.Second
 	}
+	o.Limits = o.Limits.withDefaults()
 	signer, err := store.NewSigner(o.SignKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -112,8 +116,12 @@ func New(o Options) (srv *Server, err error) {
 	if err := reg.Register(storeCollector{s.store, index}); err != nil {
 		return nil, err
 	}
+	cm, err := newConnMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 
-	grpcOpts := []grpc.ServerOption{grpc.WaitForHandlers(true)}
+	grpcOpts := append(o.Limits.grpcOptions(), grpc.WaitForHandlers(true))
 	if o.Logger != nil {
 		grpcOpts = append(grpcOpts, grpc.StatsHandler(grpcAccessLog{o.Logger}))
 	}
@@ -127,10 +135,12 @@ func New(o Options) (srv *Server, err error) {
 		ReadToken:             o.ReadToken,
 		RefuseAnonymousWrites: s.auth.RefuseAnonymousWrites,
 		Registerer:            reg,
+		MaxVerifyBytes:        o.Limits.MaxVerifyBytes,
 	}, grpcOpts...)
 	if err != nil {
 		return nil, err
 	}
+	s.grpcLn = o.Limits.limitGRPC(s.grpcLn, cm)
 	if o.HTTPAddr == "" {
 		return s, nil
 	}
@@ -143,6 +153,7 @@ func New(o Options) (srv *Server, err error) {
 	s.handleHealth(mux)
 	mux.Handle("/", cache)
 	s.http = &http.Server{Handler: httpAccessLog(o.Logger, mux), ReadHeaderTimeout: 30 * time.Second, TLSConfig: o.TLS}
+	s.httpLn = o.Limits.applyHTTP(s.http, s.httpLn, cm)
 	return s, nil
 }
 

@@ -74,6 +74,25 @@ metadata or HTTP header); with --read-token-file, so do reads.`,
 	f.StringVar(&pushTokenFile, "push-token-file", "", "file holding the bearer token writes need")
 	f.StringVar(&readTokenFile, "read-token-file", "", "file holding the bearer token reads need")
 	f.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long calls in progress may take to finish on shutdown")
+
+	// Limits on slow, idle and greedy clients (0 or less: see each).
+	l, d := &o.Limits, server.DefaultLimits
+	f.DurationVar(&l.HTTPHeaderTimeout, "http-header-timeout", d.HTTPHeaderTimeout, "time a client has to send a request's headers")
+	f.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", d.HTTPIdleTimeout, "close HTTP keep-alive connections idle this long")
+	f.DurationVar(&l.HTTPBodyTimeout, "http-body-timeout", d.HTTPBodyTimeout, "cut an upload whose body sends nothing for this long (progress, not total time)")
+	f.DurationVar(&l.HTTPWriteTimeout, "http-write-timeout", d.HTTPWriteTimeout, "cut a download the client does not read (64 KiB) for this long")
+	f.IntVar(&l.HTTPMaxConns, "http-max-conns", d.HTTPMaxConns, "open HTTP connections at most; beyond, the longest-idle one is closed (or the new one, when none is idle)")
+	f.IntVar(&l.MaxUploads, "max-uploads", d.MaxUploads, "NAR uploads in progress at most; beyond, 503 with Retry-After")
+	f.IntVar(&l.MaxRenders, "max-renders", d.MaxRenders, "NAR downloads being rendered at most; beyond, 503 with Retry-After")
+	f.IntVar(&l.GRPCMaxConns, "grpc-max-conns", d.GRPCMaxConns, "open gRPC connections at most; beyond, new ones are closed")
+	f.DurationVar(&l.GRPCIdleTimeout, "grpc-idle-timeout", d.GRPCIdleTimeout, "close gRPC connections without calls for this long")
+	f.DurationVar(&l.GRPCHandshakeTimeout, "grpc-handshake-timeout", d.GRPCHandshakeTimeout, "time a new gRPC connection has to complete its HTTP/2 handshake")
+	f.IntVar(&l.GRPCMaxStreams, "grpc-max-streams", d.GRPCMaxStreams, "concurrent gRPC calls per connection at most")
+	f.IntVar(&l.GRPCMaxRecvMsgSize, "grpc-max-recv-msg", d.GRPCMaxRecvMsgSize, "largest gRPC message received, in bytes")
+	f.DurationVar(&l.GRPCKeepaliveMinTime, "grpc-keepalive-min-time", d.GRPCKeepaliveMinTime, "shortest keepalive ping interval allowed to clients; faster pingers are disconnected")
+	f.DurationVar(&l.GRPCKeepaliveTime, "grpc-keepalive-time", d.GRPCKeepaliveTime, "ping a gRPC connection silent this long")
+	f.DurationVar(&l.GRPCKeepaliveTimeout, "grpc-keepalive-timeout", d.GRPCKeepaliveTimeout, "close a gRPC connection whose ping is not answered within this")
+	f.Int64Var(&l.MaxVerifyBytes, "max-verify-bytes", d.MaxVerifyBytes, "chunk bytes one gRPC request may make the server read and hash (PutBlobs, PathInfo put, CalculateNAR)")
 	return cmd
 }
 

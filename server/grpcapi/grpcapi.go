@@ -39,7 +39,19 @@ type Options struct {
 	// Writer configures the chunking of blobs uploaded with
 	// BlobService.Put.
 	Writer castore.WriterOptions
+	// MaxVerifyBytes bounds the chunk bytes one request may make the
+	// server read to check a claim: the blobs of a PutBlobs call, the NAR
+	// of a PathInfoService.Put or CalculateNAR (0: DefaultMaxVerifyBytes;
+	// negative: no bound).
+	MaxVerifyBytes int64
 }
+
+// DefaultMaxVerifyBytes is Options.MaxVerifyBytes when it is 0.
+const DefaultMaxVerifyBytes = 1 << 30
+
+// ErrTooMuchWork is wrapped by errors refusing a request that would make
+// the server read more than Options.MaxVerifyBytes (RESOURCE_EXHAUSTED).
+var ErrTooMuchWork = errors.New("grpcapi: request over the verification budget")
 
 // MaxMessageSize is the largest message the server receives or sends;
 // clients should allow as much.
@@ -108,8 +120,15 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 	}
 	register(&castorepb.BlobService_ServiceDesc, &blobService{cas: cas, writer: o.Writer})
 	register(&castorepb.DirectoryService_ServiceDesc, &directoryService{cas: o.CAS})
-	register(&storepb.PathInfoService_ServiceDesc, &pathInfoService{cas: o.CAS, index: o.Index})
-	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas})
+	var maxVerify uint64
+	switch {
+	case o.MaxVerifyBytes == 0:
+		maxVerify = DefaultMaxVerifyBytes
+	case o.MaxVerifyBytes > 0:
+		maxVerify = uint64(o.MaxVerifyBytes)
+	}
+	register(&storepb.PathInfoService_ServiceDesc, &pathInfoService{cas: o.CAS, index: o.Index, maxVerify: maxVerify, m: m})
+	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas, maxVerify: maxVerify})
 	for name, info := range s.GetServiceInfo() {
 		for _, mi := range info.Methods {
 			m.known["/"+name+"/"+mi.Name] = true
@@ -165,6 +184,8 @@ func statusOf(err error) error {
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
+	case errors.Is(err, ErrTooMuchWork):
+		code = codes.ResourceExhausted
 	case errors.Is(err, store.ErrIncomplete):
 		code = codes.FailedPrecondition
 	case errors.Is(err, castore.ErrCorrupt):

@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ type metrics struct {
 	sent         *prometheus.CounterVec
 	chunksStored prometheus.Counter
 	chunksDedup  prometheus.Counter
+	verified     prometheus.Counter
 	// known holds the registered full method names; other names (a
 	// client may send any) are counted as "unknown", which bounds the
 	// label values. Written only before the server starts.
@@ -41,22 +43,54 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"method"}),
 		chunksStored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nixcas_chunks_stored_total",
-			Help: "Chunks received over gRPC (uploaded or cut from uploaded blobs) that were new and stored.",
+			Help: ChunksStoredHelp,
 		}),
 		chunksDedup: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nixcas_chunks_deduplicated_total",
-			Help: "Chunks received over gRPC that were already stored.",
+			Help: ChunksDeduplicatedHelp,
+		}),
+		verified: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixcas_verify_bytes_total",
+			Help: "Bytes read back from the store and hashed to check what a gRPC request claims (PutBlobs blob digests, PathInfo NAR hashes, CalculateNAR).",
 		}),
 		known: map[string]bool{},
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.received, m.sent, m.chunksStored, m.chunksDedup} {
+		for _, c := range []prometheus.Collector{m.latency, m.received, m.sent, m.verified} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
 		}
+		// The chunk counters are shared with the HTTP uploads.
+		var err error
+		if m.chunksStored, err = registerShared(reg, m.chunksStored); err != nil {
+			return nil, err
+		}
+		if m.chunksDedup, err = registerShared(reg, m.chunksDedup); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
+}
+
+// Help texts of the chunk counters, which the HTTP binary cache registers
+// too (a collector is shared only when its name and help are the same).
+const (
+	ChunksStoredHelp       = "Chunks received (gRPC uploads, blobs cut on the server, HTTP NAR uploads) that were new and stored."
+	ChunksDeduplicatedHelp = "Chunks received (gRPC uploads, blobs cut on the server, HTTP NAR uploads) that were already stored."
+)
+
+// registerShared registers c, or returns the collector of the same
+// description already registered.
+func registerShared(reg prometheus.Registerer, c prometheus.Counter) (prometheus.Counter, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if old, ok := are.ExistingCollector.(prometheus.Counter); ok {
+			return old, nil
+		}
+	}
+	return c, err
 }
 
 func (m *metrics) countChunk(added bool) {

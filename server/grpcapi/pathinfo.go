@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/proto/castorepb"
@@ -16,8 +18,10 @@ import (
 // pathInfoService implements snix.store.v1.PathInfoService.
 type pathInfoService struct {
 	storepb.UnimplementedPathInfoServiceServer
-	cas   castore.Store
-	index *store.Index
+	cas       castore.Store
+	index     *store.Index
+	maxVerify uint64 // 0: no bound
+	m         *metrics
 }
 
 // Get returns the PathInfo of a store path by its 20-byte digest.
@@ -50,7 +54,17 @@ func (s *pathInfoService) Put(ctx context.Context, pb *storepb.PathInfo) (*store
 		if err := store.CheckTree(ctx, s.cas, p.Root); err != nil {
 			return nil, fmt.Errorf("%s: %w", p.Path, err)
 		}
-		size, sum, err := narOf(ctx, s.cas, p.Root)
+		// The NAR's size comes from the directories alone: check it, and
+		// the budget, before reading any chunk.
+		size, err := narrender.Size(ctx, s.cas, p.Root)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Path, err)
+		}
+		if size != p.NARSize {
+			return nil, fmt.Errorf("%w: %s: the tree's NAR has %d bytes, the PathInfo says %d",
+				store.ErrInvalid, p.Path, size, p.NARSize)
+		}
+		size, sum, err := s.narOf(ctx, p.Root, size)
 		if err != nil {
 			return nil, fmt.Errorf("%s: rendering the NAR: %w", p.Path, err)
 		}
@@ -76,7 +90,11 @@ func (s *pathInfoService) CalculateNAR(ctx context.Context, pb *castorepb.Entry)
 	if err != nil {
 		return nil, err
 	}
-	size, sum, err := narOf(ctx, s.cas, e)
+	size, err := narrender.Size(ctx, s.cas, e)
+	if err != nil {
+		return nil, err
+	}
+	size, sum, err := s.narOf(ctx, e, size)
 	if err != nil {
 		return nil, err
 	}
@@ -90,11 +108,16 @@ func (s *pathInfoService) List(_ *storepb.ListPathInfoRequest, stream storepb.Pa
 	})
 }
 
-// narOf renders the NAR of root and returns its size and SHA-256.
-func narOf(ctx context.Context, s castore.Store, root castore.Entry) (uint64, [sha256.Size]byte, error) {
-	w := &narSum{h: sha256.New()}
+// narOf renders the NAR of root, of size bytes (narrender.Size), and
+// returns its size and SHA-256, refusing a NAR over the budget before
+// reading any of it.
+func (s *pathInfoService) narOf(ctx context.Context, root castore.Entry, size uint64) (uint64, [sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
-	if err := narrender.Render(ctx, w, s, root); err != nil {
+	if s.maxVerify > 0 && size > s.maxVerify {
+		return 0, sum, fmt.Errorf("%w: the NAR to check has %d bytes, at most %d per request (the server's --max-verify-bytes)", ErrTooMuchWork, size, s.maxVerify)
+	}
+	w := &narSum{h: sha256.New(), verified: s.m.verified}
+	if err := narrender.Render(ctx, w, s.cas, root); err != nil {
 		return 0, sum, err
 	}
 	w.h.Sum(sum[:0])
@@ -103,11 +126,13 @@ func narOf(ctx context.Context, s castore.Store, root castore.Entry) (uint64, [s
 
 // narSum counts and hashes what is written to it.
 type narSum struct {
-	h hash.Hash
-	n uint64
+	h        hash.Hash
+	n        uint64
+	verified prometheus.Counter
 }
 
 func (w *narSum) Write(p []byte) (int, error) {
 	w.n += uint64(len(p))
+	w.verified.Add(float64(len(p)))
 	return w.h.Write(p)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
@@ -18,7 +19,8 @@ const readChunksMessage = 1 << 20
 // syncService implements nixcas.v1.SyncService.
 type syncService struct {
 	nixcaspb.UnimplementedSyncServiceServer
-	cas countingStore
+	cas       countingStore
+	maxVerify uint64
 }
 
 // digestsArg converts the digests of a request, at most MaxBatch of them.
@@ -167,23 +169,109 @@ func (s *syncService) ReadChunks(req *nixcaspb.ReadChunksRequest, stream nixcasp
 	return nil
 }
 
-// PutBlobs implements nixcas.v1.SyncService. Each blob's chunks are read
-// back from the store in order and hashed; only a blob whose chunks hash
-// to its digest is recorded.
+// PutBlobs implements nixcas.v1.SyncService. Cheap checks come first,
+// for the whole request, before any chunk is read: the form of every blob,
+// the same chunk never declared with two sizes, the bytes to hash against
+// the request's budget (Options.MaxVerifyBytes), then which blobs are
+// present and whether every chunk of the others is stored. Only then are
+// each new blob's chunks read back in order and hashed; only a blob whose
+// chunks hash to its digest is recorded. A blob listed with its one chunk
+// (its digest is that chunk's) is recorded too: it counts its size in the
+// store's logical bytes.
 func (s *syncService) PutBlobs(ctx context.Context, req *nixcaspb.PutBlobsRequest) (*nixcaspb.PutBlobsResponse, error) {
-	resp := &nixcaspb.PutBlobsResponse{}
-	f := castore.NewFetcher(ctx, s.cas, 0)
-	defer f.Close()
+	type blob struct {
+		digest castore.Digest
+		refs   []castore.ChunkRef
+		size   uint64
+	}
+	var (
+		blobs  []blob
+		seen   = map[castore.Digest]int{} // blob digest -> index in blobs
+		sizes  = map[castore.Digest]uint32{}
+		toHash uint64
+		chunks int
+	)
 	for i, b := range req.GetBlobs() {
 		d, refs, err := blobArg(b, i)
 		if err != nil {
 			return nil, err
 		}
-		added, err := s.putBlob(ctx, f, d, refs)
-		if err != nil {
+		if chunks += len(refs); chunks > MaxBatch {
+			return nil, fmt.Errorf("%w: over %d chunk references in one request", castore.ErrInvalid, MaxBatch)
+		}
+		var size uint64
+		for j, r := range refs {
+			if prev, ok := sizes[r.Digest]; ok && prev != r.Size {
+				return nil, fmt.Errorf("%w: blobs[%d].chunks[%d]: chunk %s declared with %d bytes, and %d bytes before", castore.ErrInvalid, i, j, r.Digest, r.Size, prev)
+			}
+			sizes[r.Digest] = r.Size
+			size += uint64(r.Size)
+		}
+		if k, ok := seen[d]; ok {
+			if !slices.Equal(blobs[k].refs, refs) {
+				return nil, fmt.Errorf("%w: blobs[%d]: blob %s listed twice with different chunks", castore.ErrInvalid, i, d)
+			}
+			continue
+		}
+		seen[d] = len(blobs)
+		blobs = append(blobs, blob{d, refs, size})
+		if len(refs) > 1 {
+			toHash += size
+		}
+	}
+	if s.maxVerify > 0 && toHash > s.maxVerify {
+		return nil, fmt.Errorf("%w: the blobs of this request have %d bytes of chunks to verify, at most %d per request (the server's --max-verify-bytes)", ErrTooMuchWork, toHash, s.maxVerify)
+	}
+
+	// Existence: which blobs are new, and are all their chunks stored?
+	var todo []blob
+	has := map[castore.Digest]bool{}
+	for _, b := range blobs {
+		if len(b.refs) > 1 {
+			ok, err := s.hasBlob(ctx, b.digest)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				continue
+			}
+		}
+		refs := b.refs
+		if len(refs) == 0 {
+			// Listed without its chunk (nor its size): only checked.
+			refs = []castore.ChunkRef{{Digest: b.digest}}
+		}
+		for _, c := range refs {
+			if has[c.Digest] {
+				continue
+			}
+			ok, err := s.cas.HasChunk(ctx, c.Digest)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, fmt.Errorf("%w: blob %s: chunk %s is not stored", store.ErrIncomplete, b.digest, c.Digest)
+			}
+			has[c.Digest] = true
+		}
+		if len(b.refs) > 0 {
+			todo = append(todo, b)
+		}
+	}
+
+	resp := &nixcaspb.PutBlobsResponse{}
+	f := castore.NewFetcher(ctx, s.cas, 0)
+	defer f.Close()
+	for _, b := range todo {
+		if len(b.refs) > 1 {
+			if err := s.checkBlob(f, b.digest, b.refs); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.cas.PutBlob(ctx, b.digest, b.size, b.refs); err != nil {
 			return nil, err
 		}
-		if added {
+		if len(b.refs) > 1 {
 			resp.BlobsAdded++
 		}
 	}
@@ -215,42 +303,10 @@ func blobArg(b *nixcaspb.Blob, i int) (castore.Digest, []castore.ChunkRef, error
 	return d, refs, nil
 }
 
-// putBlob records blob d of the chunks refs unless it is present,
-// reporting whether it was added.
-func (s *syncService) putBlob(ctx context.Context, f *castore.Fetcher, d castore.Digest, refs []castore.ChunkRef) (bool, error) {
-	if len(refs) < 2 {
-		ok, err := s.cas.HasChunk(ctx, d)
-		if err == nil && !ok {
-			err = fmt.Errorf("%w: blob %s: its chunk is not stored", store.ErrIncomplete, d)
-		}
-		return false, err
-	}
-	if ok, err := s.hasBlob(ctx, d); err != nil || ok {
-		return false, err
-	}
-	var size uint64
-	for _, c := range refs {
-		ok, err := s.cas.HasChunk(ctx, c.Digest)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			return false, fmt.Errorf("%w: blob %s: chunk %s is not stored", store.ErrIncomplete, d, c.Digest)
-		}
-		size += uint64(c.Size)
-	}
-	if err := checkBlob(f, d, refs); err != nil {
-		return false, err
-	}
-	if err := s.cas.PutBlob(ctx, d, size, refs); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
 // checkBlob reads the chunks refs through f, a few ahead, and checks that
-// they hash, concatenated, to d.
-func checkBlob(f *castore.Fetcher, d castore.Digest, refs []castore.ChunkRef) error {
+// they hash, concatenated, to d. The bytes hashed are counted in the
+// metrics.
+func (s *syncService) checkBlob(f *castore.Fetcher, d castore.Digest, refs []castore.ChunkRef) error {
 	const ahead = 8
 	h := castore.NewHasher()
 	var pending []*castore.PendingChunk
@@ -270,6 +326,7 @@ func checkBlob(f *castore.Fetcher, d castore.Digest, refs []castore.ChunkRef) er
 			return err
 		}
 		h.Write(data)
+		s.cas.m.verified.Add(float64(len(data)))
 		pending[0].Release()
 		pending = pending[1:]
 	}

@@ -46,6 +46,10 @@ type Options struct {
 	// Priority is the nix-cache-info Priority (default 40; Nix prefers
 	// lower values, cache.nixos.org has 40).
 	Priority int
+	// MaxUploads and MaxRenders bound the NAR uploads and the NAR
+	// responses being rendered at once (0: no bound); requests beyond
+	// them are answered 503 with Retry-After.
+	MaxUploads, MaxRenders int
 }
 
 // Index is what the handler needs of a PathInfo index: a *store.Index,
@@ -126,16 +130,18 @@ func New(o Options) (http.Handler, error) {
 		uploads:   newUploads(maxUploads, uploadTTL),
 		m:         m,
 	}
+	renders := newInFlight(o.MaxRenders, "NAR downloads")
+	uploads := newInFlight(o.MaxUploads, "uploads")
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", h.getCacheInfo)
 	mux.HandleFunc("GET /{file}", h.getFile)
-	mux.HandleFunc("GET /nar/{file}", h.getNAR)
-	mux.HandleFunc("GET /nar/snix-castore/{entry}", h.getCastoreNAR)
-	mux.HandleFunc("PUT /{file}", h.putFile)
-	mux.HandleFunc("PUT /nar/{file}", h.putNAR)
+	mux.HandleFunc("GET /nar/{file}", renders.limit(h.getNAR))
+	mux.HandleFunc("GET /nar/snix-castore/{entry}", renders.limit(h.getCastoreNAR))
+	mux.HandleFunc("PUT /{file}", uploads.limit(h.putFile))
+	mux.HandleFunc("PUT /nar/{file}", uploads.limit(h.putNAR))
 	for _, kind := range []string{store.FileLog, store.FileDebugInfo, store.FileRealisation} {
 		mux.HandleFunc("GET /"+kind+"/{file}", h.getSideFile(kind))
-		mux.HandleFunc("PUT /"+kind+"/{file}", h.putSideFile(kind))
+		mux.HandleFunc("PUT /"+kind+"/{file}", uploads.limit(h.putSideFile(kind)))
 	}
 	return m.instrument(h.authorize(mux)), nil
 }

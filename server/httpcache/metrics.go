@@ -1,6 +1,7 @@
 package httpcache
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -8,6 +9,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/server/grpcapi"
 )
 
 // metrics are the handler's Prometheus collectors.
@@ -16,6 +20,8 @@ type metrics struct {
 	seconds  *prometheus.HistogramVec // kind
 	narOut   prometheus.Counter
 	fileIn   prometheus.Counter
+	// chunksStored and chunksDedup are shared with the gRPC services.
+	chunksStored, chunksDedup prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,6 +43,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nixcas_http_nar_file_bytes_received_total",
 			Help: "Bytes of NAR files (as uploaded, possibly compressed) received by PUT.",
 		}),
+		chunksStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixcas_chunks_stored_total",
+			Help: grpcapi.ChunksStoredHelp,
+		}),
+		chunksDedup: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixcas_chunks_deduplicated_total",
+			Help: grpcapi.ChunksDeduplicatedHelp,
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -54,6 +68,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.fileIn, err = register(reg, m.fileIn); err != nil {
 		return nil, err
 	}
+	if m.chunksStored, err = register(reg, m.chunksStored); err != nil {
+		return nil, err
+	}
+	if m.chunksDedup, err = register(reg, m.chunksDedup); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -68,6 +88,24 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 		}
 	}
 	return c, err
+}
+
+// countingStore counts the chunks an upload puts in the metrics.
+type countingStore struct {
+	castore.Store
+	m *metrics
+}
+
+func (c countingStore) PutChunk(ctx context.Context, ch castore.Chunk) (bool, error) {
+	added, err := c.Store.PutChunk(ctx, ch)
+	if err == nil {
+		if added {
+			c.m.chunksStored.Inc()
+		} else {
+			c.m.chunksDedup.Inc()
+		}
+	}
+	return added, err
 }
 
 func (m *metrics) narBytes(n uint64) { m.narOut.Add(float64(n)) }

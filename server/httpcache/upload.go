@@ -46,7 +46,7 @@ func (h *handler) putNAR(w http.ResponseWriter, r *http.Request) {
 	}
 	fh := sha256.New()
 	body := &countingReader{r: io.TeeReader(r.Body, fh)}
-	up, err := ingestFile(r, body, compressionOfName(file), h.o.CAS)
+	up, err := ingestFile(r, body, compressionOfName(file), countingStore{Store: h.o.CAS, m: h.m})
 	if err == nil {
 		// Whatever follows the compressed stream is part of the file.
 		_, err = io.Copy(io.Discard, body)
