@@ -3,8 +3,10 @@ package grpcapi
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
+	"time"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/narrender"
@@ -16,8 +18,10 @@ import (
 // pathInfoService implements snix.store.v1.PathInfoService.
 type pathInfoService struct {
 	storepb.UnimplementedPathInfoServiceServer
-	cas   castore.Store
-	index *store.Index
+	cas     castore.Store
+	index   *store.Index
+	limits  castore.TreeLimits
+	timeout time.Duration // of each render
 }
 
 // Get returns the PathInfo of a store path by its 20-byte digest.
@@ -37,7 +41,7 @@ func (s *pathInfoService) Get(ctx context.Context, req *storepb.GetPathInfoReque
 
 // Put validates a PathInfo (store path, references and their digests,
 // deriver, content address, signatures' form), checks that its whole tree
-// is stored, renders the tree's NAR to check the claimed size and SHA-256,
+// is stored and keeps the tree limits, renders the tree's NAR to check the claimed size and SHA-256,
 // and records it. It returns what is recorded: signatures the store held
 // for the same NAR are kept beside the new ones.
 func (s *pathInfoService) Put(ctx context.Context, pb *storepb.PathInfo) (*storepb.PathInfo, error) {
@@ -47,10 +51,13 @@ func (s *pathInfoService) Put(ctx context.Context, pb *storepb.PathInfo) (*store
 	}
 	if old, err := s.index.Get(ctx, p.Digest()); err != nil || old.Root != p.Root || old.NARSha256 != p.NARSha256 || old.NARSize != p.NARSize {
 		// Not known already: check the NAR claims against the tree.
+		if _, err := castore.MeasureTree(ctx, s.cas, p.Root, s.limits); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Path, err)
+		}
 		if err := store.CheckTree(ctx, s.cas, p.Root); err != nil {
 			return nil, fmt.Errorf("%s: %w", p.Path, err)
 		}
-		size, sum, err := narOf(ctx, s.cas, p.Root)
+		size, sum, err := s.narOf(ctx, p.Root)
 		if err != nil {
 			return nil, fmt.Errorf("%s: rendering the NAR: %w", p.Path, err)
 		}
@@ -70,13 +77,16 @@ func (s *pathInfoService) Put(ctx context.Context, pb *storepb.PathInfo) (*store
 }
 
 // CalculateNAR renders the NAR of a stored tree and returns its size and
-// SHA-256.
+// SHA-256. A tree over the tree limits is refused before rendering.
 func (s *pathInfoService) CalculateNAR(ctx context.Context, pb *castorepb.Entry) (*storepb.CalculateNARResponse, error) {
 	e, err := castore.EntryFromProto(pb)
 	if err != nil {
 		return nil, err
 	}
-	size, sum, err := narOf(ctx, s.cas, e)
+	if _, err := castore.MeasureTree(ctx, s.cas, e, s.limits); err != nil {
+		return nil, err
+	}
+	size, sum, err := s.narOf(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -90,11 +100,17 @@ func (s *pathInfoService) List(_ *storepb.ListPathInfoRequest, stream storepb.Pa
 	})
 }
 
-// narOf renders the NAR of root and returns its size and SHA-256.
-func narOf(ctx context.Context, s castore.Store, root castore.Entry) (uint64, [sha256.Size]byte, error) {
+// narOf renders the NAR of root within the render timeout and returns
+// its size and SHA-256.
+func (s *pathInfoService) narOf(ctx context.Context, root castore.Entry) (uint64, [sha256.Size]byte, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, s.timeout, fmt.Errorf("%w: rendering the NAR took longer than the server's render timeout (%v)", context.DeadlineExceeded, s.timeout))
+	defer cancel()
 	w := &narSum{h: sha256.New()}
 	var sum [sha256.Size]byte
-	if err := narrender.Render(ctx, w, s, root); err != nil {
+	if err := narrender.Render(ctx, w, s.cas, root); err != nil {
+		if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.DeadlineExceeded) {
+			err = cause
+		}
 		return 0, sum, err
 	}
 	w.h.Sum(sum[:0])
