@@ -125,6 +125,11 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 			cancel()
 		}
 	}
+	if err == nil {
+		// The walker's last part may have been dropped when ctx ended:
+		// never report a render cut short by ctx as complete.
+		err = ctx.Err()
+	}
 	if err == nil && exact && written != end-off {
 		err = fmt.Errorf("narrender: NAR range [%d, %d): wrote %d bytes of %d", off, end, written, end-off)
 	}
