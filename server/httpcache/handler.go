@@ -41,7 +41,19 @@ type Options struct {
 	// Priority is the nix-cache-info Priority (default 40; Nix prefers
 	// lower values, cache.nixos.org has 40).
 	Priority int
+	// Tree bounds the expanded tree of a nar/snix-castore/ root, which
+	// is measured (each distinct directory once) before anything is
+	// rendered; zero fields take castore's defaults (10 million entries,
+	// 1 TiB of files, 4,096 levels).
+	Tree castore.TreeLimits
+	// RenderTimeout bounds each NAR response, rendering and sending
+	// together; default DefaultRenderTimeout.
+	RenderTimeout time.Duration
 }
+
+// DefaultRenderTimeout is the default Options.RenderTimeout: a 4 GiB NAR
+// at 2 MB/s.
+const DefaultRenderTimeout = 40 * time.Minute
 
 // Index is what the handler needs of a PathInfo index: a *store.Index,
 // or a read-only view of another server's (whose Put fails).
@@ -80,6 +92,16 @@ func (o Options) validate() (Options, error) {
 	}
 	if o.Priority == 0 {
 		o.Priority = DefaultPriority
+	}
+	if o.RenderTimeout == 0 {
+		o.RenderTimeout = DefaultRenderTimeout
+	}
+	if o.RenderTimeout < 0 {
+		return o, fmt.Errorf("%w: options: render timeout %v", ErrInvalid, o.RenderTimeout)
+	}
+	o.Tree = o.Tree.WithDefaults()
+	if err := o.Tree.Validate(); err != nil {
+		return o, fmt.Errorf("%w: options: %v", ErrInvalid, err)
 	}
 	for i, k := range o.SignKeys {
 		if err := checkKey(k); err != nil {
