@@ -64,9 +64,9 @@ func checkNAR(t *testing.T, nar []byte) map[string][]byte {
 			if err != nil {
 				t.Fatal(err)
 			}
-			files[h.Path] = b
+			files[h.Path()] = b
 		case narrender.TypeSymlink:
-			files[h.Path] = []byte(h.Target)
+			files[h.Path()] = []byte(h.Target)
 		}
 	}
 }

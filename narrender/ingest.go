@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/nixcas/nixcas/castore"
 )
@@ -61,7 +60,7 @@ type ingester struct {
 }
 
 type openDir struct {
-	path string
+	name string
 	dir  castore.Directory
 }
 
@@ -76,17 +75,13 @@ func (in *ingester) run(ctx context.Context) (castore.Entry, error) {
 			return root, err
 		}
 		// Close the directories h is not inside.
-		parent := ""
-		if i := strings.LastIndexByte(h.Path, '/'); i >= 0 {
-			parent = h.Path[:i]
-		}
-		for len(in.open) > 0 && (h.Path == "" || in.open[len(in.open)-1].path != parent) {
+		for len(in.open) > h.Depth {
 			in.closeDir(&root)
 		}
-		e := castore.Entry{Name: h.Name()}
+		e := castore.Entry{Name: h.Name}
 		switch h.Type {
 		case TypeDirectory:
-			in.open = append(in.open, openDir{path: h.Path})
+			in.open = append(in.open, openDir{name: h.Name})
 			continue
 		case TypeSymlink:
 			e.Kind, e.Target = castore.KindSymlink, h.Target
@@ -96,7 +91,7 @@ func (in *ingester) run(ctx context.Context) (castore.Entry, error) {
 				return root, err
 			}
 			if n != h.Size {
-				return root, fmt.Errorf("narrender: %q: stored %d bytes of %d", h.Path, n, h.Size)
+				return root, fmt.Errorf("narrender: %q: stored %d bytes of %d", h.Path(), n, h.Size)
 			}
 			e.Kind, e.Digest, e.Size, e.Executable = castore.KindFile, d, n, h.Executable
 		}
@@ -123,11 +118,6 @@ func (in *ingester) closeDir(root *castore.Entry) {
 	in.open = in.open[:len(in.open)-1]
 	dir := &od.dir
 	in.dirs = append(in.dirs, dir)
-	e := castore.Entry{Kind: castore.KindDirectory, Digest: dir.Digest(), Size: dir.Size()}
-	if i := strings.LastIndexByte(od.path, '/'); i >= 0 {
-		e.Name = od.path[i+1:]
-	} else {
-		e.Name = od.path
-	}
+	e := castore.Entry{Name: od.name, Kind: castore.KindDirectory, Digest: dir.Digest(), Size: dir.Size()}
 	in.add(root, e)
 }

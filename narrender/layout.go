@@ -22,22 +22,33 @@ import (
 
 // Node is one node of a NAR, as [Walk] reports it.
 type Node struct {
-	// Path is the node's path inside the archive: "" for the root, "a/b"
-	// for entry b of directory a.
-	Path string
-	// Entry is the node; its Name is the last element of Path (for the
-	// root, the root entry's name as given to Walk).
+	// Entry is the node; its Name is the last element of the node's path
+	// (for the root, the root entry's name as given to Walk).
 	Entry castore.Entry
+	// Depth is the number of directories the node is in: 0 for the root,
+	// 1 for an entry of the root directory.
+	Depth int
 	// Contents is, for a regular file, the byte offset of its contents in
 	// the NAR (the first byte after their length); 0 for other nodes.
 	Contents uint64
+
+	parent *dirPath // the directory holding the node; nil for the root
 }
+
+// Path returns the node's path inside the archive: "" for the root, "a/b"
+// for entry b of directory a. It costs time and memory in proportion to
+// the depth; the walk itself never builds paths except for errors.
+func (n Node) Path() string { return n.parent.join(n.Entry.Name) }
 
 // Walk calls fn (which may be nil) for every node of the NAR of the tree at
 // root, in NAR order: a directory before its entries, entries in ascending
 // byte order of their names. It returns the NAR's size. It reads
 // directories only, never blob indexes or chunks; each directory is checked
-// against its entry's size. An error from fn ends the walk and is returned.
+// against its entry's size. An error from fn ends the walk and is returned,
+// as is ctx's error once ctx ends (checked every few nodes, so a walk of a
+// huge tree stops soon after its caller gives up). The walk does not
+// limit what it expands: measure roots that came from elsewhere with
+// castore.MeasureTree first.
 func Walk(ctx context.Context, s castore.DirectoryStore, root castore.Entry, fn func(Node) error) (uint64, error) {
 	l := layout{ctx: ctx, s: s, node: fn}
 	return l.run(root)
@@ -114,6 +125,11 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 			cancel()
 		}
 	}
+	if err == nil {
+		// The walker's last part may have been dropped when ctx ended:
+		// never report a render cut short by ctx as complete.
+		err = ctx.Err()
+	}
 	if err == nil && exact && written != end-off {
 		err = fmt.Errorf("narrender: NAR range [%d, %d): wrote %d bytes of %d", off, end, written, end-off)
 	}
@@ -143,8 +159,7 @@ type rangePart struct {
 }
 
 type guessedFile struct {
-	path  string
-	entry castore.Entry
+	node Node
 }
 
 func (p rangePart) release() {
@@ -174,9 +189,9 @@ func (p rangePart) write(ctx context.Context, w io.Writer, s Store) (int, error)
 // write writes bytes [lo, hi) of a file that is not one chunk after all,
 // reading its chunks one by one: the slow path of a wrong guess.
 func (g *guessedFile) write(ctx context.Context, w io.Writer, s Store, lo, hi int) (int, error) {
-	chunks, err := castore.BlobChunks(ctx, s, g.entry.Digest, g.entry.Size)
+	chunks, err := castore.BlobChunks(ctx, s, g.node.Entry.Digest, g.node.Entry.Size)
 	if err != nil {
-		return 0, fmt.Errorf("narrender: %q: %w", g.path, err)
+		return 0, fmt.Errorf("narrender: %q: %w", g.node.Path(), err)
 	}
 	var (
 		pos, n int
@@ -189,7 +204,7 @@ func (g *guessedFile) write(ctx context.Context, w io.Writer, s Store, lo, hi in
 			continue
 		}
 		if buf, err = s.GetChunk(ctx, c.Digest, buf[:0]); err != nil {
-			return n, fmt.Errorf("narrender: %q: %w", g.path, err)
+			return n, fmt.Errorf("narrender: %q: %w", g.node.Path(), err)
 		}
 		if len(buf) != int(c.Size) {
 			return n, fmt.Errorf("%w: chunk %s has %d bytes, want %d", castore.ErrCorrupt, c.Digest, len(buf), c.Size)
@@ -238,14 +253,15 @@ func (rw *rangeWalker) lit(at uint64, b []byte) error {
 }
 
 // file takes a file's contents at NAR offset at.
-func (rw *rangeWalker) file(at uint64, path string, e castore.Entry) error {
+func (rw *rangeWalker) file(at uint64, n Node) error {
+	e := n.Entry
 	if at+e.Size <= rw.off {
 		return nil
 	}
 	if e.Size <= SingleChunkMax {
 		lo, hi := clip(at, e.Size, rw.off, rw.end)
 		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
-		if err := rw.send(rangePart{chunk: rw.f.Fetch(ref), lo: int(lo), hi: int(hi), guess: &guessedFile{path, e}}); err != nil {
+		if err := rw.send(rangePart{chunk: rw.f.Fetch(ref), lo: int(lo), hi: int(hi), guess: &guessedFile{n}}); err != nil {
 			return err
 		}
 		if at+e.Size >= rw.end {
@@ -255,7 +271,7 @@ func (rw *rangeWalker) file(at uint64, path string, e castore.Entry) error {
 	}
 	chunks, err := castore.BlobChunks(rw.ctx, rw.s, e.Digest, e.Size)
 	if err != nil {
-		return fmt.Errorf("narrender: %q: %w", path, err)
+		return fmt.Errorf("narrender: %q: %w", n.Path(), err)
 	}
 	pos := at
 	for _, c := range chunks {
@@ -297,18 +313,23 @@ type layout struct {
 	s    castore.DirectoryStore
 	node func(Node) error
 	lit  func(at uint64, b []byte) error
-	file func(at uint64, path string, e castore.Entry) error
+	file func(at uint64, n Node) error
 
-	buf []byte // framing not yet handed to lit
-	pos uint64 // NAR offset of buf[0]
+	buf    []byte // framing not yet handed to lit
+	pos    uint64 // NAR offset of buf[0]
+	visits uint   // nodes walked, to check ctx every few
 }
+
+// ctxEvery is how many nodes the layout walks between checks of its
+// context.
+const ctxEvery = 64
 
 // layoutFlush is how much framing layout gathers before handing it on.
 const layoutFlush = 32 << 10
 
 func (l *layout) run(root castore.Entry) (uint64, error) {
 	l.buf = appendString(make([]byte, 0, layoutFlush+1024), magic)
-	if err := l.walk(root, ""); err != nil {
+	if err := l.walk(Node{Entry: root}); err != nil {
 		return 0, err
 	}
 	if err := l.emit(); err != nil {
@@ -339,7 +360,13 @@ func (l *layout) visit(n Node) error {
 	return l.node(n)
 }
 
-func (l *layout) walk(e castore.Entry, path string) error {
+func (l *layout) walk(n Node) error {
+	if l.visits++; l.visits%ctxEvery == 0 {
+		if err := l.ctx.Err(); err != nil {
+			return err
+		}
+	}
+	e := n.Entry
 	l.buf = appendString(appendString(l.buf, "("), "type")
 	switch e.Kind {
 	case castore.KindFile:
@@ -350,7 +377,8 @@ func (l *layout) walk(e castore.Entry, path string) error {
 		l.buf = appendString(l.buf, "contents")
 		l.buf = binary.LittleEndian.AppendUint64(l.buf, e.Size)
 		contents := l.pos + uint64(len(l.buf))
-		if err := l.visit(Node{Path: path, Entry: e, Contents: contents}); err != nil {
+		n.Contents = contents
+		if err := l.visit(n); err != nil {
 			return err
 		}
 		if e.Size > 0 {
@@ -358,7 +386,7 @@ func (l *layout) walk(e castore.Entry, path string) error {
 				return err
 			}
 			if l.file != nil {
-				if err := l.file(contents, path, e); err != nil {
+				if err := l.file(contents, n); err != nil {
 					return err
 				}
 			}
@@ -366,43 +394,41 @@ func (l *layout) walk(e castore.Entry, path string) error {
 		}
 		l.buf = append(l.buf, make([]byte, padding(e.Size))...)
 	case castore.KindSymlink:
-		if err := l.visit(Node{Path: path, Entry: e}); err != nil {
+		if err := l.visit(n); err != nil {
 			return err
 		}
 		l.buf = appendString(appendString(appendString(l.buf, "symlink"), "target"), e.Target)
 	case castore.KindDirectory:
-		if err := l.visit(Node{Path: path, Entry: e}); err != nil {
+		if err := l.visit(n); err != nil {
 			return err
 		}
-		if err := l.directory(e, path); err != nil {
+		if err := l.directory(n); err != nil {
 			return err
 		}
 	default:
-		return fmt.Errorf("%w: %q: entry of %v", castore.ErrInvalid, path, e.Kind)
+		return fmt.Errorf("%w: %q: entry of %v", castore.ErrInvalid, n.Path(), e.Kind)
 	}
 	l.buf = appendString(l.buf, ")")
 	return nil
 }
 
-func (l *layout) directory(e castore.Entry, path string) error {
+func (l *layout) directory(n Node) error {
+	e := n.Entry
 	dir, err := l.s.GetDirectory(l.ctx, e.Digest)
 	if err != nil {
-		return fmt.Errorf("narrender: %q: %w", path, err)
+		return fmt.Errorf("narrender: %q: %w", n.Path(), err)
 	}
 	if got := dir.Size(); got != e.Size {
-		return fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", castore.ErrCorrupt, path, e.Digest, got, e.Size)
+		return fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", castore.ErrCorrupt, n.Path(), e.Digest, got, e.Size)
 	}
+	here := &dirPath{parent: n.parent, name: e.Name, depth: n.Depth + 1}
 	l.buf = appendString(l.buf, "directory")
 	entries := dir.Entries()
 	slices.SortFunc(entries, func(a, b castore.Entry) int { return strings.Compare(a.Name, b.Name) })
 	for _, c := range entries {
 		l.buf = appendString(appendString(appendString(appendString(l.buf, "entry"), "("), "name"), c.Name)
 		l.buf = appendString(l.buf, "node")
-		p := c.Name
-		if path != "" {
-			p = path + "/" + c.Name
-		}
-		if err := l.walk(c, p); err != nil {
+		if err := l.walk(Node{Entry: c, Depth: n.Depth + 1, parent: here}); err != nil {
 			return err
 		}
 		l.buf = appendString(l.buf, ")")

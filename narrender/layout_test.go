@@ -58,12 +58,12 @@ func checkLayout(t *testing.T, s narrender.Store, root castore.Entry, nar []byte
 		if err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, seen{h.Path, h.Type, h.Offset})
+		want = append(want, seen{h.Path(), h.Type, h.Offset})
 	}
 	kinds := map[castore.Kind]narrender.Type{castore.KindFile: narrender.TypeRegular, castore.KindDirectory: narrender.TypeDirectory, castore.KindSymlink: narrender.TypeSymlink}
 	var got []seen
 	size, err := narrender.Walk(ctx, s, root, func(n narrender.Node) error {
-		got = append(got, seen{n.Path, kinds[n.Entry.Kind], n.Contents})
+		got = append(got, seen{n.Path(), kinds[n.Entry.Kind], n.Contents})
 		return nil
 	})
 	if err != nil {

@@ -25,25 +25,64 @@ const (
 
 // Header describes one node of a NAR.
 type Header struct {
-	// Path is the node's path inside the archive: "" for the root,
-	// "a/b" for entry b of directory a.
-	Path       string
+	// Name is the node's name in its directory ("" for the root).
+	Name string
+	// Depth is the number of directories the node is in: 0 for the root,
+	// 1 for an entry of the root directory.
+	Depth      int
 	Type       Type
 	Size       uint64 // regular files: content length
 	Executable bool   // regular files
 	Target     string // symlinks
 	// Offset is the byte offset of the file's contents in the NAR.
 	Offset uint64
+
+	parent *dirPath // the directory holding the node; nil for the root
 }
 
-// Name returns the last element of h.Path ("" for the root).
-func (h *Header) Name() string {
-	for i := len(h.Path) - 1; i >= 0; i-- {
-		if h.Path[i] == '/' {
-			return h.Path[i+1:]
-		}
+// Path returns the node's path inside the archive: "" for the root, "a/b"
+// for entry b of directory a. It costs time and memory in proportion to
+// the depth; the reader itself never builds paths except for errors.
+func (h *Header) Path() string { return h.parent.join(h.Name) }
+
+// dirPath is an open directory's place in the tree: its name and the
+// directory holding it, so that entering a directory costs one small
+// allocation whatever its depth, and a path is only built when asked for.
+// dirPaths are never changed once made, so a Header or Node may keep one.
+type dirPath struct {
+	parent *dirPath // nil for the root directory
+	name   string
+	depth  int // 1 for the root directory
+}
+
+// join returns the path of the entry name of directory p (p nil: the
+// root entry, whose path is "").
+func (p *dirPath) join(name string) string {
+	if p == nil {
+		return ""
 	}
-	return h.Path
+	n := len(name)
+	for q := p; q.parent != nil; q = q.parent {
+		n += len(q.name) + 1
+	}
+	b := make([]byte, n)
+	i := n - len(name)
+	copy(b[i:], name)
+	for q := p; q.parent != nil; q = q.parent {
+		i--
+		b[i] = '/'
+		i -= len(q.name)
+		copy(b[i:], q.name)
+	}
+	return string(b)
+}
+
+// path returns the directory's own path.
+func (p *dirPath) path() string {
+	if p == nil || p.parent == nil {
+		return ""
+	}
+	return p.parent.join(p.name)
 }
 
 // Limits on strings of the NAR grammar itself.
@@ -51,6 +90,14 @@ const (
 	maxToken = 16 // the longest keyword is "nix-archive-1"
 	magic    = "nix-archive-1"
 )
+
+// maxErrorPath is the most of a path an error quotes (its end).
+const maxErrorPath = 1024
+
+// MaxDepth is how deeply a NAR may nest directories (the root directory
+// being at depth 1): castore.MaxDepth, far above any real store path. A
+// deeper NAR is refused with an error naming the byte offset and depth.
+const MaxDepth = castore.MaxDepth
 
 // Reader reads a NAR node by node, as archive/tar does: Next returns each
 // node's Header in NAR order (a directory before its entries), and Read
@@ -64,13 +111,16 @@ type Reader struct {
 	size   uint64 // the current file's length
 	remain uint64 // unread content bytes of the current file
 	inFile bool
-	path   string // current node's path, for errors
-	buf    []byte
+	// The current node, for errors: the entry leaf of the innermost
+	// open directory when hasLeaf, else that directory itself.
+	leaf    string
+	hasLeaf bool
+	buf     []byte
 }
 
 // frame is an open directory.
 type frame struct {
-	path string
+	dir  *dirPath
 	last string // name of the previous entry
 	n    int    // entries so far
 }
@@ -89,11 +139,27 @@ func (r *Reader) Offset() uint64 { return r.off }
 // sticky.
 func (r *Reader) errorf(format string, args ...any) error {
 	where := "the root"
-	if r.path != "" {
-		where = fmt.Sprintf("%q", r.path)
+	if p := r.path(); p != "" {
+		if len(p) > maxErrorPath {
+			// Deep paths would make errors of up to a MiB: keep the end.
+			p = "…" + p[len(p)-maxErrorPath:]
+		}
+		where = fmt.Sprintf("%q", p)
 	}
 	r.err = fmt.Errorf("%w: at byte offset %d, in %s: %s", ErrFormat, r.off, where, fmt.Sprintf(format, args...))
 	return r.err
+}
+
+// path returns the current node's path, for errors.
+func (r *Reader) path() string {
+	if len(r.frames) == 0 {
+		return ""
+	}
+	dir := r.frames[len(r.frames)-1].dir
+	if r.hasLeaf {
+		return dir.join(r.leaf)
+	}
+	return dir.path()
 }
 
 // readFull reads exactly len(p) bytes, reporting truncation as a format
@@ -200,10 +266,10 @@ func (r *Reader) Next() (*Header, error) {
 			if err := r.expectMagic(); err != nil {
 				return nil, err
 			}
-			return r.node("")
+			return r.node(&Header{})
 		}
 		top := &r.frames[len(r.frames)-1]
-		r.path = top.path
+		r.hasLeaf = false
 		start := r.off
 		tok, err := r.readString(maxToken, `"entry" or ")"`)
 		if err != nil {
@@ -268,15 +334,11 @@ func (r *Reader) entry(top *frame) (*Header, error) {
 	}
 	top.last = name
 	top.n++
-	path := name
-	if top.path != "" {
-		path = top.path + "/" + name
-	}
-	r.path = path
+	r.leaf, r.hasLeaf = name, true
 	if err := r.expect("node"); err != nil {
 		return nil, err
 	}
-	return r.node(path)
+	return r.node(&Header{Name: name, Depth: len(r.frames), parent: top.dir})
 }
 
 // checkEntryName returns what is wrong with the next entry name of a
@@ -296,9 +358,9 @@ func checkEntryName(top *frame, name string) string {
 }
 
 // node parses a node's opening up to its contents: a regular file's
-// header (contents follow), a whole symlink, or a directory's opening.
-func (r *Reader) node(path string) (*Header, error) {
-	r.path = path
+// header (contents follow), a whole symlink, or a directory's opening. h
+// has the node's name and place.
+func (r *Reader) node(h *Header) (*Header, error) {
 	if err := r.expect("("); err != nil {
 		return nil, err
 	}
@@ -310,7 +372,6 @@ func (r *Reader) node(path string) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Header{Path: path}
 	switch string(typ) {
 	case "regular":
 		h.Type = TypeRegular
@@ -336,7 +397,12 @@ func (r *Reader) node(path string) (*Header, error) {
 		return h, r.endNode()
 	case "directory":
 		h.Type = TypeDirectory
-		r.frames = append(r.frames, frame{path: path})
+		if len(r.frames) >= MaxDepth {
+			r.off = start
+			return nil, r.errorf("directory nested %d deep, limit %d", len(r.frames)+1, MaxDepth)
+		}
+		r.frames = append(r.frames, frame{dir: &dirPath{parent: h.parent, name: h.Name, depth: len(r.frames) + 1}})
+		r.hasLeaf = false
 		return h, nil
 	}
 	r.off = start
@@ -423,14 +489,14 @@ func (r *Reader) endNode() error {
 		r.done = true
 		return nil
 	}
-	r.path = r.frames[len(r.frames)-1].path
+	r.hasLeaf = false
 	return r.expect(")")
 }
 
 // checkEnd makes sure nothing follows the root node.
 func (r *Reader) checkEnd() error {
 	if _, err := r.r.ReadByte(); err == nil {
-		r.path = ""
+		r.hasLeaf = false
 		return r.errorf("data after the end of the archive")
 	} else if err != io.EOF {
 		r.err = fmt.Errorf("narrender: reading NAR at byte offset %d: %w", r.off, err)

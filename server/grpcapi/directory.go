@@ -1,24 +1,23 @@
 package grpcapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/proto/castorepb"
 	"github.com/nixcas/nixcas/store"
 )
 
-// maxPutDirectoryBytes bounds the directories of one Put stream (their
-// canonical encodings), all held in memory until the stream is validated.
-const maxPutDirectoryBytes = 256 << 20
-
 // directoryService implements snix.castore.v1.DirectoryService.
 type directoryService struct {
 	castorepb.UnimplementedDirectoryServiceServer
-	cas castore.Store
+	cas       castore.Store
+	limits    castore.TreeLimits
+	maxStream int64       // memory one Put stream may hold
+	held      *byteBudget // memory all Put streams hold
 }
 
 // Get streams a directory and, when recursive, every directory below it,
@@ -58,17 +57,22 @@ func (s *directoryService) Get(req *castorepb.GetDirectoryRequest, stream castor
 // whole stream and only then stores it, children first, synced. Each
 // directory must be valid; every directory it names must have come
 // earlier in the stream or be stored already, with the size its entry
-// says; every directory sent must be reachable from the root. Nothing of
-// a refused stream is stored.
+// says; every directory sent must be reachable from the root. The tree
+// each directory describes once expanded must keep the tree limits
+// (checked with overflow-safe counts, each distinct directory measured
+// once), and the stream may hold at most maxStream bytes of directories
+// in memory, and all streams together what held allows. Nothing of a
+// refused stream is stored.
 func (s *directoryService) Put(stream castorepb.DirectoryService_PutServer) error {
 	ctx := stream.Context()
 	var (
 		received = map[castore.Digest]*castore.Directory{}
 		order    []*castore.Directory
 		root     castore.Digest
-		total    int
-		stored   = map[castore.Digest]uint64{} // sizes of stored directories named
+		held     int64
+		meter    = castore.NewTreeMeter(s.limits)
 	)
+	defer func() { s.held.release(held) }()
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -82,24 +86,38 @@ func (s *directoryService) Put(stream castorepb.DirectoryService_PutServer) erro
 			return fmt.Errorf("directory %d of the stream: %w", len(order), err)
 		}
 		enc := dir.Marshal()
-		if total += len(enc); total > maxPutDirectoryBytes {
-			return fmt.Errorf("%w: directories of more than %d bytes in one stream", castore.ErrInvalid, maxPutDirectoryBytes)
-		}
 		d := castore.Hash(enc)
+		if _, dup := received[d]; dup {
+			root = d
+			continue
+		}
+		n := heldBytes(dir, len(enc))
+		if held+n > s.maxStream {
+			return fmt.Errorf("%w: directory %d of the stream: the stream's directories would hold more than %d bytes in memory (the DirectoryService.Put stream limit)", errBusy, len(order), s.maxStream)
+		}
+		if !s.held.take(n) {
+			return fmt.Errorf("%w: directory %d of the stream: Put streams hold %d bytes of directories, limit %d; try again later", errBusy, len(order), s.held.used(), s.held.max)
+		}
+		held += n
 		for _, e := range dir.Directories {
-			size, err := s.sizeOf(ctx, e.Digest, received, stored)
-			if err != nil {
+			if _, ok := meter.Known(e.Digest); ok {
+				continue
+			}
+			// Not sent before: it must be stored, and is measured there.
+			ref := castore.Entry{Kind: castore.KindDirectory, Digest: e.Digest, Size: e.Size}
+			if _, err := meter.Measure(ctx, s.cas, ref); err != nil {
+				if errors.Is(err, castore.ErrNotFound) {
+					err = fmt.Errorf("%w: %v: it is neither stored nor sent before", store.ErrIncomplete, err)
+				}
 				return fmt.Errorf("directory %s, entry %q: %w", d, e.Name, err)
 			}
-			if size != e.Size {
-				return fmt.Errorf("%w: directory %s, entry %q: size %d, the directory has %d", castore.ErrInvalid, d, e.Name, e.Size, size)
-			}
+		}
+		if _, err := meter.Add(d, dir); err != nil {
+			return err
 		}
 		root = d
-		if _, dup := received[d]; !dup {
-			received[d] = dir
-			order = append(order, dir)
-		}
+		received[d] = dir
+		order = append(order, dir)
 	}
 	if len(order) == 0 {
 		return fmt.Errorf("%w: no directories", castore.ErrInvalid)
@@ -118,24 +136,43 @@ func (s *directoryService) Put(stream castorepb.DirectoryService_PutServer) erro
 	return stream.SendAndClose(&castorepb.PutDirectoryResponse{RootDigest: root[:]})
 }
 
-// sizeOf returns the size of directory d, received earlier in the stream
-// or stored; one neither is an error wrapping store.ErrIncomplete.
-func (s *directoryService) sizeOf(ctx context.Context, d castore.Digest, received map[castore.Digest]*castore.Directory, stored map[castore.Digest]uint64) (uint64, error) {
-	if dir, ok := received[d]; ok {
-		return dir.Size(), nil
+// heldBytes estimates the memory a received directory takes while a Put
+// stream keeps it: its encoding's length (names, digests, targets) plus
+// the Go values and map entry around them.
+func heldBytes(dir *castore.Directory, encoded int) int64 {
+	entries := len(dir.Directories) + len(dir.Files) + len(dir.Symlinks)
+	return int64(encoded) + 48*int64(entries) + 256
+}
+
+// byteBudget is memory shared by concurrent requests.
+type byteBudget struct {
+	mu  sync.Mutex
+	n   int64
+	max int64
+}
+
+// take reserves n bytes, or reports false when that would pass the limit.
+func (b *byteBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n+n > b.max {
+		return false
 	}
-	if size, ok := stored[d]; ok {
-		return size, nil
-	}
-	dir, err := s.cas.GetDirectory(ctx, d)
-	if errors.Is(err, castore.ErrNotFound) {
-		return 0, fmt.Errorf("%w: directory %s is neither stored nor sent before", store.ErrIncomplete, d)
-	}
-	if err != nil {
-		return 0, err
-	}
-	stored[d] = dir.Size()
-	return stored[d], nil
+	b.n += n
+	return true
+}
+
+// release returns n bytes taken before.
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	b.n -= n
+	b.mu.Unlock()
+}
+
+func (b *byteBudget) used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
 }
 
 // checkConnected checks that every received directory is reachable from

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -44,6 +45,23 @@ type Options struct {
 	// of a PathInfoService.Put or CalculateNAR (0: DefaultMaxVerifyBytes;
 	// negative: no bound).
 	MaxVerifyBytes int64
+	// Tree bounds the expanded tree of every root the services accept
+	// (DirectoryService.Put, PathInfoService.Put) or render
+	// (CalculateNAR); zero fields take castore's defaults (10 million
+	// entries, 1 TiB of files, 4,096 levels).
+	Tree castore.TreeLimits
+	// MaxPutDirectoryBytes bounds the memory one DirectoryService.Put
+	// stream may hold (its directories are kept until the stream is
+	// validated); default DefaultMaxPutDirectoryBytes.
+	MaxPutDirectoryBytes int64
+	// MaxPutDirectoryBytesTotal bounds that memory over all the Put
+	// streams at once; a stream that would pass it is refused with
+	// RESOURCE_EXHAUSTED. Default DefaultMaxPutDirectoryBytesTotal.
+	MaxPutDirectoryBytesTotal int64
+	// RenderTimeout bounds each NAR render the services do
+	// (CalculateNAR, checking a PathInfo's NAR hash); default
+	// DefaultRenderTimeout.
+	RenderTimeout time.Duration
 }
 
 // DefaultMaxVerifyBytes is Options.MaxVerifyBytes when it is 0.
@@ -52,6 +70,41 @@ const DefaultMaxVerifyBytes = 1 << 30
 // ErrTooMuchWork is wrapped by errors refusing a request that would make
 // the server read more than Options.MaxVerifyBytes (RESOURCE_EXHAUSTED).
 var ErrTooMuchWork = errors.New("grpcapi: request over the verification budget")
+
+// Defaults of the Options limits.
+const (
+	DefaultMaxPutDirectoryBytes      = 256 << 20
+	DefaultMaxPutDirectoryBytesTotal = 1 << 30
+	DefaultRenderTimeout             = 10 * time.Minute
+)
+
+// withDefaults fills in the zero limits and checks the others.
+func (o Options) withDefaults() (Options, error) {
+	if o.MaxPutDirectoryBytes == 0 {
+		o.MaxPutDirectoryBytes = DefaultMaxPutDirectoryBytes
+	}
+	if o.MaxPutDirectoryBytesTotal == 0 {
+		o.MaxPutDirectoryBytesTotal = DefaultMaxPutDirectoryBytesTotal
+	}
+	if o.RenderTimeout == 0 {
+		o.RenderTimeout = DefaultRenderTimeout
+	}
+	o.Tree = o.Tree.WithDefaults()
+	switch {
+	case o.MaxPutDirectoryBytes < 0 || o.MaxPutDirectoryBytesTotal < 0:
+		return o, fmt.Errorf("grpcapi: directory memory limits %d and %d: must not be negative", o.MaxPutDirectoryBytes, o.MaxPutDirectoryBytesTotal)
+	case o.RenderTimeout < 0:
+		return o, fmt.Errorf("grpcapi: render timeout %v: must not be negative", o.RenderTimeout)
+	}
+	if err := o.Tree.Validate(); err != nil {
+		return o, fmt.Errorf("grpcapi: %w", err)
+	}
+	return o, nil
+}
+
+// errBusy is wrapped by errors about a request that needs more of a
+// shared resource than is left; it maps to RESOURCE_EXHAUSTED.
+var errBusy = errors.New("grpcapi: resource exhausted")
 
 // MaxMessageSize is the largest message the server receives or sends;
 // clients should allow as much.
@@ -96,6 +149,10 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 	if o.CAS == nil || o.Index == nil {
 		return nil, errors.New("grpcapi: Options.CAS and Options.Index are required")
 	}
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		return nil, err
@@ -119,7 +176,12 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 		}
 	}
 	register(&castorepb.BlobService_ServiceDesc, &blobService{cas: cas, writer: o.Writer})
-	register(&castorepb.DirectoryService_ServiceDesc, &directoryService{cas: o.CAS})
+	register(&castorepb.DirectoryService_ServiceDesc, &directoryService{
+		cas:       o.CAS,
+		limits:    o.Tree,
+		maxStream: o.MaxPutDirectoryBytes,
+		held:      &byteBudget{max: o.MaxPutDirectoryBytesTotal},
+	})
 	var maxVerify uint64
 	switch {
 	case o.MaxVerifyBytes == 0:
@@ -127,7 +189,7 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 	case o.MaxVerifyBytes > 0:
 		maxVerify = uint64(o.MaxVerifyBytes)
 	}
-	register(&storepb.PathInfoService_ServiceDesc, &pathInfoService{cas: o.CAS, index: o.Index, maxVerify: maxVerify, m: m})
+	register(&storepb.PathInfoService_ServiceDesc, &pathInfoService{cas: o.CAS, index: o.Index, maxVerify: maxVerify, m: m, limits: o.Tree, timeout: o.RenderTimeout})
 	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas, maxVerify: maxVerify})
 	for name, info := range s.GetServiceInfo() {
 		for _, mi := range info.Methods {
@@ -188,6 +250,8 @@ func statusOf(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, store.ErrIncomplete):
 		code = codes.FailedPrecondition
+	case errors.Is(err, errBusy):
+		code = codes.ResourceExhausted
 	case errors.Is(err, castore.ErrCorrupt):
 		code = codes.DataLoss
 	case errors.Is(err, castore.ErrInvalid), errors.Is(err, store.ErrInvalid):

@@ -3,8 +3,10 @@ package grpcapi
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,6 +24,8 @@ type pathInfoService struct {
 	index     *store.Index
 	maxVerify uint64 // 0: no bound
 	m         *metrics
+	limits    castore.TreeLimits
+	timeout   time.Duration // of each render
 }
 
 // Get returns the PathInfo of a store path by its 20-byte digest.
@@ -41,7 +45,7 @@ func (s *pathInfoService) Get(ctx context.Context, req *storepb.GetPathInfoReque
 
 // Put validates a PathInfo (store path, references and their digests,
 // deriver, content address, signatures' form), checks that its whole tree
-// is stored, renders the tree's NAR to check the claimed size and SHA-256,
+// is stored and keeps the tree limits, renders the tree's NAR to check the claimed size and SHA-256,
 // and records it. It returns what is recorded: signatures the store held
 // for the same NAR are kept beside the new ones.
 func (s *pathInfoService) Put(ctx context.Context, pb *storepb.PathInfo) (*storepb.PathInfo, error) {
@@ -51,6 +55,9 @@ func (s *pathInfoService) Put(ctx context.Context, pb *storepb.PathInfo) (*store
 	}
 	if old, err := s.index.Get(ctx, p.Digest()); err != nil || old.Root != p.Root || old.NARSha256 != p.NARSha256 || old.NARSize != p.NARSize {
 		// Not known already: check the NAR claims against the tree.
+		if _, err := castore.MeasureTree(ctx, s.cas, p.Root, s.limits); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Path, err)
+		}
 		if err := store.CheckTree(ctx, s.cas, p.Root); err != nil {
 			return nil, fmt.Errorf("%s: %w", p.Path, err)
 		}
@@ -84,10 +91,13 @@ func (s *pathInfoService) Put(ctx context.Context, pb *storepb.PathInfo) (*store
 }
 
 // CalculateNAR renders the NAR of a stored tree and returns its size and
-// SHA-256.
+// SHA-256. A tree over the tree limits is refused before rendering.
 func (s *pathInfoService) CalculateNAR(ctx context.Context, pb *castorepb.Entry) (*storepb.CalculateNARResponse, error) {
 	e, err := castore.EntryFromProto(pb)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := castore.MeasureTree(ctx, s.cas, e, s.limits); err != nil {
 		return nil, err
 	}
 	size, err := narrender.Size(ctx, s.cas, e)
@@ -108,16 +118,21 @@ func (s *pathInfoService) List(_ *storepb.ListPathInfoRequest, stream storepb.Pa
 	})
 }
 
-// narOf renders the NAR of root, of size bytes (narrender.Size), and
-// returns its size and SHA-256, refusing a NAR over the budget before
-// reading any of it.
+// narOf renders the NAR of root, of size bytes (narrender.Size), within
+// the render timeout and returns its size and SHA-256, refusing a NAR over
+// the budget before reading any of it.
 func (s *pathInfoService) narOf(ctx context.Context, root castore.Entry, size uint64) (uint64, [sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
 	if s.maxVerify > 0 && size > s.maxVerify {
 		return 0, sum, fmt.Errorf("%w: the NAR to check has %d bytes, at most %d per request (the server's --max-verify-bytes)", ErrTooMuchWork, size, s.maxVerify)
 	}
+	ctx, cancel := context.WithTimeoutCause(ctx, s.timeout, fmt.Errorf("%w: rendering the NAR took longer than the server's render timeout (%v)", context.DeadlineExceeded, s.timeout))
+	defer cancel()
 	w := &narSum{h: sha256.New(), verified: s.m.verified}
 	if err := narrender.Render(ctx, w, s.cas, root); err != nil {
+		if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.DeadlineExceeded) {
+			err = cause
+		}
 		return 0, sum, err
 	}
 	w.h.Sum(sum[:0])

@@ -50,7 +50,19 @@ type Options struct {
 	// responses being rendered at once (0: no bound); requests beyond
 	// them are answered 503 with Retry-After.
 	MaxUploads, MaxRenders int
+	// Tree bounds the expanded tree of a nar/snix-castore/ root, which
+	// is measured (each distinct directory once) before anything is
+	// rendered; zero fields take castore's defaults (10 million entries,
+	// 1 TiB of files, 4,096 levels).
+	Tree castore.TreeLimits
+	// RenderTimeout bounds each NAR response, rendering and sending
+	// together; default DefaultRenderTimeout.
+	RenderTimeout time.Duration
 }
+
+// DefaultRenderTimeout is the default Options.RenderTimeout: a 4 GiB NAR
+// at 2 MB/s.
+const DefaultRenderTimeout = 40 * time.Minute
 
 // Index is what the handler needs of a PathInfo index: a *store.Index,
 // or a read-only view of another server's (whose Put fails).
@@ -89,6 +101,16 @@ func (o Options) validate() (Options, error) {
 	}
 	if o.Priority == 0 {
 		o.Priority = DefaultPriority
+	}
+	if o.RenderTimeout == 0 {
+		o.RenderTimeout = DefaultRenderTimeout
+	}
+	if o.RenderTimeout < 0 {
+		return o, fmt.Errorf("%w: options: render timeout %v", ErrInvalid, o.RenderTimeout)
+	}
+	o.Tree = o.Tree.WithDefaults()
+	if err := o.Tree.Validate(); err != nil {
+		return o, fmt.Errorf("%w: options: %v", ErrInvalid, err)
 	}
 	if o.Priority < 0 {
 		return o, fmt.Errorf("%w: options: negative priority %d", ErrInvalid, o.Priority)

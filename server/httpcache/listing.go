@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/narrender"
@@ -44,10 +43,7 @@ func writeListing(ctx context.Context, w io.Writer, s castore.DirectoryStore, ro
 	bw.WriteString(`{"version":1,"root":`)
 	var open []bool // per open directory: whether an entry was written
 	_, err := narrender.Walk(ctx, s, root, func(n narrender.Node) error {
-		depth := 0
-		if n.Path != "" {
-			depth = strings.Count(n.Path, "/") + 1
-		}
+		depth := n.Depth
 		for len(open) > depth {
 			bw.WriteString("}}")
 			open = open[:len(open)-1]

@@ -1,6 +1,7 @@
 package httpcache
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -25,6 +26,8 @@ import (
 // getNAR serves nar/<narhash>.nar and nar/<narhash>.nar.zst, and the
 // names clients uploaded NAR files under.
 func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
+	r, cancel := h.renderBudget(r)
+	defer cancel()
 	file := r.PathValue("file")
 	name, zst := strings.CutSuffix(file, ".nar.zst")
 	if !zst {
@@ -68,10 +71,22 @@ func parseNARHash(s string) ([sha256.Size]byte, bool) {
 	return sum, true
 }
 
+// renderBudget returns r with its context bounded by the render timeout,
+// and the function releasing it.
+func (h *handler) renderBudget(r *http.Request) (*http.Request, context.CancelFunc) {
+	ctx, cancel := context.WithTimeoutCause(r.Context(), h.o.RenderTimeout,
+		fmt.Errorf("%w: the NAR response took longer than the server's render timeout (%v)", context.DeadlineExceeded, h.o.RenderTimeout))
+	return r.WithContext(ctx), cancel
+}
+
 // getCastoreNAR serves nar/snix-castore/<base64url Entry>?narsize=N, the
-// NAR of any stored tree. The size is computed from the tree's directories;
-// a narsize that disagrees is refused.
+// NAR of any stored tree. The tree is first measured against the tree
+// limits (a small directory graph can describe an enormous tree), then
+// its size is computed from its directories; a narsize that disagrees is
+// refused.
 func (h *handler) getCastoreNAR(w http.ResponseWriter, r *http.Request) {
+	r, cancel := h.renderBudget(r)
+	defer cancel()
 	enc := r.PathValue("entry")
 	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
 	if err != nil {
@@ -85,6 +100,10 @@ func (h *handler) getCastoreNAR(w http.ResponseWriter, r *http.Request) {
 	}
 	root, err := castore.EntryFromProto(&pb)
 	if err != nil {
+		httpError(w, r, err)
+		return
+	}
+	if _, err := castore.MeasureTree(r.Context(), h.o.CAS, root, h.o.Tree); err != nil {
 		httpError(w, r, err)
 		return
 	}
