@@ -1,7 +1,9 @@
 // Package httpcache speaks the Nix binary cache protocol over HTTP: its
 // handler ([New]) serves the store to unmodified Nix as a substituter and
-// accepts what `nix copy --to http://...` uploads, and [Import] copies an
-// existing binary cache (a directory or an HTTP(S) cache) into the store.
+// accepts what `nix copy --to http://...` uploads, [Import] copies an
+// existing binary cache (a directory or an HTTP(S) cache) into the store,
+// and [PullThrough] is an index that fetches paths from such a cache when
+// Nix first asks for them (the proxy's pull-through mode).
 //
 // # Serving
 //
@@ -29,7 +31,8 @@
 // Options.Compression "zstd", names nar/<narhash>.nar.zst without FileHash
 // and FileSize (the compressed size is not known before compressing). Its
 // Sig lines are every signature the uploader supplied plus one per
-// Options.SignKeys, all over Nix's fingerprint of the path
+// Options.SignKeys that it lacks (a store.Index made with store.WithSigner
+// has signed it already), all over Nix's fingerprint of the path
 // (store.PathInfo.Fingerprint), which depends on the content only; with two
 // keys configured both signatures are served, so clients can move from one
 // key to the next.
