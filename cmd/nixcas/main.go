@@ -29,7 +29,10 @@ func newRootCommand() *cobra.Command {
 		Short:         "A content-addressed, chunk-deduplicating store for Nix binary caches",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newVersionCommand())
 	root.AddCommand(
 		newNARCommand(), newStoreCommand(),
 		newServeCommand(), newPushCommand(), newPullCommand(), newProxyCommand(), newImportCommand(),

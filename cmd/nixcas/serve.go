@@ -16,22 +16,34 @@ import (
 func newServeCommand() *cobra.Command {
 	var (
 		sf            storeFlags
+		ops           opsFlags
 		o             server.Options
 		signKeys      []string
 		pushTokenFile string
 		readTokenFile string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve",
+		Use:   "serve [flags]",
 		Short: "Serve the store over gRPC (snix castore, nixcas sync) and HTTP (Nix binary cache)",
 		Long: `Serve the store in --data over gRPC (the snix castore and store services,
 also under their tvix names, and nixcas chunk-level sync for "nixcas push"
 and "nixcas pull") and over HTTP (the Nix binary-cache protocol at /,
 Prometheus metrics at /metrics), until SIGINT or SIGTERM; then calls in
 progress get --shutdown-timeout to finish and the store is closed.
+/healthz answers while the process serves, /readyz once the store answers.
 
-With --push-token-file, writes need "Authorization: Bearer <token>" (gRPC
-metadata or HTTP header); with --read-token-file, so do reads.`,
+Tokens: with --push-token-file, writes need "Authorization: Bearer <token>"
+(gRPC metadata or HTTP header; Nix's netrc password works too); with
+--read-token-file, so do reads (the push token opens them too). Writes are
+refused when no push token is set and either a read token is set or a
+listener is on a non-loopback address, unless --allow-anonymous-writes.
+
+--tls-cert and --tls-key serve both listeners over TLS. Each HTTP request
+and gRPC call is logged on stderr (--log-format, --log-level). --config
+FILE reads flag values from a TOML file whose keys are the flag names
+(e.g. listen-http = "0.0.0.0:8080", sign-key = ["/etc/nixcas/key.sec"]);
+flags on the command line win. The first line on stderr names the
+listeners, TLS, the tokens set, who may write and the signing keys.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -47,16 +59,15 @@ metadata or HTTP header); with --read-token-file, so do reads.`,
 			if o.Compression != "none" && o.Compression != "zstd" {
 				return fmt.Errorf("--compression %q: want none or zstd", o.Compression)
 			}
+			if err := ops.apply(os.Stderr, &o); err != nil {
+				return err
+			}
 			o.DataDir = sf.data
 			srv, err := server.New(o)
 			if err != nil {
 				return err
 			}
-			msg := fmt.Sprintf("nixcas: serving %s: gRPC on %s", o.DataDir, srv.GRPCAddr())
-			if a := srv.HTTPAddr(); a != nil {
-				msg += fmt.Sprintf(", HTTP on %s", a)
-			}
-			fmt.Fprintln(os.Stderr, msg)
+			fmt.Fprintln(os.Stderr, startupLine(o, srv))
 			err = srv.Serve(cmd.Context())
 			if err == nil {
 				fmt.Fprintln(os.Stderr, "nixcas: stopped")
@@ -65,6 +76,7 @@ metadata or HTTP header); with --read-token-file, so do reads.`,
 		},
 	}
 	sf.register(cmd)
+	ops.register(cmd, &o)
 	f := cmd.Flags()
 	f.StringVar(&o.GRPCAddr, "listen-grpc", "127.0.0.1:9000", "gRPC listen address")
 	f.StringVar(&o.HTTPAddr, "listen-http", "127.0.0.1:8080", `HTTP listen address ("" for none)`)
@@ -93,7 +105,7 @@ metadata or HTTP header); with --read-token-file, so do reads.`,
 	f.DurationVar(&l.GRPCKeepaliveTime, "grpc-keepalive-time", d.GRPCKeepaliveTime, "ping a gRPC connection silent this long")
 	f.DurationVar(&l.GRPCKeepaliveTimeout, "grpc-keepalive-timeout", d.GRPCKeepaliveTimeout, "close a gRPC connection whose ping is not answered within this")
 	f.Int64Var(&l.MaxVerifyBytes, "max-verify-bytes", d.MaxVerifyBytes, "chunk bytes one gRPC request may make the server read and hash (PutBlobs, PathInfo put, CalculateNAR)")
-	return cmd
+	return addConfigFlag(cmd)
 }
 
 // readToken returns the token in file (surrounding white space removed),
