@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// e2eDeepMaxRSS is the peak resident set size allowed to ingest or render
+// a NAR nested as deep as the reader allows.
+const e2eDeepMaxRSS = 200 << 20
+
+// e2eDeepNAR writes a NAR of depth nested directories with 40-byte names,
+// each holding a small file besides the next directory, to a file, and
+// returns its path, size and SHA-256. It streams: the test process's own
+// peak memory is inherited by the children it starts (Linux counts it in
+// their getrusage maximum), so it must stay small.
+func e2eDeepNAR(t *testing.T, depth int) (string, int64, [sha256.Size]byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("deep-%d.nar", depth))
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	var n int64
+	w := bufio.NewWriter(io.MultiWriter(f, h, e2eCounter{&n}))
+	str := func(ss ...string) {
+		var b [8]byte
+		for _, s := range ss {
+			binary.LittleEndian.PutUint64(b[:], uint64(len(s)))
+			w.Write(b[:])
+			w.WriteString(s)
+			w.Write(make([]byte, (8-len(s)%8)%8))
+		}
+	}
+	name := "directory-" + strings.Repeat("x", 30)
+	str("nix-archive-1")
+	for i := range depth {
+		str("(", "type", "directory")
+		str("entry", "(", "name", "a", "node", "(", "type", "regular", "contents", fmt.Sprintf("file at depth %d\n", i+1), ")", ")")
+		if i < depth-1 {
+			str("entry", "(", "name", name, "node")
+		}
+	}
+	for i := range depth {
+		str(")")
+		if i < depth-1 {
+			str(")")
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path, n, [sha256.Size]byte(h.Sum(nil))
+}
+
+// TestDeepNARMemory: a NAR nested 4,096 directories deep (the limit)
+// ingests and renders back byte for byte in bounded memory, and one
+// nested 60,000 deep is refused with an error naming the byte offset and
+// the depth, also in bounded memory.
+func TestDeepNARMemory(t *testing.T) {
+	const limit = 4096
+	s := newE2EStore(t)
+	path, size, sum := e2eDeepNAR(t, limit)
+	ingest := e2eInvocation{Args: []string{"nar", "ingest", "--data", s.dir, path}}.run(t)
+	if ingest.Err != nil {
+		t.Fatalf("ingest of %d levels: %v\n%s", limit, ingest.Err, ingest.Stderr)
+	}
+	got := e2eParseIngest(t, ingest.Stdout)
+	if got.NarSize != size || got.NarHash != e2eNARHash(sum) {
+		t.Errorf("ingest of %d levels: %d bytes, %s; want %d bytes, %s", limit, got.NarSize, got.NarHash, size, e2eNARHash(sum))
+	}
+	h := sha256.New()
+	var rendered int64
+	render := e2eInvocation{Args: []string{"nar", "render", "--data", s.dir, "--root", string(got.Root)}, Stdout: io.MultiWriter(h, e2eCounter{&rendered})}.run(t)
+	if render.Err != nil {
+		t.Fatalf("render of %d levels: %v\n%s", limit, render.Err, render.Stderr)
+	}
+	if rendered != size || [sha256.Size]byte(h.Sum(nil)) != sum {
+		t.Errorf("render of %d levels: %d bytes differing from the %d-byte NAR", limit, rendered, size)
+	}
+
+	deepPath, deepSize, _ := e2eDeepNAR(t, 60000)
+	refused := e2eInvocation{Args: []string{"nar", "ingest", "--data", newE2EStore(t).dir, deepPath}}.run(t)
+	wantErr := "directory nested 4097 deep, limit 4096"
+	if refused.Err == nil || !strings.Contains(refused.Stderr, wantErr) || !strings.Contains(refused.Stderr, "at byte offset ") {
+		t.Errorf("ingest of 60,000 levels: %v, stderr %.400q; want an error saying %q and the byte offset", refused.Err, refused.Stderr, wantErr)
+	}
+	if len(refused.Stderr) > 4096 {
+		t.Errorf("ingest of 60,000 levels: %d bytes of error", len(refused.Stderr))
+	}
+
+	for _, r := range []struct {
+		what string
+		res  e2eResult
+	}{
+		{fmt.Sprintf("ingest of %d levels (%d-byte NAR)", limit, size), ingest},
+		{fmt.Sprintf("render of %d levels", limit), render},
+		{fmt.Sprintf("refused ingest of 60,000 levels (%d-byte NAR)", deepSize), refused},
+	} {
+		t.Logf("%s: peak RSS (getrusage, an upper bound: it includes the test process's peak) %.1f MiB in %v", r.what, float64(r.res.MaxRSS)/(1<<20), r.res.Elapsed.Round(time.Millisecond))
+		if r.res.MaxRSS > e2eDeepMaxRSS {
+			t.Errorf("%s: peak RSS %d MiB, want at most %d MiB", r.what, r.res.MaxRSS>>20, e2eDeepMaxRSS>>20)
+		}
+	}
+}
