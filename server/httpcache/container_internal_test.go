@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/andybalholm/brotli"
+	"github.com/dsnet/compress/bzip2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
@@ -192,4 +193,49 @@ func flip(b []byte, i int) []byte {
 	c := bytes.Clone(b)
 	c[i] ^= 0x80
 	return c
+}
+
+// BenchmarkStoredFormats measures framing a 64 MiB NAR held in memory
+// into each container (bytes/s of NAR), and bzip2 compressing it as
+// serveBzip2 does, for comparison.
+func BenchmarkStoredFormats(b *testing.B) {
+	nar := make([]byte, 64<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < len(nar); i += 4096 {
+		// Half random, half text: neither all compressible nor not at all.
+		for j := i; j < i+2048; j++ {
+			nar[j] = byte(rng.Uint32())
+		}
+		copy(nar[i+2048:i+4096], bytes.Repeat([]byte("nix-archive-1 "), 147))
+	}
+	render := func(w io.Writer, off, n uint64) error {
+		_, err := w.Write(nar[off : off+n])
+		return err
+	}
+	for name, f := range storedFormats {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(nar)))
+			size := f.size(uint64(len(nar)))
+			for b.Loop() {
+				if err := f.writeRange(io.Discard, uint64(len(nar)), 0, size, render); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("bzip2-compressed", func(b *testing.B) {
+		b.SetBytes(int64(len(nar)))
+		for b.Loop() {
+			zw, err := bzip2.NewWriter(io.Discard, &bzip2.WriterConfig{Level: bzip2.BestSpeed})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := zw.Write(nar); err != nil {
+				b.Fatal(err)
+			}
+			if err := zw.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -15,6 +15,9 @@
 //	GET  /nar/snix-castore/<entry>?narsize=N
 //	                                      the NAR of any tree: <entry> is the
 //	                                      base64url snix.castore.v1.Entry
+//	GET  /nar/<file>                      a name a NAR file was uploaded
+//	                                      under (see Uploading), in the
+//	                                      compression its narinfo named
 //
 // HEAD works wherever GET does. <hash> is a store path's 32-character
 // nixbase32 hash, <narhash> the 52-character nixbase32 SHA-256 of the NAR.
@@ -60,6 +63,23 @@
 // contents (store.CheckContentAddress); a PathInfo refused at any step
 // leaves the one already recorded for the path, and its signatures, as
 // they were.
+//
+// The narinfo's URL and Compression are recorded too (store.NARFile,
+// durably, before the PathInfo), because the uploading Nix keeps the
+// narinfo it wrote in its narinfo cache and later fetches the NAR at that
+// URL, expecting that compression; it also HEADs the URL before uploading
+// and skips the upload when it answers. Every recorded name answers GET,
+// HEAD and Range with the stored NAR in that format, whatever bytes were
+// uploaded: xz, zstd, br, gzip and lz4 are framed without compressing
+// (uncompressed LZMA2 chunks, raw zstd blocks, uncompressed brotli
+// meta-blocks, stored deflate blocks, uncompressed lz4 blocks; see
+// storedFormat), so the body's length follows from the NAR size and a
+// range renders only the NAR under it; bzip2, which has no such mode, is
+// compressed on the fly (CPU-bound, no Content-Length, no ranges); none is
+// the NAR itself. The body differs from the uploaded file, so its
+// FileHash and FileSize no longer hold: Nix 2.8 does not check them when
+// it downloads (it decompresses and checks the NAR's hash and size). A
+// NAR uploaded again under another name gains that name.
 //
 // # Logs, debug info and realisations
 //

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -243,6 +244,17 @@ var uploadedDecoders = map[string]func(io.Reader) (io.Reader, error){
 	"none":  func(r io.Reader) (io.Reader, error) { return r, nil },
 }
 
+// cliDecoders decode each format with its own program (installed by
+// scripts/test-deps.sh).
+var cliDecoders = map[string][]string{
+	"xz":    {"xz", "-d", "-c"},
+	"zstd":  {"zstd", "-d", "-c"},
+	"br":    {"brotli", "-d", "-c"},
+	"gzip":  {"gzip", "-d", "-c"},
+	"lz4":   {"lz4", "-d", "-c"},
+	"bzip2": {"bzip2", "-d", "-c"},
+}
+
 // TestUploadedNARFile: a NAR put under any name, then its narinfo naming
 // that name and a compression, answers GET, HEAD and ranges under that
 // name with a body that decompresses to the NAR; names that were never
@@ -274,6 +286,16 @@ func TestUploadedNARFile(t *testing.T) {
 			got, err := io.ReadAll(r)
 			if err != nil || !bytes.Equal(got, p.nar) {
 				t.Fatalf("GET %s decompressed to %d bytes (want the NAR, %d), error %v", ni.URL, len(got), len(p.nar), err)
+			}
+			if tool := cliDecoders[c]; tool != nil {
+				cmd := exec.CommandContext(t.Context(), tool[0], tool[1:]...)
+				cmd.Stdin = strings.NewReader(whole)
+				var stderr bytes.Buffer
+				cmd.Stderr = &stderr
+				got, err := cmd.Output()
+				if err != nil || !bytes.Equal(got, p.nar) || stderr.Len() > 0 {
+					t.Fatalf("%s of GET %s: %d bytes (want the NAR, %d), error %v, stderr %q", tool[0], ni.URL, len(got), len(p.nar), err, stderr.String())
+				}
 			}
 			hcode, _, hhdr := fetch(t, http.MethodHead, srv.url+"/"+ni.URL, nil, nil)
 			if hcode != http.StatusOK || hhdr.Get("Content-Length") != hdr.Get("Content-Length") {
