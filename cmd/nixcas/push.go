@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,15 +25,17 @@ import (
 // clientFlags are the flags of the commands that talk to a server.
 type clientFlags struct {
 	server      string
+	tlsCA       string
 	tokenFile   string
 	cache       string
 	compression string
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.server, "server", "127.0.0.1:9000", "gRPC address of the nixcas server (host:port)")
+	cmd.Flags().StringVar(&f.server, "server", "127.0.0.1:9000", "nixcas server: HOST, HOST:PORT, grpc://HOST[:PORT] or grpcs://HOST[:PORT] (TLS); default port 9000, grpcs 443")
+	cmd.Flags().StringVar(&f.tlsCA, "tls-ca", "", "PEM file of CA certificates trusted for grpcs:// besides the system's")
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token the server asks for")
-	cmd.Flags().StringVar(&f.cache, "cache", defaultCacheDir(), "local chunk cache directory")
+	cmd.Flags().StringVar(&f.cache, "cache", defaultCacheDir(), "local chunk cache directory (while another process uses it, a private temporary one)")
 	cmd.Flags().StringVar(&f.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd, or none (chunks as stored, lz4)")
 }
 
@@ -47,18 +51,44 @@ func defaultCacheDir() string {
 	return "nixcas-cache"
 }
 
+// endpoint parses --server and --tls-ca.
+func (f *clientFlags) endpoint() (client.Endpoint, *tls.Config, error) {
+	ep, err := client.ParseEndpoint(f.server)
+	if err != nil {
+		return client.Endpoint{}, nil, fmt.Errorf("--server: %w", err)
+	}
+	if !ep.TLS {
+		if f.tlsCA != "" {
+			return client.Endpoint{}, nil, fmt.Errorf("--tls-ca is for grpcs:// servers; --server %s is plain text", f.server)
+		}
+		return ep, nil, nil
+	}
+	cfg, err := client.TLSConfig(f.tlsCA)
+	if err != nil {
+		return client.Endpoint{}, nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	return ep, cfg, nil
+}
+
 // dial opens the cache and a client of the server; the returned function
 // closes both (it is safe to call twice).
-func (f *clientFlags) dial() (*client.Client, *castore.PebbleStore, func() error, error) {
+func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, func() error, error) {
+	ep, tlsConfig, err := f.endpoint()
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	token, err := readToken(f.tokenFile)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cache, err := castore.OpenPebble(f.cache, castore.PebbleOptions{CacheSize: 16 << 20, MemTableSize: 16 << 20})
+	cache, err := client.OpenCache(ctx, f.cache, client.CacheOptions{
+		Pebble: castore.PebbleOptions{CacheSize: 16 << 20, MemTableSize: 16 << 20},
+		Note:   func(s string) { fmt.Fprintln(os.Stderr, "nixcas: note:", s) },
+	})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("opening the chunk cache %s: %w", f.cache, err)
+		return nil, nil, nil, err
 	}
-	c, err := client.Dial(f.server, client.Options{Token: token, Cache: cache, Compression: f.compression, Progress: terminalProgress()})
+	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.PebbleStore, Compression: f.compression, Progress: terminalProgress()})
 	if err != nil {
 		cache.Close()
 		return nil, nil, nil, err
@@ -133,7 +163,7 @@ carrying chunks on the wire (compressed, digests and framing included).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, cache, closeAll, err := cf.dial()
+			c, cache, closeAll, err := cf.dial(ctx)
 			if err != nil {
 				return err
 			}
@@ -161,7 +191,7 @@ carrying chunks on the wire (compressed, digests and framing included).`,
 					size = fi.Size()
 				}
 				bar := newProgress(size, "ingesting "+filepath.Base(arg))
-				res, err := narrender.Ingest(ctx, io.TeeReader(in, bar), cache, castore.WriterOptions{})
+				res, err := narrender.Ingest(ctx, io.TeeReader(in, bar), cache.PebbleStore, castore.WriterOptions{})
 				bar.Finish()
 				in.Close()
 				if err != nil {

@@ -128,9 +128,13 @@ type grpcPushOutput struct {
 
 // grpcPullOutput is the output of `pull --json`.
 type grpcPullOutput struct {
-	BytesReceived   uint64 `json:"bytesReceived"`
-	ChunksFetched   uint64 `json:"chunksFetched"`
-	ChunksFromCache uint64 `json:"chunksFromCache"`
+	Path            string          `json:"path"`
+	Root            json.RawMessage `json:"root"`
+	NARHash         string          `json:"narHash"`
+	NARSize         uint64          `json:"narSize"`
+	BytesReceived   uint64          `json:"bytesReceived"`
+	ChunksFetched   uint64          `json:"chunksFetched"`
+	ChunksFromCache uint64          `json:"chunksFromCache"`
 }
 
 func grpcPush(t *testing.T, args ...string) []grpcPushOutput {
@@ -229,8 +233,9 @@ func TestGRPCServePushPull(t *testing.T) {
 
 	out := filepath.Join(dir, "out")
 	pulled := grpcPull(t, "--server", srv.grpcAddr, "--cache", filepath.Join(dir, "cache2"), "--root", string(first[0].Root), "--to", out)
-	if pulled.ChunksFetched == 0 || pulled.BytesReceived == 0 {
-		t.Errorf("pull into an empty cache: %+v", pulled)
+	if pulled.ChunksFetched == 0 || pulled.BytesReceived == 0 || pulled.NARHash != want || pulled.NARSize != first[0].NARSize ||
+		string(pulled.Root) != string(first[0].Root) || pulled.Path != "" {
+		t.Errorf("pull into an empty cache: %+v, want root %s, NAR hash %s, NAR size %d", pulled, first[0].Root, want, first[0].NARSize)
 	}
 	if got := grpcNixHash(t, out); got != want {
 		t.Fatalf("pulled tree hashes to %s, want %s", got, want)
@@ -371,9 +376,13 @@ func TestGRPCPushStorePath(t *testing.T) {
 		}
 	}
 	out := filepath.Join(dir, "out")
-	grpcPull(t, "--server", srv.grpcAddr, "--cache", filepath.Join(dir, "cache2"), dirPath, "--to", out)
-	if got, want := grpcNixHash(t, out), grpcNixHash(t, tree); got != want {
+	pulled := grpcPull(t, "--server", srv.grpcAddr, "--cache", filepath.Join(dir, "cache2"), dirPath, "--to", out)
+	want := grpcNixHash(t, tree)
+	if got := grpcNixHash(t, out); got != want {
 		t.Errorf("pulled %s hashes to %s, want %s", dirPath, got, want)
+	}
+	if pulled.Path != dirPath || pulled.NARHash != want || len(pulled.Root) == 0 {
+		t.Errorf("pull --json of %s: %+v, want its path and NAR hash %s", dirPath, pulled, want)
 	}
 }
 
