@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
@@ -40,25 +40,21 @@ type proxyConfig struct {
 type proxyServer struct {
 	ln     net.Listener
 	http   *http.Server
-	cache  *castore.PebbleStore
+	cache  *client.Cache
 	client *client.Client // gRPC upstream only
 }
 
-// upstreamKind tells what an --upstream names: a gRPC server (host:port
-// or grpc://host:port, returned as host:port) or a binary cache URL.
-func upstreamKind(upstream string) (grpcAddr, cacheURL string, err error) {
-	switch {
-	case strings.HasPrefix(upstream, "http://"), strings.HasPrefix(upstream, "https://"):
-		return "", upstream, nil
-	case strings.HasPrefix(upstream, "grpc://"):
-		upstream = strings.TrimSuffix(strings.TrimPrefix(upstream, "grpc://"), "/")
-	case strings.Contains(upstream, "://"):
-		return "", "", fmt.Errorf("--upstream %q: want host:port or grpc://host:port (a nixcas server) or http(s)://... (a binary cache)", upstream)
+// upstreamKind tells what an --upstream names: a binary cache URL
+// (http:// or https://) or a gRPC server in any form client.ParseEndpoint
+// reads (HOST, HOST:PORT, grpc://, grpcs://).
+func upstreamKind(upstream string) (ep client.Endpoint, cacheURL string, err error) {
+	if strings.HasPrefix(upstream, "http://") || strings.HasPrefix(upstream, "https://") {
+		return client.Endpoint{}, upstream, nil
 	}
-	if _, _, err := net.SplitHostPort(upstream); err != nil {
-		return "", "", fmt.Errorf("--upstream %q: want host:port or grpc://host:port (a nixcas server) or http(s)://... (a binary cache): %v", upstream, err)
+	if ep, err = client.ParseEndpoint(upstream); err != nil {
+		return client.Endpoint{}, "", fmt.Errorf("--upstream: %w (or http(s)://... for a binary cache)", err)
 	}
-	return upstream, "", nil
+	return ep, "", nil
 }
 
 // startProxy opens the cache, sets up the upstream and listens; Serve then
@@ -73,7 +69,7 @@ func startProxy(ctx context.Context, pc proxyConfig) (*proxyServer, error) {
 }
 
 func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
-	grpcAddr, cacheURL, err := upstreamKind(pc.upstream)
+	ep, cacheURL, err := upstreamKind(pc.upstream)
 	if err != nil {
 		return err
 	}
@@ -84,7 +80,8 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 	if err != nil {
 		return err
 	}
-	if p.cache, err = castore.OpenPebble(pc.cache, castore.PebbleOptions{}); err != nil {
+	note := func(msg string) { fmt.Fprintln(os.Stderr, "nixcas: note:", msg) }
+	if p.cache, err = client.OpenCache(ctx, pc.cache, client.CacheOptions{Note: note}); err != nil {
 		return fmt.Errorf("opening the chunk cache %s: %w", pc.cache, err)
 	}
 	reg := prometheus.NewRegistry()
@@ -95,14 +92,20 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 			return err
 		}
 		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
-			CAS: p.cache, Index: store.NewIndex(p.cache, p.cache), Upstream: src, LookupTimeout: pc.timeout,
+			CAS: p.cache.PebbleStore, Index: store.NewIndex(p.cache.PebbleStore, p.cache.PebbleStore), Upstream: src, LookupTimeout: pc.timeout,
 		})
 		if err != nil {
 			return err
 		}
-		o.CAS, o.Index = p.cache, pt
+		o.CAS, o.Index = p.cache.PebbleStore, pt
 	} else {
-		if p.client, err = client.Dial(grpcAddr, client.Options{Token: token, Cache: p.cache, Compression: pc.compression}); err != nil {
+		var tlsConfig *tls.Config
+		if ep.TLS {
+			if tlsConfig, err = client.TLSConfig(""); err != nil {
+				return err
+			}
+		}
+		if p.client, err = client.Dial(ep.Addr, client.Options{Token: token, Cache: p.cache.PebbleStore, Compression: pc.compression, TLS: tlsConfig}); err != nil {
 			return err
 		}
 		rs, err := client.NewRemoteStore(ctx, p.client, client.ProxyOptions{CacheSize: pc.cacheSize, LookupTimeout: pc.timeout, Registerer: reg})
@@ -180,11 +183,11 @@ func newProxyCommand() *cobra.Command {
 		signKeys []string
 	)
 	cmd := &cobra.Command{
-		Use:   "proxy --upstream (HOST:PORT | grpc://HOST:PORT | http(s)://CACHE) [--listen-http ADDR]",
+		Use:   "proxy --upstream (HOST[:PORT] | grpc://HOST[:PORT] | grpcs://HOST[:PORT] | http(s)://CACHE) [--listen-http ADDR]",
 		Short: "Serve a nixcas server or a binary cache to the local Nix, from a local cache",
 		Long: `Serve the Nix binary-cache protocol on --listen-http for the local Nix, from
 --upstream, which is either a nixcas server (gRPC: HOST:PORT or
-grpc://HOST:PORT) or any Nix binary cache (http:// or https://).
+grpc://, grpcs:// for TLS) or any Nix binary cache (http:// or https://).
 
 From a nixcas server: narinfos are the upstream's path infos with their
 signatures. NARs are rendered locally from chunks: those in the local chunk

@@ -454,7 +454,7 @@ func TestProxyPortInUse(t *testing.T) {
 		t.Errorf("nixcas proxy on a port in use: %v\n%s", res.Err, res.Stderr)
 	}
 
-	for _, bad := range []string{"ftp://host/", "host-without-port", "grpc://nohost"} {
+	for _, bad := range []string{"ftp://host/", "host:99999", "grpc://host/some/path"} {
 		_, err := startProxy(t.Context(), proxyConfig{upstream: bad, listen: "127.0.0.1:0", cache: filepath.Join(t.TempDir(), "cache")})
 		if err == nil || !strings.Contains(err.Error(), "--upstream") {
 			t.Errorf("--upstream %q: %v, want an error about --upstream", bad, err)
