@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -343,8 +344,9 @@ const progressChunk = 64 << 10
 // for read, or a response the client does not read for write, ends the
 // request with a deadline error (0 turns either off). Deadlines move with
 // each piece of progress, so large transfers may take as long as they
-// need; they are cleared when the handler returns, before the connection
-// serves its next request.
+// need. When the handler returns, what net/http still does on the
+// connection (discarding an unread body, flushing the response) gets one
+// more period; net/http sets its own read deadlines for the next request.
 func progressTimeouts(next http.Handler, read, write time.Duration) http.Handler {
 	if read <= 0 && write <= 0 {
 		return next
@@ -352,12 +354,20 @@ func progressTimeouts(next http.Handler, read, write time.Duration) http.Handler
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		if read > 0 && r.Body != nil && r.Body != http.NoBody {
-			r.Body = &progressBody{ReadCloser: r.Body, rc: rc, d: read}
-			defer rc.SetReadDeadline(time.Time{})
+			// A shallow copy: net/http must still see its own body in
+			// the original request when it finishes the response.
+			body := &progressBody{ReadCloser: r.Body, rc: rc, d: read}
+			r = r.WithContext(r.Context())
+			r.Body = body
+			defer func() {
+				if !body.done.Load() {
+					rc.SetReadDeadline(time.Now().Add(read))
+				}
+			}()
 		}
 		if write > 0 {
 			w = &progressWriter{ResponseWriter: w, rc: rc, d: write}
-			defer rc.SetWriteDeadline(time.Time{})
+			defer rc.SetWriteDeadline(time.Now().Add(write))
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -371,11 +381,11 @@ type progressBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
 	d    time.Duration
-	done bool
+	done atomic.Bool // read to its end or failed
 }
 
 func (b *progressBody) Read(p []byte) (int, error) {
-	if b.done {
+	if b.done.Load() {
 		return b.ReadCloser.Read(p)
 	}
 	if err := b.rc.SetReadDeadline(time.Now().Add(b.d)); err != nil && !errors.Is(err, http.ErrNotSupported) {
@@ -383,7 +393,7 @@ func (b *progressBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
-		b.done = true
+		b.done.Store(true)
 		b.rc.SetReadDeadline(time.Time{})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = fmt.Errorf("server: request body sent nothing for %v: %w", b.d, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -283,6 +284,8 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrInvalid), errors.Is(err, store.ErrInvalid),
 		errors.Is(err, castore.ErrInvalid), errors.Is(err, narrender.ErrFormat):
 		return http.StatusBadRequest
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout // a client too slow to send its body
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrUnavailable):
