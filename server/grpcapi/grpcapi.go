@@ -64,8 +64,11 @@ type Options struct {
 	RenderTimeout time.Duration
 }
 
-// DefaultMaxVerifyBytes is Options.MaxVerifyBytes when it is 0.
-const DefaultMaxVerifyBytes = 1 << 30
+// DefaultMaxVerifyBytes is Options.MaxVerifyBytes when it is 0: above the
+// NAR of any real store path (a PathInfo put renders and hashes its whole
+// NAR), while a request of a few KB listing one chunk over and over is
+// still refused before the server hashes more than a minute's worth.
+const DefaultMaxVerifyBytes = 64 << 30
 
 // ErrTooMuchWork is wrapped by errors refusing a request that would make
 // the server read more than Options.MaxVerifyBytes (RESOURCE_EXHAUSTED).
