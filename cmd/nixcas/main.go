@@ -82,8 +82,12 @@ func flagValueName(f *pflag.Flag) string {
 	case f.Value.Type() == "duration":
 		return "DURATION"
 	case strings.HasSuffix(name, "file") || strings.HasSuffix(name, "key") || strings.HasSuffix(name, "profile") ||
-		name == "tls-ca" || name == "chart" || name == "json":
+		name == "tls-ca" || name == "tls-cert" || name == "config" || name == "chart" || name == "json":
 		return "FILE"
+	case name == "log-format":
+		return "text|json"
+	case name == "log-level":
+		return "debug|info|warn|error"
 	case name == "data" || name == "cache" || name == "work" || name == "tree":
 		return "DIR"
 	case strings.HasSuffix(name, "compression"):

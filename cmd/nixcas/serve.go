@@ -23,7 +23,7 @@ func newServeCommand() *cobra.Command {
 		readTokenFile string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve [flags]",
+		Use:   "serve",
 		Short: "Serve the store over gRPC (snix castore, nixcas sync) and HTTP (Nix binary cache)",
 		Long: `Serve the store in --data over gRPC (the snix castore and store services,
 also under their tvix names, and nixcas chunk-level sync for "nixcas push"
