@@ -25,5 +25,7 @@ func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.In
 		Priority:              o.Priority,
 		MaxUploads:            o.Limits.MaxUploads,
 		MaxRenders:            o.Limits.MaxRenders,
+		Tree:                  o.Limits.Tree,
+		RenderTimeout:         o.Limits.RenderTimeout,
 	})
 }

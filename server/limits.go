@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/server/grpcapi"
 )
 
@@ -65,6 +66,16 @@ type Limits struct {
 	// server read and hash (PutBlobs) or render (PathInfoService.Put,
 	// CalculateNAR).
 	MaxVerifyBytes int64
+
+	// Tree bounds the expanded tree of every root accepted or rendered
+	// (DirectoryService.Put, PathInfo puts, CalculateNAR, snix-castore
+	// NAR URLs); zero fields take castore's defaults.
+	Tree castore.TreeLimits
+	// RenderTimeout bounds one HTTP NAR response, rendering and sending
+	// together (default httpcache.DefaultRenderTimeout), and
+	// GRPCRenderTimeout one render of the gRPC services (default
+	// grpcapi.DefaultRenderTimeout).
+	RenderTimeout, GRPCRenderTimeout time.Duration
 }
 
 // DefaultLimits are the limits a zero Limits field takes.

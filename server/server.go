@@ -136,6 +136,8 @@ func New(o Options) (srv *Server, err error) {
 		RefuseAnonymousWrites: s.auth.RefuseAnonymousWrites,
 		Registerer:            reg,
 		MaxVerifyBytes:        o.Limits.MaxVerifyBytes,
+		Tree:                  o.Limits.Tree,
+		RenderTimeout:         o.Limits.GRPCRenderTimeout,
 	}, grpcOpts...)
 	if err != nil {
 		return nil, err

@@ -8,7 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/server"
+	"github.com/nixcas/nixcas/server/grpcapi"
+	"github.com/nixcas/nixcas/server/httpcache"
 )
 
 // addSyncCommands adds serve, push and pull to root, and transfer to its
@@ -105,6 +108,10 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.DurationVar(&l.GRPCKeepaliveTime, "grpc-keepalive-time", d.GRPCKeepaliveTime, "ping a gRPC connection silent this long")
 	f.DurationVar(&l.GRPCKeepaliveTimeout, "grpc-keepalive-timeout", d.GRPCKeepaliveTimeout, "close a gRPC connection whose ping is not answered within this")
 	f.Int64Var(&l.MaxVerifyBytes, "max-verify-bytes", d.MaxVerifyBytes, "chunk bytes one gRPC request may make the server read and hash (PutBlobs, PathInfo put, CalculateNAR)")
+	f.Uint64Var(&l.Tree.MaxEntries, "max-tree-entries", castore.DefaultMaxEntries, "entries at most in the expanded tree of a root accepted or rendered")
+	f.Uint64Var(&l.Tree.MaxFileBytes, "max-tree-file-bytes", castore.DefaultMaxFileBytes, "file bytes (repeats counted) at most in the expanded tree of a root accepted or rendered")
+	f.DurationVar(&l.RenderTimeout, "render-timeout", httpcache.DefaultRenderTimeout, "longest an HTTP NAR response may take, rendering and sending")
+	f.DurationVar(&l.GRPCRenderTimeout, "grpc-render-timeout", grpcapi.DefaultRenderTimeout, "longest a render of the gRPC services may take (CalculateNAR, checking a PathInfo's NAR)")
 	return addConfigFlag(cmd)
 }
 
