@@ -16,11 +16,12 @@ import (
 
 // Default tree limits, far above any real store path (the largest Nix
 // store paths hold a few hundred thousand entries and some GiB of files;
-// PATH_MAX allows at most 2,048 levels).
+// PATH_MAX allows at most 2,048 levels; memory and time are linear in the
+// depth, so the depth limit can sit far above that).
 const (
 	// MaxDepth is the default limit on directory nesting: the root
 	// directory is at depth 1, its subdirectories at depth 2, and so on.
-	MaxDepth = 4096
+	MaxDepth = 65536
 	// DefaultMaxEntries is the default limit on the entries of an
 	// expanded tree (a root directory's Size).
 	DefaultMaxEntries = 10_000_000

@@ -3,6 +3,7 @@ package castore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -54,7 +55,7 @@ func TestTreeMeter(t *testing.T) {
 		{"one empty directory", chainLevels(1), castore.TreeLimits{}, castore.TreeStats{Depth: 1}, ""},
 		{"chain of 100", chainLevels(100), castore.TreeLimits{}, castore.TreeStats{Entries: 99, Depth: 100}, ""},
 		{"chain at the default depth limit", chainLevels(castore.MaxDepth), castore.TreeLimits{}, castore.TreeStats{Entries: castore.MaxDepth - 1, Depth: castore.MaxDepth}, ""},
-		{"chain over the default depth limit", chainLevels(castore.MaxDepth + 1), castore.TreeLimits{}, castore.TreeStats{}, "more than 4096 deep"},
+		{"chain over the default depth limit", chainLevels(castore.MaxDepth + 1), castore.TreeLimits{}, castore.TreeStats{}, fmt.Sprintf("more than %d deep", castore.MaxDepth)},
 		{"chain over a set depth limit", chainLevels(11), castore.TreeLimits{MaxDepth: 10}, castore.TreeStats{}, "more than 10 deep"},
 		{"DAG of depth 20", dagLevels(20, 3), castore.TreeLimits{}, castore.TreeStats{Entries: 1<<20 - 1 + 1<<19 - 1, FileBytes: 3 << 19, Depth: 20}, ""},
 		{"DAG of depth 30 (over 10 million entries)", dagLevels(30, 1), castore.TreeLimits{}, castore.TreeStats{}, "entries, limit 10000000"},
@@ -95,7 +96,7 @@ func TestTreeMeterAdd(t *testing.T) {
 		{"chain", chainLevels(50), ""},
 		{"DAG of depth 30", dagLevels(30, 1), "entries, limit 10000000"},
 		{"DAG of depth 64", dagLevels(64, 0), "entries, limit 10000000"},
-		{"deep chain", chainLevels(castore.MaxDepth + 1), "4097 deep, limit 4096"},
+		{"deep chain", chainLevels(castore.MaxDepth + 1), fmt.Sprintf("%d deep, limit %d", castore.MaxDepth+1, castore.MaxDepth)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := castore.NewTreeMeter(castore.TreeLimits{})

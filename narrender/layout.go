@@ -360,10 +360,71 @@ func (l *layout) visit(n Node) error {
 	return l.node(n)
 }
 
-func (l *layout) walk(n Node) error {
+// layoutFrame is a directory being laid out: its entries in NAR order,
+// the next one to open, and the path and depth of its children.
+type layoutFrame struct {
+	entries []castore.Entry
+	next    int
+	here    *dirPath
+	depth   int
+}
+
+// walk lays out the tree under root depth first, with an explicit stack
+// of open directories rather than recursion, so that memory grows with
+// the depth by one small frame a level whatever the depth.
+func (l *layout) walk(root Node) error {
+	var stack []layoutFrame
+	// closeEntry ends the entry a finished node was in, if any.
+	closeEntry := func() error {
+		if len(stack) == 0 {
+			return nil
+		}
+		l.buf = appendString(l.buf, ")")
+		if len(l.buf) >= layoutFlush {
+			return l.emit()
+		}
+		return nil
+	}
+	n := root
+	for {
+		f, err := l.open(n)
+		if err != nil {
+			return err
+		}
+		if f != nil {
+			stack = append(stack, *f)
+		} else if err := closeEntry(); err != nil {
+			return err
+		}
+		for {
+			if len(stack) == 0 {
+				return nil
+			}
+			top := &stack[len(stack)-1]
+			if top.next < len(top.entries) {
+				c := top.entries[top.next]
+				top.next++
+				l.buf = appendString(appendString(appendString(appendString(l.buf, "entry"), "("), "name"), c.Name)
+				l.buf = appendString(l.buf, "node")
+				n = Node{Entry: c, Depth: top.depth, parent: top.here}
+				break
+			}
+			stack = stack[:len(stack)-1]
+			l.buf = appendString(l.buf, ")")
+			if err := closeEntry(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// open lays out node n: all of a file or symlink, its closing ")"
+// included; for a directory, its opening, returning the frame of its
+// entries still to lay out.
+func (l *layout) open(n Node) (*layoutFrame, error) {
 	if l.visits++; l.visits%ctxEvery == 0 {
 		if err := l.ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	e := n.Entry
@@ -379,15 +440,15 @@ func (l *layout) walk(n Node) error {
 		contents := l.pos + uint64(len(l.buf))
 		n.Contents = contents
 		if err := l.visit(n); err != nil {
-			return err
+			return nil, err
 		}
 		if e.Size > 0 {
 			if err := l.emit(); err != nil {
-				return err
+				return nil, err
 			}
 			if l.file != nil {
 				if err := l.file(contents, n); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			l.pos += e.Size
@@ -395,48 +456,38 @@ func (l *layout) walk(n Node) error {
 		l.buf = append(l.buf, make([]byte, padding(e.Size))...)
 	case castore.KindSymlink:
 		if err := l.visit(n); err != nil {
-			return err
+			return nil, err
 		}
 		l.buf = appendString(appendString(appendString(l.buf, "symlink"), "target"), e.Target)
 	case castore.KindDirectory:
 		if err := l.visit(n); err != nil {
-			return err
+			return nil, err
 		}
-		if err := l.directory(n); err != nil {
-			return err
-		}
+		return l.directory(n)
 	default:
-		return fmt.Errorf("%w: %q: entry of %v", castore.ErrInvalid, n.Path(), e.Kind)
+		return nil, fmt.Errorf("%w: %q: entry of %v", castore.ErrInvalid, n.Path(), e.Kind)
 	}
 	l.buf = appendString(l.buf, ")")
-	return nil
+	return nil, nil
 }
 
-func (l *layout) directory(n Node) error {
+// directory opens directory node n: fetches it, checks its size and
+// starts its framing.
+func (l *layout) directory(n Node) (*layoutFrame, error) {
 	e := n.Entry
 	dir, err := l.s.GetDirectory(l.ctx, e.Digest)
 	if err != nil {
-		return fmt.Errorf("narrender: %q: %w", n.Path(), err)
+		return nil, fmt.Errorf("narrender: %q: %w", n.Path(), err)
 	}
 	if got := dir.Size(); got != e.Size {
-		return fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", castore.ErrCorrupt, n.Path(), e.Digest, got, e.Size)
+		return nil, fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", castore.ErrCorrupt, n.Path(), e.Digest, got, e.Size)
 	}
-	here := &dirPath{parent: n.parent, name: e.Name, depth: n.Depth + 1}
 	l.buf = appendString(l.buf, "directory")
 	entries := dir.Entries()
 	slices.SortFunc(entries, func(a, b castore.Entry) int { return strings.Compare(a.Name, b.Name) })
-	for _, c := range entries {
-		l.buf = appendString(appendString(appendString(appendString(l.buf, "entry"), "("), "name"), c.Name)
-		l.buf = appendString(l.buf, "node")
-		if err := l.walk(Node{Entry: c, Depth: n.Depth + 1, parent: here}); err != nil {
-			return err
-		}
-		l.buf = appendString(l.buf, ")")
-		if len(l.buf) >= layoutFlush {
-			if err := l.emit(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return &layoutFrame{
+		entries: entries,
+		here:    &dirPath{parent: n.parent, name: e.Name, depth: n.Depth + 1},
+		depth:   n.Depth + 1,
+	}, nil
 }

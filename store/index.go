@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -172,8 +174,8 @@ func decodePathInfo(v []byte) (*PathInfo, error) {
 // error wrapping ErrIncomplete.
 func CheckTree(ctx context.Context, s castore.Store, root castore.Entry) error {
 	seen := map[castore.Digest]bool{}
-	var walk func(e castore.Entry, path string) error
-	walk = func(e castore.Entry, path string) error {
+	var walk func(e castore.Entry, at *treePath) error
+	walk = func(e castore.Entry, at *treePath) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -186,7 +188,7 @@ func CheckTree(ctx context.Context, s castore.Store, root castore.Entry) error {
 			}
 			chunks, err := castore.BlobChunks(ctx, s, e.Digest, e.Size)
 			if err != nil {
-				return missing(path, err)
+				return missing(at.String(), err)
 			}
 			for _, c := range chunks {
 				ok, err := s.HasChunk(ctx, c.Digest)
@@ -194,7 +196,7 @@ func CheckTree(ctx context.Context, s castore.Store, root castore.Entry) error {
 					return err
 				}
 				if !ok {
-					return fmt.Errorf("%w: %q: chunk %s of blob %s is missing", ErrIncomplete, path, c.Digest, e.Digest)
+					return fmt.Errorf("%w: %q: chunk %s of blob %s is missing", ErrIncomplete, at, c.Digest, e.Digest)
 				}
 			}
 			seen[e.Digest] = true
@@ -202,25 +204,45 @@ func CheckTree(ctx context.Context, s castore.Store, root castore.Entry) error {
 		case castore.KindDirectory:
 			dir, err := s.GetDirectory(ctx, e.Digest)
 			if err != nil {
-				return missing(path, err)
+				return missing(at.String(), err)
 			}
 			if dir.Size() != e.Size {
-				return fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", ErrInvalid, path, e.Digest, dir.Size(), e.Size)
+				return fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", ErrInvalid, at, e.Digest, dir.Size(), e.Size)
 			}
 			if seen[e.Digest] {
 				return nil
 			}
 			for _, c := range dir.Entries() {
-				if err := walk(c, path+"/"+c.Name); err != nil {
+				if err := walk(c, &treePath{parent: at, name: c.Name}); err != nil {
 					return err
 				}
 			}
 			seen[e.Digest] = true
 			return nil
 		}
-		return fmt.Errorf("%w: %q: entry of %v", ErrInvalid, path, e.Kind)
+		return fmt.Errorf("%w: %q: entry of %v", ErrInvalid, at, e.Kind)
 	}
-	return walk(root, "")
+	return walk(root, nil)
+}
+
+// treePath is a path inside a tree as a chain of names, joined only when
+// an error names it, so that a deep tree costs one small node a level.
+type treePath struct {
+	parent *treePath
+	name   string
+}
+
+// String returns the path, "/"-separated from the root ("" for the root).
+func (p *treePath) String() string {
+	var names []string
+	for ; p != nil; p = p.parent {
+		names = append(names, p.name)
+	}
+	slices.Reverse(names)
+	if len(names) == 0 {
+		return ""
+	}
+	return "/" + strings.Join(names, "/")
 }
 
 func missing(path string, err error) error {

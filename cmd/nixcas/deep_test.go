@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // e2eDeepMaxRSS is the peak resident set size allowed to ingest or render
@@ -66,12 +68,12 @@ func e2eDeepNAR(t *testing.T, depth int) (string, int64, [sha256.Size]byte) {
 	return path, n, [sha256.Size]byte(h.Sum(nil))
 }
 
-// TestDeepNARMemory: a NAR nested 4,096 directories deep (the limit)
-// ingests and renders back byte for byte in bounded memory, and one
-// nested 60,000 deep is refused with an error naming the byte offset and
-// the depth, also in bounded memory.
+// TestDeepNARMemory: a NAR nested 60,000 directories deep ingests and
+// renders back byte for byte in bounded memory, and one nested past the
+// limit (65,536) is refused with an error naming the byte offset and the
+// depth, also in bounded memory.
 func TestDeepNARMemory(t *testing.T) {
-	const limit = 4096
+	const limit = 60000
 	s := newE2EStore(t)
 	path, size, sum := e2eDeepNAR(t, limit)
 	ingest := e2eInvocation{Args: []string{"nar", "ingest", "--data", s.dir, path}}.run(t)
@@ -92,14 +94,14 @@ func TestDeepNARMemory(t *testing.T) {
 		t.Errorf("render of %d levels: %d bytes differing from the %d-byte NAR", limit, rendered, size)
 	}
 
-	deepPath, deepSize, _ := e2eDeepNAR(t, 60000)
+	deepPath, deepSize, _ := e2eDeepNAR(t, castore.MaxDepth+1000)
 	refused := e2eInvocation{Args: []string{"nar", "ingest", "--data", newE2EStore(t).dir, deepPath}}.run(t)
-	wantErr := "directory nested 4097 deep, limit 4096"
+	wantErr := fmt.Sprintf("directory nested %d deep, limit %d", castore.MaxDepth+1, castore.MaxDepth)
 	if refused.Err == nil || !strings.Contains(refused.Stderr, wantErr) || !strings.Contains(refused.Stderr, "at byte offset ") {
-		t.Errorf("ingest of 60,000 levels: %v, stderr %.400q; want an error saying %q and the byte offset", refused.Err, refused.Stderr, wantErr)
+		t.Errorf("ingest past the depth limit: %v, stderr %.400q; want an error saying %q and the byte offset", refused.Err, refused.Stderr, wantErr)
 	}
 	if len(refused.Stderr) > 4096 {
-		t.Errorf("ingest of 60,000 levels: %d bytes of error", len(refused.Stderr))
+		t.Errorf("ingest past the depth limit: %d bytes of error", len(refused.Stderr))
 	}
 
 	for _, r := range []struct {
@@ -108,7 +110,7 @@ func TestDeepNARMemory(t *testing.T) {
 	}{
 		{fmt.Sprintf("ingest of %d levels (%d-byte NAR)", limit, size), ingest},
 		{fmt.Sprintf("render of %d levels", limit), render},
-		{fmt.Sprintf("refused ingest of 60,000 levels (%d-byte NAR)", deepSize), refused},
+		{fmt.Sprintf("refused ingest of %d levels (%d-byte NAR)", castore.MaxDepth+1000, deepSize), refused},
 	} {
 		t.Logf("%s: peak RSS (getrusage, an upper bound: it includes the test process's peak) %.1f MiB in %v", r.what, float64(r.res.MaxRSS)/(1<<20), r.res.Elapsed.Round(time.Millisecond))
 		if r.res.MaxRSS > e2eDeepMaxRSS {

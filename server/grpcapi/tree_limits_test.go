@@ -78,8 +78,8 @@ func TestDirectoryPutTreeLimits(t *testing.T) {
 		{"DAG of depth 30 (1.6 billion entries)", castore.TreeLimits{}, dagDirs(30, 1, file), codes.InvalidArgument, "entries, limit 10000000"},
 		{"DAG of depth 64 (sizes wrap), no entry limit", huge, dagDirs(64, 1, file), codes.InvalidArgument, "overflows 64-bit"},
 		{"DAG of depth 20 with 4 GiB files (2 PiB)", castore.TreeLimits{}, dagDirs(20, 4<<30, file), codes.InvalidArgument, "bytes of files, limit 1099511627776"},
-		{"chain of 4,096", castore.TreeLimits{}, chainDirs(castore.MaxDepth), codes.OK, ""},
-		{"chain of 4,097", castore.TreeLimits{}, chainDirs(castore.MaxDepth + 1), codes.InvalidArgument, "4097 deep, limit 4096"},
+		{"chain of 4,096", castore.TreeLimits{MaxDepth: 4096}, chainDirs(4096), codes.OK, ""},
+		{"chain of 4,097", castore.TreeLimits{MaxDepth: 4096}, chainDirs(4097), codes.InvalidArgument, "4097 deep, limit 4096"},
 		{"chain of 11, depth limit 10", castore.TreeLimits{MaxDepth: 10}, chainDirs(11), codes.InvalidArgument, "11 deep, limit 10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
