@@ -763,7 +763,7 @@ func (s *PebbleStore) Close() error {
 	}
 	var err error
 	if !s.readOnly {
-		if wal := s.db.Metrics().WAL.Size; wal > 0 && s.space.admit(int(wal)) == nil {
+		if wal := s.db.Metrics().WAL.Size; wal > 0 && s.roomToFlush(wal) {
 			if ferr := s.db.Flush(); ferr != nil {
 				err = pebbleError(ferr, "flush before close")
 			}
@@ -776,6 +776,17 @@ func (s *PebbleStore) Close() error {
 	}
 	s.db = nil
 	return err
+}
+
+// roomToFlush reports whether the disk has room to flush a memtable
+// written to a log of wal bytes, with the reserve to spare: a flush that
+// met a full disk would wait for space.
+func (s *PebbleStore) roomToFlush(wal uint64) bool {
+	if s.space != nil {
+		return s.space.admit(int(wal)) == nil
+	}
+	avail, err := availableBytes(s.dir)
+	return err == nil && avail >= 2*wal
 }
 
 // Flush writes the memtable out to sstables (and blob files) and waits
