@@ -14,7 +14,7 @@ import (
 // ErrNotFound for the chunk. It is meant for caches, which evict chunks
 // they can fetch again. Safe for concurrent use; the write is not synced.
 func (s *PebbleStore) DeleteChunk(ctx context.Context, d Digest) (bool, error) {
-	db, err := s.acquire(ctx)
+	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return false, err
 	}

@@ -11,4 +11,8 @@ var (
 	// ErrInvalid: a request or a directory breaks the rules (bad name,
 	// order, size, digest length, ...).
 	ErrInvalid = errors.New("castore: invalid")
+	// ErrNoSpace: the file system holding the store has less free space
+	// than the store keeps in reserve, so a write was refused before it
+	// began. Reads go on; writes succeed again once space is freed.
+	ErrNoSpace = errors.New("castore: not enough free disk space")
 )

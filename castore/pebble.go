@@ -9,13 +9,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Layout of the Pebble database
@@ -112,10 +112,20 @@ type PebbleOptions struct {
 	// LockStripes is the number of mutexes that serialize puts of the same
 	// digest; a power of two.
 	LockStripes int
+	// MinFreeBytes is the free disk space kept beyond room to flush both
+	// memtables: a write is refused with ErrNoSpace once the file system
+	// has less free than 2 × MemTableSize + MinFreeBytes, and so is a
+	// writable open.
+	MinFreeBytes uint64
+	// NoSpaceGuard turns that check off: a write that meets a full disk
+	// then waits until space is freed (see diskspace.go). For tests of
+	// that path.
+	NoSpaceGuard bool
 }
 
 // DefaultPebbleOptions: 256 MiB cache, 64 MiB memtables, values of 1 KiB
-// and more separated, 16 MiB flush files, 256 lock stripes. (With a 64 MiB
+// and more separated, 16 MiB flush files, 256 lock stripes, 64 MiB kept
+// free beyond the memtables (192 MiB in all). (With a 64 MiB
 // cache, rendering a 200 MiB NAR from a flushed store ran at 1.4 GB/s;
 // with 256 MiB, at 2.1 GB/s: BenchmarkRender in bench/.)
 var DefaultPebbleOptions = PebbleOptions{
@@ -124,6 +134,7 @@ var DefaultPebbleOptions = PebbleOptions{
 	ValueSeparationMinSize: 1 << 10,
 	FlushFileSize:          16 << 20,
 	LockStripes:            256,
+	MinFreeBytes:           64 << 20,
 }
 
 // EnsureDefaults fills zero fields from DefaultPebbleOptions.
@@ -143,6 +154,9 @@ func (o PebbleOptions) EnsureDefaults() PebbleOptions {
 	if o.LockStripes == 0 {
 		o.LockStripes = DefaultPebbleOptions.LockStripes
 	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = DefaultPebbleOptions.MinFreeBytes
+	}
 	return o
 }
 
@@ -159,19 +173,34 @@ func (o PebbleOptions) Validate() error {
 		return fmt.Errorf("%w: pebble: flush file size %d not in [64 KiB, 1 GiB]", ErrInvalid, o.FlushFileSize)
 	case o.LockStripes <= 0 || o.LockStripes&(o.LockStripes-1) != 0:
 		return fmt.Errorf("%w: pebble: lock stripes %d is not a power of two", ErrInvalid, o.LockStripes)
+	case o.MinFreeBytes > 1<<50:
+		return fmt.Errorf("%w: pebble: minimum free space %d bytes", ErrInvalid, o.MinFreeBytes)
 	}
 	return nil
 }
 
-// pebbleOptions returns the Pebble options for o.
-func (o PebbleOptions) pebbleOptions(cache *pebble.Cache) *pebble.Options {
+// reserve returns the free space a write needs (see MinFreeBytes) and how
+// it is made up.
+func (o PebbleOptions) reserve() (uint64, string) {
+	return 2*o.MemTableSize + o.MinFreeBytes, fmt.Sprintf("2 memtables of %s + %s",
+		formatMiB(o.MemTableSize), formatMiB(o.MinFreeBytes))
+}
+
+// pebbleLogger is the logger the store gives Pebble.
+var pebbleLogger pebble.Logger = quietPebbleLogger{pebble.DefaultLogger}
+
+// pebbleOptions returns the Pebble options for o, on the file system fs.
+func (o PebbleOptions) pebbleOptions(cache *pebble.Cache, fs *storeFS) *pebble.Options {
 	po := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: o.MemTableSize,
 		Merger:       pebbleCounterMerger,
 		// Value separation needs this format (sstable format v7).
 		FormatMajorVersion: pebble.FormatValueSeparation,
-		Logger:             quietPebbleLogger{pebble.DefaultLogger},
+		Logger:             pebbleLogger,
+		FS:                 fs,
+		ReadOnly:           fs.readOnly,
+		Cleaner:            deletingCleaner{},
 	}
 	po.TargetFileSizes[0] = o.FlushFileSize
 	for i := range po.Levels {
@@ -200,10 +229,15 @@ func (o PebbleOptions) pebbleOptions(cache *pebble.Cache) *pebble.Options {
 
 // PebbleStore keeps everything in one Pebble database (see the layout
 // above). It is safe for concurrent use. Writes are not synced as they are
-// made: call Sync to make them durable (Close does too).
+// made: call Sync to make them durable (Close does too). A write is refused
+// with ErrNoSpace while the disk is nearly full (see diskspace.go); a store
+// opened with OpenPebbleReadOnly refuses every write with ErrInvalid.
 type PebbleStore struct {
-	dir     string
-	stripes []paddedMutex
+	dir      string
+	stripes  []paddedMutex
+	fs       *storeFS
+	space    *spaceGuard // nil: writes are not checked
+	readOnly bool
 
 	// mu guards db against Close: operations hold it for reading.
 	mu sync.RWMutex
@@ -220,8 +254,11 @@ type paddedMutex struct {
 
 var errPebbleClosed = errors.New("castore: pebble store is closed")
 
-// OpenPebble opens the store in dir, creating dir and the database if they
-// do not exist.
+// OpenPebble opens the store in dir for reading and writing, creating dir
+// and the database if they do not exist. It refuses with ErrNoSpace when
+// the file system has less free space than a write needs (see
+// PebbleOptions.MinFreeBytes): opening replays and flushes the write-ahead
+// log, which a full disk would make Pebble retry for ever.
 func OpenPebble(dir string, opts PebbleOptions) (*PebbleStore, error) {
 	opts = opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
@@ -230,26 +267,77 @@ func OpenPebble(dir string, opts PebbleOptions) (*PebbleStore, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("castore: pebble: %w", err)
 	}
+	var space *spaceGuard
+	if !opts.NoSpaceGuard {
+		reserve, why := opts.reserve()
+		space = &spaceGuard{dir: dir, reserve: reserve, why: why}
+		if err := space.admit(0); err != nil {
+			return nil, fmt.Errorf("castore: pebble: open %s: %w", dir, err)
+		}
+	}
+	return openPebble(dir, opts, newStoreFS(false, pebbleLogger), space)
+}
+
+// OpenPebbleReadOnly opens the existing store in dir for reading only. It
+// creates and changes nothing: a missing dir, or one without a database,
+// is an error (wrapping fs.ErrNotExist), and so is a store another process
+// has open for writing. Write methods fail with ErrInvalid. The unflushed
+// writes of the write-ahead log are replayed into memory.
+func OpenPebbleReadOnly(dir string, opts PebbleOptions) (*PebbleStore, error) {
+	opts = opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("castore: pebble: no store at %s: %w", dir, err)
+	case err != nil:
+		return nil, fmt.Errorf("castore: pebble: %w", err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("castore: pebble: no store at %s: not a directory", dir)
+	}
+	desc, err := pebble.Peek(dir, vfs.Default)
+	if err != nil {
+		return nil, fmt.Errorf("castore: pebble: no store at %s: %w", dir, err)
+	}
+	if !desc.Exists {
+		return nil, fmt.Errorf("castore: pebble: no store at %s: the directory holds no database: %w", dir, fs.ErrNotExist)
+	}
+	return openPebble(dir, opts, newStoreFS(true, pebbleLogger), nil)
+}
+
+// openPebble opens the database in dir on fsys.
+func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard) (*PebbleStore, error) {
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
-	db, err := pebble.Open(dir, opts.pebbleOptions(cache))
+	db, err := pebble.Open(dir, opts.pebbleOptions(cache, fsys))
 	if err != nil {
 		if lerr := lockedError(dir, err); lerr != nil {
 			return nil, lerr
 		}
 		return nil, fmt.Errorf("castore: pebble: open %s: %w", dir, err)
 	}
-	recordOwner(dir)
-	if err := checkPebbleVersion(db, dir); err != nil {
+	if !fsys.readOnly {
+		recordOwner(dir)
+	}
+	if err := checkPebbleVersion(db, dir, fsys.readOnly); err != nil {
 		db.Close()
 		return nil, err
 	}
-	return &PebbleStore{dir: dir, db: db, stripes: make([]paddedMutex, opts.LockStripes)}, nil
+	return &PebbleStore{
+		dir:      dir,
+		db:       db,
+		stripes:  make([]paddedMutex, opts.LockStripes),
+		fs:       fsys,
+		space:    space,
+		readOnly: fsys.readOnly,
+	}, nil
 }
 
 // checkPebbleVersion checks the layout version of the database in dir,
-// recording it in a new database.
-func checkPebbleVersion(db *pebble.DB, dir string) error {
+// recording it in a new database unless readOnly.
+func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
 	var version []byte
 	err := get(db, pebbleVersionKey, "layout version", func(v []byte) error {
 		version = bytes.Clone(v)
@@ -266,6 +354,9 @@ func checkPebbleVersion(db *pebble.DB, dir string) error {
 		}
 		if !empty {
 			return fmt.Errorf("%w: pebble database %s has data but no layout version", ErrCorrupt, dir)
+		}
+		if readOnly {
+			return nil
 		}
 		if err := db.Set(pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), pebble.Sync); err != nil {
 			return pebbleError(err, "open "+dir)
@@ -296,6 +387,15 @@ func (s *PebbleStore) acquire(ctx context.Context) (*pebble.DB, error) {
 		return nil, errPebbleClosed
 	}
 	return s.db, nil
+}
+
+// acquireWrite is acquire for a write: it fails on a read-only store.
+// Before committing n bytes, the writer asks s.space.admit(n).
+func (s *PebbleStore) acquireWrite(ctx context.Context) (*pebble.DB, error) {
+	if s.readOnly {
+		return nil, fmt.Errorf("%w: store %s is open read-only", ErrInvalid, s.dir)
+	}
+	return s.acquire(ctx)
 }
 
 // stripe returns the mutex that serializes puts of d.
@@ -408,7 +508,7 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 	if err := c.check(); err != nil {
 		return false, err
 	}
-	db, err := s.acquire(ctx)
+	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -428,13 +528,17 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 	}()
 	e.buf = e.enc.Encode(e.buf[:0], c.data)
 
-	return putStoredChunk(ctx, db, s.stripe(c.digest), key, len(c.data), e.buf)
+	return putStoredChunk(ctx, db, s.space, s.stripe(c.digest), key, len(c.data), e.buf)
 }
 
 // putStoredChunk writes a chunk's stored form under key, with its counters,
 // unless it is already there, under the digest's lock stripe mu so that a
-// chunk is stored and counted once. The write is not synced.
-func putStoredChunk(ctx context.Context, db *pebble.DB, mu *sync.Mutex, key []byte, size int, stored []byte) (bool, error) {
+// chunk is stored and counted once, if space admits it. The write is not
+// synced.
+func putStoredChunk(ctx context.Context, db *pebble.DB, space *spaceGuard, mu *sync.Mutex, key []byte, size int, stored []byte) (bool, error) {
+	if err := space.admit(len(key) + len(stored)); err != nil {
+		return false, err
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if ok, err := has(ctx, db, key); err != nil || ok {
@@ -504,11 +608,14 @@ func (s *PebbleStore) PutBlob(ctx context.Context, d Digest, size uint64, chunks
 	if err := checkBlobIndex(d, size, chunks); err != nil {
 		return err
 	}
-	db, err := s.acquire(ctx)
+	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if err := s.space.admit(len(chunks) * blobIndexEntrySize); err != nil {
+		return err
+	}
 	logical := encodeCounters([]uint64{counterLogicalBytes: size})
 	if len(chunks) < 2 {
 		if err := db.Merge(pebbleCountersKey, logical, pebble.NoSync); err != nil {
@@ -575,7 +682,7 @@ func (s *PebbleStore) PutDirectory(ctx context.Context, dir *Directory) (Digest,
 	}
 	b := dir.Marshal()
 	d := Hash(b)
-	db, err := s.acquire(ctx)
+	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return Digest{}, err
 	}
@@ -586,6 +693,9 @@ func (s *PebbleStore) PutDirectory(ctx context.Context, dir *Directory) (Digest,
 	defer mu.Unlock()
 	if ok, err := has(ctx, db, key); err != nil || ok {
 		return d, err
+	}
+	if err := s.space.admit(len(key) + len(b)); err != nil {
+		return Digest{}, err
 	}
 	batch := db.NewBatch()
 	defer batch.Close()
@@ -631,46 +741,76 @@ func (s *PebbleStore) Stats(ctx context.Context) (Stats, error) {
 // Sync implements Store. It commits an empty, synced batch (a LogData
 // record): the write-ahead log is synced in order, so every write that
 // returned before Sync was called is durable when it returns. Unlike a
-// memtable flush this costs one fsync.
+// memtable flush this costs one fsync. On a read-only store it does
+// nothing.
 func (s *PebbleStore) Sync(ctx context.Context) error {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if s.readOnly {
+		return nil
+	}
 	if err := db.LogData(nil, pebble.Sync); err != nil {
 		return pebbleError(err, "sync")
 	}
 	return nil
 }
 
-// Close implements Store. It waits for operations in progress, then
-// closes the database, which syncs the write-ahead log. It is safe to call
-// twice; other methods fail once the store is closed.
+// Close implements Store. It waits for operations in progress, flushes
+// the memtable when there is room for it (so that the write-ahead log it
+// replaces is deleted and the next open replays nothing), then closes the
+// database, which syncs the write-ahead log. Obsolete logs are deleted,
+// not kept for reuse, so the directory holds what the data needs. It is
+// safe to call twice; other methods fail once the store is closed.
 func (s *PebbleStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
 		return nil
 	}
-	err := s.db.Close()
-	s.db = nil
-	if err != nil {
-		return pebbleError(err, "close")
+	var err error
+	if !s.readOnly {
+		if wal := s.db.Metrics().WAL.Size; wal > 0 && s.roomToFlush(wal) {
+			if ferr := s.db.Flush(); ferr != nil {
+				err = pebbleError(ferr, "flush before close")
+			}
+		}
 	}
-	return nil
+	// Writes that wait for space (other than the log's) give up now.
+	close(s.fs.closing)
+	if cerr := s.db.Close(); cerr != nil && err == nil {
+		err = pebbleError(cerr, "close")
+	}
+	s.db = nil
+	return err
+}
+
+// roomToFlush reports whether the disk has room to flush a memtable
+// written to a log of wal bytes, with the reserve to spare: a flush that
+// met a full disk would wait for space.
+func (s *PebbleStore) roomToFlush(wal uint64) bool {
+	if s.space != nil {
+		return s.space.admit(int(wal)) == nil
+	}
+	avail, err := availableBytes(s.dir)
+	return err == nil && avail >= 2*wal
 }
 
 // Flush writes the memtable out to sstables (and blob files) and waits
 // until that and the compactions in progress are done. Stores do not need
 // it; it is for tools and tests that look at the files or measure a store
-// at rest.
+// at rest. On a read-only store it does nothing.
 func (s *PebbleStore) Flush(ctx context.Context) error {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if s.readOnly {
+		return nil
+	}
 	if err := db.Flush(); err != nil {
 		return pebbleError(err, "flush")
 	}
@@ -686,35 +826,12 @@ func (s *PebbleStore) Flush(ctx context.Context) error {
 	return nil
 }
 
-// DiskBytes returns the total size of the files under the data directory:
-// sstables, blob files, write-ahead logs and Pebble's own bookkeeping.
-// Files removed while it runs (compactions do) are skipped.
+// DiskBytes returns the space allocated to the data directory, as du
+// counts it (allocated blocks, not file sizes): sstables, blob files,
+// write-ahead logs and Pebble's own bookkeeping. Files removed while it
+// runs (compactions do) are skipped.
 func (s *PebbleStore) DiskBytes() (int64, error) {
-	var total int64
-	err := filepath.WalkDir(s.dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if !e.Type().IsRegular() {
-			return nil
-		}
-		info, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		total += info.Size()
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("castore: pebble: disk usage of %s: %w", s.dir, err)
-	}
-	return total, nil
+	return diskUsage(s.dir)
 }
 
 // MetaRecord is a record of a kind the store itself does not use, such as
@@ -768,11 +885,18 @@ func (s *PebbleStore) SetMeta(ctx context.Context, records ...MetaRecord) error 
 			return err
 		}
 	}
-	db, err := s.acquire(ctx)
+	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
+	n := 0
+	for _, r := range records {
+		n += 1 + len(r.Key) + len(r.Value)
+	}
+	if err := s.space.admit(n); err != nil {
+		return err
+	}
 	b := db.NewBatch()
 	defer b.Close()
 	var key []byte

@@ -93,7 +93,7 @@ func (s *PebbleStore) PutEncodedChunk(ctx context.Context, d Digest, stored []by
 		return false, err
 	}
 	defer release()
-	db, err := s.acquire(ctx)
+	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -102,7 +102,7 @@ func (s *PebbleStore) PutEncodedChunk(ctx context.Context, d Digest, stored []by
 	if ok, err := has(ctx, db, key); err != nil || ok {
 		return false, err
 	}
-	return putStoredChunk(ctx, db, s.stripe(d), key, len(c.data), stored)
+	return putStoredChunk(ctx, db, s.space, s.stripe(d), key, len(c.data), stored)
 }
 
 // GetEncodedChunk implements EncodedChunkStore.

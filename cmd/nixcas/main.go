@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -16,12 +17,49 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCommand().ExecuteContext(ctx)
-	stop()
-	if err != nil {
+	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "nixcas:", err)
 		os.Exit(1)
+	}
+}
+
+// shutdownGrace is how long a command may take to stop after SIGINT or
+// SIGTERM before the process exits without waiting for it (serve bounds
+// its own shutdown with --shutdown-timeout instead).
+const shutdownGrace = 10 * time.Second
+
+// run runs the command named by args. The first SIGINT or SIGTERM cancels
+// its context; if the command has not returned shutdownGrace later, or at
+// a second signal, run returns without it. Every command thus ends, even
+// one stuck in a write waiting for disk space: the store is then left as
+// after a crash, which its write-ahead log recovers from.
+func run(args []string) error {
+	root := newRootCommand()
+	root.SetArgs(args)
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case s := <-sig:
+		cancel()
+		var grace <-chan time.Time
+		if cmd, _, err := root.Find(args); err != nil || cmd.Name() != "serve" {
+			grace = time.After(shutdownGrace)
+		}
+		select {
+		case err := <-done:
+			return err
+		case <-grace:
+			return fmt.Errorf("%v: the command did not stop within %s; exiting without it", s, shutdownGrace)
+		case s2 := <-sig:
+			return fmt.Errorf("%v, then %v: exiting without waiting for the command", s, s2)
+		}
 	}
 }
 
@@ -116,17 +154,41 @@ func defaultDataDir() string {
 
 // storeFlags are the flags of every command that opens the local store.
 type storeFlags struct {
-	data string
+	data         string
+	minFree      uint64
+	noSpaceGuard bool
 }
 
-func (f *storeFlags) register(cmd *cobra.Command) {
+// registerReadOnly adds the flags of commands that only read the store.
+func (f *storeFlags) registerReadOnly(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.data, "data", defaultDataDir(), "data directory of the store")
 }
 
+// register adds the flags of commands that write to the store.
+func (f *storeFlags) register(cmd *cobra.Command) {
+	f.registerReadOnly(cmd)
+	cmd.Flags().Uint64Var(&f.minFree, "min-free", castore.DefaultPebbleOptions.MinFreeBytes,
+		"bytes of disk space to keep free beyond room to flush the memtables; writes are refused below")
+	// For tests of what happens when a write meets a full disk anyway.
+	cmd.Flags().BoolVar(&f.noSpaceGuard, "no-space-guard", false, "do not check free space before writing")
+	cmd.Flags().MarkHidden("no-space-guard")
+}
+
+// open opens the store for reading and writing, creating it if need be.
 func (f *storeFlags) open() (*castore.PebbleStore, error) {
-	s, err := castore.OpenPebble(f.data, castore.PebbleOptions{})
+	s, err := castore.OpenPebble(f.data, castore.PebbleOptions{MinFreeBytes: f.minFree, NoSpaceGuard: f.noSpaceGuard})
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
+	}
+	return s, nil
+}
+
+// openReadOnly opens an existing store for reading; it creates and changes
+// nothing.
+func (f *storeFlags) openReadOnly() (*castore.PebbleStore, error) {
+	s, err := castore.OpenPebbleReadOnly(f.data, castore.PebbleOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s read-only: %w", f.data, err)
 	}
 	return s, nil
 }

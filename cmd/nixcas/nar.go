@@ -99,7 +99,7 @@ JSON root entry that "nixcas nar ingest" printed.`,
 			if err := json.Unmarshal([]byte(root), &e); err != nil {
 				return fmt.Errorf("--root: %w", err)
 			}
-			s, err := sf.open()
+			s, err := sf.openReadOnly()
 			if err != nil {
 				return err
 			}
@@ -111,7 +111,7 @@ JSON root entry that "nixcas nar ingest" printed.`,
 			return w.Flush()
 		},
 	}
-	sf.register(cmd)
+	sf.registerReadOnly(cmd)
 	cmd.Flags().StringVar(&root, "root", "", `root entry as JSON, e.g. {"directory":{"digest":"...","size":3}}`)
 	cmd.MarkFlagRequired("root")
 	return cmd

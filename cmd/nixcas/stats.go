@@ -33,7 +33,7 @@ func newStoreStatsCommand() *cobra.Command {
 		Short: "Print what the store holds",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := sf.open()
+			s, err := sf.openReadOnly()
 			if err != nil {
 				return err
 			}
@@ -67,7 +67,7 @@ func newStoreStatsCommand() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	sf.register(cmd)
+	sf.registerReadOnly(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -23,7 +23,8 @@
 // to status codes: ErrNotFound to NOT_FOUND, ErrInvalid to
 // INVALID_ARGUMENT, castore.ErrCorrupt (a digest mismatch) to DATA_LOSS,
 // store.ErrIncomplete (a reference to something missing) to
-// FAILED_PRECONDITION.
+// FAILED_PRECONDITION, castore.ErrNoSpace (the server's disk is nearly
+// full) to RESOURCE_EXHAUSTED.
 //
 // # Authentication
 //

@@ -261,6 +261,8 @@ func statusOf(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, castore.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		code = codes.NotFound
+	case errors.Is(err, castore.ErrNoSpace):
+		code = codes.ResourceExhausted
 	}
 	return status.Error(code, err.Error())
 }

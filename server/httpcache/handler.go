@@ -290,6 +290,8 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusBadGateway
+	case errors.Is(err, castore.ErrNoSpace):
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }
