@@ -43,6 +43,10 @@ const spaceRecheckInterval = time.Second
 // spaceRetryInterval is how often a write that met a full disk is retried.
 const spaceRetryInterval = 250 * time.Millisecond
 
+// spaceWaitOther bounds how long a write other than the write-ahead log's
+// waits for space before it fails.
+const spaceWaitOther = 5 * time.Second
+
 // spaceGuard decides whether a write may go ahead. It reads the free space
 // of the file system (statfs) at most once a second while there is plenty,
 // and before every write once there is little. It is safe for concurrent
@@ -214,11 +218,18 @@ func (s *storeFS) Lock(name string) (io.Closer, error) {
 	return s.FS.Lock(name)
 }
 
-// waitForSpace is called when a write to name met a full disk. It waits
-// spaceRetryInterval and reports whether to try again: always for the
-// write-ahead log, for other files until the store is closing.
-func (s *storeFS) waitForSpace(name string, wal bool, first bool) bool {
+// waitForSpace is called when a write to name met a full disk, since
+// the write began meeting it. It waits spaceRetryInterval and reports
+// whether to try again: always for the write-ahead log (Pebble panics on
+// a failed log write); for other files (flushes and compactions, which
+// Pebble retries itself) for at most spaceWaitOther, and not once the
+// store is closing, so that no background write blocks an open or a
+// close for ever.
+func (s *storeFS) waitForSpace(name string, wal bool, first bool, since time.Time) bool {
 	if !wal {
+		if time.Since(since) >= spaceWaitOther {
+			return false
+		}
 		select {
 		case <-s.closing:
 			return false
@@ -270,6 +281,7 @@ func (f *storeFile) Preallocate(offset, length int64) error { return nil }
 // storeFS.waitForSpace).
 func (f *storeFile) Write(p []byte) (int, error) {
 	written := 0
+	var since time.Time
 	for first := true; ; first = false {
 		n, err := f.File.Write(p[written:])
 		written += n
@@ -279,7 +291,10 @@ func (f *storeFile) Write(p []byte) (int, error) {
 			}
 			return written, err
 		}
-		if !f.fs.waitForSpace(f.name, f.wal, first) {
+		if first {
+			since = time.Now()
+		}
+		if !f.fs.waitForSpace(f.name, f.wal, first, since) {
 			if !first {
 				f.fs.doneWaiting()
 			}
@@ -291,6 +306,7 @@ func (f *storeFile) Write(p []byte) (int, error) {
 // WriteAt is Write at an offset.
 func (f *storeFile) WriteAt(p []byte, off int64) (int, error) {
 	written := 0
+	var since time.Time
 	for first := true; ; first = false {
 		n, err := f.File.WriteAt(p[written:], off+int64(written))
 		written += n
@@ -300,7 +316,10 @@ func (f *storeFile) WriteAt(p []byte, off int64) (int, error) {
 			}
 			return written, err
 		}
-		if !f.fs.waitForSpace(f.name, f.wal, first) {
+		if first {
+			since = time.Now()
+		}
+		if !f.fs.waitForSpace(f.name, f.wal, first, since) {
 			if !first {
 				f.fs.doneWaiting()
 			}

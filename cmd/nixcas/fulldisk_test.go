@@ -340,7 +340,7 @@ func TestReadOnlyCommands(t *testing.T) {
 	// A store a server has open for writing is refused plainly.
 	srv := startGRPCServe(t, s.dir)
 	res := e2eInvocation{Args: []string{"store", "stats", "--data", s.dir}, Timeout: time.Minute}.run(t)
-	if msg := e2eErrorMessage(res.Stderr); res.Err == nil || !strings.Contains(msg, "open for writing by another process") {
+	if msg := e2eErrorMessage(res.Stderr); res.Err == nil || !strings.Contains(msg, "is open in process") {
 		t.Errorf("store stats of a served store: %v: %s", res.Err, msg)
 	}
 	srv.stop(t)

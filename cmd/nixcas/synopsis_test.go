@@ -22,7 +22,7 @@ func TestSynopsisListsFlags(t *testing.T) {
 		}
 		n++
 		cmd.LocalNonPersistentFlags().VisitAll(func(f *pflag.Flag) {
-			if f.Name != "help" && !strings.Contains(cmd.Use, "--"+f.Name) {
+			if f.Name != "help" && !f.Hidden && !strings.Contains(cmd.Use, "--"+f.Name) {
 				t.Errorf("%s: synopsis %q lacks --%s", cmd.CommandPath(), cmd.Use, f.Name)
 			}
 		})
