@@ -11,8 +11,9 @@ import (
 )
 
 // storeCollector exports the store's size as gauges. A scrape reads the
-// counters the store keeps (one key) and the index's path count (kept by
-// Put, counted once at the first scrape); it never scans the store.
+// counters the store keeps (one key), the index's path count (kept by
+// Put, counted once at the first scrape) and the sizes of the data
+// directory's files (one directory listing); it never scans the store.
 type storeCollector struct {
 	cas   *castore.PebbleStore
 	index *store.Index
@@ -29,6 +30,12 @@ var (
 		"Distinct chunks stored.", nil, nil)
 	storePathsDesc = prometheus.NewDesc("nixcas_store_paths",
 		"Store paths (PathInfos) recorded.", nil, nil)
+	storeBlobsDesc = prometheus.NewDesc("nixcas_store_blobs",
+		"Blob indexes stored (files of more than one chunk).", nil, nil)
+	storeDirectoriesDesc = prometheus.NewDesc("nixcas_store_directories",
+		"Directories stored.", nil, nil)
+	storeDiskBytesDesc = prometheus.NewDesc("nixcas_store_disk_bytes",
+		"Space allocated to the data directory, as du counts it.", nil, nil)
 )
 
 // scrapeTimeout bounds the reads of one scrape.
@@ -36,7 +43,7 @@ const scrapeTimeout = 10 * time.Second
 
 // Describe implements prometheus.Collector.
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{storeStoredBytesDesc, storeUniqueBytesDesc, storeLogicalBytesDesc, storeChunksDesc, storePathsDesc} {
+	for _, d := range []*prometheus.Desc{storeStoredBytesDesc, storeUniqueBytesDesc, storeLogicalBytesDesc, storeChunksDesc, storePathsDesc, storeBlobsDesc, storeDirectoriesDesc, storeDiskBytesDesc} {
 		ch <- d
 	}
 }
@@ -53,6 +60,13 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(storeUniqueBytesDesc, prometheus.GaugeValue, float64(st.UniqueChunkBytes))
 		ch <- prometheus.MustNewConstMetric(storeLogicalBytesDesc, prometheus.GaugeValue, float64(st.LogicalBytes))
 		ch <- prometheus.MustNewConstMetric(storeChunksDesc, prometheus.GaugeValue, float64(st.Chunks))
+		ch <- prometheus.MustNewConstMetric(storeBlobsDesc, prometheus.GaugeValue, float64(st.Blobs))
+		ch <- prometheus.MustNewConstMetric(storeDirectoriesDesc, prometheus.GaugeValue, float64(st.Directories))
+	}
+	if n, err := c.cas.DiskBytes(); err != nil {
+		ch <- prometheus.NewInvalidMetric(storeDiskBytesDesc, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(storeDiskBytesDesc, prometheus.GaugeValue, float64(n))
 	}
 	if n, err := c.index.CountPaths(ctx); err != nil {
 		ch <- prometheus.NewInvalidMetric(storePathsDesc, err)

@@ -27,25 +27,37 @@ func newStoreStatsCommand() *cobra.Command {
 	var (
 		sf     storeFlags
 		asJSON bool
+		server string
 	)
 	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Print what the store holds",
 		Args:  cobra.NoArgs,
+		Long: `Print what the store in --data holds, opening it read-only (a store a
+running server has open is refused, naming the server's process), or, with
+--server http://HOST:PORT, what a running server's store holds, read from
+the gauges on its /metrics.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := sf.openReadOnly()
-			if err != nil {
-				return err
+			var out statsOutput
+			if server != "" {
+				var err error
+				if out, err = serverStats(cmd.Context(), server); err != nil {
+					return err
+				}
+			} else {
+				s, err := sf.openReadOnly()
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				if out.Stats, err = s.Stats(cmd.Context()); err != nil {
+					return err
+				}
+				if out.DiskBytes, err = s.DiskBytes(); err != nil {
+					return err
+				}
 			}
-			defer s.Close()
-			st, err := s.Stats(cmd.Context())
-			if err != nil {
-				return err
-			}
-			out := statsOutput{Stats: st}
-			if out.DiskBytes, err = s.DiskBytes(); err != nil {
-				return err
-			}
+			st := out.Stats
 			if asJSON {
 				return json.NewEncoder(os.Stdout).Encode(out)
 			}
@@ -69,5 +81,7 @@ func newStoreStatsCommand() *cobra.Command {
 	}
 	sf.registerReadOnly(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&server, "server", "", "a running server's HTTP address (http://HOST:PORT) to ask instead of opening --data")
+	cmd.MarkFlagsMutuallyExclusive("server", "data")
 	return cmd
 }
