@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/store"
 )
 
 func newStoreCommand() *cobra.Command {
@@ -21,13 +22,17 @@ func newStoreCommand() *cobra.Command {
 type statsOutput struct {
 	castore.Stats
 	DiskBytes int64 `json:"diskBytes"`
+	// With --unreferenced: the chunks no store path or kept file reaches.
+	UnreferencedChunks     *uint64 `json:"unreferencedChunks,omitempty"`
+	UnreferencedChunkBytes *uint64 `json:"unreferencedChunkBytes,omitempty"`
 }
 
 func newStoreStatsCommand() *cobra.Command {
 	var (
-		sf     storeFlags
-		asJSON bool
-		server string
+		sf           storeFlags
+		asJSON       bool
+		server       string
+		unreferenced bool
 	)
 	cmd := &cobra.Command{
 		Use:   "stats",
@@ -36,7 +41,11 @@ func newStoreStatsCommand() *cobra.Command {
 		Long: `Print what the store in --data holds, opening it read-only (a store a
 running server has open is refused, naming the server's process), or, with
 --server http://HOST:PORT, what a running server's store holds, read from
-the gauges on its /metrics.`,
+the gauges on its /metrics. With --unreferenced, also what no store path
+and no kept file (log, debug info, realisation) reaches, chunks that a
+garbage collection would free (for example those of rejected uploads or
+killed ingests): this reads every PathInfo, directory and blob index and
+holds the reachable chunk digests in memory (about 80 bytes each).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out statsOutput
 			if server != "" {
@@ -55,6 +64,13 @@ the gauges on its /metrics.`,
 				}
 				if out.DiskBytes, err = s.DiskBytes(); err != nil {
 					return err
+				}
+				if unreferenced {
+					u, err := store.NewIndex(s, s).Unreferenced(cmd.Context(), s)
+					if err != nil {
+						return err
+					}
+					out.UnreferencedChunks, out.UnreferencedChunkBytes = &u.Chunks, &u.Bytes
 				}
 			}
 			st := out.Stats
@@ -76,12 +92,18 @@ the gauges on its /metrics.`,
 			} {
 				fmt.Fprintf(tw, "%v\t  %s\t\n", row.v, row.name)
 			}
+			if out.UnreferencedChunks != nil {
+				fmt.Fprintf(tw, "%v\t  %s\t\n", *out.UnreferencedChunks, "unreferenced chunks")
+				fmt.Fprintf(tw, "%v\t  %s\t\n", *out.UnreferencedChunkBytes, "unreferenced chunk bytes (uncompressed)")
+			}
 			return tw.Flush()
 		},
 	}
 	sf.registerReadOnly(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&server, "server", "", "a running server's HTTP address (http://HOST:PORT) to ask instead of opening --data")
+	cmd.Flags().BoolVar(&unreferenced, "unreferenced", false, "also count the chunks no store path or kept file reaches (reads the whole index)")
 	cmd.MarkFlagsMutuallyExclusive("server", "data")
+	cmd.MarkFlagsMutuallyExclusive("server", "unreferenced")
 	return cmd
 }

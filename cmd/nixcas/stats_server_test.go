@@ -60,4 +60,14 @@ func TestStoreStatsServer(t *testing.T) {
 			t.Errorf("%s: %d through the server, %d from the store at rest", k, a[k], b[k])
 		}
 	}
+
+	// A pushed directory is no store path: nothing refers to its chunks.
+	unref := e2eInvocation{Args: []string{"store", "stats", "--data", s.dir, "--json", "--unreferenced"}, Timeout: time.Minute}.run(t)
+	var u map[string]int64
+	if unref.Err != nil || json.Unmarshal(unref.Stdout, &u) != nil {
+		t.Fatalf("store stats --unreferenced: %v\n%s%s", unref.Err, unref.Stdout, unref.Stderr)
+	}
+	if u["unreferencedChunks"] != b["chunks"] || u["unreferencedChunkBytes"] != b["uniqueChunkBytes"] {
+		t.Errorf("store stats --unreferenced: %s; want every chunk (%d, %d bytes) unreferenced", unref.Stdout, b["chunks"], b["uniqueChunkBytes"])
+	}
 }
