@@ -280,35 +280,22 @@ func (f *storeFile) Preallocate(offset, length int64) error { return nil }
 // Write writes p, waiting for space when the disk is full (see
 // storeFS.waitForSpace).
 func (f *storeFile) Write(p []byte) (int, error) {
-	written := 0
-	var since time.Time
-	for first := true; ; first = false {
-		n, err := f.File.Write(p[written:])
-		written += n
-		if err == nil || !isNoSpace(err) {
-			if !first {
-				f.fs.doneWaiting()
-			}
-			return written, err
-		}
-		if first {
-			since = time.Now()
-		}
-		if !f.fs.waitForSpace(f.name, f.wal, first, since) {
-			if !first {
-				f.fs.doneWaiting()
-			}
-			return written, err
-		}
-	}
+	return f.writeWaiting(p, func(b []byte, _ int) (int, error) { return f.File.Write(b) })
 }
 
 // WriteAt is Write at an offset.
 func (f *storeFile) WriteAt(p []byte, off int64) (int, error) {
+	return f.writeWaiting(p, func(b []byte, done int) (int, error) { return f.File.WriteAt(b, off+int64(done)) })
+}
+
+// writeWaiting writes p with write (given what is left and how much is
+// written already), retrying what is left while the disk is full and
+// storeFS.waitForSpace says to.
+func (f *storeFile) writeWaiting(p []byte, write func(b []byte, done int) (int, error)) (int, error) {
 	written := 0
 	var since time.Time
 	for first := true; ; first = false {
-		n, err := f.File.WriteAt(p[written:], off+int64(written))
+		n, err := write(p[written:], written)
 		written += n
 		if err == nil || !isNoSpace(err) {
 			if !first {

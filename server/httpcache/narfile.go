@@ -1,12 +1,10 @@
 package httpcache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"path"
 	"strings"
 
 	"github.com/dsnet/compress/bzip2"
@@ -40,21 +38,17 @@ func servable(compression string) bool {
 	return compression == encodeNone || compression == "bzip2" || storedFormats[compression] != nil
 }
 
-// recordNARFile remembers the URL and compression the narinfo text names
+// recordNARFile remembers the URL and compression the narinfo ni names
 // for the NAR of p, so that GET and HEAD of that URL answer as the
 // uploader expects. It does nothing when the Index cannot remember, or for
 // a URL outside nar/ or a compression that cannot be served (no client
 // could read such a file from nixcas anyway).
-func (h *handler) recordNARFile(ctx context.Context, text []byte, p *store.PathInfo) error {
+func (h *handler) recordNARFile(ctx context.Context, ni *narinfo.NarInfo, p *store.PathInfo) error {
 	nf, ok := h.o.Index.(narFiles)
 	if !ok {
 		return nil
 	}
-	ni, err := narinfo.Parse(bytes.NewReader(text))
-	if err != nil {
-		return fmt.Errorf("%w: narinfo: %v", ErrInvalid, err)
-	}
-	url := path.Clean(strings.TrimPrefix(ni.URL, "/"))
+	url := narInfoURL(ni)
 	file, ok := strings.CutPrefix(url, "nar/")
 	if !ok || file == "" || strings.Contains(file, "/") {
 		return nil

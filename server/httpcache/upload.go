@@ -88,7 +88,12 @@ func (h *handler) putNarInfo(w http.ResponseWriter, r *http.Request, hash string
 		http.Error(w, "narinfo too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	p, up, err := h.pathInfoOf(r, hash, b)
+	ni, err := narinfo.Parse(bytes.NewReader(b))
+	if err != nil {
+		httpError(w, r, fmt.Errorf("%w: narinfo: %v", ErrInvalid, err))
+		return
+	}
+	p, up, err := h.pathInfoOf(r, hash, ni)
 	if err != nil {
 		code := statusOf(err)
 		if errors.Is(err, castore.ErrCorrupt) {
@@ -97,7 +102,7 @@ func (h *handler) putNarInfo(w http.ResponseWriter, r *http.Request, hash string
 		http.Error(w, err.Error(), code)
 		return
 	}
-	if err := h.recordNARFile(r.Context(), b, p); err != nil {
+	if err := h.recordNARFile(r.Context(), ni, p); err != nil {
 		httpError(w, r, err)
 		return
 	}
@@ -111,13 +116,9 @@ func (h *handler) putNarInfo(w http.ResponseWriter, r *http.Request, hash string
 	w.WriteHeader(http.StatusCreated)
 }
 
-// pathInfoOf parses a narinfo put at <hash>.narinfo and makes its PathInfo
+// pathInfoOf checks a narinfo put at <hash>.narinfo and makes its PathInfo
 // from the NAR it names, returning the pending upload used, if any.
-func (h *handler) pathInfoOf(r *http.Request, hash string, text []byte) (*store.PathInfo, *upload, error) {
-	ni, err := narinfo.Parse(bytes.NewReader(text))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: narinfo: %v", ErrInvalid, err)
-	}
+func (h *handler) pathInfoOf(r *http.Request, hash string, ni *narinfo.NarInfo) (*store.PathInfo, *upload, error) {
 	if err := ni.Check(); err != nil {
 		return nil, nil, fmt.Errorf("%w: narinfo: %v", ErrInvalid, err)
 	}
@@ -139,10 +140,10 @@ func (h *handler) pathInfoOf(r *http.Request, hash string, text []byte) (*store.
 	// The NAR: put under the narinfo's URL, or under another one with the
 	// same hash, or already stored.
 	var res narrender.Result
-	up := h.uploads.get(path.Clean(strings.TrimPrefix(ni.URL, "/")), narSum)
+	up := h.uploads.get(narInfoURL(ni), narSum)
 	if up != nil {
 		res = up.nar
-		if up.url == path.Clean(strings.TrimPrefix(ni.URL, "/")) {
+		if up.url == narInfoURL(ni) {
 			if err := checkFile(ni, up); err != nil {
 				return nil, nil, err
 			}
@@ -220,6 +221,12 @@ func (h *handler) checkReferences(ctx context.Context, p *store.PathInfo) error 
 		}
 	}
 	return nil
+}
+
+// narInfoURL returns a narinfo's URL in the form uploads are named by,
+// relative to the cache and cleaned.
+func narInfoURL(ni *narinfo.NarInfo) string {
+	return path.Clean(strings.TrimPrefix(ni.URL, "/"))
 }
 
 // newPathInfo makes the PathInfo a narinfo describes for the NAR ingested
