@@ -1,13 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // serverStats reads a running server's store figures from the gauges on
@@ -34,39 +35,26 @@ func serverStats(ctx context.Context, base string) (statsOutput, error) {
 	if resp.StatusCode != http.StatusOK {
 		return out, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	fields := map[string]*uint64{
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", url, err)
+	}
+	var disk uint64
+	for name, p := range map[string]*uint64{
 		"nixcas_store_logical_bytes":      &out.LogicalBytes,
 		"nixcas_store_unique_chunk_bytes": &out.UniqueChunkBytes,
 		"nixcas_store_stored_bytes":       &out.StoredBytes,
 		"nixcas_store_chunks":             &out.Chunks,
 		"nixcas_store_blobs":              &out.Blobs,
 		"nixcas_store_directories":        &out.Directories,
-	}
-	var disk uint64
-	fields["nixcas_store_disk_bytes"] = &disk
-	found := map[string]bool{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		p := fields[name]
-		if !ok || p == nil {
-			continue
-		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			return out, fmt.Errorf("%s: %s: %v", url, name, err)
-		}
-		*p = uint64(f)
-		found[name] = true
-	}
-	if err := sc.Err(); err != nil {
-		return out, fmt.Errorf("%s: %w", url, err)
-	}
-	for name := range fields {
-		if !found[name] {
+		"nixcas_store_disk_bytes":         &disk,
+	} {
+		mf := families[name]
+		if mf == nil || len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetGauge() == nil {
 			return out, fmt.Errorf("%s: no %s gauge (is this a nixcas serve, and does its store answer?)", url, name)
 		}
+		*p = uint64(mf.GetMetric()[0].GetGauge().GetValue())
 	}
 	out.DiskBytes = int64(disk)
 	return out, nil
