@@ -9,7 +9,9 @@ import (
 )
 
 // DeleteChunk removes chunk d, reporting whether it was there, and takes
-// it off the counters (Chunks, UniqueChunkBytes, StoredBytes). Blob indexes
+// it off the counters (Chunks, UniqueChunkBytes, and StoredBytes for a
+// chunk not yet packed in a frame: a frame's bytes stay until compaction
+// rewrites it). Blob indexes
 // and directories naming the chunk stay: reading them back then fails with
 // ErrNotFound for the chunk. It is meant for caches, which evict chunks
 // they can fetch again. Safe for concurrent use; the write is not synced.
@@ -25,8 +27,10 @@ func (s *PebbleStore) DeleteChunk(ctx context.Context, d Digest) (bool, error) {
 	key := pebbleKey(pebbleKindChunk, d)
 	var size, stored int
 	err = get(db, key, "chunk "+d.String(), func(v []byte) (err error) {
-		stored = len(v)
-		size, err = DecodedChunkSize(v)
+		if len(v) > 0 && v[0] != CodecFrame { // a frame's bytes stay until compaction
+			stored = len(v)
+		}
+		size, err = storedChunkSize(v)
 		return err
 	})
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -80,7 +84,7 @@ func (s *PebbleStore) ScanChunks(ctx context.Context, fn func(d Digest, size int
 			break
 		}
 		var size int
-		if size, err = DecodedChunkSize(v); err != nil {
+		if size, err = storedChunkSize(v); err != nil {
 			err = fmt.Errorf("chunk %s: %w", d, err)
 			break
 		}

@@ -9,7 +9,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -23,7 +25,11 @@ import (
 // One database per data directory. Every key is a one-byte kind followed by
 // the kind's own key:
 //
-//	'c' chunk digest (32)     → stored chunk: codec byte + payload (see ChunkEncoder)
+//	'c' chunk digest (32)     → stored chunk: codec byte + payload (see ChunkEncoder),
+//	                            or a frame reference (codec CodecFrame, see frames.go)
+//	'q' sequence (8, BE)      → chunk digest (32) ‖ uvarint size: a chunk stored
+//	                            inline, waiting to be packed into a frame
+//	'F' frame digest (32)     → the frame's registry record (see frames.go)
 //	'b' blob digest (32)      → blob index: n × (chunk digest (32) ‖ size uint32 LE),
 //	                            in blob order, n ≥ 2
 //	'd' directory digest (32) → canonical snix.castore.v1.Directory bytes
@@ -65,7 +71,9 @@ const (
 
 // pebbleLayoutVersion is the layout described above, stored under 'm'
 // "version"; a database of another version is refused.
-const pebbleLayoutVersion = 1
+// Version 1 had no frames; a writable open upgrades it to 2 (its inline
+// chunks stay readable, and compaction moves them into frames).
+const pebbleLayoutVersion = 2
 
 var (
 	pebbleVersionKey  = []byte{pebbleKindMeta, 'v', 'e', 'r', 's', 'i', 'o', 'n'}
@@ -81,6 +89,7 @@ const (
 	counterChunks
 	counterBlobs
 	counterDirectories
+	counterFrames
 	numCounters
 )
 
@@ -121,6 +130,11 @@ type PebbleOptions struct {
 	// then waits until space is freed (see diskspace.go). For tests of
 	// that path.
 	NoSpaceGuard bool
+	// Frames tune how chunks are packed into frames.
+	Frames FrameOptions
+	// Objects holds the frames; nil means files under the data
+	// directory's "frames" subdirectory (DirObjects).
+	Objects ObjectStore
 }
 
 // DefaultPebbleOptions: 256 MiB cache, 64 MiB memtables, values of 1 KiB
@@ -135,6 +149,7 @@ var DefaultPebbleOptions = PebbleOptions{
 	FlushFileSize:          16 << 20,
 	LockStripes:            256,
 	MinFreeBytes:           64 << 20,
+	Frames:                 DefaultFrameOptions,
 }
 
 // EnsureDefaults fills zero fields from DefaultPebbleOptions.
@@ -157,6 +172,7 @@ func (o PebbleOptions) EnsureDefaults() PebbleOptions {
 	if o.MinFreeBytes == 0 {
 		o.MinFreeBytes = DefaultPebbleOptions.MinFreeBytes
 	}
+	o.Frames = o.Frames.ensureDefaults()
 	return o
 }
 
@@ -176,7 +192,7 @@ func (o PebbleOptions) Validate() error {
 	case o.MinFreeBytes > 1<<50:
 		return fmt.Errorf("%w: pebble: minimum free space %d bytes", ErrInvalid, o.MinFreeBytes)
 	}
-	return nil
+	return o.Frames.validate()
 }
 
 // reserve returns the free space a write needs (see MinFreeBytes) and how
@@ -242,6 +258,13 @@ type PebbleStore struct {
 	// mu guards db against Close: operations hold it for reading.
 	mu sync.RWMutex
 	db *pebble.DB
+
+	objects   ObjectStore
+	frameOpts FrameOptions
+	cache     *frameCache
+	queueSeq  atomic.Uint64 // last queue sequence number used
+	queued    atomic.Int64  // bytes of queued chunks
+	packState
 }
 
 var _ Store = (*PebbleStore)(nil)
@@ -325,14 +348,34 @@ func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard
 		db.Close()
 		return nil, err
 	}
-	return &PebbleStore{
-		dir:      dir,
-		db:       db,
-		stripes:  make([]paddedMutex, opts.LockStripes),
-		fs:       fsys,
-		space:    space,
-		readOnly: fsys.readOnly,
-	}, nil
+	s := &PebbleStore{
+		dir:       dir,
+		db:        db,
+		stripes:   make([]paddedMutex, opts.LockStripes),
+		fs:        fsys,
+		space:     space,
+		readOnly:  fsys.readOnly,
+		objects:   opts.Objects,
+		frameOpts: opts.Frames,
+		cache:     newFrameCache(opts.Frames.CacheSize),
+	}
+	if s.objects == nil {
+		s.objects = &DirObjects{dir: filepath.Join(dir, "frames"), space: space}
+	}
+	if err := s.loadQueue(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if !s.readOnly {
+		if err := s.sweepFrames(context.Background(), db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("castore: pebble: open %s: %w", dir, err)
+		}
+		if !s.frameOpts.Off {
+			s.startPacker()
+		}
+	}
+	return s, nil
 }
 
 // checkPebbleVersion checks the layout version of the database in dir,
@@ -366,8 +409,14 @@ func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
 	if err != nil {
 		return err
 	}
-	if got, n := binary.Uvarint(version); n != len(version) || got != pebbleLayoutVersion {
-		return fmt.Errorf("%w: pebble database %s has layout version %x, want %d", ErrInvalid, dir, version, pebbleLayoutVersion)
+	got, n := binary.Uvarint(version)
+	if n != len(version) || got < 1 || got > pebbleLayoutVersion {
+		return fmt.Errorf("%w: pebble database %s has layout version %x, want 1 to %d", ErrInvalid, dir, version, pebbleLayoutVersion)
+	}
+	if got < pebbleLayoutVersion && !readOnly {
+		if err := db.Set(pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), pebble.Sync); err != nil {
+			return pebbleError(err, "open "+dir)
+		}
 	}
 	return nil
 }
@@ -468,28 +517,58 @@ func (s *PebbleStore) HasChunk(ctx context.Context, d Digest) (bool, error) {
 	return has(ctx, db, pebbleKey(pebbleKindChunk, d))
 }
 
-// GetChunk implements ChunkStore. The chunk is decoded straight from
-// Pebble's buffer into dst.
+// GetChunk implements ChunkStore. An inline chunk is decoded straight from
+// Pebble's buffer into dst; a chunk in a frame is copied out of the decoded
+// frame (see frames.go).
 func (s *PebbleStore) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byte, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return dst, err
 	}
 	defer s.mu.RUnlock()
-	out := dst
-	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) (err error) {
-		out, err = DecodeChunk(dst, v)
-		return err
-	})
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-		return dst, fmt.Errorf("%w: chunk %s", ErrNotFound, d)
-	case errors.Is(err, ErrCorrupt):
-		return dst, fmt.Errorf("%w (chunk %s)", err, d)
-	case err != nil:
-		return dst, err
+	return s.getChunk(ctx, db, d, dst)
+}
+
+// getChunk is GetChunk on an acquired db.
+func (s *PebbleStore) getChunk(ctx context.Context, db *pebble.DB, d Digest, dst []byte) ([]byte, error) {
+	key := pebbleKey(pebbleKindChunk, d)
+	for attempt := 0; ; attempt++ {
+		var (
+			ref    frameRef
+			framed bool
+			out    = dst
+		)
+		err := get(db, key, "chunk", func(v []byte) (err error) {
+			if len(v) > 0 && v[0] == CodecFrame {
+				framed = true
+				ref, err = decodeFrameRef(v)
+				return err
+			}
+			out, err = DecodeChunk(dst, v)
+			return err
+		})
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+			return dst, fmt.Errorf("%w: chunk %s", ErrNotFound, d)
+		case errors.Is(err, ErrCorrupt):
+			return dst, fmt.Errorf("%w (chunk %s)", err, d)
+		case err != nil:
+			return dst, err
+		case !framed:
+			return out, nil
+		}
+		frame, err := readFrame(ctx, s.objects, s.cache, ref.frame)
+		if errors.Is(err, errFrameMissing) {
+			if attempt == 0 {
+				continue // compaction may have moved the chunk meanwhile
+			}
+			return dst, fmt.Errorf("%w: chunk %s: %v", ErrCorrupt, d, err)
+		}
+		if err != nil {
+			return dst, fmt.Errorf("chunk %s: %w", d, err)
+		}
+		return sliceFrame(dst, frame, ref)
 	}
-	return out, nil
 }
 
 // chunkEncoding is a pooled encoder with its output buffer.
@@ -528,17 +607,19 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 	}()
 	e.buf = e.enc.Encode(e.buf[:0], c.data)
 
-	return putStoredChunk(ctx, db, s.space, s.stripe(c.digest), key, len(c.data), e.buf)
+	return s.putStoredChunk(ctx, db, c.digest, len(c.data), e.buf)
 }
 
-// putStoredChunk writes a chunk's stored form under key, with its counters,
-// unless it is already there, under the digest's lock stripe mu so that a
-// chunk is stored and counted once, if space admits it. The write is not
-// synced.
-func putStoredChunk(ctx context.Context, db *pebble.DB, space *spaceGuard, mu *sync.Mutex, key []byte, size int, stored []byte) (bool, error) {
-	if err := space.admit(len(key) + len(stored)); err != nil {
+// putStoredChunk writes a chunk's stored form, with its queue entry (see
+// pack.go) and counters, unless it is already there, under the digest's
+// lock stripe so that a chunk is stored and counted once, if space admits
+// it. The write is not synced.
+func (s *PebbleStore) putStoredChunk(ctx context.Context, db *pebble.DB, d Digest, size int, stored []byte) (bool, error) {
+	key := pebbleKey(pebbleKindChunk, d)
+	if err := s.space.admit(len(key) + len(stored) + 48); err != nil {
 		return false, err
 	}
+	mu := s.stripe(d)
 	mu.Lock()
 	defer mu.Unlock()
 	if ok, err := has(ctx, db, key); err != nil || ok {
@@ -551,9 +632,16 @@ func putStoredChunk(ctx context.Context, db *pebble.DB, space *spaceGuard, mu *s
 	b := db.NewBatch()
 	defer b.Close()
 	_ = b.Set(key, stored, nil)
+	if !s.frameOpts.Off {
+		_ = b.Set(queueKey(s.queueSeq.Add(1)), queueValue(d, size), nil)
+	}
 	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return false, pebbleError(err, fmt.Sprintf("put chunk %x", key[1:]))
+		return false, pebbleError(err, "put chunk "+d.String())
+	}
+	if !s.frameOpts.Off {
+		s.queued.Add(int64(size))
+		s.signalPacker()
 	}
 	return true, nil
 }
@@ -735,6 +823,7 @@ func (s *PebbleStore) Stats(ctx context.Context) (Stats, error) {
 		Chunks:           c[counterChunks],
 		Blobs:            c[counterBlobs],
 		Directories:      c[counterDirectories],
+		Frames:           c[counterFrames],
 	}, nil
 }
 
@@ -765,6 +854,7 @@ func (s *PebbleStore) Sync(ctx context.Context) error {
 // not kept for reuse, so the directory holds what the data needs. It is
 // safe to call twice; other methods fail once the store is closed.
 func (s *PebbleStore) Close() error {
+	s.stopPacker()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
@@ -798,11 +888,15 @@ func (s *PebbleStore) roomToFlush(wal uint64) bool {
 	return err == nil && avail >= 2*wal
 }
 
-// Flush writes the memtable out to sstables (and blob files) and waits
-// until that and the compactions in progress are done. Stores do not need
-// it; it is for tools and tests that look at the files or measure a store
-// at rest. On a read-only store it does nothing.
+// Flush packs every queued chunk into frames (PackPending), writes the
+// memtable out to sstables (and blob files) and waits until that and the
+// compactions in progress are done. Stores do not need it; it is for tools
+// and tests that look at the files or measure a store at rest. On a
+// read-only store it does nothing.
 func (s *PebbleStore) Flush(ctx context.Context) error {
+	if err := s.PackPending(ctx); err != nil {
+		return err
+	}
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return err
@@ -846,7 +940,7 @@ type MetaRecord struct {
 // checkMetaKind refuses the kinds the store keeps itself.
 func checkMetaKind(kind byte) error {
 	switch kind {
-	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta:
+	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta, pebbleKindQueue, pebbleKindFrame:
 		return fmt.Errorf("%w: key kind %q belongs to castore", ErrInvalid, kind)
 	}
 	return nil

@@ -29,6 +29,20 @@ func openPebble(t testing.TB, dir string) *castore.PebbleStore {
 	return s
 }
 
+// openUnpacked opens the store in dir with frames off: every chunk stays
+// inline, for tests of Pebble's own handling of chunk values.
+func openUnpacked(t testing.TB, dir string) *castore.PebbleStore {
+	t.Helper()
+	opts := testPebbleOptions
+	opts.Frames.Off = true
+	s, err := castore.OpenPebble(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // quietLogger drops Pebble's informational messages.
 type quietLogger struct{ pebble.Logger }
 
@@ -65,7 +79,7 @@ func TestPebbleOptions(t *testing.T) {
 func TestPebbleReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "new", "castore")
-	s := openPebble(t, dir)
+	s := openUnpacked(t, dir)
 	chunk := castoretest.CompressibleBytes(50 << 10)
 	cd := castoretest.MustPutChunk(t, s, chunk)
 	blob := castoretest.RandomBytes(1, 300<<10)
@@ -84,7 +98,7 @@ func TestPebbleReopen(t *testing.T) {
 		t.Fatal("Stats on a closed store succeeded")
 	}
 
-	s = openPebble(t, dir)
+	s = openUnpacked(t, dir)
 	if got := castoretest.MustStats(t, s); got != before {
 		t.Fatalf("Stats after reopening = %+v, want %+v", got, before)
 	}
@@ -116,7 +130,7 @@ func TestPebbleReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s = openPebble(t, dir)
+	s = openUnpacked(t, dir)
 	if got := castoretest.MustStats(t, s); got != want {
 		t.Fatalf("Stats after second reopening = %+v, want %+v", got, want)
 	}
@@ -150,7 +164,7 @@ func filesBySuffix(t *testing.T, dir, suffix string) (size int64, n int) {
 func TestPebbleValueSeparation(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openPebble(t, dir)
+	s := openUnpacked(t, dir)
 	const chunkSize, total = 256 << 10, 32 << 20
 	var digests []castore.Digest
 	for i := range total / chunkSize {
@@ -191,7 +205,7 @@ func TestPebbleValueSeparation(t *testing.T) {
 func TestPebbleCorruptFile(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openPebble(t, dir)
+	s := openUnpacked(t, dir)
 	data := castoretest.RandomBytes(1, 8<<10)
 	d := castoretest.MustPutChunk(t, s, data)
 	if err := s.Flush(ctx); err != nil {
@@ -212,7 +226,7 @@ func TestPebbleCorruptFile(t *testing.T) {
 	}
 	f.Close()
 
-	s = openPebble(t, dir)
+	s = openUnpacked(t, dir)
 	castoretest.MustHaveChunk(t, s, d, true)
 	if _, err := s.GetChunk(ctx, d, nil); !errors.Is(err, castore.ErrCorrupt) {
 		t.Fatalf("GetChunk of a damaged chunk: %v, want ErrCorrupt", err)

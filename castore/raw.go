@@ -72,8 +72,11 @@ func (s *PebbleStore) GetEncodedChunk(ctx context.Context, d Digest, dst []byte)
 	}
 	defer s.mu.RUnlock()
 	out := dst
+	framed := false
 	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
-		out = append(dst, v...)
+		if framed = len(v) > 0 && v[0] == CodecFrame; !framed {
+			out = append(dst, v...)
+		}
 		return nil
 	})
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -81,6 +84,14 @@ func (s *PebbleStore) GetEncodedChunk(ctx context.Context, d Digest, dst []byte)
 	}
 	if err != nil {
 		return dst, err
+	}
+	if framed {
+		// A chunk in a frame has no stored form of its own: send it raw.
+		out, err := s.getChunk(ctx, db, d, append(dst, CodecRaw))
+		if err != nil {
+			return dst, err
+		}
+		return out, nil
 	}
 	return out, nil
 }
@@ -98,11 +109,10 @@ func (s *PebbleStore) PutEncodedChunk(ctx context.Context, d Digest, stored []by
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	key := pebbleKey(pebbleKindChunk, d)
-	if ok, err := has(ctx, db, key); err != nil || ok {
+	if ok, err := has(ctx, db, pebbleKey(pebbleKindChunk, d)); err != nil || ok {
 		return false, err
 	}
-	return putStoredChunk(ctx, db, s.space, s.stripe(d), key, len(c.data), stored)
+	return s.putStoredChunk(ctx, db, d, len(c.data), stored)
 }
 
 // GetEncodedChunk implements EncodedChunkStore.

@@ -97,7 +97,9 @@ type DirectoryStore interface {
 // Stats counts what a store holds. LogicalBytes counts every blob written,
 // repeats included; the other figures count unique items. Blobs counts blob
 // indexes, that is files of more than one chunk (a one-chunk file is its
-// chunk). StoredBytes counts stored chunk values (codec byte included).
+// chunk). StoredBytes counts stored chunk values (codec byte included) and
+// the compressed frames chunks are packed in (see frames.go), dead bytes of
+// frames included until compaction rewrites them.
 type Stats struct {
 	LogicalBytes     uint64 `json:"logicalBytes"`
 	UniqueChunkBytes uint64 `json:"uniqueChunkBytes"`
@@ -105,6 +107,8 @@ type Stats struct {
 	Chunks           uint64 `json:"chunks"`
 	Blobs            uint64 `json:"blobs"`
 	Directories      uint64 `json:"directories"`
+	// Frames counts the frames chunks are packed in (stores that pack).
+	Frames uint64 `json:"frames,omitempty"`
 }
 
 // Store is a complete castore backend.

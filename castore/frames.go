@@ -1,0 +1,400 @@
+package castore
+
+import (
+	"container/list"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Frames
+//
+// A PebbleStore keeps chunk bytes in frames: objects (see ObjectStore) each
+// holding many chunks side by side, compressed together as one zstd frame
+// so that each chunk is compressed with its neighbours as context. A frame
+// is named by the hex BLAKE3 of its compressed bytes, is written once and
+// never changed, and is decoded whole; the chunk index ('c' keys) maps each
+// chunk to (frame, offset, length) in the decoded frame:
+//
+//	CodecFrame ‖ frame digest (32) ‖ uvarint offset ‖ uvarint length
+//
+// A chunk is first written inline, as before (codec byte + payload, in the
+// same Pebble batch as a queue entry 'q' sequence → digest), so a put is
+// durable and ordered exactly as every other write. The packer takes queued
+// chunks in ingest order, writes them as a hot frame once a frame's worth
+// has gathered, and switches their index entries to the frame in one batch
+// that also drops the queue entries and registers the frame ('F' key). A
+// crash before that batch leaves the chunks inline and queued, and the
+// frame, registered nowhere, is deleted on the next open.
+//
+// Compaction (compact.go) rewrites chunks into cold frames, grouped as the
+// caller orders them (by file path across versions, from the store layer),
+// at a high zstd level.
+//
+// Registry value ('F' frame digest →):
+//
+//	tier byte ‖ uvarint created (unix seconds) ‖ uvarint compressed size ‖
+//	uvarint decoded size ‖ n × (chunk digest (32) ‖ uvarint size)
+
+// CodecFrame: the chunk lives in a frame (see above).
+const CodecFrame byte = 2
+
+// Frame tiers.
+const (
+	// FrameHot: written by the packer, chunks in ingest order.
+	FrameHot byte = 0
+	// FrameCold: written by compaction.
+	FrameCold byte = 1
+)
+
+// MaxFrameSize bounds the decoded size of any frame a store writes or
+// decodes.
+const MaxFrameSize = 64 << 20
+
+const (
+	pebbleKindQueue byte = 'q'
+	pebbleKindFrame byte = 'F'
+)
+
+// FrameOptions tune how a PebbleStore packs chunks into frames. Zero fields
+// take the defaults of DefaultFrameOptions.
+type FrameOptions struct {
+	// Size is the decoded size of a hot frame: the packer writes one once
+	// this many bytes of chunks are queued.
+	Size int
+	// Level is the zstd level of hot frames.
+	Level zstd.EncoderLevel
+	// CacheSize bounds the decoded frames kept for reads, in bytes.
+	CacheSize int64
+	// Off keeps new chunks inline (codec byte + payload in Pebble), as
+	// layout version 1 did: nothing is queued or packed (compaction still
+	// moves chunks into frames). For tests of Pebble itself and for
+	// comparisons.
+	Off bool
+}
+
+// DefaultFrameOptions: 1 MiB hot frames at zstd's default level, 64 MiB of
+// decoded frames cached.
+var DefaultFrameOptions = FrameOptions{
+	Size:      1 << 20,
+	Level:     zstd.SpeedDefault,
+	CacheSize: 64 << 20,
+}
+
+func (o FrameOptions) ensureDefaults() FrameOptions {
+	if o.Size == 0 {
+		o.Size = DefaultFrameOptions.Size
+	}
+	if o.Level == 0 {
+		o.Level = DefaultFrameOptions.Level
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultFrameOptions.CacheSize
+	}
+	return o
+}
+
+func (o FrameOptions) validate() error {
+	switch {
+	case o.Size < 64<<10 || o.Size > MaxFrameSize/2:
+		return fmt.Errorf("%w: frame size %d not in [64 KiB, %d MiB]", ErrInvalid, o.Size, MaxFrameSize/2>>20)
+	case o.Level < zstd.SpeedFastest || o.Level > zstd.SpeedBestCompression:
+		return fmt.Errorf("%w: frame zstd level %d", ErrInvalid, o.Level)
+	case o.CacheSize < 0:
+		return fmt.Errorf("%w: frame cache size %d", ErrInvalid, o.CacheSize)
+	}
+	return nil
+}
+
+// frameRef is where a chunk lives in a frame.
+type frameRef struct {
+	frame  Digest
+	offset uint32
+	length uint32
+}
+
+func (r frameRef) encode(dst []byte) []byte {
+	dst = append(dst, CodecFrame)
+	dst = append(dst, r.frame[:]...)
+	dst = binary.AppendUvarint(dst, uint64(r.offset))
+	return binary.AppendUvarint(dst, uint64(r.length))
+}
+
+func decodeFrameRef(v []byte) (frameRef, error) {
+	var r frameRef
+	if len(v) < 1+DigestSize+2 || v[0] != CodecFrame {
+		return r, fmt.Errorf("%w: frame reference of %d bytes", ErrCorrupt, len(v))
+	}
+	copy(r.frame[:], v[1:])
+	rest := v[1+DigestSize:]
+	off, n := binary.Uvarint(rest)
+	if n <= 0 {
+		return r, fmt.Errorf("%w: frame reference offset", ErrCorrupt)
+	}
+	length, m := binary.Uvarint(rest[n:])
+	if m <= 0 || n+m != len(rest) || off+length > MaxFrameSize || length > MaxChunkSize {
+		return r, fmt.Errorf("%w: frame reference length", ErrCorrupt)
+	}
+	r.offset, r.length = uint32(off), uint32(length)
+	return r, nil
+}
+
+// frameName is the object name of a frame.
+func frameName(d Digest) string { return hex.EncodeToString(d[:]) }
+
+// parseFrameName is the inverse of frameName.
+func parseFrameName(name string) (Digest, bool) {
+	var d Digest
+	if len(name) != 2*DigestSize {
+		return d, false
+	}
+	if _, err := hex.Decode(d[:], []byte(name)); err != nil {
+		return d, false
+	}
+	return d, frameName(d) == name
+}
+
+// frameChunk is one chunk of a frame, as the registry lists it.
+type frameChunk struct {
+	digest Digest
+	size   uint32
+}
+
+// frameInfo is a frame's registry record.
+type frameInfo struct {
+	name       Digest
+	tier       byte
+	created    time.Time
+	stored     uint64 // compressed bytes
+	decoded    uint64
+	chunks     []frameChunk
+	registered bool
+}
+
+func (f *frameInfo) encode() []byte {
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(f.chunks)*(DigestSize+3))
+	b = append(b, f.tier)
+	b = binary.AppendUvarint(b, uint64(f.created.Unix()))
+	b = binary.AppendUvarint(b, f.stored)
+	b = binary.AppendUvarint(b, f.decoded)
+	for _, c := range f.chunks {
+		b = append(b, c.digest[:]...)
+		b = binary.AppendUvarint(b, uint64(c.size))
+	}
+	return b
+}
+
+func decodeFrameInfo(name Digest, v []byte) (*frameInfo, error) {
+	bad := func(what string) (*frameInfo, error) {
+		return nil, fmt.Errorf("%w: frame %s registry record: %s", ErrCorrupt, frameName(name), what)
+	}
+	if len(v) < 4 {
+		return bad("too short")
+	}
+	f := &frameInfo{name: name, tier: v[0], registered: true}
+	rest := v[1:]
+	var vals [3]uint64
+	for i := range vals {
+		x, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return bad("header")
+		}
+		vals[i], rest = x, rest[n:]
+	}
+	f.created = time.Unix(int64(vals[0]), 0)
+	f.stored, f.decoded = vals[1], vals[2]
+	for len(rest) > 0 {
+		if len(rest) < DigestSize+1 {
+			return bad("chunk list")
+		}
+		var c frameChunk
+		copy(c.digest[:], rest)
+		size, n := binary.Uvarint(rest[DigestSize:])
+		if n <= 0 || size > MaxChunkSize {
+			return bad("chunk size")
+		}
+		c.size = uint32(size)
+		f.chunks = append(f.chunks, c)
+		rest = rest[DigestSize+n:]
+	}
+	return f, nil
+}
+
+// frameEncoders compress frames, one pool per level.
+var frameEncoders sync.Map // zstd.EncoderLevel → *sync.Pool of *zstd.Encoder
+
+func compressFrame(level zstd.EncoderLevel, data []byte) []byte {
+	p, _ := frameEncoders.LoadOrStore(level, &sync.Pool{New: func() any {
+		enc, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(level),
+			zstd.WithEncoderConcurrency(1),
+			zstd.WithEncoderCRC(true),
+			zstd.WithWindowSize(frameWindow))
+		if err != nil {
+			panic(err) // only for invalid options, which are constants here
+		}
+		return enc
+	}})
+	pool := p.(*sync.Pool)
+	enc := pool.Get().(*zstd.Encoder)
+	defer pool.Put(enc)
+	return enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+}
+
+// frameWindow is the zstd window of frames the store writes: as far back
+// as the compressor looks for matches, in the largest frame compaction
+// writes.
+const frameWindow = 8 << 20
+
+var frameDecoders = sync.Pool{New: func() any {
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(MaxFrameSize),
+		zstd.WithDecoderMaxWindow(MaxFrameSize))
+	if err != nil {
+		panic(err)
+	}
+	return dec
+}}
+
+// decodeFrame checks a frame's bytes against its name and decompresses
+// them.
+func decodeFrame(name Digest, obj []byte) ([]byte, error) {
+	if got := Hash(obj); got != name {
+		return nil, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", ErrCorrupt, frameName(name), len(obj), got)
+	}
+	dec := frameDecoders.Get().(*zstd.Decoder)
+	defer frameDecoders.Put(dec)
+	data, err := dec.DecodeAll(obj, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: frame %s: %v", ErrCorrupt, frameName(name), err)
+	}
+	return data, nil
+}
+
+// frameCache keeps decoded frames, least recently used first out, up to a
+// budget of decoded bytes, and decodes each frame once however many
+// readers ask for it at the same time.
+type frameCache struct {
+	max int64
+
+	mu      sync.Mutex
+	used    int64
+	entries map[Digest]*frameEntry
+	lru     list.List // of *frameEntry, most recent at the front
+}
+
+type frameEntry struct {
+	name  Digest
+	ready chan struct{} // closed once data or err is set
+	data  []byte
+	err   error
+	elem  *list.Element // nil while loading or once evicted
+}
+
+func newFrameCache(max int64) *frameCache {
+	return &frameCache{max: max, entries: make(map[Digest]*frameEntry)}
+}
+
+// get returns the decoded frame, calling load for it unless it is cached
+// or being loaded. The slice is shared: never modify it.
+func (c *frameCache) get(ctx context.Context, name Digest, load func() ([]byte, error)) ([]byte, error) {
+	c.mu.Lock()
+	e, ok := c.entries[name]
+	if ok {
+		if e.elem != nil {
+			c.lru.MoveToFront(e.elem)
+		}
+		c.mu.Unlock()
+		select {
+		case <-e.ready:
+			return e.data, e.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	e = &frameEntry{name: name, ready: make(chan struct{})}
+	c.entries[name] = e
+	c.mu.Unlock()
+
+	e.data, e.err = load()
+	c.mu.Lock()
+	if e.err != nil || int64(len(e.data)) > c.max {
+		delete(c.entries, name)
+	} else {
+		e.elem = c.lru.PushFront(e)
+		c.used += int64(len(e.data))
+		for c.used > c.max {
+			old := c.lru.Back().Value.(*frameEntry)
+			c.lru.Remove(old.elem)
+			old.elem = nil
+			delete(c.entries, old.name)
+			c.used -= int64(len(old.data))
+		}
+	}
+	c.mu.Unlock()
+	close(e.ready)
+	return e.data, e.err
+}
+
+// forget drops a frame from the cache (after it was deleted).
+func (c *frameCache) forget(name Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[name]
+	if !ok || e.elem == nil {
+		return
+	}
+	c.lru.Remove(e.elem)
+	e.elem = nil
+	delete(c.entries, name)
+	c.used -= int64(len(e.data))
+}
+
+// readFrame returns frame name decoded, through cache.
+func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name Digest) ([]byte, error) {
+	return cache.get(ctx, name, func() ([]byte, error) {
+		obj, err := objects.GetObject(ctx, frameName(name), 0, -1, nil)
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: frame %s: %v", errFrameMissing, frameName(name), err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("frame %s: %w", frameName(name), err)
+		}
+		return decodeFrame(name, obj)
+	})
+}
+
+// errFrameMissing: the index named a frame that is not there. A reader
+// that meets it looks the chunk up again once (compaction may have moved
+// it); a second miss is corruption.
+var errFrameMissing = errors.New("castore: frame missing")
+
+// sliceFrame appends the chunk at r in the decoded frame to dst.
+func sliceFrame(dst, frame []byte, r frameRef) ([]byte, error) {
+	end := uint64(r.offset) + uint64(r.length)
+	if end > uint64(len(frame)) {
+		return dst, fmt.Errorf("%w: frame %s: chunk at %d+%d beyond its %d bytes",
+			ErrCorrupt, frameName(r.frame), r.offset, r.length, len(frame))
+	}
+	return append(dst, frame[r.offset:end]...), nil
+}
+
+// storedChunkSize returns the uncompressed size of a chunk's index value,
+// inline or in a frame, without reading the frame.
+func storedChunkSize(v []byte) (int, error) {
+	if len(v) > 0 && v[0] == CodecFrame {
+		r, err := decodeFrameRef(v)
+		if err != nil {
+			return 0, err
+		}
+		return int(r.length), nil
+	}
+	return DecodedChunkSize(v)
+}

@@ -1,0 +1,369 @@
+package castore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The packer: queued inline chunks into hot frames (see frames.go).
+
+// queueKey returns the key of queue entry seq.
+func queueKey(seq uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = pebbleKindQueue
+	binary.BigEndian.PutUint64(k[1:], seq)
+	return k
+}
+
+// queueValue is a queue entry's value: the chunk digest and its size.
+func queueValue(d Digest, size int) []byte {
+	return binary.AppendUvarint(append(make([]byte, 0, DigestSize+3), d[:]...), uint64(size))
+}
+
+func decodeQueueValue(v []byte) (Digest, int, error) {
+	var d Digest
+	if len(v) < DigestSize+1 {
+		return d, 0, fmt.Errorf("%w: queue entry of %d bytes", ErrCorrupt, len(v))
+	}
+	copy(d[:], v)
+	size, n := binary.Uvarint(v[DigestSize:])
+	if n <= 0 || DigestSize+n != len(v) || size > MaxChunkSize {
+		return d, 0, fmt.Errorf("%w: queue entry size", ErrCorrupt)
+	}
+	return d, int(size), nil
+}
+
+// loadQueue sets the next queue sequence number and the queued bytes from
+// the queue entries in db.
+func (s *PebbleStore) loadQueue(db *pebble.DB) error {
+	lower := []byte{pebbleKindQueue}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return pebbleError(err, "load queue")
+	}
+	var queued int64
+	var last uint64
+	for it.First(); it.Valid(); it.Next() {
+		if len(it.Key()) != 9 {
+			it.Close()
+			return fmt.Errorf("%w: queue key of %d bytes", ErrCorrupt, len(it.Key()))
+		}
+		last = binary.BigEndian.Uint64(it.Key()[1:])
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return pebbleError(err, "load queue")
+		}
+		_, size, err := decodeQueueValue(v)
+		if err != nil {
+			it.Close()
+			return err
+		}
+		queued += int64(size)
+	}
+	if err := it.Close(); err != nil {
+		return pebbleError(err, "load queue")
+	}
+	s.queueSeq.Store(last)
+	s.queued.Store(queued)
+	return nil
+}
+
+// startPacker starts the goroutine that packs full frames as chunks are
+// queued.
+func (s *PebbleStore) startPacker() {
+	s.packSignal = make(chan struct{}, 1)
+	s.packStop = make(chan struct{})
+	s.packDone = make(chan struct{})
+	go s.packLoop()
+	s.signalPacker()
+}
+
+// signalPacker wakes the packer when a frame's worth is queued.
+func (s *PebbleStore) signalPacker() {
+	if s.packSignal != nil && s.queued.Load() >= int64(s.frameOpts.Size) {
+		select {
+		case s.packSignal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// stopPacker stops the packer, waiting for a pack in progress.
+func (s *PebbleStore) stopPacker() {
+	if s.packStop == nil {
+		return
+	}
+	close(s.packStop)
+	<-s.packDone
+	s.packStop = nil
+}
+
+func (s *PebbleStore) packLoop() {
+	defer close(s.packDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.packStop
+		cancel()
+	}()
+	var lastErr string
+	for {
+		select {
+		case <-s.packStop:
+			return
+		case <-s.packSignal:
+		}
+		for s.queued.Load() >= int64(s.frameOpts.Size) {
+			packed, err := s.packOne(ctx, false)
+			if err != nil {
+				if ctx.Err() == nil && err.Error() != lastErr {
+					// The chunks stay inline and queued: nothing is lost,
+					// and the next signal tries again.
+					slog.Warn("castore: packing chunks into a frame failed; they stay stored unpacked", "dir", s.dir, "err", err)
+					lastErr = err.Error()
+				}
+				break
+			}
+			lastErr = ""
+			if !packed {
+				break
+			}
+		}
+	}
+}
+
+// PackPending packs every queued chunk into hot frames, the last one
+// possibly smaller than a frame. Tools, tests and compaction call it; the
+// packer writes only full frames.
+func (s *PebbleStore) PackPending(ctx context.Context) error {
+	if s.readOnly {
+		return nil
+	}
+	for s.queued.Load() > 0 {
+		packed, err := s.packOne(ctx, true)
+		if err != nil {
+			return err
+		}
+		if !packed {
+			break
+		}
+	}
+	return nil
+}
+
+// queuedChunk is a queue entry being packed.
+type queuedChunk struct {
+	key    []byte // queue key
+	digest Digest
+	size   int
+	inline []byte // the inline value packed; nil when the chunk is gone or framed
+	offset int
+}
+
+// packOne packs queued chunks, oldest first, into one hot frame: a frame's
+// worth, or whatever is queued when force is set. It reports whether it
+// consumed queue entries.
+func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
+	s.packMu.Lock()
+	defer s.packMu.Unlock()
+	db, err := s.acquireWrite(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+
+	var (
+		entries []queuedChunk
+		data    []byte
+		queued  int
+	)
+	lower := []byte{pebbleKindQueue}
+	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return false, pebbleError(err, "pack")
+	}
+	for it.First(); it.Valid() && len(data) < s.frameOpts.Size; it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return false, pebbleError(err, "pack")
+		}
+		d, size, err := decodeQueueValue(v)
+		if err != nil {
+			it.Close()
+			return false, err
+		}
+		e := queuedChunk{key: bytes.Clone(it.Key()), digest: d, size: size}
+		queued += size
+		err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
+			if len(v) == 0 || v[0] == CodecFrame {
+				return nil
+			}
+			e.offset = len(data)
+			var err error
+			if data, err = DecodeChunk(data, v); err != nil {
+				return fmt.Errorf("chunk %s: %w", d, err)
+			}
+			e.inline = bytes.Clone(v)
+			return nil
+		})
+		if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+			it.Close()
+			return false, err
+		}
+		entries = append(entries, e)
+	}
+	if err := it.Close(); err != nil {
+		return false, pebbleError(err, "pack")
+	}
+	if len(entries) == 0 || !force && len(data) < s.frameOpts.Size {
+		return false, nil
+	}
+	f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(data))}
+	var obj []byte
+	if len(data) > 0 {
+		obj = compressFrame(s.frameOpts.Level, data)
+		f.name = Hash(obj)
+		f.stored = uint64(len(obj))
+		if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
+			return false, fmt.Errorf("castore: pack: %w", err)
+		}
+	}
+	if err := s.switchToFrame(ctx, db, f, entries); err != nil {
+		return false, err
+	}
+	s.queued.Add(-int64(queued))
+	return true, nil
+}
+
+// switchToFrame points every chunk of entries that is still stored as it
+// was read at the frame f (when f has a name), registers f, drops the
+// queue entries, and adjusts the counters, in one batch, holding the lock
+// stripes of the chunks.
+func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, entries []queuedChunk) error {
+	unlock := s.lockStripes(func(yield func(Digest) bool) {
+		for _, e := range entries {
+			if e.inline != nil && !yield(e.digest) {
+				return
+			}
+		}
+	})
+	defer unlock()
+	b := db.NewBatch()
+	defer b.Close()
+	var delta [numCounters]uint64
+	var ref []byte
+	for _, e := range entries {
+		if e.key != nil {
+			_ = b.Delete(e.key, nil)
+		}
+		if e.inline == nil {
+			continue
+		}
+		key := pebbleKey(pebbleKindChunk, e.digest)
+		same := false
+		err := get(db, key, "chunk", func(v []byte) error {
+			same = bytes.Equal(v, e.inline)
+			return nil
+		})
+		if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+			return err
+		}
+		if !same {
+			continue // deleted or moved meanwhile
+		}
+		ref = frameRef{frame: f.name, offset: uint32(e.offset), length: uint32(e.size)}.encode(ref[:0])
+		_ = b.Set(key, ref, nil)
+		f.chunks = append(f.chunks, frameChunk{digest: e.digest, size: uint32(e.size)})
+		if e.inline[0] != CodecFrame { // a frame's bytes are counted per frame
+			delta[counterStoredBytes] -= uint64(len(e.inline))
+		}
+	}
+	if f.stored > 0 {
+		_ = b.Set(pebbleKey(pebbleKindFrame, f.name), f.encode(), nil)
+		delta[counterStoredBytes] += f.stored
+		delta[counterFrames]++
+	}
+	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
+	if err := s.space.admit(int(b.Len())); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return pebbleError(err, "switch chunks to frame "+frameName(f.name))
+	}
+	return nil
+}
+
+// lockStripes locks the stripes of the digests, each once and in order (so
+// that two callers never wait for each other), and returns the unlock.
+func (s *PebbleStore) lockStripes(digests func(yield func(Digest) bool)) func() {
+	var idx []int
+	for d := range digests {
+		idx = append(idx, int(binary.LittleEndian.Uint32(d[:4])&uint32(len(s.stripes)-1)))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.stripes[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.stripes[i].Unlock()
+		}
+	}
+}
+
+// sweepFrames deletes the objects no registry record names: frames a crash
+// left between writing them and switching chunks to them, or between
+// unregistering and deleting them. Only a writable open calls it, before
+// anything else can write.
+func (s *PebbleStore) sweepFrames(ctx context.Context, db *pebble.DB) error {
+	registered := make(map[Digest]bool)
+	lower := []byte{pebbleKindFrame}
+	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return pebbleError(err, "sweep frames")
+	}
+	for it.First(); it.Valid(); it.Next() {
+		var d Digest
+		copy(d[:], it.Key()[1:])
+		registered[d] = true
+	}
+	if err := it.Close(); err != nil {
+		return pebbleError(err, "sweep frames")
+	}
+	var stray []string
+	err = s.objects.ListObjects(ctx, func(name string, _ int64) error {
+		if d, ok := parseFrameName(name); ok && !registered[d] {
+			stray = append(stray, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, name := range stray {
+		if err := s.objects.DeleteObject(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// packState groups the packer's fields of a PebbleStore.
+type packState struct {
+	packMu     sync.Mutex // one pack or compaction at a time
+	packSignal chan struct{}
+	packStop   chan struct{}
+	packDone   chan struct{}
+}
