@@ -20,12 +20,15 @@ func newProgress(size int64, what string) progress {
 
 type progress interface {
 	io.Writer
+	// Add64 counts n more bytes done, for work that is not a stream.
+	Add64(n int64) error
 	Finish()
 }
 
 type quietProgress struct{}
 
 func (quietProgress) Write(p []byte) (int, error) { return len(p), nil }
+func (quietProgress) Add64(int64) error           { return nil }
 func (quietProgress) Finish()                     {}
 
 type barProgress struct{ *progressbar.ProgressBar }

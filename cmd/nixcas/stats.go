@@ -13,8 +13,8 @@ import (
 )
 
 func newStoreCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "store", Short: "Inspect the store"}
-	cmd.AddCommand(newStoreStatsCommand())
+	cmd := &cobra.Command{Use: "store", Short: "Inspect and compact the store"}
+	cmd.AddCommand(newStoreStatsCommand(), newStoreCompactCommand())
 	return cmd
 }
 
@@ -84,7 +84,8 @@ holds the reachable chunk digests in memory (about 80 bytes each).`,
 			}{
 				{"logical bytes (files ingested, repeats counted)", st.LogicalBytes},
 				{"unique chunk bytes", st.UniqueChunkBytes},
-				{"stored bytes (compressed chunks)", st.StoredBytes},
+				{"stored bytes (compressed frames and unpacked chunks)", st.StoredBytes},
+				{"frames", st.Frames},
 				{"disk bytes (data directory)", out.DiskBytes},
 				{"chunks", st.Chunks},
 				{"blob indexes (files of several chunks)", st.Blobs},

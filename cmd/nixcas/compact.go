@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/spf13/cobra"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/store"
+)
+
+// compactOutput is what `store compact` prints.
+type compactOutput struct {
+	castore.CompactResult
+	DryRun      bool    `json:"dryRun"`
+	Seconds     float64 `json:"seconds"`
+	StoredAfter uint64  `json:"storedBytesAfter"`
+}
+
+func newStoreCompactCommand() *cobra.Command {
+	var (
+		sf        storeFlags
+		olderThan time.Duration
+		frameSize int
+		level     string
+		dryRun    bool
+		asJSON    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "compact",
+		Short: "Rewrite older chunks into frames grouped by file across versions",
+		Args:  cobra.NoArgs,
+		Long: `Rewrite the chunks of the store in --data into cold frames: every chunk
+of earlier cold frames, of hot frames (those written at ingest, in ingest
+order) older than --older-than, and every chunk still stored unpacked. The
+chunks of each file are written next to the same file's other versions
+(files are grouped by package name and path with digits left out, so that
+go-1.21.0/bin/go and go-1.22.0/bin/go fall together) and compressed at a
+high zstd level, where near-duplicates compress against each other.
+
+Each new frame is synced before chunks are switched to it, and the old
+frames are deleted only after the switch is synced: killed at any point,
+the store reads every chunk, and the next open deletes frames left behind.
+The store is opened exclusively (stop a server using it first). Memory
+grows with the number of chunks (about 150 bytes each) plus the frame
+cache.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lvl, ok := zstdLevels[level]
+			if !ok {
+				return fmt.Errorf("--level %q: want one of fastest, default, better, best", level)
+			}
+			var s *castore.PebbleStore
+			var err error
+			if dryRun {
+				s, err = sf.openReadOnly()
+			} else {
+				s, err = sf.open()
+			}
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx := cmd.Context()
+			start := time.Now()
+			order, err := store.NewIndex(s, s).CompactionOrder(ctx)
+			if err != nil {
+				return fmt.Errorf("listing the chunks of every store path: %w", err)
+			}
+			var bar progress = quietProgress{}
+			var shown int64
+			opts := castore.CompactOptions{
+				Order: order, OlderThan: olderThan, FrameSize: frameSize, Level: lvl, DryRun: dryRun,
+				Progress: func(done, total int64) {
+					if shown == 0 {
+						bar = newProgress(total, "compacting")
+					}
+					bar.Add64(done - shown)
+					shown = done
+				},
+			}
+			res, err := s.Compact(ctx, opts)
+			bar.Finish()
+			if err != nil {
+				return err
+			}
+			st, err := s.Stats(ctx)
+			if err != nil {
+				return err
+			}
+			out := compactOutput{CompactResult: res, DryRun: dryRun, Seconds: time.Since(start).Seconds(), StoredAfter: st.StoredBytes}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(out)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			verb := "rewritten"
+			if dryRun {
+				verb = "to rewrite"
+			}
+			rows := []struct {
+				v    any
+				name string
+			}{
+				{res.Chunks, "chunks " + verb},
+				{res.DecodedBytes, "bytes of them, uncompressed"},
+				{res.FramesIn, "frames read"},
+				{res.InlineChunks, "chunks read unpacked"},
+				{res.StoredIn, "stored bytes read"},
+			}
+			if !dryRun {
+				rows = append(rows, []struct {
+					v    any
+					name string
+				}{
+					{res.FramesOut, "frames written"},
+					{res.StoredOut, "stored bytes written"},
+					{res.FramesDeleted, "frames deleted"},
+					{st.StoredBytes, "stored bytes now (store stats)"},
+				}...)
+			}
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%v\t  %s\t\n", r.v, r.name)
+			}
+			fmt.Fprintf(tw, "%.1f\t  %s\t\n", out.Seconds, "seconds")
+			return tw.Flush()
+		},
+	}
+	sf.register(cmd)
+	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "leave hot frames younger than this as they are")
+	cmd.Flags().IntVar(&frameSize, "frame-size", castore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame")
+	cmd.Flags().StringVar(&level, "level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be rewritten, change nothing (opens read-only)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// zstdLevels are the zstd levels a flag names.
+var (
+	zstdLevels = map[string]zstd.EncoderLevel{
+		"fastest": zstd.SpeedFastest,
+		"default": zstd.SpeedDefault,
+		"better":  zstd.SpeedBetterCompression,
+		"best":    zstd.SpeedBestCompression,
+	}
+	zstdLevelNames = []string{"fastest", "default", "better", "best"}
+)

@@ -1,0 +1,144 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/nixcas/nixcas/castore"
+)
+
+// CompactionOrder lists the chunks of every store path's files so that the
+// versions of a file lie side by side, for castore's Compact (see
+// ChunkOrder).
+func (x *Index) CompactionOrder(ctx context.Context) ([]castore.Digest, error) {
+	return ChunkOrder(ctx, x.cas, func(yield func(name string, root castore.Entry) error) error {
+		return x.List(ctx, func(p *PathInfo) error { return yield(storePathName(p.Path), p.Root) })
+	})
+}
+
+// ChunkOrder lists the chunks of the trees roots yields (each with the
+// name of its store path, without the hash) so that the versions of a file
+// lie side by side: files are grouped by a key that survives a version
+// change (see FileGroup), and within a group the chunks of all versions
+// are sorted by their offset in the file, then by the order of the roots.
+// Each chunk is listed once, where it first occurs.
+//
+// It reads every directory and blob index once and holds an entry per
+// chunk occurrence (about 70 bytes) in memory.
+func ChunkOrder(ctx context.Context, cas castore.Store, roots func(yield func(name string, root castore.Entry) error) error) ([]castore.Digest, error) {
+	type placed struct {
+		group  string
+		offset uint64
+		path   int
+		digest castore.Digest
+	}
+	var (
+		entries []placed
+		groups  = map[string]string{} // interned group keys
+		blobs   = map[castore.Digest]bool{}
+		dirs    = map[castore.Digest]bool{}
+		paths   int
+	)
+	intern := func(s string) string {
+		if k, ok := groups[s]; ok {
+			return k
+		}
+		groups[s] = s
+		return s
+	}
+	type item struct {
+		entry castore.Entry
+		rel   string
+	}
+	err := roots(func(name string, root castore.Entry) error {
+		paths++
+		stack := []item{{entry: root}}
+		for len(stack) > 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			it := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			switch it.entry.Kind {
+			case castore.KindFile:
+				if blobs[it.entry.Digest] {
+					continue
+				}
+				blobs[it.entry.Digest] = true
+				chunks, err := castore.BlobChunks(ctx, cas, it.entry.Digest, it.entry.Size)
+				if err != nil {
+					return fmt.Errorf("%s: %s: %w", name, it.rel, err)
+				}
+				group := intern(FileGroup(name, it.rel))
+				var off uint64
+				for _, c := range chunks {
+					entries = append(entries, placed{group: group, offset: off, path: paths, digest: c.Digest})
+					off += uint64(c.Size)
+				}
+			case castore.KindDirectory:
+				if dirs[it.entry.Digest] {
+					continue
+				}
+				dirs[it.entry.Digest] = true
+				dir, err := cas.GetDirectory(ctx, it.entry.Digest)
+				if err != nil {
+					return fmt.Errorf("%s: %s: %w", name, it.rel, err)
+				}
+				for _, e := range dir.Entries() {
+					stack = append(stack, item{entry: e, rel: path.Join(it.rel, e.Name)})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(entries, func(a, b placed) int {
+		return cmp.Or(strings.Compare(a.group, b.group), cmp.Compare(a.offset, b.offset), cmp.Compare(a.path, b.path))
+	})
+	seen := make(map[castore.Digest]bool, len(entries))
+	order := make([]castore.Digest, 0, len(entries))
+	for _, e := range entries {
+		if !seen[e.digest] {
+			seen[e.digest] = true
+			order = append(order, e.digest)
+		}
+	}
+	return order, nil
+}
+
+// storePathName returns the name part of a store path's base name
+// "<hash>-<name>".
+func storePathName(base string) string {
+	if i := strings.IndexByte(base, '-'); i >= 0 {
+		return base[i+1:]
+	}
+	return base
+}
+
+// FileGroup returns the key under which compaction groups the file at rel
+// in a store path named name: the package name as Nix splits it off the
+// version (at the first dash followed by a digit), then the file's path,
+// both without digits, so that "go-1.21.0/bin/go" and "go-1.22.0/bin/go",
+// or "lib/libfoo.so.1.2" and "lib/libfoo.so.1.3", fall together.
+func FileGroup(name, rel string) string {
+	pname := name
+	for i := 0; i+1 < len(name); i++ {
+		if name[i] == '-' && '0' <= name[i+1] && name[i+1] <= '9' {
+			pname = name[:i]
+			break
+		}
+	}
+	dropDigits := func(r rune) rune {
+		if '0' <= r && r <= '9' {
+			return -1
+		}
+		return r
+	}
+	return strings.Map(dropDigits, pname) + "/" + strings.Map(dropDigits, rel)
+}
