@@ -82,9 +82,12 @@ func (s *PebbleStore) loadQueue(db *pebble.DB) error {
 // queued.
 func (s *PebbleStore) startPacker() {
 	s.packSignal = make(chan struct{}, 1)
-	s.packStop = make(chan struct{})
-	s.packDone = make(chan struct{})
-	go s.packLoop()
+	stop, done := make(chan struct{}), make(chan struct{})
+	s.stopPacking = func() {
+		close(stop)
+		<-done
+	}
+	go s.packLoop(stop, done)
 	s.signalPacker()
 }
 
@@ -100,26 +103,23 @@ func (s *PebbleStore) signalPacker() {
 
 // stopPacker stops the packer, waiting for a pack in progress.
 func (s *PebbleStore) stopPacker() {
-	if s.packStop == nil {
-		return
+	if s.stopPacking != nil {
+		s.packStopOnce.Do(s.stopPacking)
 	}
-	close(s.packStop)
-	<-s.packDone
-	s.packStop = nil
 }
 
-func (s *PebbleStore) packLoop() {
-	defer close(s.packDone)
+func (s *PebbleStore) packLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		<-s.packStop
+		<-stop
 		cancel()
 	}()
 	var lastErr string
 	for {
 		select {
-		case <-s.packStop:
+		case <-stop:
 			return
 		case <-s.packSignal:
 		}
@@ -362,8 +362,8 @@ func (s *PebbleStore) sweepFrames(ctx context.Context, db *pebble.DB) error {
 
 // packState groups the packer's fields of a PebbleStore.
 type packState struct {
-	packMu     sync.Mutex // one pack or compaction at a time
-	packSignal chan struct{}
-	packStop   chan struct{}
-	packDone   chan struct{}
+	packMu       sync.Mutex // one pack or compaction at a time
+	packSignal   chan struct{}
+	stopPacking  func() // nil: no packer
+	packStopOnce sync.Once
 }
