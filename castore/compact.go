@@ -36,6 +36,10 @@ type CompactOptions struct {
 	// Progress, when set, is called after each frame written with the
 	// decoded bytes done and in all.
 	Progress func(done, total int64)
+	// DutyCycle, in (0, 1), throttles compaction to that share of the
+	// time: after each frame it pauses as long as the frame took, times
+	// (1/DutyCycle - 1). 0 means full speed.
+	DutyCycle float64
 }
 
 // DefaultCompactOptions: 4 MiB cold frames at zstd's best level, 128 MiB
@@ -150,6 +154,10 @@ func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (Compact
 		entries []queuedChunk
 		done    int64
 	)
+	if opts.DutyCycle < 0 || opts.DutyCycle >= 1 {
+		opts.DutyCycle = 0
+	}
+	frameStart := time.Now()
 	flush := func() error {
 		if len(entries) == 0 {
 			return nil
@@ -169,6 +177,15 @@ func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (Compact
 			opts.Progress(done, int64(res.DecodedBytes))
 		}
 		data, entries = data[:0], entries[:0]
+		if opts.DutyCycle > 0 {
+			pause := time.Duration(float64(time.Since(frameStart)) * (1/opts.DutyCycle - 1))
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(pause):
+			}
+		}
+		frameStart = time.Now()
 		return nil
 	}
 	for _, c := range plan {
@@ -200,6 +217,35 @@ func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (Compact
 	deleted, err := s.retireFrames(ctx, db, sources.order)
 	res.FramesDeleted = deleted
 	return res, err
+}
+
+// CompactDue reports whether a compaction has work: a hot frame written
+// more than olderThan ago. It reads the frame registry, not the chunks.
+func (s *PebbleStore) CompactDue(ctx context.Context, olderThan time.Duration) (bool, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+	set, err := s.compactSources(ctx, db, olderThan)
+	if err != nil {
+		return false, err
+	}
+	for _, f := range set.order {
+		if f.tier == FrameHot {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// LastWrite returns when this process last stored a new chunk (the zero
+// time if it has not).
+func (s *PebbleStore) LastWrite() time.Time {
+	if ns := s.lastWrite.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // compactSet is the frames a compaction reads.

@@ -264,6 +264,7 @@ type PebbleStore struct {
 	cache     *frameCache
 	queueSeq  atomic.Uint64 // last queue sequence number used
 	queued    atomic.Int64  // bytes of queued chunks
+	lastWrite atomic.Int64  // unix nanoseconds of the last new chunk
 	packState
 }
 
@@ -639,6 +640,7 @@ func (s *PebbleStore) putStoredChunk(ctx context.Context, db *pebble.DB, d Diges
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return false, pebbleError(err, "put chunk "+d.String())
 	}
+	s.lastWrite.Store(time.Now().UnixNano())
 	if !s.frameOpts.Off {
 		s.queued.Add(int64(size))
 		s.signalPacker()

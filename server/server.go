@@ -62,6 +62,8 @@ type Options struct {
 	// Limits bound slow, idle and greedy clients (zero fields take
 	// DefaultLimits).
 	Limits Limits
+	// Compact runs compaction in the background when the store is idle.
+	Compact CompactPolicy
 }
 
 // Server is a running nixcas server. Make one with New, then call Serve.
@@ -73,6 +75,7 @@ type Server struct {
 	grpcLn net.Listener
 	httpLn net.Listener
 	auth   auth.Policy
+	compactor *compactor // nil: no background compaction
 }
 
 // New opens the store and the listeners and sets up the services. The
@@ -119,6 +122,11 @@ func New(o Options) (srv *Server, err error) {
 	cm, err := newConnMetrics(reg)
 	if err != nil {
 		return nil, err
+	}
+	if o.Compact.Idle > 0 {
+		if s.compactor, err = newCompactor(o.Compact, s.store, index, o.Logger, reg); err != nil {
+			return nil, err
+		}
 	}
 
 	grpcOpts := append(o.Limits.grpcOptions(), grpc.WaitForHandlers(true))
@@ -205,12 +213,22 @@ func (s *Server) Serve(ctx context.Context) error {
 			errc <- s.http.Serve(s.httpLn)
 		}()
 	}
+	compactDone := make(chan struct{})
+	compactCtx, stopCompacting := context.WithCancel(ctx)
+	go func() {
+		defer close(compactDone)
+		if s.compactor != nil {
+			s.compactor.run(compactCtx)
+		}
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 		err = fmt.Errorf("server: %w", err)
 	}
+	stopCompacting()
+	<-compactDone
 	s.shutdown()
 	if cerr := s.store.Close(); err == nil {
 		err = cerr

@@ -21,7 +21,9 @@ type storeCollector struct {
 
 var (
 	storeStoredBytesDesc = prometheus.NewDesc("nixcas_store_stored_bytes",
-		"Bytes of the stored chunk values (compressed, codec byte included).", nil, nil)
+		"Bytes of the compressed frames and of the chunks stored unpacked.", nil, nil)
+	storeFramesDesc = prometheus.NewDesc("nixcas_store_frames",
+		"Frames the chunks are packed in.", nil, nil)
 	storeUniqueBytesDesc = prometheus.NewDesc("nixcas_store_unique_chunk_bytes",
 		"Uncompressed bytes of the distinct chunks stored.", nil, nil)
 	storeLogicalBytesDesc = prometheus.NewDesc("nixcas_store_logical_bytes",
@@ -43,7 +45,7 @@ const scrapeTimeout = 10 * time.Second
 
 // Describe implements prometheus.Collector.
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{storeStoredBytesDesc, storeUniqueBytesDesc, storeLogicalBytesDesc, storeChunksDesc, storePathsDesc, storeBlobsDesc, storeDirectoriesDesc, storeDiskBytesDesc} {
+	for _, d := range []*prometheus.Desc{storeStoredBytesDesc, storeUniqueBytesDesc, storeLogicalBytesDesc, storeChunksDesc, storePathsDesc, storeBlobsDesc, storeDirectoriesDesc, storeDiskBytesDesc, storeFramesDesc} {
 		ch <- d
 	}
 }
@@ -62,6 +64,7 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(storeChunksDesc, prometheus.GaugeValue, float64(st.Chunks))
 		ch <- prometheus.MustNewConstMetric(storeBlobsDesc, prometheus.GaugeValue, float64(st.Blobs))
 		ch <- prometheus.MustNewConstMetric(storeDirectoriesDesc, prometheus.GaugeValue, float64(st.Directories))
+		ch <- prometheus.MustNewConstMetric(storeFramesDesc, prometheus.GaugeValue, float64(st.Frames))
 	}
 	if n, err := c.cas.DiskBytes(); err != nil {
 		ch <- prometheus.NewInvalidMetric(storeDiskBytesDesc, err)

@@ -35,6 +35,10 @@ Prometheus metrics at /metrics), until SIGINT or SIGTERM; then calls in
 progress get --shutdown-timeout to finish and the store is closed.
 /healthz answers while the process serves, /readyz once the store answers.
 
+Chunks are packed into zstd frames as they arrive; --compact-idle runs
+"nixcas store compact" in the background once writes pause, throttled to
+--compact-duty-cycle.
+
 Tokens: with --push-token-file, writes need "Authorization: Bearer <token>"
 (gRPC metadata or HTTP header; Nix's netrc password works too); with
 --read-token-file, so do reads (the push token opens them too). Writes are
@@ -112,6 +116,12 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.Uint64Var(&l.Tree.MaxFileBytes, "max-tree-file-bytes", castore.DefaultMaxFileBytes, "file bytes (repeats counted) at most in the expanded tree of a root accepted or rendered")
 	f.DurationVar(&l.RenderTimeout, "render-timeout", httpcache.DefaultRenderTimeout, "longest an HTTP NAR response may take, rendering and sending")
 	f.DurationVar(&l.GRPCRenderTimeout, "grpc-render-timeout", grpcapi.DefaultRenderTimeout, "longest a render of the gRPC services may take (CalculateNAR, checking a PathInfo's NAR)")
+
+	// Background compaction (see `nixcas store compact`).
+	c, dc := &o.Compact, server.DefaultCompactPolicy
+	f.DurationVar(&c.Idle, "compact-idle", dc.Idle, "compact in the background once no chunk has been stored for this long (0: never)")
+	f.DurationVar(&c.OlderThan, "compact-older-than", dc.OlderThan, "leave hot frames younger than this to a later compaction")
+	f.Float64Var(&c.DutyCycle, "compact-duty-cycle", dc.DutyCycle, "share of the time a background compaction works, pausing the rest (0 or 1: no pauses)")
 	return addConfigFlag(cmd)
 }
 

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/store"
+)
+
+// CompactPolicy runs castore compaction in the background while the store
+// is idle (see `nixcas store compact`).
+type CompactPolicy struct {
+	// Idle is how long no new chunk may have been stored before a
+	// compaction starts; 0 turns background compaction off.
+	Idle time.Duration
+	// OlderThan: hot frames younger than this are left as they are.
+	OlderThan time.Duration
+	// DutyCycle throttles a compaction to this share of one core's time
+	// (see castore.CompactOptions.DutyCycle); 0 means full speed.
+	DutyCycle float64
+}
+
+// DefaultCompactPolicy: off; when on, hot frames older than an hour,
+// compacting half the time.
+var DefaultCompactPolicy = CompactPolicy{OlderThan: time.Hour, DutyCycle: 0.5}
+
+// compactor runs background compactions.
+type compactor struct {
+	policy  CompactPolicy
+	cas     *castore.PebbleStore
+	index   *store.Index
+	logger  *slog.Logger
+	runs    prometheus.Counter
+	seconds prometheus.Counter
+	written prometheus.Counter
+}
+
+func newCompactor(p CompactPolicy, cas *castore.PebbleStore, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*compactor, error) {
+	c := &compactor{
+		policy: p, cas: cas, index: index, logger: logger,
+		runs: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compactions_total",
+			Help: "Background compactions completed."}),
+		seconds: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compaction_seconds_total",
+			Help: "Time spent in background compactions, pauses included."}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compaction_written_bytes_total",
+			Help: "Bytes of cold frames background compactions wrote."}),
+	}
+	for _, m := range []prometheus.Collector{c.runs, c.seconds, c.written} {
+		if err := reg.Register(m); err != nil {
+			return nil, err
+		}
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// run checks, until ctx ends, whether the store has been idle for
+// policy.Idle with hot frames old enough, and compacts when it has.
+func (c *compactor) run(ctx context.Context) {
+	tick := min(c.policy.Idle/2, time.Minute)
+	t := time.NewTicker(max(tick, time.Second))
+	defer t.Stop()
+	started := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		last := c.cas.LastWrite()
+		if last.IsZero() {
+			last = started
+		}
+		if time.Since(last) < c.policy.Idle {
+			continue
+		}
+		due, err := c.cas.CompactDue(ctx, c.policy.OlderThan)
+		if err != nil || !due {
+			continue
+		}
+		c.compact(ctx)
+	}
+}
+
+func (c *compactor) compact(ctx context.Context) {
+	start := time.Now()
+	order, err := c.index.CompactionOrder(ctx)
+	if err == nil {
+		var res castore.CompactResult
+		res, err = c.cas.Compact(ctx, castore.CompactOptions{Order: order, OlderThan: c.policy.OlderThan, DutyCycle: c.policy.DutyCycle})
+		if err == nil {
+			c.runs.Inc()
+			c.written.Add(float64(res.StoredOut))
+			c.logger.Info("compacted", "chunks", res.Chunks, "framesIn", res.FramesIn, "storedIn", res.StoredIn,
+				"framesOut", res.FramesOut, "storedOut", res.StoredOut, "seconds", time.Since(start).Seconds())
+		}
+	}
+	c.seconds.Add(time.Since(start).Seconds())
+	if err != nil && ctx.Err() == nil {
+		c.logger.Warn("background compaction failed", "err", err)
+	}
+}

@@ -1,0 +1,67 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/server"
+)
+
+// TestBackgroundCompaction: a server with --compact-idle compacts once no
+// chunk has arrived for that long: its metrics count the run, and the
+// store, reopened, has no hot frame left and reads every chunk.
+func TestBackgroundCompaction(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	srv, stop := start(t, server.Options{
+		DataDir: dir, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Pebble:  castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: castore.FrameOptions{Size: 64 << 10}},
+		Compact: server.CompactPolicy{Idle: time.Second},
+	})
+	conn := dial(t, srv.GRPCAddr().String(), nil)
+	var chunks [][]byte
+	for i := range 40 {
+		var b bytes.Buffer
+		for b.Len() < 16<<10 {
+			fmt.Fprintf(&b, "chunk %d of a file that changes little: line %d\n", i%8, b.Len()/40+i)
+		}
+		chunks = append(chunks, b.Bytes())
+		if err := putChunk(ctx, conn, "", b.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(get(t, "http://"+srv.HTTPAddr().String()+"/metrics"), "nixcas_compactions_total 1\n") {
+		if time.Now().After(deadline) {
+			t.Fatal("no background compaction within a minute of the last write")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := castore.OpenPebble(dir, castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if due, err := s.CompactDue(ctx, 0); err != nil || due {
+		t.Errorf("CompactDue after the background compaction = %v, %v; want no hot frame left", due, err)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil || st.Frames == 0 || st.Chunks != uint64(len(chunks)) {
+		t.Fatalf("Stats = %+v, %v", st, err)
+	}
+	for _, c := range chunks {
+		got, err := s.GetChunk(ctx, castore.Hash(c), nil)
+		if err != nil || !bytes.Equal(got, c) {
+			t.Fatalf("GetChunk after compaction: %d bytes, %v", len(got), err)
+		}
+	}
+}
