@@ -68,13 +68,13 @@ type Options struct {
 
 // Server is a running nixcas server. Make one with New, then call Serve.
 type Server struct {
-	opts   Options
-	store  *castore.PebbleStore
-	grpc   *grpc.Server
-	http   *http.Server
-	grpcLn net.Listener
-	httpLn net.Listener
-	auth   auth.Policy
+	opts      Options
+	store     *castore.PebbleStore
+	grpc      *grpc.Server
+	http      *http.Server
+	grpcLn    net.Listener
+	httpLn    net.Listener
+	auth      auth.Policy
 	compactor *compactor // nil: no background compaction
 }
 
