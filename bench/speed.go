@@ -237,7 +237,11 @@ func (r *SpeedResult) WriteMarkdown(w io.Writer) {
 		if b, ok := by[m.Baseline]; ok {
 			vs = fmt.Sprintf("%.2fx %s", m.MBps()/b.MBps(), b.Name)
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %s | %s |\n", m.Name, m.MBps(), m.Duration.Round(time.Millisecond), vs)
+		d := m.Duration.Round(time.Millisecond)
+		if m.Duration < 10*time.Millisecond {
+			d = m.Duration.Round(time.Microsecond)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s |\n", m.Name, m.MBps(), d, vs)
 	}
 }
 

@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 )
 
 // CompactOptions tune Compact. Zero fields take the defaults of
@@ -148,20 +151,34 @@ func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (Compact
 		return res, nil
 	}
 
-	cache := newFrameCache(opts.CacheSize)
-	var (
-		data    []byte
-		entries []queuedChunk
-		done    int64
-	)
+	if err := s.writeColdFrames(ctx, db, plan, opts, &res); err != nil {
+		return res, err
+	}
+	deleted, err := s.retireFrames(ctx, db, sources.order)
+	res.FramesDeleted = deleted
+	return res, err
+}
+
+// writeColdFrames writes the chunks of plan, in order, into cold frames of
+// opts.FrameSize: frames are filled one after the other and compressed,
+// written and switched to by as many workers as there are cores (one when
+// throttled).
+func (s *PebbleStore) writeColdFrames(ctx context.Context, db *pebble.DB, plan []*compactChunk, opts CompactOptions, res *CompactResult) error {
 	if opts.DutyCycle < 0 || opts.DutyCycle >= 1 {
 		opts.DutyCycle = 0
 	}
-	frameStart := time.Now()
-	flush := func() error {
-		if len(entries) == 0 {
-			return nil
-		}
+	workers := runtime.GOMAXPROCS(0)
+	if opts.DutyCycle > 0 {
+		workers = 1
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	var (
+		mu   sync.Mutex // guards res and done
+		done int64
+	)
+	write := func(data []byte, entries []queuedChunk) error {
+		start := time.Now()
 		obj := compressFrame(opts.Level, data)
 		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: Hash(obj)}
 		if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
@@ -170,53 +187,61 @@ func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (Compact
 		if err := s.switchToFrame(ctx, db, f, entries); err != nil {
 			return err
 		}
+		mu.Lock()
 		res.FramesOut++
 		res.StoredOut += f.stored
 		done += int64(len(data))
 		if opts.Progress != nil {
 			opts.Progress(done, int64(res.DecodedBytes))
 		}
-		data, entries = data[:0], entries[:0]
+		mu.Unlock()
 		if opts.DutyCycle > 0 {
-			pause := time.Duration(float64(time.Since(frameStart)) * (1/opts.DutyCycle - 1))
+			pause := time.Duration(float64(time.Since(start)) * (1/opts.DutyCycle - 1))
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-time.After(pause):
 			}
 		}
-		frameStart = time.Now()
 		return nil
 	}
+	cache := newFrameCache(opts.CacheSize)
+	var (
+		data    []byte
+		entries []queuedChunk
+	)
+	flush := func() {
+		if len(entries) > 0 {
+			d, e := data, entries
+			g.Go(func() error { return write(d, e) })
+		}
+		data, entries = nil, nil
+	}
 	for _, c := range plan {
-		if err := ctx.Err(); err != nil {
-			return res, err
+		if ctx.Err() != nil {
+			break
 		}
 		offset := len(data)
+		var err error
 		if c.framed {
-			frame, err := readFrame(ctx, s.objects, cache, c.ref.frame)
-			if err != nil {
-				return res, fmt.Errorf("castore: compact: chunk %s: %w", c.digest, err)
+			var frame []byte
+			if frame, err = readFrame(ctx, s.objects, cache, c.ref.frame); err == nil {
+				data, err = sliceFrame(data, frame, c.ref)
 			}
-			if data, err = sliceFrame(data, frame, c.ref); err != nil {
-				return res, err
-			}
-		} else if data, err = DecodeChunk(data, c.value); err != nil {
-			return res, fmt.Errorf("castore: compact: chunk %s: %w", c.digest, err)
+		} else {
+			data, err = DecodeChunk(data, c.value)
+		}
+		if err != nil {
+			g.Go(func() error { return fmt.Errorf("castore: compact: chunk %s: %w", c.digest, err) })
+			break
 		}
 		entries = append(entries, queuedChunk{digest: c.digest, size: c.size, inline: c.value, offset: offset})
 		if len(data) >= opts.FrameSize {
-			if err := flush(); err != nil {
-				return res, err
-			}
+			flush()
 		}
 	}
-	if err := flush(); err != nil {
-		return res, err
-	}
-	deleted, err := s.retireFrames(ctx, db, sources.order)
-	res.FramesDeleted = deleted
-	return res, err
+	flush()
+	return g.Wait()
 }
 
 // CompactDue reports whether a compaction has work: a hot frame written
