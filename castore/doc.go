@@ -7,7 +7,7 @@
 //
 //   - A chunk is a piece of a file, cut by content-defined chunking
 //     ([Chunker], FastCDC). Its digest is the BLAKE3 of its uncompressed
-//     bytes. Chunks are stored once, compressed per chunk (see [EncodeChunk]).
+//     bytes. Chunks are stored once.
 //   - A blob is the content of one file. Its digest is the BLAKE3 of the
 //     whole content, whatever the chunking. A blob of one chunk is that
 //     chunk; a blob of several chunks has a blob index: the ordered list of
@@ -25,6 +25,17 @@
 // one they need. [MemoryStore] keeps everything in maps (tests, caches);
 // [PebbleStore] keeps everything in one embedded Pebble database and is the
 // default. Both pass the conformance suite in castore/castoretest.
+//
+// # Frames
+//
+// A [PebbleStore] first stores a new chunk inline (lz4, see
+// [ChunkEncoder]) and queues it; a packer writes queued chunks, in ingest
+// order, into hot frames: objects of about 1 MiB of chunks compressed
+// together as one zstd frame, named by their BLAKE3, kept behind an
+// [ObjectStore] ([DirObjects] by default). [PebbleStore.Compact] rewrites
+// chunks into cold frames in an order the caller gives (the store layer
+// puts the versions of each file side by side) at a high zstd level. See
+// frames.go for the layout and the crash rules.
 //
 // # Verification
 //
