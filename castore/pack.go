@@ -101,11 +101,17 @@ func (s *PebbleStore) signalPacker() {
 	}
 }
 
-// stopPacker stops the packer, waiting for a pack in progress.
-func (s *PebbleStore) stopPacker() {
+// stopPacker stops the packer, waiting for a pack in progress. It reports
+// whether this call stopped it.
+func (s *PebbleStore) stopPacker() bool {
+	stopped := false
 	if s.stopPacking != nil {
-		s.packStopOnce.Do(s.stopPacking)
+		s.packStopOnce.Do(func() {
+			s.stopPacking()
+			stopped = true
+		})
 	}
+	return stopped
 }
 
 func (s *PebbleStore) packLoop(stop <-chan struct{}, done chan<- struct{}) {

@@ -849,14 +849,24 @@ func (s *PebbleStore) Sync(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Store. It waits for operations in progress, flushes
+// Close implements Store. It stops the packer and packs the full frames'
+// worth of chunks still queued, waits for operations in progress, flushes
 // the memtable when there is room for it (so that the write-ahead log it
 // replaces is deleted and the next open replays nothing), then closes the
 // database, which syncs the write-ahead log. Obsolete logs are deleted,
 // not kept for reuse, so the directory holds what the data needs. It is
 // safe to call twice; other methods fail once the store is closed.
 func (s *PebbleStore) Close() error {
-	s.stopPacker()
+	if s.stopPacker() {
+		// Pack the full frames the packer had not reached, so that a
+		// short-lived process leaves at most one frame's worth unpacked.
+		// A failure leaves them queued, as they were.
+		for s.queued.Load() >= int64(s.frameOpts.Size) {
+			if packed, err := s.packOne(context.Background(), false); err != nil || !packed {
+				break
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
