@@ -222,7 +222,9 @@ func (b *lockedBuffer) String() string {
 // serving, and takes the same upload once a filler file is deleted,
 // without a restart; everything uploaded renders back byte for byte.
 func TestFullDiskServer(t *testing.T) {
-	mnt := diskMountTmpfs(t, 256<<20)
+	// An upload takes twice its size for a while: chunks go to the
+	// write-ahead log inline before the packer writes them into frames.
+	mnt := diskMountTmpfs(t, 320<<20)
 	data := filepath.Join(mnt, "store")
 	narA, narB := diskNAR(t, 6, 4<<20), diskNAR(t, 7, 32<<20)
 	srv := startGRPCServe(t, data)
