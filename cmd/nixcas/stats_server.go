@@ -57,5 +57,9 @@ func serverStats(ctx context.Context, base string) (statsOutput, error) {
 		*p = uint64(mf.GetMetric()[0].GetGauge().GetValue())
 	}
 	out.DiskBytes = int64(disk)
+	// Servers from before frames do not export this one.
+	if mf := families["nixcas_store_frames"]; mf != nil && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetGauge() != nil {
+		out.Frames = uint64(mf.GetMetric()[0].GetGauge().GetValue())
+	}
 	return out, nil
 }
