@@ -184,6 +184,9 @@ func (s *PebbleStore) writeColdFrames(ctx context.Context, db *pebble.DB, plan [
 		if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
 			return fmt.Errorf("castore: compact: %w", err)
 		}
+		if err := s.objects.SyncObjects(ctx); err != nil {
+			return fmt.Errorf("castore: compact: %w", err)
+		}
 		if err := s.switchToFrame(ctx, db, f, entries); err != nil {
 			return err
 		}

@@ -176,9 +176,21 @@ type queuedChunk struct {
 	offset int
 }
 
-// packOne packs queued chunks, oldest first, into one hot frame: a frame's
-// worth, or whatever is queued when force is set. It reports whether it
-// consumed queue entries.
+// packBatch is how many hot frames one pack writes before it syncs them
+// and switches chunks to them: one sync for several frames.
+const packBatch = 8
+
+// pendingFrame is a frame being packed.
+type pendingFrame struct {
+	data    []byte
+	entries []queuedChunk
+	queued  int // bytes of queue entries it consumes
+}
+
+// packOne packs queued chunks, oldest first, into up to packBatch hot
+// frames of a frame's worth each, the last one smaller when force is set.
+// The frames are written, synced together, then switched to. It reports
+// whether it consumed queue entries.
 func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
@@ -188,17 +200,21 @@ func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 	}
 	defer s.mu.RUnlock()
 
-	var (
-		entries []queuedChunk
-		data    []byte
-		queued  int
-	)
+	frames := []*pendingFrame{{}}
 	lower := []byte{pebbleKindQueue}
 	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
 		return false, pebbleError(err, "pack")
 	}
-	for it.First(); it.Valid() && len(data) < s.frameOpts.Size; it.Next() {
+	for it.First(); it.Valid(); it.Next() {
+		cur := frames[len(frames)-1]
+		if len(cur.data) >= s.frameOpts.Size {
+			if len(frames) == packBatch {
+				break
+			}
+			cur = &pendingFrame{}
+			frames = append(frames, cur)
+		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
@@ -210,14 +226,14 @@ func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 			return false, err
 		}
 		e := queuedChunk{key: bytes.Clone(it.Key()), digest: d, size: size}
-		queued += size
+		cur.queued += size
 		err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
 			if len(v) == 0 || v[0] == CodecFrame {
 				return nil
 			}
-			e.offset = len(data)
+			e.offset = len(cur.data)
 			var err error
-			if data, err = DecodeChunk(data, v); err != nil {
+			if cur.data, err = DecodeChunk(cur.data, v); err != nil {
 				return fmt.Errorf("chunk %s: %w", d, err)
 			}
 			e.inline = bytes.Clone(v)
@@ -227,28 +243,39 @@ func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 			it.Close()
 			return false, err
 		}
-		entries = append(entries, e)
+		cur.entries = append(cur.entries, e)
 	}
 	if err := it.Close(); err != nil {
 		return false, pebbleError(err, "pack")
 	}
-	if len(entries) == 0 || !force && len(data) < s.frameOpts.Size {
+	if last := frames[len(frames)-1]; len(last.entries) == 0 || !force && len(last.data) < s.frameOpts.Size {
+		frames = frames[:len(frames)-1]
+	}
+	if len(frames) == 0 {
 		return false, nil
 	}
-	f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(data))}
-	var obj []byte
-	if len(data) > 0 {
-		obj = compressFrame(s.frameOpts.Level, data)
-		f.name = Hash(obj)
-		f.stored = uint64(len(obj))
-		if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
-			return false, fmt.Errorf("castore: pack: %w", err)
+	infos := make([]*frameInfo, len(frames))
+	for i, pf := range frames {
+		f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(pf.data))}
+		if len(pf.data) > 0 {
+			obj := compressFrame(s.frameOpts.Level, pf.data)
+			f.name = Hash(obj)
+			f.stored = uint64(len(obj))
+			if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
+				return false, fmt.Errorf("castore: pack: %w", err)
+			}
 		}
+		infos[i] = f
 	}
-	if err := s.switchToFrame(ctx, db, f, entries); err != nil {
-		return false, err
+	if err := s.objects.SyncObjects(ctx); err != nil {
+		return false, fmt.Errorf("castore: pack: %w", err)
 	}
-	s.queued.Add(-int64(queued))
+	for i, pf := range frames {
+		if err := s.switchToFrame(ctx, db, infos[i], pf.entries); err != nil {
+			return false, err
+		}
+		s.queued.Add(-int64(pf.queued))
+	}
 	return true, nil
 }
 

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package castore
+
+// syncFileSystem makes files durable one by one.
+func syncFileSystem(dir string, files []string) error { return syncFiles(files) }
