@@ -323,9 +323,35 @@ func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frame
 		}
 	}
 	if f.stored > 0 {
-		_ = b.Set(pebbleKey(pebbleKindFrame, f.name), f.encode(), nil)
-		delta[counterStoredBytes] += f.stored
-		delta[counterFrames]++
+		// Frames are named by their bytes: a compaction that rewrites
+		// what an interrupted one wrote makes the same frame again, which
+		// is registered and counted once.
+		fkey := pebbleKey(pebbleKindFrame, f.name)
+		var known *frameInfo
+		err := get(db, fkey, "frame", func(v []byte) (err error) {
+			known, err = decodeFrameInfo(f.name, v)
+			return err
+		})
+		if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+			return err
+		}
+		if known == nil {
+			_ = b.Set(fkey, f.encode(), nil)
+			delta[counterStoredBytes] += f.stored
+			delta[counterFrames]++
+		} else {
+			// Its chunk list names every chunk that may point at it.
+			listed := make(map[Digest]bool, len(known.chunks))
+			for _, c := range known.chunks {
+				listed[c.digest] = true
+			}
+			for _, c := range f.chunks {
+				if !listed[c.digest] {
+					known.chunks = append(known.chunks, c)
+				}
+			}
+			_ = b.Set(fkey, known.encode(), nil)
+		}
 	}
 	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
 	if err := s.space.admit(int(b.Len())); err != nil {
