@@ -153,8 +153,8 @@ func New(o Options) (http.Handler, error) {
 		uploads:   newUploads(maxUploads, uploadTTL),
 		m:         m,
 	}
-	renders := newInFlight(o.MaxRenders, "NAR downloads")
-	uploads := newInFlight(o.MaxUploads, "uploads")
+	renders := newInFlight(o.MaxRenders, "NAR downloads", m.inFlight.WithLabelValues("render"))
+	uploads := newInFlight(o.MaxUploads, "uploads", m.inFlight.WithLabelValues("upload"))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", h.getCacheInfo)
 	mux.HandleFunc("GET /{file}", h.getFile)
