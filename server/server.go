@@ -85,6 +85,9 @@ func New(o Options) (srv *Server, err error) {
 		o.ShutdownTimeout = 30 * time.Second
 	}
 	o.Limits = o.Limits.withDefaults()
+	if err := o.Limits.validate(); err != nil {
+		return nil, err
+	}
 	signer, err := store.NewSigner(o.SignKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -129,15 +132,17 @@ func New(o Options) (srv *Server, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
 	s.grpc, err = grpcapi.NewServer(grpcapi.Options{
-		CAS:                   s.store,
-		Index:                 index,
-		PushToken:             o.PushToken,
-		ReadToken:             o.ReadToken,
-		RefuseAnonymousWrites: s.auth.RefuseAnonymousWrites,
-		Registerer:            reg,
-		MaxVerifyBytes:        o.Limits.MaxVerifyBytes,
-		Tree:                  o.Limits.Tree,
-		RenderTimeout:         o.Limits.GRPCRenderTimeout,
+		CAS:                       s.store,
+		Index:                     index,
+		PushToken:                 o.PushToken,
+		ReadToken:                 o.ReadToken,
+		RefuseAnonymousWrites:     s.auth.RefuseAnonymousWrites,
+		Registerer:                reg,
+		MaxVerifyBytes:            o.Limits.MaxVerifyBytes,
+		Tree:                      o.Limits.Tree,
+		MaxPutDirectoryBytes:      o.Limits.PutDirectoryBytes,
+		MaxPutDirectoryBytesTotal: o.Limits.PutDirectoryBytesTotal,
+		RenderTimeout:             o.Limits.GRPCRenderTimeout,
 	}, grpcOpts...)
 	if err != nil {
 		return nil, err
