@@ -119,6 +119,12 @@ func New(o Options) (srv *Server, err error) {
 	if err := reg.Register(storeCollector{s.store, index}); err != nil {
 		return nil, err
 	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nixcas_render_chunk_buffer_bytes",
+		Help: "Bytes of chunk buffers held by renders and blob reads in progress: chunks fetched ahead or being sent (a stalled render holds only the chunk it is writing).",
+	}, func() float64 { return float64(castore.FetchedBytes()) })); err != nil {
+		return nil, err
+	}
 	cm, err := newConnMetrics(reg)
 	if err != nil {
 		return nil, err
