@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,27 @@ func serveHWM(t *testing.T, pid int) uint64 {
 	return 0
 }
 
+// processCPU returns the CPU time process pid has used (user and system).
+func processCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command, which ends with the last ")": state is
+	// field 3, utime and stime fields 14 and 15, in clock ticks (100 Hz).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
 // TestDeepGRPCChainMemory: a chain of 60,000 directories put over gRPC
 // (each holding a small file beside the next, 40-byte names), then
 // CalculateNAR of its root, keep the server's peak RSS under 200 MiB, and
@@ -191,12 +213,14 @@ func TestDeepGRPCChainMemory(t *testing.T) {
 	putHWM := serveHWM(t, srv.cmd.Process.Pid)
 
 	start = time.Now()
+	cpu := processCPU(t, srv.cmd.Process.Pid)
 	root := castore.Entry{Kind: castore.KindDirectory, Digest: c.Digest(), Size: c.Size()}
 	got, err := storepb.NewPathInfoServiceClient(conn).CalculateNAR(ctx, castore.EntryToProto(root))
 	if err != nil {
 		t.Fatalf("CalculateNAR: %v", err)
 	}
 	calcTime := time.Since(start)
+	calcCPU := processCPU(t, srv.cmd.Process.Pid) - cpu
 	hwm := serveHWM(t, srv.cmd.Process.Pid)
 
 	h := sha256.New()
@@ -228,8 +252,8 @@ func TestDeepGRPCChainMemory(t *testing.T) {
 	if got.GetNarSize() != uint64(n) || !bytes.Equal(got.GetNarSha256(), h.Sum(nil)) {
 		t.Errorf("CalculateNAR of %d levels: %d bytes, %x; want %d bytes, %x", depth, got.GetNarSize(), got.GetNarSha256(), n, h.Sum(nil))
 	}
-	t.Logf("%d-directory chain: Put in %v (server peak RSS %.1f MiB), CalculateNAR of its %d-byte NAR in %v; server peak RSS %.1f MiB",
-		depth, putTime.Round(time.Millisecond), float64(putHWM)/(1<<20), n, calcTime.Round(time.Millisecond), float64(hwm)/(1<<20))
+	t.Logf("%d-directory chain: Put in %v (server peak RSS %.1f MiB), CalculateNAR of its %d-byte NAR in %v (server CPU %v); server peak RSS %.1f MiB",
+		depth, putTime.Round(time.Millisecond), float64(putHWM)/(1<<20), n, calcTime.Round(time.Millisecond), calcCPU, float64(hwm)/(1<<20))
 	if hwm > e2eDeepMaxRSS {
 		t.Errorf("server peak RSS %d MiB, want at most %d MiB", hwm>>20, e2eDeepMaxRSS>>20)
 	}
