@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,6 +38,17 @@ func BlobChunks(ctx context.Context, s BlobIndexStore, d Digest, size uint64) ([
 // fetchBuffers are shared by all Fetchers, so that a render does not start
 // by allocating its buffers anew: 128 chunk buffers, 32 MiB at most.
 var fetchBuffers = newBufferList(128, DefaultChunkerOptions.MaxSize)
+
+// fetchedBytes counts the chunk buffers all Fetchers hold (see
+// FetchedBytes).
+var fetchedBytes atomic.Int64
+
+// FetchedBytes returns the bytes of the chunk buffers all Fetchers of the
+// process hold: chunks fetched ahead of their use or in use, not yet
+// released nor given back by a stall. It is the memory renders and blob
+// readers pin beyond their fixed buffers; a stalled render holds at most
+// the chunk it is writing.
+func FetchedBytes() int64 { return fetchedBytes.Load() }
 
 // Fetcher reads chunks on several goroutines ahead of their use, checking
 // each one's size before handing it out (re-hashing is the store's
@@ -69,7 +81,8 @@ type PendingChunk struct {
 	data []byte
 	err  error
 	f    *Fetcher
-	shed bool // fetched, then its buffer given back during a stall (f.mu)
+	shed bool  // fetched, then its buffer given back during a stall (f.mu)
+	held int64 // cap of buf, counted in fetchedBytes
 }
 
 // NewFetcher starts workers goroutines (GOMAXPROCS when <= 0) reading from
@@ -126,8 +139,15 @@ func (f *Fetcher) keep(p *PendingChunk) {
 
 // shedLocked gives p's buffer back; Wait will fetch it again. f.mu is held.
 func (p *PendingChunk) shedLocked() {
+	p.putBuf()
+	p.shed = true
+}
+
+// putBuf gives p's buffer back to fetchBuffers.
+func (p *PendingChunk) putBuf() {
+	fetchedBytes.Add(-p.held)
 	fetchBuffers.put(p.buf)
-	p.buf, p.data, p.shed = nil, nil, true
+	p.buf, p.data, p.held = nil, nil, 0
 }
 
 // Blocked tells f that its consumer starts waiting on something else,
@@ -176,6 +196,8 @@ func (p *PendingChunk) fetch() {
 	p.buf = fetchBuffers.get()
 	data, err := p.f.store.GetChunk(p.f.ctx, p.ref.Digest, (*p.buf)[:0])
 	*p.buf = data[:0] // keep a grown buffer for the next use
+	p.held = int64(cap(*p.buf))
+	fetchedBytes.Add(p.held)
 	switch {
 	case err != nil:
 		p.err = err
@@ -220,8 +242,7 @@ func (p *PendingChunk) Release() {
 	p.shed = false
 	p.f.mu.Unlock()
 	if p.buf != nil {
-		fetchBuffers.put(p.buf)
-		p.buf, p.data = nil, nil
+		p.putBuf()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -69,8 +70,15 @@ type Limits struct {
 
 	// Tree bounds the expanded tree of every root accepted or rendered
 	// (DirectoryService.Put, PathInfo puts, CalculateNAR, snix-castore
-	// NAR URLs); zero fields take castore's defaults.
+	// NAR URLs, NAR uploads); zero fields take castore's defaults. Its
+	// depth limit may not exceed castore.MaxDepth, the deepest NAR the
+	// NAR reader takes.
 	Tree castore.TreeLimits
+	// PutDirectoryBytes bounds the memory one DirectoryService.Put stream
+	// may hold (its directories are kept until the stream is validated),
+	// PutDirectoryBytesTotal that memory over all such streams at once;
+	// a stream that would pass either is refused with RESOURCE_EXHAUSTED.
+	PutDirectoryBytes, PutDirectoryBytesTotal int64
 	// RenderTimeout bounds one HTTP NAR response, rendering and sending
 	// together (default httpcache.DefaultRenderTimeout), and
 	// GRPCRenderTimeout one render of the gRPC services (default
@@ -96,6 +104,9 @@ var DefaultLimits = Limits{
 	GRPCKeepaliveTime:    2 * time.Minute,
 	GRPCKeepaliveTimeout: 20 * time.Second,
 	MaxVerifyBytes:       grpcapi.DefaultMaxVerifyBytes,
+
+	PutDirectoryBytes:      grpcapi.DefaultMaxPutDirectoryBytes,
+	PutDirectoryBytesTotal: grpcapi.DefaultMaxPutDirectoryBytesTotal,
 }
 
 // withDefaults returns l with its zero fields set from DefaultLimits and
@@ -139,7 +150,30 @@ func (l Limits) withDefaults() Limits {
 	case l.MaxVerifyBytes < 0:
 		l.MaxVerifyBytes = 0
 	}
+	// grpcapi has no "off" for the directory memory: off is no bound.
+	bytes := func(v *int64, def int64) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = math.MaxInt64
+		}
+	}
+	bytes(&l.PutDirectoryBytes, d.PutDirectoryBytes)
+	bytes(&l.PutDirectoryBytesTotal, d.PutDirectoryBytesTotal)
 	return l
+}
+
+// validate checks what withDefaults cannot mend.
+func (l Limits) validate() error {
+	t := l.Tree.WithDefaults()
+	if err := t.Validate(); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if t.MaxDepth > castore.MaxDepth {
+		return fmt.Errorf("server: tree depth limit %d: above %d, the deepest NAR the NAR reader takes", t.MaxDepth, castore.MaxDepth)
+	}
+	return nil
 }
 
 // grpcOptions returns the gRPC server options that apply l.

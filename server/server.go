@@ -88,6 +88,9 @@ func New(o Options) (srv *Server, err error) {
 		o.ShutdownTimeout = 30 * time.Second
 	}
 	o.Limits = o.Limits.withDefaults()
+	if err := o.Limits.validate(); err != nil {
+		return nil, err
+	}
 	signer, err := store.NewSigner(o.SignKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -119,6 +122,12 @@ func New(o Options) (srv *Server, err error) {
 	if err := reg.Register(storeCollector{s.store, index}); err != nil {
 		return nil, err
 	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nixcas_render_chunk_buffer_bytes",
+		Help: "Bytes of chunk buffers held by renders and blob reads in progress: chunks fetched ahead or being sent (a stalled render holds only the chunk it is writing).",
+	}, func() float64 { return float64(castore.FetchedBytes()) })); err != nil {
+		return nil, err
+	}
 	cm, err := newConnMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -137,15 +146,17 @@ func New(o Options) (srv *Server, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
 	s.grpc, err = grpcapi.NewServer(grpcapi.Options{
-		CAS:                   s.store,
-		Index:                 index,
-		PushToken:             o.PushToken,
-		ReadToken:             o.ReadToken,
-		RefuseAnonymousWrites: s.auth.RefuseAnonymousWrites,
-		Registerer:            reg,
-		MaxVerifyBytes:        o.Limits.MaxVerifyBytes,
-		Tree:                  o.Limits.Tree,
-		RenderTimeout:         o.Limits.GRPCRenderTimeout,
+		CAS:                       s.store,
+		Index:                     index,
+		PushToken:                 o.PushToken,
+		ReadToken:                 o.ReadToken,
+		RefuseAnonymousWrites:     s.auth.RefuseAnonymousWrites,
+		Registerer:                reg,
+		MaxVerifyBytes:            o.Limits.MaxVerifyBytes,
+		Tree:                      o.Limits.Tree,
+		MaxPutDirectoryBytes:      o.Limits.PutDirectoryBytes,
+		MaxPutDirectoryBytesTotal: o.Limits.PutDirectoryBytesTotal,
+		RenderTimeout:             o.Limits.GRPCRenderTimeout,
 	}, grpcOpts...)
 	if err != nil {
 		return nil, err

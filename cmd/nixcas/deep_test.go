@@ -2,17 +2,22 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/proto/castorepb"
+	"github.com/nixcas/nixcas/proto/storepb"
 )
 
 // e2eDeepMaxRSS is the peak resident set size allowed to ingest or render
@@ -116,5 +121,140 @@ func TestDeepNARMemory(t *testing.T) {
 		if r.res.MaxRSS > e2eDeepMaxRSS {
 			t.Errorf("%s: peak RSS %d MiB, want at most %d MiB", r.what, r.res.MaxRSS>>20, e2eDeepMaxRSS>>20)
 		}
+	}
+}
+
+// serveHWM returns the peak resident set size of process pid (VmHWM).
+func serveHWM(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				t.Fatalf("VmHWM %q: %v", v, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("/proc/%d/status has no VmHWM", pid)
+	return 0
+}
+
+// processCPU returns the CPU time process pid has used (user and system).
+func processCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command, which ends with the last ")": state is
+	// field 3, utime and stime fields 14 and 15, in clock ticks (100 Hz).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// TestDeepGRPCChainMemory: a chain of 60,000 directories put over gRPC
+// (each holding a small file beside the next, 40-byte names), then
+// CalculateNAR of its root, keep the server's peak RSS under 200 MiB, and
+// CalculateNAR agrees with the NAR of that tree.
+func TestDeepGRPCChainMemory(t *testing.T) {
+	const depth = 60000
+	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"))
+	conn := grpcConn(t, srv.grpcAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	contents := []byte("a file at every level\n")
+	blob, err := castorepb.NewBlobServiceClient(conn).Put(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := blob.Send(&castorepb.BlobChunk{Data: contents}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blob.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	file := castore.FileEntry{Name: "a", Digest: castore.Hash(contents), Size: uint64(len(contents))}
+	name := "directory-" + strings.Repeat("x", 30)
+
+	// The chain, leaves first, and its NAR's size and hash, computed
+	// here as Nix would lay it out.
+	start := time.Now()
+	put, err := castorepb.NewDirectoryServiceClient(conn).Put(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &castore.Directory{Files: []castore.FileEntry{file}}
+	for i := range depth {
+		if err := put.Send(castore.DirectoryToProto(c)); err != nil {
+			t.Fatalf("directory %d: %v", i, err)
+		}
+		if i < depth-1 {
+			c = &castore.Directory{Directories: []castore.DirectoryEntry{{Name: name, Digest: c.Digest(), Size: c.Size()}}, Files: []castore.FileEntry{file}}
+		}
+	}
+	if _, err := put.CloseAndRecv(); err != nil {
+		t.Fatalf("Put of %d directories: %v", depth, err)
+	}
+	putTime := time.Since(start)
+	putHWM := serveHWM(t, srv.cmd.Process.Pid)
+
+	start = time.Now()
+	cpu := processCPU(t, srv.cmd.Process.Pid)
+	root := castore.Entry{Kind: castore.KindDirectory, Digest: c.Digest(), Size: c.Size()}
+	got, err := storepb.NewPathInfoServiceClient(conn).CalculateNAR(ctx, castore.EntryToProto(root))
+	if err != nil {
+		t.Fatalf("CalculateNAR: %v", err)
+	}
+	calcTime := time.Since(start)
+	calcCPU := processCPU(t, srv.cmd.Process.Pid) - cpu
+	hwm := serveHWM(t, srv.cmd.Process.Pid)
+
+	h := sha256.New()
+	var n int64
+	w := bufio.NewWriter(io.MultiWriter(h, e2eCounter{&n}))
+	str := func(ss ...string) {
+		var b [8]byte
+		for _, s := range ss {
+			binary.LittleEndian.PutUint64(b[:], uint64(len(s)))
+			w.Write(b[:])
+			w.WriteString(s)
+			w.Write(make([]byte, (8-len(s)%8)%8))
+		}
+	}
+	str("nix-archive-1")
+	for i := range depth {
+		str("(", "type", "directory", "entry", "(", "name", "a", "node", "(", "type", "regular", "contents", string(contents), ")", ")")
+		if i < depth-1 {
+			str("entry", "(", "name", name, "node")
+		}
+	}
+	for i := range depth {
+		str(")")
+		if i < depth-1 {
+			str(")")
+		}
+	}
+	w.Flush()
+	if got.GetNarSize() != uint64(n) || !bytes.Equal(got.GetNarSha256(), h.Sum(nil)) {
+		t.Errorf("CalculateNAR of %d levels: %d bytes, %x; want %d bytes, %x", depth, got.GetNarSize(), got.GetNarSha256(), n, h.Sum(nil))
+	}
+	t.Logf("%d-directory chain: Put in %v (server peak RSS %.1f MiB), CalculateNAR of its %d-byte NAR in %v (server CPU %v); server peak RSS %.1f MiB",
+		depth, putTime.Round(time.Millisecond), float64(putHWM)/(1<<20), n, calcTime.Round(time.Millisecond), calcCPU, float64(hwm)/(1<<20))
+	if hwm > e2eDeepMaxRSS {
+		t.Errorf("server peak RSS %d MiB, want at most %d MiB", hwm>>20, e2eDeepMaxRSS>>20)
 	}
 }

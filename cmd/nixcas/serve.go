@@ -114,6 +114,9 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.Int64Var(&l.MaxVerifyBytes, "max-verify-bytes", d.MaxVerifyBytes, "chunk bytes one gRPC request may make the server read and hash (PutBlobs, PathInfo put, CalculateNAR)")
 	f.Uint64Var(&l.Tree.MaxEntries, "max-tree-entries", castore.DefaultMaxEntries, "entries at most in the expanded tree of a root accepted or rendered")
 	f.Uint64Var(&l.Tree.MaxFileBytes, "max-tree-file-bytes", castore.DefaultMaxFileBytes, "file bytes (repeats counted) at most in the expanded tree of a root accepted or rendered")
+	f.IntVar(&l.Tree.MaxDepth, "max-tree-depth", castore.MaxDepth, fmt.Sprintf("directory nesting at most in a tree accepted or rendered (NAR uploads too; at most %d)", castore.MaxDepth))
+	f.Int64Var(&l.PutDirectoryBytes, "max-put-directory-bytes", d.PutDirectoryBytes, "memory one DirectoryService.Put stream may hold (its directories, until validated); beyond, RESOURCE_EXHAUSTED")
+	f.Int64Var(&l.PutDirectoryBytesTotal, "max-put-directory-bytes-total", d.PutDirectoryBytesTotal, "memory all DirectoryService.Put streams together may hold; beyond, RESOURCE_EXHAUSTED")
 	f.DurationVar(&l.RenderTimeout, "render-timeout", httpcache.DefaultRenderTimeout, "longest an HTTP NAR response may take, rendering and sending")
 	f.DurationVar(&l.GRPCRenderTimeout, "grpc-render-timeout", grpcapi.DefaultRenderTimeout, "longest a render of the gRPC services may take (CalculateNAR, checking a PathInfo's NAR)")
 

@@ -48,7 +48,7 @@ type Options struct {
 	// Tree bounds the expanded tree of every root the services accept
 	// (DirectoryService.Put, PathInfoService.Put) or render
 	// (CalculateNAR); zero fields take castore's defaults (10 million
-	// entries, 1 TiB of files, 4,096 levels).
+	// entries, 1 TiB of files, 65,536 levels).
 	Tree castore.TreeLimits
 	// MaxPutDirectoryBytes bounds the memory one DirectoryService.Put
 	// stream may hold (its directories are kept until the stream is

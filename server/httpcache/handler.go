@@ -54,7 +54,7 @@ type Options struct {
 	// Tree bounds the expanded tree of a nar/snix-castore/ root, which
 	// is measured (each distinct directory once) before anything is
 	// rendered; zero fields take castore's defaults (10 million entries,
-	// 1 TiB of files, 4,096 levels).
+	// 1 TiB of files, 65,536 levels).
 	Tree castore.TreeLimits
 	// RenderTimeout bounds each NAR response, rendering and sending
 	// together; default DefaultRenderTimeout.
@@ -153,8 +153,8 @@ func New(o Options) (http.Handler, error) {
 		uploads:   newUploads(maxUploads, uploadTTL),
 		m:         m,
 	}
-	renders := newInFlight(o.MaxRenders, "NAR downloads")
-	uploads := newInFlight(o.MaxUploads, "uploads")
+	renders := newInFlight(o.MaxRenders, "NAR downloads", m.inFlight.WithLabelValues("render"))
+	uploads := newInFlight(o.MaxUploads, "uploads", m.inFlight.WithLabelValues("upload"))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /nix-cache-info", h.getCacheInfo)
 	mux.HandleFunc("GET /{file}", h.getFile)

@@ -19,6 +19,7 @@ type metrics struct {
 	requests *prometheus.CounterVec   // kind, code
 	seconds  *prometheus.HistogramVec // kind
 	narOut   prometheus.Counter
+	inFlight *prometheus.GaugeVec // kind: render, upload
 	fileIn   prometheus.Counter
 	// chunksStored and chunksDedup are shared with the gRPC services.
 	chunksStored, chunksDedup prometheus.Counter
@@ -39,6 +40,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nixcas_http_nar_bytes_served_total",
 			Help: "Uncompressed NAR bytes rendered for binary cache responses.",
 		}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nixcas_http_in_progress",
+			Help: "Binary cache requests in progress, by kind: render (NAR downloads, until the handler returns, which is when the render has stopped) and upload (NAR, narinfo and side-file PUTs).",
+		}, []string{"kind"}),
 		fileIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nixcas_http_nar_file_bytes_received_total",
 			Help: "Bytes of NAR files (as uploaded, possibly compressed) received by PUT.",
@@ -63,6 +68,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.narOut, err = register(reg, m.narOut); err != nil {
+		return nil, err
+	}
+	if m.inFlight, err = register(reg, m.inFlight); err != nil {
 		return nil, err
 	}
 	if m.fileIn, err = register(reg, m.fileIn); err != nil {

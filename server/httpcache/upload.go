@@ -51,6 +51,11 @@ func (h *handler) putNAR(w http.ResponseWriter, r *http.Request) {
 		// Whatever follows the compressed stream is part of the file.
 		_, err = io.Copy(io.Discard, body)
 	}
+	if err == nil {
+		// The NAR reader bounds depth at castore.MaxDepth; the tree
+		// limits may be lower.
+		_, err = castore.MeasureTree(r.Context(), h.o.CAS, up.nar.Root, h.o.Tree)
+	}
 	if err != nil {
 		httpError(w, r, err)
 		return
