@@ -226,16 +226,29 @@ func decodeFrameInfo(name Digest, v []byte) (*frameInfo, error) {
 	return f, nil
 }
 
-// frameEncoders compress frames, one pool per level.
-var frameEncoders sync.Map // zstd.EncoderLevel → *sync.Pool of *zstd.Encoder
+// frameEncoders compress frames, one pool per level and window.
+var frameEncoders sync.Map // encoderKey → *sync.Pool of *zstd.Encoder
 
+type encoderKey struct {
+	level  zstd.EncoderLevel
+	window int
+}
+
+// compressFrame compresses data as one zstd frame with a content
+// checksum. The window covers the frame (up to maxFrameWindow): a larger
+// one would only cost the encoder memory.
 func compressFrame(level zstd.EncoderLevel, data []byte) []byte {
-	p, _ := frameEncoders.LoadOrStore(level, &sync.Pool{New: func() any {
+	window := 1 << 20
+	for window < len(data) && window < maxFrameWindow {
+		window <<= 1
+	}
+	key := encoderKey{level, window}
+	p, _ := frameEncoders.LoadOrStore(key, &sync.Pool{New: func() any {
 		enc, err := zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(level),
+			zstd.WithEncoderLevel(key.level),
 			zstd.WithEncoderConcurrency(1),
 			zstd.WithEncoderCRC(true),
-			zstd.WithWindowSize(frameWindow))
+			zstd.WithWindowSize(key.window))
 		if err != nil {
 			panic(err) // only for invalid options, which are constants here
 		}
@@ -247,10 +260,9 @@ func compressFrame(level zstd.EncoderLevel, data []byte) []byte {
 	return enc.EncodeAll(data, make([]byte, 0, len(data)/2))
 }
 
-// frameWindow is the zstd window of frames the store writes: as far back
-// as the compressor looks for matches, in the largest frame compaction
-// writes.
-const frameWindow = 8 << 20
+// maxFrameWindow is the largest zstd window of the frames the store
+// writes: as far back as the compressor looks for matches.
+const maxFrameWindow = 8 << 20
 
 var frameDecoders = sync.Pool{New: func() any {
 	dec, err := zstd.NewReader(nil,

@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/sync/errgroup"
 )
 
 // The packer: queued inline chunks into hot frames (see frames.go).
@@ -105,6 +108,7 @@ func (s *PebbleStore) signalPacker() {
 // whether this call stopped it.
 func (s *PebbleStore) stopPacker() bool {
 	stopped := false
+	s.packStopped.Store(true)
 	if s.stopPacking != nil {
 		s.packStopOnce.Do(func() {
 			s.stopPacking()
@@ -131,6 +135,7 @@ func (s *PebbleStore) packLoop(stop <-chan struct{}, done chan<- struct{}) {
 		}
 		for s.queued.Load() >= int64(s.frameOpts.Size) {
 			packed, err := s.packOne(ctx, false)
+			s.packFailing.Store(err != nil)
 			if err != nil {
 				if ctx.Err() == nil && err.Error() != lastErr {
 					// The chunks stay inline and queued: nothing is lost,
@@ -146,6 +151,41 @@ func (s *PebbleStore) packLoop(stop <-chan struct{}, done chan<- struct{}) {
 			}
 		}
 	}
+}
+
+// notifyPacked wakes the writers waiting for the packer.
+func (s *PebbleStore) notifyPacked() {
+	s.packedMu.Lock()
+	if s.packed != nil {
+		close(s.packed)
+	}
+	s.packed = make(chan struct{})
+	s.packedMu.Unlock()
+}
+
+// waitForPacker holds a writer back while more than maxPackLag bytes are
+// queued and the packer is working on them, so that the packer reads
+// queued chunks from the memtable: fallen further behind, it would read
+// them from disk through the block cache, and Pebble would have written
+// them out for nothing. Ingest then runs at the packer's pace. A failing
+// packer (a full disk, say) holds nobody back.
+func (s *PebbleStore) waitForPacker(ctx context.Context) error {
+	for s.packSignal != nil && s.queued.Load() > s.maxPackLag && !s.packFailing.Load() && !s.packStopped.Load() {
+		s.packedMu.Lock()
+		if s.packed == nil {
+			s.packed = make(chan struct{})
+		}
+		ch := s.packed
+		s.packedMu.Unlock()
+		s.signalPacker()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // PackPending packs every queued chunk into hot frames, the last one
@@ -248,24 +288,35 @@ func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 	if err := it.Close(); err != nil {
 		return false, pebbleError(err, "pack")
 	}
+	defer s.notifyPacked()
 	if last := frames[len(frames)-1]; len(last.entries) == 0 || !force && len(last.data) < s.frameOpts.Size {
 		frames = frames[:len(frames)-1]
 	}
 	if len(frames) == 0 {
 		return false, nil
 	}
+	// Compress and write the frames on every core.
 	infos := make([]*frameInfo, len(frames))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, pf := range frames {
 		f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(pf.data))}
-		if len(pf.data) > 0 {
+		infos[i] = f
+		if len(pf.data) == 0 {
+			continue
+		}
+		g.Go(func() error {
 			obj := compressFrame(s.frameOpts.Level, pf.data)
 			f.name = Hash(obj)
 			f.stored = uint64(len(obj))
-			if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
-				return false, fmt.Errorf("castore: pack: %w", err)
+			if err := s.objects.PutObject(gctx, frameName(f.name), obj); err != nil {
+				return fmt.Errorf("castore: pack: %w", err)
 			}
-		}
-		infos[i] = f
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return false, err
 	}
 	if err := s.objects.SyncObjects(ctx); err != nil {
 		return false, fmt.Errorf("castore: pack: %w", err)
@@ -421,6 +472,11 @@ func (s *PebbleStore) sweepFrames(ctx context.Context, db *pebble.DB) error {
 
 // packState groups the packer's fields of a PebbleStore.
 type packState struct {
+	packFailing atomic.Bool // the packer's last pack failed: writers do not wait for it
+	packStopped atomic.Bool // the packer is gone: writers do not wait for it
+	packedMu    sync.Mutex
+	packed      chan struct{} // closed (and replaced) after each pack
+
 	packMu       sync.Mutex // one pack or compaction at a time
 	packSignal   chan struct{}
 	stopPacking  func() // nil: no packer

@@ -137,14 +137,17 @@ type PebbleOptions struct {
 	Objects ObjectStore
 }
 
-// DefaultPebbleOptions: 256 MiB cache, 64 MiB memtables, values of 1 KiB
+// DefaultPebbleOptions: 256 MiB cache, 32 MiB memtables, values of 1 KiB
 // and more separated, 16 MiB flush files, 256 lock stripes, 64 MiB kept
-// free beyond the memtables (192 MiB in all). (With a 64 MiB
-// cache, rendering a 200 MiB NAR from a flushed store ran at 1.4 GB/s;
-// with 256 MiB, at 2.1 GB/s: BenchmarkRender in bench/.)
+// free beyond the memtables (128 MiB in all). (With a 64 MiB
+// cache, rendering a 200 MiB NAR from a flushed store of inline chunks ran
+// at 1.4 GB/s; with 256 MiB, at 2.1 GB/s: BenchmarkRender in bench/.
+// Chunks in frames are read through the frame cache instead. Memtables
+// hold chunks only until the packer has them in frames: ingesting a 1 GiB
+// file peaked at 353 MiB RSS with 64 MiB memtables, 259 MiB with 32 MiB.)
 var DefaultPebbleOptions = PebbleOptions{
 	CacheSize:              256 << 20,
-	MemTableSize:           64 << 20,
+	MemTableSize:           32 << 20,
 	ValueSeparationMinSize: 1 << 10,
 	FlushFileSize:          16 << 20,
 	LockStripes:            256,
@@ -265,6 +268,9 @@ type PebbleStore struct {
 	queueSeq  atomic.Uint64 // last queue sequence number used
 	queued    atomic.Int64  // bytes of queued chunks
 	lastWrite atomic.Int64  // unix nanoseconds of the last new chunk
+	// maxPackLag: writers wait while more queued bytes than this wait for
+	// the packer (see waitForPacker).
+	maxPackLag int64
 	packState
 }
 
@@ -359,6 +365,9 @@ func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard
 		objects:   opts.Objects,
 		frameOpts: opts.Frames,
 		cache:     newFrameCache(opts.Frames.CacheSize),
+		// A quarter of a memtable: the queued chunks' inline values (at
+		// most as large) stay in the memtable until packed.
+		maxPackLag: max(int64(opts.MemTableSize)/4, int64(packBatch*opts.Frames.Size)),
 	}
 	if s.objects == nil {
 		s.objects = &DirObjects{dir: filepath.Join(dir, "frames"), space: space}
@@ -616,6 +625,9 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 // lock stripe so that a chunk is stored and counted once, if space admits
 // it. The write is not synced.
 func (s *PebbleStore) putStoredChunk(ctx context.Context, db *pebble.DB, d Digest, size int, stored []byte) (bool, error) {
+	if err := s.waitForPacker(ctx); err != nil {
+		return false, err
+	}
 	key := pebbleKey(pebbleKindChunk, d)
 	if err := s.space.admit(len(key) + len(stored) + 48); err != nil {
 		return false, err
