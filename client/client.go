@@ -35,9 +35,12 @@ type Options struct {
 	Cache castore.Store
 	// Streams is the number of parallel streams moving chunks (default 4).
 	Streams int
-	// Compression of the calls moving chunks: "zstd" (the default)
-	// compresses their messages, chunks sent decoded; "none" sends chunks
-	// in their stored form, lz4 where that helps, which costs no CPU.
+	// Compression of the calls moving chunks: "zstd" (the default) sends
+	// chunk streams, one zstd stream per call (see CompressionStream), or,
+	// with servers that do not read them, compresses each message;
+	// "zstd-messages" only compresses each message, chunks sent decoded;
+	// "none" sends chunks in their stored form, lz4 where that helps,
+	// which costs no CPU.
 	Compression string
 	// Progress, when set, is called at the start of each long phase with
 	// its name and its size in bytes, and its result told of the bytes
@@ -88,6 +91,9 @@ type Client struct {
 	sync  nixcaspb.SyncServiceClient
 	cache castore.Store
 	opts  Options
+	// serverStreams: the server's last Missing answer said it reads
+	// chunk streams.
+	serverStreams atomic.Bool
 }
 
 // Dial returns a client of the server at addr ("host:port", see
@@ -104,9 +110,9 @@ func Dial(addr string, o Options) (*Client, error) {
 	switch o.Compression {
 	case "":
 		o.Compression = nixcaspb.Zstd
-	case nixcaspb.Zstd, "none":
+	case CompressionStream, CompressionMessages, CompressionNone:
 	default:
-		return nil, fmt.Errorf("client: compression %q: want zstd or none", o.Compression)
+		return nil, fmt.Errorf("client: compression %q: want zstd, zstd-messages or none", o.Compression)
 	}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
@@ -192,7 +198,7 @@ func (c *Client) PutPathInfo(ctx context.Context, p *store.PathInfo) (*store.Pat
 
 // chunkCallOptions are the options of the calls moving chunks.
 func (c *Client) chunkCallOptions() []grpc.CallOption {
-	if c.opts.Compression == nixcaspb.Zstd {
+	if c.opts.Compression != CompressionNone {
 		return []grpc.CallOption{grpc.UseCompressor(nixcaspb.Zstd)}
 	}
 	return nil

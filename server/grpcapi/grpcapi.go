@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/internal/chunkstream"
 	"github.com/nixcas/nixcas/proto/castorepb"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 	"github.com/nixcas/nixcas/proto/storepb"
@@ -253,7 +254,7 @@ func statusOf(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, store.ErrIncomplete):
 		code = codes.FailedPrecondition
-	case errors.Is(err, errBusy):
+	case errors.Is(err, errBusy), errors.Is(err, chunkstream.ErrLimit):
 		code = codes.ResourceExhausted
 	case errors.Is(err, castore.ErrCorrupt):
 		code = codes.DataLoss

@@ -44,7 +44,7 @@ func (s *syncService) Missing(ctx context.Context, req *nixcaspb.MissingRequest)
 	if n := len(req.GetChunks()) + len(req.GetBlobs()) + len(req.GetDirectories()); n > MaxBatch {
 		return nil, fmt.Errorf("%w: %d digests, at most %d per request", castore.ErrInvalid, n, MaxBatch)
 	}
-	resp := &nixcaspb.MissingResponse{}
+	resp := &nixcaspb.MissingResponse{ChunkStream: true}
 	lists := []struct {
 		digests [][]byte
 		what    string
@@ -93,19 +93,29 @@ func (s *syncService) hasDirectory(ctx context.Context, d castore.Digest) (bool,
 	return err == nil, err
 }
 
-// PutChunks implements nixcas.v1.SyncService. Every chunk is verified
-// before it is stored (PutEncodedChunk); the store is synced before the
-// call returns.
+// PutChunks implements nixcas.v1.SyncService: chunks in messages, or a
+// chunk stream when the first message carries a segment. Every chunk is
+// verified before it is stored (PutEncoded); the store is synced before
+// the call returns.
 func (s *syncService) PutChunks(stream nixcaspb.SyncService_PutChunksServer) error {
 	ctx := stream.Context()
 	resp := &nixcaspb.PutChunksResponse{}
-	for {
+	for n := 0; ; n++ {
 		msg, err := stream.Recv()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return err
+		}
+		if msg.GetSegment() != nil {
+			if n > 0 {
+				return fmt.Errorf("%w: message %d: a chunk stream in a call that sent chunks", castore.ErrInvalid, n+1)
+			}
+			if err := s.putChunkStream(stream, msg, resp); err != nil {
+				return err
+			}
+			break
 		}
 		for i, c := range msg.GetChunks() {
 			d, err := digestArg(c.GetDigest(), fmt.Sprintf("chunks[%d]", i))
@@ -129,13 +139,17 @@ func (s *syncService) PutChunks(stream nixcaspb.SyncService_PutChunksServer) err
 	return stream.SendAndClose(resp)
 }
 
-// ReadChunks implements nixcas.v1.SyncService. Chunks are sent in their
-// stored form, or decoded when asked (for compressed calls).
+// ReadChunks implements nixcas.v1.SyncService. Chunks are sent as a
+// chunk stream when asked, else in their stored form, or decoded when
+// asked (for compressed calls).
 func (s *syncService) ReadChunks(req *nixcaspb.ReadChunksRequest, stream nixcaspb.SyncService_ReadChunksServer) error {
 	ctx := stream.Context()
 	ds, err := digestsArg(req.GetDigests(), "digests")
 	if err != nil {
 		return err
+	}
+	if req.GetStream() != nil {
+		return s.readChunkStream(req.GetStream(), ds, stream)
 	}
 	// Each message gets its own buffer: a sent message must not change.
 	var (
