@@ -344,7 +344,9 @@ func (c *Client) pushFrames(ctx context.Context, t *tree, send []castore.ChunkRe
 	}
 	files, err := treeFiles(t.root,
 		func(d castore.Digest) (*castore.Directory, error) { return c.cache.GetDirectory(ctx, d) },
-		func(d castore.Digest, size uint64) ([]castore.ChunkRef, error) { return castore.BlobChunks(ctx, c.cache, d, size) })
+		func(d castore.Digest, size uint64) ([]castore.ChunkRef, error) {
+			return castore.BlobChunks(ctx, c.cache, d, size)
+		})
 	if err != nil {
 		return nil, fmt.Errorf("client: reading the tree from the cache: %w", err)
 	}

@@ -102,7 +102,9 @@ func treeFiles(root castore.Entry, dir func(castore.Digest) (*castore.Directory,
 func (c *Client) baseFiles(ctx context.Context, base castore.Entry) (map[string]fileChunks, error) {
 	files, err := treeFiles(base,
 		func(d castore.Digest) (*castore.Directory, error) { return c.cache.GetDirectory(ctx, d) },
-		func(d castore.Digest, size uint64) ([]castore.ChunkRef, error) { return castore.BlobChunks(ctx, c.cache, d, size) })
+		func(d castore.Digest, size uint64) ([]castore.ChunkRef, error) {
+			return castore.BlobChunks(ctx, c.cache, d, size)
+		})
 	if err != nil {
 		return nil, fmt.Errorf("client: base tree in the cache: %w", err)
 	}
