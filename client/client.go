@@ -42,6 +42,11 @@ type Options struct {
 	// "none" sends chunks in their stored form, lz4 where that helps,
 	// which costs no CPU.
 	Compression string
+	// Base, when set, is the tree whose files serve as dictionaries in
+	// PushTree, PushClosure and Pull (see PushTreeFrom and PullFrom):
+	// typically the previous version of what is moved, already on both
+	// sides. SetBase changes it.
+	Base *castore.Entry
 	// Progress, when set, is called at the start of each long phase with
 	// its name and its size in bytes, and its result told of the bytes
 	// done.
@@ -145,6 +150,9 @@ func Dial(addr string, o Options) (*Client, error) {
 		opts:  o,
 	}, nil
 }
+
+// SetBase sets Options.Base. Call it before a transfer, not during one.
+func (c *Client) SetBase(base *castore.Entry) { c.opts.Base = base }
 
 // Close closes the connection; it does not close the cache.
 func (c *Client) Close() error { return c.conn.Close() }

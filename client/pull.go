@@ -38,13 +38,14 @@ type PullStats struct {
 // only when complete. The cache then also holds the tree's directories and
 // chunk lists.
 func (c *Client) Pull(ctx context.Context, root castore.Entry, dst string) (PullStats, error) {
-	return c.PullFrom(ctx, root, nil, dst)
+	return c.PullFrom(ctx, root, c.opts.Base, dst)
 }
 
 // PullFrom is Pull with a base: a tree in the cache (the previous version
 // of root, say) whose files serve as dictionaries for the chunks of the
 // files at the same paths in root, which makes those chunks cheaper on the
-// wire when they resemble the base's. A nil base is Pull.
+// wire when they resemble the base's. A base missing from the cache is
+// no base, as is a nil one.
 func (c *Client) PullFrom(ctx context.Context, root castore.Entry, base *castore.Entry, dst string) (PullStats, error) {
 	var st PullStats
 	dst = filepath.Clean(dst)

@@ -29,15 +29,15 @@ type PushStats struct {
 // order, so that the server never holds a reference to something missing.
 // The server has the whole tree when it returns.
 func (c *Client) PushTree(ctx context.Context, root castore.Entry) (PushStats, error) {
-	return c.PushTreeFrom(ctx, root, nil)
+	return c.PushTreeFrom(ctx, root, c.opts.Base)
 }
 
 // PushTreeFrom is PushTree with a base: a tree in the cache and on the
 // server (the previous version of root, say) whose files serve as
 // dictionaries for the chunks of the files at the same paths in root,
 // which makes those chunks cheaper on the wire when they resemble the
-// base's. Base files the server lacks are left out. A nil base is
-// PushTree.
+// base's. Base files the server lacks are left out, and a base missing
+// from the cache is no base. A nil base is none.
 func (c *Client) PushTreeFrom(ctx context.Context, root castore.Entry, base *castore.Entry) (PushStats, error) {
 	var st PushStats
 	t, err := localTree(ctx, c.cache, root)

@@ -98,13 +98,16 @@ func treeFiles(root castore.Entry, dir func(castore.Digest) (*castore.Directory,
 }
 
 // baseFiles returns the files of the tree base in the cache by path, for
-// dictionaries; a base that is not a tree in the cache is an error.
+// dictionaries; none when the cache lacks part of it.
 func (c *Client) baseFiles(ctx context.Context, base castore.Entry) (map[string]fileChunks, error) {
 	files, err := treeFiles(base,
 		func(d castore.Digest) (*castore.Directory, error) { return c.cache.GetDirectory(ctx, d) },
 		func(d castore.Digest, size uint64) ([]castore.ChunkRef, error) {
 			return castore.BlobChunks(ctx, c.cache, d, size)
 		})
+	if errors.Is(err, castore.ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: base tree in the cache: %w", err)
 	}
