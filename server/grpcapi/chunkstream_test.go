@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -286,4 +287,50 @@ func TestChunkStreamRefused(t *testing.T) {
 	}
 	_, err := readStream(ts, [][]byte{raw(missing)}, nil, nil)
 	wantCode(t, "ReadChunks of a chunk not stored", err, codes.NotFound)
+}
+
+// TestChunkStreamBoundedMemory sends streams built to make a server
+// allocate without bound, and checks each is refused having allocated
+// a bounded amount: a dictionary naming one 11 MiB chunk 65536 times
+// (720 GiB if it were built), a frame header declaring a 1 TiB window, a
+// chunk declaring 16 MiB and sending none.
+func TestChunkStreamBoundedMemory(t *testing.T) {
+	ts := startServer(t, grpcapi.Options{})
+	big := bytes.Repeat([]byte{7}, 11<<20)
+	castoretest.MustPutChunk(t, ts.store, big)
+	bigDigest := castore.Hash(big)
+	manyDicts := make([][]byte, chunkstream.MaxDictionaryChunks)
+	for i := range manyDicts {
+		manyDicts[i] = raw(bigDigest)
+	}
+	var d castore.Digest
+	tests := []struct {
+		name string
+		msg  *nixcaspb.PutChunksRequest
+		want codes.Code
+	}{
+		{"dictionary naming one chunk 65536 times", &nixcaspb.PutChunksRequest{Segment: &nixcaspb.ChunkStreamSegment{Frame: &nixcaspb.ChunkStreamFrame{Dictionary: manyDicts}}}, codes.InvalidArgument},
+		// Magic, then a frame header descriptor with a window descriptor
+		// of exponent 30 (a 1 TiB window) and no content size.
+		{"1 TiB window", rawSegment([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 30 << 3}), codes.ResourceExhausted},
+		{"a 16 MiB chunk with no bytes", rawSegment(zstdFrame(t, record(nil, d, castore.MaxChunkSize))), codes.DataLoss},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, err := putChunkStream(ts, []*nixcaspb.PutChunksRequest{tt.msg})
+			runtime.ReadMemStats(&after)
+			wantCode(t, tt.name, err, tt.want)
+			// The whole process, client and server: the limit is the
+			// 32 MiB dictionary bound plus a chunk, with slack for
+			// growing buffers.
+			if got := after.TotalAlloc - before.TotalAlloc; got > 256<<20 {
+				t.Errorf("%s: %d MiB allocated", tt.name, got>>20)
+			} else {
+				t.Logf("%s: %d MiB allocated", tt.name, got>>20)
+			}
+		})
+	}
 }
