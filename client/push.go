@@ -322,7 +322,7 @@ func (c *Client) putDirectories(ctx context.Context, dirs []dirItem, which []int
 // server holds, when base is given.
 func (c *Client) pushFrames(ctx context.Context, t *tree, send []castore.ChunkRef, base *castore.Entry) ([]frame, error) {
 	if base == nil {
-		return []frame{{chunks: send}}, nil
+		return planFrames(nil, send, nil, nil), nil
 	}
 	baseFiles, err := c.baseFiles(ctx, *base)
 	if err != nil {

@@ -124,8 +124,10 @@ func (c *Client) baseFiles(ctx context.Context, base castore.Entry) (map[string]
 // content, gets frames of its own starting from a dictionary of the base
 // file's chunks around the same relative offset (the previous version of
 // the file, typically); the chunks of other files share frames without
-// dictionary, in order. usable says whether a base chunk may be used in a
-// dictionary (the receiver holds it).
+// dictionary, in order, each of at most readBatchBytes (the window: more
+// context would not be seen), so that parallel streams share the work.
+// usable says whether a base chunk may be used in a dictionary (the
+// receiver holds it).
 func planFrames(files []fileChunks, send []castore.ChunkRef, base map[string]fileChunks, usable func(castore.ChunkRef) bool) []frame {
 	want := make(map[castore.Digest]bool, len(send))
 	for _, r := range send {
@@ -139,6 +141,13 @@ func planFrames(files []fileChunks, send []castore.ChunkRef, base map[string]fil
 			frames = append(frames, plain)
 		}
 		plain, plainBytes = frame{}, 0
+	}
+	addPlain := func(r castore.ChunkRef) {
+		if plainBytes+int64(r.Size) > readBatchBytes && len(plain.chunks) > 0 {
+			flushPlain()
+		}
+		plain.chunks = append(plain.chunks, r)
+		plainBytes += int64(r.Size)
 	}
 	for _, f := range files {
 		// The file's chunks still to send, with their offsets.
@@ -159,11 +168,7 @@ func planFrames(files []fileChunks, send []castore.ChunkRef, base map[string]fil
 		b, ok := base[f.path]
 		if !ok || b.size == 0 || len(b.chunks) == 0 || sameChunks(b.chunks, f.chunks) {
 			for _, r := range mine {
-				if plainBytes+int64(r.Size) > readBatchBytes && len(plain.chunks) > 0 {
-					flushPlain()
-				}
-				plain.chunks = append(plain.chunks, r)
-				plainBytes += int64(r.Size)
+				addPlain(r)
 			}
 			continue
 		}
@@ -178,12 +183,11 @@ func planFrames(files []fileChunks, send []castore.ChunkRef, base map[string]fil
 			start = end
 		}
 	}
-	flushPlain()
 	// Chunks no file holds (none, when send comes from files).
 	for _, r := range send {
 		if want[r.Digest] {
 			delete(want, r.Digest)
-			plain.chunks = append(plain.chunks, r)
+			addPlain(r)
 		}
 	}
 	flushPlain()
