@@ -42,6 +42,11 @@ type Options struct {
 	// "none" sends chunks in their stored form, lz4 where that helps,
 	// which costs no CPU.
 	Compression string
+	// WireLevel is the zstd level of chunk streams, numbered as the zstd
+	// command line numbers them: pushes encode at it, pulls ask the
+	// server for it. 0 is chunkstream.DefaultLevel (klauspost/compress's
+	// "better", zstd 6 to 9); 10 and above is its "best", slower.
+	WireLevel int
 	// Base, when set, is the tree whose files serve as dictionaries in
 	// PushTree, PushClosure and Pull (see PushTreeFrom and PullFrom):
 	// typically the previous version of what is moved, already on both

@@ -310,7 +310,7 @@ func (c *Client) sendChunkStream(ctx, callCtx context.Context, work <-chan frame
 			if stream, err = c.sync.PutChunks(callCtx); err != nil {
 				return err
 			}
-			if w, err = chunkstream.NewWriter(0); err != nil {
+			if w, err = chunkstream.NewWriter(chunkstream.Level(c.opts.WireLevel)); err != nil {
 				return err
 			}
 		}
@@ -366,7 +366,7 @@ func (c *Client) readFrames(ctx context.Context, frames []frame, bar Progress) (
 	}
 	req := &nixcaspb.ReadChunksRequest{Digests: digestList(refs), Decoded: c.opts.Compression != CompressionNone}
 	if c.opts.Compression == CompressionStream {
-		req.Stream = &nixcaspb.ChunkStreamRequest{}
+		req.Stream = &nixcaspb.ChunkStreamRequest{Level: uint32(max(c.opts.WireLevel, 0))}
 		for _, f := range frames {
 			req.Stream.Frames = append(req.Stream.Frames, &nixcaspb.ChunkStreamFrame{Dictionary: digestList(f.dict), Chunks: uint32(len(f.chunks))})
 		}

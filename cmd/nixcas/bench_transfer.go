@@ -37,7 +37,8 @@ size and the NAR compressed with xz -6 -T0 (what a binary cache serves).
 Each wire compression is measured on a fresh server: none (chunks in
 their stored form, lz4 where it helps), zstd-messages (each message
 compressed on its own), zstd (chunk streams), and zstd with --from as the
-base whose files are dictionaries for the second push and pull.`,
+base whose files are dictionaries for the second push and pull, at the
+default level and at zstd level 19.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cleanup, err := scratchDir(&work, "nixcas-bench-transfer-")
@@ -95,10 +96,11 @@ func benchTransfer(ctx context.Context, from, to, work string) error {
 
 	var rows []transferRow
 	for _, mode := range []transferMode{
-		{"none", client.CompressionNone, false},
-		{"zstd-messages", client.CompressionMessages, false},
-		{"zstd stream", client.CompressionStream, false},
-		{"zstd stream, base " + from, client.CompressionStream, true},
+		{"none", client.CompressionNone, false, 0},
+		{"zstd-messages", client.CompressionMessages, false, 0},
+		{"zstd stream", client.CompressionStream, false, 0},
+		{"zstd stream, base " + from, client.CompressionStream, true, 0},
+		{"zstd stream level 19, base " + from, client.CompressionStream, true, 19},
 	} {
 		r, err := benchTransferMode(ctx, filepath.Join(work, fmt.Sprint(len(rows))), mode, versions, pushCache, results, logf)
 		if err != nil {
@@ -136,6 +138,7 @@ type transferMode struct {
 	name        string
 	compression string // client.Options.Compression
 	base        bool   // the first version is the base of the second
+	level       int    // client.Options.WireLevel
 }
 
 // benchTransferMode runs the pushes and pulls in one mode, against a
@@ -164,7 +167,7 @@ func benchTransferMode(ctx context.Context, dir string, m transferMode, versions
 	defer srv.Stop()
 
 	var rows []transferRow
-	pusher, err := client.Dial(ln.Addr().String(), client.Options{Cache: pushCache, Compression: m.compression})
+	pusher, err := client.Dial(ln.Addr().String(), client.Options{Cache: pushCache, Compression: m.compression, WireLevel: m.level})
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +196,7 @@ func benchTransferMode(ctx context.Context, dir string, m transferMode, versions
 		return nil, err
 	}
 	defer pullCache.Close()
-	puller, err := client.Dial(ln.Addr().String(), client.Options{Cache: pullCache, Compression: m.compression})
+	puller, err := client.Dial(ln.Addr().String(), client.Options{Cache: pullCache, Compression: m.compression, WireLevel: m.level})
 	if err != nil {
 		return nil, err
 	}

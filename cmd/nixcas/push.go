@@ -30,6 +30,7 @@ type clientFlags struct {
 	tokenFile   string
 	cache       string
 	compression string
+	wireLevel   int
 	base        string
 }
 
@@ -39,6 +40,7 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token the server asks for")
 	cmd.Flags().StringVar(&f.cache, "cache", defaultCacheDir(), "local chunk cache directory (while another process uses it, a private temporary one)")
 	cmd.Flags().StringVar(&f.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd (one zstd stream per call), zstd-messages (each message on its own, as servers before chunk streams), or none (chunks as stored, lz4)")
+	cmd.Flags().IntVar(&f.wireLevel, "wire-level", 0, "zstd level of chunk streams as zstd numbers them (pushes encode at it, pulls ask the server for it); 0: the default, zstd 6-9 (\"better\"); 10 and above: \"best\", slower")
 	cmd.Flags().StringVar(&f.base, "base", "", "a tree both sides hold, typically the previous version of what is moved: a store path or a root entry as JSON; its files are zstd dictionaries for the files at the same paths")
 }
 
@@ -91,7 +93,7 @@ func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.PebbleStore, Compression: f.compression, Progress: terminalProgress()})
+	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.PebbleStore, Compression: f.compression, WireLevel: f.wireLevel, Progress: terminalProgress()})
 	if err != nil {
 		cache.Close()
 		return nil, nil, nil, err

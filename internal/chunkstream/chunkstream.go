@@ -33,6 +33,15 @@ const (
 // would hardly help them).
 const DefaultLevel = zstd.SpeedBetterCompression
 
+// Level returns the encoder level of a zstd level as the zstd command
+// line numbers them (0: DefaultLevel).
+func Level(zstdLevel int) zstd.EncoderLevel {
+	if zstdLevel <= 0 {
+		return DefaultLevel
+	}
+	return zstd.EncoderLevelFromZstd(zstdLevel)
+}
+
 // ErrLimit marks a stream that goes beyond a bound of this package (a
 // frame window over MaxWindow, say).
 var ErrLimit = errors.New("chunkstream: over a limit")

@@ -655,8 +655,13 @@ func (x *ReadChunksRequest) GetStream() *ChunkStreamRequest {
 
 // ChunkStreamRequest asks for a chunk stream.
 type ChunkStreamRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Frames        []*ChunkStreamFrame    `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Frames []*ChunkStreamFrame    `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	// The zstd level, numbered as the zstd command line numbers them (1 to
+	// 22); 0 lets the server choose. A server maps it to the levels it has
+	// (nixcas: below 3 fastest, 3 to 5 default, 6 to 9 better, 10 and above
+	// best, its default being better).
+	Level         uint32 `protobuf:"varint,2,opt,name=level,proto3" json:"level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -696,6 +701,13 @@ func (x *ChunkStreamRequest) GetFrames() []*ChunkStreamFrame {
 		return x.Frames
 	}
 	return nil
+}
+
+func (x *ChunkStreamRequest) GetLevel() uint32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
 }
 
 type ReadChunksResponse struct {
@@ -968,9 +980,10 @@ const file_nixcas_v1_sync_proto_rawDesc = "" +
 	"\x11ReadChunksRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\x12\x18\n" +
 	"\adecoded\x18\x02 \x01(\bR\adecoded\x125\n" +
-	"\x06stream\x18\x03 \x01(\v2\x1d.nixcas.v1.ChunkStreamRequestR\x06stream\"I\n" +
+	"\x06stream\x18\x03 \x01(\v2\x1d.nixcas.v1.ChunkStreamRequestR\x06stream\"_\n" +
 	"\x12ChunkStreamRequest\x123\n" +
-	"\x06frames\x18\x01 \x03(\v2\x1b.nixcas.v1.ChunkStreamFrameR\x06frames\"w\n" +
+	"\x06frames\x18\x01 \x03(\v2\x1b.nixcas.v1.ChunkStreamFrameR\x06frames\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\rR\x05level\"w\n" +
 	"\x12ReadChunksResponse\x12(\n" +
 	"\x06chunks\x18\x01 \x03(\v2\x10.nixcas.v1.ChunkR\x06chunks\x127\n" +
 	"\asegment\x18\x02 \x01(\v2\x1d.nixcas.v1.ChunkStreamSegmentR\asegment\"8\n" +

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 
@@ -14,15 +15,15 @@ import (
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 )
 
-// streamWriters holds chunk stream encoders between calls: each holds
-// tables and a window of chunkstream.MaxWindow.
-var streamWriters sync.Pool
+// streamWriters holds chunk stream encoders between calls, by level:
+// each holds tables and a window of chunkstream.MaxWindow.
+var streamWriters [zstd.SpeedBestCompression + 1]sync.Pool
 
-func getStreamWriter() (*chunkstream.Writer, error) {
-	if w, ok := streamWriters.Get().(*chunkstream.Writer); ok {
+func getStreamWriter(level zstd.EncoderLevel) (*chunkstream.Writer, error) {
+	if w, ok := streamWriters[level].Get().(*chunkstream.Writer); ok {
 		return w, nil
 	}
-	return chunkstream.NewWriter(0)
+	return chunkstream.NewWriter(level)
 }
 
 // dictionary reads the chunks digests names into buf, concatenated, as a
@@ -146,11 +147,12 @@ func (s *syncService) readChunkStream(req *nixcaspb.ChunkStreamRequest, ds []cas
 	if err := grpc.SetSendCompressor(ctx, encoding.Identity); err != nil {
 		return err
 	}
-	w, err := getStreamWriter()
+	level := chunkstream.Level(int(min(req.GetLevel(), 22)))
+	w, err := getStreamWriter(level)
 	if err != nil {
 		return err
 	}
-	defer streamWriters.Put(w) // on error too: Begin resets it
+	defer streamWriters[level].Put(w) // on error too: Begin resets it
 	var dict, data []byte
 	next := 0
 	for i, f := range frames {
