@@ -94,6 +94,11 @@ func (p *putChunkSegments) NextSegment() ([]byte, bool, []byte, error) {
 // stored (putEncoded).
 func (s *syncService) putChunkStream(stream nixcaspb.SyncService_PutChunksServer, first *nixcaspb.PutChunksRequest, resp *nixcaspb.PutChunksResponse) error {
 	ctx := stream.Context()
+	release, err := s.chunkStreamSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	r, err := chunkstream.NewReader(&putChunkSegments{ctx: ctx, cas: s.cas.Store, stream: stream, first: first})
 	if err != nil {
 		return err
@@ -147,6 +152,11 @@ func (s *syncService) readChunkStream(req *nixcaspb.ChunkStreamRequest, ds []cas
 	if err := grpc.SetSendCompressor(ctx, encoding.Identity); err != nil {
 		return err
 	}
+	release, err := s.chunkStreamSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	level := chunkstream.Level(int(min(req.GetLevel(), 22)))
 	w, err := getStreamWriter(level)
 	if err != nil {

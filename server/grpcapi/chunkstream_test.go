@@ -334,3 +334,49 @@ func TestChunkStreamBoundedMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkStreamSlots: with one chunk stream slot, a second chunk stream
+// waits for the first to end, and then goes through.
+func TestChunkStreamSlots(t *testing.T) {
+	ts := startServer(t, grpcapi.Options{MaxChunkStreams: 1})
+	a := castoretest.RandomBytes(30, 1000)
+	b := castoretest.RandomBytes(31, 1000)
+	first, err := ts.sync.PutChunks(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := encodeStream(t, []streamFrame{{chunks: [][]byte{a, a}}})
+	if err := first.Send(msgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The server holds the first call's slot once it has decoded the
+	// first chunk: wait for it to be stored.
+	for ok := false; !ok; {
+		var err error
+		if ok, err = ts.store.HasChunk(context.Background(), castore.Hash(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := putChunkStream(ts, encodeStream(t, []streamFrame{{chunks: [][]byte{b}}}))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the second chunk stream ended (%v) while the first held the only slot", err)
+	default:
+	}
+	for _, m := range msgs[1:] {
+		if err := first.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := first.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the second chunk stream: %v", err)
+	}
+	castoretest.MustHaveChunk(t, ts.store, castore.Hash(b), true)
+}

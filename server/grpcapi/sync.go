@@ -21,6 +21,19 @@ type syncService struct {
 	nixcaspb.UnimplementedSyncServiceServer
 	cas       countingStore
 	maxVerify uint64
+	// streams holds a token per call moving a chunk stream.
+	streams chan struct{}
+}
+
+// chunkStreamSlot waits for one of the server's chunk stream slots and
+// returns its release.
+func (s *syncService) chunkStreamSlot(ctx context.Context) (func(), error) {
+	select {
+	case s.streams <- struct{}{}:
+		return func() { <-s.streams }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // digestsArg converts the digests of a request, at most MaxBatch of them.
