@@ -62,6 +62,7 @@ type transferRow struct {
 	of            uint64 // NAR size of what was moved
 	moved, stayed uint64 // chunks
 	took          time.Duration
+	cpu           time.Duration // of the process: client and server
 }
 
 func benchTransfer(ctx context.Context, from, to, work string) error {
@@ -121,14 +122,14 @@ func benchTransfer(ctx context.Context, from, to, work string) error {
 	fmt.Printf("Transfers of the Go toolchain %s (NAR %d bytes) with %s already on the other side; "+
 		"bytes are those of the messages carrying chunks on the wire. For comparison, the NAR of %s compressed with xz -6 -T0 has %d bytes (%s of the NAR; %v to compress).\n\n",
 		to, results[to].NARSize, from, to, xzSize, pct(xzSize, results[to].NARSize), xzTook.Round(100*time.Millisecond))
-	fmt.Println("| transfer | wire bytes | of its NAR | of NAR.xz | chunks moved | chunks already there | time | NAR MB/s |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| transfer | wire bytes | of its NAR | of NAR.xz | chunks moved | chunks already there | time | NAR MB/s | CPU s (client and server) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		ofXZ := ""
 		if r.of == results[to].NARSize {
 			ofXZ = pct(r.bytes, xzSize)
 		}
-		fmt.Printf("| %s | %d | %s | %s | %d | %d | %v | %.0f |\n", r.what, r.bytes, pct(r.bytes, r.of), ofXZ, r.moved, r.stayed, r.took.Round(time.Millisecond), float64(r.of)/r.took.Seconds()/1e6)
+		fmt.Printf("| %s | %d | %s | %s | %d | %d | %v | %.0f | %.1f |\n", r.what, r.bytes, pct(r.bytes, r.of), ofXZ, r.moved, r.stayed, r.took.Round(time.Millisecond), float64(r.of)/r.took.Seconds()/1e6, r.cpu.Seconds())
 	}
 	return nil
 }
@@ -173,22 +174,22 @@ func benchTransferMode(ctx context.Context, dir string, m transferMode, versions
 	}
 	defer pusher.Close()
 	for i, v := range versions {
-		start := time.Now()
 		var from *castore.Entry
 		if i > 0 {
 			from = base
 		}
+		start, cpu := time.Now(), bench.ProcessCPU()
 		st, err := pusher.PushTreeFrom(ctx, results[v].Root, from)
 		if err != nil {
 			return nil, err
 		}
-		took := time.Since(start)
+		took, cpu := time.Since(start), bench.ProcessCPU()-cpu
 		logf("compression %s: pushed %s in %v: %+v", mode, v, took.Round(time.Millisecond), st)
 		what := fmt.Sprintf("push %s, compression %s", v, mode)
 		if i == 0 {
 			what += ", to an empty server"
 		}
-		rows = append(rows, transferRow{what, st.BytesSent, results[v].NARSize, st.ChunksSent, st.ChunksSkipped, took})
+		rows = append(rows, transferRow{what, st.BytesSent, results[v].NARSize, st.ChunksSent, st.ChunksSkipped, took, cpu})
 	}
 
 	pullCache, err := castore.OpenPebble(filepath.Join(dir, "pull-cache"), castore.PebbleOptions{})
@@ -203,16 +204,16 @@ func benchTransferMode(ctx context.Context, dir string, m transferMode, versions
 	defer puller.Close()
 	for i, v := range versions {
 		dst := filepath.Join(dir, "pulled-"+v)
-		start := time.Now()
 		var from *castore.Entry
 		if i > 0 {
 			from = base
 		}
+		start, cpu := time.Now(), bench.ProcessCPU()
 		st, err := puller.PullFrom(ctx, results[v].Root, from, dst)
 		if err != nil {
 			return nil, err
 		}
-		took := time.Since(start)
+		took, cpu := time.Since(start), bench.ProcessCPU()-cpu
 		logf("compression %s: pulled %s in %v: %+v", mode, v, took.Round(time.Millisecond), st)
 		if sum, err := narSHA256(dst); err != nil || sum != results[v].NARSha256 {
 			return nil, fmt.Errorf("pulled %s differs from the original (%v)", v, err)
@@ -221,7 +222,7 @@ func benchTransferMode(ctx context.Context, dir string, m transferMode, versions
 		if i == 0 {
 			what += ", into an empty cache"
 		}
-		rows = append(rows, transferRow{what, st.BytesReceived, results[v].NARSize, st.ChunksFetched, st.ChunksFromCache, took})
+		rows = append(rows, transferRow{what, st.BytesReceived, results[v].NARSize, st.ChunksFetched, st.ChunksFromCache, took, cpu})
 	}
 	return rows, nil
 }
