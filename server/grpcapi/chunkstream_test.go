@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc/codes"
@@ -336,7 +337,8 @@ func TestChunkStreamBoundedMemory(t *testing.T) {
 }
 
 // TestChunkStreamSlots: with one chunk stream slot, a second chunk stream
-// waits for the first to end, and then goes through.
+// waits while the first holds it (so a deadline ends it, nothing stored),
+// and goes through once the first has ended.
 func TestChunkStreamSlots(t *testing.T) {
 	ts := startServer(t, grpcapi.Options{MaxChunkStreams: 1})
 	a := castoretest.RandomBytes(30, 1000)
@@ -357,16 +359,24 @@ func TestChunkStreamSlots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := putChunkStream(ts, encodeStream(t, []streamFrame{{chunks: [][]byte{b}}}))
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("the second chunk stream ended (%v) while the first held the only slot", err)
-	default:
+	second := func(ctx context.Context) error {
+		stream, err := ts.sync.PutChunks(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range encodeStream(t, []streamFrame{{chunks: [][]byte{b}}}) {
+			if err := stream.Send(m); err != nil {
+				break
+			}
+		}
+		_, err = stream.CloseAndRecv()
+		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	err = second(ctx)
+	cancel()
+	wantCode(t, "a second chunk stream while the first holds the only slot", err, codes.DeadlineExceeded)
+	castoretest.MustHaveChunk(t, ts.store, castore.Hash(b), false)
 	for _, m := range msgs[1:] {
 		if err := first.Send(m); err != nil {
 			t.Fatal(err)
@@ -375,8 +385,8 @@ func TestChunkStreamSlots(t *testing.T) {
 	if _, err := first.CloseAndRecv(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("the second chunk stream: %v", err)
+	if err := second(context.Background()); err != nil {
+		t.Fatalf("the second chunk stream after the first ended: %v", err)
 	}
 	castoretest.MustHaveChunk(t, ts.store, castore.Hash(b), true)
 }
