@@ -298,8 +298,8 @@ type MissingResponse struct {
 	Chunks      []uint32               `protobuf:"varint,1,rep,packed,name=chunks,proto3" json:"chunks,omitempty"`
 	Blobs       []uint32               `protobuf:"varint,2,rep,packed,name=blobs,proto3" json:"blobs,omitempty"`
 	Directories []uint32               `protobuf:"varint,3,rep,packed,name=directories,proto3" json:"directories,omitempty"`
-	// The server reads chunk streams in PutChunks (always set by servers
-	// that do; older servers leave it false).
+	// The server reads chunk streams in PutChunks (set by servers that do
+	// while they have room for one more; older servers leave it false).
 	ChunkStream   bool `protobuf:"varint,4,opt,name=chunk_stream,json=chunkStream,proto3" json:"chunk_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -596,7 +596,8 @@ type ReadChunksRequest struct {
 	// Send the chunks as a chunk stream (ReadChunksResponse.segment), one
 	// zstd frame per entry of frames, in order, their chunk counts adding up
 	// to the digests requested; no frames: one frame, no dictionary.
-	// Servers that do not know the field answer with chunks.
+	// Servers that do not know the field answer with chunks, and so may a
+	// server that is busy with other chunk streams.
 	Stream        *ChunkStreamRequest `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

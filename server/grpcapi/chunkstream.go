@@ -127,7 +127,7 @@ func (s *syncService) putChunkStream(stream nixcaspb.SyncService_PutChunksServer
 }
 
 // readChunkStream sends the chunks ds as a chunk stream, framed as req
-// says.
+// says. The caller holds a chunk stream slot.
 func (s *syncService) readChunkStream(req *nixcaspb.ChunkStreamRequest, ds []castore.Digest, stream nixcaspb.SyncService_ReadChunksServer) error {
 	ctx := stream.Context()
 	frames := req.GetFrames()
@@ -152,11 +152,6 @@ func (s *syncService) readChunkStream(req *nixcaspb.ChunkStreamRequest, ds []cas
 	if err := grpc.SetSendCompressor(ctx, encoding.Identity); err != nil {
 		return err
 	}
-	release, err := s.chunkStreamSlot(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
 	level := chunkstream.Level(int(min(req.GetLevel(), 22)))
 	w, err := getStreamWriter(level)
 	if err != nil {

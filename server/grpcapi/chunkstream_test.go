@@ -336,9 +336,10 @@ func TestChunkStreamBoundedMemory(t *testing.T) {
 	}
 }
 
-// TestChunkStreamSlots: with one chunk stream slot, a second chunk stream
-// waits while the first holds it (so a deadline ends it, nothing stored),
-// and goes through once the first has ended.
+// TestChunkStreamSlots: with one chunk stream slot, while a first chunk
+// stream holds it, Missing does not offer chunk streams, a read asking for
+// one gets chunks, and a second PutChunks stream waits (so a deadline ends
+// it, nothing stored); it goes through once the first has ended.
 func TestChunkStreamSlots(t *testing.T) {
 	ts := startServer(t, grpcapi.Options{MaxChunkStreams: 1})
 	a := castoretest.RandomBytes(30, 1000)
@@ -358,6 +359,22 @@ func TestChunkStreamSlots(t *testing.T) {
 		if ok, err = ts.store.HasChunk(context.Background(), castore.Hash(a)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Meanwhile chunk streams are not offered, and a read asking for
+	// one gets chunks.
+	castoretest.MustPutChunk(t, ts.store, b)
+	if resp, err := ts.sync.Missing(context.Background(), &nixcaspb.MissingRequest{}); err != nil || resp.GetChunkStream() {
+		t.Errorf("Missing with every slot taken: %v, %v; want chunk_stream unset", resp, err)
+	}
+	reads, err := ts.sync.ReadChunks(context.Background(), &nixcaspb.ReadChunksRequest{Digests: [][]byte{raw(castore.Hash(b))}, Stream: &nixcaspb.ChunkStreamRequest{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := reads.Recv(); err != nil || len(msg.GetChunks()) != 1 || msg.GetSegment() != nil {
+		t.Errorf("ReadChunks asking for a stream with every slot taken: %v, %v; want one chunk", msg, err)
+	}
+	if _, err := ts.store.DeleteChunk(context.Background(), castore.Hash(b)); err != nil {
+		t.Fatal(err)
 	}
 	second := func(ctx context.Context) error {
 		stream, err := ts.sync.PutChunks(ctx)

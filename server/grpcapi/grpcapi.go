@@ -66,8 +66,10 @@ type Options struct {
 	// MaxChunkStreams bounds the SyncService calls moving a chunk stream
 	// at once, each holding up to about 100 MiB (a zstd window and two
 	// dictionaries of internal/chunkstream.MaxWindow, or an encoder of
-	// that window); further calls wait for one to end. Default
-	// DefaultMaxChunkStreams.
+	// that window). When all are taken, Missing stops offering chunk
+	// streams, ReadChunks answers with chunks (which clients asking for a
+	// stream take too), and a PutChunks stream waits for one to end.
+	// Default DefaultMaxChunkStreams.
 	MaxChunkStreams int
 }
 

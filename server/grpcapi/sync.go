@@ -36,6 +36,17 @@ func (s *syncService) chunkStreamSlot(ctx context.Context) (func(), error) {
 	}
 }
 
+// tryChunkStreamSlot takes a chunk stream slot if one is free, returning
+// its release, or nil.
+func (s *syncService) tryChunkStreamSlot() func() {
+	select {
+	case s.streams <- struct{}{}:
+		return func() { <-s.streams }
+	default:
+		return nil
+	}
+}
+
 // digestsArg converts the digests of a request, at most MaxBatch of them.
 func digestsArg(list [][]byte, what string) ([]castore.Digest, error) {
 	if len(list) > MaxBatch {
@@ -57,7 +68,9 @@ func (s *syncService) Missing(ctx context.Context, req *nixcaspb.MissingRequest)
 	if n := len(req.GetChunks()) + len(req.GetBlobs()) + len(req.GetDirectories()); n > MaxBatch {
 		return nil, fmt.Errorf("%w: %d digests, at most %d per request", castore.ErrInvalid, n, MaxBatch)
 	}
-	resp := &nixcaspb.MissingResponse{ChunkStream: true}
+	// Chunk streams are offered while a slot is free: a client told no
+	// sends chunks in messages rather than wait.
+	resp := &nixcaspb.MissingResponse{ChunkStream: len(s.streams) < cap(s.streams)}
 	lists := []struct {
 		digests [][]byte
 		what    string
@@ -153,8 +166,8 @@ func (s *syncService) PutChunks(stream nixcaspb.SyncService_PutChunksServer) err
 }
 
 // ReadChunks implements nixcas.v1.SyncService. Chunks are sent as a
-// chunk stream when asked, else in their stored form, or decoded when
-// asked (for compressed calls).
+// chunk stream when asked and a chunk stream slot is free, else in their
+// stored form, or decoded when asked (for compressed calls).
 func (s *syncService) ReadChunks(req *nixcaspb.ReadChunksRequest, stream nixcaspb.SyncService_ReadChunksServer) error {
 	ctx := stream.Context()
 	ds, err := digestsArg(req.GetDigests(), "digests")
@@ -162,7 +175,12 @@ func (s *syncService) ReadChunks(req *nixcaspb.ReadChunksRequest, stream nixcasp
 		return err
 	}
 	if req.GetStream() != nil {
-		return s.readChunkStream(req.GetStream(), ds, stream)
+		// With every chunk stream slot taken, the answer is chunks,
+		// which clients asking for a stream take as well.
+		if release := s.tryChunkStreamSlot(); release != nil {
+			defer release()
+			return s.readChunkStream(req.GetStream(), ds, stream)
+		}
 	}
 	// Each message gets its own buffer: a sent message must not change.
 	var (
