@@ -29,10 +29,11 @@
 // of a message, and the first message of each frame says so
 // (ChunkStreamSegment.frame), naming the frame's dictionary. The
 // dictionary is a zstd raw-content dictionary (id 1): the bytes of the
-// listed chunks, concatenated in order, each held by the receiver. Bounds
-// a receiver applies: a dictionary of at most 32 MiB and 65536 chunks, a
-// frame window of at most 32 MiB (RESOURCE_EXHAUSTED beyond), a chunk
-// length within the chunk size limit (INVALID_ARGUMENT). A stream that
+// listed chunks, concatenated in order, each held by the receiver
+// (NOT_FOUND otherwise). Bounds a receiver applies: a dictionary of at
+// most 32 MiB and 65536 chunks (INVALID_ARGUMENT beyond), a frame window
+// of at most 32 MiB (RESOURCE_EXHAUSTED beyond), a chunk length within the
+// chunk size limit (INVALID_ARGUMENT). A stream that
 // does not decode, ends inside a chunk or carries a chunk that does not
 // hash to its digest ends the call with DATA_LOSS; the chunks before it,
 // verified, stay.
