@@ -35,10 +35,23 @@ type Options struct {
 	Cache castore.Store
 	// Streams is the number of parallel streams moving chunks (default 4).
 	Streams int
-	// Compression of the calls moving chunks: "zstd" (the default)
-	// compresses their messages, chunks sent decoded; "none" sends chunks
-	// in their stored form, lz4 where that helps, which costs no CPU.
+	// Compression of the calls moving chunks: "zstd" (the default) sends
+	// chunk streams, one zstd stream per call (see CompressionStream), or,
+	// with servers that do not read them, compresses each message;
+	// "zstd-messages" only compresses each message, chunks sent decoded;
+	// "none" sends chunks in their stored form, lz4 where that helps,
+	// which costs no CPU.
 	Compression string
+	// WireLevel is the zstd level of chunk streams, numbered as the zstd
+	// command line numbers them: pushes encode at it, pulls ask the
+	// server for it. 0 is chunkstream.DefaultLevel (klauspost/compress's
+	// "better", zstd 6 to 9); 10 and above is its "best", slower.
+	WireLevel int
+	// Base, when set, is the tree whose files serve as dictionaries in
+	// PushTree, PushClosure and Pull (see PushTreeFrom and PullFrom):
+	// typically the previous version of what is moved, already on both
+	// sides. SetBase changes it.
+	Base *castore.Entry
 	// Progress, when set, is called at the start of each long phase with
 	// its name and its size in bytes, and its result told of the bytes
 	// done.
@@ -88,6 +101,9 @@ type Client struct {
 	sync  nixcaspb.SyncServiceClient
 	cache castore.Store
 	opts  Options
+	// serverStreams: the server's last Missing answer said it reads
+	// chunk streams.
+	serverStreams atomic.Bool
 }
 
 // Dial returns a client of the server at addr ("host:port", see
@@ -104,9 +120,9 @@ func Dial(addr string, o Options) (*Client, error) {
 	switch o.Compression {
 	case "":
 		o.Compression = nixcaspb.Zstd
-	case nixcaspb.Zstd, "none":
+	case CompressionStream, CompressionMessages, CompressionNone:
 	default:
-		return nil, fmt.Errorf("client: compression %q: want zstd or none", o.Compression)
+		return nil, fmt.Errorf("client: compression %q: want zstd, zstd-messages or none", o.Compression)
 	}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
@@ -139,6 +155,9 @@ func Dial(addr string, o Options) (*Client, error) {
 		opts:  o,
 	}, nil
 }
+
+// SetBase sets Options.Base. Call it before a transfer, not during one.
+func (c *Client) SetBase(base *castore.Entry) { c.opts.Base = base }
 
 // Close closes the connection; it does not close the cache.
 func (c *Client) Close() error { return c.conn.Close() }
@@ -192,7 +211,7 @@ func (c *Client) PutPathInfo(ctx context.Context, p *store.PathInfo) (*store.Pat
 
 // chunkCallOptions are the options of the calls moving chunks.
 func (c *Client) chunkCallOptions() []grpc.CallOption {
-	if c.opts.Compression == nixcaspb.Zstd {
+	if c.opts.Compression != CompressionNone {
 		return []grpc.CallOption{grpc.UseCompressor(nixcaspb.Zstd)}
 	}
 	return nil

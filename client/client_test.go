@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -35,14 +36,14 @@ type testServer struct {
 	reg   *prometheus.Registry
 }
 
-func startServer(t *testing.T) *testServer {
+func startServer(t *testing.T, extra ...grpc.ServerOption) *testServer {
 	t.Helper()
 	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "server"), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := grpcapi.NewServer(grpcapi.Options{CAS: s, Index: store.NewIndex(s, s), Registerer: reg})
+	srv, err := grpcapi.NewServer(grpcapi.Options{CAS: s, Index: store.NewIndex(s, s), Registerer: reg}, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}

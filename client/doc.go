@@ -11,9 +11,14 @@
 // step what the server lacks, a batch of digests per round trip:
 //
 //  1. which blobs are missing; of those, which chunks;
-//  2. the missing chunks, on a few parallel streams, in messages of about
-//     a MiB compressed with zstd (or, with Options.Compression "none", in
-//     their stored lz4 form); the server verifies each against its digest;
+//  2. the missing chunks, on a few parallel streams, each call one zstd
+//     stream of chunks (a chunk stream, see internal/chunkstream), grouped
+//     by file and, with a base tree (Options.Base, PushTreeFrom), each
+//     changed file in frames starting from the base's file at the same
+//     path as dictionary; with a server that does not read chunk streams,
+//     in messages of about a MiB each compressed with zstd (or, with
+//     Options.Compression "none", in their stored lz4 form); the server
+//     verifies each chunk against its digest;
 //  3. the chunk lists of the missing multi-chunk blobs, which the server
 //     checks by hashing the chunks it now holds;
 //  4. the missing directories, leaves first, on one stream;
@@ -26,8 +31,10 @@
 //
 // [Client.Pull] fetches a tree's directories in one recursive stream,
 // the chunk lists of its files in batches, and only the chunks missing from
-// the cache, in batches on a few parallel streams, verifying every chunk
-// before it is cached. It then writes the tree from the cache, each file
+// the cache, in batches on a few parallel streams (chunk streams framed as
+// the client asks, with dictionaries from a base tree in the cache, when
+// the server knows them; chunks otherwise), verifying every chunk before
+// it is cached. It then writes the tree from the cache, each file
 // to a temporary name, checked against its BLAKE3 digest before it is
 // renamed into place, the whole tree in a temporary directory renamed to
 // the destination at the end. A pull of many small files costs a round trip

@@ -38,6 +38,15 @@ type PullStats struct {
 // only when complete. The cache then also holds the tree's directories and
 // chunk lists.
 func (c *Client) Pull(ctx context.Context, root castore.Entry, dst string) (PullStats, error) {
+	return c.PullFrom(ctx, root, c.opts.Base, dst)
+}
+
+// PullFrom is Pull with a base: a tree in the cache (the previous version
+// of root, say) whose files serve as dictionaries for the chunks of the
+// files at the same paths in root, which makes those chunks cheaper on the
+// wire when they resemble the base's. A base missing from the cache is
+// no base, as is a nil one.
+func (c *Client) PullFrom(ctx context.Context, root castore.Entry, base *castore.Entry, dst string) (PullStats, error) {
 	var st PullStats
 	dst = filepath.Clean(dst)
 	if _, err := os.Lstat(dst); err == nil {
@@ -52,7 +61,7 @@ func (c *Client) Pull(ctx context.Context, root castore.Entry, dst string) (Pull
 	if err := c.chunkLists(ctx, t); err != nil {
 		return st, err
 	}
-	if st, err = c.fetchChunks(ctx, t); err != nil {
+	if st, err = c.fetchChunks(ctx, t, base); err != nil {
 		return st, err
 	}
 	if err := c.materialize(ctx, t, dst); err != nil {
@@ -260,7 +269,7 @@ func chunkList(d castore.Digest, size uint64, pb *nixcaspb.Blob) ([]castore.Chun
 
 // fetchChunks fetches the chunks of t missing from the cache, in batches
 // on parallel streams, and caches them, each verified on the way in.
-func (c *Client) fetchChunks(ctx context.Context, t *tree) (PullStats, error) {
+func (c *Client) fetchChunks(ctx context.Context, t *tree, base *castore.Entry) (PullStats, error) {
 	var st PullStats
 	need, _, err := c.missingChunks(ctx, t, func(castore.ChunkRef) { st.ChunksFromCache++ })
 	if err != nil || len(need) == 0 {
@@ -272,10 +281,14 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree) (PullStats, error) {
 	}
 	bar := c.progress("fetching", total)
 	defer bar.Finish()
-	batches := readBatches(need)
+	frames, err := c.pullFrames(ctx, t, need, base)
+	if err != nil {
+		return st, err
+	}
+	batches := frameBatches(frames)
 	var received, fetched atomic.Uint64
 	g, gctx := errgroup.WithContext(ctx)
-	work := make(chan []castore.ChunkRef)
+	work := make(chan []frame)
 	g.Go(func() error {
 		defer close(work)
 		for _, b := range batches {
@@ -290,12 +303,14 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree) (PullStats, error) {
 	for range c.opts.Streams {
 		g.Go(func() error {
 			for batch := range work {
-				n, err := c.readChunks(gctx, batch, bar)
+				n, err := c.readFrames(gctx, batch, bar)
 				received.Add(n)
 				if err != nil {
 					return err
 				}
-				fetched.Add(uint64(len(batch)))
+				for _, f := range batch {
+					fetched.Add(uint64(len(f.chunks)))
+				}
 			}
 			return nil
 		})
@@ -350,33 +365,100 @@ func readBatches(refs []castore.ChunkRef) [][]castore.ChunkRef {
 	return batches
 }
 
+// pullFrames plans the frames of the chunk streams fetching need, the
+// chunks of t the cache lacks: by file, against the files of base at
+// the same paths when base is given.
+func (c *Client) pullFrames(ctx context.Context, t *tree, need []castore.ChunkRef, base *castore.Entry) ([]frame, error) {
+	if c.opts.Compression != CompressionStream || base == nil {
+		return []frame{{chunks: need}}, nil
+	}
+	baseFiles, err := c.baseFiles(ctx, *base)
+	if err != nil {
+		return nil, err
+	}
+	dirs := make(map[castore.Digest]*castore.Directory, len(t.dirs))
+	for _, d := range t.dirs {
+		dirs[d.digest] = d.dir
+	}
+	blobs := make(map[castore.Digest][]castore.ChunkRef, len(t.blobs))
+	for _, b := range t.blobs {
+		blobs[b.digest] = b.chunks
+	}
+	files, err := treeFiles(t.root,
+		func(d castore.Digest) (*castore.Directory, error) { return dirs[d], nil },
+		func(d castore.Digest, _ uint64) ([]castore.ChunkRef, error) { return blobs[d], nil })
+	if err != nil {
+		return nil, err
+	}
+	var herr error
+	usable := func(r castore.ChunkRef) bool {
+		ok, err := c.cache.HasChunk(ctx, r.Digest)
+		if err != nil && herr == nil {
+			herr = err
+		}
+		return ok
+	}
+	frames := planFrames(files, need, baseFiles, usable)
+	return frames, herr
+}
+
+// frameBatches cuts frames into the frame lists of ReadChunks calls, in
+// order: at most readBatch chunks and, past the first frame,
+// readBatchBytes bytes each; a frame larger than that is cut into
+// frames of that size without dictionary.
+func frameBatches(frames []frame) [][]frame {
+	var batches [][]frame
+	var cur []frame
+	chunks, bytes := 0, int64(0)
+	for _, f := range frames {
+		for len(f.chunks) > 0 {
+			if len(cur) > 0 && (chunks+len(f.chunks) > readBatch || bytes+f.bytes() > readBatchBytes) {
+				batches = append(batches, cur)
+				cur, chunks, bytes = nil, 0, 0
+			}
+			if len(f.chunks) <= readBatch && f.bytes() <= readBatchBytes {
+				cur = append(cur, f)
+				chunks += len(f.chunks)
+				bytes += f.bytes()
+				break
+			}
+			// Too big for one call: its first part alone.
+			part := readBatches(f.chunks)[0]
+			cur = append(cur, frame{dict: f.dict, chunks: part})
+			chunks += len(part)
+			bytes += frame{chunks: part}.bytes()
+			f.chunks = f.chunks[len(part):]
+		}
+	}
+	if len(cur) > 0 {
+		batches = append(batches, cur)
+	}
+	return batches
+}
+
 // readChunks fetches the chunks refs with one ReadChunks call and caches
 // them, returning the bytes received on the wire.
 func (c *Client) readChunks(ctx context.Context, refs []castore.ChunkRef, bar Progress) (uint64, error) {
-	req := &nixcaspb.ReadChunksRequest{Digests: make([][]byte, len(refs)), Decoded: c.opts.Compression != "none"}
-	for i := range refs {
-		req.Digests[i] = refs[i].Digest[:]
-	}
-	var wire atomic.Uint64
-	stream, err := c.sync.ReadChunks(countWire(ctx, nil, &wire), req, c.chunkCallOptions()...)
-	if err != nil {
-		return 0, fmt.Errorf("client: reading chunks: %w", err)
-	}
-	err = c.cacheChunks(ctx, stream, refs, bar)
-	return wire.Load(), err
+	return c.readFrames(ctx, []frame{{chunks: refs}}, bar)
 }
 
-// cacheChunks receives the chunks refs from stream, in order, verifies
-// and caches them.
-func (c *Client) cacheChunks(ctx context.Context, stream nixcaspb.SyncService_ReadChunksClient, refs []castore.ChunkRef, bar Progress) error {
+// cacheChunks receives the chunks refs from stream, first its first
+// message (nil when none came), in order, verifies and caches them.
+func (c *Client) cacheChunks(ctx context.Context, first *nixcaspb.ReadChunksResponse, stream nixcaspb.SyncService_ReadChunksClient, refs []castore.ChunkRef, bar Progress) error {
 	next := 0
 	for {
-		msg, err := stream.Recv()
-		if err == io.EOF {
-			break
+		msg := first
+		first = nil
+		if msg == nil {
+			var err error
+			if msg, err = stream.Recv(); err == io.EOF {
+				break
+			} else if err != nil {
+				return fmt.Errorf("client: reading chunks: %w", err)
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("client: reading chunks: %w", err)
+		if msg.GetSegment() != nil {
+			return fmt.Errorf("%w: client: the server mixed a chunk stream into chunks", castore.ErrCorrupt)
 		}
 		for _, ch := range msg.GetChunks() {
 			if next == len(refs) {

@@ -29,6 +29,16 @@ type PushStats struct {
 // order, so that the server never holds a reference to something missing.
 // The server has the whole tree when it returns.
 func (c *Client) PushTree(ctx context.Context, root castore.Entry) (PushStats, error) {
+	return c.PushTreeFrom(ctx, root, c.opts.Base)
+}
+
+// PushTreeFrom is PushTree with a base: a tree in the cache and on the
+// server (the previous version of root, say) whose files serve as
+// dictionaries for the chunks of the files at the same paths in root,
+// which makes those chunks cheaper on the wire when they resemble the
+// base's. Base files the server lacks are left out, and a base missing
+// from the cache is no base. A nil base is none.
+func (c *Client) PushTreeFrom(ctx context.Context, root castore.Entry, base *castore.Entry) (PushStats, error) {
 	var st PushStats
 	t, err := localTree(ctx, c.cache, root)
 	if err != nil {
@@ -72,7 +82,15 @@ func (c *Client) PushTree(ctx context.Context, root castore.Entry) (PushStats, e
 	for i, j := range missingChunks {
 		send[i] = candidates[j]
 	}
-	if st.BytesSent, err = c.sendChunks(ctx, send); err != nil {
+	if c.opts.Compression == CompressionStream && c.serverStreams.Load() && len(send) > 0 {
+		frames, err := c.pushFrames(ctx, t, send, base)
+		if err != nil {
+			return st, err
+		}
+		if st.BytesSent, err = c.sendChunkStreams(ctx, frames); err != nil {
+			return st, err
+		}
+	} else if st.BytesSent, err = c.sendChunks(ctx, send); err != nil {
 		return st, err
 	}
 	st.ChunksSent = uint64(len(send))
@@ -136,6 +154,7 @@ func (c *Client) missing(ctx context.Context, kind missingKind, ds []castore.Dig
 		if err != nil {
 			return nil, fmt.Errorf("client: asking what the server lacks: %w", err)
 		}
+		c.serverStreams.Store(resp.GetChunkStream())
 		got := [...][]uint32{resp.GetChunks(), resp.GetBlobs(), resp.GetDirectories()}[kind]
 		for _, i := range got {
 			if int(i) >= len(batch) || len(out) > 0 && start+int(i) <= out[len(out)-1] {
@@ -162,7 +181,7 @@ func (c *Client) sendChunks(ctx context.Context, refs []castore.ChunkRef) (uint6
 	var sent atomic.Uint64
 	g, ctx := errgroup.WithContext(ctx)
 	callCtx := countWire(ctx, &sent, nil)
-	decoded := c.opts.Compression != "none"
+	decoded := c.opts.Compression != CompressionNone
 	work := make(chan castore.ChunkRef)
 	g.Go(func() error {
 		defer close(work)
@@ -296,4 +315,40 @@ func (c *Client) putDirectories(ctx context.Context, dirs []dirItem, which []int
 		return fmt.Errorf("%w: client: the server stored directory %x, want %s", castore.ErrCorrupt, resp.GetRootDigest(), want)
 	}
 	return nil
+}
+
+// pushFrames plans the frames of the chunk streams sending send, chunks
+// of t: by file, against the files of base at the same paths, those the
+// server holds, when base is given.
+func (c *Client) pushFrames(ctx context.Context, t *tree, send []castore.ChunkRef, base *castore.Entry) ([]frame, error) {
+	if base == nil {
+		return planFrames(nil, send, nil, nil), nil
+	}
+	baseFiles, err := c.baseFiles(ctx, *base)
+	if err != nil {
+		return nil, err
+	}
+	// Only base files the server holds: ask once for all their blobs.
+	var paths []string
+	var digests []castore.Digest
+	for p, f := range baseFiles {
+		paths = append(paths, p)
+		digests = append(digests, f.digest)
+	}
+	lacking, err := c.missing(ctx, missingBlobs, digests)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range lacking {
+		delete(baseFiles, paths[i])
+	}
+	files, err := treeFiles(t.root,
+		func(d castore.Digest) (*castore.Directory, error) { return c.cache.GetDirectory(ctx, d) },
+		func(d castore.Digest, size uint64) ([]castore.ChunkRef, error) {
+			return castore.BlobChunks(ctx, c.cache, d, size)
+		})
+	if err != nil {
+		return nil, fmt.Errorf("client: reading the tree from the cache: %w", err)
+	}
+	return planFrames(files, send, baseFiles, func(castore.ChunkRef) bool { return true }), nil
 }

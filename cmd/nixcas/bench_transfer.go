@@ -34,8 +34,11 @@ func newBenchTransferCommand() *cobra.Command {
 NAR size; then pull --from into an empty client cache and --to into the
 same cache, reporting the bytes the second pull receives against the NAR
 size and the NAR compressed with xz -6 -T0 (what a binary cache serves).
-Both wire compressions are measured, each on a fresh server: none (chunks
-in their stored form, lz4 where it helps) and zstd.`,
+Each wire compression is measured on a fresh server: none (chunks in
+their stored form, lz4 where it helps), zstd-messages (each message
+compressed on its own), zstd (chunk streams), and zstd with --from as the
+base whose files are dictionaries for the second push and pull, at the
+default level and at zstd level 19.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cleanup, err := scratchDir(&work, "nixcas-bench-transfer-")
@@ -59,6 +62,7 @@ type transferRow struct {
 	of            uint64 // NAR size of what was moved
 	moved, stayed uint64 // chunks
 	took          time.Duration
+	cpu           time.Duration // of the process: client and server
 }
 
 func benchTransfer(ctx context.Context, from, to, work string) error {
@@ -92,8 +96,14 @@ func benchTransfer(ctx context.Context, from, to, work string) error {
 	}
 
 	var rows []transferRow
-	for _, mode := range []string{"none", "zstd"} {
-		r, err := benchTransferMode(ctx, filepath.Join(work, mode), mode, versions, pushCache, results, logf)
+	for _, mode := range []transferMode{
+		{"none", client.CompressionNone, false, 0},
+		{"zstd-messages", client.CompressionMessages, false, 0},
+		{"zstd stream", client.CompressionStream, false, 0},
+		{"zstd stream, base " + from, client.CompressionStream, true, 0},
+		{"zstd stream level 19, base " + from, client.CompressionStream, true, 19},
+	} {
+		r, err := benchTransferMode(ctx, filepath.Join(work, fmt.Sprint(len(rows))), mode, versions, pushCache, results, logf)
 		if err != nil {
 			return err
 		}
@@ -112,21 +122,35 @@ func benchTransfer(ctx context.Context, from, to, work string) error {
 	fmt.Printf("Transfers of the Go toolchain %s (NAR %d bytes) with %s already on the other side; "+
 		"bytes are those of the messages carrying chunks on the wire. For comparison, the NAR of %s compressed with xz -6 -T0 has %d bytes (%s of the NAR; %v to compress).\n\n",
 		to, results[to].NARSize, from, to, xzSize, pct(xzSize, results[to].NARSize), xzTook.Round(100*time.Millisecond))
-	fmt.Println("| transfer | wire bytes | of its NAR | of NAR.xz | chunks moved | chunks already there | time |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| transfer | wire bytes | of its NAR | of NAR.xz | chunks moved | chunks already there | time | NAR MB/s | CPU s (client and server) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		ofXZ := ""
 		if r.of == results[to].NARSize {
 			ofXZ = pct(r.bytes, xzSize)
 		}
-		fmt.Printf("| %s | %d | %s | %s | %d | %d | %v |\n", r.what, r.bytes, pct(r.bytes, r.of), ofXZ, r.moved, r.stayed, r.took.Round(time.Millisecond))
+		fmt.Printf("| %s | %d | %s | %s | %d | %d | %v | %.0f | %.1f |\n", r.what, r.bytes, pct(r.bytes, r.of), ofXZ, r.moved, r.stayed, r.took.Round(time.Millisecond), float64(r.of)/r.took.Seconds()/1e6, r.cpu.Seconds())
 	}
 	return nil
 }
 
-// benchTransferMode runs the pushes and pulls with one wire compression,
-// against a fresh server in dir.
-func benchTransferMode(ctx context.Context, dir, mode string, versions []string, pushCache castore.Store, results map[string]narrender.Result, logf func(string, ...any)) ([]transferRow, error) {
+// transferMode is a way of moving chunks the benchmark measures.
+type transferMode struct {
+	name        string
+	compression string // client.Options.Compression
+	base        bool   // the first version is the base of the second
+	level       int    // client.Options.WireLevel
+}
+
+// benchTransferMode runs the pushes and pulls in one mode, against a
+// fresh server in dir.
+func benchTransferMode(ctx context.Context, dir string, m transferMode, versions []string, pushCache castore.Store, results map[string]narrender.Result, logf func(string, ...any)) ([]transferRow, error) {
+	mode := m.name
+	var base *castore.Entry
+	if m.base {
+		root := results[versions[0]].Root
+		base = &root
+	}
 	srvStore, err := castore.OpenPebble(filepath.Join(dir, "server"), castore.PebbleOptions{})
 	if err != nil {
 		return nil, err
@@ -144,24 +168,28 @@ func benchTransferMode(ctx context.Context, dir, mode string, versions []string,
 	defer srv.Stop()
 
 	var rows []transferRow
-	pusher, err := client.Dial(ln.Addr().String(), client.Options{Cache: pushCache, Compression: mode})
+	pusher, err := client.Dial(ln.Addr().String(), client.Options{Cache: pushCache, Compression: m.compression, WireLevel: m.level})
 	if err != nil {
 		return nil, err
 	}
 	defer pusher.Close()
 	for i, v := range versions {
-		start := time.Now()
-		st, err := pusher.PushTree(ctx, results[v].Root)
+		var from *castore.Entry
+		if i > 0 {
+			from = base
+		}
+		start, cpu := time.Now(), bench.ProcessCPU()
+		st, err := pusher.PushTreeFrom(ctx, results[v].Root, from)
 		if err != nil {
 			return nil, err
 		}
-		took := time.Since(start)
+		took, cpu := time.Since(start), bench.ProcessCPU()-cpu
 		logf("compression %s: pushed %s in %v: %+v", mode, v, took.Round(time.Millisecond), st)
 		what := fmt.Sprintf("push %s, compression %s", v, mode)
 		if i == 0 {
 			what += ", to an empty server"
 		}
-		rows = append(rows, transferRow{what, st.BytesSent, results[v].NARSize, st.ChunksSent, st.ChunksSkipped, took})
+		rows = append(rows, transferRow{what, st.BytesSent, results[v].NARSize, st.ChunksSent, st.ChunksSkipped, took, cpu})
 	}
 
 	pullCache, err := castore.OpenPebble(filepath.Join(dir, "pull-cache"), castore.PebbleOptions{})
@@ -169,19 +197,23 @@ func benchTransferMode(ctx context.Context, dir, mode string, versions []string,
 		return nil, err
 	}
 	defer pullCache.Close()
-	puller, err := client.Dial(ln.Addr().String(), client.Options{Cache: pullCache, Compression: mode})
+	puller, err := client.Dial(ln.Addr().String(), client.Options{Cache: pullCache, Compression: m.compression, WireLevel: m.level})
 	if err != nil {
 		return nil, err
 	}
 	defer puller.Close()
 	for i, v := range versions {
 		dst := filepath.Join(dir, "pulled-"+v)
-		start := time.Now()
-		st, err := puller.Pull(ctx, results[v].Root, dst)
+		var from *castore.Entry
+		if i > 0 {
+			from = base
+		}
+		start, cpu := time.Now(), bench.ProcessCPU()
+		st, err := puller.PullFrom(ctx, results[v].Root, from, dst)
 		if err != nil {
 			return nil, err
 		}
-		took := time.Since(start)
+		took, cpu := time.Since(start), bench.ProcessCPU()-cpu
 		logf("compression %s: pulled %s in %v: %+v", mode, v, took.Round(time.Millisecond), st)
 		if sum, err := narSHA256(dst); err != nil || sum != results[v].NARSha256 {
 			return nil, fmt.Errorf("pulled %s differs from the original (%v)", v, err)
@@ -190,7 +222,7 @@ func benchTransferMode(ctx context.Context, dir, mode string, versions []string,
 		if i == 0 {
 			what += ", into an empty cache"
 		}
-		rows = append(rows, transferRow{what, st.BytesReceived, results[v].NARSize, st.ChunksFetched, st.ChunksFromCache, took})
+		rows = append(rows, transferRow{what, st.BytesReceived, results[v].NARSize, st.ChunksFetched, st.ChunksFromCache, took, cpu})
 	}
 	return rows, nil
 }

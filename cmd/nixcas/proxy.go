@@ -237,7 +237,7 @@ signature. Uploads are refused (405).`,
 	f.StringVar(&pc.cache, "cache", defaultCacheDir(), "local chunk cache directory")
 	f.Int64Var(&pc.cacheSize, "cache-size", 0, "bound on the cached chunk bytes, least recently used evicted (0: none; gRPC upstream only)")
 	f.StringVar(&pc.tokenFile, "token-file", "", "file holding the bearer token the upstream asks for (gRPC upstream only)")
-	f.StringVar(&pc.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd, or none (gRPC upstream only)")
+	f.StringVar(&pc.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd (chunk streams; each message on its own with older servers), zstd-messages, or none (gRPC upstream only)")
 	f.IntVar(&pc.priority, "priority", httpcache.DefaultPriority, "binary cache priority announced in nix-cache-info")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/store"
 )
 
 // clientFlags are the flags of the commands that talk to a server.
@@ -29,6 +30,8 @@ type clientFlags struct {
 	tokenFile   string
 	cache       string
 	compression string
+	wireLevel   int
+	base        string
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
@@ -36,7 +39,9 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.tlsCA, "tls-ca", "", "PEM file of CA certificates trusted for grpcs:// besides the system's")
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token the server asks for")
 	cmd.Flags().StringVar(&f.cache, "cache", defaultCacheDir(), "local chunk cache directory (while another process uses it, a private temporary one)")
-	cmd.Flags().StringVar(&f.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd, or none (chunks as stored, lz4)")
+	cmd.Flags().StringVar(&f.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd (one zstd stream per call), zstd-messages (each message on its own, as servers before chunk streams), or none (chunks as stored, lz4)")
+	cmd.Flags().IntVar(&f.wireLevel, "wire-level", 0, "zstd level of chunk streams as zstd numbers them (pushes encode at it, pulls ask the server for it); 0: the default, zstd 6-9 (\"better\"); 10 and above: \"best\", slower")
+	cmd.Flags().StringVar(&f.base, "base", "", "a tree both sides hold, typically the previous version of what is moved: a store path or a root entry as JSON; its files are zstd dictionaries for the files at the same paths")
 }
 
 // defaultCacheDir is the per-user chunk cache: $XDG_CACHE_HOME/nixcas,
@@ -88,10 +93,19 @@ func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.PebbleStore, Compression: f.compression, Progress: terminalProgress()})
+	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.PebbleStore, Compression: f.compression, WireLevel: f.wireLevel, Progress: terminalProgress()})
 	if err != nil {
 		cache.Close()
 		return nil, nil, nil, err
+	}
+	if f.base != "" {
+		base, err := resolveRoot(ctx, c, f.base)
+		if err != nil {
+			c.Close()
+			cache.Close()
+			return nil, nil, nil, fmt.Errorf("--base: %w", err)
+		}
+		c.SetBase(&base)
 	}
 	var once sync.Once
 	closeAll := func() (err error) {
@@ -244,4 +258,29 @@ func asStorePath(arg string, otherStore bool) (string, bool) {
 		return "", false
 	}
 	return filepath.Clean(p), true
+}
+
+// resolveRoot returns the root entry arg names: a root entry as JSON, or
+// a store path, looked up on the server.
+func resolveRoot(ctx context.Context, c *client.Client, arg string) (castore.Entry, error) {
+	var e castore.Entry
+	if strings.HasPrefix(strings.TrimSpace(arg), "{") {
+		err := json.Unmarshal([]byte(arg), &e)
+		return e, err
+	}
+	sp, err := storepath.FromAbsolutePath(filepath.Clean(arg))
+	if err != nil {
+		return e, fmt.Errorf("%s: %w", arg, err)
+	}
+	d, err := store.ParsePathDigest(sp.String()[:32])
+	if err != nil {
+		return e, err
+	}
+	info, err := c.GetPathInfo(ctx, d)
+	if err != nil {
+		return e, err
+	}
+	e = info.Root
+	e.Name = ""
+	return e, nil
 }

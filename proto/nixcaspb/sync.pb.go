@@ -6,9 +6,37 @@
 // round trip per item: which of these are missing, the chunk lists of many
 // blobs, many chunks in one stream.
 //
-// Calls carrying chunks may compress their messages with the "zstd" gRPC
-// compressor (grpc-encoding: zstd), sending chunks coded raw; the server
-// answers a compressed call compressed the same way.
+// Calls carrying chunks move them in one of two ways. The older way puts
+// chunks in Chunk messages, in their stored form or coded raw under the
+// "zstd" gRPC compressor (grpc-encoding: zstd; the server answers a
+// compressed call compressed the same way), so compression sees one
+// message at a time. The chunk stream (ChunkStreamSegment) is one zstd
+// stream per call, its context running across all the call's chunks, and
+// each zstd frame of it may start from a dictionary of chunks the receiver
+// already holds (the same file's previous version, say), so that a chunk
+// costs little when it resembles one the receiver has. A client asks for
+// it: ReadChunksRequest.stream, and for PutChunks only after the server
+// has said it reads streams (MissingResponse.chunk_stream). A server that
+// does not know these fields answers the older way, and clients handle
+// both.
+//
+// The chunk stream. The decompressed content of each zstd frame is a
+// sequence of chunks, each 32 bytes of digest, then uvarint(length), then
+// length bytes (at most 16 MiB), and a frame ends after a whole chunk. A
+// message carries the next bytes of the stream (ChunkStreamSegment.data);
+// the sender flushes its encoder at the end of each message, so the
+// receiver decodes every message when it arrives. A frame ends at the end
+// of a message, and the first message of each frame says so
+// (ChunkStreamSegment.frame), naming the frame's dictionary. The
+// dictionary is a zstd raw-content dictionary (id 1): the bytes of the
+// listed chunks, concatenated in order, each held by the receiver
+// (NOT_FOUND otherwise). Bounds a receiver applies: a dictionary of at
+// most 32 MiB and 65536 chunks (INVALID_ARGUMENT beyond), a frame window
+// of at most 32 MiB (RESOURCE_EXHAUSTED beyond), a chunk length within the
+// chunk size limit (INVALID_ARGUMENT). A stream that
+// does not decode, ends inside a chunk or carries a chunk that does not
+// hash to its digest ends the call with DATA_LOSS; the chunks before it,
+// verified, stay.
 //
 // Digests are BLAKE3-256 (32 bytes), as in snix.castore.v1. A chunk's digest
 // is the BLAKE3 of its uncompressed bytes; a blob's is the BLAKE3 of the
@@ -267,10 +295,13 @@ func (x *MissingRequest) GetDirectories() [][]byte {
 // MissingResponse lists the positions in the request's lists of what is
 // missing, ascending.
 type MissingResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Chunks        []uint32               `protobuf:"varint,1,rep,packed,name=chunks,proto3" json:"chunks,omitempty"`
-	Blobs         []uint32               `protobuf:"varint,2,rep,packed,name=blobs,proto3" json:"blobs,omitempty"`
-	Directories   []uint32               `protobuf:"varint,3,rep,packed,name=directories,proto3" json:"directories,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Chunks      []uint32               `protobuf:"varint,1,rep,packed,name=chunks,proto3" json:"chunks,omitempty"`
+	Blobs       []uint32               `protobuf:"varint,2,rep,packed,name=blobs,proto3" json:"blobs,omitempty"`
+	Directories []uint32               `protobuf:"varint,3,rep,packed,name=directories,proto3" json:"directories,omitempty"`
+	// The server reads chunk streams in PutChunks (set by servers that do
+	// while they have room for one more; older servers leave it false).
+	ChunkStream   bool `protobuf:"varint,4,opt,name=chunk_stream,json=chunkStream,proto3" json:"chunk_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,16 +357,141 @@ func (x *MissingResponse) GetDirectories() []uint32 {
 	return nil
 }
 
+func (x *MissingResponse) GetChunkStream() bool {
+	if x != nil {
+		return x.ChunkStream
+	}
+	return false
+}
+
+// ChunkStreamFrame describes one zstd frame of a chunk stream.
+type ChunkStreamFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Digests of chunks the receiver holds whose bytes, concatenated in
+	// this order, are the frame's raw-content dictionary; none: no
+	// dictionary.
+	Dictionary [][]byte `protobuf:"bytes,1,rep,name=dictionary,proto3" json:"dictionary,omitempty"`
+	// In a ReadChunksRequest only: how many of the requested chunks, next
+	// in request order, the frame carries (at least 1).
+	Chunks        uint32 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkStreamFrame) Reset() {
+	*x = ChunkStreamFrame{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkStreamFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkStreamFrame) ProtoMessage() {}
+
+func (x *ChunkStreamFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkStreamFrame.ProtoReflect.Descriptor instead.
+func (*ChunkStreamFrame) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ChunkStreamFrame) GetDictionary() [][]byte {
+	if x != nil {
+		return x.Dictionary
+	}
+	return nil
+}
+
+func (x *ChunkStreamFrame) GetChunks() uint32 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+// ChunkStreamSegment is the next piece of a call's chunk stream.
+type ChunkStreamSegment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set on the first segment of each frame, so on the first of the call:
+	// the data of this message starts a new zstd frame, the one before it
+	// having ended with the previous message. In ReadChunks responses the
+	// dictionary is left out (the request named it).
+	Frame *ChunkStreamFrame `protobuf:"bytes,1,opt,name=frame,proto3" json:"frame,omitempty"`
+	// The next bytes of the zstd stream, ending at a flush.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkStreamSegment) Reset() {
+	*x = ChunkStreamSegment{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkStreamSegment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkStreamSegment) ProtoMessage() {}
+
+func (x *ChunkStreamSegment) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkStreamSegment.ProtoReflect.Descriptor instead.
+func (*ChunkStreamSegment) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ChunkStreamSegment) GetFrame() *ChunkStreamFrame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *ChunkStreamSegment) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type PutChunksRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Chunks        []*Chunk               `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Chunks []*Chunk               `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	// The next piece of the call's chunk stream (see ChunkStreamSegment).
+	Segment       *ChunkStreamSegment `protobuf:"bytes,2,opt,name=segment,proto3" json:"segment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[5]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +503,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[5]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,12 +516,19 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{5}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutChunksRequest) GetChunks() []*Chunk {
 	if x != nil {
 		return x.Chunks
+	}
+	return nil
+}
+
+func (x *PutChunksRequest) GetSegment() *ChunkStreamSegment {
+	if x != nil {
+		return x.Segment
 	}
 	return nil
 }
@@ -382,7 +545,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[6]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +557,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[6]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +570,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PutChunksResponse) GetChunksAdded() uint64 {
@@ -430,14 +593,20 @@ type ReadChunksRequest struct {
 	// Send every chunk coded raw (codec 0) rather than in its stored form:
 	// for calls whose messages the transport compresses (zstd, say), which
 	// does better on the plain bytes.
-	Decoded       bool `protobuf:"varint,2,opt,name=decoded,proto3" json:"decoded,omitempty"`
+	Decoded bool `protobuf:"varint,2,opt,name=decoded,proto3" json:"decoded,omitempty"`
+	// Send the chunks as a chunk stream (ReadChunksResponse.segment), one
+	// zstd frame per entry of frames, in order, their chunk counts adding up
+	// to the digests requested; no frames: one frame, no dictionary.
+	// Servers that do not know the field answer with chunks, and so may a
+	// server that is busy with other chunk streams.
+	Stream        *ChunkStreamRequest `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadChunksRequest) Reset() {
 	*x = ReadChunksRequest{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[7]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +618,7 @@ func (x *ReadChunksRequest) String() string {
 func (*ReadChunksRequest) ProtoMessage() {}
 
 func (x *ReadChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[7]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +631,7 @@ func (x *ReadChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChunksRequest.ProtoReflect.Descriptor instead.
 func (*ReadChunksRequest) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadChunksRequest) GetDigests() [][]byte {
@@ -479,16 +648,82 @@ func (x *ReadChunksRequest) GetDecoded() bool {
 	return false
 }
 
+func (x *ReadChunksRequest) GetStream() *ChunkStreamRequest {
+	if x != nil {
+		return x.Stream
+	}
+	return nil
+}
+
+// ChunkStreamRequest asks for a chunk stream.
+type ChunkStreamRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Frames []*ChunkStreamFrame    `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	// The zstd level, numbered as the zstd command line numbers them (1 to
+	// 22); 0 lets the server choose. A server maps it to the levels it has
+	// (nixcas: below 3 fastest, 3 to 5 default, 6 to 9 better, 10 and above
+	// best, its default being better).
+	Level         uint32 `protobuf:"varint,2,opt,name=level,proto3" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkStreamRequest) Reset() {
+	*x = ChunkStreamRequest{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkStreamRequest) ProtoMessage() {}
+
+func (x *ChunkStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkStreamRequest.ProtoReflect.Descriptor instead.
+func (*ChunkStreamRequest) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ChunkStreamRequest) GetFrames() []*ChunkStreamFrame {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *ChunkStreamRequest) GetLevel() uint32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
 type ReadChunksResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Chunks        []*Chunk               `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Chunks []*Chunk               `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	// The next piece of the chunk stream, when the request asked for one.
+	Segment       *ChunkStreamSegment `protobuf:"bytes,2,opt,name=segment,proto3" json:"segment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadChunksResponse) Reset() {
 	*x = ReadChunksResponse{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[8]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +735,7 @@ func (x *ReadChunksResponse) String() string {
 func (*ReadChunksResponse) ProtoMessage() {}
 
 func (x *ReadChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[8]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,12 +748,19 @@ func (x *ReadChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChunksResponse.ProtoReflect.Descriptor instead.
 func (*ReadChunksResponse) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadChunksResponse) GetChunks() []*Chunk {
 	if x != nil {
 		return x.Chunks
+	}
+	return nil
+}
+
+func (x *ReadChunksResponse) GetSegment() *ChunkStreamSegment {
+	if x != nil {
+		return x.Segment
 	}
 	return nil
 }
@@ -532,7 +774,7 @@ type PutBlobsRequest struct {
 
 func (x *PutBlobsRequest) Reset() {
 	*x = PutBlobsRequest{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[9]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +786,7 @@ func (x *PutBlobsRequest) String() string {
 func (*PutBlobsRequest) ProtoMessage() {}
 
 func (x *PutBlobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[9]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +799,7 @@ func (x *PutBlobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobsRequest.ProtoReflect.Descriptor instead.
 func (*PutBlobsRequest) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PutBlobsRequest) GetBlobs() []*Blob {
@@ -577,7 +819,7 @@ type PutBlobsResponse struct {
 
 func (x *PutBlobsResponse) Reset() {
 	*x = PutBlobsResponse{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[10]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +831,7 @@ func (x *PutBlobsResponse) String() string {
 func (*PutBlobsResponse) ProtoMessage() {}
 
 func (x *PutBlobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[10]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +844,7 @@ func (x *PutBlobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobsResponse.ProtoReflect.Descriptor instead.
 func (*PutBlobsResponse) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PutBlobsResponse) GetBlobsAdded() uint64 {
@@ -621,7 +863,7 @@ type StatBlobsRequest struct {
 
 func (x *StatBlobsRequest) Reset() {
 	*x = StatBlobsRequest{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[11]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +875,7 @@ func (x *StatBlobsRequest) String() string {
 func (*StatBlobsRequest) ProtoMessage() {}
 
 func (x *StatBlobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[11]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +888,7 @@ func (x *StatBlobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobsRequest.ProtoReflect.Descriptor instead.
 func (*StatBlobsRequest) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatBlobsRequest) GetDigests() [][]byte {
@@ -665,7 +907,7 @@ type StatBlobsResponse struct {
 
 func (x *StatBlobsResponse) Reset() {
 	*x = StatBlobsResponse{}
-	mi := &file_nixcas_v1_sync_proto_msgTypes[12]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +919,7 @@ func (x *StatBlobsResponse) String() string {
 func (*StatBlobsResponse) ProtoMessage() {}
 
 func (x *StatBlobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nixcas_v1_sync_proto_msgTypes[12]
+	mi := &file_nixcas_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +932,7 @@ func (x *StatBlobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobsResponse.ProtoReflect.Descriptor instead.
 func (*StatBlobsResponse) Descriptor() ([]byte, []int) {
-	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatBlobsResponse) GetBlobs() []*Blob {
@@ -717,21 +959,36 @@ const file_nixcas_v1_sync_proto_rawDesc = "" +
 	"\x0eMissingRequest\x12\x16\n" +
 	"\x06chunks\x18\x01 \x03(\fR\x06chunks\x12\x14\n" +
 	"\x05blobs\x18\x02 \x03(\fR\x05blobs\x12 \n" +
-	"\vdirectories\x18\x03 \x03(\fR\vdirectories\"a\n" +
+	"\vdirectories\x18\x03 \x03(\fR\vdirectories\"\x84\x01\n" +
 	"\x0fMissingResponse\x12\x16\n" +
 	"\x06chunks\x18\x01 \x03(\rR\x06chunks\x12\x14\n" +
 	"\x05blobs\x18\x02 \x03(\rR\x05blobs\x12 \n" +
-	"\vdirectories\x18\x03 \x03(\rR\vdirectories\"<\n" +
+	"\vdirectories\x18\x03 \x03(\rR\vdirectories\x12!\n" +
+	"\fchunk_stream\x18\x04 \x01(\bR\vchunkStream\"J\n" +
+	"\x10ChunkStreamFrame\x12\x1e\n" +
+	"\n" +
+	"dictionary\x18\x01 \x03(\fR\n" +
+	"dictionary\x12\x16\n" +
+	"\x06chunks\x18\x02 \x01(\rR\x06chunks\"[\n" +
+	"\x12ChunkStreamSegment\x121\n" +
+	"\x05frame\x18\x01 \x01(\v2\x1b.nixcas.v1.ChunkStreamFrameR\x05frame\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"u\n" +
 	"\x10PutChunksRequest\x12(\n" +
-	"\x06chunks\x18\x01 \x03(\v2\x10.nixcas.v1.ChunkR\x06chunks\"]\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x10.nixcas.v1.ChunkR\x06chunks\x127\n" +
+	"\asegment\x18\x02 \x01(\v2\x1d.nixcas.v1.ChunkStreamSegmentR\asegment\"]\n" +
 	"\x11PutChunksResponse\x12!\n" +
 	"\fchunks_added\x18\x01 \x01(\x04R\vchunksAdded\x12%\n" +
-	"\x0echunks_present\x18\x02 \x01(\x04R\rchunksPresent\"G\n" +
+	"\x0echunks_present\x18\x02 \x01(\x04R\rchunksPresent\"~\n" +
 	"\x11ReadChunksRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\x12\x18\n" +
-	"\adecoded\x18\x02 \x01(\bR\adecoded\">\n" +
+	"\adecoded\x18\x02 \x01(\bR\adecoded\x125\n" +
+	"\x06stream\x18\x03 \x01(\v2\x1d.nixcas.v1.ChunkStreamRequestR\x06stream\"_\n" +
+	"\x12ChunkStreamRequest\x123\n" +
+	"\x06frames\x18\x01 \x03(\v2\x1b.nixcas.v1.ChunkStreamFrameR\x06frames\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\rR\x05level\"w\n" +
 	"\x12ReadChunksResponse\x12(\n" +
-	"\x06chunks\x18\x01 \x03(\v2\x10.nixcas.v1.ChunkR\x06chunks\"8\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x10.nixcas.v1.ChunkR\x06chunks\x127\n" +
+	"\asegment\x18\x02 \x01(\v2\x1d.nixcas.v1.ChunkStreamSegmentR\asegment\"8\n" +
 	"\x0fPutBlobsRequest\x12%\n" +
 	"\x05blobs\x18\x01 \x03(\v2\x0f.nixcas.v1.BlobR\x05blobs\"3\n" +
 	"\x10PutBlobsResponse\x12\x1f\n" +
@@ -761,43 +1018,51 @@ func file_nixcas_v1_sync_proto_rawDescGZIP() []byte {
 	return file_nixcas_v1_sync_proto_rawDescData
 }
 
-var file_nixcas_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_nixcas_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_nixcas_v1_sync_proto_goTypes = []any{
 	(*Chunk)(nil),              // 0: nixcas.v1.Chunk
 	(*ChunkMeta)(nil),          // 1: nixcas.v1.ChunkMeta
 	(*Blob)(nil),               // 2: nixcas.v1.Blob
 	(*MissingRequest)(nil),     // 3: nixcas.v1.MissingRequest
 	(*MissingResponse)(nil),    // 4: nixcas.v1.MissingResponse
-	(*PutChunksRequest)(nil),   // 5: nixcas.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),  // 6: nixcas.v1.PutChunksResponse
-	(*ReadChunksRequest)(nil),  // 7: nixcas.v1.ReadChunksRequest
-	(*ReadChunksResponse)(nil), // 8: nixcas.v1.ReadChunksResponse
-	(*PutBlobsRequest)(nil),    // 9: nixcas.v1.PutBlobsRequest
-	(*PutBlobsResponse)(nil),   // 10: nixcas.v1.PutBlobsResponse
-	(*StatBlobsRequest)(nil),   // 11: nixcas.v1.StatBlobsRequest
-	(*StatBlobsResponse)(nil),  // 12: nixcas.v1.StatBlobsResponse
+	(*ChunkStreamFrame)(nil),   // 5: nixcas.v1.ChunkStreamFrame
+	(*ChunkStreamSegment)(nil), // 6: nixcas.v1.ChunkStreamSegment
+	(*PutChunksRequest)(nil),   // 7: nixcas.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),  // 8: nixcas.v1.PutChunksResponse
+	(*ReadChunksRequest)(nil),  // 9: nixcas.v1.ReadChunksRequest
+	(*ChunkStreamRequest)(nil), // 10: nixcas.v1.ChunkStreamRequest
+	(*ReadChunksResponse)(nil), // 11: nixcas.v1.ReadChunksResponse
+	(*PutBlobsRequest)(nil),    // 12: nixcas.v1.PutBlobsRequest
+	(*PutBlobsResponse)(nil),   // 13: nixcas.v1.PutBlobsResponse
+	(*StatBlobsRequest)(nil),   // 14: nixcas.v1.StatBlobsRequest
+	(*StatBlobsResponse)(nil),  // 15: nixcas.v1.StatBlobsResponse
 }
 var file_nixcas_v1_sync_proto_depIdxs = []int32{
 	1,  // 0: nixcas.v1.Blob.chunks:type_name -> nixcas.v1.ChunkMeta
-	0,  // 1: nixcas.v1.PutChunksRequest.chunks:type_name -> nixcas.v1.Chunk
-	0,  // 2: nixcas.v1.ReadChunksResponse.chunks:type_name -> nixcas.v1.Chunk
-	2,  // 3: nixcas.v1.PutBlobsRequest.blobs:type_name -> nixcas.v1.Blob
-	2,  // 4: nixcas.v1.StatBlobsResponse.blobs:type_name -> nixcas.v1.Blob
-	3,  // 5: nixcas.v1.SyncService.Missing:input_type -> nixcas.v1.MissingRequest
-	5,  // 6: nixcas.v1.SyncService.PutChunks:input_type -> nixcas.v1.PutChunksRequest
-	7,  // 7: nixcas.v1.SyncService.ReadChunks:input_type -> nixcas.v1.ReadChunksRequest
-	9,  // 8: nixcas.v1.SyncService.PutBlobs:input_type -> nixcas.v1.PutBlobsRequest
-	11, // 9: nixcas.v1.SyncService.StatBlobs:input_type -> nixcas.v1.StatBlobsRequest
-	4,  // 10: nixcas.v1.SyncService.Missing:output_type -> nixcas.v1.MissingResponse
-	6,  // 11: nixcas.v1.SyncService.PutChunks:output_type -> nixcas.v1.PutChunksResponse
-	8,  // 12: nixcas.v1.SyncService.ReadChunks:output_type -> nixcas.v1.ReadChunksResponse
-	10, // 13: nixcas.v1.SyncService.PutBlobs:output_type -> nixcas.v1.PutBlobsResponse
-	12, // 14: nixcas.v1.SyncService.StatBlobs:output_type -> nixcas.v1.StatBlobsResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	5,  // 1: nixcas.v1.ChunkStreamSegment.frame:type_name -> nixcas.v1.ChunkStreamFrame
+	0,  // 2: nixcas.v1.PutChunksRequest.chunks:type_name -> nixcas.v1.Chunk
+	6,  // 3: nixcas.v1.PutChunksRequest.segment:type_name -> nixcas.v1.ChunkStreamSegment
+	10, // 4: nixcas.v1.ReadChunksRequest.stream:type_name -> nixcas.v1.ChunkStreamRequest
+	5,  // 5: nixcas.v1.ChunkStreamRequest.frames:type_name -> nixcas.v1.ChunkStreamFrame
+	0,  // 6: nixcas.v1.ReadChunksResponse.chunks:type_name -> nixcas.v1.Chunk
+	6,  // 7: nixcas.v1.ReadChunksResponse.segment:type_name -> nixcas.v1.ChunkStreamSegment
+	2,  // 8: nixcas.v1.PutBlobsRequest.blobs:type_name -> nixcas.v1.Blob
+	2,  // 9: nixcas.v1.StatBlobsResponse.blobs:type_name -> nixcas.v1.Blob
+	3,  // 10: nixcas.v1.SyncService.Missing:input_type -> nixcas.v1.MissingRequest
+	7,  // 11: nixcas.v1.SyncService.PutChunks:input_type -> nixcas.v1.PutChunksRequest
+	9,  // 12: nixcas.v1.SyncService.ReadChunks:input_type -> nixcas.v1.ReadChunksRequest
+	12, // 13: nixcas.v1.SyncService.PutBlobs:input_type -> nixcas.v1.PutBlobsRequest
+	14, // 14: nixcas.v1.SyncService.StatBlobs:input_type -> nixcas.v1.StatBlobsRequest
+	4,  // 15: nixcas.v1.SyncService.Missing:output_type -> nixcas.v1.MissingResponse
+	8,  // 16: nixcas.v1.SyncService.PutChunks:output_type -> nixcas.v1.PutChunksResponse
+	11, // 17: nixcas.v1.SyncService.ReadChunks:output_type -> nixcas.v1.ReadChunksResponse
+	13, // 18: nixcas.v1.SyncService.PutBlobs:output_type -> nixcas.v1.PutBlobsResponse
+	15, // 19: nixcas.v1.SyncService.StatBlobs:output_type -> nixcas.v1.StatBlobsResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_nixcas_v1_sync_proto_init() }
@@ -811,7 +1076,7 @@ func file_nixcas_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixcas_v1_sync_proto_rawDesc), len(file_nixcas_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -6,9 +6,37 @@
 // round trip per item: which of these are missing, the chunk lists of many
 // blobs, many chunks in one stream.
 //
-// Calls carrying chunks may compress their messages with the "zstd" gRPC
-// compressor (grpc-encoding: zstd), sending chunks coded raw; the server
-// answers a compressed call compressed the same way.
+// Calls carrying chunks move them in one of two ways. The older way puts
+// chunks in Chunk messages, in their stored form or coded raw under the
+// "zstd" gRPC compressor (grpc-encoding: zstd; the server answers a
+// compressed call compressed the same way), so compression sees one
+// message at a time. The chunk stream (ChunkStreamSegment) is one zstd
+// stream per call, its context running across all the call's chunks, and
+// each zstd frame of it may start from a dictionary of chunks the receiver
+// already holds (the same file's previous version, say), so that a chunk
+// costs little when it resembles one the receiver has. A client asks for
+// it: ReadChunksRequest.stream, and for PutChunks only after the server
+// has said it reads streams (MissingResponse.chunk_stream). A server that
+// does not know these fields answers the older way, and clients handle
+// both.
+//
+// The chunk stream. The decompressed content of each zstd frame is a
+// sequence of chunks, each 32 bytes of digest, then uvarint(length), then
+// length bytes (at most 16 MiB), and a frame ends after a whole chunk. A
+// message carries the next bytes of the stream (ChunkStreamSegment.data);
+// the sender flushes its encoder at the end of each message, so the
+// receiver decodes every message when it arrives. A frame ends at the end
+// of a message, and the first message of each frame says so
+// (ChunkStreamSegment.frame), naming the frame's dictionary. The
+// dictionary is a zstd raw-content dictionary (id 1): the bytes of the
+// listed chunks, concatenated in order, each held by the receiver
+// (NOT_FOUND otherwise). Bounds a receiver applies: a dictionary of at
+// most 32 MiB and 65536 chunks (INVALID_ARGUMENT beyond), a frame window
+// of at most 32 MiB (RESOURCE_EXHAUSTED beyond), a chunk length within the
+// chunk size limit (INVALID_ARGUMENT). A stream that
+// does not decode, ends inside a chunk or carries a chunk that does not
+// hash to its digest ends the call with DATA_LOSS; the chunks before it,
+// verified, stay.
 //
 // Digests are BLAKE3-256 (32 bytes), as in snix.castore.v1. A chunk's digest
 // is the BLAKE3 of its uncompressed bytes; a blob's is the BLAKE3 of the
@@ -57,11 +85,16 @@ type SyncServiceClient interface {
 	// ends the call with DATA_LOSS and that chunk is not stored (the chunks
 	// before it, verified, stay; they are unreferenced until a blob names
 	// them). Sending a chunk that is already stored is not an error.
+	// Chunks come either in PutChunksRequest.chunks or, when the server has
+	// said it reads chunk streams, in PutChunksRequest.segment (one stream
+	// for the call; a call uses one way or the other).
 	PutChunks(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutChunksRequest, PutChunksResponse], error)
 	// ReadChunks streams the requested chunks in request order, in their
-	// stored form, several to a message. A missing chunk ends the stream
-	// with NOT_FOUND. The receiver verifies each chunk against its digest.
-	// At most 65536 digests per request.
+	// stored form, several to a message, or, when the request asks for a
+	// chunk stream, as one zstd stream in ReadChunksResponse.segment, framed
+	// as the request says. A missing chunk ends the stream with NOT_FOUND.
+	// The receiver verifies each chunk against its digest. At most 65536
+	// digests per request.
 	ReadChunks(ctx context.Context, in *ReadChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadChunksResponse], error)
 	// PutBlobs records blobs as ordered chunk lists. A blob is accepted only
 	// when every chunk is stored (else FAILED_PRECONDITION) and the BLAKE3 of
@@ -161,11 +194,16 @@ type SyncServiceServer interface {
 	// ends the call with DATA_LOSS and that chunk is not stored (the chunks
 	// before it, verified, stay; they are unreferenced until a blob names
 	// them). Sending a chunk that is already stored is not an error.
+	// Chunks come either in PutChunksRequest.chunks or, when the server has
+	// said it reads chunk streams, in PutChunksRequest.segment (one stream
+	// for the call; a call uses one way or the other).
 	PutChunks(grpc.ClientStreamingServer[PutChunksRequest, PutChunksResponse]) error
 	// ReadChunks streams the requested chunks in request order, in their
-	// stored form, several to a message. A missing chunk ends the stream
-	// with NOT_FOUND. The receiver verifies each chunk against its digest.
-	// At most 65536 digests per request.
+	// stored form, several to a message, or, when the request asks for a
+	// chunk stream, as one zstd stream in ReadChunksResponse.segment, framed
+	// as the request says. A missing chunk ends the stream with NOT_FOUND.
+	// The receiver verifies each chunk against its digest. At most 65536
+	// digests per request.
 	ReadChunks(*ReadChunksRequest, grpc.ServerStreamingServer[ReadChunksResponse]) error
 	// PutBlobs records blobs as ordered chunk lists. A blob is accepted only
 	// when every chunk is stored (else FAILED_PRECONDITION) and the BLAKE3 of

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/internal/chunkstream"
 	"github.com/nixcas/nixcas/proto/castorepb"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 	"github.com/nixcas/nixcas/proto/storepb"
@@ -62,6 +63,14 @@ type Options struct {
 	// (CalculateNAR, checking a PathInfo's NAR hash); default
 	// DefaultRenderTimeout.
 	RenderTimeout time.Duration
+	// MaxChunkStreams bounds the SyncService calls moving a chunk stream
+	// at once, each holding up to about 100 MiB (a zstd window and two
+	// dictionaries of internal/chunkstream.MaxWindow, or an encoder of
+	// that window). When all are taken, Missing stops offering chunk
+	// streams, ReadChunks answers with chunks (which clients asking for a
+	// stream take too), and a PutChunks stream waits for one to end.
+	// Default DefaultMaxChunkStreams.
+	MaxChunkStreams int
 }
 
 // DefaultMaxVerifyBytes is Options.MaxVerifyBytes when it is 0: above the
@@ -79,6 +88,7 @@ const (
 	DefaultMaxPutDirectoryBytes      = 256 << 20
 	DefaultMaxPutDirectoryBytesTotal = 1 << 30
 	DefaultRenderTimeout             = 10 * time.Minute
+	DefaultMaxChunkStreams           = 8
 )
 
 // withDefaults fills in the zero limits and checks the others.
@@ -92,8 +102,13 @@ func (o Options) withDefaults() (Options, error) {
 	if o.RenderTimeout == 0 {
 		o.RenderTimeout = DefaultRenderTimeout
 	}
+	if o.MaxChunkStreams == 0 {
+		o.MaxChunkStreams = DefaultMaxChunkStreams
+	}
 	o.Tree = o.Tree.WithDefaults()
 	switch {
+	case o.MaxChunkStreams < 0:
+		return o, fmt.Errorf("grpcapi: chunk stream limit %d: must not be negative", o.MaxChunkStreams)
 	case o.MaxPutDirectoryBytes < 0 || o.MaxPutDirectoryBytesTotal < 0:
 		return o, fmt.Errorf("grpcapi: directory memory limits %d and %d: must not be negative", o.MaxPutDirectoryBytes, o.MaxPutDirectoryBytesTotal)
 	case o.RenderTimeout < 0:
@@ -193,7 +208,7 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 		maxVerify = uint64(o.MaxVerifyBytes)
 	}
 	register(&storepb.PathInfoService_ServiceDesc, &pathInfoService{cas: o.CAS, index: o.Index, maxVerify: maxVerify, m: m, limits: o.Tree, timeout: o.RenderTimeout})
-	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas, maxVerify: maxVerify})
+	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas, maxVerify: maxVerify, streams: make(chan struct{}, o.MaxChunkStreams)})
 	for name, info := range s.GetServiceInfo() {
 		for _, mi := range info.Methods {
 			m.known["/"+name+"/"+mi.Name] = true
@@ -253,7 +268,7 @@ func statusOf(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, store.ErrIncomplete):
 		code = codes.FailedPrecondition
-	case errors.Is(err, errBusy):
+	case errors.Is(err, errBusy), errors.Is(err, chunkstream.ErrLimit):
 		code = codes.ResourceExhausted
 	case errors.Is(err, castore.ErrCorrupt):
 		code = codes.DataLoss

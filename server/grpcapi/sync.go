@@ -21,6 +21,30 @@ type syncService struct {
 	nixcaspb.UnimplementedSyncServiceServer
 	cas       countingStore
 	maxVerify uint64
+	// streams holds a token per call moving a chunk stream.
+	streams chan struct{}
+}
+
+// chunkStreamSlot waits for one of the server's chunk stream slots and
+// returns its release.
+func (s *syncService) chunkStreamSlot(ctx context.Context) (func(), error) {
+	select {
+	case s.streams <- struct{}{}:
+		return func() { <-s.streams }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// tryChunkStreamSlot takes a chunk stream slot if one is free, returning
+// its release, or nil.
+func (s *syncService) tryChunkStreamSlot() func() {
+	select {
+	case s.streams <- struct{}{}:
+		return func() { <-s.streams }
+	default:
+		return nil
+	}
 }
 
 // digestsArg converts the digests of a request, at most MaxBatch of them.
@@ -44,7 +68,9 @@ func (s *syncService) Missing(ctx context.Context, req *nixcaspb.MissingRequest)
 	if n := len(req.GetChunks()) + len(req.GetBlobs()) + len(req.GetDirectories()); n > MaxBatch {
 		return nil, fmt.Errorf("%w: %d digests, at most %d per request", castore.ErrInvalid, n, MaxBatch)
 	}
-	resp := &nixcaspb.MissingResponse{}
+	// Chunk streams are offered while a slot is free: a client told no
+	// sends chunks in messages rather than wait.
+	resp := &nixcaspb.MissingResponse{ChunkStream: len(s.streams) < cap(s.streams)}
 	lists := []struct {
 		digests [][]byte
 		what    string
@@ -93,19 +119,29 @@ func (s *syncService) hasDirectory(ctx context.Context, d castore.Digest) (bool,
 	return err == nil, err
 }
 
-// PutChunks implements nixcas.v1.SyncService. Every chunk is verified
-// before it is stored (PutEncodedChunk); the store is synced before the
-// call returns.
+// PutChunks implements nixcas.v1.SyncService: chunks in messages, or a
+// chunk stream when the first message carries a segment. Every chunk is
+// verified before it is stored (PutEncoded); the store is synced before
+// the call returns.
 func (s *syncService) PutChunks(stream nixcaspb.SyncService_PutChunksServer) error {
 	ctx := stream.Context()
 	resp := &nixcaspb.PutChunksResponse{}
-	for {
+	for n := 0; ; n++ {
 		msg, err := stream.Recv()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return err
+		}
+		if msg.GetSegment() != nil {
+			if n > 0 {
+				return fmt.Errorf("%w: message %d: a chunk stream in a call that sent chunks", castore.ErrInvalid, n+1)
+			}
+			if err := s.putChunkStream(stream, msg, resp); err != nil {
+				return err
+			}
+			break
 		}
 		for i, c := range msg.GetChunks() {
 			d, err := digestArg(c.GetDigest(), fmt.Sprintf("chunks[%d]", i))
@@ -129,13 +165,22 @@ func (s *syncService) PutChunks(stream nixcaspb.SyncService_PutChunksServer) err
 	return stream.SendAndClose(resp)
 }
 
-// ReadChunks implements nixcas.v1.SyncService. Chunks are sent in their
+// ReadChunks implements nixcas.v1.SyncService. Chunks are sent as a
+// chunk stream when asked and a chunk stream slot is free, else in their
 // stored form, or decoded when asked (for compressed calls).
 func (s *syncService) ReadChunks(req *nixcaspb.ReadChunksRequest, stream nixcaspb.SyncService_ReadChunksServer) error {
 	ctx := stream.Context()
 	ds, err := digestsArg(req.GetDigests(), "digests")
 	if err != nil {
 		return err
+	}
+	if req.GetStream() != nil {
+		// With every chunk stream slot taken, the answer is chunks,
+		// which clients asking for a stream take as well.
+		if release := s.tryChunkStreamSlot(); release != nil {
+			defer release()
+			return s.readChunkStream(req.GetStream(), ds, stream)
+		}
 	}
 	// Each message gets its own buffer: a sent message must not change.
 	var (
