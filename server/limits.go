@@ -79,6 +79,10 @@ type Limits struct {
 	// PutDirectoryBytesTotal that memory over all such streams at once;
 	// a stream that would pass either is refused with RESOURCE_EXHAUSTED.
 	PutDirectoryBytes, PutDirectoryBytesTotal int64
+	// MaxChunkStreams bounds the chunk-stream calls (PutChunks, ReadChunks)
+	// in progress at once, each of which may hold about 100 MiB (default
+	// grpcapi.DefaultMaxChunkStreams).
+	MaxChunkStreams int
 	// RenderTimeout bounds one HTTP NAR response, rendering and sending
 	// together (default httpcache.DefaultRenderTimeout), and
 	// GRPCRenderTimeout one render of the gRPC services (default
@@ -107,6 +111,7 @@ var DefaultLimits = Limits{
 
 	PutDirectoryBytes:      grpcapi.DefaultMaxPutDirectoryBytes,
 	PutDirectoryBytesTotal: grpcapi.DefaultMaxPutDirectoryBytesTotal,
+	MaxChunkStreams:        grpcapi.DefaultMaxChunkStreams,
 }
 
 // withDefaults returns l with its zero fields set from DefaultLimits and
@@ -161,6 +166,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	bytes(&l.PutDirectoryBytes, d.PutDirectoryBytes)
 	bytes(&l.PutDirectoryBytesTotal, d.PutDirectoryBytesTotal)
+	if l.MaxChunkStreams <= 0 {
+		l.MaxChunkStreams = d.MaxChunkStreams
+	}
 	return l
 }
 

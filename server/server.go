@@ -156,6 +156,7 @@ func New(o Options) (srv *Server, err error) {
 		Tree:                      o.Limits.Tree,
 		MaxPutDirectoryBytes:      o.Limits.PutDirectoryBytes,
 		MaxPutDirectoryBytesTotal: o.Limits.PutDirectoryBytesTotal,
+		MaxChunkStreams:           o.Limits.MaxChunkStreams,
 		RenderTimeout:             o.Limits.GRPCRenderTimeout,
 	}, grpcOpts...)
 	if err != nil {

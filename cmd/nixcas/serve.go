@@ -117,6 +117,7 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.IntVar(&l.Tree.MaxDepth, "max-tree-depth", castore.MaxDepth, fmt.Sprintf("directory nesting at most in a tree accepted or rendered (NAR uploads too; at most %d)", castore.MaxDepth))
 	f.Int64Var(&l.PutDirectoryBytes, "max-put-directory-bytes", d.PutDirectoryBytes, "memory one DirectoryService.Put stream may hold (its directories, until validated); beyond, RESOURCE_EXHAUSTED")
 	f.Int64Var(&l.PutDirectoryBytesTotal, "max-put-directory-bytes-total", d.PutDirectoryBytesTotal, "memory all DirectoryService.Put streams together may hold; beyond, RESOURCE_EXHAUSTED")
+	f.IntVar(&l.MaxChunkStreams, "grpc-max-chunk-streams", d.MaxChunkStreams, "chunk-stream calls (push and pull) in progress at once, each holding up to about 100 MiB; beyond, pushes wait and pulls get chunks unstreamed")
 	f.DurationVar(&l.RenderTimeout, "render-timeout", httpcache.DefaultRenderTimeout, "longest an HTTP NAR response may take, rendering and sending")
 	f.DurationVar(&l.GRPCRenderTimeout, "grpc-render-timeout", grpcapi.DefaultRenderTimeout, "longest a render of the gRPC services may take (CalculateNAR, checking a PathInfo's NAR)")
 
