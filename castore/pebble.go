@@ -365,9 +365,9 @@ func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard
 		objects:   opts.Objects,
 		frameOpts: opts.Frames,
 		cache:     newFrameCache(opts.Frames.CacheSize),
-		// A quarter of a memtable: the queued chunks' inline values (at
-		// most as large) stay in the memtable until packed.
-		maxPackLag: max(int64(opts.MemTableSize)/4, int64(packBatch*opts.Frames.Size)),
+		// Half a memtable: the queued chunks' inline values (at most as
+		// large) stay in memory until the packer has read them.
+		maxPackLag: max(int64(opts.MemTableSize)/2, int64(4*opts.Frames.Size)),
 	}
 	if s.objects == nil {
 		s.objects = &DirObjects{dir: filepath.Join(dir, "frames"), space: space}
@@ -615,8 +615,14 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 		}
 		chunkEncodings.Put(e)
 	}()
-	e.buf = e.enc.Encode(e.buf[:0], c.data)
-
+	if s.frameOpts.Off {
+		e.buf = e.enc.Encode(e.buf[:0], c.data)
+	} else {
+		// The packer will compress it with its neighbours soon: lz4 now
+		// would cost a sixth of ingest's CPU for bytes that live a few
+		// seconds.
+		e.buf = append(append(e.buf[:0], CodecRaw), c.data...)
+	}
 	return s.putStoredChunk(ctx, db, c.digest, len(c.data), e.buf)
 }
 
