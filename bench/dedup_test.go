@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/store"
 )
 
 // dedupVersions returns two versions of a small package: the second has
@@ -84,7 +87,8 @@ func TestDedup(t *testing.T) {
 		names = append(names, s.Name)
 	}
 	want := []string{"raw", "xz", "zstd-19", "file-dedup", "nar-cdc-64k-zstd", "nar-cdc-64k-lz4",
-		"nixcas-16k-lz4", "nixcas-64k-lz4", "nixcas-256k-lz4", "nixcas-disk", "limit-zstd-long", "nixcas-64k-zstd"}
+		"nixcas-16k-lz4", "nixcas-64k-lz4", "nixcas-256k-lz4", "nixcas-64k-zstd", "nixcas-frames", "nixcas-compact",
+		"nixcas-disk", "limit-zstd-long"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("strategies %q, want %q", names, want)
 	}
@@ -111,57 +115,7 @@ func TestDedup(t *testing.T) {
 		}
 	}
 
-	// The castore strategies agree with stores filled by narrender.Ingest
-	// (as `nixcas nar ingest` does), the Pebble one read back as
-	// `nixcas store stats` reads it.
-	data := filepath.Join(dir, "data")
-	ps, err := castore.OpenPebble(data, castore.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mems := map[string]*castore.MemoryStore{}
-	for _, nar := range [][]byte{nar1, nar2} {
-		if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), ps, castore.WriterOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range nixcasStores {
-			if mems[c.name] == nil {
-				mems[c.name] = new(castore.MemoryStore)
-			}
-			opts := castore.WriterOptions{Chunker: castore.ChunkerOptions{AvgSize: c.avg}}
-			if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), mems[c.name], opts); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := ps.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if ps, err = castore.OpenPebble(data, castore.PebbleOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := ps.Stats(ctx)
-	ps.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := res.Strategy(StrategyNixcas64kLZ4).StoredBytes; got != int64(st.StoredBytes) {
-		t.Errorf("nixcas-64k-lz4 stored %d bytes, the store stats say %d", got, st.StoredBytes)
-	}
-	for name, m := range mems {
-		st, _ := m.Stats(ctx)
-		if got := res.Strategy(name).StoredBytes; got != int64(st.StoredBytes) {
-			t.Errorf("%s stored %d bytes, a memory store %d", name, got, st.StoredBytes)
-		}
-	}
-	disk, all, err := pebbleDiskBytes(filepath.Join(dir, "work", "nixcas-disk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := res.Strategy(StrategyNixcasDisk).StoredBytes; got != disk || disk < int64(st.StoredBytes) || all != res.DiskAllBytes {
-		t.Errorf("nixcas-disk %d bytes; the directory holds %d in data files, %d in all (reported %d); stored chunks %d",
-			got, disk, all, res.DiskAllBytes, st.StoredBytes)
-	}
+	checkCastoreStrategies(t, res, filepath.Join(dir, "work"), [][]byte{nar1, nar2})
 
 	// file-dedup: the distinct contents of both versions.
 	seen := map[[32]byte]bool{}
@@ -334,5 +288,131 @@ func TestDedupRebuildSim(t *testing.T) {
 		if s.AddedBytes[1]*2 > s.AddedBytes[0] || s.AddedBytes[1] == 0 {
 			t.Errorf("%s: added %v", name, s.AddedBytes)
 		}
+	}
+}
+
+// checkCastoreStrategies checks the castore strategies of a run over nars
+// against the stores it left in work, read back as `nixcas store stats`
+// reads them, and against stores filled independently by narrender.Ingest
+// (as `nixcas nar ingest` does).
+func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	var paths []string // of the last store stats read
+	stats := func(dir string) castore.Stats {
+		t.Helper()
+		ps, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ps.Close()
+		st, err := ps.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = nil
+		err = store.NewIndex(ps, ps).List(ctx, func(p *store.PathInfo) error {
+			paths = append(paths, p.Path)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// Every store the run left agrees with the JSON figure of its strategy.
+	for _, c := range nixcasStores {
+		st := stats(filepath.Join(work, c.dir))
+		if got := res.Strategy(c.name).StoredBytes; got != int64(st.StoredBytes) || got <= 0 {
+			t.Errorf("%s stored %d bytes, the store stats of %s say %d", c.name, got, c.dir, st.StoredBytes)
+		}
+		if c.framed && (st.Frames == 0 || len(paths) != len(nars)) || !c.framed && (st.Frames != 0 || len(paths) != 0) {
+			t.Errorf("%s: %d frames and store paths %q after %d NARs", c.dir, st.Frames, paths, len(nars))
+		}
+	}
+
+	// The chunk layouts, filled independently: stores with frames off at
+	// each chunk size (nixcas-64k-lz4 counts as one would), and one with
+	// frames on whose frames are then packed and compacted.
+	offStats := map[string]castore.Stats{}
+	for i, c := range []struct {
+		name string
+		avg  int
+	}{{StrategyNixcas16kLZ4, 16 << 10}, {StrategyNixcas64kLZ4, 64 << 10}, {StrategyNixcas256kLZ4, 256 << 10}} {
+		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
+		ps, err := castore.OpenPebble(dir, castore.PebbleOptions{Frames: castore.FrameOptions{Off: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, nar := range nars {
+			opts := castore.WriterOptions{Chunker: castore.ChunkerOptions{AvgSize: c.avg}}
+			if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), ps, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := ps.Close(); err != nil {
+			t.Fatal(err)
+		}
+		st := stats(dir)
+		offStats[c.name] = st
+		if got := res.Strategy(c.name).StoredBytes; got != int64(st.StoredBytes) || st.Frames != 0 {
+			t.Errorf("%s stored %d bytes, a store with frames off %d (in %d frames)", c.name, got, st.StoredBytes, st.Frames)
+		}
+	}
+
+	// nixcas-frames: after Flush every chunk is in a frame, so the stored
+	// bytes are the frame files' sizes; the store holds the same chunks as
+	// the one with frames off.
+	framesDir := filepath.Join(work, "nixcas-frames")
+	frames := res.Strategy(StrategyNixcasFrames).StoredBytes
+	var frameFiles int64
+	err := filepath.WalkDir(filepath.Join(framesDir, "frames"), func(_ string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		info, err := e.Info()
+		frameFiles += info.Size()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := stats(framesDir)
+	if off := offStats[StrategyNixcas64kLZ4]; frameFiles != frames || st.Chunks != off.Chunks || st.UniqueChunkBytes != off.UniqueChunkBytes {
+		t.Errorf("nixcas-frames %d bytes in frame files of %d; %d chunks of %d bytes, frames off %d chunks of %d",
+			frames, frameFiles, st.Chunks, st.UniqueChunkBytes, off.Chunks, off.UniqueChunkBytes)
+	}
+	disk, all, err := pebbleDiskBytes(framesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Strategy(StrategyNixcasDisk).StoredBytes; got != disk || disk < frames || all != res.DiskAllBytes {
+		t.Errorf("nixcas-disk %d bytes; the directory holds %d in data files, %d in all (reported %d); frames %d",
+			got, disk, all, res.DiskAllBytes, frames)
+	}
+
+	// nixcas-compact: what compacting the nixcas-frames store as
+	// `nixcas store compact` does (its PathInfos give the order) stores.
+	ps, err := castore.OpenPebble(framesDir, castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	order, err := store.NewIndex(ps, ps).CompactionOrder(ctx)
+	if err == nil {
+		_, err = ps.Compact(ctx, castore.CompactOptions{Order: order})
+	}
+	if err == nil {
+		st, err = ps.Stats(ctx)
+	}
+	ps.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	compact := res.Strategy(StrategyNixcasCompact)
+	if compact.StoredBytes != int64(st.StoredBytes) {
+		t.Errorf("nixcas-compact stored %d bytes; compacting the nixcas-frames store gives %d", compact.StoredBytes, st.StoredBytes)
+	}
+	if compact.StoredBytes > frames {
+		t.Errorf("nixcas-compact stores %d bytes, more than nixcas-frames' %d", compact.StoredBytes, frames)
 	}
 }
