@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,6 +115,61 @@ func TestDedup(t *testing.T) {
 	}
 
 	checkCastoreStrategies(t, res, filepath.Join(dir, "work"), [][]byte{nar1, nar2})
+
+	// Without the compressors and with smaller frames, the castore
+	// strategies that do not depend on frames store the same, and the
+	// frame options reach both framed stores.
+	knobs, err := Dedup(ctx, DedupOptions{
+		Inputs:        []DedupInput{{Name: "v1", Path: tree}, {Name: "v2", Path: narFile}},
+		WorkDir:       filepath.Join(dir, "knobs"),
+		Frames:        castore.FrameOptions{Size: 64 << 10},
+		Compact:       castore.CompactOptions{FrameSize: 128 << 10},
+		NoCompressors: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var knobNames []string
+	for _, s := range knobs.Strategies {
+		knobNames = append(knobNames, s.Name)
+	}
+	if w := slices.DeleteFunc(slices.Clone(want), isCompressorStrategy); !slices.Equal(knobNames, w) {
+		t.Errorf("without compressors: strategies %q, want %q", knobNames, w)
+	}
+	for _, name := range []string{StrategyRaw, StrategyFileDedup, StrategyNARCDCLZ4, StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNixcas256kLZ4, StrategyNixcas64kZstd} {
+		if a, b := res.Strategy(name), knobs.Strategy(name); !slices.Equal(a.AddedBytes, b.AddedBytes) {
+			t.Errorf("%s: added %v, without compressors %v", name, a.AddedBytes, b.AddedBytes)
+		}
+	}
+	checkCastoreStrategies(t, knobs, filepath.Join(dir, "knobs"), [][]byte{nar1, nar2})
+	if knobs.Frames.Size != 64<<10 || knobs.Compact.FrameSize != 128<<10 || res.Frames.Size != castore.DefaultFrameOptions.Size {
+		t.Errorf("frame options reported: %+v %+v; defaults %+v", knobs.Frames, knobs.Compact, res.Frames)
+	}
+	for _, d := range []string{"nixcas-frames", "nixcas-compact"} {
+		def := frameCount(t, filepath.Join(dir, "work", d))
+		small := frameCount(t, filepath.Join(dir, "knobs", d))
+		if small <= def {
+			t.Errorf("%s: %d frames with small frames, %d with the default ones", d, small, def)
+		}
+	}
+	badWork := filepath.Join(dir, "bad")
+	for _, bad := range []struct {
+		what string
+		o    DedupOptions
+	}{
+		{"hot frames of 1000 bytes", DedupOptions{WorkDir: badWork, Frames: castore.FrameOptions{Size: 1000}}},
+		{"zstd level 99", DedupOptions{WorkDir: badWork, Frames: castore.FrameOptions{Level: 99}}},
+		{"cold frames of 1000 bytes", DedupOptions{WorkDir: badWork, Compact: castore.CompactOptions{FrameSize: 1000}}},
+		{"cold frames of the largest frame size", DedupOptions{WorkDir: badWork, Compact: castore.CompactOptions{FrameSize: castore.MaxFrameSize}}},
+		{"negative rebuilds", DedupOptions{WorkDir: badWork, RebuildSim: -1}},
+		{"no work directory", DedupOptions{}},
+		{"stores left in the work directory", DedupOptions{WorkDir: filepath.Join(dir, "work")}},
+	} {
+		bad.o.Inputs = []DedupInput{{Name: "v1", Path: tree}}
+		if _, err := Dedup(ctx, bad.o); err == nil {
+			t.Errorf("Dedup with %s succeeded", bad.what)
+		}
+	}
 
 	// file-dedup: the distinct contents of both versions.
 	seen := map[[32]byte]bool{}
@@ -283,10 +337,58 @@ func TestDedupRebuildSim(t *testing.T) {
 	if fd.AddedBytes[1] == 0 || fd.AddedBytes[1] != fd.AddedBytes[2] {
 		t.Errorf("file-dedup added %v: every rebuild should change the same files", fd.AddedBytes)
 	}
-	for _, name := range []string{StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNARCDCLZ4} {
+	for _, name := range []string{StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNARCDCLZ4, StrategyNixcasFrames, StrategyNixcasCompact} {
 		s := res.Strategy(name)
 		if s.AddedBytes[1]*2 > s.AddedBytes[0] || s.AddedBytes[1] == 0 {
 			t.Errorf("%s: added %v", name, s.AddedBytes)
+		}
+	}
+	// Compaction puts each rebuilt chunk beside the chunk it replaces,
+	// where it compresses against it.
+	frames, compact := res.Strategy(StrategyNixcasFrames), res.Strategy(StrategyNixcasCompact)
+	for k := 1; k < len(res.Inputs); k++ {
+		if compact.AddedBytes[k] >= frames.AddedBytes[k] {
+			t.Errorf("%s: nixcas-compact added %d bytes, nixcas-frames %d", res.Inputs[k].Name, compact.AddedBytes[k], frames.AddedBytes[k])
+		}
+	}
+	// Every NAR is a store path named after its input.
+	ps, err := castore.OpenPebbleReadOnly(filepath.Join(dir, "work", "nixcas-compact"), castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	var names2 []string
+	err = store.NewIndex(ps, ps).List(context.Background(), func(p *store.PathInfo) error {
+		names2 = append(names2, p.Path[33:])
+		return nil
+	})
+	if err != nil || !slices.Equal(names2, []string{"v1", "v1", "v1"}) {
+		t.Errorf("store paths named %q (%v), want three named v1", names2, err)
+	}
+}
+
+// TestBenchPathInfo: the PathInfo of a NAR is valid whatever the input's
+// name, and named after it where Nix allows.
+func TestBenchPathInfo(t *testing.T) {
+	root := castore.Entry{Kind: castore.KindFile, Digest: castore.Hash([]byte("x")), Size: 1}
+	for _, c := range []struct{ pkg, name string }{
+		{"go1.22.0", "go1.22.0"},
+		{"hello-2.12.1", "hello-2.12.1"},
+		{"my file.nar", "my-file.nar"},
+		{".hidden", "input-.hidden"},
+		{"", "input-"},
+		{"ünï", "--n--"},
+		{strings.Repeat("a", 300), strings.Repeat("a", 200)},
+	} {
+		p := benchPathInfo(c.pkg, narrender.Result{Root: root, NARSize: 120, NARSha256: [32]byte{1}})
+		if err := p.Validate(); err != nil {
+			t.Errorf("%q: %v", c.pkg, err)
+		}
+		if got := p.Path[33:]; got != c.name {
+			t.Errorf("%q: named %q, want %q", c.pkg, got, c.name)
+		}
+		if q := benchPathInfo(c.pkg, narrender.Result{Root: root, NARSize: 120, NARSha256: [32]byte{2}}); q.Path == p.Path {
+			t.Errorf("%q: two NARs share store path %s", c.pkg, p.Path)
 		}
 	}
 }
@@ -323,8 +425,11 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 	// Every store the run left agrees with the JSON figure of its strategy.
 	for _, c := range nixcasStores {
 		st := stats(filepath.Join(work, c.dir))
-		if got := res.Strategy(c.name).StoredBytes; got != int64(st.StoredBytes) || got <= 0 {
-			t.Errorf("%s stored %d bytes, the store stats of %s say %d", c.name, got, c.dir, st.StoredBytes)
+		got := res.Strategy(c.name).StoredBytes
+		if got != int64(st.StoredBytes) && !slices.ContainsFunc(res.Notes, func(n string) bool {
+			return strings.HasPrefix(n, c.name+" after "+res.Inputs[len(res.Inputs)-1].Name+": Stats.StoredBytes "+fmt.Sprint(st.StoredBytes))
+		}) || got <= 0 {
+			t.Errorf("%s stored %d bytes, the store stats of %s say %d (notes %q)", c.name, got, c.dir, st.StoredBytes, res.Notes)
 		}
 		if c.framed && (st.Frames == 0 || len(paths) != len(nars)) || !c.framed && (st.Frames != 0 || len(paths) != 0) {
 			t.Errorf("%s: %d frames and store paths %q after %d NARs", c.dir, st.Frames, paths, len(nars))
@@ -365,15 +470,7 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 	// the one with frames off.
 	framesDir := filepath.Join(work, "nixcas-frames")
 	frames := res.Strategy(StrategyNixcasFrames).StoredBytes
-	var frameFiles int64
-	err := filepath.WalkDir(filepath.Join(framesDir, "frames"), func(_ string, e fs.DirEntry, err error) error {
-		if err != nil || !e.Type().IsRegular() {
-			return err
-		}
-		info, err := e.Info()
-		frameFiles += info.Size()
-		return err
-	})
+	frameFiles, err := frameFileBytes(framesDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +496,7 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 	}
 	order, err := store.NewIndex(ps, ps).CompactionOrder(ctx)
 	if err == nil {
-		_, err = ps.Compact(ctx, castore.CompactOptions{Order: order})
+		_, err = ps.Compact(ctx, castore.CompactOptions{Order: order, FrameSize: res.Compact.FrameSize, Level: res.Compact.Level})
 	}
 	if err == nil {
 		st, err = ps.Stats(ctx)
@@ -409,10 +506,30 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 		t.Fatal(err)
 	}
 	compact := res.Strategy(StrategyNixcasCompact)
-	if compact.StoredBytes != int64(st.StoredBytes) {
-		t.Errorf("nixcas-compact stored %d bytes; compacting the nixcas-frames store gives %d", compact.StoredBytes, st.StoredBytes)
+	compactFiles, err := frameFileBytes(filepath.Join(work, "nixcas-compact"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if compact.StoredBytes != int64(st.StoredBytes) || compact.StoredBytes != compactFiles {
+		t.Errorf("nixcas-compact stored %d bytes in frame files of %d; compacting the nixcas-frames store gives %d",
+			compact.StoredBytes, compactFiles, st.StoredBytes)
 	}
 	if compact.StoredBytes > frames {
 		t.Errorf("nixcas-compact stores %d bytes, more than nixcas-frames' %d", compact.StoredBytes, frames)
 	}
+}
+
+// frameCount returns the number of frames of the store in dir.
+func frameCount(t *testing.T, dir string) uint64 {
+	t.Helper()
+	ps, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	st, err := ps.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Frames
 }
