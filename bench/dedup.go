@@ -90,7 +90,7 @@ type DedupResult struct {
 	CompactCPU   time.Duration `json:"-"` // CPU time of this process compacting nixcas-compact
 	PeakRSS      int64         `json:"-"` // peak resident set of this process (compressors not included), bytes; 0 where unknown
 	DiskAllBytes int64         `json:"-"` // every file of the nixcas-frames store, write-ahead logs included
-	Notes        []string      `json:"-"` // what the rebuild simulation did to each input
+	Notes        []string      `json:"-"` // what the rebuild simulation did to each input, and store counters that disagreed with the files
 	// Frames and Compact are the options the framed stores ran with,
 	// defaults filled in.
 	Frames  castore.FrameOptions   `json:"-"`

@@ -85,7 +85,7 @@ func (r *DedupResult) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "\nnixcas-disk (the nixcas-frames store) with its write-ahead logs: %s MB. Uncounted metadata: directories and blob indexes of the castore stores (each distinct one once), or the chunk lists of the NAR-level stores (36 bytes per chunk of every NAR). ", fmtMB(r.DiskAllBytes))
 	fmt.Fprintln(w, "MB/s: NAR MB per CPU second of the compressor process (CPU), or per second the strategy was busy while sharing the CPUs with all the others (busy; for the castore stores, ingesting, then packing the last hot frames, compacting and flushing after each NAR); the limit's added bytes are read off one stream, so their split between neighbouring inputs is approximate.")
 	if len(r.Notes) > 0 {
-		fmt.Fprintln(w, "\nRebuild simulation:")
+		fmt.Fprintln(w, "\nNotes:")
 		fmt.Fprintln(w)
 		for _, n := range r.Notes {
 			fmt.Fprintf(w, "- %s\n", n)
