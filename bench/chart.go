@@ -74,6 +74,8 @@ func (r *DedupResult) drawStored(svg *svgWriter, y int) {
 	for i, s := range r.Strategies {
 		color := chartColors[0]
 		switch {
+		case s.Name == StrategyNixcasFrames || s.Name == StrategyNixcasCompact:
+			color = chartColors[3]
 		case strings.HasPrefix(s.Name, "nixcas"):
 			color = chartColors[1]
 		case s.Name == StrategyLimitZstdLong:

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +19,11 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/store"
 )
 
 // DedupOptions configure a dedup run.
@@ -34,11 +38,25 @@ type DedupOptions struct {
 	// planRefs), and is stored in that form too.
 	RebuildSim int
 	// WorkDir holds the spooled NARs (removed as soon as the compressors
-	// are done with them) and the castore stores: WorkDir/nixcas-disk
-	// (64 KiB chunks, default options: nixcas-64k-lz4 and nixcas-disk),
-	// WorkDir/nixcas-16k and WorkDir/nixcas-256k. It is created if needed;
-	// the stores must not exist yet.
+	// are done with them) and the castore stores (see nixcasStores):
+	// WorkDir/nixcas-frames (64 KiB chunks, default options: nixcas-frames,
+	// nixcas-disk, nixcas-64k-lz4 and nixcas-64k-zstd), WorkDir/nixcas-compact,
+	// WorkDir/nixcas-16k and WorkDir/nixcas-256k. The two framed stores
+	// also hold a PathInfo per NAR, so `nixcas store compact` works on
+	// them. It is created if needed; the stores must not exist yet.
 	WorkDir string
+	// Frames tune the hot frames of the two framed stores (nixcas-frames
+	// and nixcas-compact); zero fields take castore's defaults. Off is
+	// ignored.
+	Frames castore.FrameOptions
+	// Compact tunes the compaction of nixcas-compact: FrameSize and Level
+	// (zero: castore.DefaultCompactOptions), CacheSize. Order is set by
+	// the run.
+	Compact castore.CompactOptions
+	// NoCompressors leaves out the strategies that run compressor
+	// processes (xz, zstd-19, limit-zstd-long): for tuning the castore
+	// strategies, whose figures do not depend on them.
+	NoCompressors bool
 	// Jobs is how many per-NAR compressor processes (xz, zstd -19) run at
 	// once; 0 means GOMAXPROCS. The limit-zstd-long process runs beside
 	// them.
@@ -68,8 +86,15 @@ type DedupResult struct {
 	CPUs         int           `json:"-"` // GOMAXPROCS
 	GoCPU        time.Duration `json:"-"` // CPU time of this process during the run
 	ChildCPU     time.Duration `json:"-"` // CPU time of the compressor processes
-	DiskAllBytes int64         `json:"-"` // every file of the nixcas-disk store, write-ahead logs included
-	Notes        []string      `json:"-"` // what the rebuild simulation did to each input
+	FlushCPU     time.Duration `json:"-"` // CPU time of this process packing what remained queued in nixcas-frames after each NAR (Flush)
+	CompactCPU   time.Duration `json:"-"` // CPU time of this process compacting nixcas-compact
+	PeakRSS      int64         `json:"-"` // peak resident set of this process (compressors not included), bytes; 0 where unknown
+	DiskAllBytes int64         `json:"-"` // every file of the nixcas-frames store, write-ahead logs included
+	Notes        []string      `json:"-"` // what the rebuild simulation did to each input, and store counters that disagreed with the files
+	// Frames and Compact are the options the framed stores ran with,
+	// defaults filled in.
+	Frames  castore.FrameOptions   `json:"-"`
+	Compact castore.CompactOptions `json:"-"`
 }
 
 // DedupInputResult is one NAR of a run.
@@ -118,25 +143,46 @@ func (r *DedupResult) RawBytes() int64 {
 }
 
 // The file-granular castore stores, each a PebbleStore in its own
-// directory under WorkDir, at three average chunk sizes (min and max are a
-// quarter and four times that). The 64 KiB one has the default options and
-// is the one measured on disk (nixcas-disk); the others are only counted,
-// so they get a smaller cache and memtables: options do not change what a
-// store holds, only how much memory it takes to write it.
-var nixcasStores = [3]struct {
-	name, dir string
-	avg       int
-	options   castore.PebbleOptions
+// directory under WorkDir. nixcas-frames has the default options and is
+// the one measured on disk (nixcas-disk) and sized per chunk
+// (nixcas-64k-lz4, nixcas-64k-zstd); nixcas-compact holds the same data
+// and is compacted after each NAR; the 16 and 256 KiB stores keep every
+// chunk inline, lz4 (frames off). Those that are only counted get a
+// smaller cache and memtables: options do not change what a store holds,
+// only how much memory it takes to write it.
+var nixcasStores = [4]struct {
+	name    string // the strategy whose stored bytes are the store's Stats.StoredBytes
+	dir     string
+	avg     int  // average chunk size
+	framed  bool // frames on (DedupOptions.Frames), a PathInfo per NAR
+	counted bool
 }{
-	{StrategyNixcas16kLZ4, "nixcas-16k", 16 << 10, countedPebbleOptions},
-	{StrategyNixcas64kLZ4, "nixcas-disk", 64 << 10, castore.PebbleOptions{}},
-	{StrategyNixcas256kLZ4, "nixcas-256k", 256 << 10, countedPebbleOptions},
+	{StrategyNixcas16kLZ4, "nixcas-16k", 16 << 10, false, true},
+	{StrategyNixcasFrames, "nixcas-frames", 64 << 10, true, false},
+	{StrategyNixcas256kLZ4, "nixcas-256k", 256 << 10, false, true},
+	{StrategyNixcasCompact, "nixcas-compact", 64 << 10, true, true},
 }
 
-var countedPebbleOptions = castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20}
+// Indexes in nixcasStores.
+const (
+	framesStore  = 1 // nixcas-frames, nixcas-disk, nixcas-64k-lz4, nixcas-64k-zstd
+	compactStore = 3 // nixcas-compact
+)
 
-// diskStore is the index in nixcasStores of the store nixcas-disk measures.
-const diskStore = 1
+// storeOptions returns the Pebble options of store i of nixcasStores.
+func (d *dedupRun) storeOptions(i int) castore.PebbleOptions {
+	var o castore.PebbleOptions
+	if nixcasStores[i].counted {
+		o = castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20}
+	}
+	if nixcasStores[i].framed {
+		o.Frames = d.o.Frames
+		o.Frames.Off = false
+	} else {
+		o.Frames.Off = true
+	}
+	return o
+}
 
 // Compressor command lines. xz runs single-threaded: that is how Nix
 // compresses NARs (libarchive, preset 6) unless parallel compression is
@@ -186,6 +232,7 @@ func Dedup(ctx context.Context, o DedupOptions) (*DedupResult, error) {
 	}
 	d.res.Wall = time.Since(start)
 	d.res.GoCPU = processCPU() - cpu0
+	d.res.PeakRSS = peakRSS()
 	return d.res, nil
 }
 
@@ -218,6 +265,23 @@ func newDedupRun(ctx context.Context, o DedupOptions) (*dedupRun, error) {
 	if o.WorkDir == "" {
 		return nil, errors.New("bench: dedup: no work directory")
 	}
+	o.Frames.Off = false
+	o.Frames = castore.PebbleOptions{Frames: o.Frames}.EnsureDefaults().Frames
+	if err := (castore.PebbleOptions{Frames: o.Frames}).EnsureDefaults().Validate(); err != nil {
+		return nil, fmt.Errorf("bench: dedup: frame options: %w", err)
+	}
+	if o.Compact.FrameSize == 0 {
+		o.Compact.FrameSize = castore.DefaultCompactOptions.FrameSize
+	}
+	if o.Compact.Level == 0 {
+		o.Compact.Level = castore.DefaultCompactOptions.Level
+	}
+	if o.Compact.CacheSize == 0 {
+		o.Compact.CacheSize = castore.DefaultCompactOptions.CacheSize
+	}
+	if o.Compact.FrameSize < 64<<10 || o.Compact.FrameSize > castore.MaxFrameSize/2 {
+		return nil, fmt.Errorf("bench: dedup: cold frame size %d not in [64 KiB, %d MiB]", o.Compact.FrameSize, castore.MaxFrameSize/2>>20)
+	}
 	if err := os.MkdirAll(filepath.Join(o.WorkDir, "spool"), 0o755); err != nil {
 		return nil, err
 	}
@@ -236,26 +300,31 @@ func newDedupRun(ctx context.Context, o DedupOptions) (*dedupRun, error) {
 		ctx:    ctx,
 		cancel: cancel,
 		o:      o,
-		res:    &DedupResult{Inputs: make([]DedupInputResult, nars), CPUs: runtime.GOMAXPROCS(0)},
+		res:    &DedupResult{Inputs: make([]DedupInputResult, nars), CPUs: runtime.GOMAXPROCS(0), Frames: o.Frames, Compact: o.Compact},
 		zstd:   z,
 		cdc:    narCDC{opts: castore.DefaultChunkerOptions, zstd: z},
 		prev:   make(map[string]int64),
 		jobs:   make(chan compressJob, 2*nars),
 	}
 	for _, s := range DedupStrategies {
+		if o.NoCompressors && isCompressorStrategy(s.Name) {
+			continue
+		}
 		d.res.Strategies = append(d.res.Strategies, StrategyResult{Name: s.Name, AddedBytes: make([]int64, nars), MetaBytes: -1})
 	}
 	for i := range nixcasStores {
-		var zs *zstd.Encoder
-		if i == diskStore {
-			zs = z
+		if i == framesStore {
+			d.stores[i] = newMeteredStore(nil, true, z)
+		} else {
+			d.stores[i] = newMeteredStore(nil, false, nil)
 		}
-		d.stores[i] = newMeteredStore(nil, zs)
 	}
-	if d.limit, err = startLimitStream(ctx, nars); err != nil {
-		cancel()
-		z.Close()
-		return nil, err
+	if !o.NoCompressors {
+		if d.limit, err = startLimitStream(ctx, nars); err != nil {
+			cancel()
+			z.Close()
+			return nil, err
+		}
 	}
 	for range o.Jobs {
 		d.workers.Add(1)
@@ -300,7 +369,7 @@ func (d *dedupRun) input(ctx context.Context, i int, in DedupInput) error {
 		if err != nil {
 			return err
 		}
-		err = d.store(ctx, in.Name, src)
+		err = d.store(ctx, in.Name, in.Name, src)
 		if werr := wait(); err == nil {
 			err = werr
 		}
@@ -349,7 +418,7 @@ func (d *dedupRun) input(ctx context.Context, i int, in DedupInput) error {
 		if err != nil {
 			return err
 		}
-		err = d.store(ctx, name, newRefRewriter(f, plan.Inject, v))
+		err = d.store(ctx, in.Name, name, newRefRewriter(f, plan.Inject, v))
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("bench: dedup: %s: %w", name, err)
@@ -369,7 +438,9 @@ type passConsumer struct {
 // store runs one NAR stream through every strategy: the in-process ones
 // read it together from a fanout, one of them spooling it to a file that
 // the compressor jobs and the limit stream get once the pass is over.
-func (d *dedupRun) store(ctx context.Context, name string, src io.Reader) error {
+// name is the NAR's name in the results, pkg the name of its input, which
+// the framed stores record it under (see benchPathInfo).
+func (d *dedupRun) store(ctx context.Context, pkg, name string, src io.Reader) error {
 	k := d.pass
 	d.pass++
 	d.res.Inputs[k].Name = name
@@ -378,14 +449,18 @@ func (d *dedupRun) store(ctx context.Context, name string, src io.Reader) error 
 	defer cancel()
 
 	sp := &spool{path: filepath.Join(d.o.WorkDir, "spool", fmt.Sprintf("%03d.nar", k))}
-	spoolFile, err := os.Create(sp.path)
-	if err != nil {
-		return err
+	var spoolFile *os.File
+	if !d.o.NoCompressors {
+		var err error
+		if spoolFile, err = os.Create(sp.path); err != nil {
+			return err
+		}
+		defer spoolFile.Close()
 	}
-	defer spoolFile.Close()
 	for i, c := range nixcasStores {
 		if d.pebbles[i] == nil {
-			if d.pebbles[i], err = castore.OpenPebble(filepath.Join(d.o.WorkDir, c.dir), c.options); err != nil {
+			var err error
+			if d.pebbles[i], err = castore.OpenPebble(filepath.Join(d.o.WorkDir, c.dir), d.storeOptions(i)); err != nil {
 				return err
 			}
 			d.stores[i].Store = d.pebbles[i]
@@ -395,7 +470,11 @@ func (d *dedupRun) store(ctx context.Context, name string, src io.Reader) error 
 	var narBytes, ingested int64
 	cs := []*passConsumer{
 		{name: "spool", run: func(r io.Reader) error {
-			n, err := io.Copy(spoolFile, r)
+			var dst io.Writer = io.Discard
+			if spoolFile != nil {
+				dst = spoolFile
+			}
+			n, err := io.Copy(dst, r)
 			narBytes = n
 			return err
 		}},
@@ -404,16 +483,22 @@ func (d *dedupRun) store(ctx context.Context, name string, src io.Reader) error 
 	}
 	for i, c := range nixcasStores {
 		strategies := []string{c.name}
-		if i == diskStore {
-			strategies = append(strategies, StrategyNixcasDisk, StrategyNixcas64kZstd)
+		if i == framesStore {
+			strategies = append(strategies, StrategyNixcasDisk, StrategyNixcas64kLZ4, StrategyNixcas64kZstd)
 		}
-		s, opts := d.stores[i], castore.WriterOptions{Chunker: castore.ChunkerOptions{AvgSize: c.avg}}
-		cs = append(cs, &passConsumer{name: strings.TrimSuffix(c.name, "-lz4"), strategies: strategies, run: func(r io.Reader) error {
+		s, p, opts := d.stores[i], d.pebbles[i], castore.WriterOptions{Chunker: castore.ChunkerOptions{AvgSize: c.avg}}
+		cs = append(cs, &passConsumer{name: c.dir, strategies: strategies, run: func(r io.Reader) error {
 			res, err := narrender.Ingest(ctx, r, s, opts)
-			if i == diskStore {
+			if err != nil {
+				return err
+			}
+			if i == framesStore {
 				ingested = int64(res.NARSize)
 			}
-			return err
+			if c.framed {
+				return store.NewIndex(p, p).Put(ctx, benchPathInfo(pkg, res))
+			}
+			return nil
 		}})
 	}
 
@@ -445,8 +530,10 @@ func (d *dedupRun) store(ctx context.Context, name string, src io.Reader) error 
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := spoolFile.Close(); err != nil {
-		return err
+	if spoolFile != nil {
+		if err := spoolFile.Close(); err != nil {
+			return err
+		}
 	}
 	if narBytes != ingested {
 		return fmt.Errorf("spooled %d bytes, but the NAR is %d", narBytes, ingested)
@@ -455,10 +542,12 @@ func (d *dedupRun) store(ctx context.Context, name string, src io.Reader) error 
 	d.res.Inputs[k].NARBytes = narBytes
 
 	// Hand the NAR to the compressors before measuring the stores.
-	sp.refs.Store(3)
-	d.jobs <- compressJob{strategy: StrategyXZ, args: xzArgs, input: k, sp: sp}
-	d.jobs <- compressJob{strategy: StrategyZstd19, args: zstd19Args, input: k, sp: sp}
-	d.limit.feed <- sp
+	if !d.o.NoCompressors {
+		sp.refs.Store(3)
+		d.jobs <- compressJob{strategy: StrategyXZ, args: xzArgs, input: k, sp: sp}
+		d.jobs <- compressJob{strategy: StrategyZstd19, args: zstd19Args, input: k, sp: sp}
+		d.limit.feed <- sp
+	}
 
 	totals, err := d.totals(ctx)
 	if err != nil {
@@ -500,22 +589,39 @@ func (d *dedupRun) store(ctx context.Context, name string, src io.Reader) error 
 }
 
 // totals returns the stored bytes of the in-process strategies so far.
-// It flushes and closes the castore stores (store reopens them for the
-// next NAR), measuring nixcas-disk on the closed directory.
+// It packs what is still queued in the framed stores (Flush) and compacts
+// nixcas-compact, then flushes and closes every castore store (store
+// reopens them for the next NAR), measuring nixcas-disk on the closed
+// directory.
 func (d *dedupRun) totals(ctx context.Context) (map[string]int64, error) {
 	t := map[string]int64{
 		StrategyFileDedup:     d.files.bytes,
 		StrategyNARCDCZstd:    d.cdc.zstdBytes,
 		StrategyNARCDCLZ4:     d.cdc.lz4Bytes,
-		StrategyNixcas64kZstd: d.stores[diskStore].zstdBytes.Load(),
+		StrategyNixcas64kLZ4:  d.stores[framesStore].lz4Bytes.Load(),
+		StrategyNixcas64kZstd: d.stores[framesStore].zstdBytes.Load(),
 	}
 	d.res.Strategy(StrategyNARCDCZstd).MetaBytes = d.cdc.refs * blobIndexEntryBytes
 	d.res.Strategy(StrategyNARCDCLZ4).MetaBytes = d.cdc.refs * blobIndexEntryBytes
 	for i, c := range nixcasStores {
 		p := d.pebbles[i]
+		start, cpu := time.Now(), processCPU()
+		switch i {
+		case framesStore:
+			if err := p.PackPending(ctx); err != nil {
+				return nil, err
+			}
+			d.res.FlushCPU += processCPU() - cpu
+		case compactStore:
+			if err := d.compact(ctx, p); err != nil {
+				return nil, err
+			}
+			d.res.CompactCPU += processCPU() - cpu
+		}
 		if err := p.Flush(ctx); err != nil {
 			return nil, err
 		}
+		d.res.Strategy(c.name).Time += time.Since(start)
 		st, err := p.Stats(ctx)
 		if err != nil {
 			return nil, err
@@ -526,9 +632,27 @@ func (d *dedupRun) totals(ctx context.Context) (map[string]int64, error) {
 			return nil, err
 		}
 		t[c.name] = int64(st.StoredBytes)
+		if i == compactStore {
+			// After Compact every chunk is in a frame: the frame files
+			// are what the store holds. Should the store's counter
+			// disagree, the files are measured and the counter noted.
+			frames, err := frameFileBytes(filepath.Join(d.o.WorkDir, c.dir))
+			if err != nil {
+				return nil, err
+			}
+			if frames != t[c.name] {
+				note := fmt.Sprintf("%s after %s: Stats.StoredBytes %d, but its frame files hold %d bytes (counted here)",
+					c.name, d.res.Inputs[d.pass-1].Name, st.StoredBytes, frames)
+				d.res.Notes = append(d.res.Notes, note)
+				d.logf("%s", note)
+				t[c.name] = frames
+			}
+		}
 		d.res.Strategy(c.name).MetaBytes = d.stores[i].MetaBytes()
-		if i == diskStore {
-			d.res.Strategy(StrategyNixcas64kZstd).MetaBytes = d.stores[i].MetaBytes()
+		if i == framesStore {
+			for _, name := range []string{StrategyNixcas64kLZ4, StrategyNixcas64kZstd} {
+				d.res.Strategy(name).MetaBytes = d.stores[i].MetaBytes()
+			}
 			data, all, err := pebbleDiskBytes(filepath.Join(d.o.WorkDir, c.dir))
 			if err != nil {
 				return nil, err
@@ -540,11 +664,58 @@ func (d *dedupRun) totals(ctx context.Context) (map[string]int64, error) {
 	return t, nil
 }
 
+// compact rewrites every chunk of p into cold frames, in the order
+// `nixcas store compact` gives: the versions of each file side by side,
+// over every store path recorded so far.
+func (d *dedupRun) compact(ctx context.Context, p *castore.PebbleStore) error {
+	order, err := store.NewIndex(p, p).CompactionOrder(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", StrategyNixcasCompact, err)
+	}
+	opts := d.o.Compact
+	opts.Order = order
+	res, err := p.Compact(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("%s: %w", StrategyNixcasCompact, err)
+	}
+	d.logf("%s: %d chunks (%.1f MB) from %d frames and %d inline chunks (%.1f MB stored) into %d frames of %.1f MB",
+		StrategyNixcasCompact, res.Chunks, mb(int64(res.DecodedBytes)), res.FramesIn, res.InlineChunks, mb(int64(res.StoredIn)),
+		res.FramesOut, mb(int64(res.StoredOut)))
+	return nil
+}
+
+// benchPathInfo returns the PathInfo the framed stores record for a NAR
+// of input pkg: a store path named after the input (characters Nix does
+// not allow in a name replaced by '-'), its hash part made from the NAR's
+// SHA-256, without references. All NARs of an input (its simulated
+// rebuilds too) share the name, as versions of a package share theirs
+// but for the version, so compaction groups their files.
+func benchPathInfo(pkg string, res narrender.Result) *store.PathInfo {
+	name := []byte(pkg)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("+-._?=", c) >= 0) {
+			name[i] = '-'
+		}
+	}
+	if len(name) == 0 || name[0] == '.' {
+		name = append([]byte("input-"), name...)
+	}
+	name = name[:min(len(name), 200)]
+	sum := sha256.Sum256(append([]byte("nixcas bench dedup\x00"), res.NARSha256[:]...))
+	path := nixbase32.EncodeToString(sum[:20]) + "-" + string(name)
+	root := res.Root
+	root.Name = path
+	return &store.PathInfo{Path: path, Root: root, NARSize: res.NARSize, NARSha256: res.NARSha256}
+}
+
 // finish waits for the compressors and fills in their figures.
 func (d *dedupRun) finish() error {
 	close(d.jobs)
 	d.jobs = nil
 	d.workers.Wait()
+	if d.o.NoCompressors {
+		return nil
+	}
 	cum, total, cpu, err := d.limit.finish()
 	if err != nil {
 		return err
@@ -839,6 +1010,28 @@ func pebbleDiskBytes(dir string) (data, all int64, err error) {
 		return nil
 	})
 	return data, all, err
+}
+
+// frameFileBytes returns the size of the frame files of a closed
+// PebbleStore directory (its "frames" subdirectory, see
+// castore.DirObjects).
+func frameFileBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(filepath.Join(dir, "frames"), func(path string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		n += info.Size()
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // mb converts bytes to MB (10^6 bytes).

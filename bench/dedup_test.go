@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/store"
 )
 
 // dedupVersions returns two versions of a small package: the second has
@@ -84,7 +86,8 @@ func TestDedup(t *testing.T) {
 		names = append(names, s.Name)
 	}
 	want := []string{"raw", "xz", "zstd-19", "file-dedup", "nar-cdc-64k-zstd", "nar-cdc-64k-lz4",
-		"nixcas-16k-lz4", "nixcas-64k-lz4", "nixcas-256k-lz4", "nixcas-disk", "limit-zstd-long", "nixcas-64k-zstd"}
+		"nixcas-16k-lz4", "nixcas-64k-lz4", "nixcas-256k-lz4", "nixcas-64k-zstd", "nixcas-frames", "nixcas-compact",
+		"nixcas-disk", "limit-zstd-long"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("strategies %q, want %q", names, want)
 	}
@@ -111,56 +114,61 @@ func TestDedup(t *testing.T) {
 		}
 	}
 
-	// The castore strategies agree with stores filled by narrender.Ingest
-	// (as `nixcas nar ingest` does), the Pebble one read back as
-	// `nixcas store stats` reads it.
-	data := filepath.Join(dir, "data")
-	ps, err := castore.OpenPebble(data, castore.PebbleOptions{})
+	checkCastoreStrategies(t, res, filepath.Join(dir, "work"), [][]byte{nar1, nar2})
+
+	// Without the compressors and with smaller frames, the castore
+	// strategies that do not depend on frames store the same, and the
+	// frame options reach both framed stores.
+	knobs, err := Dedup(ctx, DedupOptions{
+		Inputs:        []DedupInput{{Name: "v1", Path: tree}, {Name: "v2", Path: narFile}},
+		WorkDir:       filepath.Join(dir, "knobs"),
+		Frames:        castore.FrameOptions{Size: 64 << 10},
+		Compact:       castore.CompactOptions{FrameSize: 128 << 10},
+		NoCompressors: true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mems := map[string]*castore.MemoryStore{}
-	for _, nar := range [][]byte{nar1, nar2} {
-		if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), ps, castore.WriterOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range nixcasStores {
-			if mems[c.name] == nil {
-				mems[c.name] = new(castore.MemoryStore)
-			}
-			opts := castore.WriterOptions{Chunker: castore.ChunkerOptions{AvgSize: c.avg}}
-			if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), mems[c.name], opts); err != nil {
-				t.Fatal(err)
-			}
+	var knobNames []string
+	for _, s := range knobs.Strategies {
+		knobNames = append(knobNames, s.Name)
+	}
+	if w := slices.DeleteFunc(slices.Clone(want), isCompressorStrategy); !slices.Equal(knobNames, w) {
+		t.Errorf("without compressors: strategies %q, want %q", knobNames, w)
+	}
+	for _, name := range []string{StrategyRaw, StrategyFileDedup, StrategyNARCDCLZ4, StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNixcas256kLZ4, StrategyNixcas64kZstd} {
+		if a, b := res.Strategy(name), knobs.Strategy(name); !slices.Equal(a.AddedBytes, b.AddedBytes) {
+			t.Errorf("%s: added %v, without compressors %v", name, a.AddedBytes, b.AddedBytes)
 		}
 	}
-	if err := ps.Close(); err != nil {
-		t.Fatal(err)
+	checkCastoreStrategies(t, knobs, filepath.Join(dir, "knobs"), [][]byte{nar1, nar2})
+	if knobs.Frames.Size != 64<<10 || knobs.Compact.FrameSize != 128<<10 || res.Frames.Size != castore.DefaultFrameOptions.Size {
+		t.Errorf("frame options reported: %+v %+v; defaults %+v", knobs.Frames, knobs.Compact, res.Frames)
 	}
-	if ps, err = castore.OpenPebble(data, castore.PebbleOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := ps.Stats(ctx)
-	ps.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := res.Strategy(StrategyNixcas64kLZ4).StoredBytes; got != int64(st.StoredBytes) {
-		t.Errorf("nixcas-64k-lz4 stored %d bytes, the store stats say %d", got, st.StoredBytes)
-	}
-	for name, m := range mems {
-		st, _ := m.Stats(ctx)
-		if got := res.Strategy(name).StoredBytes; got != int64(st.StoredBytes) {
-			t.Errorf("%s stored %d bytes, a memory store %d", name, got, st.StoredBytes)
+	for _, d := range []string{"nixcas-frames", "nixcas-compact"} {
+		def := frameCount(t, filepath.Join(dir, "work", d))
+		small := frameCount(t, filepath.Join(dir, "knobs", d))
+		if small <= def {
+			t.Errorf("%s: %d frames with small frames, %d with the default ones", d, small, def)
 		}
 	}
-	disk, all, err := pebbleDiskBytes(filepath.Join(dir, "work", "nixcas-disk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := res.Strategy(StrategyNixcasDisk).StoredBytes; got != disk || disk < int64(st.StoredBytes) || all != res.DiskAllBytes {
-		t.Errorf("nixcas-disk %d bytes; the directory holds %d in data files, %d in all (reported %d); stored chunks %d",
-			got, disk, all, res.DiskAllBytes, st.StoredBytes)
+	badWork := filepath.Join(dir, "bad")
+	for _, bad := range []struct {
+		what string
+		o    DedupOptions
+	}{
+		{"hot frames of 1000 bytes", DedupOptions{WorkDir: badWork, Frames: castore.FrameOptions{Size: 1000}}},
+		{"zstd level 99", DedupOptions{WorkDir: badWork, Frames: castore.FrameOptions{Level: 99}}},
+		{"cold frames of 1000 bytes", DedupOptions{WorkDir: badWork, Compact: castore.CompactOptions{FrameSize: 1000}}},
+		{"cold frames of the largest frame size", DedupOptions{WorkDir: badWork, Compact: castore.CompactOptions{FrameSize: castore.MaxFrameSize}}},
+		{"negative rebuilds", DedupOptions{WorkDir: badWork, RebuildSim: -1}},
+		{"no work directory", DedupOptions{}},
+		{"stores left in the work directory", DedupOptions{WorkDir: filepath.Join(dir, "work")}},
+	} {
+		bad.o.Inputs = []DedupInput{{Name: "v1", Path: tree}}
+		if _, err := Dedup(ctx, bad.o); err == nil {
+			t.Errorf("Dedup with %s succeeded", bad.what)
+		}
 	}
 
 	// file-dedup: the distinct contents of both versions.
@@ -322,17 +330,206 @@ func TestDedupRebuildSim(t *testing.T) {
 	if want := []string{"v1+refs", "v1+rebuild1", "v1+rebuild2"}; !slices.Equal(names, want) {
 		t.Errorf("inputs %q, want %q", names, want)
 	}
-	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "injected") {
+	if len(res.Notes) == 0 || !strings.Contains(res.Notes[0], "injected") {
 		t.Errorf("notes %q", res.Notes)
 	}
 	fd := res.Strategy(StrategyFileDedup)
 	if fd.AddedBytes[1] == 0 || fd.AddedBytes[1] != fd.AddedBytes[2] {
 		t.Errorf("file-dedup added %v: every rebuild should change the same files", fd.AddedBytes)
 	}
-	for _, name := range []string{StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNARCDCLZ4} {
+	for _, name := range []string{StrategyNixcas16kLZ4, StrategyNixcas64kLZ4, StrategyNARCDCLZ4, StrategyNixcasFrames, StrategyNixcasCompact} {
 		s := res.Strategy(name)
 		if s.AddedBytes[1]*2 > s.AddedBytes[0] || s.AddedBytes[1] == 0 {
 			t.Errorf("%s: added %v", name, s.AddedBytes)
 		}
 	}
+	// Compaction puts each rebuilt chunk beside the chunk it replaces,
+	// where it compresses against it.
+	frames, compact := res.Strategy(StrategyNixcasFrames), res.Strategy(StrategyNixcasCompact)
+	for k := 1; k < len(res.Inputs); k++ {
+		if compact.AddedBytes[k] >= frames.AddedBytes[k] {
+			t.Errorf("%s: nixcas-compact added %d bytes, nixcas-frames %d", res.Inputs[k].Name, compact.AddedBytes[k], frames.AddedBytes[k])
+		}
+	}
+	// Every NAR is a store path named after its input.
+	ps, err := castore.OpenPebbleReadOnly(filepath.Join(dir, "work", "nixcas-compact"), castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	var names2 []string
+	err = store.NewIndex(ps, ps).List(context.Background(), func(p *store.PathInfo) error {
+		names2 = append(names2, p.Path[33:])
+		return nil
+	})
+	if err != nil || !slices.Equal(names2, []string{"v1", "v1", "v1"}) {
+		t.Errorf("store paths named %q (%v), want three named v1", names2, err)
+	}
+}
+
+// TestBenchPathInfo: the PathInfo of a NAR is valid whatever the input's
+// name, and named after it where Nix allows.
+func TestBenchPathInfo(t *testing.T) {
+	root := castore.Entry{Kind: castore.KindFile, Digest: castore.Hash([]byte("x")), Size: 1}
+	for _, c := range []struct{ pkg, name string }{
+		{"go1.22.0", "go1.22.0"},
+		{"hello-2.12.1", "hello-2.12.1"},
+		{"my file.nar", "my-file.nar"},
+		{".hidden", "input-.hidden"},
+		{"", "input-"},
+		{"ünï", "--n--"},
+		{strings.Repeat("a", 300), strings.Repeat("a", 200)},
+	} {
+		p := benchPathInfo(c.pkg, narrender.Result{Root: root, NARSize: 120, NARSha256: [32]byte{1}})
+		if err := p.Validate(); err != nil {
+			t.Errorf("%q: %v", c.pkg, err)
+		}
+		if got := p.Path[33:]; got != c.name {
+			t.Errorf("%q: named %q, want %q", c.pkg, got, c.name)
+		}
+		if q := benchPathInfo(c.pkg, narrender.Result{Root: root, NARSize: 120, NARSha256: [32]byte{2}}); q.Path == p.Path {
+			t.Errorf("%q: two NARs share store path %s", c.pkg, p.Path)
+		}
+	}
+}
+
+// checkCastoreStrategies checks the castore strategies of a run over nars
+// against the stores it left in work, read back as `nixcas store stats`
+// reads them, and against stores filled independently by narrender.Ingest
+// (as `nixcas nar ingest` does).
+func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	var paths []string // of the last store stats read
+	stats := func(dir string) castore.Stats {
+		t.Helper()
+		ps, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ps.Close()
+		st, err := ps.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = nil
+		err = store.NewIndex(ps, ps).List(ctx, func(p *store.PathInfo) error {
+			paths = append(paths, p.Path)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// Every store the run left agrees with the JSON figure of its strategy.
+	for _, c := range nixcasStores {
+		st := stats(filepath.Join(work, c.dir))
+		got := res.Strategy(c.name).StoredBytes
+		if got != int64(st.StoredBytes) && !slices.ContainsFunc(res.Notes, func(n string) bool {
+			return strings.HasPrefix(n, c.name+" after "+res.Inputs[len(res.Inputs)-1].Name+": Stats.StoredBytes "+fmt.Sprint(st.StoredBytes))
+		}) || got <= 0 {
+			t.Errorf("%s stored %d bytes, the store stats of %s say %d (notes %q)", c.name, got, c.dir, st.StoredBytes, res.Notes)
+		}
+		if c.framed && (st.Frames == 0 || len(paths) != len(nars)) || !c.framed && (st.Frames != 0 || len(paths) != 0) {
+			t.Errorf("%s: %d frames and store paths %q after %d NARs", c.dir, st.Frames, paths, len(nars))
+		}
+	}
+
+	// The chunk layouts, filled independently: stores with frames off at
+	// each chunk size (nixcas-64k-lz4 counts as one would), and one with
+	// frames on whose frames are then packed and compacted.
+	offStats := map[string]castore.Stats{}
+	for i, c := range []struct {
+		name string
+		avg  int
+	}{{StrategyNixcas16kLZ4, 16 << 10}, {StrategyNixcas64kLZ4, 64 << 10}, {StrategyNixcas256kLZ4, 256 << 10}} {
+		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
+		ps, err := castore.OpenPebble(dir, castore.PebbleOptions{Frames: castore.FrameOptions{Off: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, nar := range nars {
+			opts := castore.WriterOptions{Chunker: castore.ChunkerOptions{AvgSize: c.avg}}
+			if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), ps, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := ps.Close(); err != nil {
+			t.Fatal(err)
+		}
+		st := stats(dir)
+		offStats[c.name] = st
+		if got := res.Strategy(c.name).StoredBytes; got != int64(st.StoredBytes) || st.Frames != 0 {
+			t.Errorf("%s stored %d bytes, a store with frames off %d (in %d frames)", c.name, got, st.StoredBytes, st.Frames)
+		}
+	}
+
+	// nixcas-frames: after Flush every chunk is in a frame, so the stored
+	// bytes are the frame files' sizes; the store holds the same chunks as
+	// the one with frames off.
+	framesDir := filepath.Join(work, "nixcas-frames")
+	frames := res.Strategy(StrategyNixcasFrames).StoredBytes
+	frameFiles, err := frameFileBytes(framesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := stats(framesDir)
+	if off := offStats[StrategyNixcas64kLZ4]; frameFiles != frames || st.Chunks != off.Chunks || st.UniqueChunkBytes != off.UniqueChunkBytes {
+		t.Errorf("nixcas-frames %d bytes in frame files of %d; %d chunks of %d bytes, frames off %d chunks of %d",
+			frames, frameFiles, st.Chunks, st.UniqueChunkBytes, off.Chunks, off.UniqueChunkBytes)
+	}
+	disk, all, err := pebbleDiskBytes(framesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Strategy(StrategyNixcasDisk).StoredBytes; got != disk || disk < frames || all != res.DiskAllBytes {
+		t.Errorf("nixcas-disk %d bytes; the directory holds %d in data files, %d in all (reported %d); frames %d",
+			got, disk, all, res.DiskAllBytes, frames)
+	}
+
+	// nixcas-compact: what compacting the nixcas-frames store as
+	// `nixcas store compact` does (its PathInfos give the order) stores.
+	ps, err := castore.OpenPebble(framesDir, castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	order, err := store.NewIndex(ps, ps).CompactionOrder(ctx)
+	if err == nil {
+		_, err = ps.Compact(ctx, castore.CompactOptions{Order: order, FrameSize: res.Compact.FrameSize, Level: res.Compact.Level})
+	}
+	if err == nil {
+		st, err = ps.Stats(ctx)
+	}
+	ps.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	compact := res.Strategy(StrategyNixcasCompact)
+	compactFiles, err := frameFileBytes(filepath.Join(work, "nixcas-compact"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if compact.StoredBytes != int64(st.StoredBytes) || compact.StoredBytes != compactFiles {
+		t.Errorf("nixcas-compact stored %d bytes in frame files of %d; compacting the nixcas-frames store gives %d",
+			compact.StoredBytes, compactFiles, st.StoredBytes)
+	}
+	if compact.StoredBytes > frames {
+		t.Errorf("nixcas-compact stores %d bytes, more than nixcas-frames' %d", compact.StoredBytes, frames)
+	}
+}
+
+// frameCount returns the number of frames of the store in dir.
+func frameCount(t *testing.T, dir string) uint64 {
+	t.Helper()
+	ps, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	st, err := ps.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Frames
 }

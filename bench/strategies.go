@@ -24,9 +24,11 @@ const (
 	StrategyNixcas16kLZ4  = "nixcas-16k-lz4"
 	StrategyNixcas64kLZ4  = "nixcas-64k-lz4"
 	StrategyNixcas256kLZ4 = "nixcas-256k-lz4"
+	StrategyNixcas64kZstd = "nixcas-64k-zstd"
+	StrategyNixcasFrames  = "nixcas-frames"
+	StrategyNixcasCompact = "nixcas-compact"
 	StrategyNixcasDisk    = "nixcas-disk"
 	StrategyLimitZstdLong = "limit-zstd-long"
-	StrategyNixcas64kZstd = "nixcas-64k-zstd"
 )
 
 // DedupStrategies lists every strategy in report order, each with what its
@@ -38,12 +40,14 @@ var DedupStrategies = []struct{ Name, Counts string }{
 	{StrategyFileDedup, "each distinct regular-file content once, uncompressed (as `nix-store --optimise` links them); no NAR framing, names, directories or symlinks"},
 	{StrategyNARCDCZstd, "FastCDC 16/64/256 KiB over each whole NAR stream, each distinct chunk once, zstd level 3 per chunk (+1 codec byte, raw if zstd does not shrink it); chunk lists not counted"},
 	{StrategyNARCDCLZ4, "the same NAR-level chunks, lz4 per chunk exactly as castore.ChunkEncoder stores them (codec byte included); chunk lists not counted"},
-	{StrategyNixcas16kLZ4, "Stats.StoredBytes of a castore store after ingesting every NAR, FastCDC per file 4/16/64 KiB, lz4 per chunk (chunk values with their codec byte; directories and blob indexes not counted)"},
-	{StrategyNixcas64kLZ4, "the same at FastCDC 16/64/256 KiB (the default)"},
+	{StrategyNixcas16kLZ4, "Stats.StoredBytes of a castore store with frames off (castore.FrameOptions.Off: each chunk stored alone, lz4, codec byte included) after ingesting every NAR, FastCDC per file 4/16/64 KiB (directories and blob indexes not counted)"},
+	{StrategyNixcas64kLZ4, "the same at FastCDC 16/64/256 KiB (the default), counted as each new chunk of the nixcas-frames store is stored (castore.ChunkEncoder, exactly what a store with frames off counts)"},
 	{StrategyNixcas256kLZ4, "the same at FastCDC 64/256/1024 KiB"},
-	{StrategyNixcasDisk, "on-disk size of a default PebbleStore (64 KiB chunks) holding everything, after Flush and Close: sstables, blob files, MANIFEST, OPTIONS and marker files; write-ahead logs and LOCK excluded"},
+	{StrategyNixcas64kZstd, "the chunks of nixcas-64k-lz4, each compressed alone by zstd level 3 instead (+1 codec byte, raw if zstd does not shrink it)"},
+	{StrategyNixcasFrames, "Stats.StoredBytes of a default PebbleStore (64 KiB chunks, frames on) after Flush: chunks packed in ingest order into 1 MiB hot frames at zstd's default level (compressed frame bytes; directories and blob indexes not counted)"},
+	{StrategyNixcasCompact, "the same data in another default store, compacted after each NAR (castore Compact in the order of store.ChunkOrder over every store path so far, each named by its input, as `nixcas store compact` orders them): 4 MiB cold frames at zstd's best level; Stats.StoredBytes after Compact"},
+	{StrategyNixcasDisk, "on-disk size of the nixcas-frames store after Flush and Close: frames, sstables, blob files, MANIFEST, OPTIONS and marker files; write-ahead logs and LOCK excluded"},
 	{StrategyLimitZstdLong, "every NAR concatenated into one stream compressed by `zstd --long=31 -19 --single-thread` (redundancy removed without chunk boundaries; not a store anyone can serve from)"},
-	{StrategyNixcas64kZstd, "the chunks of nixcas-64k-lz4, each compressed by zstd level 3 instead (+1 codec byte, raw if zstd does not shrink it)"},
 }
 
 // zstdLevel is the per-chunk zstd level: klauspost/compress's SpeedDefault,
@@ -71,13 +75,17 @@ const blobIndexEntryBytes = castore.DigestSize + 4
 
 // meteredStore is a castore.Store that also counts what Stats does not:
 // the bytes of the directories and blob indexes it stores (each distinct
-// one once, as a store keeps them), and, when zstd is set, what each newly
-// stored chunk would take compressed with zstd instead of lz4.
+// one once, as a store keeps them), and what each newly stored chunk would
+// take stored alone: with lz4 as castore.ChunkEncoder encodes it (what a
+// store with frames off counts in Stats.StoredBytes), when lz4 is set, and
+// with zstd instead, when zstd is set.
 type meteredStore struct {
 	castore.Store
+	lz4       bool
 	zstd      *zstd.Encoder // nil: no zstd sizing
+	lz4Bytes  atomic.Int64
 	zstdBytes atomic.Int64
-	scratch   sync.Pool // *[]byte
+	scratch   sync.Pool // *chunkScratch
 
 	mu        sync.Mutex
 	dirs      map[castore.Digest]struct{}
@@ -85,9 +93,16 @@ type meteredStore struct {
 	metaBytes int64
 }
 
-func newMeteredStore(s castore.Store, z *zstd.Encoder) *meteredStore {
+// chunkScratch is what sizing one chunk needs.
+type chunkScratch struct {
+	enc       castore.ChunkEncoder
+	lz4, zstd []byte
+}
+
+func newMeteredStore(s castore.Store, lz4 bool, z *zstd.Encoder) *meteredStore {
 	return &meteredStore{
 		Store:   s,
+		lz4:     lz4,
 		zstd:    z,
 		dirs:    make(map[castore.Digest]struct{}),
 		indexes: make(map[castore.Digest]struct{}),
@@ -97,16 +112,23 @@ func newMeteredStore(s castore.Store, z *zstd.Encoder) *meteredStore {
 // PutChunk implements castore.ChunkStore.
 func (m *meteredStore) PutChunk(ctx context.Context, c castore.Chunk) (bool, error) {
 	added, err := m.Store.PutChunk(ctx, c)
-	if added && m.zstd != nil {
-		bp, _ := m.scratch.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
-		}
+	if !added || !m.lz4 && m.zstd == nil {
+		return added, err
+	}
+	sc, _ := m.scratch.Get().(*chunkScratch)
+	if sc == nil {
+		sc = new(chunkScratch)
+	}
+	if m.lz4 {
+		sc.lz4 = sc.enc.Encode(sc.lz4[:0], c.Data())
+		m.lz4Bytes.Add(int64(len(sc.lz4)))
+	}
+	if m.zstd != nil {
 		var n int64
-		n, *bp = zstdChunkSize(m.zstd, c.Data(), *bp)
-		m.scratch.Put(bp)
+		n, sc.zstd = zstdChunkSize(m.zstd, c.Data(), sc.zstd)
 		m.zstdBytes.Add(n)
 	}
+	m.scratch.Put(sc)
 	return added, err
 }
 
@@ -260,4 +282,10 @@ func (n *narCDC) consume(r io.Reader) error {
 		err = nil
 	}
 	return err
+}
+
+// isCompressorStrategy reports whether a strategy runs compressor
+// processes (left out by DedupOptions.NoCompressors).
+func isCompressorStrategy(name string) bool {
+	return name == StrategyXZ || name == StrategyZstd19 || name == StrategyLimitZstdLong
 }

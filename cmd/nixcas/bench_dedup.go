@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/cobra"
 
 	"github.com/nixcas/nixcas/bench"
+	"github.com/nixcas/nixcas/castore"
 )
 
 func newBenchDedupCommand() *cobra.Command {
@@ -18,20 +20,38 @@ func newBenchDedupCommand() *cobra.Command {
 		toolchains []string
 		chart      string
 		jsonOut    string
+		hotLevel   string
+		coldLevel  string
 	)
 	cmd := &cobra.Command{
 		Use:   "dedup [TREE|NAR]... [--go-toolchains VERSION,...]",
 		Short: "What each way of storing the same NARs stores, as a Markdown table",
 		Long: `Store the inputs in order, as successive versions of a package, with every
 strategy: raw NARs, xz and zstd -19 per NAR, whole-file dedup, NAR-level
-FastCDC (lz4 and zstd chunks), nixcas at 16, 64 and 256 KiB chunks, a real
-Pebble store on disk, and one zstd --long stream over everything as the
-limit. Prints the stored bytes, their ratio to the raw NARs and the bytes
-each input added as Markdown; progress goes to standard error.
+FastCDC (lz4 and zstd chunks), nixcas chunks stored one by one (lz4 at 16,
+64 and 256 KiB; zstd at 64 KiB), the default store (64 KiB chunks packed
+into zstd frames in ingest order) in size and on disk, the same data
+compacted after each input as "nixcas store compact" does, and one
+zstd --long stream over everything as the limit. Prints the stored bytes,
+their ratio to the raw NARs and to xz, and the bytes each input added as
+Markdown; progress goes to standard error.
 
 Inputs are trees (made into NARs by nix-store --dump) or NAR files, in the
-order given; Go releases from --go-toolchains come first.`,
+order given; Go releases from --go-toolchains come first. The framed stores
+record each NAR as a store path named after its input, so
+"nixcas store compact --data WORK/nixcas-frames" compacts that store as the
+bench compacted nixcas-compact.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, l := range []struct {
+				flag, name string
+				level      *zstd.EncoderLevel
+			}{{"--frame-level", hotLevel, &o.Frames.Level}, {"--cold-level", coldLevel, &o.Compact.Level}} {
+				lvl, ok := zstdLevels[l.name]
+				if !ok {
+					return fmt.Errorf("%s %q: want one of %s", l.flag, l.name, strings.Join(zstdLevelNames, ", "))
+				}
+				*l.level = lvl
+			}
 			cleanup, err := scratchDir(&o.WorkDir, "nixcas-dedup-")
 			if err != nil {
 				return err
@@ -78,7 +98,12 @@ order given; Go releases from --go-toolchains come first.`,
 	cmd.Flags().IntVar(&o.RebuildSim, "rebuild-sim", 0, "after each input, store this many simulated rebuilds of it (every /nix/store reference rehashed)")
 	cmd.Flags().StringVar(&chart, "chart", "", "draw the results into this .svg file")
 	cmd.Flags().StringVar(&jsonOut, "json", "", "write the results to this file as JSON")
-	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory, kept afterwards (default: a temporary one, removed after); the stores stay in WORK/nixcas-disk (64 KiB chunks), WORK/nixcas-16k and WORK/nixcas-256k")
+	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory, kept afterwards (default: a temporary one, removed after); the stores stay in WORK/nixcas-frames (default options), WORK/nixcas-compact, WORK/nixcas-16k and WORK/nixcas-256k")
 	cmd.Flags().IntVar(&o.Jobs, "jobs", 0, "compressor processes (xz, zstd -19) running at once (default GOMAXPROCS)")
+	cmd.Flags().IntVar(&o.Frames.Size, "frame-size", castore.DefaultFrameOptions.Size, "uncompressed bytes per hot frame in the framed stores")
+	cmd.Flags().StringVar(&hotLevel, "frame-level", "default", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", "))
+	cmd.Flags().IntVar(&o.Compact.FrameSize, "cold-frame-size", castore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame in nixcas-compact")
+	cmd.Flags().StringVar(&coldLevel, "cold-level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))
+	cmd.Flags().BoolVar(&o.NoCompressors, "no-compressors", false, "leave out xz, zstd-19 and limit-zstd-long (for tuning the nixcas strategies, whose figures do not depend on them)")
 	return cmd
 }
