@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -88,7 +89,11 @@ func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, off, end uint64, exact bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	f := castore.NewFetcher(ctx, s, 0)
+	// Four fetchers per core: a chunk in a frame being decoded waits for
+	// it, and the other fetchers go on to the next frame meanwhile, so
+	// frames decode on every core. They hold no more memory than the
+	// parts queued ahead.
+	f := castore.NewFetcher(ctx, s, 4*runtime.GOMAXPROCS(0))
 	defer f.Close()
 	parts := make(chan rangePart, renderAhead)
 	go func() {
