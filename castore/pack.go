@@ -195,16 +195,14 @@ func (s *PebbleStore) PackPending(ctx context.Context) error {
 	if s.readOnly {
 		return nil
 	}
-	for s.queued.Load() > 0 {
+	// Not bounded by s.queued: chunks the packer has read count as
+	// unqueued while it packs them, and packOne waits for that pack.
+	for {
 		packed, err := s.packOne(ctx, true)
-		if err != nil {
+		if err != nil || !packed {
 			return err
 		}
-		if !packed {
-			break
-		}
 	}
-	return nil
 }
 
 // queuedChunk is a queue entry being packed.
