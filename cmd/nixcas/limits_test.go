@@ -208,7 +208,9 @@ func request(t *testing.T, addr, method, path string, header map[string]string, 
 // --http-body-timeout, and while it holds the only upload slot another
 // upload is answered 503 with Retry-After.
 func TestServeSlowUpload(t *testing.T) {
-	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"), "--http-body-timeout", "2s", "--max-uploads", "1")
+	// The body timeout leaves room for a loaded machine to see the slow
+	// upload hold its slot before cutting it.
+	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"), "--http-body-timeout", "6s", "--max-uploads", "1")
 	slow, err := net.Dial("tcp", srv.httpAddr)
 	if err != nil {
 		t.Fatal(err)
