@@ -311,3 +311,20 @@ func TestCompactInlineChunks(t *testing.T) {
 	}
 	checkAll(t, s, ds, chunks)
 }
+
+// TestFramesEmptyChunk: an empty chunk packed alone (a frame of no bytes,
+// which is never written) stays readable.
+func TestFramesEmptyChunk(t *testing.T) {
+	ctx := context.Background()
+	s := openFramed(t, t.TempDir())
+	d := castoretest.MustPutChunk(t, s, []byte{})
+	if err := s.PackPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetChunk(ctx, d, nil); err != nil || len(got) != 0 {
+		t.Fatalf("GetChunk of the empty chunk after packing = %d bytes, %v", len(got), err)
+	}
+	if st := castoretest.MustStats(t, s); st.Frames != 0 || st.Chunks != 1 {
+		t.Fatalf("Stats = %+v; want one chunk, no frame", st)
+	}
+}

@@ -384,7 +384,9 @@ func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frame
 		if e.key != nil {
 			_ = b.Delete(e.key, nil)
 		}
-		if !e.moving() {
+		// A frame of no bytes (an empty chunk alone) is never written:
+		// such a chunk stays inline, where it takes one byte.
+		if !e.moving() || f.stored == 0 {
 			continue
 		}
 		key := pebbleKey(pebbleKindChunk, e.digest)
