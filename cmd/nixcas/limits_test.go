@@ -208,8 +208,6 @@ func request(t *testing.T, addr, method, path string, header map[string]string, 
 // --http-body-timeout, and while it holds the only upload slot another
 // upload is answered 503 with Retry-After.
 func TestServeSlowUpload(t *testing.T) {
-	// The body timeout leaves room for a loaded machine to see the slow
-	// upload hold its slot before cutting it.
 	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"), "--http-body-timeout", "6s", "--max-uploads", "1")
 	slow, err := net.Dial("tcp", srv.httpAddr)
 	if err != nil {
@@ -220,13 +218,18 @@ func TestServeSlowUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := time.Now()
+	// Only once the server has the slow upload in hand: on a loaded
+	// machine the second request could otherwise take the slot first and
+	// turn the slow one away.
+	waitFor(t, 30*time.Second, "the slow upload in progress", func() bool {
+		return metric(t, "http://"+srv.httpAddr, `nixcas_http_in_progress{kind="upload"}`) == 1
+	})
 
 	// The slow upload holds the slot: another upload is turned away.
-	var resp *http.Response
-	waitFor(t, 30*time.Second, "a second upload refused", func() bool {
-		resp, _ = request(t, srv.httpAddr, "PUT", "/nar/other.nar", map[string]string{"Content-Length": "3"}, []byte("nix"))
-		return resp.StatusCode == http.StatusServiceUnavailable
-	})
+	resp, _ := request(t, srv.httpAddr, "PUT", "/nar/other.nar", map[string]string{"Content-Length": "3"}, []byte("nix"))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a second upload while the slow one holds the only slot: %s, want 503", resp.Status)
+	}
 	if got := resp.Header.Get("Retry-After"); got != "5" {
 		t.Errorf("503 with Retry-After %q, want 5", got)
 	}

@@ -267,6 +267,11 @@ func TestGRPCServePushPull(t *testing.T) {
 func grpcNix(t *testing.T, nixStore string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(args[0], append([]string{"--store", nixStore}, args[1:]...)...)
+	// Nix remembers what a binary cache URL holds (narinfo-cache-positive-ttl,
+	// 30 days); test servers reuse loopback ports, so a cache of its own per
+	// Nix store, beside it, keeps a path "known" to an earlier test's server
+	// from being skipped.
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+nixStore+".cache")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
