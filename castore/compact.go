@@ -287,36 +287,16 @@ type compactSet struct {
 func (s *PebbleStore) compactSources(ctx context.Context, db *pebble.DB, olderThan time.Duration) (*compactSet, error) {
 	set := &compactSet{byName: make(map[Digest]*frameInfo)}
 	cutoff := time.Now().Add(-olderThan)
-	lower := []byte{pebbleKindFrame}
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
-	if err != nil {
-		return nil, pebbleError(err, "compact")
-	}
-	for it.First(); it.Valid(); it.Next() {
-		var name Digest
-		if len(it.Key()) != 1+DigestSize {
-			it.Close()
-			return nil, fmt.Errorf("%w: frame key of %d bytes", ErrCorrupt, len(it.Key()))
-		}
-		copy(name[:], it.Key()[1:])
-		v, err := it.ValueAndErr()
-		if err != nil {
-			it.Close()
-			return nil, pebbleError(err, "compact")
-		}
-		f, err := decodeFrameInfo(name, v)
-		if err != nil {
-			it.Close()
-			return nil, err
-		}
+	err := scanFrames(ctx, db, func(f *frameInfo) error {
 		if f.tier == FrameHot && !f.created.Before(cutoff) {
-			continue
+			return nil
 		}
-		set.byName[name] = f
+		set.byName[f.name] = f
 		set.order = append(set.order, f)
-	}
-	if err := it.Close(); err != nil {
-		return nil, pebbleError(err, "compact")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortStableFunc(set.order, func(a, b *frameInfo) int {
 		if a.tier != b.tier {
@@ -325,6 +305,37 @@ func (s *PebbleStore) compactSources(ctx context.Context, db *pebble.DB, olderTh
 		return a.created.Compare(b.created)
 	})
 	return set, nil
+}
+
+// scanFrames calls fn with the registry record of every frame, in name
+// order, and stops at fn's first error.
+func scanFrames(ctx context.Context, db *pebble.DB, fn func(*frameInfo) error) error {
+	lower := []byte{pebbleKindFrame}
+	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return pebbleError(err, "frame registry")
+	}
+	for it.First(); it.Valid() && err == nil; it.Next() {
+		if len(it.Key()) != 1+DigestSize {
+			err = fmt.Errorf("%w: frame key of %d bytes", ErrCorrupt, len(it.Key()))
+			break
+		}
+		var name Digest
+		copy(name[:], it.Key()[1:])
+		var v []byte
+		if v, err = it.ValueAndErr(); err != nil {
+			err = pebbleError(err, "frame registry")
+			break
+		}
+		var f *frameInfo
+		if f, err = decodeFrameInfo(name, v); err == nil {
+			err = fn(f)
+		}
+	}
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = pebbleError(cerr, "frame registry")
+	}
+	return err
 }
 
 // compactChunks scans the chunk index for the chunks to rewrite: those in

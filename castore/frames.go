@@ -168,13 +168,12 @@ type frameChunk struct {
 
 // frameInfo is a frame's registry record.
 type frameInfo struct {
-	name       Digest
-	tier       byte
-	created    time.Time
-	stored     uint64 // compressed bytes
-	decoded    uint64
-	chunks     []frameChunk
-	registered bool
+	name    Digest
+	tier    byte
+	created time.Time
+	stored  uint64 // compressed bytes
+	decoded uint64
+	chunks  []frameChunk
 }
 
 func (f *frameInfo) encode() []byte {
@@ -197,7 +196,7 @@ func decodeFrameInfo(name Digest, v []byte) (*frameInfo, error) {
 	if len(v) < 4 {
 		return bad("too short")
 	}
-	f := &frameInfo{name: name, tier: v[0], registered: true}
+	f := &frameInfo{name: name, tier: v[0]}
 	rest := v[1:]
 	var vals [3]uint64
 	for i := range vals {

@@ -477,18 +477,12 @@ func (s *PebbleStore) lockStripes(digests func(yield func(Digest) bool)) func() 
 // anything else can write.
 func (s *PebbleStore) sweepFrames(ctx context.Context, db *pebble.DB) error {
 	registered := make(map[Digest]bool)
-	lower := []byte{pebbleKindFrame}
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	err := scanFrames(ctx, db, func(f *frameInfo) error {
+		registered[f.name] = true
+		return nil
+	})
 	if err != nil {
-		return pebbleError(err, "sweep frames")
-	}
-	for it.First(); it.Valid(); it.Next() {
-		var d Digest
-		copy(d[:], it.Key()[1:])
-		registered[d] = true
-	}
-	if err := it.Close(); err != nil {
-		return pebbleError(err, "sweep frames")
+		return err
 	}
 	var stray []string
 	err = s.objects.ListObjects(ctx, func(name string, _ int64) error {

@@ -102,10 +102,11 @@ cache.`,
 			if dryRun {
 				verb = "to rewrite"
 			}
-			rows := []struct {
+			type row struct {
 				v    any
 				name string
-			}{
+			}
+			rows := []row{
 				{res.Chunks, "chunks " + verb},
 				{res.DecodedBytes, "bytes of them, uncompressed"},
 				{res.FramesIn, "frames read"},
@@ -113,15 +114,11 @@ cache.`,
 				{res.StoredIn, "stored bytes read"},
 			}
 			if !dryRun {
-				rows = append(rows, []struct {
-					v    any
-					name string
-				}{
-					{res.FramesOut, "frames written"},
-					{res.StoredOut, "stored bytes written"},
-					{res.FramesDeleted, "frames deleted"},
-					{st.StoredBytes, "stored bytes now (store stats)"},
-				}...)
+				rows = append(rows,
+					row{res.FramesOut, "frames written"},
+					row{res.StoredOut, "stored bytes written"},
+					row{res.FramesDeleted, "frames deleted"},
+					row{st.StoredBytes, "stored bytes now (store stats)"})
 			}
 			for _, r := range rows {
 				fmt.Fprintf(tw, "%v\t  %s\t\n", r.v, r.name)
