@@ -20,6 +20,13 @@ func (c *pathCount) add() {
 	}
 }
 
+// remove uncounts a deleted path.
+func (c *pathCount) remove() {
+	if c.counted.Load() {
+		c.n.Add(^uint64(0))
+	}
+}
+
 // CountPaths returns the number of store paths recorded. The first call
 // scans the index keys once; after that, Put keeps the count and a call
 // costs nothing, so it suits a metrics gauge. Safe for concurrent use.

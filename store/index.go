@@ -304,3 +304,40 @@ func (x *Index) GetNARFile(ctx context.Context, url string) (NARFile, error) {
 	f.Compression = string(v[len(f.NARSha256):])
 	return f, nil
 }
+
+// Delete removes the PathInfo of the store path whose hash is d, durably,
+// and its NAR hash record when that still names d (another path with the
+// same NAR keeps its own). It reports whether the path was recorded. From
+// its return on, Get and GetByNARHash answer ErrNotFound for the path; its
+// tree stays in the castore until a garbage collection finds it
+// unreferenced. Safe for concurrent use with Put: the later of the two wins.
+func (x *Index) Delete(ctx context.Context, d PathDigest) (bool, error) {
+	x.mu.Lock()
+	old, err := x.Get(ctx, d)
+	if errors.Is(err, ErrNotFound) {
+		x.mu.Unlock()
+		return false, nil
+	}
+	if err != nil {
+		x.mu.Unlock()
+		return false, err
+	}
+	records := []castore.MetaRecord{{Kind: castore.PebbleKindPathInfo, Key: d[:], Delete: true}}
+	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARHash, old.NARSha256[:])
+	switch {
+	case err == nil && string(v) == string(d[:]):
+		records = append(records, castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: old.NARSha256[:], Delete: true})
+	case err != nil && !errors.Is(err, castore.ErrNotFound):
+		x.mu.Unlock()
+		return false, err
+	}
+	err = x.meta.SetMeta(ctx, records...)
+	if err == nil {
+		x.paths.remove()
+	}
+	x.mu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	return true, x.meta.Sync(ctx)
+}
