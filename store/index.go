@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -34,6 +35,10 @@ type Index struct {
 	// path count (count.go).
 	mu    sync.Mutex
 	paths pathCount
+	// now is the clock of access times (nil: time.Now); access holds
+	// reads not yet written (access.go).
+	now    func() time.Time
+	access accessTimes
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
@@ -88,7 +93,8 @@ func (x *Index) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*PathInf
 // of the same path) durably, with a signature of each of the index's keys
 // (WithSigner) added: a PathInfo that fails a check is never signed and
 // never replaces the one recorded. Signatures already recorded for the
-// path that p lacks are kept. p is not modified.
+// path that p lacks are kept. p is not modified. The path's access time
+// (LastAccess) is set to now in the same write.
 func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -112,12 +118,17 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 		x.mu.Unlock()
 		return err
 	}
+	access, m := x.accessRecord(d)
 	err = x.meta.SetMeta(ctx,
 		castore.MetaRecord{Kind: castore.PebbleKindPathInfo, Key: d[:], Value: v},
 		castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: p.NARSha256[:], Value: d[:]},
+		access,
 	)
-	if err == nil && isNew {
-		x.paths.add()
+	if err == nil {
+		x.accessWritten(d, m)
+		if isNew {
+			x.paths.add()
+		}
 	}
 	x.mu.Unlock()
 	if err != nil {
@@ -306,38 +317,47 @@ func (x *Index) GetNARFile(ctx context.Context, url string) (NARFile, error) {
 }
 
 // Delete removes the PathInfo of the store path whose hash is d, durably,
-// and its NAR hash record when that still names d (another path with the
-// same NAR keeps its own). It reports whether the path was recorded. From
-// its return on, Get and GetByNARHash answer ErrNotFound for the path; its
-// tree stays in the castore until a garbage collection finds it
-// unreferenced. Safe for concurrent use with Put: the later of the two wins.
+// with its access time and pin, and its NAR hash record when that still
+// names d (another path with the same NAR keeps its own). It reports
+// whether the path was recorded. From its return on, Get and GetByNARHash
+// answer ErrNotFound for the path; its tree stays in the castore until a
+// garbage collection finds it unreferenced. Safe for concurrent use with
+// Put: the later of the two wins.
 func (x *Index) Delete(ctx context.Context, d PathDigest) (bool, error) {
 	x.mu.Lock()
+	ok, err := x.deleteLocked(ctx, d)
+	x.mu.Unlock()
+	if err != nil || !ok {
+		return false, err
+	}
+	return true, x.meta.Sync(ctx)
+}
+
+// deleteLocked is Delete without the sync; x.mu is held.
+func (x *Index) deleteLocked(ctx context.Context, d PathDigest) (bool, error) {
 	old, err := x.Get(ctx, d)
 	if errors.Is(err, ErrNotFound) {
-		x.mu.Unlock()
 		return false, nil
 	}
 	if err != nil {
-		x.mu.Unlock()
 		return false, err
 	}
-	records := []castore.MetaRecord{{Kind: castore.PebbleKindPathInfo, Key: d[:], Delete: true}}
+	records := []castore.MetaRecord{
+		{Kind: castore.PebbleKindPathInfo, Key: d[:], Delete: true},
+		{Kind: metaKindAccess, Key: d[:], Delete: true},
+		{Kind: metaKindPin, Key: d[:], Delete: true},
+	}
 	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARHash, old.NARSha256[:])
 	switch {
 	case err == nil && string(v) == string(d[:]):
 		records = append(records, castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: old.NARSha256[:], Delete: true})
 	case err != nil && !errors.Is(err, castore.ErrNotFound):
-		x.mu.Unlock()
 		return false, err
 	}
-	err = x.meta.SetMeta(ctx, records...)
-	if err == nil {
-		x.paths.remove()
-	}
-	x.mu.Unlock()
-	if err != nil {
+	if err := x.meta.SetMeta(ctx, records...); err != nil {
 		return false, err
 	}
-	return true, x.meta.Sync(ctx)
+	x.paths.remove()
+	x.access.forget(d)
+	return true, nil
 }
