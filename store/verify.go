@@ -280,4 +280,3 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n += uint64(n)
 	return n, err
 }
-
