@@ -64,6 +64,8 @@ type Options struct {
 	Limits Limits
 	// Compact runs compaction in the background when the store is idle.
 	Compact CompactPolicy
+	// Retention deletes paths not accessed lately (retention.go).
+	Retention RetentionPolicy
 }
 
 // Server is a running nixcas server. Make one with New, then call Serve.
@@ -76,6 +78,7 @@ type Server struct {
 	httpLn    net.Listener
 	auth      auth.Policy
 	compactor *compactor // nil: no background compaction
+	retainer  *retainer
 }
 
 // New opens the store and the listeners and sets up the services. The
@@ -136,6 +139,10 @@ func New(o Options) (srv *Server, err error) {
 		if s.compactor, err = newCompactor(o.Compact, s.store, index, o.Logger, reg); err != nil {
 			return nil, err
 		}
+	}
+
+	if s.retainer, err = newRetainer(o.Retention, index, o.Logger, reg); err != nil {
+		return nil, err
 	}
 
 	grpcOpts := append(o.Limits.grpcOptions(), grpc.WaitForHandlers(true))
@@ -233,6 +240,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.compactor.run(compactCtx)
 		}
 	}()
+	retainDone := make(chan struct{})
+	go func() {
+		defer close(retainDone)
+		s.retainer.run(compactCtx)
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -241,7 +253,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	stopCompacting()
 	<-compactDone
+	<-retainDone
 	s.shutdown()
+	// After the last request: its reads' access times are written too.
+	s.retainer.flush(context.Background())
 	if cerr := s.store.Close(); err == nil {
 		err = cerr
 	}

@@ -76,7 +76,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newNARCommand(), newStoreCommand(),
 		newServeCommand(), newPushCommand(), newPullCommand(), newProxyCommand(), newImportCommand(),
-		newBenchCommand(),
+		newBenchCommand(), newPathCommand(), newVerifyCommand(),
 	)
 	listFlags(root)
 	return root

@@ -37,7 +37,10 @@ progress get --shutdown-timeout to finish and the store is closed.
 
 Chunks are packed into zstd frames as they arrive; --compact-idle runs
 "nixcas store compact" in the background once writes pause, throttled to
---compact-duty-cycle.
+--compact-duty-cycle. --retention and --max-size run "nixcas path expire"
+every --retention-interval; deleted paths' data waits for a garbage
+collection. DELETE /<hash>.narinfo (a write: it needs the push token)
+deletes a path.
 
 Tokens: with --push-token-file, writes need "Authorization: Bearer <token>"
 (gRPC metadata or HTTP header; Nix's netrc password works too); with
@@ -126,6 +129,11 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.DurationVar(&c.Idle, "compact-idle", dc.Idle, "compact in the background once no chunk has been stored for this long (0: never)")
 	f.DurationVar(&c.OlderThan, "compact-older-than", dc.OlderThan, "leave hot frames younger than this to a later compaction")
 	f.Float64Var(&c.DutyCycle, "compact-duty-cycle", dc.DutyCycle, "share of the time a background compaction works, pausing the rest (0 or 1: no pauses)")
+
+	// Retention (see `nixcas path expire`).
+	f.Var((*ageValue)(&o.Retention.MaxAge), "retention", "delete paths neither uploaded nor downloaded for this long: `DURATION` such as 90d, 2w, 36h (0: keep them)")
+	f.Var((*sizeValue)(&o.Retention.MaxSize), "max-size", "delete least recently used paths while the NAR sizes of those left add up to more: `SIZE` such as 500G (0: no limit)")
+	f.DurationVar(&o.Retention.Interval, "retention-interval", server.DefaultRetentionInterval, "time between two retention runs")
 	return addConfigFlag(cmd)
 }
 

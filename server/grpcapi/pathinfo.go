@@ -28,7 +28,8 @@ type pathInfoService struct {
 	timeout   time.Duration // of each render
 }
 
-// Get returns the PathInfo of a store path by its 20-byte digest.
+// Get returns the PathInfo of a store path by its 20-byte digest, noting
+// the read for retention.
 func (s *pathInfoService) Get(ctx context.Context, req *storepb.GetPathInfoRequest) (*storepb.PathInfo, error) {
 	h := req.GetByOutputHash()
 	var d store.PathDigest
@@ -40,6 +41,7 @@ func (s *pathInfoService) Get(ctx context.Context, req *storepb.GetPathInfoReque
 	if err != nil {
 		return nil, err
 	}
+	s.index.RecordAccess(d) // for retention: a pull reads the path
 	return p.ToProto(), nil
 }
 

@@ -162,6 +162,7 @@ func New(o Options) (http.Handler, error) {
 	mux.HandleFunc("GET /nar/snix-castore/{entry}", renders.limit(h.getCastoreNAR))
 	mux.HandleFunc("PUT /{file}", uploads.limit(h.putFile))
 	mux.HandleFunc("PUT /nar/{file}", uploads.limit(h.putNAR))
+	mux.HandleFunc("DELETE /{file}", h.deleteFile)
 	for _, kind := range []string{store.FileLog, store.FileDebugInfo, store.FileRealisation} {
 		mux.HandleFunc("GET /"+kind+"/{file}", h.getSideFile(kind))
 		mux.HandleFunc("PUT /"+kind+"/{file}", uploads.limit(h.putSideFile(kind)))

@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixcas_http_requests_total",
-			Help: "Binary cache HTTP requests, by kind (cache-info, narinfo, nar, listing, log, debuginfo, realisation, other; PUTs of narinfos, NARs, logs, debug info and realisations add -upload) and status code.",
+			Help: "Binary cache HTTP requests, by kind (cache-info, narinfo, nar, listing, log, debuginfo, realisation, other; PUTs of narinfos, NARs, logs, debug info and realisations add -upload, DELETEs of narinfos -delete) and status code.",
 		}, []string{"kind", "code"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nixcas_http_request_duration_seconds",
@@ -159,6 +159,9 @@ func kindOf(r *http.Request) string {
 	}
 	if r.Method == http.MethodPut && kind != "other" {
 		kind += "-upload"
+	}
+	if r.Method == http.MethodDelete && kind != "other" {
+		kind += "-delete"
 	}
 	return kind
 }

@@ -44,6 +44,7 @@ func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 			if zst {
 				etag, enc = `"`+name+`.zst"`, encodeZstdCompressed
 			}
+			h.recordAccess(p)
 			h.serveNAR(w, r, p.Root, p.NARSize, etag, enc)
 			return
 		}

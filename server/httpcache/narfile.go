@@ -89,6 +89,7 @@ func (h *handler) serveUploaded(w http.ResponseWriter, r *http.Request, file str
 		httpError(w, r, err)
 		return true
 	}
+	h.recordAccess(p)
 	h.serveNAR(w, r, p.Root, p.NARSize, `"`+file+`"`, f.Compression)
 	return true
 }

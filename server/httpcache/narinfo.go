@@ -14,6 +14,7 @@ func (h *handler) getNarInfo(w http.ResponseWriter, r *http.Request, hash string
 	if !ok {
 		return
 	}
+	h.recordAccess(p)
 	text := h.narInfoText(p)
 	w.Header().Set("Content-Type", "text/x-nix-narinfo")
 	w.Header().Set("Content-Length", strconv.Itoa(len(text)))
