@@ -454,4 +454,3 @@ func parseSize(s string) (uint64, error) {
 	}
 	return uint64(f * mult), nil
 }
-
