@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"sync"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -24,9 +26,9 @@ type VerifyOptions struct {
 	// (so that uploading them again stores them anew): afterwards no path
 	// is served without all its data.
 	Repair bool
-	// Progress, when set, is called as work is done: phase "chunks"
-	// counts uncompressed chunk bytes, phase "paths" counts paths (NAR
-	// bytes with ReadData).
+	// Progress, when set, is called as work is done: phase "paths"
+	// counts paths (NAR bytes with ReadData), then phase "chunks" (with
+	// ReadData) counts uncompressed chunk bytes.
 	Progress func(phase string, done, total int64)
 }
 
@@ -63,8 +65,11 @@ type VerifyReport struct {
 	ChunkBytes uint64 `json:"chunkBytes"`
 	NARBytes   uint64 `json:"narBytes"`
 	ReadData   bool   `json:"readData"`
-	// Problems lists chunk problems first (in digest order), then path
-	// problems (in store path digest order), one per broken path.
+	// PathSeconds and ChunkSeconds time the two phases.
+	PathSeconds  float64 `json:"pathSeconds"`
+	ChunkSeconds float64 `json:"chunkSeconds"`
+	// Problems lists path problems first (in store path digest order),
+	// one per broken path, then chunk problems (in digest order).
 	Problems []Problem `json:"problems"`
 	// Broken lists the base names of the paths with a problem.
 	Broken []string `json:"broken"`
@@ -83,56 +88,24 @@ type chunkDeleter interface {
 }
 
 // Verify checks that every PathInfo's tree is all in the castore and,
-// with ReadData, that every chunk reads back as the bytes its digest
-// names and every NAR renders to its recorded hash and size. It returns
+// with ReadData, that every NAR renders to its recorded hash and size,
+// every chunk read on the way re-hashed, and then that every other stored
+// chunk (those no path reached) reads back as the bytes its digest names.
+// Rendering reads chunks in the order they were stored, frame by frame;
+// the digests of the chunks it verified are held in memory (about 80
+// bytes each) so that the second pass reads only the others. It returns
 // an error only when it cannot go on (the index unreadable, ctx done);
 // what is broken goes into the report. With Repair, the broken paths are
 // deleted (their other data becomes garbage for a collection) and, when
-// the castore can, the corrupt chunks. It reads the store once per path:
-// meant for a store at rest or a quiet server.
+// the castore can, the corrupt chunks. Meant for a store at rest or a
+// quiet server.
 func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
 	rep := VerifyReport{ReadData: o.ReadData, Problems: []Problem{}, Broken: []string{}, Removed: []string{}}
 	progress := o.Progress
 	if progress == nil {
 		progress = func(string, int64, int64) {}
 	}
-	bad := map[castore.Digest]string{} // corrupt chunks, with why
-	var badOrder []castore.Digest
-	if o.ReadData {
-		if scan, ok := x.cas.(ChunkScanner); ok {
-			st, err := x.cas.Stats(ctx)
-			if err != nil {
-				return rep, err
-			}
-			var done int64
-			var buf []byte
-			cas := castore.Verifying(x.cas)
-			err = scan.ScanChunks(ctx, func(d castore.Digest, size int) error {
-				rep.Chunks++
-				rep.ChunkBytes += uint64(size)
-				var err error
-				buf, err = cas.GetChunk(ctx, d, buf[:0])
-				switch {
-				case err == nil && len(buf) != size:
-					err = fmt.Errorf("%w: chunk %s: %d bytes, its record says %d", castore.ErrCorrupt, d, len(buf), size)
-				case err != nil && ctx.Err() != nil:
-					return ctx.Err()
-				}
-				if err != nil {
-					bad[d] = err.Error()
-					badOrder = append(badOrder, d)
-					rep.Problems = append(rep.Problems, Problem{Digest: d.String(), What: ProblemCorrupt, Detail: err.Error()})
-				}
-				done += int64(size)
-				progress("chunks", done, int64(st.UniqueChunkBytes))
-				return nil
-			})
-			if err != nil {
-				return rep, fmt.Errorf("store: reading every chunk: %w", err)
-			}
-		}
-	}
-
+	start := time.Now()
 	var total int64
 	if err := x.List(ctx, func(p *PathInfo) error {
 		if o.ReadData {
@@ -144,13 +117,15 @@ func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 	}); err != nil {
 		return rep, fmt.Errorf("store: listing paths: %w", err)
 	}
+	verified := &verifiedChunks{Store: x.cas, ok: map[castore.Digest]struct{}{}}
+	cas := castore.Store(verified)
 	var broken []PathDigest
 	var done int64
 	h := sha256.New()
 	err := x.List(ctx, func(p *PathInfo) error {
 		rep.Paths++
 		rep.NARBytes += p.NARSize
-		what, detail, err := x.verifyPath(ctx, p, o.ReadData, bad, h)
+		what, detail, err := x.verifyPath(ctx, p, o.ReadData, cas, h)
 		if err != nil {
 			return err
 		}
@@ -167,9 +142,47 @@ func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		progress("paths", done, total)
 		return nil
 	})
+	rep.PathSeconds = time.Since(start).Seconds()
 	if err != nil {
 		return rep, fmt.Errorf("store: verifying paths: %w", err)
 	}
+
+	start = time.Now()
+	var bad []castore.Digest
+	if scan, ok := x.cas.(ChunkScanner); ok && o.ReadData {
+		st, err := x.cas.Stats(ctx)
+		if err != nil {
+			return rep, err
+		}
+		var done int64
+		var buf []byte
+		err = scan.ScanChunks(ctx, func(d castore.Digest, size int) error {
+			rep.Chunks++
+			rep.ChunkBytes += uint64(size)
+			done += int64(size)
+			defer progress("chunks", done, int64(st.UniqueChunkBytes))
+			if verified.has(d) {
+				return nil
+			}
+			var err error
+			buf, err = cas.GetChunk(ctx, d, buf[:0])
+			switch {
+			case err == nil && len(buf) != size:
+				err = fmt.Errorf("%w: chunk %s: %d bytes, its record says %d", castore.ErrCorrupt, d, len(buf), size)
+			case err != nil && ctx.Err() != nil:
+				return ctx.Err()
+			}
+			if err != nil {
+				bad = append(bad, d)
+				rep.Problems = append(rep.Problems, Problem{Digest: d.String(), What: ProblemCorrupt, Detail: err.Error()})
+			}
+			return nil
+		})
+		if err != nil {
+			return rep, fmt.Errorf("store: reading every chunk: %w", err)
+		}
+	}
+	rep.ChunkSeconds = time.Since(start).Seconds()
 	if !o.Repair {
 		return rep, nil
 	}
@@ -183,7 +196,7 @@ func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		}
 	}
 	if del, ok := x.cas.(chunkDeleter); ok {
-		for _, d := range badOrder {
+		for _, d := range bad {
 			ok, err := del.DeleteChunk(ctx, d)
 			if err != nil {
 				return rep, fmt.Errorf("store: repair: deleting chunk %s: %w", d, err)
@@ -199,9 +212,41 @@ func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 	return rep, nil
 }
 
+// verifiedChunks re-hashes every chunk read through it, as
+// castore.Verifying does, and remembers those that hashed right.
+type verifiedChunks struct {
+	castore.Store
+	mu sync.Mutex
+	ok map[castore.Digest]struct{}
+}
+
+// GetChunk implements castore.ChunkStore, failing with castore.ErrCorrupt
+// on a mismatch.
+func (v *verifiedChunks) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
+	start := len(dst)
+	out, err := v.Store.GetChunk(ctx, d, dst)
+	if err != nil {
+		return out, err
+	}
+	if _, err := castore.VerifyChunk(d, out[start:]); err != nil {
+		return dst, err
+	}
+	v.mu.Lock()
+	v.ok[d] = struct{}{}
+	v.mu.Unlock()
+	return out, nil
+}
+
+func (v *verifiedChunks) has(d castore.Digest) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.ok[d]
+	return ok
+}
+
 // verifyPath checks one path, returning the kind of problem and what it
 // is ("" when the path is sound); err only when verifying cannot go on.
-func (x *Index) verifyPath(ctx context.Context, p *PathInfo, read bool, bad map[castore.Digest]string, h hash.Hash) (what, detail string, err error) {
+func (x *Index) verifyPath(ctx context.Context, p *PathInfo, read bool, cas castore.Store, h hash.Hash) (what, detail string, err error) {
 	if err := CheckTree(ctx, x.cas, p.Root); err != nil {
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
@@ -211,19 +256,12 @@ func (x *Index) verifyPath(ctx context.Context, p *PathInfo, read bool, bad map[
 		}
 		return ProblemCorrupt, err.Error(), nil
 	}
-	if len(bad) > 0 {
-		if d, why, err := x.usesChunk(ctx, p.Root, bad); err != nil {
-			return "", "", err
-		} else if why != "" {
-			return ProblemCorrupt, fmt.Sprintf("chunk %s: %s", d, why), nil
-		}
-	}
 	if !read {
 		return "", "", nil
 	}
 	h.Reset()
 	n := &countingWriter{w: h}
-	if err := narrender.Render(ctx, n, castore.Verifying(x.cas), p.Root); err != nil {
+	if err := narrender.Render(ctx, n, cas, p.Root); err != nil {
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
 		}
@@ -239,34 +277,6 @@ func (x *Index) verifyPath(ctx context.Context, p *PathInfo, read bool, bad map[
 			nixbase32.EncodeToString(sum[:]), nixbase32.EncodeToString(p.NARSha256[:])), nil
 	}
 	return "", "", nil
-}
-
-// usesChunk returns the first chunk of bad the tree at root uses, with
-// why it is bad ("" when it uses none).
-func (x *Index) usesChunk(ctx context.Context, root castore.Entry, bad map[castore.Digest]string) (castore.Digest, string, error) {
-	var found castore.Digest
-	var why string
-	errFound := errors.New("found")
-	_, err := narrender.Walk(ctx, x.cas, root, func(n narrender.Node) error {
-		if n.Entry.Kind != castore.KindFile {
-			return nil
-		}
-		chunks, err := castore.BlobChunks(ctx, x.cas, n.Entry.Digest, n.Entry.Size)
-		if err != nil {
-			return err
-		}
-		for _, c := range chunks {
-			if w, ok := bad[c.Digest]; ok {
-				found, why = c.Digest, w
-				return errFound
-			}
-		}
-		return nil
-	})
-	if errors.Is(err, errFound) {
-		return found, why, nil
-	}
-	return found, "", err
 }
 
 // countingWriter counts what it passes on.

@@ -113,8 +113,8 @@ func TestVerifyClean(t *testing.T) {
 		if !rep.OK() || rep.Paths != 3 {
 			t.Fatalf("read data %v: %+v; want 3 paths, no problems", read, rep)
 		}
-		if read && (rep.Chunks != 3 || !slices.Equal(phases, []string{"chunks", "paths"})) {
-			t.Errorf("read data: %d chunks, phases %v; want 3, chunks then paths", rep.Chunks, phases)
+		if read && (rep.Chunks != 3 || !slices.Equal(phases, []string{"paths", "chunks"})) {
+			t.Errorf("read data: %d chunks, phases %v; want 3, paths then chunks", rep.Chunks, phases)
 		}
 	}
 }
@@ -176,8 +176,14 @@ func TestVerifyCorruptFrame(t *testing.T) {
 		t.Fatalf("%+v; want %s broken", rep, v.a.Path)
 	}
 	frame := filepath.Base(v.aFrames[0])
-	if p := rep.Problems[0]; p.Digest != v.a.Root.Digest.String() || p.What != store.ProblemCorrupt || !strings.Contains(p.Detail, frame) {
-		t.Errorf("first problem %+v: want chunk %s corrupt, naming frame %s", p, v.a.Root.Digest, frame)
+	if len(rep.Problems) != 2 {
+		t.Fatalf("problems %+v; want one for the path, one for its chunk", rep.Problems)
+	}
+	if p := rep.Problems[0]; p.Path != v.a.Path || p.What != store.ProblemCorrupt || !strings.Contains(p.Detail, frame) {
+		t.Errorf("path problem %+v: want %s corrupt, naming frame %s", p, v.a.Path, frame)
+	}
+	if p := rep.Problems[1]; p.Digest != v.a.Root.Digest.String() || p.What != store.ProblemCorrupt || !strings.Contains(p.Detail, frame) {
+		t.Errorf("chunk problem %+v: want chunk %s corrupt, naming frame %s", p, v.a.Root.Digest, frame)
 	}
 	rep = verify(t, v.x, store.VerifyOptions{ReadData: true, Repair: true})
 	if !slices.Equal(rep.Removed, []string{v.a.Path}) || rep.RemovedChunks != 1 {
@@ -193,5 +199,35 @@ func TestVerifyCorruptFrame(t *testing.T) {
 	}
 	if rep := verify(t, v.x, store.VerifyOptions{ReadData: true}); !rep.OK() || rep.Paths != 3 {
 		t.Fatalf("verify after storing it again: %+v; want 3 paths, clean", rep)
+	}
+}
+
+// TestVerifyNARMismatch: a PathInfo whose NAR hash or size disagrees with
+// its tree is found by rendering only, and repair removes it alone.
+func TestVerifyNARMismatch(t *testing.T) {
+	ctx := context.Background()
+	v := newVerifyStore(t)
+	a, c := *v.a, *v.c
+	a.NARSha256[0] ^= 1
+	c.NARSize += 8
+	for _, p := range []*store.PathInfo{&a, &c} {
+		if err := v.x.Put(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep := verify(t, v.x, store.VerifyOptions{}); !rep.OK() {
+		t.Fatalf("verify without reading data: %+v; want clean", rep)
+	}
+	rep := verify(t, v.x, store.VerifyOptions{ReadData: true, Repair: true})
+	var whats []string
+	for _, p := range rep.Problems {
+		whats = append(whats, p.Path+" "+p.What)
+	}
+	want := []string{a.Path + " " + store.ProblemNARHash, c.Path + " " + store.ProblemNARSize}
+	if !slices.Equal(whats, want) || !slices.Equal(rep.Removed, []string{a.Path, c.Path}) {
+		t.Fatalf("problems %v, removed %v; want %v, both removed", whats, rep.Removed, want)
+	}
+	if rep := verify(t, v.x, store.VerifyOptions{ReadData: true}); !rep.OK() || rep.Paths != 1 {
+		t.Fatalf("after repair: %+v", rep)
 	}
 }
