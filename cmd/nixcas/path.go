@@ -244,9 +244,9 @@ after a garbage collection frees the deleted paths' data.`,
 				if asJSON {
 					return json.NewEncoder(os.Stdout).Encode(res)
 				}
-				verb := "deleted"
+				verb, rowVerb := "deleted", "paths deleted"
 				if dryRun {
-					verb = "would delete"
+					verb, rowVerb = "would delete", "paths to delete"
 				}
 				for _, p := range res.Deleted {
 					fmt.Printf("%s %s/%s (%d bytes of NAR, last used %s, by %s)\n", verb, store.StoreDir, p.Path,
@@ -257,7 +257,7 @@ after a garbage collection frees the deleted paths' data.`,
 					v    any
 					name string
 				}{
-					{len(res.Deleted), "paths " + verb},
+					{len(res.Deleted), rowVerb},
 					{res.DeletedNARBytes, "NAR bytes of them"},
 					{res.Paths, "paths left"},
 					{res.NARBytes, "NAR bytes of them"},
