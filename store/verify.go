@@ -1,11 +1,15 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,36 +154,9 @@ func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 	start = time.Now()
 	var bad []castore.Digest
 	if scan, ok := x.cas.(ChunkScanner); ok && o.ReadData {
-		st, err := x.cas.Stats(ctx)
-		if err != nil {
+		var err error
+		if bad, err = x.verifyOtherChunks(ctx, scan, verified, &rep, progress); err != nil {
 			return rep, err
-		}
-		var done int64
-		var buf []byte
-		err = scan.ScanChunks(ctx, func(d castore.Digest, size int) error {
-			rep.Chunks++
-			rep.ChunkBytes += uint64(size)
-			done += int64(size)
-			defer progress("chunks", done, int64(st.UniqueChunkBytes))
-			if verified.has(d) {
-				return nil
-			}
-			var err error
-			buf, err = cas.GetChunk(ctx, d, buf[:0])
-			switch {
-			case err == nil && len(buf) != size:
-				err = fmt.Errorf("%w: chunk %s: %d bytes, its record says %d", castore.ErrCorrupt, d, len(buf), size)
-			case err != nil && ctx.Err() != nil:
-				return ctx.Err()
-			}
-			if err != nil {
-				bad = append(bad, d)
-				rep.Problems = append(rep.Problems, Problem{Digest: d.String(), What: ProblemCorrupt, Detail: err.Error()})
-			}
-			return nil
-		})
-		if err != nil {
-			return rep, fmt.Errorf("store: reading every chunk: %w", err)
 		}
 	}
 	rep.ChunkSeconds = time.Since(start).Seconds()
@@ -210,6 +187,80 @@ func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 		}
 	}
 	return rep, nil
+}
+
+// chunkPlacer tells where a chunk is stored; castore.PebbleStore has it.
+type chunkPlacer interface {
+	ChunkPlace(ctx context.Context, d castore.Digest) (castore.ChunkPlace, error)
+}
+
+// unverified is a chunk no render read, with where it is stored.
+type unverified struct {
+	d     castore.Digest
+	size  int
+	place castore.ChunkPlace
+}
+
+// verifyOtherChunks reads every stored chunk that verified has not, frame
+// by frame when the castore tells where chunks are (so that each frame is
+// decoded once), and reports those that do not read back right. It holds
+// the chunks to read in memory (about 80 bytes each).
+func (x *Index) verifyOtherChunks(ctx context.Context, scan ChunkScanner, verified *verifiedChunks, rep *VerifyReport, progress func(string, int64, int64)) ([]castore.Digest, error) {
+	st, err := x.cas.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	placer, _ := x.cas.(chunkPlacer)
+	var todo []unverified
+	var done int64
+	err = scan.ScanChunks(ctx, func(d castore.Digest, size int) error {
+		rep.Chunks++
+		rep.ChunkBytes += uint64(size)
+		if verified.has(d) {
+			done += int64(size)
+			progress("chunks", done, int64(st.UniqueChunkBytes))
+			return nil
+		}
+		u := unverified{d: d, size: size}
+		if placer != nil {
+			var err error
+			if u.place, err = placer.ChunkPlace(ctx, d); err != nil && !errors.Is(err, castore.ErrNotFound) {
+				return err
+			}
+		}
+		todo = append(todo, u)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: listing every chunk: %w", err)
+	}
+	slices.SortFunc(todo, func(a, b unverified) int {
+		if c := bytes.Compare(a.place.Frame[:], b.place.Frame[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.place.Offset, b.place.Offset)
+	})
+	var bad []castore.Digest
+	var buf []byte
+	first := len(rep.Problems)
+	for _, u := range todo {
+		buf, err = verified.GetChunk(ctx, u.d, buf[:0])
+		switch {
+		case err == nil && len(buf) != u.size:
+			err = fmt.Errorf("%w: chunk %s: %d bytes, its record says %d", castore.ErrCorrupt, u.d, len(buf), u.size)
+		case err != nil && ctx.Err() != nil:
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			bad = append(bad, u.d)
+			rep.Problems = append(rep.Problems, Problem{Digest: u.d.String(), What: ProblemCorrupt, Detail: err.Error()})
+		}
+		done += int64(u.size)
+		progress("chunks", done, int64(st.UniqueChunkBytes))
+	}
+	slices.SortFunc(bad, func(a, b castore.Digest) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(rep.Problems[first:], func(a, b Problem) int { return strings.Compare(a.Digest, b.Digest) })
+	return bad, nil
 }
 
 // verifiedChunks re-hashes every chunk read through it, as

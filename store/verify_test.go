@@ -231,3 +231,47 @@ func TestVerifyNARMismatch(t *testing.T) {
 		t.Fatalf("after repair: %+v", rep)
 	}
 }
+
+// TestVerifyUnreferencedChunk: a damaged chunk no path reaches is found by
+// the second pass, breaks no path, and repair deletes it.
+func TestVerifyUnreferencedChunk(t *testing.T) {
+	ctx := context.Background()
+	v := newVerifyStore(t)
+	if err := v.s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := frameFiles(t, v.dir)
+	orphan := castore.NewChunk([]byte(strings.Repeat("a chunk of no path ", 200)))
+	if _, err := v.s.PutChunk(ctx, orphan); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var added []string
+	for _, f := range frameFiles(t, v.dir) {
+		if !slices.Contains(before, f) {
+			added = append(added, f)
+		}
+	}
+	if len(added) != 1 {
+		t.Fatalf("%d frame files for the orphan chunk; want 1", len(added))
+	}
+	v.s.Close()
+	b, err := os.ReadFile(added[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x10
+	if err := os.WriteFile(added[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v.reopen(t)
+	rep := verify(t, v.x, store.VerifyOptions{ReadData: true, Repair: true})
+	if len(rep.Problems) != 1 || rep.Problems[0].Digest != orphan.Digest().String() || len(rep.Broken) != 0 || rep.RemovedChunks != 1 {
+		t.Fatalf("%+v; want the orphan chunk alone found and removed", rep)
+	}
+	if rep := verify(t, v.x, store.VerifyOptions{ReadData: true}); !rep.OK() || rep.Paths != 3 || rep.Chunks != 3 {
+		t.Fatalf("after repair: %+v; want clean, 3 paths, 3 chunks", rep)
+	}
+}
