@@ -202,3 +202,45 @@ func narURLOf(ni string) string {
 	}
 	return ""
 }
+
+// TestRetentionKeepsDownloaded: of two paths uploaded together, the one
+// whose NAR was downloaded since survives retention by age (fake clock);
+// the other goes, and its narinfo 404s at once.
+func TestRetentionKeepsDownloaded(t *testing.T) {
+	ps := testClosure(t)
+	p, other := ps[0], ps[1]
+	cas, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cas.Close() })
+	c := &clock{t: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	index := store.NewIndex(cas, cas, store.WithClock(c.now))
+	srv := serve(t, httpcache.Options{CAS: cas, Index: index})
+	for _, q := range []*testPath{p, other} {
+		ni := q.narInfo(ps)
+		if code, body, _ := fetch(t, http.MethodPut, srv.url+"/"+ni.URL, nil, q.nar); code != http.StatusCreated {
+			t.Fatalf("PUT NAR: %d %s", code, body)
+		}
+		if code, body, _ := fetch(t, http.MethodPut, srv.url+"/"+q.base[:32]+".narinfo", nil, []byte(ni.String())); code != http.StatusCreated {
+			t.Fatalf("PUT narinfo: %d %s", code, body)
+		}
+	}
+	day := 24 * time.Hour
+	c.advance(60 * day)
+	ni := get(t, srv.url+"/"+p.base[:32]+".narinfo", nil)
+	get(t, srv.url+"/"+narURLOf(ni), nil)
+	c.advance(60 * day)
+	res, err := index.Expire(context.Background(), store.Retention{MaxAge: 90 * day})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deleted) != 1 || res.Deleted[0].Path != other.base {
+		t.Fatalf("retention deleted %+v; want %s alone", res.Deleted, other.base)
+	}
+	for q, want := range map[*testPath]int{p: http.StatusOK, other: http.StatusNotFound} {
+		if code, _, _ := fetch(t, http.MethodGet, srv.url+"/"+q.base[:32]+".narinfo", nil, nil); code != want {
+			t.Errorf("narinfo of %s after retention: %d; want %d", q.base, code, want)
+		}
+	}
+}
