@@ -85,43 +85,65 @@ func (x *Index) RecordAccess(d PathDigest) {
 	}
 }
 
-// FlushAccess writes the access times RecordAccess noted, in one batch,
-// skipping paths deleted since (not synced: access times lost in a crash
-// cost only a little retention accuracy). A server calls it every few
-// seconds and once before it closes the store.
+// FlushAccess writes the access times RecordAccess noted, in batches of
+// flushBatch, skipping paths deleted since (not synced: access times lost
+// in a crash cost only a little retention accuracy). A server calls it
+// every few seconds and once before it closes the store.
 func (x *Index) FlushAccess(ctx context.Context) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
 	a := &x.access
 	a.mu.Lock()
 	pending := a.pending
 	a.pending = nil
 	a.mu.Unlock()
-	if len(pending) == 0 {
-		return nil
-	}
-	records := make([]castore.MetaRecord, 0, len(pending))
+	batch := make(map[PathDigest]uint32, min(len(pending), flushBatch))
 	for d, m := range pending {
+		batch[d] = m
+		delete(pending, d)
+		if len(batch) == flushBatch || len(pending) == 0 {
+			if err := x.flushAccess(ctx, batch); err != nil {
+				x.requeueAccess(batch)
+				x.requeueAccess(pending)
+				return err
+			}
+			clear(batch)
+		}
+	}
+	return nil
+}
+
+// flushBatch bounds the access times one write holds, and so how long
+// FlushAccess holds the index's lock at a time.
+const flushBatch = 1024
+
+// flushAccess writes one batch of access times, under the index's lock so
+// that a path deleted meanwhile gets none.
+func (x *Index) flushAccess(ctx context.Context, batch map[PathDigest]uint32) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	records := make([]castore.MetaRecord, 0, len(batch))
+	for d, m := range batch {
 		_, err := x.meta.GetMeta(ctx, castore.PebbleKindPathInfo, d[:])
 		if errors.Is(err, castore.ErrNotFound) {
-			delete(pending, d)
 			continue
 		}
 		if err != nil {
-			x.requeueAccess(pending)
 			return err
 		}
 		records = append(records, castore.MetaRecord{Kind: metaKindAccess, Key: append([]byte(nil), d[:]...), Value: encodeAccess(m)})
 	}
+	if len(records) == 0 {
+		return nil
+	}
 	if err := x.meta.SetMeta(ctx, records...); err != nil {
-		x.requeueAccess(pending)
 		return fmt.Errorf("store: writing %d access times: %w", len(records), err)
 	}
-	a.mu.Lock()
-	for d, m := range pending {
-		a.noteWritten(d, m)
+	x.access.mu.Lock()
+	defer x.access.mu.Unlock()
+	for _, r := range records {
+		var d PathDigest
+		copy(d[:], r.Key)
+		x.access.noteWritten(d, batch[d])
 	}
-	a.mu.Unlock()
 	return nil
 }
 

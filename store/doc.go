@@ -15,6 +15,17 @@
 // cache (build logs, debug info links, realisations: [File]), their bytes
 // as castore blobs, under meta records of kind 'f'.
 //
+// Store paths can be deleted (Delete: the PathInfo goes, its data stays
+// until a garbage collection), pinned (Pin, meta records of kind 'P'), and
+// expired by retention (Expire), which deletes the paths neither uploaded
+// nor read within an age, then the least recently used while the NAR
+// sizes of the paths left exceed a size, never pinned ones. When a path
+// was last uploaded or read is kept to the minute under kind 'A': Put
+// writes it with the PathInfo, reads are noted in memory
+// (RecordAccess) and written in batches (FlushAccess), refreshed at most
+// once per AccessRefresh. Verify checks that every path's data is there
+// and, reading it, sound, and can delete what is not.
+//
 // Signatures are over Nix's fingerprint,
 //
 //	1;<store path>;sha256:<nixbase32 NAR hash>;<NAR size>;<comma-joined reference paths>

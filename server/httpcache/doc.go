@@ -81,6 +81,24 @@
 // it downloads (it decompresses and checks the NAR's hash and size). A
 // NAR uploaded again under another name gains that name.
 //
+// # Deleting
+//
+//	DELETE /<hash>.narinfo                204: the store path is gone from the
+//	                                      index; 404 when it was not there
+//
+// A delete is a write: it needs the push token as PUTs do. From the 204
+// on, the narinfo and the NAR URLs of the path answer 404 (the handler
+// keeps no narinfo cache; a Nix client's own narinfo cache may still
+// remember the path until its TTL). The path's data stays stored until a
+// garbage collection frees it. An Index without the power to delete
+// (store.Index has it) answers 405.
+//
+// # Access times
+//
+// Serving a narinfo (GET or HEAD), a NAR by its hash or a NAR under an
+// uploaded name notes the path as read (store.Index.RecordAccess, in
+// memory; the server writes them every 30 s), for retention.
+//
 // # Logs, debug info and realisations
 //
 //	PUT|GET /log/<drv base name>                nix store copy-log --to, nix log --store
@@ -97,7 +115,7 @@
 //
 // # Authorization
 //
-// With Options.PushToken set, PUTs need it; with Options.ReadToken set,
+// With Options.PushToken set, PUTs and DELETEs need it; with Options.ReadToken set,
 // GETs need it (or the push token). With a read token and no push token,
 // or with Options.RefuseAnonymousWrites and no push token, PUTs are
 // refused (403); the rules are server/auth's, shared with gRPC. A token is given either as
