@@ -49,7 +49,7 @@ it, exclusively (stop a server using it first).`,
 			start := time.Now()
 			var rep store.VerifyReport
 			err := withIndex(&sf, !repair, func(x *store.Index) error {
-				bars := verifyProgress{}
+				bars := verifyProgress{pathBytes: readData}
 				var err error
 				rep, err = x.Verify(cmd.Context(), store.VerifyOptions{ReadData: readData, Repair: repair, Progress: bars.update})
 				bars.finish()
@@ -110,8 +110,9 @@ func printVerify(out verifyOutput) error {
 
 // verifyProgress draws one progress bar per phase on a terminal.
 type verifyProgress struct {
-	phase string
-	bar   *progressbar.ProgressBar
+	pathBytes bool // the paths phase counts NAR bytes, not paths
+	phase     string
+	bar       *progressbar.ProgressBar
 }
 
 func (v *verifyProgress) update(phase string, done, total int64) {
@@ -121,9 +122,11 @@ func (v *verifyProgress) update(phase string, done, total int64) {
 	if phase != v.phase {
 		v.finish()
 		v.phase = phase
-		switch phase {
-		case "chunks":
-			v.bar = progressbar.DefaultBytes(total, "reading chunks")
+		switch {
+		case phase == "chunks":
+			v.bar = progressbar.DefaultBytes(total, "reading the other chunks")
+		case v.pathBytes:
+			v.bar = progressbar.DefaultBytes(total, "rendering paths")
 		default:
 			v.bar = progressbar.Default(total, "checking paths")
 		}
