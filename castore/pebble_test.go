@@ -52,6 +52,10 @@ func TestPebbleStore(t *testing.T) {
 	castoretest.Run(t, func(t *testing.T) castore.Store { return openPebble(t, t.TempDir()) })
 }
 
+func TestPebbleStoreFramesOff(t *testing.T) {
+	castoretest.Run(t, func(t *testing.T) castore.Store { return openUnpacked(t, t.TempDir()) })
+}
+
 func TestPebbleOptions(t *testing.T) {
 	if err := castore.DefaultPebbleOptions.Validate(); err != nil {
 		t.Fatalf("default options: %v", err)
