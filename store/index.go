@@ -172,7 +172,7 @@ func decodePathInfo(v []byte) (*PathInfo, error) {
 // CheckTree makes sure every directory, blob index and chunk of the tree
 // at root is in s, and that directory sizes agree. A missing piece is an
 // error wrapping ErrIncomplete.
-func CheckTree(ctx context.Context, s castore.Store, root castore.Entry) error {
+func CheckTree(ctx context.Context, s castore.ReadStore, root castore.Entry) error {
 	seen := map[castore.Digest]bool{}
 	var walk func(e castore.Entry, at *treePath) error
 	walk = func(e castore.Entry, at *treePath) error {
