@@ -29,9 +29,12 @@ type GRPCStore struct {
 	dirs     castorepb.DirectoryServiceClient
 	sync     nixcaspb.SyncServiceClient
 	callOpts []grpc.CallOption
+	decoded  bool // ask for chunks coded raw, for a compressing transport
 	// received counts the bytes received on the wire, when the connection
-	// counts them (a Client's does).
-	received atomic.Uint64
+	// counts them (a Client's does); onReceived, when set, is told each
+	// call's.
+	received   atomic.Uint64
+	onReceived func(n uint64)
 }
 
 var _ castore.ReadStore = (*GRPCStore)(nil)
@@ -39,7 +42,7 @@ var _ castore.ReadStore = (*GRPCStore)(nil)
 // Remote returns the client's server as a castore.ReadStore, over the
 // client's connection (with its token, TLS and compression).
 func (c *Client) Remote() *GRPCStore {
-	return &GRPCStore{dirs: c.dirs, sync: c.sync, callOpts: c.chunkCallOptions()}
+	return &GRPCStore{dirs: c.dirs, sync: c.sync, callOpts: c.chunkCallOptions(), decoded: c.opts.Compression != CompressionNone}
 }
 
 // NewGRPCStore returns a GRPCStore over conn; the caller closes conn.
@@ -48,12 +51,34 @@ func NewGRPCStore(conn grpc.ClientConnInterface) *GRPCStore {
 		dirs:     castorepb.NewDirectoryServiceClient(conn),
 		sync:     nixcaspb.NewSyncServiceClient(conn),
 		callOpts: []grpc.CallOption{grpc.UseCompressor(nixcaspb.Zstd)},
+		decoded:  true,
 	}
 }
 
 // BytesReceived returns the bytes the store's calls have received on the
 // wire (compressed, with gRPC framing), over a Client's connection.
 func (g *GRPCStore) BytesReceived() uint64 { return g.received.Load() }
+
+// OnReceived makes g call fn at the end of each call with the bytes it
+// received on the wire (over a Client's connection), and returns g. Call
+// it before g is used.
+func (g *GRPCStore) OnReceived(fn func(n uint64)) *GRPCStore {
+	g.onReceived = fn
+	return g
+}
+
+// counted returns ctx counting the call's wire bytes, and the function
+// that adds them up once the call is over.
+func (g *GRPCStore) counted(ctx context.Context) (context.Context, func()) {
+	n := new(atomic.Uint64)
+	return countWire(ctx, nil, n), func() {
+		v := n.Load()
+		g.received.Add(v)
+		if g.onReceived != nil {
+			g.onReceived(v)
+		}
+	}
+}
 
 // Transient reports whether err is a gRPC failure worth retrying:
 // unavailable, deadline exceeded, resource exhausted, aborted.
@@ -70,7 +95,9 @@ func remoteError(err error, what string) error {
 
 // HasChunk implements castore.ChunkReader with one Missing call.
 func (g *GRPCStore) HasChunk(ctx context.Context, d castore.Digest) (bool, error) {
-	resp, err := g.sync.Missing(countWire(ctx, nil, &g.received), &nixcaspb.MissingRequest{Chunks: [][]byte{d[:]}})
+	ctx, done := g.counted(ctx)
+	defer done()
+	resp, err := g.sync.Missing(ctx, &nixcaspb.MissingRequest{Chunks: [][]byte{d[:]}})
 	if err != nil {
 		return false, remoteError(err, "chunk "+d.String())
 	}
@@ -87,9 +114,11 @@ func (g *GRPCStore) HasChunk(ctx context.Context, d castore.Digest) (bool, error
 // GetChunk implements castore.ChunkReader with one ReadChunks call, the
 // chunk verified against d.
 func (g *GRPCStore) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
+	ctx, done := g.counted(ctx)
+	defer done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream
-	stream, err := g.sync.ReadChunks(countWire(ctx, nil, &g.received), &nixcaspb.ReadChunksRequest{Digests: [][]byte{d[:]}, Decoded: true}, g.callOpts...)
+	stream, err := g.sync.ReadChunks(ctx, &nixcaspb.ReadChunksRequest{Digests: [][]byte{d[:]}, Decoded: g.decoded}, g.callOpts...)
 	if err != nil {
 		return dst, remoteError(err, "chunk "+d.String())
 	}
@@ -120,7 +149,9 @@ func (g *GRPCStore) GetChunk(ctx context.Context, d castore.Digest, dst []byte) 
 // GetBlobIndex implements castore.BlobIndexReader with one StatBlobs
 // call. A blob of one chunk has no index: ErrNotFound.
 func (g *GRPCStore) GetBlobIndex(ctx context.Context, d castore.Digest) ([]castore.ChunkRef, error) {
-	resp, err := g.sync.StatBlobs(countWire(ctx, nil, &g.received), &nixcaspb.StatBlobsRequest{Digests: [][]byte{d[:]}})
+	ctx, done := g.counted(ctx)
+	defer done()
+	resp, err := g.sync.StatBlobs(ctx, &nixcaspb.StatBlobsRequest{Digests: [][]byte{d[:]}})
 	if err != nil {
 		return nil, remoteError(err, "blob "+d.String())
 	}
@@ -148,9 +179,11 @@ func (g *GRPCStore) GetBlobIndex(ctx context.Context, d castore.Digest) ([]casto
 // GetDirectory implements castore.DirectoryReader with one
 // DirectoryService.Get call, the directory checked against d.
 func (g *GRPCStore) GetDirectory(ctx context.Context, d castore.Digest) (*castore.Directory, error) {
+	ctx, done := g.counted(ctx)
+	defer done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := g.dirs.Get(countWire(ctx, nil, &g.received), &castorepb.GetDirectoryRequest{
+	stream, err := g.dirs.Get(ctx, &castorepb.GetDirectoryRequest{
 		ByWhat: &castorepb.GetDirectoryRequest_Digest{Digest: d[:]},
 	})
 	if err != nil {

@@ -59,6 +59,14 @@ func TestGRPCStoreConformance(t *testing.T) {
 			}
 			return wrap.ReadThrough(openLocal(t), rs), seed
 		}},
+		{"RemoteStore", func(t *testing.T) (castore.ReadStore, castore.Store) {
+			ts := startServer(t)
+			rs, err := client.NewRemoteStore(context.Background(), dial(t, ts.addr, openLocal(t)), client.ProxyOptions{CacheSize: 1 << 20, RetryDelay: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rs, ts.store
+		}},
 		{"NewGRPCStore", func(t *testing.T) (castore.ReadStore, castore.Store) {
 			ts := startServer(t)
 			conn, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -113,5 +121,40 @@ func TestGRPCStoreUnavailable(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), "failed 3 times") {
 			t.Errorf("%s with the server gone: %q does not count the tries", c.name, err)
 		}
+	}
+}
+
+// TestRemoteStoreComposition: the proxy's store is read-only through and
+// through, and finds the cache's powers with castore.As.
+func TestRemoteStoreComposition(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t)
+	cache := openLocal(t)
+	rs, err := client.NewRemoteStore(ctx, dial(t, ts.addr, cache), client.ProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := castoretest.MustPutChunk(t, ts.store, []byte("upstream chunk"))
+	castoretest.MustGetChunk(t, rs, d)
+	castoretest.MustHaveChunk(t, cache, d, true)
+	if _, err := rs.PutChunk(ctx, castore.NewChunk([]byte("x"))); !errors.Is(err, client.ErrReadOnly) {
+		t.Errorf("PutChunk: %v, want ErrReadOnly", err)
+	}
+	if _, err := castore.PutEncoded(ctx, rs, castore.Hash([]byte("x")), []byte("\x00x")); !errors.Is(err, client.ErrReadOnly) {
+		t.Errorf("PutEncoded: %v, want ErrReadOnly", err)
+	}
+	del, ok := castore.As[castore.ChunkDeleter](rs)
+	if !ok {
+		t.Fatal("As[ChunkDeleter] found nothing")
+	}
+	if _, err := del.DeleteChunk(ctx, d); !errors.Is(err, client.ErrReadOnly) {
+		t.Errorf("DeleteChunk through As: %v, want ErrReadOnly", err)
+	}
+	castoretest.MustHaveChunk(t, cache, d, true)
+	if p, ok := castore.As[castore.Packer](rs); !ok || p != castore.Packer(cache) {
+		t.Errorf("As[Packer] = %v, %v; want the cache", p, ok)
+	}
+	if st := castoretest.MustStats(t, rs); st.Chunks != 1 {
+		t.Errorf("Stats = %+v, want the cache's one chunk", st)
 	}
 }
