@@ -318,8 +318,8 @@ func TestPebbleMeta(t *testing.T) {
 		}
 	}
 
-	p := castore.PebbleKindPathInfo
-	n := castore.PebbleKindNARHash
+	p := byte('p')
+	n := byte('n')
 	if _, err := s.GetMeta(ctx, p, []byte("missing")); !errors.Is(err, castore.ErrNotFound) {
 		t.Fatalf("GetMeta of a missing key: %v, want ErrNotFound", err)
 	}

@@ -50,7 +50,7 @@ func NewIndex(meta MetaStore, cas castore.Store, opts ...IndexOption) *Index {
 // signature of each of the index's keys that it lacks added (a path
 // recorded before a key was configured is signed when read).
 func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindPathInfo, d[:])
+	v, err := x.meta.GetMeta(ctx, KindPathInfo, d[:])
 	if errors.Is(err, castore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: store path %s", ErrNotFound, d)
 	}
@@ -67,7 +67,7 @@ func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
 // GetByNARHash returns the PathInfo of a store path whose NAR has that
 // SHA-256.
 func (x *Index) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*PathInfo, error) {
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARHash, h[:])
+	v, err := x.meta.GetMeta(ctx, KindNARHash, h[:])
 	if errors.Is(err, castore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: NAR hash %x", ErrNotFound, h)
 	}
@@ -113,8 +113,8 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 		return err
 	}
 	err = x.meta.SetMeta(ctx,
-		castore.MetaRecord{Kind: castore.PebbleKindPathInfo, Key: d[:], Value: v},
-		castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: p.NARSha256[:], Value: d[:]},
+		castore.MetaRecord{Kind: KindPathInfo, Key: d[:], Value: v},
+		castore.MetaRecord{Kind: KindNARHash, Key: p.NARSha256[:], Value: d[:]},
 	)
 	if err == nil && isNew {
 		x.paths.add()
@@ -148,7 +148,7 @@ func mergeSignatures(p *PathInfo, old []Signature) *PathInfo {
 // List calls fn for every PathInfo (signed as by Get), in order of store path digest, stopping
 // at fn's first error.
 func (x *Index) List(ctx context.Context, fn func(*PathInfo) error) error {
-	return x.meta.ScanMeta(ctx, castore.PebbleKindPathInfo, nil, func(_, v []byte) error {
+	return x.meta.ScanMeta(ctx, KindPathInfo, nil, func(_, v []byte) error {
 		p, err := decodePathInfo(v)
 		if err != nil {
 			return err
@@ -277,7 +277,7 @@ func (x *Index) PutNARFile(ctx context.Context, url string, f NARFile) error {
 		return fmt.Errorf("%w: NAR file %s: compression %q", ErrInvalid, url, f.Compression)
 	}
 	v := append(f.NARSha256[:len(f.NARSha256):len(f.NARSha256)], f.Compression...)
-	if err := x.meta.SetMeta(ctx, castore.MetaRecord{Kind: castore.PebbleKindNARFile, Key: []byte(url), Value: v}); err != nil {
+	if err := x.meta.SetMeta(ctx, castore.MetaRecord{Kind: KindNARFile, Key: []byte(url), Value: v}); err != nil {
 		return err
 	}
 	return x.meta.Sync(ctx)
@@ -290,7 +290,7 @@ func (x *Index) GetNARFile(ctx context.Context, url string) (NARFile, error) {
 	if url == "" || len(url) > maxNARFileURL {
 		return f, fmt.Errorf("%w: NAR file %q", ErrNotFound, url)
 	}
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARFile, []byte(url))
+	v, err := x.meta.GetMeta(ctx, KindNARFile, []byte(url))
 	if errors.Is(err, castore.ErrNotFound) {
 		return f, fmt.Errorf("%w: NAR file %s", ErrNotFound, url)
 	}
@@ -322,11 +322,11 @@ func (x *Index) Delete(ctx context.Context, d PathDigest) (bool, error) {
 		x.mu.Unlock()
 		return false, err
 	}
-	records := []castore.MetaRecord{{Kind: castore.PebbleKindPathInfo, Key: d[:], Delete: true}}
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARHash, old.NARSha256[:])
+	records := []castore.MetaRecord{{Kind: KindPathInfo, Key: d[:], Delete: true}}
+	v, err := x.meta.GetMeta(ctx, KindNARHash, old.NARSha256[:])
 	switch {
 	case err == nil && string(v) == string(d[:]):
-		records = append(records, castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: old.NARSha256[:], Delete: true})
+		records = append(records, castore.MetaRecord{Kind: KindNARHash, Key: old.NARSha256[:], Delete: true})
 	case err != nil && !errors.Is(err, castore.ErrNotFound):
 		x.mu.Unlock()
 		return false, err
