@@ -40,9 +40,6 @@ type readThrough struct {
 
 func (r readThrough) Unwrap() any { return r.Store }
 
-// Remote returns the store r reads through to.
-func (r readThrough) Remote() castore.ReadStore { return r.remote }
-
 func (r readThrough) HasChunk(ctx context.Context, d castore.Digest) (bool, error) {
 	ok, err := r.Store.HasChunk(ctx, d)
 	if err != nil || ok {
