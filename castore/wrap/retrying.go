@@ -72,6 +72,12 @@ func Retry(ctx context.Context, o RetryOptions, what string, fn func() error) er
 	if err != nil {
 		return err
 	}
+	return retry(ctx, o, func() string { return what }, fn)
+}
+
+// retry is Retry with o's defaults filled in and the call named only
+// when an error needs the name.
+func retry(ctx context.Context, o RetryOptions, what func() string, fn func() error) error {
 	delay := o.Delay
 	for attempt := 0; ; attempt++ {
 		err := fn()
@@ -79,13 +85,13 @@ func Retry(ctx context.Context, o RetryOptions, what string, fn func() error) er
 			return err
 		}
 		if attempt >= o.Retries {
-			return fmt.Errorf("%s: failed %d times: %w", what, attempt+1, err)
+			return fmt.Errorf("%s: failed %d times: %w", what(), attempt+1, err)
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%s: %w (after %w)", what, ctx.Err(), err)
+			return fmt.Errorf("%s: %w (after %w)", what(), ctx.Err(), err)
 		case <-t.C:
 		}
 		delay = min(2*delay, o.MaxDelay)
@@ -93,7 +99,7 @@ func Retry(ctx context.Context, o RetryOptions, what string, fn func() error) er
 }
 
 func (r retrying) HasChunk(ctx context.Context, d castore.Digest) (ok bool, err error) {
-	err = Retry(ctx, r.o, "has chunk "+d.String(), func() (err error) {
+	err = retry(ctx, r.o, func() string { return "has chunk " + d.String() }, func() (err error) {
 		ok, err = r.r.HasChunk(ctx, d)
 		return err
 	})
@@ -102,7 +108,7 @@ func (r retrying) HasChunk(ctx context.Context, d castore.Digest) (ok bool, err 
 
 func (r retrying) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
 	out := dst
-	err := Retry(ctx, r.o, "get chunk "+d.String(), func() (err error) {
+	err := retry(ctx, r.o, func() string { return "get chunk " + d.String() }, func() (err error) {
 		out, err = r.r.GetChunk(ctx, d, dst)
 		return err
 	})
@@ -113,7 +119,7 @@ func (r retrying) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([
 }
 
 func (r retrying) GetBlobIndex(ctx context.Context, d castore.Digest) (refs []castore.ChunkRef, err error) {
-	err = Retry(ctx, r.o, "get blob index "+d.String(), func() (err error) {
+	err = retry(ctx, r.o, func() string { return "get blob index " + d.String() }, func() (err error) {
 		refs, err = r.r.GetBlobIndex(ctx, d)
 		return err
 	})
@@ -121,7 +127,7 @@ func (r retrying) GetBlobIndex(ctx context.Context, d castore.Digest) (refs []ca
 }
 
 func (r retrying) GetDirectory(ctx context.Context, d castore.Digest) (dir *castore.Directory, err error) {
-	err = Retry(ctx, r.o, "get directory "+d.String(), func() (err error) {
+	err = retry(ctx, r.o, func() string { return "get directory " + d.String() }, func() (err error) {
 		dir, err = r.r.GetDirectory(ctx, d)
 		return err
 	})
