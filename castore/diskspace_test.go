@@ -430,7 +430,7 @@ func TestPebbleReadOnly(t *testing.T) {
 			if _, err := ro.PutChunk(ctx, randomChunk(r, 1000)); !errors.Is(err, castore.ErrInvalid) {
 				t.Errorf("PutChunk on a read-only store = %v, want ErrInvalid", err)
 			}
-			if err := ro.SetMeta(ctx, castore.MetaRecord{Kind: castore.PebbleKindPathInfo, Key: []byte("k"), Value: []byte("v")}); !errors.Is(err, castore.ErrInvalid) {
+			if err := ro.SetMeta(ctx, castore.MetaRecord{Kind: byte('p'), Key: []byte("k"), Value: []byte("v")}); !errors.Is(err, castore.ErrInvalid) {
 				t.Errorf("SetMeta on a read-only store = %v, want ErrInvalid", err)
 			}
 			if _, err := ro.DeleteChunk(ctx, chunks[0].Digest()); !errors.Is(err, castore.ErrInvalid) {

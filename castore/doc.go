@@ -20,11 +20,25 @@
 //
 // # Interfaces
 //
-// Backends implement small interfaces ([ChunkStore], [BlobIndexStore],
-// [DirectoryStore]) composed into [Store]. Consumers ask for the narrowest
-// one they need. [MemoryStore] keeps everything in maps (tests, caches);
-// [PebbleStore] keeps everything in one embedded Pebble database and is the
-// default. Both pass the conformance suite in castore/castoretest.
+// Backends implement small interfaces, one or two methods each
+// ([ChunkReader], [ChunkWriter], [BlobIndexReader], [BlobIndexWriter],
+// [DirectoryReader], [DirectoryWriter], [Stater], [Syncer]), composed into
+// [ReadStore] (what a renderer or a remote store offers), [WriteStore]
+// and [Store]. Consumers ask for the narrowest one they need.
+// [MemoryStore] keeps everything in maps (tests, caches); [PebbleStore]
+// keeps everything in one embedded Pebble database and is the default.
+// Both pass the conformance suite in castore/castoretest.
+//
+// # Optional powers and wrappers
+//
+// What only some stores can do is an interface of its own, an optional
+// power: [EncodedChunkStore] (chunks in their stored form), [ChunkDeleter],
+// [ChunkScanner], [Packer], [Flusher], [DiskUser]. Stores are composed of
+// wrappers ([Verifying] here; read-only, counting, retrying and
+// read-through in castore/wrap), each with an Unwrap method; [As] finds a
+// power in a store or in whatever it wraps, so a power survives any
+// number of wrappers. Find powers with As, never by asserting on the
+// outer value.
 //
 // # Frames
 //

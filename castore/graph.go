@@ -160,7 +160,7 @@ func (m *TreeMeter) combine(dir *Directory, child func(DirectoryEntry) (TreeStat
 // size. A tree over a limit, or whose sizes are wrong, is an error
 // wrapping ErrInvalid; a missing directory wraps ErrNotFound; a cycle
 // (which only a corrupt store could hold) wraps ErrCorrupt.
-func (m *TreeMeter) Measure(ctx context.Context, s DirectoryStore, root Entry) (TreeStats, error) {
+func (m *TreeMeter) Measure(ctx context.Context, s DirectoryReader, root Entry) (TreeStats, error) {
 	switch root.Kind {
 	case KindFile:
 		if root.Size > m.limits.MaxFileBytes {
@@ -236,6 +236,6 @@ func (m *TreeMeter) Measure(ctx context.Context, s DirectoryStore, root Entry) (
 
 // MeasureTree measures the stored tree at root against l with a fresh
 // [TreeMeter].
-func MeasureTree(ctx context.Context, s DirectoryStore, root Entry, l TreeLimits) (TreeStats, error) {
+func MeasureTree(ctx context.Context, s DirectoryReader, root Entry, l TreeLimits) (TreeStats, error) {
 	return NewTreeMeter(l).Measure(ctx, s, root)
 }

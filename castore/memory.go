@@ -1,6 +1,7 @@
 package castore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -18,7 +19,11 @@ type MemoryStore struct {
 	stats       Stats
 }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store        = (*MemoryStore)(nil)
+	_ ChunkDeleter = (*MemoryStore)(nil)
+	_ ChunkScanner = (*MemoryStore)(nil)
+)
 
 // HasChunk implements ChunkStore.
 func (m *MemoryStore) HasChunk(_ context.Context, d Digest) (bool, error) {
@@ -178,4 +183,57 @@ func decodeStoredDirectory(d Digest, b []byte) (*Directory, error) {
 		return nil, fmt.Errorf("%w: directory %s: %v", ErrCorrupt, d, err)
 	}
 	return dir, nil
+}
+
+// DeleteChunk implements ChunkDeleter.
+func (m *MemoryStore) DeleteChunk(_ context.Context, d Digest) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	stored, ok := m.chunks[d]
+	if !ok {
+		return false, nil
+	}
+	size, err := storedChunkSize(stored)
+	if err != nil {
+		return false, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	delete(m.chunks, d)
+	m.stats.Chunks--
+	m.stats.UniqueChunkBytes -= uint64(size)
+	m.stats.StoredBytes -= uint64(len(stored))
+	return true, nil
+}
+
+// ScanChunks implements ChunkScanner. It lists the chunks stored when it
+// starts.
+func (m *MemoryStore) ScanChunks(ctx context.Context, fn func(d Digest, size int) error) error {
+	type item struct {
+		d    Digest
+		size int
+	}
+	m.mu.RLock()
+	items := make([]item, 0, len(m.chunks))
+	var err error
+	for d, stored := range m.chunks {
+		size, serr := storedChunkSize(stored)
+		if serr != nil {
+			err = fmt.Errorf("chunk %s: %w", d, serr)
+			break
+		}
+		items = append(items, item{d, size})
+	}
+	m.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(items, func(a, b item) int { return bytes.Compare(a.d[:], b.d[:]) })
+	for _, it := range items {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(it.d, it.size); err != nil {
+			return err
+		}
+	}
+	return nil
 }

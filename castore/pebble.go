@@ -57,17 +57,10 @@ const (
 	pebbleKindMeta      byte = 'm'
 )
 
-// Key kinds reserved for the Nix layer, which keeps its records in the same
-// database through SetMeta, GetMeta and ScanMeta.
-const (
-	// PebbleKindPathInfo: 20-byte store path digest → PathInfo bytes.
-	PebbleKindPathInfo byte = 'p'
-	// PebbleKindNARHash: 32-byte NAR sha256 → 20-byte store path digest.
-	PebbleKindNARHash byte = 'n'
-	// PebbleKindNARFile: URL of an uploaded NAR file → 32-byte NAR sha256
-	// and its compression name.
-	PebbleKindNARFile byte = 'u'
-)
+// Every other key kind is free for the layers above, which keep their
+// records in the same database through SetMeta, GetMeta and ScanMeta
+// (package store defines the Nix layer's: 'p', 'n' and 'u');
+// checkMetaKind refuses castore's own.
 
 // pebbleLayoutVersion is the layout described above, stored under 'm'
 // "version"; a database of another version is refused.
@@ -958,8 +951,8 @@ func (s *PebbleStore) DiskBytes() (int64, error) {
 	return diskUsage(s.dir)
 }
 
-// MetaRecord is a record of a kind the store itself does not use, such as
-// PebbleKindPathInfo or PebbleKindNARHash, for SetMeta.
+// MetaRecord is a record of a kind the store itself does not use (such as
+// store.KindPathInfo), for SetMeta.
 type MetaRecord struct {
 	Kind   byte
 	Key    []byte

@@ -52,6 +52,10 @@ func TestPebbleStore(t *testing.T) {
 	castoretest.Run(t, func(t *testing.T) castore.Store { return openPebble(t, t.TempDir()) })
 }
 
+func TestPebbleStoreFramesOff(t *testing.T) {
+	castoretest.Run(t, func(t *testing.T) castore.Store { return openUnpacked(t, t.TempDir()) })
+}
+
 func TestPebbleOptions(t *testing.T) {
 	if err := castore.DefaultPebbleOptions.Validate(); err != nil {
 		t.Fatalf("default options: %v", err)
@@ -314,8 +318,8 @@ func TestPebbleMeta(t *testing.T) {
 		}
 	}
 
-	p := castore.PebbleKindPathInfo
-	n := castore.PebbleKindNARHash
+	p := byte('p')
+	n := byte('n')
 	if _, err := s.GetMeta(ctx, p, []byte("missing")); !errors.Is(err, castore.ErrNotFound) {
 		t.Fatalf("GetMeta of a missing key: %v, want ErrNotFound", err)
 	}

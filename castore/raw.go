@@ -12,7 +12,8 @@ import (
 // EncodedChunkStore is an optional power of a ChunkStore: chunks in their
 // stored form (codec byte + payload, see [ChunkEncoder]), so that a chunk
 // can go from one store to another, across a network, without being
-// decompressed and compressed again. Discover it with a type assertion.
+// decompressed and compressed again. Discover it with [As]; a wrapper that
+// changes what a put does (counting, read-only) implements it itself.
 type EncodedChunkStore interface {
 	// GetEncodedChunk appends the chunk's stored form to dst and returns
 	// the result, which the caller owns. A missing chunk is ErrNotFound.
@@ -137,11 +138,11 @@ func (m *MemoryStore) PutEncodedChunk(_ context.Context, d Digest, stored []byte
 	return m.putStored(d, size, append([]byte(nil), stored...)), nil
 }
 
-// GetEncoded appends the stored form of chunk d to dst: through s's own
-// GetEncodedChunk when it has one, else as a copy of GetChunk's bytes coded
-// CodecRaw.
-func GetEncoded(ctx context.Context, s ChunkStore, d Digest, dst []byte) ([]byte, error) {
-	if enc, ok := s.(EncodedChunkStore); ok {
+// GetEncoded appends the stored form of chunk d to dst: through the
+// GetEncodedChunk of s or of the first store under it that has one (see
+// [As]), else as a copy of GetChunk's bytes coded CodecRaw.
+func GetEncoded(ctx context.Context, s ChunkReader, d Digest, dst []byte) ([]byte, error) {
+	if enc, ok := As[EncodedChunkStore](s); ok {
 		return enc.GetEncodedChunk(ctx, d, dst)
 	}
 	start := len(dst)
@@ -152,14 +153,15 @@ func GetEncoded(ctx context.Context, s ChunkStore, d Digest, dst []byte) ([]byte
 	return out, nil
 }
 
-// PutEncoded stores a chunk received in its stored form: through s's own
-// PutEncodedChunk when it has one and the chunk is compressed, else
+// PutEncoded stores a chunk received in its stored form: through the
+// PutEncodedChunk of s or of the first store under it that has one (see
+// [As]) when the chunk is compressed, else
 // decoded, verified (VerifyChunk) and put with PutChunk, so that a chunk
 // coded CodecRaw is coded the store's way (lz4 where that helps). Either
 // way a chunk that does not hash to d is an error wrapping ErrCorrupt and
 // is not stored.
 func PutEncoded(ctx context.Context, s ChunkStore, d Digest, stored []byte) (bool, error) {
-	if enc, ok := s.(EncodedChunkStore); ok && len(stored) > 0 && stored[0] != CodecRaw {
+	if enc, ok := As[EncodedChunkStore](s); ok && len(stored) > 0 && stored[0] != CodecRaw {
 		return enc.PutEncodedChunk(ctx, d, stored)
 	}
 	c, release, err := verifyEncoded(d, stored)

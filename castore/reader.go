@@ -14,7 +14,7 @@ import (
 // BlobChunks returns the chunks of the blob d of size bytes, in order: its
 // index, or the blob itself as its only chunk when it has no index. It does
 // not check that the chunks are stored.
-func BlobChunks(ctx context.Context, s BlobIndexStore, d Digest, size uint64) ([]ChunkRef, error) {
+func BlobChunks(ctx context.Context, s BlobIndexReader, d Digest, size uint64) ([]ChunkRef, error) {
 	idx, err := s.GetBlobIndex(ctx, d)
 	if errors.Is(err, ErrNotFound) {
 		if size > MaxChunkSize {
@@ -61,7 +61,7 @@ func FetchedBytes() int64 { return fetchedBytes.Load() }
 // yet; Wait reads such a chunk again. A stalled consumer then pins only
 // the chunks it holds.
 type Fetcher struct {
-	store   ChunkStore
+	store   ChunkReader
 	ctx     context.Context
 	jobs    chan *PendingChunk
 	workers sync.WaitGroup
@@ -87,7 +87,7 @@ type PendingChunk struct {
 
 // NewFetcher starts workers goroutines (GOMAXPROCS when <= 0) reading from
 // s until ctx ends or Close is called.
-func NewFetcher(ctx context.Context, s ChunkStore, workers int) *Fetcher {
+func NewFetcher(ctx context.Context, s ChunkReader, workers int) *Fetcher {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -277,7 +277,7 @@ type BlobReader struct {
 // the blob's digest (a mismatch is an ErrCorrupt error from the last Read);
 // wrap s with Verifying to check every chunk as it arrives. Close it when
 // done.
-func OpenBlob(ctx context.Context, s Store, d Digest, size uint64) (*BlobReader, error) {
+func OpenBlob(ctx context.Context, s BlobSource, d Digest, size uint64) (*BlobReader, error) {
 	chunks, err := BlobChunks(ctx, s, d, size)
 	if err != nil {
 		return nil, err

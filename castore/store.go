@@ -54,8 +54,9 @@ type ChunkRef struct {
 	Size   uint32
 }
 
-// ChunkStore keeps chunks by digest.
-type ChunkStore interface {
+// ChunkReader reads chunks by digest: what a renderer or a chunk server
+// needs of the chunk layer.
+type ChunkReader interface {
 	// HasChunk reports whether the chunk is stored.
 	HasChunk(ctx context.Context, d Digest) (bool, error)
 	// GetChunk appends the chunk's uncompressed bytes to dst and returns
@@ -63,6 +64,10 @@ type ChunkStore interface {
 	// The bytes are not re-hashed: wrap a store with Verifying where its
 	// medium is not trusted.
 	GetChunk(ctx context.Context, d Digest, dst []byte) ([]byte, error)
+}
+
+// ChunkWriter stores chunks.
+type ChunkWriter interface {
 	// PutChunk stores c unless it is already there, reporting whether it
 	// was added. It is idempotent and safe for concurrent use, also for
 	// the same chunk: a chunk is stored and counted once. The store does
@@ -70,28 +75,77 @@ type ChunkStore interface {
 	PutChunk(ctx context.Context, c Chunk) (added bool, err error)
 }
 
-// BlobIndexStore records written blobs and keeps the index of every blob of
-// more than one chunk.
-type BlobIndexStore interface {
+// ChunkStore keeps chunks by digest.
+type ChunkStore interface {
+	ChunkReader
+	ChunkWriter
+}
+
+// BlobIndexReader reads the chunk lists of multi-chunk blobs.
+type BlobIndexReader interface {
 	// GetBlobIndex returns the chunks of a multi-chunk blob, in order. A
 	// blob without an index (one chunk, or absent) is ErrNotFound. The
 	// caller owns the slice.
 	GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, error)
+}
+
+// BlobIndexWriter records written blobs.
+type BlobIndexWriter interface {
 	// PutBlob records that a blob of size bytes was written (counted in
 	// Stats.LogicalBytes every time) and, when it has more than one chunk,
 	// stores its index. The chunks must already be stored. Idempotent.
 	PutBlob(ctx context.Context, d Digest, size uint64, chunks []ChunkRef) error
 }
 
-// DirectoryStore keeps directories by digest.
-type DirectoryStore interface {
+// BlobIndexStore records written blobs and keeps the index of every blob of
+// more than one chunk.
+type BlobIndexStore interface {
+	BlobIndexReader
+	BlobIndexWriter
+}
+
+// DirectoryReader reads directories by digest.
+type DirectoryReader interface {
 	// GetDirectory returns a directory, checked against its digest and
 	// validated. A missing directory is ErrNotFound.
 	GetDirectory(ctx context.Context, d Digest) (*Directory, error)
+}
+
+// DirectoryWriter stores directories.
+type DirectoryWriter interface {
 	// PutDirectory validates and stores d, returning its digest. It does
 	// not check that the entries d names are stored: callers put children
 	// first. Idempotent and safe for concurrent use.
 	PutDirectory(ctx context.Context, d *Directory) (Digest, error)
+}
+
+// DirectoryStore keeps directories by digest.
+type DirectoryStore interface {
+	DirectoryReader
+	DirectoryWriter
+}
+
+// BlobSource reads blobs: their chunks and chunk lists, what [OpenBlob]
+// needs.
+type BlobSource interface {
+	ChunkReader
+	BlobIndexReader
+}
+
+// ReadStore is the read side of a store: everything a NAR renderer, a
+// file server or a tree check needs, and all that a remote store reached
+// over the network offers.
+type ReadStore interface {
+	ChunkReader
+	BlobIndexReader
+	DirectoryReader
+}
+
+// WriteStore is the write side of a store: what an ingest needs.
+type WriteStore interface {
+	ChunkWriter
+	BlobIndexWriter
+	DirectoryWriter
 }
 
 // Stats counts what a store holds. LogicalBytes counts every blob written,
@@ -111,15 +165,25 @@ type Stats struct {
 	Frames uint64 `json:"frames,omitempty"`
 }
 
+// Stater reports a store's counters.
+type Stater interface {
+	// Stats returns the store's counters.
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Syncer makes writes durable.
+type Syncer interface {
+	// Sync makes everything written so far durable.
+	Sync(ctx context.Context) error
+}
+
 // Store is a complete castore backend.
 type Store interface {
 	ChunkStore
 	BlobIndexStore
 	DirectoryStore
-	// Stats returns the store's counters.
-	Stats(ctx context.Context) (Stats, error)
-	// Sync makes everything written so far durable.
-	Sync(ctx context.Context) error
+	Stater
+	Syncer
 	// Close releases the store; it is safe to call twice.
 	Close() error
 }

@@ -10,6 +10,9 @@ func Verifying(s Store) Store { return verifying{s} }
 
 type verifying struct{ Store }
 
+// Unwrap returns the store v verifies.
+func (v verifying) Unwrap() any { return v.Store }
+
 // GetChunk implements ChunkStore, failing with ErrCorrupt on a mismatch.
 func (v verifying) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byte, error) {
 	start := len(dst)

@@ -34,6 +34,7 @@ type testServer struct {
 	addr  string
 	store *castore.PebbleStore
 	reg   *prometheus.Registry
+	srv   *grpc.Server
 }
 
 func startServer(t *testing.T, extra ...grpc.ServerOption) *testServer {
@@ -56,7 +57,7 @@ func startServer(t *testing.T, extra ...grpc.ServerOption) *testServer {
 		srv.Stop()
 		s.Close()
 	})
-	return &testServer{addr: ln.Addr().String(), store: s, reg: reg}
+	return &testServer{addr: ln.Addr().String(), store: s, reg: reg, srv: srv}
 }
 
 // calls returns the number of calls the server has handled.

@@ -16,15 +16,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nixcas/nixcas/castore"
-	"github.com/nixcas/nixcas/proto/castorepb"
-	"github.com/nixcas/nixcas/proto/nixcaspb"
+	"github.com/nixcas/nixcas/castore/wrap"
 	"github.com/nixcas/nixcas/proto/storepb"
 	"github.com/nixcas/nixcas/store"
 )
 
 // ErrReadOnly is wrapped by the errors of writes to a RemoteStore or
-// RemoteIndex.
-var ErrReadOnly = errors.New("client: proxy: read-only")
+// RemoteIndex (it is wrap.ErrReadOnly).
+var ErrReadOnly = wrap.ErrReadOnly
 
 // ProxyOptions configure a RemoteStore.
 type ProxyOptions struct {
@@ -54,23 +53,31 @@ const DefaultLookupTimeout = time.Second
 
 // chunkEvictor is what a bounded cache needs of the store under it.
 type chunkEvictor interface {
-	DeleteChunk(ctx context.Context, d castore.Digest) (bool, error)
-	ScanChunks(ctx context.Context, fn func(d castore.Digest, size int) error) error
+	castore.ChunkDeleter
+	castore.ChunkScanner
 }
 
 // RemoteStore is a read-only castore.Store over a nixcas server (the
-// upstream), read through the client's local cache: reads are answered
-// from the cache, and what it lacks is fetched from the upstream,
-// verified and cached (chunks are checked against their digests,
-// directories against theirs, blob chunk lists against the blob's digest
-// before they are recorded). Prefetch fetches a whole tree in batches
-// before it is read; single reads fetch one item. Writes fail with
-// ErrReadOnly. Safe for concurrent use.
+// upstream), read through the client's local cache. It is a composition:
+//
+//	ReadOnly(ReadThrough(cache, Retrying(GRPCStore of the upstream)))
+//
+// (see package castore/wrap): reads are answered from the cache, and what
+// it lacks is fetched from the upstream, retried while it fails with a
+// transient error, verified and cached (chunks are checked against their
+// digests, directories against theirs); writes fail with ErrReadOnly.
+// What the composition does not do, RemoteStore adds: Prefetch fetches a
+// whole tree in batches before it is read, checking blob chunk lists
+// against the blob's digest before they are recorded; with a cache bound,
+// least recently used chunks are evicted; the proxy's metrics count bytes
+// from the upstream and from the cache. Safe for concurrent use.
 type RemoteStore struct {
-	c     *Client
-	o     ProxyOptions
-	lru   *chunkLRU // nil without a bound
-	evict chunkEvictor
+	castore.Store // the composition above
+	c             *Client
+	o             ProxyOptions
+	retryOpts     wrap.RetryOptions
+	lru           *chunkLRU // nil without a bound
+	evict         chunkEvictor
 
 	// complete holds the roots of trees prefetched whole since the last
 	// eviction, with their distinct chunk bytes: a tree read again is not
@@ -103,9 +110,10 @@ func NewRemoteStore(ctx context.Context, c *Client, o ProxyOptions) (*RemoteStor
 		return nil, fmt.Errorf("%w: client: proxy options: negative cache size, retries or lookup timeout", castore.ErrInvalid)
 	}
 	r := &RemoteStore{
-		c:        c,
-		o:        o,
-		complete: map[castore.Digest]uint64{},
+		c:         c,
+		o:         o,
+		retryOpts: wrap.RetryOptions{Transient: Transient, Retries: o.Retries, Delay: o.RetryDelay, MaxDelay: 5 * time.Second},
+		complete:  map[castore.Digest]uint64{},
 		upstreamBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nixcas_proxy_upstream_bytes_total",
 			Help: "Bytes received from the upstream server on the wire (compressed, with framing).",
@@ -126,15 +134,20 @@ func NewRemoteStore(ctx context.Context, c *Client, o ProxyOptions) (*RemoteStor
 			}
 		}
 	}
+	remote, err := wrap.Retrying(c.Remote().OnReceived(func(n uint64) { r.upstreamBytes.Add(float64(n)) }), r.retryOpts)
+	if err != nil {
+		return nil, err
+	}
+	r.Store = wrap.ReadOnly(wrap.ReadThrough(c.cache, remote))
 	if o.CacheSize == 0 {
 		return r, nil
 	}
-	ev, ok := c.cache.(chunkEvictor)
+	ev, ok := castore.As[chunkEvictor](c.cache)
 	if !ok {
 		return nil, fmt.Errorf("%w: client: a bounded proxy cache needs a store that deletes chunks", castore.ErrInvalid)
 	}
 	r.evict, r.lru = ev, newChunkLRU()
-	err := ev.ScanChunks(ctx, func(d castore.Digest, size int) error {
+	err = ev.ScanChunks(ctx, func(d castore.Digest, size int) error {
 		r.lru.touch(d, size)
 		return nil
 	})
@@ -269,24 +282,9 @@ func (r *RemoteStore) verifyBlob(ctx context.Context, b blobItem) error {
 }
 
 // retry calls fn until it succeeds, fails with an error that is not
-// transient, or has been tried 1+Retries times.
+// transient, or has been tried 1+Retries times (wrap.Retry).
 func (r *RemoteStore) retry(ctx context.Context, what string, fn func() error) error {
-	delay := r.o.RetryDelay
-	for attempt := 0; ; attempt++ {
-		err := fn()
-		if err == nil || !transient(err) || ctx.Err() != nil {
-			return err
-		}
-		if attempt == r.o.Retries {
-			return fmt.Errorf("client: proxy: %s: upstream failed %d times: %w", what, attempt+1, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("client: proxy: %s: %w (after %v)", what, ctx.Err(), err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
-	}
+	return wrap.Retry(ctx, r.retryOpts, "client: proxy: "+what, fn)
 }
 
 // transient reports whether err is a gRPC failure worth retrying.
@@ -326,168 +324,19 @@ func (r *RemoteStore) trim(ctx context.Context, keep map[castore.Digest]bool) er
 	return nil
 }
 
-// HasChunk implements castore.ChunkStore: whether the cache has it.
-func (r *RemoteStore) HasChunk(ctx context.Context, d castore.Digest) (bool, error) {
-	return r.c.cache.HasChunk(ctx, d)
-}
+// Unwrap returns the composition RemoteStore adds prefetching, eviction
+// and metrics to, for castore.As.
+func (r *RemoteStore) Unwrap() any { return r.Store }
 
-// GetChunk implements castore.ChunkStore: from the cache, else fetched
+// GetChunk implements castore.ChunkReader: from the cache, else fetched
 // from the upstream, verified and cached.
 func (r *RemoteStore) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
-	out, err := r.c.cache.GetChunk(ctx, d, dst)
-	if err == nil {
-		r.touch(d, len(out)-len(dst))
-		return out, nil
-	}
-	if !errors.Is(err, castore.ErrNotFound) {
-		return out, err
-	}
-	var wire atomic.Uint64
-	defer func() { r.upstreamBytes.Add(float64(wire.Load())) }()
-	err = r.retry(ctx, "reading chunk "+d.String(), func() error {
-		stream, err := r.c.sync.ReadChunks(countWire(ctx, nil, &wire), &nixcaspb.ReadChunksRequest{Digests: [][]byte{d[:]}, Decoded: r.c.opts.Compression != "none"}, r.c.chunkCallOptions()...)
-		if err != nil {
-			return err
-		}
-		for {
-			msg, err := stream.Recv()
-			if err == io.EOF {
-				return fmt.Errorf("%w: client: the upstream did not send chunk %s", castore.ErrCorrupt, d)
-			}
-			if err != nil {
-				return err
-			}
-			for _, ch := range msg.GetChunks() {
-				if string(ch.GetDigest()) != string(d[:]) {
-					return fmt.Errorf("%w: client: the upstream sent chunk %x for %s", castore.ErrCorrupt, ch.GetDigest(), d)
-				}
-				_, err := castore.PutEncoded(ctx, r.c.cache, d, ch.GetData())
-				return err
-			}
-		}
-	})
-	if status.Code(err) == codes.NotFound {
-		return dst, fmt.Errorf("%w: chunk %s (upstream: %v)", castore.ErrNotFound, d, err)
-	}
-	if err != nil {
-		return dst, err
-	}
-	out, err = r.c.cache.GetChunk(ctx, d, dst)
+	out, err := r.Store.GetChunk(ctx, d, dst)
 	if err == nil {
 		r.touch(d, len(out)-len(dst))
 	}
 	return out, err
 }
-
-// PutChunk fails with ErrReadOnly.
-func (r *RemoteStore) PutChunk(context.Context, castore.Chunk) (bool, error) {
-	return false, fmt.Errorf("%w: put chunk", ErrReadOnly)
-}
-
-// GetBlobIndex implements castore.BlobIndexStore: from the cache, else
-// (unless the blob is a cached chunk, so has no index) from the upstream,
-// not cached: only Prefetch, which verifies them, caches chunk lists.
-func (r *RemoteStore) GetBlobIndex(ctx context.Context, d castore.Digest) ([]castore.ChunkRef, error) {
-	refs, err := r.c.cache.GetBlobIndex(ctx, d)
-	if !errors.Is(err, castore.ErrNotFound) {
-		return refs, err
-	}
-	// A blob that is a cached chunk is a blob of one chunk, without index.
-	if ok, herr := r.c.cache.HasChunk(ctx, d); herr != nil || ok {
-		if herr != nil {
-			return nil, herr
-		}
-		return nil, err
-	}
-	var wire atomic.Uint64
-	defer func() { r.upstreamBytes.Add(float64(wire.Load())) }()
-	var resp *nixcaspb.StatBlobsResponse
-	err = r.retry(ctx, "getting chunk list", func() (err error) {
-		resp, err = r.c.sync.StatBlobs(countWire(ctx, nil, &wire), &nixcaspb.StatBlobsRequest{Digests: [][]byte{d[:]}})
-		return err
-	})
-	if status.Code(err) == codes.NotFound {
-		return nil, fmt.Errorf("%w: blob %s (upstream: %v)", castore.ErrNotFound, d, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.GetBlobs()) != 1 || string(resp.GetBlobs()[0].GetDigest()) != string(d[:]) {
-		return nil, fmt.Errorf("%w: client: the upstream answered StatBlobs of %s with something else", castore.ErrCorrupt, d)
-	}
-	pb := resp.GetBlobs()[0]
-	if len(pb.GetChunks()) == 0 {
-		return nil, fmt.Errorf("%w: blob index %s (a blob of one chunk)", castore.ErrNotFound, d)
-	}
-	refs = make([]castore.ChunkRef, len(pb.GetChunks()))
-	for i, ch := range pb.GetChunks() {
-		cd, err := castore.DigestFromBytes(ch.GetDigest())
-		if err != nil || ch.GetSize() > castore.MaxChunkSize {
-			return nil, fmt.Errorf("%w: client: upstream chunk list of blob %s: entry %d", castore.ErrCorrupt, d, i)
-		}
-		refs[i] = castore.ChunkRef{Digest: cd, Size: ch.GetSize()}
-	}
-	return refs, nil
-}
-
-// PutBlob fails with ErrReadOnly.
-func (r *RemoteStore) PutBlob(context.Context, castore.Digest, uint64, []castore.ChunkRef) error {
-	return fmt.Errorf("%w: put blob", ErrReadOnly)
-}
-
-// GetDirectory implements castore.DirectoryStore: from the cache, else
-// from the upstream, checked against d and cached.
-func (r *RemoteStore) GetDirectory(ctx context.Context, d castore.Digest) (*castore.Directory, error) {
-	dir, err := r.c.cache.GetDirectory(ctx, d)
-	if !errors.Is(err, castore.ErrNotFound) {
-		return dir, err
-	}
-	var wire atomic.Uint64
-	defer func() { r.upstreamBytes.Add(float64(wire.Load())) }()
-	err = r.retry(ctx, "getting directory "+d.String(), func() error {
-		stream, err := r.c.dirs.Get(countWire(ctx, nil, &wire), &castorepb.GetDirectoryRequest{
-			ByWhat: &castorepb.GetDirectoryRequest_Digest{Digest: d[:]},
-		})
-		if err != nil {
-			return err
-		}
-		msg, err := stream.Recv()
-		if err == io.EOF {
-			return fmt.Errorf("%w: directory %s", castore.ErrNotFound, d)
-		}
-		if err != nil {
-			return err
-		}
-		if dir, err = castore.DirectoryFromProto(msg); err != nil {
-			return fmt.Errorf("client: directory from the upstream: %w", err)
-		}
-		if got := dir.Digest(); got != d {
-			return fmt.Errorf("%w: client: the upstream sent directory %s for %s", castore.ErrCorrupt, got, d)
-		}
-		return nil
-	})
-	if status.Code(err) == codes.NotFound {
-		return nil, fmt.Errorf("%w: directory %s (upstream: %v)", castore.ErrNotFound, d, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if _, err := r.c.cache.PutDirectory(ctx, dir); err != nil {
-		return nil, err
-	}
-	return dir, nil
-}
-
-// PutDirectory fails with ErrReadOnly.
-func (r *RemoteStore) PutDirectory(context.Context, *castore.Directory) (castore.Digest, error) {
-	return castore.Digest{}, fmt.Errorf("%w: put directory", ErrReadOnly)
-}
-
-// Stats returns the cache's counters.
-func (r *RemoteStore) Stats(ctx context.Context) (castore.Stats, error) { return r.c.cache.Stats(ctx) }
-
-// Sync syncs the cache.
-func (r *RemoteStore) Sync(ctx context.Context) error { return r.c.cache.Sync(ctx) }
 
 // Close does nothing: the caller closes the client and its cache.
 func (r *RemoteStore) Close() error { return nil }

@@ -50,14 +50,14 @@ func (n Node) Path() string { return n.parent.join(n.Entry.Name) }
 // huge tree stops soon after its caller gives up). The walk does not
 // limit what it expands: measure roots that came from elsewhere with
 // castore.MeasureTree first.
-func Walk(ctx context.Context, s castore.DirectoryStore, root castore.Entry, fn func(Node) error) (uint64, error) {
+func Walk(ctx context.Context, s castore.DirectoryReader, root castore.Entry, fn func(Node) error) (uint64, error) {
 	l := layout{ctx: ctx, s: s, node: fn}
 	return l.run(root)
 }
 
 // Size returns the size of the NAR of the tree at root, reading directories
 // only.
-func Size(ctx context.Context, s castore.DirectoryStore, root castore.Entry) (uint64, error) {
+func Size(ctx context.Context, s castore.DirectoryReader, root castore.Entry) (uint64, error) {
 	return Walk(ctx, s, root, nil)
 }
 
@@ -315,7 +315,7 @@ func clip(at, n, off, end uint64) (lo, hi uint64) {
 // are valid only during the call. An error from a callback ends the walk.
 type layout struct {
 	ctx  context.Context
-	s    castore.DirectoryStore
+	s    castore.DirectoryReader
 	node func(Node) error
 	lit  func(at uint64, b []byte) error
 	file func(at uint64, n Node) error

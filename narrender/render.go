@@ -9,12 +9,9 @@ import (
 	"github.com/nixcas/nixcas/castore"
 )
 
-// Store is what rendering reads: directories, blob indexes and chunks.
-type Store interface {
-	castore.ChunkStore
-	castore.BlobIndexStore
-	castore.DirectoryStore
-}
+// Store is what rendering reads: directories, blob indexes and chunks,
+// and nothing else (a read-only or remote store will do).
+type Store = castore.ReadStore
 
 // renderAhead bounds the parts of a NAR (framing, chunks being fetched)
 // queued ahead of the writer.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/wrap"
 	"github.com/nixcas/nixcas/server/auth"
 	"github.com/nixcas/nixcas/server/grpcapi"
 	"github.com/nixcas/nixcas/store"
@@ -135,6 +136,13 @@ func New(o Options) (srv *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The services read and write through a counting wrapper: calls,
+	// chunk bytes and chunks added by operation, on /metrics.
+	castoreMetrics, err := wrap.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	cas := wrap.Counting(s.store, castoreMetrics, "local")
 	if o.Compact.Idle > 0 {
 		if s.compactor, err = newCompactor(o.Compact, s.store, index, o.Logger, reg); err != nil {
 			return nil, err
@@ -153,7 +161,7 @@ func New(o Options) (srv *Server, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
 	s.grpc, err = grpcapi.NewServer(grpcapi.Options{
-		CAS:                       s.store,
+		CAS:                       cas,
 		Index:                     index,
 		PushToken:                 o.PushToken,
 		ReadToken:                 o.ReadToken,
@@ -173,7 +181,7 @@ func New(o Options) (srv *Server, err error) {
 	if o.HTTPAddr == "" {
 		return s, nil
 	}
-	cache, err := newBinaryCache(o, s.auth, s.store, index, reg)
+	cache, err := newBinaryCache(o, s.auth, cas, index, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 // Put, counted once at the first scrape) and the sizes of the data
 // directory's files (one directory listing); it never scans the store.
 type storeCollector struct {
-	cas   *castore.PebbleStore
+	cas   castore.Stater // its disk use too when castore.As finds a castore.DiskUser
 	index *store.Index
 }
 
@@ -66,10 +66,12 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(storeDirectoriesDesc, prometheus.GaugeValue, float64(st.Directories))
 		ch <- prometheus.MustNewConstMetric(storeFramesDesc, prometheus.GaugeValue, float64(st.Frames))
 	}
-	if n, err := c.cas.DiskBytes(); err != nil {
-		ch <- prometheus.NewInvalidMetric(storeDiskBytesDesc, err)
-	} else {
-		ch <- prometheus.MustNewConstMetric(storeDiskBytesDesc, prometheus.GaugeValue, float64(n))
+	if du, ok := castore.As[castore.DiskUser](c.cas); ok {
+		if n, err := du.DiskBytes(); err != nil {
+			ch <- prometheus.NewInvalidMetric(storeDiskBytesDesc, err)
+		} else {
+			ch <- prometheus.MustNewConstMetric(storeDiskBytesDesc, prometheus.GaugeValue, float64(n))
+		}
 	}
 	if n, err := c.index.CountPaths(ctx); err != nil {
 		ch <- prometheus.NewInvalidMetric(storePathsDesc, err)

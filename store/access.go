@@ -122,7 +122,7 @@ func (x *Index) flushAccess(ctx context.Context, batch map[PathDigest]uint32) er
 	defer x.mu.Unlock()
 	records := make([]castore.MetaRecord, 0, len(batch))
 	for d, m := range batch {
-		_, err := x.meta.GetMeta(ctx, castore.PebbleKindPathInfo, d[:])
+		_, err := x.meta.GetMeta(ctx, KindPathInfo, d[:])
 		if errors.Is(err, castore.ErrNotFound) {
 			continue
 		}

@@ -138,7 +138,7 @@ func ContentAddressedPath(ca, name string, references []string, self string) (st
 // makes) is hashed as Nix hashes it "modulo" its own hash part: the NAR
 // with every occurrence of the path's 32-character hash replaced by zero
 // bytes, followed by "|<offset>" for each occurrence.
-func CheckContentAddress(ctx context.Context, s castore.Store, p *PathInfo) error {
+func CheckContentAddress(ctx context.Context, s castore.ReadStore, p *PathInfo) error {
 	if p.CA == "" {
 		return nil
 	}
@@ -216,7 +216,7 @@ func describeRoot(e castore.Entry) string {
 	return fmt.Sprint(e.Kind)
 }
 
-func hashBlob(ctx context.Context, s castore.Store, e castore.Entry, algo nixhash.Algorithm) ([]byte, error) {
+func hashBlob(ctx context.Context, s castore.ReadStore, e castore.Entry, algo nixhash.Algorithm) ([]byte, error) {
 	f := algo.Func()
 	if f == 0 || !f.Available() {
 		return nil, fmt.Errorf("%w: hash %s", ErrInvalid, algo)

@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"sync/atomic"
-
-	"github.com/nixcas/nixcas/castore"
 )
 
 // pathCount is the number of PathInfos in an Index, once counted.
@@ -40,7 +38,7 @@ func (x *Index) CountPaths(ctx context.Context) (uint64, error) {
 		return x.paths.n.Load(), nil
 	}
 	var n uint64
-	err := x.meta.ScanMeta(ctx, castore.PebbleKindPathInfo, nil, func(_, _ []byte) error {
+	err := x.meta.ScanMeta(ctx, KindPathInfo, nil, func(_, _ []byte) error {
 		n++
 		return nil
 	})

@@ -55,7 +55,7 @@ func NewIndex(meta MetaStore, cas castore.Store, opts ...IndexOption) *Index {
 // signature of each of the index's keys that it lacks added (a path
 // recorded before a key was configured is signed when read).
 func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindPathInfo, d[:])
+	v, err := x.meta.GetMeta(ctx, KindPathInfo, d[:])
 	if errors.Is(err, castore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: store path %s", ErrNotFound, d)
 	}
@@ -72,7 +72,7 @@ func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
 // GetByNARHash returns the PathInfo of a store path whose NAR has that
 // SHA-256.
 func (x *Index) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*PathInfo, error) {
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARHash, h[:])
+	v, err := x.meta.GetMeta(ctx, KindNARHash, h[:])
 	if errors.Is(err, castore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: NAR hash %x", ErrNotFound, h)
 	}
@@ -120,8 +120,8 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	}
 	access, m := x.accessRecord(d)
 	err = x.meta.SetMeta(ctx,
-		castore.MetaRecord{Kind: castore.PebbleKindPathInfo, Key: d[:], Value: v},
-		castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: p.NARSha256[:], Value: d[:]},
+		castore.MetaRecord{Kind: KindPathInfo, Key: d[:], Value: v},
+		castore.MetaRecord{Kind: KindNARHash, Key: p.NARSha256[:], Value: d[:]},
 		access,
 	)
 	if err == nil {
@@ -159,7 +159,7 @@ func mergeSignatures(p *PathInfo, old []Signature) *PathInfo {
 // List calls fn for every PathInfo (signed as by Get), in order of store path digest, stopping
 // at fn's first error.
 func (x *Index) List(ctx context.Context, fn func(*PathInfo) error) error {
-	return x.meta.ScanMeta(ctx, castore.PebbleKindPathInfo, nil, func(_, v []byte) error {
+	return x.meta.ScanMeta(ctx, KindPathInfo, nil, func(_, v []byte) error {
 		p, err := decodePathInfo(v)
 		if err != nil {
 			return err
@@ -183,7 +183,7 @@ func decodePathInfo(v []byte) (*PathInfo, error) {
 // CheckTree makes sure every directory, blob index and chunk of the tree
 // at root is in s, and that directory sizes agree. A missing piece is an
 // error wrapping ErrIncomplete.
-func CheckTree(ctx context.Context, s castore.Store, root castore.Entry) error {
+func CheckTree(ctx context.Context, s castore.ReadStore, root castore.Entry) error {
 	seen := map[castore.Digest]bool{}
 	var walk func(e castore.Entry, at *treePath) error
 	walk = func(e castore.Entry, at *treePath) error {
@@ -288,7 +288,7 @@ func (x *Index) PutNARFile(ctx context.Context, url string, f NARFile) error {
 		return fmt.Errorf("%w: NAR file %s: compression %q", ErrInvalid, url, f.Compression)
 	}
 	v := append(f.NARSha256[:len(f.NARSha256):len(f.NARSha256)], f.Compression...)
-	if err := x.meta.SetMeta(ctx, castore.MetaRecord{Kind: castore.PebbleKindNARFile, Key: []byte(url), Value: v}); err != nil {
+	if err := x.meta.SetMeta(ctx, castore.MetaRecord{Kind: KindNARFile, Key: []byte(url), Value: v}); err != nil {
 		return err
 	}
 	return x.meta.Sync(ctx)
@@ -301,7 +301,7 @@ func (x *Index) GetNARFile(ctx context.Context, url string) (NARFile, error) {
 	if url == "" || len(url) > maxNARFileURL {
 		return f, fmt.Errorf("%w: NAR file %q", ErrNotFound, url)
 	}
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARFile, []byte(url))
+	v, err := x.meta.GetMeta(ctx, KindNARFile, []byte(url))
 	if errors.Is(err, castore.ErrNotFound) {
 		return f, fmt.Errorf("%w: NAR file %s", ErrNotFound, url)
 	}
@@ -343,14 +343,14 @@ func (x *Index) deleteLocked(ctx context.Context, d PathDigest) (bool, error) {
 		return false, err
 	}
 	records := []castore.MetaRecord{
-		{Kind: castore.PebbleKindPathInfo, Key: d[:], Delete: true},
+		{Kind: KindPathInfo, Key: d[:], Delete: true},
 		{Kind: metaKindAccess, Key: d[:], Delete: true},
 		{Kind: metaKindPin, Key: d[:], Delete: true},
 	}
-	v, err := x.meta.GetMeta(ctx, castore.PebbleKindNARHash, old.NARSha256[:])
+	v, err := x.meta.GetMeta(ctx, KindNARHash, old.NARSha256[:])
 	switch {
 	case err == nil && string(v) == string(d[:]):
-		records = append(records, castore.MetaRecord{Kind: castore.PebbleKindNARHash, Key: old.NARSha256[:], Delete: true})
+		records = append(records, castore.MetaRecord{Kind: KindNARHash, Key: old.NARSha256[:], Delete: true})
 	case err != nil && !errors.Is(err, castore.ErrNotFound):
 		return false, err
 	}

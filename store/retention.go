@@ -255,7 +255,7 @@ func (x *Index) recordFirstSeen(ctx context.Context, first []PathDigest, now uin
 	defer x.mu.Unlock()
 	var records []castore.MetaRecord
 	for d := range orphans {
-		_, err := x.meta.GetMeta(ctx, castore.PebbleKindPathInfo, d[:])
+		_, err := x.meta.GetMeta(ctx, KindPathInfo, d[:])
 		if err == nil {
 			continue // put since the scan
 		}

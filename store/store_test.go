@@ -192,7 +192,7 @@ func TestNARFile(t *testing.T) {
 		}
 	}
 	// A record that is not one is corrupt, not a name.
-	if err := s.SetMeta(ctx, castore.MetaRecord{Kind: castore.PebbleKindNARFile, Key: []byte("nar/short"), Value: []byte{1, 2}}); err != nil {
+	if err := s.SetMeta(ctx, castore.MetaRecord{Kind: store.KindNARFile, Key: []byte("nar/short"), Value: []byte{1, 2}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := x.GetNARFile(ctx, "nar/short"); !errors.Is(err, castore.ErrCorrupt) {

@@ -44,7 +44,7 @@ func (b *blobService) Stat(ctx context.Context, req *castorepb.StatBlobRequest) 
 
 // blobIndex returns the chunk list of blob d, nil when it is stored as one
 // chunk, or an ErrNotFound error.
-func blobIndex(ctx context.Context, s castore.Store, d castore.Digest) ([]castore.ChunkRef, error) {
+func blobIndex(ctx context.Context, s castore.BlobSource, d castore.Digest) ([]castore.ChunkRef, error) {
 	refs, err := s.GetBlobIndex(ctx, d)
 	if err == nil {
 		return refs, nil

@@ -91,7 +91,7 @@ func (p *putChunkSegments) NextSegment() ([]byte, bool, []byte, error) {
 
 // putChunkStream stores the chunks of a PutChunks call sending a chunk
 // stream, first its first message; every chunk is verified before it is
-// stored (putEncoded).
+// stored (castore.PutEncoded).
 func (s *syncService) putChunkStream(stream nixcaspb.SyncService_PutChunksServer, first *nixcaspb.PutChunksRequest, resp *nixcaspb.PutChunksResponse) error {
 	ctx := stream.Context()
 	release, err := s.chunkStreamSlot(ctx)
@@ -114,7 +114,7 @@ func (s *syncService) putChunkStream(stream nixcaspb.SyncService_PutChunksServer
 			return fmt.Errorf("chunk stream, chunk %d: %w", i, err)
 		}
 		stored = append(append(stored[:0], castore.CodecRaw), data...)
-		added, err := s.cas.putEncoded(ctx, d, stored)
+		added, err := castore.PutEncoded(ctx, s.cas, d, stored)
 		if err != nil {
 			return fmt.Errorf("chunk stream, chunk %d: %w", i, err)
 		}

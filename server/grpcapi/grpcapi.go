@@ -217,11 +217,19 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 	return s, nil
 }
 
-// countingStore counts chunk puts in the metrics.
+// countingStore counts chunk puts in the metrics, those of chunks in
+// their stored form too (it is a castore.EncodedChunkStore, so that
+// castore.PutEncoded counts them and castore.As finds no power below it
+// that would bypass the count).
 type countingStore struct {
 	castore.Store
 	m *metrics
 }
+
+var _ castore.EncodedChunkStore = countingStore{}
+
+// Unwrap returns the store counted, for castore.As.
+func (c countingStore) Unwrap() any { return c.Store }
 
 func (c countingStore) PutChunk(ctx context.Context, ch castore.Chunk) (bool, error) {
 	added, err := c.Store.PutChunk(ctx, ch)
@@ -231,8 +239,14 @@ func (c countingStore) PutChunk(ctx context.Context, ch castore.Chunk) (bool, er
 	return added, err
 }
 
-// putEncoded stores a chunk received in its stored form, verifying it.
-func (c countingStore) putEncoded(ctx context.Context, d castore.Digest, stored []byte) (bool, error) {
+// GetEncodedChunk implements castore.EncodedChunkStore.
+func (c countingStore) GetEncodedChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
+	return castore.GetEncoded(ctx, c.Store, d, dst)
+}
+
+// PutEncodedChunk implements castore.EncodedChunkStore: it stores a chunk
+// received in its stored form, verifying it.
+func (c countingStore) PutEncodedChunk(ctx context.Context, d castore.Digest, stored []byte) (bool, error) {
 	added, err := castore.PutEncoded(ctx, c.Store, d, stored)
 	if err == nil {
 		c.m.countChunk(added)

@@ -148,7 +148,7 @@ func (s *syncService) PutChunks(stream nixcaspb.SyncService_PutChunksServer) err
 			if err != nil {
 				return err
 			}
-			added, err := s.cas.putEncoded(ctx, d, c.GetData())
+			added, err := castore.PutEncoded(ctx, s.cas, d, c.GetData())
 			if err != nil {
 				return err
 			}
@@ -195,7 +195,7 @@ func (s *syncService) ReadChunks(req *nixcaspb.ReadChunksRequest, stream nixcasp
 		if req.GetDecoded() {
 			buf, err = s.cas.GetChunk(ctx, d, append(buf, castore.CodecRaw))
 		} else {
-			buf, err = castore.GetEncoded(ctx, s.cas.Store, d, buf)
+			buf, err = castore.GetEncoded(ctx, s.cas, d, buf)
 		}
 		if err != nil {
 			return err

@@ -38,7 +38,7 @@ func (h *handler) getListing(w http.ResponseWriter, r *http.Request, hash string
 // only. Names and targets are written as Nix writes them: '"', '\' and
 // control characters escaped, other bytes (invalid UTF-8 included) as they
 // are.
-func writeListing(ctx context.Context, w io.Writer, s castore.DirectoryStore, root castore.Entry) error {
+func writeListing(ctx context.Context, w io.Writer, s castore.DirectoryReader, root castore.Entry) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.WriteString(`{"version":1,"root":`)
 	var open []bool // per open directory: whether an entry was written

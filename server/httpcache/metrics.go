@@ -104,6 +104,9 @@ type countingStore struct {
 	m *metrics
 }
 
+// Unwrap returns the store counted, for castore.As.
+func (c countingStore) Unwrap() any { return c.Store }
+
 func (c countingStore) PutChunk(ctx context.Context, ch castore.Chunk) (bool, error) {
 	added, err := c.Store.PutChunk(ctx, ch)
 	if err == nil {

@@ -1,0 +1,160 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/castoretest"
+	"github.com/nixcas/nixcas/castore/wrap"
+	"github.com/nixcas/nixcas/client"
+)
+
+func openLocal(t *testing.T) *castore.PebbleStore {
+	t.Helper()
+	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "local"), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// remoteOf returns the gRPC store of a new server on loopback, through a
+// client, and the server's own store.
+func remoteOf(t *testing.T) (*client.GRPCStore, castore.Store) {
+	t.Helper()
+	ts := startServer(t)
+	return dial(t, ts.addr, new(castore.MemoryStore)).Remote(), ts.store
+}
+
+var testRetries = wrap.RetryOptions{Transient: client.Transient, Retries: 2, Delay: time.Millisecond}
+
+func TestGRPCStoreConformance(t *testing.T) {
+	tests := []struct {
+		name string
+		open func(t *testing.T) (castore.ReadStore, castore.Store)
+	}{
+		{"GRPCStore", func(t *testing.T) (castore.ReadStore, castore.Store) { return remoteOf(t) }},
+		{"Retrying(GRPCStore)", func(t *testing.T) (castore.ReadStore, castore.Store) {
+			r, seed := remoteOf(t)
+			rs, err := wrap.Retrying(r, testRetries)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rs, seed
+		}},
+		{"ReadThrough(Pebble, Retrying(GRPCStore))", func(t *testing.T) (castore.ReadStore, castore.Store) {
+			r, seed := remoteOf(t)
+			rs, err := wrap.Retrying(r, testRetries)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return wrap.ReadThrough(openLocal(t), rs), seed
+		}},
+		{"RemoteStore", func(t *testing.T) (castore.ReadStore, castore.Store) {
+			ts := startServer(t)
+			rs, err := client.NewRemoteStore(context.Background(), dial(t, ts.addr, openLocal(t)), client.ProxyOptions{CacheSize: 1 << 20, RetryDelay: time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rs, ts.store
+		}},
+		{"NewGRPCStore", func(t *testing.T) (castore.ReadStore, castore.Store) {
+			ts := startServer(t)
+			conn, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			return client.NewGRPCStore(conn), ts.store
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { castoretest.RunReader(t, tt.open) })
+	}
+	// The whole store suite on ReadThrough(Pebble, gRPC store of an
+	// empty server): writes go to the local store, reads miss both.
+	t.Run("Store/ReadThrough(Pebble, GRPCStore)", func(t *testing.T) {
+		castoretest.Run(t, func(t *testing.T) castore.Store {
+			r, _ := remoteOf(t)
+			return wrap.ReadThrough(openLocal(t), r)
+		})
+	})
+}
+
+// TestGRPCStoreUnavailable: a server that is gone is a transient error,
+// which Retrying tries again and then reports with the count of tries.
+func TestGRPCStoreUnavailable(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t)
+	c := dial(t, ts.addr, new(castore.MemoryStore))
+	r := c.Remote()
+	d := castoretest.MustPutChunk(t, ts.store, []byte("here"))
+	castoretest.MustGetChunk(t, r, d)
+	rs, err := wrap.Retrying(r, testRetries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.srv.Stop()
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"HasChunk", func() error { _, err := rs.HasChunk(ctx, d); return err }},
+		{"GetChunk", func() error { _, err := rs.GetChunk(ctx, d, nil); return err }},
+		{"GetBlobIndex", func() error { _, err := rs.GetBlobIndex(ctx, d); return err }},
+		{"GetDirectory", func() error { _, err := rs.GetDirectory(ctx, d); return err }},
+	}
+	for _, c := range calls {
+		err := c.call()
+		if !client.Transient(err) || errors.Is(err, castore.ErrNotFound) {
+			t.Errorf("%s with the server gone: %v, want a transient error", c.name, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "failed 3 times") {
+			t.Errorf("%s with the server gone: %q does not count the tries", c.name, err)
+		}
+	}
+}
+
+// TestRemoteStoreComposition: the proxy's store is read-only through and
+// through, and finds the cache's powers with castore.As.
+func TestRemoteStoreComposition(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t)
+	cache := openLocal(t)
+	rs, err := client.NewRemoteStore(ctx, dial(t, ts.addr, cache), client.ProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := castoretest.MustPutChunk(t, ts.store, []byte("upstream chunk"))
+	castoretest.MustGetChunk(t, rs, d)
+	castoretest.MustHaveChunk(t, cache, d, true)
+	if _, err := rs.PutChunk(ctx, castore.NewChunk([]byte("x"))); !errors.Is(err, client.ErrReadOnly) {
+		t.Errorf("PutChunk: %v, want ErrReadOnly", err)
+	}
+	if _, err := castore.PutEncoded(ctx, rs, castore.Hash([]byte("x")), []byte("\x00x")); !errors.Is(err, client.ErrReadOnly) {
+		t.Errorf("PutEncoded: %v, want ErrReadOnly", err)
+	}
+	del, ok := castore.As[castore.ChunkDeleter](rs)
+	if !ok {
+		t.Fatal("As[ChunkDeleter] found nothing")
+	}
+	if _, err := del.DeleteChunk(ctx, d); !errors.Is(err, client.ErrReadOnly) {
+		t.Errorf("DeleteChunk through As: %v, want ErrReadOnly", err)
+	}
+	castoretest.MustHaveChunk(t, cache, d, true)
+	if p, ok := castore.As[castore.Packer](rs); !ok || p != castore.Packer(cache) {
+		t.Errorf("As[Packer] = %v, %v; want the cache", p, ok)
+	}
+	if st := castoretest.MustStats(t, rs); st.Chunks != 1 {
+		t.Errorf("Stats = %+v, want the cache's one chunk", st)
+	}
+}
