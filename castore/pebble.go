@@ -36,6 +36,8 @@ import (
 //	'm' name                  → store metadata: "version" (uvarint layout
 //	                            version), "counters" (the Stats counters,
 //	                            see below)
+//	'R' unix ms (8, BE) ‖ kind ‖ digest → empty: a use record of a chunk,
+//	                            blob or directory (see gcuse.go)
 //	'p' store path digest (20) → PathInfo bytes           (Nix layer, via SetMeta)
 //	'n' NAR sha256 (32)        → store path digest (20)   (Nix layer, via SetMeta)
 //
@@ -135,6 +137,12 @@ type PebbleOptions struct {
 	// Objects holds the frames; nil means files under the data
 	// directory's "frames" subdirectory (DirObjects).
 	Objects ObjectStore
+	// RecordUses persists a use record of every chunk, blob and
+	// directory written or deduplicated against, so that a garbage
+	// collection keeps what was used within its grace period (see
+	// gcuse.go). Stores a server writes to record uses; chunk caches
+	// need not.
+	RecordUses bool
 }
 
 // DefaultPebbleOptions: 256 MiB cache, 32 MiB memtables, values of 1 KiB
@@ -272,6 +280,7 @@ type PebbleStore struct {
 	// the packer (see waitForPacker).
 	maxPackLag int64
 	packState
+	gcState
 }
 
 var _ Store = (*PebbleStore)(nil)
@@ -369,6 +378,7 @@ func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard
 		// large) stay in memory until the packer has read them.
 		maxPackLag: max(int64(opts.MemTableSize)/2, int64(4*opts.Frames.Size)),
 	}
+	s.recordUses = opts.RecordUses
 	if s.objects == nil {
 		s.objects = &DirObjects{dir: filepath.Join(dir, "frames"), space: space}
 	}
@@ -524,6 +534,9 @@ func (s *PebbleStore) HasChunk(ctx context.Context, d Digest) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useChunk(db, d); err != nil {
+		return false, err
+	}
 	return has(ctx, db, pebbleKey(pebbleKindChunk, d))
 }
 
@@ -602,6 +615,9 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useChunk(db, c.digest); err != nil {
+		return false, err
+	}
 	key := pebbleKey(pebbleKindChunk, c.digest)
 	if ok, err := has(ctx, db, key); err != nil || ok {
 		return false, err
@@ -673,8 +689,16 @@ func (s *PebbleStore) GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, e
 		return nil, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useBlob(db, d, nil, false); err != nil {
+		return nil, err
+	}
+	return s.getBlobIndex(db, d)
+}
+
+// getBlobIndex is GetBlobIndex on an acquired db, recording no use.
+func (s *PebbleStore) getBlobIndex(db *pebble.DB, d Digest) ([]ChunkRef, error) {
 	var refs []ChunkRef
-	err = get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
+	err := get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
 		refs, err = decodeBlobIndex(d, v)
 		return err
 	})
@@ -721,6 +745,13 @@ func (s *PebbleStore) PutBlob(ctx context.Context, d Digest, size uint64, chunks
 		return err
 	}
 	defer s.mu.RUnlock()
+	used := chunks
+	if used == nil {
+		used = []ChunkRef{}
+	}
+	if err := s.useBlob(db, d, used, true); err != nil {
+		return err
+	}
 	if err := s.space.admit(len(chunks) * blobIndexEntrySize); err != nil {
 		return err
 	}
@@ -768,8 +799,16 @@ func (s *PebbleStore) GetDirectory(ctx context.Context, d Digest) (*Directory, e
 		return nil, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useDirectory(db, d, nil, false); err != nil {
+		return nil, err
+	}
+	return s.getDirectory(db, d)
+}
+
+// getDirectory is GetDirectory on an acquired db, recording no use.
+func (s *PebbleStore) getDirectory(db *pebble.DB, d Digest) (*Directory, error) {
 	var dir *Directory
-	err = get(db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
+	err := get(db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
 		// The decoded directory copies what it keeps (strings, digests).
 		dir, err = decodeStoredDirectory(d, v)
 		return err
@@ -795,6 +834,9 @@ func (s *PebbleStore) PutDirectory(ctx context.Context, dir *Directory) (Digest,
 		return Digest{}, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useDirectory(db, d, dir, true); err != nil {
+		return Digest{}, err
+	}
 	key := pebbleKey(pebbleKindDirectory, d)
 	mu := s.stripe(d)
 	mu.Lock()
@@ -970,7 +1012,7 @@ type MetaRecord struct {
 // checkMetaKind refuses the kinds the store keeps itself.
 func checkMetaKind(kind byte) error {
 	switch kind {
-	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta, pebbleKindQueue, pebbleKindFrame:
+	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta, pebbleKindQueue, pebbleKindFrame, pebbleKindUse:
 		return fmt.Errorf("%w: key kind %q belongs to castore", ErrInvalid, kind)
 	}
 	return nil

@@ -34,6 +34,10 @@ type Index struct {
 	// path count (count.go).
 	mu    sync.Mutex
 	paths pathCount
+	// putGate: Put holds it for reading from checking a tree to
+	// recording it; a garbage collection waits for those in progress
+	// before it lists the live paths (see GC).
+	putGate sync.RWMutex
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
@@ -93,6 +97,8 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	x.putGate.RLock()
+	defer x.putGate.RUnlock()
 	if err := CheckTree(ctx, x.cas, p.Root); err != nil {
 		return fmt.Errorf("%s: %w", p.Path, err)
 	}

@@ -231,6 +231,11 @@ func (c countingStore) PutChunk(ctx context.Context, ch castore.Chunk) (bool, er
 	return added, err
 }
 
+// RecordUse passes castore.UseRecorder through.
+func (c countingStore) RecordUse(ctx context.Context, kind castore.UseKind, d castore.Digest) error {
+	return castore.RecordUse(ctx, c.Store, kind, d)
+}
+
 // putEncoded stores a chunk received in its stored form, verifying it.
 func (c countingStore) putEncoded(ctx context.Context, d castore.Digest, stored []byte) (bool, error) {
 	added, err := castore.PutEncoded(ctx, c.Store, d, stored)
