@@ -64,6 +64,8 @@ type Options struct {
 	Limits Limits
 	// Compact runs compaction in the background when the store is idle.
 	Compact CompactPolicy
+	// GC runs garbage collection in the background on a schedule.
+	GC GCPolicy
 }
 
 // Server is a running nixcas server. Make one with New, then call Serve.
@@ -76,6 +78,7 @@ type Server struct {
 	httpLn    net.Listener
 	auth      auth.Policy
 	compactor *compactor // nil: no background compaction
+	collector *collector // nil: no background garbage collection
 }
 
 // New opens the store and the listeners and sets up the services. The
@@ -113,6 +116,9 @@ func New(o Options) (srv *Server, err error) {
 		}
 	}
 	s.auth = authPolicy(o, s.grpcLn, s.httpLn)
+	// What clients write or deduplicate against is recorded for the
+	// garbage collector's grace period (`nixcas gc` included).
+	o.Pebble.RecordUses = true
 	if s.store, err = castore.OpenPebble(o.DataDir, o.Pebble); err != nil {
 		return nil, err
 	}
@@ -134,6 +140,12 @@ func New(o Options) (srv *Server, err error) {
 	}
 	if o.Compact.Idle > 0 {
 		if s.compactor, err = newCompactor(o.Compact, s.store, index, o.Logger, reg); err != nil {
+			return nil, err
+		}
+	}
+
+	if o.GC.Interval > 0 {
+		if s.collector, err = newCollector(o.GC, s.store, index, o.Logger, reg); err != nil {
 			return nil, err
 		}
 	}
@@ -233,6 +245,13 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.compactor.run(compactCtx)
 		}
 	}()
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		if s.collector != nil {
+			s.collector.run(compactCtx)
+		}
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -241,6 +260,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	stopCompacting()
 	<-compactDone
+	<-gcDone
 	s.shutdown()
 	if cerr := s.store.Close(); err == nil {
 		err = cerr

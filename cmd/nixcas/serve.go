@@ -126,6 +126,12 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.DurationVar(&c.Idle, "compact-idle", dc.Idle, "compact in the background once no chunk has been stored for this long (0: never)")
 	f.DurationVar(&c.OlderThan, "compact-older-than", dc.OlderThan, "leave hot frames younger than this to a later compaction")
 	f.Float64Var(&c.DutyCycle, "compact-duty-cycle", dc.DutyCycle, "share of the time a background compaction works, pausing the rest (0 or 1: no pauses)")
+
+	// Background garbage collection (see `nixcas gc`).
+	g, dg := &o.GC, server.DefaultGCPolicy
+	f.DurationVar(&g.Interval, "gc-interval", dg.Interval, "collect garbage in the background, this long after the previous collection ended (0: never)")
+	f.DurationVar(&g.Grace, "gc-grace", dg.Grace, "keep what was written or deduplicated against this long before a collection")
+	f.Float64Var(&g.RewriteBelow, "gc-rewrite-below", dg.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
 	return addConfigFlag(cmd)
 }
 
