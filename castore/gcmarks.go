@@ -1,10 +1,10 @@
 package castore
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -23,6 +23,10 @@ import (
 type markSet struct {
 	dir string
 	db  *pebble.DB
+	// added counts the marks added outside the collector's own walk (by
+	// uses): a sweep whose count has not moved since it read the set
+	// need not look again.
+	added atomic.Int64
 }
 
 // markSetMemory is what a mark set's memtables and block cache take at
@@ -72,21 +76,20 @@ func (m *markSet) add(kind byte, d Digest) error {
 	if err := m.db.Set(pebbleKey(kind, d), nil, pebble.NoSync); err != nil {
 		return fmt.Errorf("castore: gc: mark set: %w", err)
 	}
+	m.added.Add(1)
 	return nil
 }
 
 // has reports whether d is marked under kind.
 func (m *markSet) has(kind byte, d Digest) (bool, error) {
-	it, err := m.db.NewIter(nil)
+	_, closer, err := m.db.Get(pebbleKey(kind, d))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("castore: gc: mark set: %w", err)
 	}
-	key := pebbleKey(kind, d)
-	found := it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
-	if err := it.Close(); err != nil {
-		return false, fmt.Errorf("castore: gc: mark set: %w", err)
-	}
-	return found, nil
+	return true, closer.Close()
 }
 
 // markBatch adds marks in batches (one commit per markBatchSize marks)

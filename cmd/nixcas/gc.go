@@ -15,6 +15,9 @@ import (
 	"github.com/nixcas/nixcas/store"
 )
 
+// gcCacheSize is the block cache of a store `nixcas gc` opens.
+const gcCacheSize = 32 << 20
+
 func newGCCommand() *cobra.Command {
 	var (
 		sf           storeFlags
@@ -53,13 +56,16 @@ nothing in it.`,
 			}
 			var s *castore.PebbleStore
 			var err error
+			// A collection reads each key once, in order: a small block
+			// cache does, and keeps the memory it needs bounded.
 			if dryRun {
-				s, err = sf.openReadOnly()
+				s, err = castore.OpenPebbleReadOnly(sf.data, castore.PebbleOptions{CacheSize: gcCacheSize})
 			} else {
-				s, err = sf.open()
+				s, err = castore.OpenPebble(sf.data, castore.PebbleOptions{CacheSize: gcCacheSize,
+					MinFreeBytes: sf.minFree, NoSpaceGuard: sf.noSpaceGuard, RecordUses: true})
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("opening store %s: %w", sf.data, err)
 			}
 			defer s.Close()
 			ctx := cmd.Context()
