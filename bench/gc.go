@@ -361,7 +361,9 @@ func buildSynthetic(ctx context.Context, dir string, n int, res *GCBenchResult, 
 // WriteMarkdown prints the result as a table.
 func (r *GCBenchResult) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "| figure | value |\n|---|---:|\n")
-	row := func(name string, format string, v ...any) { fmt.Fprintf(w, "| %s | "+format+" |\n", append([]any{name}, v...)...) }
+	row := func(name string, format string, v ...any) {
+		fmt.Fprintf(w, "| %s | "+format+" |\n", append([]any{name}, v...)...)
+	}
 	row("store paths / deleted", "%d / %d", r.Paths, r.PathsDeleted)
 	row("chunks before / after", "%d / %d", r.Before.Chunks, r.After.Chunks)
 	row("chunks deleted / ideal", "%d / %d", r.GC.ChunksDeleted, r.IdealChunks)
