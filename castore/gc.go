@@ -522,6 +522,9 @@ func (s *PebbleStore) deleteUnmarked(ctx context.Context, db *pebble.DB, m *mark
 	return nil
 }
 
+// gcRewriteCache bounds the decoded source frames a rewrite keeps.
+const gcRewriteCache = 16 << 20
+
 // gcFrameGroup bounds what one rewrite holds: the live chunks of the
 // frames it rewrites, in decoded bytes.
 const gcFrameGroup = 64 << 20
@@ -551,7 +554,9 @@ func (s *PebbleStore) gcFrames(ctx context.Context, db *pebble.DB, marks *markSe
 			for _, c := range plan {
 				cres.DecodedBytes += uint64(c.size)
 			}
-			copts := CompactOptions{FrameSize: DefaultCompactOptions.FrameSize, Level: opts.Level, CacheSize: DefaultCompactOptions.CacheSize,
+			// The plan takes each frame's chunks together: a small cache
+			// of decoded source frames does.
+			copts := CompactOptions{FrameSize: DefaultCompactOptions.FrameSize, Level: opts.Level, CacheSize: gcRewriteCache,
 				Progress: func(done, _ int64) { opts.Progress("rewriting", rewritten+done, 0) }}
 			if err := s.writeColdFrames(ctx, db, plan, copts, &cres); err != nil {
 				return err
