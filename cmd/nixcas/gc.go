@@ -80,9 +80,9 @@ nothing in it.`,
 			if asJSON {
 				return json.NewEncoder(os.Stdout).Encode(res)
 			}
-			verb := "deleted"
+			verb, rewritten := "deleted", "rewritten"
 			if dryRun {
-				verb = "to delete"
+				verb, rewritten = "to delete", "to rewrite"
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 			rows := []struct {
@@ -97,7 +97,7 @@ nothing in it.`,
 				{res.ChunksDeleted, "chunks " + verb},
 				{res.ChunkBytesFreed, "bytes of them, uncompressed"},
 				{res.FramesDeleted, "frames with no live chunk " + verb},
-				{res.FramesRewritten, "frames below the threshold rewritten"},
+				{res.FramesRewritten, "frames below the threshold " + rewritten},
 				{res.FramesWritten, "frames written"},
 				{res.StoredBytesFreed, "stored bytes freed"},
 				{res.DeadBytesLeft, "dead bytes left in " + fmt.Sprint(res.FramesWithDeadBytes) + " frames"},
