@@ -178,7 +178,7 @@ func (s *PebbleStore) GC(ctx context.Context, opts GCOptions) (res GCResult, err
 		return res, err
 	}
 	if !opts.DryRun {
-		if err = s.Sync(ctx); err != nil {
+		if err = syncLog(db); err != nil {
 			return res, err
 		}
 	}
@@ -193,7 +193,7 @@ func (s *PebbleStore) GC(ctx context.Context, opts GCOptions) (res GCResult, err
 		if err = s.pruneUses(db, cutoff); err != nil {
 			return res, err
 		}
-		if err = s.Sync(ctx); err != nil {
+		if err = syncLog(db); err != nil {
 			return res, err
 		}
 		after, serr := s.statsOf(db)
@@ -204,6 +204,15 @@ func (s *PebbleStore) GC(ctx context.Context, opts GCOptions) (res GCResult, err
 	}
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// syncLog is Sync on an acquired db (Sync would take s.mu again, which
+// waits behind a Close that waits for the collection).
+func syncLog(db *pebble.DB) error {
+	if err := db.LogData(nil, pebble.Sync); err != nil {
+		return pebbleError(err, "gc: sync")
+	}
+	return nil
 }
 
 // endGCEpoch stops recording uses into the mark set and waits until no

@@ -927,6 +927,10 @@ func (s *PebbleStore) Close() error {
 			}
 		}
 	}
+	// A collection in progress finishes first, and none starts meanwhile
+	// (it reads under s.mu, which must not wait behind Close).
+	s.gcRunning.Lock()
+	defer s.gcRunning.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
