@@ -415,6 +415,18 @@ func planCompaction(order []Digest, chunks map[Digest]*compactChunk, sources *co
 func (s *PebbleStore) retireFrames(ctx context.Context, db *pebble.DB, frames []*frameInfo) (int, error) {
 	var dead []*frameInfo
 	for _, f := range frames {
+		// The record as it is now: a frame written meanwhile with the
+		// same bytes (so the same name) added its chunks to it.
+		err := get(db, pebbleKey(pebbleKindFrame, f.name), "frame", func(v []byte) (err error) {
+			f, err = decodeFrameInfo(f.name, v)
+			return err
+		})
+		if errors.Is(err, pebble.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
 		live := false
 		for _, c := range f.chunks {
 			err := get(db, pebbleKey(pebbleKindChunk, c.digest), "chunk", func(v []byte) error {

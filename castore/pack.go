@@ -380,13 +380,16 @@ func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frame
 	defer b.Close()
 	var delta [numCounters]uint64
 	var ref []byte
+	// A chunk deleted (by a garbage collection) and stored again while
+	// queued has two queue entries: it is switched once.
+	switched := make(map[Digest]bool, len(entries))
 	for _, e := range entries {
 		if e.key != nil {
 			_ = b.Delete(e.key, nil)
 		}
 		// A frame of no bytes (an empty chunk alone) is never written:
 		// such a chunk stays inline, where it takes one byte.
-		if !e.moving() || f.stored == 0 {
+		if !e.moving() || f.stored == 0 || switched[e.digest] {
 			continue
 		}
 		key := pebbleKey(pebbleKindChunk, e.digest)
@@ -404,6 +407,7 @@ func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frame
 		if !same {
 			continue // deleted or moved meanwhile
 		}
+		switched[e.digest] = true
 		ref = frameRef{frame: f.name, offset: uint32(e.offset), length: uint32(e.size)}.encode(ref[:0])
 		_ = b.Set(key, ref, nil)
 		f.chunks = append(f.chunks, frameChunk{digest: e.digest, size: uint32(e.size)})

@@ -36,6 +36,8 @@ import (
 //	'm' name                  → store metadata: "version" (uvarint layout
 //	                            version), "counters" (the Stats counters,
 //	                            see below)
+//	'R' unix ms (8, BE) ‖ kind ‖ digest → empty: a use record of a chunk,
+//	                            blob or directory (see gcuse.go)
 //	'p' store path digest (20) → PathInfo bytes           (Nix layer, via SetMeta)
 //	'n' NAR sha256 (32)        → store path digest (20)   (Nix layer, via SetMeta)
 //
@@ -128,6 +130,12 @@ type PebbleOptions struct {
 	// Objects holds the frames; nil means files under the data
 	// directory's "frames" subdirectory (DirObjects).
 	Objects ObjectStore
+	// RecordUses persists a use record of every chunk, blob and
+	// directory written or deduplicated against, so that a garbage
+	// collection keeps what was used within its grace period (see
+	// gcuse.go). Stores a server writes to record uses; chunk caches
+	// need not.
+	RecordUses bool
 }
 
 // DefaultPebbleOptions: 256 MiB cache, 32 MiB memtables, values of 1 KiB
@@ -265,6 +273,7 @@ type PebbleStore struct {
 	// the packer (see waitForPacker).
 	maxPackLag int64
 	packState
+	gcState
 }
 
 var _ Store = (*PebbleStore)(nil)
@@ -362,6 +371,7 @@ func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard
 		// large) stay in memory until the packer has read them.
 		maxPackLag: max(int64(opts.MemTableSize)/2, int64(4*opts.Frames.Size)),
 	}
+	s.recordUses = opts.RecordUses
 	if s.objects == nil {
 		s.objects = &DirObjects{dir: filepath.Join(dir, "frames"), space: space}
 	}
@@ -517,6 +527,9 @@ func (s *PebbleStore) HasChunk(ctx context.Context, d Digest) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useChunk(db, d); err != nil {
+		return false, err
+	}
 	return has(ctx, db, pebbleKey(pebbleKindChunk, d))
 }
 
@@ -595,6 +608,9 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useChunk(db, c.digest); err != nil {
+		return false, err
+	}
 	key := pebbleKey(pebbleKindChunk, c.digest)
 	if ok, err := has(ctx, db, key); err != nil || ok {
 		return false, err
@@ -666,8 +682,16 @@ func (s *PebbleStore) GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, e
 		return nil, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useBlob(db, d, nil, false); err != nil {
+		return nil, err
+	}
+	return s.getBlobIndex(db, d)
+}
+
+// getBlobIndex is GetBlobIndex on an acquired db, recording no use.
+func (s *PebbleStore) getBlobIndex(db *pebble.DB, d Digest) ([]ChunkRef, error) {
 	var refs []ChunkRef
-	err = get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
+	err := get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
 		refs, err = decodeBlobIndex(d, v)
 		return err
 	})
@@ -714,6 +738,13 @@ func (s *PebbleStore) PutBlob(ctx context.Context, d Digest, size uint64, chunks
 		return err
 	}
 	defer s.mu.RUnlock()
+	used := chunks
+	if used == nil {
+		used = []ChunkRef{}
+	}
+	if err := s.useBlob(db, d, used, true); err != nil {
+		return err
+	}
 	if err := s.space.admit(len(chunks) * blobIndexEntrySize); err != nil {
 		return err
 	}
@@ -761,8 +792,16 @@ func (s *PebbleStore) GetDirectory(ctx context.Context, d Digest) (*Directory, e
 		return nil, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useDirectory(db, d, nil, false); err != nil {
+		return nil, err
+	}
+	return s.getDirectory(db, d)
+}
+
+// getDirectory is GetDirectory on an acquired db, recording no use.
+func (s *PebbleStore) getDirectory(db *pebble.DB, d Digest) (*Directory, error) {
 	var dir *Directory
-	err = get(db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
+	err := get(db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
 		// The decoded directory copies what it keeps (strings, digests).
 		dir, err = decodeStoredDirectory(d, v)
 		return err
@@ -788,6 +827,9 @@ func (s *PebbleStore) PutDirectory(ctx context.Context, dir *Directory) (Digest,
 		return Digest{}, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useDirectory(db, d, dir, true); err != nil {
+		return Digest{}, err
+	}
 	key := pebbleKey(pebbleKindDirectory, d)
 	mu := s.stripe(d)
 	mu.Lock()
@@ -878,6 +920,10 @@ func (s *PebbleStore) Close() error {
 			}
 		}
 	}
+	// A collection in progress finishes first, and none starts meanwhile
+	// (it reads under s.mu, which must not wait behind Close).
+	s.gcRunning.Lock()
+	defer s.gcRunning.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.db == nil {
@@ -963,7 +1009,7 @@ type MetaRecord struct {
 // checkMetaKind refuses the kinds the store keeps itself.
 func checkMetaKind(kind byte) error {
 	switch kind {
-	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta, pebbleKindQueue, pebbleKindFrame:
+	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta, pebbleKindQueue, pebbleKindFrame, pebbleKindUse:
 		return fmt.Errorf("%w: key kind %q belongs to castore", ErrInvalid, kind)
 	}
 	return nil

@@ -110,6 +110,9 @@ func (s *PebbleStore) PutEncodedChunk(ctx context.Context, d Digest, stored []by
 		return false, err
 	}
 	defer s.mu.RUnlock()
+	if err := s.useChunk(db, d); err != nil {
+		return false, err
+	}
 	if ok, err := has(ctx, db, pebbleKey(pebbleKindChunk, d)); err != nil || ok {
 		return false, err
 	}

@@ -67,6 +67,8 @@ type Options struct {
 	Compact CompactPolicy
 	// Retention deletes paths not accessed lately (retention.go).
 	Retention RetentionPolicy
+	// GC runs garbage collection in the background on a schedule.
+	GC GCPolicy
 }
 
 // Server is a running nixcas server. Make one with New, then call Serve.
@@ -80,6 +82,7 @@ type Server struct {
 	auth      auth.Policy
 	compactor *compactor // nil: no background compaction
 	retainer  *retainer
+	collector *collector // nil: no background garbage collection
 }
 
 // New opens the store and the listeners and sets up the services. The
@@ -117,6 +120,9 @@ func New(o Options) (srv *Server, err error) {
 		}
 	}
 	s.auth = authPolicy(o, s.grpcLn, s.httpLn)
+	// What clients write or deduplicate against is recorded for the
+	// garbage collector's grace period (`nixcas gc` included).
+	o.Pebble.RecordUses = true
 	if s.store, err = castore.OpenPebble(o.DataDir, o.Pebble); err != nil {
 		return nil, err
 	}
@@ -151,6 +157,11 @@ func New(o Options) (srv *Server, err error) {
 
 	if s.retainer, err = newRetainer(o.Retention, index, o.Logger, reg); err != nil {
 		return nil, err
+	}
+	if o.GC.Interval > 0 {
+		if s.collector, err = newCollector(o.GC, s.store, index, o.Logger, reg); err != nil {
+			return nil, err
+		}
 	}
 
 	grpcOpts := append(o.Limits.grpcOptions(), grpc.WaitForHandlers(true))
@@ -253,6 +264,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer close(retainDone)
 		s.retainer.run(compactCtx)
 	}()
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		if s.collector != nil {
+			s.collector.run(compactCtx)
+		}
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -262,6 +280,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	stopCompacting()
 	<-compactDone
 	<-retainDone
+	<-gcDone
 	s.shutdown()
 	// After the last request: its reads' access times are written too.
 	s.retainer.flush(context.Background())

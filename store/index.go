@@ -39,6 +39,10 @@ type Index struct {
 	// reads not yet written (access.go).
 	now    func() time.Time
 	access accessTimes
+	// putGate: Put holds it for reading from checking a tree to
+	// recording it; a garbage collection waits for those in progress
+	// before it lists the live paths (see GC).
+	putGate sync.RWMutex
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
@@ -99,6 +103,8 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	x.putGate.RLock()
+	defer x.putGate.RUnlock()
 	if err := CheckTree(ctx, x.cas, p.Root); err != nil {
 		return fmt.Errorf("%s: %w", p.Path, err)
 	}

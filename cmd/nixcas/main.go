@@ -76,7 +76,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newNARCommand(), newStoreCommand(),
 		newServeCommand(), newPushCommand(), newPullCommand(), newProxyCommand(), newImportCommand(),
-		newBenchCommand(), newPathCommand(), newVerifyCommand(),
+		newBenchCommand(), newPathCommand(), newVerifyCommand(), newGCCommand(),
 	)
 	listFlags(root)
 	return root
@@ -176,7 +176,7 @@ func (f *storeFlags) register(cmd *cobra.Command) {
 
 // open opens the store for reading and writing, creating it if need be.
 func (f *storeFlags) open() (*castore.PebbleStore, error) {
-	s, err := castore.OpenPebble(f.data, castore.PebbleOptions{MinFreeBytes: f.minFree, NoSpaceGuard: f.noSpaceGuard})
+	s, err := castore.OpenPebble(f.data, castore.PebbleOptions{MinFreeBytes: f.minFree, NoSpaceGuard: f.noSpaceGuard, RecordUses: true})
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
 	}

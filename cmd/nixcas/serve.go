@@ -134,6 +134,12 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.Var((*ageValue)(&o.Retention.MaxAge), "retention", "delete paths neither uploaded nor downloaded for this long: `DURATION` such as 90d, 2w, 36h (0: keep them)")
 	f.Var((*sizeValue)(&o.Retention.MaxSize), "max-size", "delete least recently used paths while the NAR sizes of those left add up to more: `SIZE` such as 500G (0: no limit)")
 	f.DurationVar(&o.Retention.Interval, "retention-interval", server.DefaultRetentionInterval, "time between two retention runs")
+
+	// Background garbage collection (see `nixcas gc`).
+	g, dg := &o.GC, server.DefaultGCPolicy
+	f.DurationVar(&g.Interval, "gc-interval", dg.Interval, "collect garbage in the background, this long after the previous collection ended (0: never)")
+	f.DurationVar(&g.Grace, "gc-grace", dg.Grace, "keep what was written or deduplicated against this long before a collection")
+	f.Float64Var(&g.RewriteBelow, "gc-rewrite-below", dg.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
 	return addConfigFlag(cmd)
 }
 

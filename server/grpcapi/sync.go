@@ -102,6 +102,11 @@ func (s *syncService) Missing(ctx context.Context, req *nixcaspb.MissingRequest)
 // hasBlob reports whether blob d can be read: it has a chunk list (only
 // recorded once its chunks are stored) or is a stored chunk.
 func (s *syncService) hasBlob(ctx context.Context, d castore.Digest) (bool, error) {
+	// A client told the blob is stored will not send it: the garbage
+	// collector keeps it for its grace period.
+	if err := castore.RecordUse(ctx, s.cas, castore.UseBlob, d); err != nil {
+		return false, err
+	}
 	_, err := blobIndex(ctx, s.cas, d)
 	if errors.Is(err, castore.ErrNotFound) {
 		return false, nil
@@ -112,6 +117,9 @@ func (s *syncService) hasBlob(ctx context.Context, d castore.Digest) (bool, erro
 // hasDirectory reports whether directory d is stored; every directory
 // below a stored one is stored too (children are stored first).
 func (s *syncService) hasDirectory(ctx context.Context, d castore.Digest) (bool, error) {
+	if err := castore.RecordUse(ctx, s.cas, castore.UseDirectory, d); err != nil {
+		return false, err
+	}
 	_, err := s.cas.GetDirectory(ctx, d)
 	if errors.Is(err, castore.ErrNotFound) {
 		return false, nil

@@ -1,0 +1,207 @@
+package castore_test
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nixcas/nixcas/castore"
+)
+
+// TestGCKeepsWhatIsUsedMeanwhile: a store of unreferenced chunks is
+// collected while four goroutines ask for random ones (HasChunk) and put
+// others again (PutChunk). Every chunk found or put after the collection
+// was called is there when it returns; every chunk nothing used is gone;
+// the counters agree with a fresh count. Ten rounds, so that uses land in
+// every step of the collection.
+func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{RecordUses: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 3000
+	const grace = 200 * time.Millisecond
+	chunk := func(i int) castore.Chunk {
+		b := make([]byte, 64+i%200)
+		binary.LittleEndian.PutUint64(b, uint64(i))
+		return castore.NewChunk(b)
+	}
+	noRoots := func(context.Context, func(string, castore.Entry) error) error { return nil }
+	for round := range 10 {
+		for i := range n {
+			if _, err := s.PutChunk(ctx, chunk(round*n+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Older than the grace period: only uses during the collection
+		// keep any of them.
+		time.Sleep(grace + 100*time.Millisecond)
+		var (
+			mu   sync.Mutex
+			used = map[castore.Digest]bool{}
+			wg   sync.WaitGroup
+		)
+		stop := make(chan struct{})
+		var res castore.GCResult
+		var gcErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			res, gcErr = s.GC(ctx, castore.GCOptions{Roots: noRoots, Grace: grace, RewriteBelow: 0.5})
+		}()
+		for w := range 4 {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c := chunk(round*n + rng.IntN(n))
+					if w%2 == 0 {
+						if ok, err := s.HasChunk(ctx, c.Digest()); err != nil {
+							t.Error(err)
+							return
+						} else if !ok {
+							continue
+						}
+					} else if _, err := s.PutChunk(ctx, c); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					used[c.Digest()] = true
+					mu.Unlock()
+				}
+			})
+		}
+		<-done
+		close(stop)
+		wg.Wait()
+		if gcErr != nil {
+			t.Fatal(gcErr)
+		}
+		kept, gone := 0, 0
+		for i := range n {
+			d := chunk(round*n + i).Digest()
+			ok, err := s.HasChunk(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case used[d] && !ok:
+				t.Fatalf("round %d: chunk %s was used during the collection and is gone", round, d)
+			case ok:
+				kept++
+			default:
+				gone++
+			}
+		}
+		t.Logf("round %d: %d chunks used during the collection, %d kept, %d deleted (%d by the collection)", round, len(used), kept, gone, res.ChunksDeleted)
+		if kept+gone != n || gone == 0 {
+			t.Fatalf("round %d: nothing was collected", round)
+		}
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := s.Recount(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st != fresh {
+			t.Fatalf("round %d: counters %+v, a fresh count %+v", round, st, fresh)
+		}
+	}
+}
+
+// TestGCOptionsRefused: invalid options are refused before anything is
+// read; a second collection at once is ErrGCRunning.
+func TestGCOptionsRefused(t *testing.T) {
+	ctx := context.Background()
+	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	roots := func(context.Context, func(string, castore.Entry) error) error { return nil }
+	for _, o := range []castore.GCOptions{
+		{},
+		{Roots: roots, RewriteBelow: -0.1},
+		{Roots: roots, RewriteBelow: 1.5},
+		{Roots: roots, Grace: -time.Second},
+	} {
+		if _, err := s.GC(ctx, o); err == nil {
+			t.Errorf("GC(%+v) succeeded", o)
+		}
+	}
+	block := make(chan struct{})
+	started := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.GC(ctx, castore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
+			close(started)
+			<-block
+			return nil
+		}})
+		first <- err
+	}()
+	<-started
+	if _, err := s.GC(ctx, castore.GCOptions{Roots: roots}); err != castore.ErrGCRunning {
+		t.Errorf("a second collection at once: %v, want ErrGCRunning", err)
+	}
+	close(block)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGCCloseWaits: closing the store while a collection runs waits for
+// it to finish, and the collection completes.
+func TestGCCloseWaits(t *testing.T) {
+	ctx := context.Background()
+	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutChunk(ctx, castore.NewChunk([]byte("garbage"))); err != nil {
+		t.Fatal(err)
+	}
+	block := make(chan struct{})
+	started := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.GC(ctx, castore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
+			close(started)
+			<-block
+			return nil
+		}})
+		first <- err
+	}()
+	<-started
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	time.Sleep(50 * time.Millisecond) // let Close wait for the collection
+	close(block)
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the collection did not finish within a minute of Close")
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}

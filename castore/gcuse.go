@@ -1,0 +1,255 @@
+package castore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Uses: what the garbage collector must not take from under a writer
+//
+// A chunk, blob index or directory is "used" when it is written or
+// deduplicated against: PutChunk (new or already stored), HasChunk,
+// PutBlob, PutDirectory, and RecordUse (the server's blob and directory
+// existence queries). Two records keep used items from a collection:
+//
+//   - While a collection runs (its epoch), every use is added to the
+//     collection's mark set at once, and so is everything below a used
+//     directory or blob (its subtree, read from the store); reads of a
+//     directory or blob index (GetDirectory, GetBlobIndex: how a PathInfo
+//     put checks its tree) count as uses too, so a PathInfo recorded
+//     after the collection listed the live ones keeps its whole tree.
+//   - With PebbleOptions.RecordUses, every use is also persisted as a use
+//     record, 'R' ‖ unix milliseconds (8, BE) ‖ kind ‖ digest, in the
+//     same database.
+//     A collection starting at T treats the records of minutes from
+//     T − grace on as live roots (subtrees included), and deletes the
+//     older ones. This covers uploads whose PathInfo comes later, across
+//     processes and restarts (`nixcas gc` runs while the server is down).
+//
+// Why this is sound. A collection first publishes its mark set (gcMarks),
+// then reads the use records, then marks from the live roots, then sweeps.
+// A use persists its record before it looks at gcMarks: if it saw no mark
+// set, its record was committed before the collection read the records,
+// so the collection sees it. The sweep then deletes an item only if it is
+// not in the mark set, checked and deleted in one step that excludes a
+// concurrent use of the same item:
+//
+//   - chunks: a use adds the chunk to the mark set holding the chunk's
+//     lock stripe (lockStripes), before it looks the chunk up; the sweep
+//     holds the stripes of a batch of candidates while it re-checks the
+//     mark set and commits their deletion. So either the use came first
+//     and the chunk stays, or the deletion is committed before the use
+//     looks, finds the chunk missing, and stores it again.
+//   - directories and blob indexes: a use marks the item and its whole
+//     subtree holding the gate (gcGate) for reading; the sweep of
+//     directories and blob indexes holds it for writing. So when the sweep
+//     checks, every directory or blob in the mark set has its subtree in
+//     it too, and what the sweep deletes no later use can reach: after the
+//     sweep, a use of a surviving directory finds its whole subtree
+//     marked (it was marked with it) or stored anew by its writer.
+//     The chunk sweep takes the gate for writing per batch as well, so a
+//     subtree being marked is never half done when a chunk is checked.
+//
+// Directory and blob index puts and reads wait while the gate is held for
+// writing: for the directory and blob index sweep (one pass over those
+// keys) and for each batch of the chunk sweep.
+
+// pebbleKindUse keys use records (see above).
+const pebbleKindUse byte = 'R'
+
+// useKey returns the use record key of d used at t.
+func useKey(t time.Time, kind byte, d Digest) []byte {
+	k := make([]byte, 0, 1+8+1+DigestSize)
+	k = append(k, pebbleKindUse)
+	k = binary.BigEndian.AppendUint64(k, uint64(t.UnixMilli()))
+	k = append(k, kind)
+	return append(k, d[:]...)
+}
+
+// gcState groups the collector's fields of a PebbleStore.
+type gcState struct {
+	gcRunning  sync.Mutex // one collection at a time
+	gcGate     sync.RWMutex
+	gcMarks    atomic.Pointer[markSet] // set while a collection runs
+	recordUses bool
+}
+
+// persistUse writes a use record of d, unless the store does not record
+// uses. The write is not synced: a use that a crash loses was not
+// followed by anything durable that relies on it.
+func (s *PebbleStore) persistUse(db *pebble.DB, kind byte, d Digest) error {
+	if !s.recordUses || s.readOnly {
+		return nil
+	}
+	key := useKey(time.Now(), kind, d)
+	if err := s.space.admit(len(key) + 16); err != nil {
+		return err
+	}
+	if err := db.Set(key, nil, pebble.NoSync); err != nil {
+		return pebbleError(err, "record use of "+d.String())
+	}
+	return nil
+}
+
+// useChunk records a use of chunk d (see above).
+func (s *PebbleStore) useChunk(db *pebble.DB, d Digest) error {
+	if err := s.persistUse(db, pebbleKindChunk, d); err != nil {
+		return err
+	}
+	if s.gcMarks.Load() == nil {
+		return nil
+	}
+	mu := s.stripe(d)
+	mu.Lock()
+	defer mu.Unlock()
+	if m := s.gcMarks.Load(); m != nil {
+		return m.add(pebbleKindChunk, d)
+	}
+	return nil
+}
+
+// useBlob records a use of blob d; refs, when not nil, are its chunks
+// (a blob being put), else they are read from its index.
+func (s *PebbleStore) useBlob(db *pebble.DB, d Digest, refs []ChunkRef, persist bool) error {
+	if persist {
+		if err := s.persistUse(db, pebbleKindBlobIndex, d); err != nil {
+			return err
+		}
+	}
+	if s.gcMarks.Load() == nil {
+		return nil
+	}
+	s.gcGate.RLock()
+	defer s.gcGate.RUnlock()
+	m := s.gcMarks.Load()
+	if m == nil {
+		return nil
+	}
+	return s.markBlobUsed(db, m, d, refs)
+}
+
+// markBlobUsed marks blob d and its chunks; the caller holds gcGate.
+func (s *PebbleStore) markBlobUsed(db *pebble.DB, m *markSet, d Digest, refs []ChunkRef) error {
+	if ok, err := m.has(pebbleKindBlobIndex, d); err != nil || ok {
+		return err
+	}
+	if refs == nil {
+		var err error
+		refs, err = s.getBlobIndex(db, d)
+		if errors.Is(err, ErrNotFound) {
+			refs = []ChunkRef{{Digest: d}} // a blob of one chunk, or none
+		} else if err != nil {
+			return err
+		}
+	}
+	for _, c := range refs {
+		mu := s.stripe(c.Digest)
+		mu.Lock()
+		err := m.add(pebbleKindChunk, c.Digest)
+		mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	// The blob last: a concurrent use that finds it marked finds its
+	// chunks marked too.
+	return m.add(pebbleKindBlobIndex, d)
+}
+
+// useDirectory records a use of directory d; dir, when not nil, is its
+// contents (a directory being put), else they are read from the store.
+func (s *PebbleStore) useDirectory(db *pebble.DB, d Digest, dir *Directory, persist bool) error {
+	if persist {
+		if err := s.persistUse(db, pebbleKindDirectory, d); err != nil {
+			return err
+		}
+	}
+	if s.gcMarks.Load() == nil {
+		return nil
+	}
+	s.gcGate.RLock()
+	defer s.gcGate.RUnlock()
+	m := s.gcMarks.Load()
+	if m == nil {
+		return nil
+	}
+	return s.markTreeUsed(db, m, d, dir)
+}
+
+// markTreeUsed marks directory d and everything below it that is not
+// marked yet; the caller holds gcGate. A directory is marked after its
+// subtree, so that a use that finds it marked finds all of it marked.
+func (s *PebbleStore) markTreeUsed(db *pebble.DB, m *markSet, d Digest, dir *Directory) error {
+	if ok, err := m.has(pebbleKindDirectory, d); err != nil || ok {
+		return err
+	}
+	if dir == nil {
+		var err error
+		if dir, err = s.getDirectory(db, d); errors.Is(err, ErrNotFound) {
+			return nil // not stored: its writer stores and uses its children
+		} else if err != nil {
+			return err
+		}
+	}
+	for _, f := range dir.Files {
+		if err := s.markBlobUsed(db, m, f.Digest, nil); err != nil {
+			return fmt.Errorf("file %q: %w", f.Name, err)
+		}
+	}
+	for _, sub := range dir.Directories {
+		if err := s.markTreeUsed(db, m, sub.Digest, nil); err != nil {
+			return fmt.Errorf("directory %q: %w", sub.Name, err)
+		}
+	}
+	return m.add(pebbleKindDirectory, d)
+}
+
+// RecordUse records that a client was told the blob (kind 'b': a file of
+// any number of chunks) or directory (kind 'd') d is stored, so that the
+// garbage collector keeps it (see above). The server's existence queries
+// call it; other kinds are ErrInvalid.
+func (s *PebbleStore) RecordUse(ctx context.Context, kind UseKind, d Digest) error {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	switch kind {
+	case UseBlob:
+		return s.useBlob(db, d, nil, true)
+	case UseDirectory:
+		return s.useDirectory(db, d, nil, true)
+	}
+	return fmt.Errorf("%w: use of kind %d", ErrInvalid, kind)
+}
+
+// UseKind is what RecordUse records a use of.
+type UseKind int
+
+// Kinds of RecordUse.
+const (
+	UseBlob UseKind = iota + 1
+	UseDirectory
+)
+
+// UseRecorder is the optional power of stores that keep what clients use
+// from a garbage collection (PebbleStore).
+type UseRecorder interface {
+	RecordUse(ctx context.Context, kind UseKind, d Digest) error
+}
+
+// RecordUse calls s.RecordUse when s has that power, and does nothing
+// otherwise.
+func RecordUse(ctx context.Context, s any, kind UseKind, d Digest) error {
+	if r, ok := As[UseRecorder](s); ok {
+		return r.RecordUse(ctx, kind, d)
+	}
+	return nil
+}

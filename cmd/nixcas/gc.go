@@ -1,0 +1,159 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/store"
+)
+
+// gcCacheSize is the block cache of a store `nixcas gc` opens.
+const gcCacheSize = 32 << 20
+
+func newGCCommand() *cobra.Command {
+	var (
+		sf           storeFlags
+		grace        time.Duration
+		rewriteBelow float64
+		level        string
+		dryRun       bool
+		asJSON       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Delete what no store path and no kept file reaches, and rewrite mostly dead frames",
+		Args:  cobra.NoArgs,
+		Long: `Collect the garbage of the store in --data: directories, blob indexes
+and chunks that no store path and no kept file (build log, debug info,
+realisation) reaches, and that nothing wrote or deduplicated against in the
+--grace period before the collection started (as the server records it).
+Frames whose live share (live chunk bytes over decoded bytes) falls below
+--rewrite-below have their live chunks rewritten into new frames and are
+deleted; a frame with no live chunk is deleted; the others keep their dead
+bytes (deadBytesLeft).
+
+Marking writes the reachable digests into a temporary database under the
+data directory (gc-marks, removed at the end and by the next run after a
+crash), read back beside the store's keys in digest order: memory stays
+bounded whatever the number of chunks. Killed at any point, every live
+path still renders and the next run finishes the job.
+
+The store is opened exclusively: against a running server, use its
+--gc-interval instead. --dry-run opens the store read-only and changes
+nothing in it.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lvl, ok := zstdLevels[level]
+			if !ok {
+				return fmt.Errorf("--level %q: want one of fastest, default, better, best", level)
+			}
+			var s *castore.PebbleStore
+			var err error
+			// A collection reads each key once, in order: a small block
+			// cache does, and keeps the memory it needs bounded.
+			if dryRun {
+				s, err = castore.OpenPebbleReadOnly(sf.data, castore.PebbleOptions{CacheSize: gcCacheSize})
+			} else {
+				s, err = castore.OpenPebble(sf.data, castore.PebbleOptions{CacheSize: gcCacheSize,
+					MinFreeBytes: sf.minFree, NoSpaceGuard: sf.noSpaceGuard, RecordUses: true})
+			}
+			if err != nil {
+				return fmt.Errorf("opening store %s: %w", sf.data, err)
+			}
+			defer s.Close()
+			ctx := cmd.Context()
+			bars := newGCProgress()
+			res, err := store.NewIndex(s, s).GC(ctx, s, castore.GCOptions{
+				Grace: grace, RewriteBelow: rewriteBelow, Level: lvl, DryRun: dryRun, Progress: bars.update,
+			})
+			bars.finish()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(res)
+			}
+			verb, rewritten := "deleted", "rewritten"
+			if dryRun {
+				verb, rewritten = "to delete", "to rewrite"
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			rows := []struct {
+				v    any
+				name string
+			}{
+				{res.PathsLive, "store paths live"},
+				{res.Files, "kept files live"},
+				{res.UseRecords, "uses within the grace period kept"},
+				{res.DirectoriesDeleted, "directories " + verb},
+				{res.BlobsDeleted, "blob indexes " + verb},
+				{res.ChunksDeleted, "chunks " + verb},
+				{res.ChunkBytesFreed, "bytes of them, uncompressed"},
+				{res.FramesDeleted, "frames with no live chunk " + verb},
+				{res.FramesRewritten, "frames below the threshold " + rewritten},
+				{res.FramesWritten, "frames written"},
+				{res.StoredBytesFreed, "stored bytes freed"},
+				{res.DeadBytesLeft, "dead bytes left in " + fmt.Sprint(res.FramesWithDeadBytes) + " frames"},
+			}
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%v\t  %s\t\n", r.v, r.name)
+			}
+			fmt.Fprintf(tw, "%.1f\t  %s\t\n", res.Seconds, "seconds")
+			return tw.Flush()
+		},
+	}
+	sf.register(cmd)
+	cmd.Flags().DurationVar(&grace, "grace", castore.DefaultGCOptions.Grace, "keep what was written or deduplicated against this long before the collection")
+	cmd.Flags().Float64Var(&rewriteBelow, "rewrite-below", castore.DefaultGCOptions.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
+	cmd.Flags().StringVar(&level, "level", "default", "zstd level of rewritten frames: fastest, default, better, best")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed, change nothing (opens read-only)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// gcProgress draws one bar per step of a collection on stderr when it is
+// a terminal.
+type gcProgress struct {
+	tty  bool
+	step string
+	bar  *progressbar.ProgressBar
+	last int64
+}
+
+func newGCProgress() *gcProgress {
+	return &gcProgress{tty: term.IsTerminal(int(os.Stderr.Fd()))}
+}
+
+func (p *gcProgress) update(step string, done, total int64) {
+	if !p.tty {
+		return
+	}
+	if step != p.step {
+		p.finish()
+		p.step, p.last = step, 0
+		if total <= 0 {
+			total = -1
+		}
+		if step == "rewriting" {
+			p.bar = progressbar.DefaultBytes(total, step)
+		} else {
+			p.bar = progressbar.Default(total, step)
+		}
+	}
+	p.bar.Add64(done - p.last)
+	p.last = done
+}
+
+func (p *gcProgress) finish() {
+	if p.bar != nil {
+		p.bar.Finish()
+		p.bar = nil
+	}
+}
