@@ -26,6 +26,8 @@ func newGCCommand() *cobra.Command {
 		level        string
 		dryRun       bool
 		asJSON       bool
+		maxAge       ageValue
+		maxSize      sizeValue
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
@@ -46,9 +48,13 @@ crash), read back beside the store's keys in digest order: memory stays
 bounded whatever the number of chunks. Killed at any point, every live
 path still renders and the next run finishes the job.
 
+With --retention or --max-size, the paths retention selects (as "path
+expire" does) are deleted first, and their data collected in the same run.
+
 The store is opened exclusively: against a running server, use its
 --gc-interval instead. --dry-run opens the store read-only and changes
-nothing in it.`,
+nothing in it; with --retention or --max-size it lists the paths that
+would be deleted, but its collection figures still count them as live.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			lvl, ok := zstdLevels[level]
 			if !ok {
@@ -69,8 +75,22 @@ nothing in it.`,
 			}
 			defer s.Close()
 			ctx := cmd.Context()
+			x := store.NewIndex(s, s)
+			var report gcReport
+			if maxAge != 0 || maxSize != 0 {
+				r, err := x.Expire(ctx, store.Retention{MaxAge: time.Duration(maxAge), MaxSize: uint64(maxSize), DryRun: dryRun})
+				if err != nil {
+					return err
+				}
+				report.Retention = &r
+				if !asJSON {
+					if err := printExpire(r, dryRun, uint64(maxSize)); err != nil {
+						return err
+					}
+				}
+			}
 			bars := newGCProgress()
-			res, err := store.NewIndex(s, s).GC(ctx, s, castore.GCOptions{
+			res, err := x.GC(ctx, s, castore.GCOptions{
 				Grace: grace, RewriteBelow: rewriteBelow, Level: lvl, DryRun: dryRun, Progress: bars.update,
 			})
 			bars.finish()
@@ -78,7 +98,8 @@ nothing in it.`,
 				return err
 			}
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(res)
+				report.GCResult = res
+				return json.NewEncoder(os.Stdout).Encode(report)
 			}
 			verb, rewritten := "deleted", "rewritten"
 			if dryRun {
@@ -114,8 +135,17 @@ nothing in it.`,
 	cmd.Flags().Float64Var(&rewriteBelow, "rewrite-below", castore.DefaultGCOptions.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
 	cmd.Flags().StringVar(&level, "level", "default", "zstd level of rewritten frames: fastest, default, better, best")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed, change nothing (opens read-only)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print JSON: the collection's figures, and with retention "retention" (as "path expire --json" prints it)`)
+	cmd.Flags().Var(&maxAge, "retention", "first delete the paths not used for this long: `DURATION` such as 90d, 2w, 36h (see path expire)")
+	cmd.Flags().Var(&maxSize, "max-size", "first delete least recently used paths while the NAR sizes of those left add up to more: `SIZE` such as 500G (see path expire)")
 	return cmd
+}
+
+// gcReport is what `nixcas gc --json` prints: the collection's figures,
+// and what retention deleted before it.
+type gcReport struct {
+	store.GCResult
+	Retention *store.ExpireResult `json:"retention,omitempty"`
 }
 
 // gcProgress draws one bar per step of a collection on stderr when it is

@@ -244,36 +244,7 @@ after a garbage collection frees the deleted paths' data.`,
 				if asJSON {
 					return json.NewEncoder(os.Stdout).Encode(res)
 				}
-				verb, rowVerb := "deleted", "paths deleted"
-				if dryRun {
-					verb, rowVerb = "would delete", "paths to delete"
-				}
-				for _, p := range res.Deleted {
-					fmt.Printf("%s %s/%s (%d bytes of NAR, last used %s, by %s)\n", verb, store.StoreDir, p.Path,
-						p.NARSize, p.LastAccess.Format(time.RFC3339), p.Reason)
-				}
-				tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-				for _, r := range []struct {
-					v    any
-					name string
-				}{
-					{len(res.Deleted), rowVerb},
-					{res.DeletedNARBytes, "NAR bytes of them"},
-					{res.Paths, "paths left"},
-					{res.NARBytes, "NAR bytes of them"},
-					{res.Pinned, "pinned paths left"},
-					{res.FirstSeen, "paths seen for the first time (counted as used now)"},
-					{res.Skipped, "paths kept as used or pinned meanwhile"},
-				} {
-					fmt.Fprintf(tw, "%v\t  %s\t\n", r.v, r.name)
-				}
-				if err := tw.Flush(); err != nil {
-					return err
-				}
-				if !res.Fits {
-					fmt.Printf("pinned paths alone exceed --max-size %d: the store does not fit\n", uint64(maxSize))
-				}
-				return nil
+				return printExpire(res, dryRun, uint64(maxSize))
 			})
 		},
 	}
@@ -453,4 +424,39 @@ func parseSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("size %q: want bytes with an optional unit, such as 500G, 1.5TiB or 200GB", s)
 	}
 	return uint64(f * mult), nil
+}
+
+// printExpire prints what a retention run deleted (or would delete) and
+// what is left, as a table.
+func printExpire(res store.ExpireResult, dryRun bool, maxSize uint64) error {
+	verb, rowVerb := "deleted", "paths deleted"
+	if dryRun {
+		verb, rowVerb = "would delete", "paths to delete"
+	}
+	for _, p := range res.Deleted {
+		fmt.Printf("%s %s/%s (%d bytes of NAR, last used %s, by %s)\n", verb, store.StoreDir, p.Path,
+			p.NARSize, p.LastAccess.Format(time.RFC3339), p.Reason)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, r := range []struct {
+		v    any
+		name string
+	}{
+		{len(res.Deleted), rowVerb},
+		{res.DeletedNARBytes, "NAR bytes of them"},
+		{res.Paths, "paths left"},
+		{res.NARBytes, "NAR bytes of them"},
+		{res.Pinned, "pinned paths left"},
+		{res.FirstSeen, "paths seen for the first time (counted as used now)"},
+		{res.Skipped, "paths kept as used or pinned meanwhile"},
+	} {
+		fmt.Fprintf(tw, "%v\t  %s\t\n", r.v, r.name)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !res.Fits {
+		fmt.Printf("pinned paths alone exceed --max-size %d: the store does not fit\n", maxSize)
+	}
+	return nil
 }

@@ -378,3 +378,47 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatalf("verify after repair: %v, %+v", res.Err, out)
 	}
 }
+
+// TestGCRetention: `nixcas gc --max-size` deletes the least recently used
+// unpinned paths first and collects their data in the same run; a dry run
+// lists them and deletes nothing.
+func TestGCRetention(t *testing.T) {
+	c := newCLIStore(t, cliPathA, cliPathB, cliPathC)
+	all := c.present(t)
+	if res := c.run(t, "path", "pin", cliPathC); res.Err != nil {
+		t.Fatalf("pin: %v\n%s", res.Err, res.Stderr)
+	}
+	for _, dry := range []bool{true, false} {
+		args := []string{"gc", "--json", "--grace", "0", "--max-size", "1"}
+		if dry {
+			args = append(args, "--dry-run")
+		}
+		res := c.run(t, args...)
+		if res.Err != nil {
+			t.Fatalf("%v: %v\n%s", args, res.Err, res.Stderr)
+		}
+		var out gcReport
+		if err := json.Unmarshal(res.Stdout, &out); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, res.Stdout)
+		}
+		if out.Retention == nil || len(out.Retention.Deleted) != 2 || out.Retention.DryRun != dry {
+			t.Fatalf("%v: retention %+v; want 2 paths deleted", args, out.Retention)
+		}
+		want, live := all, uint64(3)
+		if !dry {
+			want, live = []string{cliPathC}, 1
+		}
+		if got := c.present(t); !slices.Equal(got, want) {
+			t.Errorf("%v: left %v; want %v", args, got, want)
+		}
+		if out.PathsLive != live {
+			t.Errorf("%v: %d paths live; want %d", args, out.PathsLive, live)
+		}
+		if !dry && out.ChunksDeleted == 0 {
+			t.Errorf("%v: no chunk deleted: %+v", args, out)
+		}
+	}
+	if out, res := c.verify(t, "--read-data"); res.Err != nil || len(out.Problems) != 0 {
+		t.Errorf("verify after gc: %v, %+v", res.Err, out)
+	}
+}
