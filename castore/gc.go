@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -156,7 +157,24 @@ func (s *PebbleStore) GC(ctx context.Context, opts GCOptions) (res GCResult, err
 		return res, err
 	}
 
-	m, err := openMarkSet(filepath.Join(s.dir, "gc-marks"))
+	// A real collection has the store to itself (the open is
+	// exclusive): it removes what crashed collections left. Dry runs,
+	// which may run side by side on a read-only store, each have a mark
+	// set of their own.
+	markDir := filepath.Join(s.dir, "gc-marks")
+	if opts.DryRun {
+		if markDir, err = os.MkdirTemp(s.dir, "gc-marks-dry-"); err != nil {
+			return res, fmt.Errorf("castore: gc: %w", err)
+		}
+	} else {
+		left, _ := filepath.Glob(filepath.Join(s.dir, "gc-marks-dry-*"))
+		for _, d := range left {
+			if err = os.RemoveAll(d); err != nil {
+				return res, fmt.Errorf("castore: gc: removing an old mark set: %w", err)
+			}
+		}
+	}
+	m, err := openMarkSet(markDir)
 	if err != nil {
 		return res, err
 	}
