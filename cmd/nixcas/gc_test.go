@@ -135,8 +135,8 @@ func gcRun(t *testing.T, args ...string) store.GCResult {
 // TestGCCommandKilled: `nixcas gc --dry-run` changes nothing; `nixcas gc`
 // killed with SIGKILL at several points of its run leaves a store in which
 // every live path renders byte for byte and the counters agree with a
-// fresh count; a last run completes the job, after which a dry run finds
-// nothing more to free.
+// fresh count and verify --read-data is clean; a last run completes the
+// job, after which a dry run finds nothing more to free.
 func TestGCCommandKilled(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	paths := gcStorePaths(t, dir, 6, 6<<20)
@@ -179,6 +179,12 @@ func TestGCCommandKilled(t *testing.T) {
 		}
 		kills++
 		gcCheck(t, killed, live)
+		// verify, reading every chunk, finds every live path whole.
+		res := e2eInvocation{Args: []string{"verify", "--json", "--read-data", "--data", killed}}.run(t)
+		var v verifyOutput
+		if err := json.Unmarshal(res.Stdout, &v); err != nil || res.Err != nil || !v.OK {
+			t.Errorf("kill at %g: verify --read-data: %v, %v: %s\n%s", f, res.Err, err, res.Stdout, res.Stderr)
+		}
 		// The next run finishes the job: the store then holds what the
 		// probe, collected in one go, holds, and nothing is left to free.
 		gcRun(t, kargs[1:]...)
