@@ -65,11 +65,11 @@ func e2eMain(m *testing.M) int {
 }
 
 // e2eMaxRSS is the peak resident set size any nixcas process may reach,
-// whatever the size of its input. A store's fixed budgets (two 32 MiB
-// memtables, the block cache, up to 32 hot frames being packed, in and
-// out) come to about 200 MiB; ingesting a 4 GiB file peaked at 236 to
-// 261 MiB on a loaded 2-core machine, so the bound leaves room for load
-// and still fails any process that holds a file's bytes.
+// whatever the size of its input: a store's fixed budgets (memtables,
+// block cache, hot frames being packed) and no more. Ingesting a 4 GiB
+// file peaked at 236 to 261 MiB on a loaded 2-core machine, so the bound
+// leaves room for load and still fails any process that holds a file's
+// bytes.
 const e2eMaxRSS = 320 << 20
 
 // ---------------------------------------------------------------------------
