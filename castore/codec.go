@@ -87,7 +87,9 @@ func DecodedChunkSize(stored []byte) (int, error) {
 	return 0, fmt.Errorf("%w: unknown chunk codec %d", ErrCorrupt, stored[0])
 }
 
-// Grow returns b with room for n more bytes beyond len(b).
+// Grow returns b lengthened by n bytes, in place when its capacity allows,
+// else in a new array holding a copy of b; the n new bytes are for the
+// caller to fill.
 func Grow(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b[:len(b)+n]

@@ -154,7 +154,8 @@ func (m *MemoryStore) Sync(context.Context) error { return nil }
 func (m *MemoryStore) Close() error { return nil }
 
 // CheckBlobIndex checks what PutBlob is given: the chunk sizes add up to
-// the blob's size, and a one-chunk blob is its chunk.
+// the blob's size, and a one-chunk blob is its chunk. Every backend calls
+// it in PutBlob; a failure wraps ErrInvalid.
 func CheckBlobIndex(d Digest, size uint64, chunks []ChunkRef) error {
 	var sum uint64
 	for _, c := range chunks {
@@ -170,7 +171,8 @@ func CheckBlobIndex(d Digest, size uint64, chunks []ChunkRef) error {
 }
 
 // DecodeStoredDirectory decodes a directory read back from a store, checking
-// it against the digest it was stored under.
+// it against the digest it was stored under: the GetDirectory of every
+// backend goes through it.
 func DecodeStoredDirectory(d Digest, b []byte) (*Directory, error) {
 	if got := Hash(b); got != d {
 		return nil, fmt.Errorf("%w: directory %s: stored bytes hash to %s", ErrCorrupt, d, got)

@@ -36,7 +36,8 @@ var decodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // VerifyEncoded decodes stored into a pooled buffer and verifies it against
 // d, returning the chunk and a function giving the buffer back, to be
-// called once the chunk is no longer used.
+// called once the chunk is no longer used. A backend's PutEncodedChunk
+// goes through it.
 func VerifyEncoded(d Digest, stored []byte) (Chunk, func(), error) {
 	buf := decodeBuffers.Get().(*[]byte)
 	release := func() {

@@ -20,7 +20,8 @@ type Chunk struct {
 func NewChunk(data []byte) Chunk { return Chunk{digest: Hash(data), data: data, ok: true} }
 
 // Check refuses what no store accepts: a Chunk no constructor made (the
-// zero value), and chunks over MaxChunkSize.
+// zero value), and chunks over MaxChunkSize. Every backend calls it first
+// in PutChunk.
 func (c Chunk) Check() error {
 	switch {
 	case !c.ok:
