@@ -1014,7 +1014,7 @@ func pebbleDiskBytes(dir string) (data, all int64, err error) {
 
 // frameFileBytes returns the size of the frame files of a closed
 // pebblestore.Store directory (its "frames" subdirectory, see
-// castore.DirObjects).
+// pebblestore.DirObjects).
 func frameFileBytes(dir string) (int64, error) {
 	var n int64
 	err := filepath.WalkDir(filepath.Join(dir, "frames"), func(path string, e fs.DirEntry, err error) error {

@@ -40,7 +40,7 @@ var DedupStrategies = []struct{ Name, Counts string }{
 	{StrategyFileDedup, "each distinct regular-file content once, uncompressed (as `nix-store --optimise` links them); no NAR framing, names, directories or symlinks"},
 	{StrategyNARCDCZstd, "FastCDC 16/64/256 KiB over each whole NAR stream, each distinct chunk once, zstd level 3 per chunk (+1 codec byte, raw if zstd does not shrink it); chunk lists not counted"},
 	{StrategyNARCDCLZ4, "the same NAR-level chunks, lz4 per chunk exactly as castore.ChunkEncoder stores them (codec byte included); chunk lists not counted"},
-	{StrategyNixcas16kLZ4, "Stats.StoredBytes of a castore store with frames off (castore.FrameOptions.Off: each chunk stored alone, lz4, codec byte included) after ingesting every NAR, FastCDC per file 4/16/64 KiB (directories and blob indexes not counted)"},
+	{StrategyNixcas16kLZ4, "Stats.StoredBytes of a castore store with frames off (pebblestore.FrameOptions.Off: each chunk stored alone, lz4, codec byte included) after ingesting every NAR, FastCDC per file 4/16/64 KiB (directories and blob indexes not counted)"},
 	{StrategyNixcas64kLZ4, "the same at FastCDC 16/64/256 KiB (the default), counted as each new chunk of the nixcas-frames store is stored (castore.ChunkEncoder, exactly what a store with frames off counts)"},
 	{StrategyNixcas256kLZ4, "the same at FastCDC 64/256/1024 KiB"},
 	{StrategyNixcas64kZstd, "the chunks of nixcas-64k-lz4, each compressed alone by zstd level 3 instead (+1 codec byte, raw if zstd does not shrink it)"},

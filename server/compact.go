@@ -20,7 +20,7 @@ type CompactPolicy struct {
 	// OlderThan: hot frames younger than this are left as they are.
 	OlderThan time.Duration
 	// DutyCycle throttles a compaction to this share of one core's time
-	// (see castore.CompactOptions.DutyCycle); 0 means full speed.
+	// (see pebblestore.CompactOptions.DutyCycle); 0 means full speed.
 	DutyCycle float64
 }
 
