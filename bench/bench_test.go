@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 )
 
@@ -60,7 +61,7 @@ func BenchmarkIngest(b *testing.B) {
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		s, err := castore.OpenPebble(filepath.Join(b.TempDir(), "s"), castore.PebbleOptions{})
+		s, err := pebblestore.Open(filepath.Join(b.TempDir(), "s"), pebblestore.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -77,7 +78,7 @@ func BenchmarkIngest(b *testing.B) {
 func BenchmarkRender(b *testing.B) {
 	nar := benchNAR(b)
 	ctx := context.Background()
-	s, err := castore.OpenPebble(filepath.Join(b.TempDir(), "s"), castore.PebbleOptions{})
+	s, err := pebblestore.Open(filepath.Join(b.TempDir(), "s"), pebblestore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
 )
@@ -48,11 +48,11 @@ type DedupOptions struct {
 	// Frames tune the hot frames of the two framed stores (nixcas-frames
 	// and nixcas-compact); zero fields take castore's defaults. Off is
 	// ignored.
-	Frames castore.FrameOptions
+	Frames pebblestore.FrameOptions
 	// Compact tunes the compaction of nixcas-compact: FrameSize and Level
 	// (zero: castore.DefaultCompactOptions), CacheSize. Order is set by
 	// the run.
-	Compact castore.CompactOptions
+	Compact pebblestore.CompactOptions
 	// NoCompressors leaves out the strategies that run compressor
 	// processes (xz, zstd-19, limit-zstd-long): for tuning the castore
 	// strategies, whose figures do not depend on them.
@@ -93,8 +93,8 @@ type DedupResult struct {
 	Notes        []string      `json:"-"` // what the rebuild simulation did to each input, and store counters that disagreed with the files
 	// Frames and Compact are the options the framed stores ran with,
 	// defaults filled in.
-	Frames  castore.FrameOptions   `json:"-"`
-	Compact castore.CompactOptions `json:"-"`
+	Frames  pebblestore.FrameOptions   `json:"-"`
+	Compact pebblestore.CompactOptions `json:"-"`
 }
 
 // DedupInputResult is one NAR of a run.
@@ -142,7 +142,7 @@ func (r *DedupResult) RawBytes() int64 {
 	return n
 }
 
-// The file-granular castore stores, each a PebbleStore in its own
+// The file-granular castore stores, each a pebblestore.Store in its own
 // directory under WorkDir. nixcas-frames has the default options and is
 // the one measured on disk (nixcas-disk) and sized per chunk
 // (nixcas-64k-lz4, nixcas-64k-zstd); nixcas-compact holds the same data
@@ -170,10 +170,10 @@ const (
 )
 
 // storeOptions returns the Pebble options of store i of nixcasStores.
-func (d *dedupRun) storeOptions(i int) castore.PebbleOptions {
-	var o castore.PebbleOptions
+func (d *dedupRun) storeOptions(i int) pebblestore.Options {
+	var o pebblestore.Options
 	if nixcasStores[i].counted {
-		o = castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20}
+		o = pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20}
 	}
 	if nixcasStores[i].framed {
 		o.Frames = d.o.Frames
@@ -246,9 +246,9 @@ type dedupRun struct {
 	files   fileDedup
 	cdc     narCDC
 	stores  [len(nixcasStores)]*meteredStore
-	pebbles [len(nixcasStores)]*castore.PebbleStore // the stores' backends; nil while closed
-	prev    map[string]int64                        // totals of the in-process strategies after the last pass
-	pass    int                                     // index of the next NAR
+	pebbles [len(nixcasStores)]*pebblestore.Store // the stores' backends; nil while closed
+	prev    map[string]int64                      // totals of the in-process strategies after the last pass
+	pass    int                                   // index of the next NAR
 
 	jobs    chan compressJob
 	workers sync.WaitGroup
@@ -266,21 +266,21 @@ func newDedupRun(ctx context.Context, o DedupOptions) (*dedupRun, error) {
 		return nil, errors.New("bench: dedup: no work directory")
 	}
 	o.Frames.Off = false
-	o.Frames = castore.PebbleOptions{Frames: o.Frames}.EnsureDefaults().Frames
-	if err := (castore.PebbleOptions{Frames: o.Frames}).EnsureDefaults().Validate(); err != nil {
+	o.Frames = pebblestore.Options{Frames: o.Frames}.EnsureDefaults().Frames
+	if err := (pebblestore.Options{Frames: o.Frames}).EnsureDefaults().Validate(); err != nil {
 		return nil, fmt.Errorf("bench: dedup: frame options: %w", err)
 	}
 	if o.Compact.FrameSize == 0 {
-		o.Compact.FrameSize = castore.DefaultCompactOptions.FrameSize
+		o.Compact.FrameSize = pebblestore.DefaultCompactOptions.FrameSize
 	}
 	if o.Compact.Level == 0 {
-		o.Compact.Level = castore.DefaultCompactOptions.Level
+		o.Compact.Level = pebblestore.DefaultCompactOptions.Level
 	}
 	if o.Compact.CacheSize == 0 {
-		o.Compact.CacheSize = castore.DefaultCompactOptions.CacheSize
+		o.Compact.CacheSize = pebblestore.DefaultCompactOptions.CacheSize
 	}
-	if o.Compact.FrameSize < 64<<10 || o.Compact.FrameSize > castore.MaxFrameSize/2 {
-		return nil, fmt.Errorf("bench: dedup: cold frame size %d not in [64 KiB, %d MiB]", o.Compact.FrameSize, castore.MaxFrameSize/2>>20)
+	if o.Compact.FrameSize < 64<<10 || o.Compact.FrameSize > pebblestore.MaxFrameSize/2 {
+		return nil, fmt.Errorf("bench: dedup: cold frame size %d not in [64 KiB, %d MiB]", o.Compact.FrameSize, pebblestore.MaxFrameSize/2>>20)
 	}
 	if err := os.MkdirAll(filepath.Join(o.WorkDir, "spool"), 0o755); err != nil {
 		return nil, err
@@ -460,7 +460,7 @@ func (d *dedupRun) store(ctx context.Context, pkg, name string, src io.Reader) e
 	for i, c := range nixcasStores {
 		if d.pebbles[i] == nil {
 			var err error
-			if d.pebbles[i], err = castore.OpenPebble(filepath.Join(d.o.WorkDir, c.dir), d.storeOptions(i)); err != nil {
+			if d.pebbles[i], err = pebblestore.Open(filepath.Join(d.o.WorkDir, c.dir), d.storeOptions(i)); err != nil {
 				return err
 			}
 			d.stores[i].Store = d.pebbles[i]
@@ -667,7 +667,7 @@ func (d *dedupRun) totals(ctx context.Context) (map[string]int64, error) {
 // compact rewrites every chunk of p into cold frames, in the order
 // `nixcas store compact` gives: the versions of each file side by side,
 // over every store path recorded so far.
-func (d *dedupRun) compact(ctx context.Context, p *castore.PebbleStore) error {
+func (d *dedupRun) compact(ctx context.Context, p *pebblestore.Store) error {
 	order, err := store.NewIndex(p, p).CompactionOrder(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: %w", StrategyNixcasCompact, err)
@@ -1013,8 +1013,8 @@ func pebbleDiskBytes(dir string) (data, all int64, err error) {
 }
 
 // frameFileBytes returns the size of the frame files of a closed
-// PebbleStore directory (its "frames" subdirectory, see
-// castore.DirObjects).
+// pebblestore.Store directory (its "frames" subdirectory, see
+// pebblestore.DirObjects).
 func frameFileBytes(dir string) (int64, error) {
 	var n int64
 	err := filepath.WalkDir(filepath.Join(dir, "frames"), func(path string, e fs.DirEntry, err error) error {

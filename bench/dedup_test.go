@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
@@ -122,8 +123,8 @@ func TestDedup(t *testing.T) {
 	knobs, err := Dedup(ctx, DedupOptions{
 		Inputs:        []DedupInput{{Name: "v1", Path: tree}, {Name: "v2", Path: narFile}},
 		WorkDir:       filepath.Join(dir, "knobs"),
-		Frames:        castore.FrameOptions{Size: 64 << 10},
-		Compact:       castore.CompactOptions{FrameSize: 128 << 10},
+		Frames:        pebblestore.FrameOptions{Size: 64 << 10},
+		Compact:       pebblestore.CompactOptions{FrameSize: 128 << 10},
 		NoCompressors: true,
 	})
 	if err != nil {
@@ -142,7 +143,7 @@ func TestDedup(t *testing.T) {
 		}
 	}
 	checkCastoreStrategies(t, knobs, filepath.Join(dir, "knobs"), [][]byte{nar1, nar2})
-	if knobs.Frames.Size != 64<<10 || knobs.Compact.FrameSize != 128<<10 || res.Frames.Size != castore.DefaultFrameOptions.Size {
+	if knobs.Frames.Size != 64<<10 || knobs.Compact.FrameSize != 128<<10 || res.Frames.Size != pebblestore.DefaultFrameOptions.Size {
 		t.Errorf("frame options reported: %+v %+v; defaults %+v", knobs.Frames, knobs.Compact, res.Frames)
 	}
 	for _, d := range []string{"nixcas-frames", "nixcas-compact"} {
@@ -157,10 +158,10 @@ func TestDedup(t *testing.T) {
 		what string
 		o    DedupOptions
 	}{
-		{"hot frames of 1000 bytes", DedupOptions{WorkDir: badWork, Frames: castore.FrameOptions{Size: 1000}}},
-		{"zstd level 99", DedupOptions{WorkDir: badWork, Frames: castore.FrameOptions{Level: 99}}},
-		{"cold frames of 1000 bytes", DedupOptions{WorkDir: badWork, Compact: castore.CompactOptions{FrameSize: 1000}}},
-		{"cold frames of the largest frame size", DedupOptions{WorkDir: badWork, Compact: castore.CompactOptions{FrameSize: castore.MaxFrameSize}}},
+		{"hot frames of 1000 bytes", DedupOptions{WorkDir: badWork, Frames: pebblestore.FrameOptions{Size: 1000}}},
+		{"zstd level 99", DedupOptions{WorkDir: badWork, Frames: pebblestore.FrameOptions{Level: 99}}},
+		{"cold frames of 1000 bytes", DedupOptions{WorkDir: badWork, Compact: pebblestore.CompactOptions{FrameSize: 1000}}},
+		{"cold frames of the largest frame size", DedupOptions{WorkDir: badWork, Compact: pebblestore.CompactOptions{FrameSize: pebblestore.MaxFrameSize}}},
 		{"negative rebuilds", DedupOptions{WorkDir: badWork, RebuildSim: -1}},
 		{"no work directory", DedupOptions{}},
 		{"stores left in the work directory", DedupOptions{WorkDir: filepath.Join(dir, "work")}},
@@ -352,7 +353,7 @@ func TestDedupRebuildSim(t *testing.T) {
 		}
 	}
 	// Every NAR is a store path named after its input.
-	ps, err := castore.OpenPebbleReadOnly(filepath.Join(dir, "work", "nixcas-compact"), castore.PebbleOptions{})
+	ps, err := pebblestore.OpenReadOnly(filepath.Join(dir, "work", "nixcas-compact"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +404,7 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 	var paths []string // of the last store stats read
 	stats := func(dir string) castore.Stats {
 		t.Helper()
-		ps, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+		ps, err := pebblestore.OpenReadOnly(dir, pebblestore.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -445,7 +446,7 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 		avg  int
 	}{{StrategyNixcas16kLZ4, 16 << 10}, {StrategyNixcas64kLZ4, 64 << 10}, {StrategyNixcas256kLZ4, 256 << 10}} {
 		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
-		ps, err := castore.OpenPebble(dir, castore.PebbleOptions{Frames: castore.FrameOptions{Off: true}})
+		ps, err := pebblestore.Open(dir, pebblestore.Options{Frames: pebblestore.FrameOptions{Off: true}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,13 +491,13 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 
 	// nixcas-compact: what compacting the nixcas-frames store as
 	// `nixcas store compact` does (its PathInfos give the order) stores.
-	ps, err := castore.OpenPebble(framesDir, castore.PebbleOptions{})
+	ps, err := pebblestore.Open(framesDir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	order, err := store.NewIndex(ps, ps).CompactionOrder(ctx)
 	if err == nil {
-		_, err = ps.Compact(ctx, castore.CompactOptions{Order: order, FrameSize: res.Compact.FrameSize, Level: res.Compact.Level})
+		_, err = ps.Compact(ctx, pebblestore.CompactOptions{Order: order, FrameSize: res.Compact.FrameSize, Level: res.Compact.Level})
 	}
 	if err == nil {
 		st, err = ps.Stats(ctx)
@@ -522,7 +523,7 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 // frameCount returns the number of frames of the store in dir.
 func frameCount(t *testing.T, dir string) uint64 {
 	t.Helper()
-	ps, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+	ps, err := pebblestore.OpenReadOnly(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

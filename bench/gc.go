@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
 )
@@ -91,7 +92,7 @@ func GC(ctx context.Context, o GCOptions) (*GCBenchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+	s, err := pebblestore.OpenReadOnly(dir, pebblestore.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ func GC(ctx context.Context, o GCOptions) (*GCBenchResult, error) {
 
 // diskUsageOf is the space allocated to dir.
 func diskUsageOf(dir string) (int64, error) {
-	s, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+	s, err := pebblestore.OpenReadOnly(dir, pebblestore.Options{})
 	if err != nil {
 		return 0, err
 	}
@@ -120,7 +121,7 @@ func buildReal(ctx context.Context, dir string, o GCOptions, res *GCBenchResult)
 	if len(o.Inputs) == 0 {
 		return errors.New("bench: gc: no inputs")
 	}
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		return err
 	}
@@ -264,7 +265,7 @@ const (
 
 // buildSynthetic writes n chunk index entries, half of them reachable.
 func buildSynthetic(ctx context.Context, dir string, n int, res *GCBenchResult, log io.Writer) error {
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		return err
 	}

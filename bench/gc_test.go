@@ -7,19 +7,19 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/store"
 )
 
 // collectInProcess is GCOptions.Collect without a child process (no RSS).
 func collectInProcess(ctx context.Context, dir string) (store.GCResult, int64, error) {
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		return store.GCResult{}, 0, err
 	}
 	defer s.Close()
-	res, err := store.NewIndex(s, s).GC(ctx, s, castore.GCOptions{RewriteBelow: 0.5})
+	res, err := store.NewIndex(s, s).GC(ctx, s, pebblestore.GCOptions{RewriteBelow: 0.5})
 	return res, 0, err
 }
 

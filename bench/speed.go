@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 )
 
@@ -76,7 +77,7 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	res.Measures = append(res.Measures, Measure{Name: "nix-store --dump", Bytes: size, Duration: dump})
 	logf("nix-store --dump: %.0f MB/s", res.Measures[0].MBps())
 
-	var store *castore.PebbleStore
+	var store *pebblestore.Store
 	run := 0
 	ingest, err := best(o.Runs, func() error {
 		if store != nil {
@@ -85,7 +86,7 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 		run++
 		dir := filepath.Join(o.WorkDir, fmt.Sprintf("store-%d", run))
 		os.RemoveAll(dir)
-		if store, err = castore.OpenPebble(dir, castore.PebbleOptions{}); err != nil {
+		if store, err = pebblestore.Open(dir, pebblestore.Options{}); err != nil {
 			return err
 		}
 		f, err := os.Open(nar)
@@ -109,7 +110,7 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	packed, err := best(o.Runs, func() error {
 		dir := filepath.Join(o.WorkDir, "store-packed")
 		os.RemoveAll(dir)
-		s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+		s, err := pebblestore.Open(dir, pebblestore.Options{})
 		if err != nil {
 			return err
 		}
@@ -177,7 +178,7 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	}
 
 	start := time.Now()
-	cr, err := store.Compact(ctx, castore.CompactOptions{})
+	cr, err := store.Compact(ctx, pebblestore.CompactOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +211,7 @@ func smallNAR() []byte {
 }
 
 // smallRenderP50 renders root 1000 times and returns the median time.
-func smallRenderP50(ctx context.Context, s *castore.PebbleStore, root castore.Entry) (time.Duration, error) {
+func smallRenderP50(ctx context.Context, s *pebblestore.Store, root castore.Entry) (time.Duration, error) {
 	times := make([]time.Duration, 1000)
 	for i := range times {
 		start := time.Now()

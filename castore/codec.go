@@ -30,7 +30,7 @@ type ChunkEncoder struct {
 func (e *ChunkEncoder) Encode(dst, data []byte) []byte {
 	start := len(dst)
 	need := 1 + binary.MaxVarintLen64 + lz4.CompressBlockBound(len(data))
-	dst = grow(dst, need)
+	dst = Grow(dst, need)
 	buf := dst[start : start+need]
 	buf[0] = CodecLZ4
 	h := 1 + binary.PutUvarint(buf[1:], uint64(len(data)))
@@ -58,7 +58,7 @@ func DecodeChunk(dst, stored []byte) ([]byte, error) {
 			return dst, fmt.Errorf("%w: lz4 chunk header", ErrCorrupt)
 		}
 		start := len(dst)
-		dst = grow(dst, int(size))[:start+int(size)]
+		dst = Grow(dst, int(size))[:start+int(size)]
 		n, err := lz4.UncompressBlock(stored[1+h:], dst[start:])
 		if err != nil || n != int(size) {
 			return dst[:start], fmt.Errorf("%w: lz4 chunk: %d of %d bytes: %v", ErrCorrupt, n, size, err)
@@ -87,8 +87,10 @@ func DecodedChunkSize(stored []byte) (int, error) {
 	return 0, fmt.Errorf("%w: unknown chunk codec %d", ErrCorrupt, stored[0])
 }
 
-// grow returns b with room for n more bytes beyond len(b).
-func grow(b []byte, n int) []byte {
+// Grow returns b lengthened by n bytes, in place when its capacity allows,
+// else in a new array holding a copy of b; the n new bytes are for the
+// caller to fill.
+func Grow(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b[:len(b)+n]
 	}

@@ -25,31 +25,33 @@
 // [DirectoryReader], [DirectoryWriter], [Stater], [Syncer]), composed into
 // [ReadStore] (what a renderer or a remote store offers), [WriteStore]
 // and [Store]. Consumers ask for the narrowest one they need.
-// [MemoryStore] keeps everything in maps (tests, caches); [PebbleStore]
-// keeps everything in one embedded Pebble database and is the default.
-// Both pass the conformance suite in castore/castoretest.
+// [MemoryStore] keeps everything in maps (tests, caches); the store of
+// castore/pebblestore keeps everything in one embedded Pebble database and
+// is the default. Both pass the conformance suite in castore/castoretest.
+// This package imports no backend: the values a backend needs to check
+// and decode what it reads ([Chunk.Check], [CheckBlobIndex],
+// [DecodeStoredDirectory], [VerifyEncoded], [DecodedChunkSize]) and the
+// records of its optional powers ([MetaRecord], [UseKind], [ChunkPlace])
+// are declared here.
 //
 // # Optional powers and wrappers
 //
 // What only some stores can do is an interface of its own, an optional
 // power: [EncodedChunkStore] (chunks in their stored form), [ChunkDeleter],
-// [ChunkScanner], [Packer], [Flusher], [DiskUser]. Stores are composed of
-// wrappers ([Verifying] here; read-only, counting, retrying and
-// read-through in castore/wrap), each with an Unwrap method; [As] finds a
-// power in a store or in whatever it wraps, so a power survives any
-// number of wrappers. Find powers with As, never by asserting on the
-// outer value.
+// [ChunkScanner], [Packer], [Flusher], [DiskUser], [UseRecorder]. Stores
+// are composed of wrappers ([Verifying] here; read-only, counting,
+// retrying and read-through in castore/wrap), each with an Unwrap method;
+// [As] finds a power in a store or in whatever it wraps, so a power
+// survives any number of wrappers. Find powers with As, never by asserting
+// on the outer value.
 //
 // # Frames
 //
-// A [PebbleStore] first stores a new chunk inline (lz4, see
-// [ChunkEncoder]) and queues it; a packer writes queued chunks, in ingest
-// order, into hot frames: objects of about 1 MiB of chunks compressed
-// together as one zstd frame, named by their BLAKE3, kept behind an
-// [ObjectStore] ([DirObjects] by default). [PebbleStore.Compact] rewrites
-// chunks into cold frames in an order the caller gives (the store layer
-// puts the versions of each file side by side) at a high zstd level. See
-// frames.go for the layout and the crash rules.
+// The Pebble store (castore/pebblestore) packs chunks, in ingest order,
+// into hot frames of about 1 MiB compressed together as one zstd frame,
+// and compaction rewrites them into cold frames; a chunk in a frame is
+// still read and written through the interfaces above. See that package's
+// doc for its layout.
 //
 // # Verification
 //

@@ -46,7 +46,7 @@ func (m *MemoryStore) GetChunk(_ context.Context, d Digest, dst []byte) ([]byte,
 
 // PutChunk implements ChunkStore.
 func (m *MemoryStore) PutChunk(_ context.Context, c Chunk) (bool, error) {
-	if err := c.check(); err != nil {
+	if err := c.Check(); err != nil {
 		return false, err
 	}
 	m.mu.RLock()
@@ -90,7 +90,7 @@ func (m *MemoryStore) GetBlobIndex(_ context.Context, d Digest) ([]ChunkRef, err
 
 // PutBlob implements BlobIndexStore.
 func (m *MemoryStore) PutBlob(_ context.Context, d Digest, size uint64, chunks []ChunkRef) error {
-	if err := checkBlobIndex(d, size, chunks); err != nil {
+	if err := CheckBlobIndex(d, size, chunks); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -118,7 +118,7 @@ func (m *MemoryStore) GetDirectory(_ context.Context, d Digest) (*Directory, err
 	if !ok {
 		return nil, fmt.Errorf("%w: directory %s", ErrNotFound, d)
 	}
-	return decodeStoredDirectory(d, b)
+	return DecodeStoredDirectory(d, b)
 }
 
 // PutDirectory implements DirectoryStore.
@@ -153,9 +153,10 @@ func (m *MemoryStore) Sync(context.Context) error { return nil }
 // Close implements Store. The data stays readable.
 func (m *MemoryStore) Close() error { return nil }
 
-// checkBlobIndex checks what PutBlob is given: the chunk sizes add up to
-// the blob's size, and a one-chunk blob is its chunk.
-func checkBlobIndex(d Digest, size uint64, chunks []ChunkRef) error {
+// CheckBlobIndex checks what PutBlob is given: the chunk sizes add up to
+// the blob's size, and a one-chunk blob is its chunk. Every backend calls
+// it in PutBlob; a failure wraps ErrInvalid.
+func CheckBlobIndex(d Digest, size uint64, chunks []ChunkRef) error {
 	var sum uint64
 	for _, c := range chunks {
 		sum += uint64(c.Size)
@@ -169,9 +170,10 @@ func checkBlobIndex(d Digest, size uint64, chunks []ChunkRef) error {
 	return nil
 }
 
-// decodeStoredDirectory decodes a directory read back from a store, checking
-// it against the digest it was stored under.
-func decodeStoredDirectory(d Digest, b []byte) (*Directory, error) {
+// DecodeStoredDirectory decodes a directory read back from a store, checking
+// it against the digest it was stored under: the GetDirectory of every
+// backend goes through it.
+func DecodeStoredDirectory(d Digest, b []byte) (*Directory, error) {
 	if got := Hash(b); got != d {
 		return nil, fmt.Errorf("%w: directory %s: stored bytes hash to %s", ErrCorrupt, d, got)
 	}
@@ -193,7 +195,7 @@ func (m *MemoryStore) DeleteChunk(_ context.Context, d Digest) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	size, err := storedChunkSize(stored)
+	size, err := DecodedChunkSize(stored)
 	if err != nil {
 		return false, fmt.Errorf("chunk %s: %w", d, err)
 	}
@@ -215,7 +217,7 @@ func (m *MemoryStore) ScanChunks(ctx context.Context, fn func(d Digest, size int
 	items := make([]item, 0, len(m.chunks))
 	var err error
 	for d, stored := range m.chunks {
-		size, serr := storedChunkSize(stored)
+		size, serr := DecodedChunkSize(stored)
 		if serr != nil {
 			err = fmt.Errorf("chunk %s: %w", d, serr)
 			break

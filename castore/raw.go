@@ -2,11 +2,8 @@ package castore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // EncodedChunkStore is an optional power of a ChunkStore: chunks in their
@@ -31,17 +28,17 @@ type EncodedChunkStore interface {
 }
 
 var (
-	_ EncodedChunkStore = (*PebbleStore)(nil)
 	_ EncodedChunkStore = (*MemoryStore)(nil)
 )
 
 // decodeBuffers holds buffers for decoding received chunks.
 var decodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
-// verifyEncoded decodes stored into a pooled buffer and verifies it against
+// VerifyEncoded decodes stored into a pooled buffer and verifies it against
 // d, returning the chunk and a function giving the buffer back, to be
-// called once the chunk is no longer used.
-func verifyEncoded(d Digest, stored []byte) (Chunk, func(), error) {
+// called once the chunk is no longer used. A backend's PutEncodedChunk
+// goes through it.
+func VerifyEncoded(d Digest, stored []byte) (Chunk, func(), error) {
 	buf := decodeBuffers.Get().(*[]byte)
 	release := func() {
 		if cap(*buf) <= 1<<20 {
@@ -56,67 +53,13 @@ func verifyEncoded(d Digest, stored []byte) (Chunk, func(), error) {
 	}
 	c, err := VerifyChunk(d, data)
 	if err == nil {
-		err = c.check()
+		err = c.Check()
 	}
 	if err != nil {
 		release()
 		return Chunk{}, nil, err
 	}
 	return c, release, nil
-}
-
-// GetEncodedChunk implements EncodedChunkStore.
-func (s *PebbleStore) GetEncodedChunk(ctx context.Context, d Digest, dst []byte) ([]byte, error) {
-	db, err := s.acquire(ctx)
-	if err != nil {
-		return dst, err
-	}
-	defer s.mu.RUnlock()
-	out := dst
-	framed := false
-	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
-		if framed = len(v) > 0 && v[0] == CodecFrame; !framed {
-			out = append(dst, v...)
-		}
-		return nil
-	})
-	if errors.Is(err, pebble.ErrNotFound) {
-		return dst, fmt.Errorf("%w: chunk %s", ErrNotFound, d)
-	}
-	if err != nil {
-		return dst, err
-	}
-	if framed {
-		// A chunk in a frame has no stored form of its own: send it raw.
-		out, err := s.getChunk(ctx, db, d, append(dst, CodecRaw))
-		if err != nil {
-			return dst, err
-		}
-		return out, nil
-	}
-	return out, nil
-}
-
-// PutEncodedChunk implements EncodedChunkStore. Like PutChunk, it writes
-// the chunk with its counters under the digest's lock stripe, unsynced.
-func (s *PebbleStore) PutEncodedChunk(ctx context.Context, d Digest, stored []byte) (bool, error) {
-	c, release, err := verifyEncoded(d, stored)
-	if err != nil {
-		return false, err
-	}
-	defer release()
-	db, err := s.acquireWrite(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer s.mu.RUnlock()
-	if err := s.useChunk(db, d); err != nil {
-		return false, err
-	}
-	if ok, err := has(ctx, db, pebbleKey(pebbleKindChunk, d)); err != nil || ok {
-		return false, err
-	}
-	return s.putStoredChunk(ctx, db, d, len(c.data), stored)
 }
 
 // GetEncodedChunk implements EncodedChunkStore.
@@ -132,7 +75,7 @@ func (m *MemoryStore) GetEncodedChunk(_ context.Context, d Digest, dst []byte) (
 
 // PutEncodedChunk implements EncodedChunkStore.
 func (m *MemoryStore) PutEncodedChunk(_ context.Context, d Digest, stored []byte) (bool, error) {
-	c, release, err := verifyEncoded(d, stored)
+	c, release, err := VerifyEncoded(d, stored)
 	if err != nil {
 		return false, err
 	}
@@ -167,7 +110,7 @@ func PutEncoded(ctx context.Context, s ChunkStore, d Digest, stored []byte) (boo
 	if enc, ok := As[EncodedChunkStore](s); ok && len(stored) > 0 && stored[0] != CodecRaw {
 		return enc.PutEncodedChunk(ctx, d, stored)
 	}
-	c, release, err := verifyEncoded(d, stored)
+	c, release, err := VerifyEncoded(d, stored)
 	if err != nil {
 		return false, err
 	}

@@ -9,7 +9,19 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/castoretest"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
+
+// openPebble opens a small Pebble store in dir, closed when t ends.
+func openPebble(t testing.TB, dir string) *pebblestore.Store {
+	t.Helper()
+	s, err := pebblestore.Open(dir, pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
 
 // plainStore hides the optional powers of the store it wraps.
 type plainStore struct{ castore.Store }

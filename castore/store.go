@@ -19,9 +19,10 @@ type Chunk struct {
 // the chunk is in use.
 func NewChunk(data []byte) Chunk { return Chunk{digest: Hash(data), data: data, ok: true} }
 
-// check refuses what no store accepts: a Chunk no constructor made (the
-// zero value), and chunks over MaxChunkSize.
-func (c Chunk) check() error {
+// Check refuses what no store accepts: a Chunk no constructor made (the
+// zero value), and chunks over MaxChunkSize. Every backend calls it first
+// in PutChunk.
+func (c Chunk) Check() error {
 	switch {
 	case !c.ok:
 		return fmt.Errorf("%w: chunk not made by NewChunk or VerifyChunk", ErrInvalid)

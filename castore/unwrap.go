@@ -63,7 +63,7 @@ type Packer interface {
 }
 
 // Flusher is the optional power of a store with an in-memory write
-// buffer: Flush writes it out (PebbleStore: packs pending chunks and
+// buffer: Flush writes it out (pebblestore.Store: packs pending chunks and
 // flushes the memtable).
 type Flusher interface {
 	Flush(ctx context.Context) error
@@ -74,11 +74,3 @@ type Flusher interface {
 type DiskUser interface {
 	DiskBytes() (int64, error)
 }
-
-var (
-	_ ChunkDeleter = (*PebbleStore)(nil)
-	_ ChunkScanner = (*PebbleStore)(nil)
-	_ Packer       = (*PebbleStore)(nil)
-	_ Flusher      = (*PebbleStore)(nil)
-	_ DiskUser     = (*PebbleStore)(nil)
-)

@@ -4,7 +4,7 @@ import "context"
 
 // Verifying wraps s so that every chunk read through GetChunk is re-hashed
 // and checked against its digest: for stores whose medium is not trusted.
-// (Pebble checksums its own blocks and files, so a local PebbleStore does
+// (Pebble checksums its own blocks and files, so a local pebblestore.Store does
 // not need it; a store reached over a network does.)
 func Verifying(s Store) Store { return verifying{s} }
 

@@ -9,13 +9,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 // CacheOptions configure OpenCache.
 type CacheOptions struct {
 	// Pebble configures the database.
-	Pebble castore.PebbleOptions
+	Pebble pebblestore.Options
 	// Wait is how long to wait for a cache another process has open
 	// before using a private one (default 1 s; negative: do not wait).
 	Wait time.Duration
@@ -28,7 +28,7 @@ type CacheOptions struct {
 // in its directory, or, while another process has that open, a private
 // temporary one.
 type Cache struct {
-	*castore.PebbleStore
+	*pebblestore.Store
 	// Private is set when the shared cache was in use by another process:
 	// this cache is a temporary directory beside it, removed by Close.
 	Private bool
@@ -55,11 +55,11 @@ func OpenCache(ctx context.Context, dir string, o CacheOptions) (*Cache, error) 
 	}
 	deadline := time.Now().Add(o.Wait)
 	for {
-		s, err := castore.OpenPebble(dir, o.Pebble)
+		s, err := pebblestore.Open(dir, o.Pebble)
 		if err == nil {
-			return &Cache{PebbleStore: s}, nil
+			return &Cache{Store: s}, nil
 		}
-		if !errors.Is(err, castore.ErrLocked) {
+		if !errors.Is(err, pebblestore.ErrLocked) {
 			return nil, fmt.Errorf("client: chunk cache: %w", err)
 		}
 		if !time.Now().Before(deadline) {
@@ -80,7 +80,7 @@ func openPrivateCache(dir string, o CacheOptions, locked error) (*Cache, error) 
 	if err != nil {
 		return nil, fmt.Errorf("client: chunk cache: %w, and no private cache beside it: %w", locked, err)
 	}
-	s, err := castore.OpenPebble(tmp, o.Pebble)
+	s, err := pebblestore.Open(tmp, o.Pebble)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("client: private chunk cache %s: %w", tmp, err)
@@ -88,14 +88,14 @@ func openPrivateCache(dir string, o CacheOptions, locked error) (*Cache, error) 
 	if o.Note != nil {
 		o.Note(fmt.Sprintf("%v; using a private chunk cache for this run (%s, removed at the end)", locked, tmp))
 	}
-	return &Cache{PebbleStore: s, Private: true}, nil
+	return &Cache{Store: s, Private: true}, nil
 }
 
 // Close closes the cache and removes it when it is private. It is safe to
 // call twice.
 func (c *Cache) Close() error {
 	c.closeOnce.Do(func() {
-		c.closeErr = c.PebbleStore.Close()
+		c.closeErr = c.Store.Close()
 		if c.Private {
 			if err := os.RemoveAll(c.Dir()); err != nil && c.closeErr == nil {
 				c.closeErr = fmt.Errorf("client: removing private chunk cache: %w", err)

@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
 )
 
-var smallCache = castore.PebbleOptions{CacheSize: 1 << 20, MemTableSize: 1 << 20}
+var smallCache = pebblestore.Options{CacheSize: 1 << 20, MemTableSize: 1 << 20}
 
 // TestOpenCacheInUse opens a cache that is already open: after the wait,
 // a private cache beside it, with a note, removed on Close.
@@ -90,7 +91,7 @@ func TestOpenCacheOtherErrors(t *testing.T) {
 		c.Close()
 		t.Fatal("OpenCache under a regular file succeeded")
 	}
-	if errors.Is(err, castore.ErrLocked) {
+	if errors.Is(err, pebblestore.ErrLocked) {
 		t.Errorf("error %v is ErrLocked", err)
 	}
 	left, _ := filepath.Glob(filepath.Join(filepath.Dir(file), "*private*"))

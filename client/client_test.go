@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/narrender"
@@ -32,14 +33,14 @@ import (
 // store.
 type testServer struct {
 	addr  string
-	store *castore.PebbleStore
+	store *pebblestore.Store
 	reg   *prometheus.Registry
 	srv   *grpc.Server
 }
 
 func startServer(t *testing.T, extra ...grpc.ServerOption) *testServer {
 	t.Helper()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "server"), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "server"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +400,7 @@ func treeChunks(t *testing.T, s castore.Store, root castore.Entry) []castore.Chu
 // TestPushNeedsToken checks that a push the server refuses fails with the
 // server's status code: here, a server asking for a token.
 func TestPushNeedsToken(t *testing.T) {
-	s, err := castore.OpenPebble(t.TempDir(), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package client is the nixcas smart client: it pushes trees to a nixcas
 // server and pulls them back, moving only the chunks the other side lacks,
-// through a local chunk cache (any castore.Store; a castore.PebbleStore on
+// through a local chunk cache (any castore.Store; a pebblestore.Store on
 // disk by default).
 //
 // # Push

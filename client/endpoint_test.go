@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/server/grpcapi"
@@ -130,7 +131,7 @@ func testCA(t *testing.T) (caFile string, server tls.Certificate) {
 // without it.
 func TestDialTLS(t *testing.T) {
 	caFile, cert := testCA(t)
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "server"), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "server"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

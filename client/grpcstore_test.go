@@ -13,13 +13,14 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/castoretest"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/castore/wrap"
 	"github.com/nixcas/nixcas/client"
 )
 
-func openLocal(t *testing.T) *castore.PebbleStore {
+func openLocal(t *testing.T) *pebblestore.Store {
 	t.Helper()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "local"), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "local"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ type ProxyOptions struct {
 	// CacheSize bounds the uncompressed bytes of the chunks kept in the
 	// client's cache; least recently used chunks are deleted beyond it.
 	// 0 means no bound. A bound needs a cache that can delete chunks
-	// (castore.PebbleStore).
+	// (pebblestore.Store).
 	CacheSize int64
 	// Retries is how many times a call the upstream failed with a
 	// transient error (unavailable, deadline exceeded, resource exhausted,

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -20,7 +20,7 @@ type CompactPolicy struct {
 	// OlderThan: hot frames younger than this are left as they are.
 	OlderThan time.Duration
 	// DutyCycle throttles a compaction to this share of one core's time
-	// (see castore.CompactOptions.DutyCycle); 0 means full speed.
+	// (see pebblestore.CompactOptions.DutyCycle); 0 means full speed.
 	DutyCycle float64
 }
 
@@ -31,7 +31,7 @@ var DefaultCompactPolicy = CompactPolicy{OlderThan: time.Hour, DutyCycle: 0.5}
 // compactor runs background compactions.
 type compactor struct {
 	policy  CompactPolicy
-	cas     *castore.PebbleStore
+	cas     *pebblestore.Store
 	index   *store.Index
 	logger  *slog.Logger
 	runs    prometheus.Counter
@@ -39,7 +39,7 @@ type compactor struct {
 	written prometheus.Counter
 }
 
-func newCompactor(p CompactPolicy, cas *castore.PebbleStore, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*compactor, error) {
+func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*compactor, error) {
 	c := &compactor{
 		policy: p, cas: cas, index: index, logger: logger,
 		runs: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compactions_total",
@@ -92,8 +92,8 @@ func (c *compactor) compact(ctx context.Context) {
 	start := time.Now()
 	order, err := c.index.CompactionOrder(ctx)
 	if err == nil {
-		var res castore.CompactResult
-		res, err = c.cas.Compact(ctx, castore.CompactOptions{Order: order, OlderThan: c.policy.OlderThan, DutyCycle: c.policy.DutyCycle})
+		var res pebblestore.CompactResult
+		res, err = c.cas.Compact(ctx, pebblestore.CompactOptions{Order: order, OlderThan: c.policy.OlderThan, DutyCycle: c.policy.DutyCycle})
 		if err == nil {
 			c.runs.Inc()
 			c.written.Add(float64(res.StoredOut))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/server"
 )
 
@@ -21,7 +22,7 @@ func TestBackgroundCompaction(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	srv, stop := start(t, server.Options{
 		DataDir: dir, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Pebble:  castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: castore.FrameOptions{Size: 64 << 10}},
+		Pebble:  pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Size: 64 << 10}},
 		Compact: server.CompactPolicy{Idle: time.Second},
 	})
 	conn := dial(t, srv.GRPCAddr().String(), nil)
@@ -46,7 +47,7 @@ func TestBackgroundCompaction(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(dir, pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -29,12 +29,12 @@ type GCPolicy struct {
 
 // DefaultGCPolicy: off; when on, an hour of grace, frames less than half
 // live rewritten.
-var DefaultGCPolicy = GCPolicy{Grace: castore.DefaultGCOptions.Grace, RewriteBelow: castore.DefaultGCOptions.RewriteBelow}
+var DefaultGCPolicy = GCPolicy{Grace: pebblestore.DefaultGCOptions.Grace, RewriteBelow: pebblestore.DefaultGCOptions.RewriteBelow}
 
 // collector runs background garbage collections, one at a time.
 type collector struct {
 	policy GCPolicy
-	cas    *castore.PebbleStore
+	cas    *pebblestore.Store
 	index  *store.Index
 	logger *slog.Logger
 
@@ -46,7 +46,7 @@ type collector struct {
 	duration                 prometheus.Histogram
 }
 
-func newCollector(p GCPolicy, cas *castore.PebbleStore, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*collector, error) {
+func newCollector(p GCPolicy, cas *pebblestore.Store, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*collector, error) {
 	c := &collector{
 		policy: p, cas: cas, index: index, logger: logger,
 		runs: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_gc_runs_total",
@@ -91,10 +91,10 @@ func (c *collector) run(ctx context.Context) {
 
 func (c *collector) collect(ctx context.Context) {
 	start := time.Now()
-	res, err := c.index.GC(ctx, c.cas, castore.GCOptions{Grace: c.policy.Grace, RewriteBelow: c.policy.RewriteBelow})
+	res, err := c.index.GC(ctx, c.cas, pebblestore.GCOptions{Grace: c.policy.Grace, RewriteBelow: c.policy.RewriteBelow})
 	c.duration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, castore.ErrGCRunning) {
+		if ctx.Err() == nil && !errors.Is(err, pebblestore.ErrGCRunning) {
 			c.failures.Inc()
 			c.logger.Warn("background garbage collection failed", "err", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/proto/storepb"
 	"github.com/nixcas/nixcas/server"
@@ -29,7 +30,7 @@ var retentionPaths = []string{
 func fillStore(t *testing.T, dir string, pinned, forget []int) []*store.PathInfo {
 	t.Helper()
 	ctx := context.Background()
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestAccessFlushedOnShutdown(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := castore.OpenPebbleReadOnly(dir, castore.PebbleOptions{})
+	s, err := pebblestore.OpenReadOnly(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

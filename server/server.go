@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/castore/wrap"
 	"github.com/nixcas/nixcas/server/auth"
 	"github.com/nixcas/nixcas/server/grpcapi"
@@ -29,7 +30,7 @@ type Options struct {
 	// DataDir is the Pebble store's data directory.
 	DataDir string
 	// Pebble tunes the store.
-	Pebble castore.PebbleOptions
+	Pebble pebblestore.Options
 	// GRPCAddr is the gRPC listen address, e.g. "127.0.0.1:9000" (port 0
 	// picks a free port; see Server.GRPCAddr).
 	GRPCAddr string
@@ -74,7 +75,7 @@ type Options struct {
 // Server is a running nixcas server. Make one with New, then call Serve.
 type Server struct {
 	opts      Options
-	store     *castore.PebbleStore
+	store     *pebblestore.Store
 	grpc      *grpc.Server
 	http      *http.Server
 	grpcLn    net.Listener
@@ -123,7 +124,7 @@ func New(o Options) (srv *Server, err error) {
 	// What clients write or deduplicate against is recorded for the
 	// garbage collector's grace period (`nixcas gc` included).
 	o.Pebble.RecordUses = true
-	if s.store, err = castore.OpenPebble(o.DataDir, o.Pebble); err != nil {
+	if s.store, err = pebblestore.Open(o.DataDir, o.Pebble); err != nil {
 		return nil, err
 	}
 	index := store.NewIndex(s.store, s.store, store.WithSigner(signer))

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 	"github.com/nixcas/nixcas/server"
 )
@@ -83,7 +84,7 @@ func TestServe(t *testing.T) {
 		t.Fatalf("Serve after shutdown: %v", err)
 	}
 	// The store is closed: it opens again, with the chunk in it.
-	s, err := castore.OpenPebble(data, castore.PebbleOptions{})
+	s, err := pebblestore.Open(data, pebblestore.Options{})
 	if err != nil {
 		t.Fatalf("reopening the store: %v", err)
 	}
@@ -119,7 +120,7 @@ func TestShutdownTimeout(t *testing.T) {
 	if took := time.Since(began); took < 250*time.Millisecond || took > 10*time.Second {
 		t.Errorf("shutdown took %v with a call open, want about the 300 ms timeout", took)
 	}
-	s, err := castore.OpenPebble(data, castore.PebbleOptions{})
+	s, err := pebblestore.Open(data, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 // GCResult is what a garbage collection did, with the store paths it
@@ -15,18 +16,18 @@ type GCResult struct {
 	PathsLive uint64 `json:"pathsLive"`
 	// Files is the kept files (logs, debug info, realisations) marked.
 	Files uint64 `json:"filesLive"`
-	castore.GCResult
+	pebblestore.GCResult
 }
 
 // GC collects the garbage of cas, the castore under x: everything no
 // PathInfo and no kept file (log, debug info, realisation) reaches, and
-// nothing used within opts.Grace (see castore.PebbleStore.GC, which says
+// nothing used within opts.Grace (see pebblestore.Store.GC, which says
 // how marking keeps its memory bounded and why it is safe while uploads
 // run). opts.Roots is set here: it waits for the Puts in progress when
 // the collection's epoch starts, so that a path is either listed live or
 // checked, and so marked, during the epoch. A live path whose tree is incomplete
 // fails the collection before anything is deleted, naming the path.
-func (x *Index) GC(ctx context.Context, cas *castore.PebbleStore, opts castore.GCOptions) (GCResult, error) {
+func (x *Index) GC(ctx context.Context, cas *pebblestore.Store, opts pebblestore.GCOptions) (GCResult, error) {
 	var res GCResult
 	opts.Roots = func(ctx context.Context, yield func(string, castore.Entry) error) error {
 		// The collection's epoch has started: a Put checking its tree

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
@@ -66,7 +67,7 @@ func checkRenders(t testing.TB, s castore.Store, p *store.PathInfo) {
 }
 
 // chunkSet lists the chunks of s.
-func chunkSet(t testing.TB, s *castore.PebbleStore) map[castore.Digest]int {
+func chunkSet(t testing.TB, s *pebblestore.Store) map[castore.Digest]int {
 	t.Helper()
 	out := map[castore.Digest]int{}
 	if err := s.ScanChunks(context.Background(), func(d castore.Digest, size int) error {
@@ -79,7 +80,7 @@ func chunkSet(t testing.TB, s *castore.PebbleStore) map[castore.Digest]int {
 }
 
 // checkCounters compares Stats with a fresh count.
-func checkCounters(t testing.TB, s *castore.PebbleStore) castore.Stats {
+func checkCounters(t testing.TB, s *pebblestore.Store) castore.Stats {
 	t.Helper()
 	ctx := context.Background()
 	// At rest: the packer would otherwise register frames between the
@@ -101,14 +102,14 @@ func checkCounters(t testing.TB, s *castore.PebbleStore) castore.Stats {
 	return st
 }
 
-func openGCStore(t testing.TB, dir string) (*castore.PebbleStore, *store.Index) {
+func openGCStore(t testing.TB, dir string) (*pebblestore.Store, *store.Index) {
 	t.Helper()
-	return openGCStoreWith(t, dir, castore.PebbleOptions{RecordUses: true})
+	return openGCStoreWith(t, dir, pebblestore.Options{RecordUses: true})
 }
 
-func openGCStoreWith(t testing.TB, dir string, opts castore.PebbleOptions) (*castore.PebbleStore, *store.Index) {
+func openGCStoreWith(t testing.TB, dir string, opts pebblestore.Options) (*pebblestore.Store, *store.Index) {
 	t.Helper()
-	s, err := castore.OpenPebble(dir, opts)
+	s, err := pebblestore.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestGCFreesWhatOnlyDeletedPathsUsed(t *testing.T) {
 
 func gcDeleteA(t *testing.T, threshold float64, frameSize int) store.GCResult {
 	ctx := context.Background()
-	opts := castore.PebbleOptions{RecordUses: true, Frames: castore.FrameOptions{Size: frameSize}}
+	opts := pebblestore.Options{RecordUses: true, Frames: pebblestore.FrameOptions{Size: frameSize}}
 	onlyB, xb := openGCStoreWith(t, filepath.Join(t.TempDir(), "b"), opts)
 	if err := xb.Put(ctx, gcPath(t, onlyB, gcPathB, gcTree(1, 20))); err != nil {
 		t.Fatal(err)
@@ -182,7 +183,7 @@ func gcDeleteA(t *testing.T, threshold float64, frameSize int) store.GCResult {
 		t.Fatalf("Delete: %v %v", ok, err)
 	}
 	// Grace 0: the puts above are not protected.
-	gopts := castore.GCOptions{RewriteBelow: threshold}
+	gopts := pebblestore.GCOptions{RewriteBelow: threshold}
 
 	gopts.DryRun = true
 	dry, err := x.GC(ctx, s, gopts)
@@ -268,7 +269,7 @@ func TestGCGrace(t *testing.T) {
 		grace time.Duration
 		kept  bool
 	}{{time.Hour, true}, {0, false}} {
-		res, err := x.GC(ctx, s, castore.GCOptions{Grace: c.grace, RewriteBelow: 0.5})
+		res, err := x.GC(ctx, s, pebblestore.GCOptions{Grace: c.grace, RewriteBelow: 0.5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -309,7 +310,7 @@ func TestGCRacingPushes(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := x.GC(ctx, s, castore.GCOptions{RewriteBelow: 0.5}); err != nil {
+			if _, err := x.GC(ctx, s, pebblestore.GCOptions{RewriteBelow: 0.5}); err != nil {
 				gcDone <- err
 				return
 			}
@@ -371,7 +372,7 @@ func TestGCRacingPushes(t *testing.T) {
 		checkRenders(t, s, p)
 	}
 	// One more collection at rest, then everything still renders.
-	if _, err := x.GC(ctx, s, castore.GCOptions{RewriteBelow: 0.5}); err != nil {
+	if _, err := x.GC(ctx, s, pebblestore.GCOptions{RewriteBelow: 0.5}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range live {
@@ -384,7 +385,7 @@ func TestGCRacingPushes(t *testing.T) {
 // the live paths waits for the collection, which completes.
 func TestGCCloseDuringCollection(t *testing.T) {
 	ctx := context.Background()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +397,7 @@ func TestGCCloseDuringCollection(t *testing.T) {
 	}
 	var once sync.Once
 	closed := make(chan error, 1)
-	res, err := x.GC(ctx, s, castore.GCOptions{Progress: func(step string, _, _ int64) {
+	res, err := x.GC(ctx, s, pebblestore.GCOptions{Progress: func(step string, _, _ int64) {
 		if step == "marking" {
 			// Close from another goroutine while the roots are listed.
 			once.Do(func() {

@@ -17,7 +17,7 @@ import (
 )
 
 // MetaStore keeps records of the Nix layer beside the castore, in the same
-// database; castore.PebbleStore implements it.
+// database; pebblestore.Store implements it.
 type MetaStore interface {
 	GetMeta(ctx context.Context, kind byte, key []byte) ([]byte, error)
 	SetMeta(ctx context.Context, records ...castore.MetaRecord) error
@@ -46,7 +46,7 @@ type Index struct {
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
-// embedded store both are the same castore.PebbleStore.
+// embedded store both are the same pebblestore.Store.
 func NewIndex(meta MetaStore, cas castore.Store, opts ...IndexOption) *Index {
 	x := &Index{meta: meta, cas: cas}
 	for _, o := range opts {

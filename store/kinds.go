@@ -1,6 +1,6 @@
 package store
 
-// Key kinds of the Nix layer's records in a MetaStore (castore.PebbleStore
+// Key kinds of the Nix layer's records in a MetaStore (pebblestore.Store
 // keeps them beside its own kinds, which it refuses in SetMeta). The byte
 // values are part of the on-disk layout: stores written before these
 // moved here from castore open unchanged.

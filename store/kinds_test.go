@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -15,7 +16,7 @@ import (
 // own kinds.
 func TestKinds(t *testing.T) {
 	ctx := context.Background()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "s"), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "s"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

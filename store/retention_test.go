@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -34,9 +35,9 @@ func (c *fakeClock) advance(d time.Duration) {
 }
 
 // clockedStore opens a store whose index takes its time from a fake clock.
-func clockedStore(t *testing.T) (*castore.PebbleStore, *store.Index, *fakeClock) {
+func clockedStore(t *testing.T) (*pebblestore.Store, *store.Index, *fakeClock) {
 	t.Helper()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
 )
@@ -41,8 +42,8 @@ func ingestNAR(t *testing.T, s castore.Store, path string, contents string) *sto
 	return &store.PathInfo{Path: path, Root: root, NARSize: res.NARSize, NARSha256: res.NARSha256}
 }
 
-func openStore(t *testing.T) (*castore.PebbleStore, *store.Index) {
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+func openStore(t *testing.T) (*pebblestore.Store, *store.Index) {
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func TestIndexRefuses(t *testing.T) {
 func TestNARFile(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestNARFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err = pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

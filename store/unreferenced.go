@@ -9,7 +9,7 @@ import (
 	"github.com/nixcas/nixcas/castore"
 )
 
-// ChunkScanner lists every stored chunk; castore.PebbleStore implements it.
+// ChunkScanner lists every stored chunk; pebblestore.Store implements it.
 type ChunkScanner interface {
 	ScanChunks(ctx context.Context, fn func(d castore.Digest, size int) error) error
 }

@@ -86,7 +86,7 @@ type VerifyReport struct {
 // OK reports whether nothing was found wrong.
 func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
 
-// chunkDeleter removes a chunk; castore.PebbleStore implements it.
+// chunkDeleter removes a chunk; pebblestore.Store implements it.
 type chunkDeleter interface {
 	DeleteChunk(ctx context.Context, d castore.Digest) (bool, error)
 }
@@ -189,7 +189,7 @@ func (x *Index) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, erro
 	return rep, nil
 }
 
-// chunkPlacer tells where a chunk is stored; castore.PebbleStore has it.
+// chunkPlacer tells where a chunk is stored; pebblestore.Store has it.
 type chunkPlacer interface {
 	ChunkPlace(ctx context.Context, d castore.Digest) (castore.ChunkPlace, error)
 }

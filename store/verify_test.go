@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -39,7 +40,7 @@ func frameFiles(t *testing.T, dir string) []string {
 // own, c with its chunk still unpacked.
 type verifyStore struct {
 	dir     string
-	s       *castore.PebbleStore
+	s       *pebblestore.Store
 	x       *store.Index
 	a, b, c *store.PathInfo
 	aFrames []string // the frame files holding a's chunk
@@ -81,7 +82,7 @@ func (v *verifyStore) reopen(t *testing.T) {
 	if v.s != nil {
 		v.s.Close()
 	}
-	s, err := castore.OpenPebble(v.dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(v.dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

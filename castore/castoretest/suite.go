@@ -180,7 +180,7 @@ func testMissingKeys(t *testing.T, s castore.Store) {
 
 func testChunkRoundTrip(t *testing.T, s castore.Store) {
 	ctx := context.Background()
-	// A store that packs chunks into frames (castore.PebbleStore) is
+	// A store that packs chunks into frames (pebblestore.Store) is
 	// measured once they are packed, each alone in its frame: a frame
 	// costs a header and a checksum, and an empty chunk no frame at all.
 	packer, packs := castore.As[castore.Packer](s)

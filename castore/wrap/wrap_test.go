@@ -15,12 +15,13 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/castoretest"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/castore/wrap"
 )
 
-func openPebble(t *testing.T) *castore.PebbleStore {
+func openPebble(t *testing.T) *pebblestore.Store {
 	t.Helper()
-	s, err := castore.OpenPebble(t.TempDir(), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,8 +200,8 @@ func TestAs(t *testing.T) {
 		if sc, ok := castore.As[castore.ChunkScanner](c.s); !ok || sc != c.base {
 			t.Errorf("%s: As[ChunkScanner] = %v, %v; want the Pebble store", c.name, sc, ok)
 		}
-		if ps, ok := castore.As[*castore.PebbleStore](c.s); !ok || ps != p {
-			t.Errorf("%s: As[*PebbleStore] = %v, %v", c.name, ps, ok)
+		if ps, ok := castore.As[*pebblestore.Store](c.s); !ok || ps != p {
+			t.Errorf("%s: As[*pebblestore.Store] = %v, %v", c.name, ps, ok)
 		}
 	}
 	// A wrapper that must see a power's calls has it itself.

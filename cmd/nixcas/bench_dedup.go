@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nixcas/nixcas/bench"
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 func newBenchDedupCommand() *cobra.Command {
@@ -100,9 +100,9 @@ bench compacted nixcas-compact.`,
 	cmd.Flags().StringVar(&jsonOut, "json", "", "write the results to this file as JSON")
 	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory, kept afterwards (default: a temporary one, removed after); the stores stay in WORK/nixcas-frames (default options), WORK/nixcas-compact, WORK/nixcas-16k and WORK/nixcas-256k")
 	cmd.Flags().IntVar(&o.Jobs, "jobs", 0, "compressor processes (xz, zstd -19) running at once (default GOMAXPROCS)")
-	cmd.Flags().IntVar(&o.Frames.Size, "frame-size", castore.DefaultFrameOptions.Size, "uncompressed bytes per hot frame in the framed stores")
+	cmd.Flags().IntVar(&o.Frames.Size, "frame-size", pebblestore.DefaultFrameOptions.Size, "uncompressed bytes per hot frame in the framed stores")
 	cmd.Flags().StringVar(&hotLevel, "frame-level", "default", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", "))
-	cmd.Flags().IntVar(&o.Compact.FrameSize, "cold-frame-size", castore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame in nixcas-compact")
+	cmd.Flags().IntVar(&o.Compact.FrameSize, "cold-frame-size", pebblestore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame in nixcas-compact")
 	cmd.Flags().StringVar(&coldLevel, "cold-level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))
 	cmd.Flags().BoolVar(&o.NoCompressors, "no-compressors", false, "leave out xz, zstd-19 and limit-zstd-long (for tuning the nixcas strategies, whose figures do not depend on them)")
 	return cmd

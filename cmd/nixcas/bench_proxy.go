@@ -20,6 +20,7 @@ import (
 
 	"github.com/nixcas/nixcas/bench"
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/server"
@@ -201,7 +202,7 @@ func benchProxy(ctx context.Context, from, to, work string) error {
 	go func() { srvDone <- srv.Serve(ctx) }()
 	defer func() { cancel(); <-srvDone }()
 
-	pushCache, err := castore.OpenPebble(filepath.Join(work, "push-cache"), castore.PebbleOptions{})
+	pushCache, err := pebblestore.Open(filepath.Join(work, "push-cache"), pebblestore.Options{})
 	if err != nil {
 		return err
 	}

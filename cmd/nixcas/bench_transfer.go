@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixcas/nixcas/bench"
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/server/grpcapi"
@@ -79,7 +80,7 @@ func benchTransfer(ctx context.Context, from, to, work string) error {
 	}
 
 	// Both trees into the pushing client's cache, once.
-	pushCache, err := castore.OpenPebble(filepath.Join(work, "push-cache"), castore.PebbleOptions{})
+	pushCache, err := pebblestore.Open(filepath.Join(work, "push-cache"), pebblestore.Options{})
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ func benchTransferMode(ctx context.Context, dir string, m transferMode, versions
 		root := results[versions[0]].Root
 		base = &root
 	}
-	srvStore, err := castore.OpenPebble(filepath.Join(dir, "server"), castore.PebbleOptions{})
+	srvStore, err := pebblestore.Open(filepath.Join(dir, "server"), pebblestore.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +193,7 @@ func benchTransferMode(ctx context.Context, dir string, m transferMode, versions
 		rows = append(rows, transferRow{what, st.BytesSent, results[v].NARSize, st.ChunksSent, st.ChunksSkipped, took, cpu})
 	}
 
-	pullCache, err := castore.OpenPebble(filepath.Join(dir, "pull-cache"), castore.PebbleOptions{})
+	pullCache, err := pebblestore.Open(filepath.Join(dir, "pull-cache"), pebblestore.Options{})
 	if err != nil {
 		return nil, err
 	}

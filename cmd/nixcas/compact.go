@@ -11,13 +11,13 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/cobra"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
 // compactOutput is what `store compact` prints.
 type compactOutput struct {
-	castore.CompactResult
+	pebblestore.CompactResult
 	DryRun      bool    `json:"dryRun"`
 	Seconds     float64 `json:"seconds"`
 	StoredAfter uint64  `json:"storedBytesAfter"`
@@ -55,7 +55,7 @@ cache.`,
 			if !ok {
 				return fmt.Errorf("--level %q: want one of fastest, default, better, best", level)
 			}
-			var s *castore.PebbleStore
+			var s *pebblestore.Store
 			var err error
 			if dryRun {
 				s, err = sf.openReadOnly()
@@ -74,7 +74,7 @@ cache.`,
 			}
 			var bar progress = quietProgress{}
 			var shown int64
-			opts := castore.CompactOptions{
+			opts := pebblestore.CompactOptions{
 				Order: order, OlderThan: olderThan, FrameSize: frameSize, Level: lvl, DryRun: dryRun,
 				Progress: func(done, total int64) {
 					if shown == 0 {
@@ -129,7 +129,7 @@ cache.`,
 	}
 	sf.register(cmd)
 	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "leave hot frames younger than this as they are")
-	cmd.Flags().IntVar(&frameSize, "frame-size", castore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame")
+	cmd.Flags().IntVar(&frameSize, "frame-size", pebblestore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame")
 	cmd.Flags().StringVar(&level, "level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be rewritten, change nothing (opens read-only)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 )
 
@@ -66,7 +66,7 @@ func diskAvail(t *testing.T, dir string) int64 {
 }
 
 // diskReserve is the free space the default options keep.
-var diskReserve = int64(2*castore.DefaultPebbleOptions.MemTableSize + castore.DefaultPebbleOptions.MinFreeBytes)
+var diskReserve = int64(2*pebblestore.DefaultOptions.MemTableSize + pebblestore.DefaultOptions.MinFreeBytes)
 
 // diskNAR writes the NAR of a directory holding one incompressible file of
 // size bytes (plus a small one) to a new file on the ordinary disk.

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -60,14 +60,14 @@ would be deleted, but its collection figures still count them as live.`,
 			if !ok {
 				return fmt.Errorf("--level %q: want one of fastest, default, better, best", level)
 			}
-			var s *castore.PebbleStore
+			var s *pebblestore.Store
 			var err error
 			// A collection reads each key once, in order: a small block
 			// cache does, and keeps the memory it needs bounded.
 			if dryRun {
-				s, err = castore.OpenPebbleReadOnly(sf.data, castore.PebbleOptions{CacheSize: gcCacheSize})
+				s, err = pebblestore.OpenReadOnly(sf.data, pebblestore.Options{CacheSize: gcCacheSize})
 			} else {
-				s, err = castore.OpenPebble(sf.data, castore.PebbleOptions{CacheSize: gcCacheSize,
+				s, err = pebblestore.Open(sf.data, pebblestore.Options{CacheSize: gcCacheSize,
 					MinFreeBytes: sf.minFree, NoSpaceGuard: sf.noSpaceGuard, RecordUses: true})
 			}
 			if err != nil {
@@ -90,7 +90,7 @@ would be deleted, but its collection figures still count them as live.`,
 				}
 			}
 			bars := newGCProgress()
-			res, err := x.GC(ctx, s, castore.GCOptions{
+			res, err := x.GC(ctx, s, pebblestore.GCOptions{
 				Grace: grace, RewriteBelow: rewriteBelow, Level: lvl, DryRun: dryRun, Progress: bars.update,
 			})
 			bars.finish()
@@ -131,8 +131,8 @@ would be deleted, but its collection figures still count them as live.`,
 		},
 	}
 	sf.register(cmd)
-	cmd.Flags().DurationVar(&grace, "grace", castore.DefaultGCOptions.Grace, "keep what was written or deduplicated against this long before the collection")
-	cmd.Flags().Float64Var(&rewriteBelow, "rewrite-below", castore.DefaultGCOptions.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
+	cmd.Flags().DurationVar(&grace, "grace", pebblestore.DefaultGCOptions.Grace, "keep what was written or deduplicated against this long before the collection")
+	cmd.Flags().Float64Var(&rewriteBelow, "rewrite-below", pebblestore.DefaultGCOptions.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
 	cmd.Flags().StringVar(&level, "level", "default", "zstd level of rewritten frames: fastest, default, better, best")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed, change nothing (opens read-only)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print JSON: the collection's figures, and with retention "retention" (as "path expire --json" prints it)`)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
@@ -23,7 +24,7 @@ import (
 func gcStorePaths(t *testing.T, dir string, n int, size int64) []*store.PathInfo {
 	t.Helper()
 	ctx := context.Background()
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func gcStorePaths(t *testing.T, dir string, n int, size int64) []*store.PathInfo
 // gcDelete deletes paths from the store in dir.
 func gcDelete(t *testing.T, dir string, paths []*store.PathInfo) {
 	t.Helper()
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func gcDelete(t *testing.T, dir string, paths []*store.PathInfo) {
 func gcCheck(t *testing.T, dir string, live []*store.PathInfo) castore.Stats {
 	t.Helper()
 	ctx := context.Background()
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

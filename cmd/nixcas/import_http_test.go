@@ -18,7 +18,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
@@ -133,7 +133,7 @@ func TestImportCommand(t *testing.T) {
 	}
 
 	// Serve the first store to Nix and compare what it gets.
-	s, err := castore.OpenPebble(data, castore.PebbleOptions{})
+	s, err := pebblestore.Open(data, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

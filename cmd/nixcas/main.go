@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 func main() {
@@ -167,7 +167,7 @@ func (f *storeFlags) registerReadOnly(cmd *cobra.Command) {
 // register adds the flags of commands that write to the store.
 func (f *storeFlags) register(cmd *cobra.Command) {
 	f.registerReadOnly(cmd)
-	cmd.Flags().Uint64Var(&f.minFree, "min-free", castore.DefaultPebbleOptions.MinFreeBytes,
+	cmd.Flags().Uint64Var(&f.minFree, "min-free", pebblestore.DefaultOptions.MinFreeBytes,
 		"bytes of disk space to keep free beyond room to flush the memtables; writes are refused below")
 	// For tests of what happens when a write meets a full disk anyway.
 	cmd.Flags().BoolVar(&f.noSpaceGuard, "no-space-guard", false, "do not check free space before writing")
@@ -175,8 +175,8 @@ func (f *storeFlags) register(cmd *cobra.Command) {
 }
 
 // open opens the store for reading and writing, creating it if need be.
-func (f *storeFlags) open() (*castore.PebbleStore, error) {
-	s, err := castore.OpenPebble(f.data, castore.PebbleOptions{MinFreeBytes: f.minFree, NoSpaceGuard: f.noSpaceGuard, RecordUses: true})
+func (f *storeFlags) open() (*pebblestore.Store, error) {
+	s, err := pebblestore.Open(f.data, pebblestore.Options{MinFreeBytes: f.minFree, NoSpaceGuard: f.noSpaceGuard, RecordUses: true})
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
 	}
@@ -185,8 +185,8 @@ func (f *storeFlags) open() (*castore.PebbleStore, error) {
 
 // openReadOnly opens an existing store for reading; it creates and changes
 // nothing.
-func (f *storeFlags) openReadOnly() (*castore.PebbleStore, error) {
-	s, err := castore.OpenPebbleReadOnly(f.data, castore.PebbleOptions{})
+func (f *storeFlags) openReadOnly() (*pebblestore.Store, error) {
+	s, err := pebblestore.OpenReadOnly(f.data, pebblestore.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s read-only: %w", f.data, err)
 	}

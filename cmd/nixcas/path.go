@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -259,7 +259,7 @@ after a garbage collection frees the deleted paths' data.`,
 // withIndex opens the store (read-only when readOnly), and calls fn with
 // its index, closing the store after.
 func withIndex(sf *storeFlags, readOnly bool, fn func(x *store.Index) error) error {
-	var s *castore.PebbleStore
+	var s *pebblestore.Store
 	var err error
 	if readOnly {
 		s, err = sf.openReadOnly()

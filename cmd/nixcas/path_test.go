@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
 )
@@ -128,7 +129,7 @@ func newCLIStore(t *testing.T, names ...string) *cliStore {
 	t.Helper()
 	ctx := context.Background()
 	c := &cliStore{dir: filepath.Join(t.TempDir(), "data")}
-	s, err := castore.OpenPebble(c.dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(c.dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func cliFrameFiles(t *testing.T, dir string) []string {
 // present lists the paths in the store.
 func (c *cliStore) present(t *testing.T) []string {
 	t.Helper()
-	s, err := castore.OpenPebbleReadOnly(c.dir, castore.PebbleOptions{})
+	s, err := pebblestore.OpenReadOnly(c.dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +330,7 @@ func TestVerifyCommand(t *testing.T) {
 	}
 
 	// Break c by deleting its chunk, a by damaging its frame.
-	s, err := castore.OpenPebble(c.dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(c.dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

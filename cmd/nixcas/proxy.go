@@ -92,12 +92,12 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 			return err
 		}
 		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
-			CAS: p.cache.PebbleStore, Index: store.NewIndex(p.cache.PebbleStore, p.cache.PebbleStore), Upstream: src, LookupTimeout: pc.timeout,
+			CAS: p.cache.Store, Index: store.NewIndex(p.cache.Store, p.cache.Store), Upstream: src, LookupTimeout: pc.timeout,
 		})
 		if err != nil {
 			return err
 		}
-		o.CAS, o.Index = p.cache.PebbleStore, pt
+		o.CAS, o.Index = p.cache.Store, pt
 	} else {
 		var tlsConfig *tls.Config
 		if ep.TLS {
@@ -105,7 +105,7 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 				return err
 			}
 		}
-		if p.client, err = client.Dial(ep.Addr, client.Options{Token: token, Cache: p.cache.PebbleStore, Compression: pc.compression, TLS: tlsConfig}); err != nil {
+		if p.client, err = client.Dial(ep.Addr, client.Options{Token: token, Cache: p.cache.Store, Compression: pc.compression, TLS: tlsConfig}); err != nil {
 			return err
 		}
 		rs, err := client.NewRemoteStore(ctx, p.client, client.ProxyOptions{CacheSize: pc.cacheSize, LookupTimeout: pc.timeout, Registerer: reg})

@@ -18,6 +18,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/server"
@@ -68,7 +69,7 @@ func startUpstream(t *testing.T, grpcAddr string) *server.Server {
 // named after their keys.
 func publishTrees(t *testing.T, addr string, key signature.SecretKey, trees map[string]*testtree.Node) map[string]*store.PathInfo {
 	t.Helper()
-	cache, err := castore.OpenPebble(filepath.Join(t.TempDir(), "push-cache"), castore.PebbleOptions{})
+	cache, err := pebblestore.Open(filepath.Join(t.TempDir(), "push-cache"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ the messages carrying chunks on the wire.`,
 				// Every chunk of the tree is in the cache now.
 				h := sha256.New()
 				n := &countingWriter{w: h}
-				if err := narrender.Render(ctx, n, cache.PebbleStore, out.Root); err != nil {
+				if err := narrender.Render(ctx, n, cache.Store, out.Root); err != nil {
 					return fmt.Errorf("hashing the NAR of %s: %w", to, err)
 				}
 				out.NARHash, out.NARSize = "sha256:"+nixbase32.EncodeToString(h.Sum(nil)), n.n

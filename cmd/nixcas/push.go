@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/store"
@@ -87,13 +88,13 @@ func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, 
 		return nil, nil, nil, err
 	}
 	cache, err := client.OpenCache(ctx, f.cache, client.CacheOptions{
-		Pebble: castore.PebbleOptions{CacheSize: 16 << 20, MemTableSize: 16 << 20},
+		Pebble: pebblestore.Options{CacheSize: 16 << 20, MemTableSize: 16 << 20},
 		Note:   func(s string) { fmt.Fprintln(os.Stderr, "nixcas: note:", s) },
 	})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.PebbleStore, Compression: f.compression, WireLevel: f.wireLevel, Progress: terminalProgress()})
+	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.Store, Compression: f.compression, WireLevel: f.wireLevel, Progress: terminalProgress()})
 	if err != nil {
 		cache.Close()
 		return nil, nil, nil, err
@@ -205,7 +206,7 @@ carrying chunks on the wire (compressed, digests and framing included).`,
 					size = fi.Size()
 				}
 				bar := newProgress(size, "ingesting "+filepath.Base(arg))
-				res, err := narrender.Ingest(ctx, io.TeeReader(in, bar), cache.PebbleStore, castore.WriterOptions{})
+				res, err := narrender.Ingest(ctx, io.TeeReader(in, bar), cache.Store, castore.WriterOptions{})
 				bar.Finish()
 				in.Close()
 				if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/castoretest"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/proto/castorepb"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
@@ -28,7 +29,7 @@ import (
 
 // testServer is a server on a loopback listener with a client connection.
 type testServer struct {
-	store *castore.PebbleStore
+	store *pebblestore.Store
 	index *store.Index
 	reg   *prometheus.Registry
 	conn  *grpc.ClientConn
@@ -40,7 +41,7 @@ type testServer struct {
 
 func startServer(t *testing.T, o grpcapi.Options) *testServer {
 	t.Helper()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

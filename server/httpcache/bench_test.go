@@ -39,7 +39,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo"
 
 	"github.com/nixcas/nixcas/bench"
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
 )
@@ -256,7 +256,7 @@ func TestMain(m *testing.M) {
 }
 
 func benchServe(dir, addr string) error {
-	s, err := castore.OpenPebble(dir, castore.PebbleOptions{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		return err
 	}

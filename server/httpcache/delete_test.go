@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
 )
@@ -150,7 +150,7 @@ func TestAccessRecorded(t *testing.T) {
 		{"nix-cache-info", http.MethodGet, func(string) string { return "/nix-cache-info" }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cas, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+			cas, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -209,7 +209,7 @@ func narURLOf(ni string) string {
 func TestRetentionKeepsDownloaded(t *testing.T) {
 	ps := testClosure(t)
 	p, other := ps[0], ps[1]
-	cas, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	cas, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

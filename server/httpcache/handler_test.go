@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/server/httpcache"
 )
 
@@ -381,7 +382,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 
 // failingStore fails reads of one chunk.
 type failingStore struct {
-	*castore.PebbleStore
+	*pebblestore.Store
 	bad castore.Digest
 }
 
@@ -389,7 +390,7 @@ func (f *failingStore) GetChunk(ctx context.Context, d castore.Digest, dst []byt
 	if d == f.bad {
 		return nil, fmt.Errorf("%w: chunk %s (injected)", castore.ErrCorrupt, d)
 	}
-	return f.PebbleStore.GetChunk(ctx, d, dst)
+	return f.Store.GetChunk(ctx, d, dst)
 }
 
 // TestRenderFailure: a chunk that cannot be read before anything was sent

@@ -22,7 +22,7 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
 )
@@ -97,7 +97,7 @@ type restartable struct {
 	addr string
 	log  *requestLog
 	ts   *httptest.Server
-	cas  *castore.PebbleStore
+	cas  *pebblestore.Store
 }
 
 func newRestartable(t *testing.T) *restartable {
@@ -117,7 +117,7 @@ func (s *restartable) url() string { return "http://" + s.addr }
 
 func (s *restartable) start() {
 	s.t.Helper()
-	cas, err := castore.OpenPebble(s.dir, castore.PebbleOptions{})
+	cas, err := pebblestore.Open(s.dir, pebblestore.Options{})
 	if err != nil {
 		s.t.Fatal(err)
 	}

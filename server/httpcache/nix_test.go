@@ -22,7 +22,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
-	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
@@ -248,14 +248,14 @@ func sourceStore(t testing.TB, n *nix, ps []*testPath, key signature.SecretKey, 
 // server is a nixcas binary cache on loopback.
 type server struct {
 	url   string
-	cas   *castore.PebbleStore // nil when the CAS is another store
+	cas   *pebblestore.Store // nil when the CAS is another store
 	index *store.Index
 }
 
 // newStore opens a nixcas store in a temporary directory.
-func newStore(t testing.TB) (*castore.PebbleStore, *store.Index) {
+func newStore(t testing.TB) (*pebblestore.Store, *store.Index) {
 	t.Helper()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func serve(t testing.TB, o httpcache.Options) *server {
 	}
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
-	pebble, _ := o.CAS.(*castore.PebbleStore)
+	pebble, _ := o.CAS.(*pebblestore.Store)
 	index, _ := o.Index.(*store.Index)
 	return &server{url: ts.URL, cas: pebble, index: index}
 }

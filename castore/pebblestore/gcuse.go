@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // Uses: what the garbage collector must not take from under a writer
@@ -25,7 +27,7 @@ import (
 //     directory or blob index (GetDirectory, GetBlobIndex: how a PathInfo
 //     put checks its tree) count as uses too, so a PathInfo recorded
 //     after the collection listed the live ones keeps its whole tree.
-//   - With PebbleOptions.RecordUses, every use is also persisted as a use
+//   - With Options.RecordUses, every use is also persisted as a use
 //     record, 'R' ‖ unix milliseconds (8, BE) ‖ kind ‖ digest, in the
 //     same database.
 //     A collection starting at T treats the records of minutes from
@@ -65,15 +67,15 @@ import (
 const pebbleKindUse byte = 'R'
 
 // useKey returns the use record key of d used at t.
-func useKey(t time.Time, kind byte, d Digest) []byte {
-	k := make([]byte, 0, 1+8+1+DigestSize)
+func useKey(t time.Time, kind byte, d castore.Digest) []byte {
+	k := make([]byte, 0, 1+8+1+castore.DigestSize)
 	k = append(k, pebbleKindUse)
 	k = binary.BigEndian.AppendUint64(k, uint64(t.UnixMilli()))
 	k = append(k, kind)
 	return append(k, d[:]...)
 }
 
-// gcState groups the collector's fields of a PebbleStore.
+// gcState groups the collector's fields of a Store.
 type gcState struct {
 	gcRunning  sync.Mutex // one collection at a time
 	gcGate     sync.RWMutex
@@ -84,7 +86,7 @@ type gcState struct {
 // persistUse writes a use record of d, unless the store does not record
 // uses. The write is not synced: a use that a crash loses was not
 // followed by anything durable that relies on it.
-func (s *PebbleStore) persistUse(db *pebble.DB, kind byte, d Digest) error {
+func (s *Store) persistUse(db *pebble.DB, kind byte, d castore.Digest) error {
 	if !s.recordUses || s.readOnly {
 		return nil
 	}
@@ -99,7 +101,7 @@ func (s *PebbleStore) persistUse(db *pebble.DB, kind byte, d Digest) error {
 }
 
 // useChunk records a use of chunk d (see above).
-func (s *PebbleStore) useChunk(db *pebble.DB, d Digest) error {
+func (s *Store) useChunk(db *pebble.DB, d castore.Digest) error {
 	if err := s.persistUse(db, pebbleKindChunk, d); err != nil {
 		return err
 	}
@@ -117,7 +119,7 @@ func (s *PebbleStore) useChunk(db *pebble.DB, d Digest) error {
 
 // useBlob records a use of blob d; refs, when not nil, are its chunks
 // (a blob being put), else they are read from its index.
-func (s *PebbleStore) useBlob(db *pebble.DB, d Digest, refs []ChunkRef, persist bool) error {
+func (s *Store) useBlob(db *pebble.DB, d castore.Digest, refs []castore.ChunkRef, persist bool) error {
 	if persist {
 		if err := s.persistUse(db, pebbleKindBlobIndex, d); err != nil {
 			return err
@@ -136,15 +138,15 @@ func (s *PebbleStore) useBlob(db *pebble.DB, d Digest, refs []ChunkRef, persist 
 }
 
 // markBlobUsed marks blob d and its chunks; the caller holds gcGate.
-func (s *PebbleStore) markBlobUsed(db *pebble.DB, m *markSet, d Digest, refs []ChunkRef) error {
+func (s *Store) markBlobUsed(db *pebble.DB, m *markSet, d castore.Digest, refs []castore.ChunkRef) error {
 	if ok, err := m.has(pebbleKindBlobIndex, d); err != nil || ok {
 		return err
 	}
 	if refs == nil {
 		var err error
 		refs, err = s.getBlobIndex(db, d)
-		if errors.Is(err, ErrNotFound) {
-			refs = []ChunkRef{{Digest: d}} // a blob of one chunk, or none
+		if errors.Is(err, castore.ErrNotFound) {
+			refs = []castore.ChunkRef{{Digest: d}} // a blob of one chunk, or none
 		} else if err != nil {
 			return err
 		}
@@ -165,7 +167,7 @@ func (s *PebbleStore) markBlobUsed(db *pebble.DB, m *markSet, d Digest, refs []C
 
 // useDirectory records a use of directory d; dir, when not nil, is its
 // contents (a directory being put), else they are read from the store.
-func (s *PebbleStore) useDirectory(db *pebble.DB, d Digest, dir *Directory, persist bool) error {
+func (s *Store) useDirectory(db *pebble.DB, d castore.Digest, dir *castore.Directory, persist bool) error {
 	if persist {
 		if err := s.persistUse(db, pebbleKindDirectory, d); err != nil {
 			return err
@@ -186,13 +188,13 @@ func (s *PebbleStore) useDirectory(db *pebble.DB, d Digest, dir *Directory, pers
 // markTreeUsed marks directory d and everything below it that is not
 // marked yet; the caller holds gcGate. A directory is marked after its
 // subtree, so that a use that finds it marked finds all of it marked.
-func (s *PebbleStore) markTreeUsed(db *pebble.DB, m *markSet, d Digest, dir *Directory) error {
+func (s *Store) markTreeUsed(db *pebble.DB, m *markSet, d castore.Digest, dir *castore.Directory) error {
 	if ok, err := m.has(pebbleKindDirectory, d); err != nil || ok {
 		return err
 	}
 	if dir == nil {
 		var err error
-		if dir, err = s.getDirectory(db, d); errors.Is(err, ErrNotFound) {
+		if dir, err = s.getDirectory(db, d); errors.Is(err, castore.ErrNotFound) {
 			return nil // not stored: its writer stores and uses its children
 		} else if err != nil {
 			return err
@@ -215,41 +217,17 @@ func (s *PebbleStore) markTreeUsed(db *pebble.DB, m *markSet, d Digest, dir *Dir
 // any number of chunks) or directory (kind 'd') d is stored, so that the
 // garbage collector keeps it (see above). The server's existence queries
 // call it; other kinds are ErrInvalid.
-func (s *PebbleStore) RecordUse(ctx context.Context, kind UseKind, d Digest) error {
+func (s *Store) RecordUse(ctx context.Context, kind castore.UseKind, d castore.Digest) error {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
 	switch kind {
-	case UseBlob:
+	case castore.UseBlob:
 		return s.useBlob(db, d, nil, true)
-	case UseDirectory:
+	case castore.UseDirectory:
 		return s.useDirectory(db, d, nil, true)
 	}
-	return fmt.Errorf("%w: use of kind %d", ErrInvalid, kind)
-}
-
-// UseKind is what RecordUse records a use of.
-type UseKind int
-
-// Kinds of RecordUse.
-const (
-	UseBlob UseKind = iota + 1
-	UseDirectory
-)
-
-// UseRecorder is the optional power of stores that keep what clients use
-// from a garbage collection (PebbleStore).
-type UseRecorder interface {
-	RecordUse(ctx context.Context, kind UseKind, d Digest) error
-}
-
-// RecordUse calls s.RecordUse when s has that power, and does nothing
-// otherwise.
-func RecordUse(ctx context.Context, s any, kind UseKind, d Digest) error {
-	if r, ok := As[UseRecorder](s); ok {
-		return r.RecordUse(ctx, kind, d)
-	}
-	return nil
+	return fmt.Errorf("%w: use of kind %d", castore.ErrInvalid, kind)
 }

@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // The packer: queued inline chunks into hot frames (see frames.go).
@@ -28,26 +30,26 @@ func queueKey(seq uint64) []byte {
 }
 
 // queueValue is a queue entry's value: the chunk digest and its size.
-func queueValue(d Digest, size int) []byte {
-	return binary.AppendUvarint(append(make([]byte, 0, DigestSize+3), d[:]...), uint64(size))
+func queueValue(d castore.Digest, size int) []byte {
+	return binary.AppendUvarint(append(make([]byte, 0, castore.DigestSize+3), d[:]...), uint64(size))
 }
 
-func decodeQueueValue(v []byte) (Digest, int, error) {
-	var d Digest
-	if len(v) < DigestSize+1 {
-		return d, 0, fmt.Errorf("%w: queue entry of %d bytes", ErrCorrupt, len(v))
+func decodeQueueValue(v []byte) (castore.Digest, int, error) {
+	var d castore.Digest
+	if len(v) < castore.DigestSize+1 {
+		return d, 0, fmt.Errorf("%w: queue entry of %d bytes", castore.ErrCorrupt, len(v))
 	}
 	copy(d[:], v)
-	size, n := binary.Uvarint(v[DigestSize:])
-	if n <= 0 || DigestSize+n != len(v) || size > MaxChunkSize {
-		return d, 0, fmt.Errorf("%w: queue entry size", ErrCorrupt)
+	size, n := binary.Uvarint(v[castore.DigestSize:])
+	if n <= 0 || castore.DigestSize+n != len(v) || size > castore.MaxChunkSize {
+		return d, 0, fmt.Errorf("%w: queue entry size", castore.ErrCorrupt)
 	}
 	return d, int(size), nil
 }
 
 // loadQueue sets the next queue sequence number and the queued bytes from
 // the queue entries in db.
-func (s *PebbleStore) loadQueue(db *pebble.DB) error {
+func (s *Store) loadQueue(db *pebble.DB) error {
 	lower := []byte{pebbleKindQueue}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
@@ -58,7 +60,7 @@ func (s *PebbleStore) loadQueue(db *pebble.DB) error {
 	for it.First(); it.Valid(); it.Next() {
 		if len(it.Key()) != 9 {
 			it.Close()
-			return fmt.Errorf("%w: queue key of %d bytes", ErrCorrupt, len(it.Key()))
+			return fmt.Errorf("%w: queue key of %d bytes", castore.ErrCorrupt, len(it.Key()))
 		}
 		last = binary.BigEndian.Uint64(it.Key()[1:])
 		v, err := it.ValueAndErr()
@@ -83,7 +85,7 @@ func (s *PebbleStore) loadQueue(db *pebble.DB) error {
 
 // startPacker starts the goroutine that packs full frames as chunks are
 // queued.
-func (s *PebbleStore) startPacker() {
+func (s *Store) startPacker() {
 	s.packSignal = make(chan struct{}, 1)
 	stop, done := make(chan struct{}), make(chan struct{})
 	s.stopPacking = func() {
@@ -95,7 +97,7 @@ func (s *PebbleStore) startPacker() {
 }
 
 // signalPacker wakes the packer when a frame's worth is queued.
-func (s *PebbleStore) signalPacker() {
+func (s *Store) signalPacker() {
 	if s.packSignal != nil && s.queued.Load() >= int64(s.frameOpts.Size) {
 		select {
 		case s.packSignal <- struct{}{}:
@@ -106,7 +108,7 @@ func (s *PebbleStore) signalPacker() {
 
 // stopPacker stops the packer, waiting for a pack in progress. It reports
 // whether this call stopped it.
-func (s *PebbleStore) stopPacker() bool {
+func (s *Store) stopPacker() bool {
 	stopped := false
 	s.packStopped.Store(true)
 	if s.stopPacking != nil {
@@ -118,7 +120,7 @@ func (s *PebbleStore) stopPacker() bool {
 	return stopped
 }
 
-func (s *PebbleStore) packLoop(stop <-chan struct{}, done chan<- struct{}) {
+func (s *Store) packLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -154,7 +156,7 @@ func (s *PebbleStore) packLoop(stop <-chan struct{}, done chan<- struct{}) {
 }
 
 // notifyPacked wakes the writers waiting for the packer.
-func (s *PebbleStore) notifyPacked() {
+func (s *Store) notifyPacked() {
 	s.packedMu.Lock()
 	if s.packed != nil {
 		close(s.packed)
@@ -169,7 +171,7 @@ func (s *PebbleStore) notifyPacked() {
 // them from disk through the block cache, and Pebble would have written
 // them out for nothing. Ingest then runs at the packer's pace. A failing
 // packer (a full disk, say) holds nobody back.
-func (s *PebbleStore) waitForPacker(ctx context.Context) error {
+func (s *Store) waitForPacker(ctx context.Context) error {
 	for s.packSignal != nil && s.queued.Load() > s.maxPackLag && !s.packFailing.Load() && !s.packStopped.Load() {
 		s.packedMu.Lock()
 		if s.packed == nil {
@@ -191,7 +193,7 @@ func (s *PebbleStore) waitForPacker(ctx context.Context) error {
 // PackPending packs every queued chunk into hot frames, the last one
 // possibly smaller than a frame. Tools, tests and compaction call it; the
 // packer writes only full frames.
-func (s *PebbleStore) PackPending(ctx context.Context) error {
+func (s *Store) PackPending(ctx context.Context) error {
 	if s.readOnly {
 		return nil
 	}
@@ -208,7 +210,7 @@ func (s *PebbleStore) PackPending(ctx context.Context) error {
 // queuedChunk is a queue entry being packed.
 type queuedChunk struct {
 	key       []byte // queue key (nil for a compaction's chunk)
-	digest    Digest
+	digest    castore.Digest
 	size      int
 	wasInline bool   // the packer found the chunk stored inline
 	inline    []byte // a compaction's chunk: its index value when planned
@@ -244,7 +246,7 @@ type pendingFrame struct {
 // frames of a frame's worth each, the last one smaller when force is set.
 // The frames are written, synced together, then switched to. It reports
 // whether it consumed queue entries.
-func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
+func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
 	db, err := s.acquireWrite(ctx)
@@ -286,7 +288,7 @@ func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 			}
 			e.offset = len(cur.data)
 			var err error
-			if cur.data, err = DecodeChunk(cur.data, v); err != nil {
+			if cur.data, err = castore.DecodeChunk(cur.data, v); err != nil {
 				return fmt.Errorf("chunk %s: %w", d, err)
 			}
 			e.wasInline = true
@@ -333,7 +335,7 @@ func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 		}
 		g.Go(func() error {
 			obj := compressFrame(s.frameOpts.Level, pf.data)
-			f.name = Hash(obj)
+			f.name = castore.Hash(obj)
 			f.stored = uint64(len(obj))
 			if err := s.objects.PutObject(gctx, frameName(f.name), obj); err != nil {
 				return fmt.Errorf("castore: pack: %w", err)
@@ -367,8 +369,8 @@ func (s *PebbleStore) packOne(ctx context.Context, force bool) (bool, error) {
 // was read at the frame f (when f has a name), registers f, drops the
 // queue entries, and adjusts the counters, in one batch, holding the lock
 // stripes of the chunks.
-func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, entries []queuedChunk) error {
-	unlock := s.lockStripes(func(yield func(Digest) bool) {
+func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, entries []queuedChunk) error {
+	unlock := s.lockStripes(func(yield func(castore.Digest) bool) {
 		for _, e := range entries {
 			if e.moving() && !yield(e.digest) {
 				return
@@ -382,7 +384,7 @@ func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frame
 	var ref []byte
 	// A chunk deleted (by a garbage collection) and stored again while
 	// queued has two queue entries: it is switched once.
-	switched := make(map[Digest]bool, len(entries))
+	switched := make(map[castore.Digest]bool, len(entries))
 	for _, e := range entries {
 		if e.key != nil {
 			_ = b.Delete(e.key, nil)
@@ -434,7 +436,7 @@ func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frame
 			delta[counterFrames]++
 		} else {
 			// Its chunk list names every chunk that may point at it.
-			listed := make(map[Digest]bool, len(known.chunks))
+			listed := make(map[castore.Digest]bool, len(known.chunks))
 			for _, c := range known.chunks {
 				listed[c.digest] = true
 			}
@@ -458,7 +460,7 @@ func (s *PebbleStore) switchToFrame(ctx context.Context, db *pebble.DB, f *frame
 
 // lockStripes locks the stripes of the digests, each once and in order (so
 // that two callers never wait for each other), and returns the unlock.
-func (s *PebbleStore) lockStripes(digests func(yield func(Digest) bool)) func() {
+func (s *Store) lockStripes(digests func(yield func(castore.Digest) bool)) func() {
 	var idx []int
 	for d := range digests {
 		idx = append(idx, int(binary.LittleEndian.Uint32(d[:4])&uint32(len(s.stripes)-1)))
@@ -479,8 +481,8 @@ func (s *PebbleStore) lockStripes(digests func(yield func(Digest) bool)) func() 
 // left between writing them and switching chunks to them, or between
 // unregistering and deleting them. Only a writable open calls it, before
 // anything else can write.
-func (s *PebbleStore) sweepFrames(ctx context.Context, db *pebble.DB) error {
-	registered := make(map[Digest]bool)
+func (s *Store) sweepFrames(ctx context.Context, db *pebble.DB) error {
+	registered := make(map[castore.Digest]bool)
 	err := scanFrames(ctx, db, func(f *frameInfo) error {
 		registered[f.name] = true
 		return nil
@@ -506,7 +508,7 @@ func (s *PebbleStore) sweepFrames(ctx context.Context, db *pebble.DB) error {
 	return nil
 }
 
-// packState groups the packer's fields of a PebbleStore.
+// packState groups the packer's fields of a Store.
 type packState struct {
 	packFailing atomic.Bool // the packer's last pack failed: writers do not wait for it
 	packStopped atomic.Bool // the packer is gone: writers do not wait for it

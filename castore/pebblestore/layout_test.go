@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // TestLayoutVersion1 opens a store of layout version 1 (every chunk
@@ -18,8 +20,8 @@ import (
 func TestLayoutVersion1(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	opts := PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: FrameOptions{Off: true}}
-	s, err := OpenPebble(dir, opts)
+	opts := Options{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: FrameOptions{Off: true}}
+	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +29,7 @@ func TestLayoutVersion1(t *testing.T) {
 	for i := range 20 {
 		c := bytes.Repeat([]byte(fmt.Sprintf("old chunk %d ", i)), 2000)
 		old = append(old, c)
-		if _, err := s.PutChunk(ctx, NewChunk(c)); err != nil {
+		if _, err := s.PutChunk(ctx, castore.NewChunk(c)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,10 +64,10 @@ func TestLayoutVersion1(t *testing.T) {
 		got, _ := binary.Uvarint(v)
 		return got
 	}
-	check := func(s *PebbleStore, chunks [][]byte) {
+	check := func(s *Store, chunks [][]byte) {
 		t.Helper()
 		for _, c := range chunks {
-			got, err := s.GetChunk(ctx, Hash(c), nil)
+			got, err := s.GetChunk(ctx, castore.Hash(c), nil)
 			if err != nil || !bytes.Equal(got, c) {
 				t.Fatalf("GetChunk: %d bytes, %v", len(got), err)
 			}
@@ -73,11 +75,11 @@ func TestLayoutVersion1(t *testing.T) {
 	}
 
 	setVersion(pebbleLayoutVersion + 1)
-	if _, err := OpenPebbleReadOnly(dir, PebbleOptions{}); err == nil {
+	if _, err := OpenReadOnly(dir, Options{}); err == nil {
 		t.Fatal("a store of a newer layout version opened")
 	}
 	setVersion(1)
-	ro, err := OpenPebbleReadOnly(dir, PebbleOptions{})
+	ro, err := OpenReadOnly(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,14 +89,14 @@ func TestLayoutVersion1(t *testing.T) {
 		t.Fatalf("a read-only open changed the layout version to %d", v)
 	}
 
-	s, err = OpenPebble(dir, PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	s, err = Open(dir, Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	check(s, old)
 	fresh := [][]byte{bytes.Repeat([]byte("a new chunk "), 3000)}
-	if _, err := s.PutChunk(ctx, NewChunk(fresh[0])); err != nil {
+	if _, err := s.PutChunk(ctx, castore.NewChunk(fresh[0])); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.Compact(ctx, CompactOptions{})

@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // markSet is the set of digests a garbage collection keeps: a temporary
@@ -72,7 +74,7 @@ func (m *markSet) close() error {
 }
 
 // add marks d as kept under kind.
-func (m *markSet) add(kind byte, d Digest) error {
+func (m *markSet) add(kind byte, d castore.Digest) error {
 	if err := m.db.Set(pebbleKey(kind, d), nil, pebble.NoSync); err != nil {
 		return fmt.Errorf("castore: gc: mark set: %w", err)
 	}
@@ -81,7 +83,7 @@ func (m *markSet) add(kind byte, d Digest) error {
 }
 
 // has reports whether d is marked under kind.
-func (m *markSet) has(kind byte, d Digest) (bool, error) {
+func (m *markSet) has(kind byte, d castore.Digest) (bool, error) {
 	_, closer, err := m.db.Get(pebbleKey(kind, d))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -104,7 +106,7 @@ const markBatchSize = 1 << 16
 
 func (m *markSet) newBatch() *markBatch { return &markBatch{m: m, b: m.db.NewIndexedBatch()} }
 
-func (mb *markBatch) add(kind byte, d Digest) error {
+func (mb *markBatch) add(kind byte, d castore.Digest) error {
 	_ = mb.b.Set(pebbleKey(kind, d), nil, nil)
 	if mb.b.Count() >= markBatchSize {
 		return mb.flush()
@@ -114,7 +116,7 @@ func (mb *markBatch) add(kind byte, d Digest) error {
 
 // has reports whether d is marked, committed or pending in this batch
 // (an indexed batch reads through to the set).
-func (mb *markBatch) has(kind byte, d Digest) (bool, error) {
+func (mb *markBatch) has(kind byte, d castore.Digest) (bool, error) {
 	_, closer, err := mb.b.Get(pebbleKey(kind, d))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil

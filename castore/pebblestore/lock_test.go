@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"bufio"
@@ -24,7 +24,7 @@ func TestLockHolderProcess(t *testing.T) {
 	if dir == "" {
 		return // not the helper process
 	}
-	s, err := OpenPebble(dir, PebbleOptions{CacheSize: 1 << 20, MemTableSize: 1 << 20})
+	s, err := Open(dir, Options{CacheSize: 1 << 20, MemTableSize: 1 << 20})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
@@ -67,14 +67,14 @@ func holdStore(t *testing.T, dir string) int {
 // TestOpenPebbleLocked opens stores that another process, or this one,
 // holds, and checks that the error names the directory and the holder.
 func TestOpenPebbleLocked(t *testing.T) {
-	small := PebbleOptions{CacheSize: 1 << 20, MemTableSize: 1 << 20}
+	small := Options{CacheSize: 1 << 20, MemTableSize: 1 << 20}
 
 	t.Run("other process", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "store")
 		pid := holdStore(t, dir)
-		_, err := OpenPebble(dir, small)
+		_, err := Open(dir, small)
 		if !errors.Is(err, ErrLocked) {
-			t.Fatalf("OpenPebble of a held store: %v, want ErrLocked", err)
+			t.Fatalf("Open of a held store: %v, want ErrLocked", err)
 		}
 		for _, want := range []string{dir, "process " + strconv.Itoa(pid), "TestLockHolderProcess"} {
 			if !strings.Contains(err.Error(), want) {
@@ -97,36 +97,36 @@ func TestOpenPebbleLocked(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(fmt.Sprintf("%d\nold\n", dead.Process.Pid)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, err := OpenPebble(dir, small)
+		_, err := Open(dir, small)
 		if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "another process") || !strings.Contains(err.Error(), dir) {
-			t.Fatalf("OpenPebble of a held store with a stale owner: %v", err)
+			t.Fatalf("Open of a held store with a stale owner: %v", err)
 		}
 	})
 
 	t.Run("this process", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "store")
-		s, err := OpenPebble(dir, small)
+		s, err := Open(dir, small)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		_, err = OpenPebble(dir, small)
+		_, err = Open(dir, small)
 		want := fmt.Sprintf("already open in this process (pid %d)", os.Getpid())
 		if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), dir) {
-			t.Fatalf("second OpenPebble in one process: %v, want %q", err, want)
+			t.Fatalf("second Open in one process: %v, want %q", err, want)
 		}
 	})
 
 	t.Run("released", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "store")
-		s, err := OpenPebble(dir, small)
+		s, err := Open(dir, small)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		s, err = OpenPebble(dir, small)
+		s, err = Open(dir, small)
 		if err != nil {
 			t.Fatalf("reopening a closed store: %v", err)
 		}

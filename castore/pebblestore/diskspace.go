@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"errors"
@@ -14,6 +14,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // How the Pebble store deals with a full disk
@@ -25,7 +27,7 @@ import (
 //
 //   - spaceGuard refuses a write (ErrNoSpace) once the file system's free
 //     space is below the reserve: room to flush both memtables plus
-//     PebbleOptions.MinFreeBytes. Reads are never refused, and writes are
+//     Options.MinFreeBytes. Reads are never refused, and writes are
 //     accepted again as soon as space is freed.
 //   - storeFS, the file system Pebble is given, turns what still gets
 //     through (another process filling the disk between two checks) into a
@@ -91,7 +93,7 @@ func (g *spaceGuard) admit(n int) error {
 
 func (g *spaceGuard) noSpace(avail uint64) error {
 	return fmt.Errorf("%w: %s has %s free, the store keeps %s in reserve (%s)",
-		ErrNoSpace, g.dir, formatMiB(avail), formatMiB(g.reserve), g.why)
+		castore.ErrNoSpace, g.dir, formatMiB(avail), formatMiB(g.reserve), g.why)
 }
 
 // availableBytes returns the space an unprivileged process may still use

@@ -1,4 +1,4 @@
-package castore_test
+package pebblestore_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 // TestGCKeepsWhatIsUsedMeanwhile: a store of unreferenced chunks is
@@ -20,7 +21,7 @@ import (
 // every step of the collection.
 func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
 	ctx := context.Background()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{RecordUses: true})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{RecordUses: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,12 +49,12 @@ func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
 			wg   sync.WaitGroup
 		)
 		stop := make(chan struct{})
-		var res castore.GCResult
+		var res pebblestore.GCResult
 		var gcErr error
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			res, gcErr = s.GC(ctx, castore.GCOptions{Roots: noRoots, Grace: grace, RewriteBelow: 0.5})
+			res, gcErr = s.GC(ctx, pebblestore.GCOptions{Roots: noRoots, Grace: grace, RewriteBelow: 0.5})
 		}()
 		for w := range 4 {
 			wg.Go(func() {
@@ -129,13 +130,13 @@ func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
 // read; a second collection at once is ErrGCRunning.
 func TestGCOptionsRefused(t *testing.T) {
 	ctx := context.Background()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	roots := func(context.Context, func(string, castore.Entry) error) error { return nil }
-	for _, o := range []castore.GCOptions{
+	for _, o := range []pebblestore.GCOptions{
 		{},
 		{Roots: roots, RewriteBelow: -0.1},
 		{Roots: roots, RewriteBelow: 1.5},
@@ -149,7 +150,7 @@ func TestGCOptionsRefused(t *testing.T) {
 	started := make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		_, err := s.GC(ctx, castore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
+		_, err := s.GC(ctx, pebblestore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
 			close(started)
 			<-block
 			return nil
@@ -157,7 +158,7 @@ func TestGCOptionsRefused(t *testing.T) {
 		first <- err
 	}()
 	<-started
-	if _, err := s.GC(ctx, castore.GCOptions{Roots: roots}); err != castore.ErrGCRunning {
+	if _, err := s.GC(ctx, pebblestore.GCOptions{Roots: roots}); err != pebblestore.ErrGCRunning {
 		t.Errorf("a second collection at once: %v, want ErrGCRunning", err)
 	}
 	close(block)
@@ -170,7 +171,7 @@ func TestGCOptionsRefused(t *testing.T) {
 // it to finish, and the collection completes.
 func TestGCCloseWaits(t *testing.T) {
 	ctx := context.Background()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "data"), castore.PebbleOptions{})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +182,7 @@ func TestGCCloseWaits(t *testing.T) {
 	started := make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		_, err := s.GC(ctx, castore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
+		_, err := s.GC(ctx, pebblestore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
 			close(started)
 			<-block
 			return nil

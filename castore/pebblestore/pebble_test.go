@@ -1,4 +1,4 @@
-package castore_test
+package pebblestore_test
 
 import (
 	"bytes"
@@ -14,14 +14,15 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/castoretest"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 // testPebbleOptions keep test stores small.
-var testPebbleOptions = castore.PebbleOptions{CacheSize: 8 << 20, MemTableSize: 16 << 20}
+var testPebbleOptions = pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20}
 
-func openPebble(t testing.TB, dir string) *castore.PebbleStore {
+func openPebble(t testing.TB, dir string) *pebblestore.Store {
 	t.Helper()
-	s, err := castore.OpenPebble(dir, testPebbleOptions)
+	s, err := pebblestore.Open(dir, testPebbleOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,11 +32,11 @@ func openPebble(t testing.TB, dir string) *castore.PebbleStore {
 
 // openUnpacked opens the store in dir with frames off: every chunk stays
 // inline, for tests of Pebble's own handling of chunk values.
-func openUnpacked(t testing.TB, dir string) *castore.PebbleStore {
+func openUnpacked(t testing.TB, dir string) *pebblestore.Store {
 	t.Helper()
 	opts := testPebbleOptions
 	opts.Frames.Off = true
-	s, err := castore.OpenPebble(dir, opts)
+	s, err := pebblestore.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,13 +58,13 @@ func TestPebbleStoreFramesOff(t *testing.T) {
 }
 
 func TestPebbleOptions(t *testing.T) {
-	if err := castore.DefaultPebbleOptions.Validate(); err != nil {
+	if err := pebblestore.DefaultOptions.Validate(); err != nil {
 		t.Fatalf("default options: %v", err)
 	}
-	if got := (castore.PebbleOptions{}).EnsureDefaults(); got != castore.DefaultPebbleOptions {
+	if got := (pebblestore.Options{}).EnsureDefaults(); got != pebblestore.DefaultOptions {
 		t.Fatalf("EnsureDefaults of zero options = %+v", got)
 	}
-	for _, o := range []castore.PebbleOptions{
+	for _, o := range []pebblestore.Options{
 		{CacheSize: -1},
 		{MemTableSize: 1000},
 		{ValueSeparationMinSize: -1},
@@ -74,8 +75,8 @@ func TestPebbleOptions(t *testing.T) {
 		if !errors.Is(err, castore.ErrInvalid) {
 			t.Errorf("Validate(%+v) = %v, want ErrInvalid", o, err)
 		}
-		if _, err := castore.OpenPebble(t.TempDir(), o); !errors.Is(err, castore.ErrInvalid) {
-			t.Errorf("OpenPebble with %+v: %v, want ErrInvalid", o, err)
+		if _, err := pebblestore.Open(t.TempDir(), o); !errors.Is(err, castore.ErrInvalid) {
+			t.Errorf("Open with %+v: %v, want ErrInvalid", o, err)
 		}
 	}
 }
@@ -393,9 +394,9 @@ func TestPebbleRefusesOtherDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	if s, err := castore.OpenPebble(dir, testPebbleOptions); err == nil {
+	if s, err := pebblestore.Open(dir, testPebbleOptions); err == nil {
 		s.Close()
-		t.Fatal("OpenPebble opened a database it did not make")
+		t.Fatal("Open opened a database it did not make")
 	}
 }
 

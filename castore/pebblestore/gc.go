@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // Garbage collection
@@ -52,10 +54,10 @@ import (
 type GCOptions struct {
 	// Roots calls yield with every live tree (its name, for errors, and
 	// its root entry) and stops at yield's first error. Required.
-	Roots func(ctx context.Context, yield func(name string, root Entry) error) error
+	Roots func(ctx context.Context, yield func(name string, root castore.Entry) error) error
 	// Grace: what was used (written or deduplicated against) less than
 	// this long before the collection started is kept, as recorded by
-	// stores opened with PebbleOptions.RecordUses.
+	// stores opened with Options.RecordUses.
 	Grace time.Duration
 	// RewriteBelow: frames whose live share is below this are rewritten;
 	// 0 only deletes frames with no live chunk. In [0, 1].
@@ -121,16 +123,16 @@ const gcBatch = 1024
 // GC collects garbage (see above). One collection runs at a time on a
 // store: a second call meanwhile fails with ErrGCRunning. A dry run works
 // on a read-only store.
-func (s *PebbleStore) GC(ctx context.Context, opts GCOptions) (res GCResult, err error) {
+func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error) {
 	res = GCResult{DryRun: opts.DryRun}
 	start := time.Now()
 	switch {
 	case opts.Roots == nil:
-		return res, fmt.Errorf("%w: gc: no roots", ErrInvalid)
+		return res, fmt.Errorf("%w: gc: no roots", castore.ErrInvalid)
 	case opts.RewriteBelow < 0 || opts.RewriteBelow > 1:
-		return res, fmt.Errorf("%w: gc: rewrite threshold %g not in [0, 1]", ErrInvalid, opts.RewriteBelow)
+		return res, fmt.Errorf("%w: gc: rewrite threshold %g not in [0, 1]", castore.ErrInvalid, opts.RewriteBelow)
 	case opts.Grace < 0:
-		return res, fmt.Errorf("%w: gc: negative grace period %s", ErrInvalid, opts.Grace)
+		return res, fmt.Errorf("%w: gc: negative grace period %s", castore.ErrInvalid, opts.Grace)
 	}
 	if opts.Level == 0 {
 		opts.Level = DefaultGCOptions.Level
@@ -235,7 +237,7 @@ func syncLog(db *pebble.DB) error {
 
 // endGCEpoch stops recording uses into the mark set and waits until no
 // use holds it.
-func (s *PebbleStore) endGCEpoch() {
+func (s *Store) endGCEpoch() {
 	s.gcMarks.Store(nil)
 	s.gcGate.Lock()
 	s.gcGate.Unlock()
@@ -246,11 +248,11 @@ func (s *PebbleStore) endGCEpoch() {
 }
 
 // statsOf is Stats on an acquired db.
-func (s *PebbleStore) statsOf(db *pebble.DB) (Stats, error) {
+func (s *Store) statsOf(db *pebble.DB) (castore.Stats, error) {
 	var c [numCounters]uint64
 	err := get(db, pebbleCountersKey, "counters", func(v []byte) error {
 		if len(v)%8 != 0 {
-			return fmt.Errorf("%w: counters of %d bytes", ErrCorrupt, len(v))
+			return fmt.Errorf("%w: counters of %d bytes", castore.ErrCorrupt, len(v))
 		}
 		for i := 0; i < numCounters && 8*i < len(v); i++ {
 			c[i] = binary.LittleEndian.Uint64(v[8*i:])
@@ -258,9 +260,9 @@ func (s *PebbleStore) statsOf(db *pebble.DB) (Stats, error) {
 		return nil
 	})
 	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
-		return Stats{}, err
+		return castore.Stats{}, err
 	}
-	return Stats{
+	return castore.Stats{
 		LogicalBytes: c[counterLogicalBytes], UniqueChunkBytes: c[counterUniqueChunkBytes],
 		StoredBytes: c[counterStoredBytes], Chunks: c[counterChunks], Blobs: c[counterBlobs],
 		Directories: c[counterDirectories], Frames: c[counterFrames],
@@ -269,24 +271,24 @@ func (s *PebbleStore) statsOf(db *pebble.DB) (Stats, error) {
 
 // gcMark marks what the use records from cutoff on and the live roots
 // reach.
-func (s *PebbleStore) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cutoff time.Time, opts GCOptions, res *GCResult) error {
+func (s *Store) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cutoff time.Time, opts GCOptions, res *GCResult) error {
 	mb := m.newBatch()
 	defer mb.b.Close()
 	w := &gcMarker{s: s, db: db, mb: mb}
 	// Use records: a missing item was used and never stored, or deleted
 	// before it was used again.
-	lower := useKey(cutoff, 0, Digest{})[:9]
+	lower := useKey(cutoff, 0, castore.Digest{})[:9]
 	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pebbleKindUse + 1}})
 	if err != nil {
 		return pebbleError(err, "gc: use records")
 	}
 	for it.First(); it.Valid() && err == nil; it.Next() {
 		k := it.Key()
-		if len(k) != 1+8+1+DigestSize {
-			err = fmt.Errorf("%w: use record key of %d bytes", ErrCorrupt, len(k))
+		if len(k) != 1+8+1+castore.DigestSize {
+			err = fmt.Errorf("%w: use record key of %d bytes", castore.ErrCorrupt, len(k))
 			break
 		}
-		var d Digest
+		var d castore.Digest
 		copy(d[:], k[10:])
 		res.UseRecords++
 		switch k[9] {
@@ -295,9 +297,9 @@ func (s *PebbleStore) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cut
 		case pebbleKindBlobIndex:
 			err = w.markBlob(d, 0, true)
 		case pebbleKindDirectory:
-			err = w.markTree(ctx, Entry{Kind: KindDirectory, Digest: d}, true)
+			err = w.markTree(ctx, castore.Entry{Kind: castore.KindDirectory, Digest: d}, true)
 		default:
-			err = fmt.Errorf("%w: use record of kind %q", ErrCorrupt, k[9])
+			err = fmt.Errorf("%w: use record of kind %q", castore.ErrCorrupt, k[9])
 		}
 	}
 	if cerr := it.Close(); err == nil && cerr != nil {
@@ -306,7 +308,7 @@ func (s *PebbleStore) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cut
 	if err != nil {
 		return fmt.Errorf("castore: gc: marking what was used since %s: %w", cutoff.Format(time.RFC3339), err)
 	}
-	err = opts.Roots(ctx, func(name string, root Entry) error {
+	err = opts.Roots(ctx, func(name string, root castore.Entry) error {
 		if err := w.markTree(ctx, root, false); err != nil {
 			return fmt.Errorf("castore: gc: marking %s: %w", name, err)
 		}
@@ -322,15 +324,15 @@ func (s *PebbleStore) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cut
 
 // gcMarker walks trees into a mark batch.
 type gcMarker struct {
-	s  *PebbleStore
+	s  *Store
 	db *pebble.DB
 	mb *markBatch
 }
 
 // markTree marks the tree at root, walking with an explicit stack;
 // lenient skips what is missing rather than failing.
-func (w *gcMarker) markTree(ctx context.Context, root Entry, lenient bool) error {
-	stack := []Entry{root}
+func (w *gcMarker) markTree(ctx context.Context, root castore.Entry, lenient bool) error {
+	stack := []castore.Entry{root}
 	for len(stack) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -338,11 +340,11 @@ func (w *gcMarker) markTree(ctx context.Context, root Entry, lenient bool) error
 		e := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		switch e.Kind {
-		case KindFile:
+		case castore.KindFile:
 			if err := w.markBlob(e.Digest, e.Size, lenient); err != nil {
 				return err
 			}
-		case KindDirectory:
+		case castore.KindDirectory:
 			if ok, err := w.mb.has(pebbleKindDirectory, e.Digest); err != nil || ok {
 				if err != nil {
 					return err
@@ -350,7 +352,7 @@ func (w *gcMarker) markTree(ctx context.Context, root Entry, lenient bool) error
 				continue
 			}
 			dir, err := w.s.getDirectory(w.db, e.Digest)
-			if lenient && errors.Is(err, ErrNotFound) {
+			if lenient && errors.Is(err, castore.ErrNotFound) {
 				continue
 			}
 			if err != nil {
@@ -366,16 +368,16 @@ func (w *gcMarker) markTree(ctx context.Context, root Entry, lenient bool) error
 }
 
 // markBlob marks blob d and its chunks.
-func (w *gcMarker) markBlob(d Digest, size uint64, lenient bool) error {
+func (w *gcMarker) markBlob(d castore.Digest, size uint64, lenient bool) error {
 	if ok, err := w.mb.has(pebbleKindBlobIndex, d); err != nil || ok {
 		return err
 	}
 	refs, err := w.s.getBlobIndex(w.db, d)
 	switch {
-	case errors.Is(err, ErrNotFound) && (lenient || size <= MaxChunkSize):
+	case errors.Is(err, castore.ErrNotFound) && (lenient || size <= castore.MaxChunkSize):
 		// A file of one chunk is its chunk (checked by the sweep's
 		// merge: an unstored digest marks nothing stored).
-		refs = []ChunkRef{{Digest: d}}
+		refs = []castore.ChunkRef{{Digest: d}}
 	case err != nil:
 		return fmt.Errorf("blob %s: %w", d, err)
 	}
@@ -388,7 +390,7 @@ func (w *gcMarker) markBlob(d Digest, size uint64, lenient bool) error {
 }
 
 // gcSweep deletes the directories, blob indexes and chunks not marked.
-func (s *PebbleStore) gcSweep(ctx context.Context, db *pebble.DB, m *markSet, opts GCOptions, res *GCResult, before Stats) error {
+func (s *Store) gcSweep(ctx context.Context, db *pebble.DB, m *markSet, opts GCOptions, res *GCResult, before castore.Stats) error {
 	// Directories and blob indexes, holding the gate (see gcuse.go).
 	if !opts.DryRun {
 		s.gcGate.Lock()
@@ -415,7 +417,7 @@ func (s *PebbleStore) gcSweep(ctx context.Context, db *pebble.DB, m *markSet, op
 // sweepKind merge-joins the store's keys of kind with the mark set's and
 // deletes (or, on a dry run, counts) the ones not marked, gcBatch at a
 // time; gate: take the gate for each batch.
-func (s *PebbleStore) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, kind byte, dryRun, gate bool, res *GCResult, tick func()) error {
+func (s *Store) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, kind byte, dryRun, gate bool, res *GCResult, tick func()) error {
 	bounds := &pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}}
 	it, err := db.NewIterWithContext(ctx, bounds)
 	if err != nil {
@@ -431,7 +433,7 @@ func (s *PebbleStore) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, 
 		return fmt.Errorf("castore: gc: mark set: %w", err)
 	}
 	defer mit.Close()
-	var batch []Digest
+	var batch []castore.Digest
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -449,8 +451,8 @@ func (s *PebbleStore) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, 
 			tick()
 		}
 		k := it.Key()
-		if len(k) != 1+DigestSize {
-			return fmt.Errorf("%w: key %c of %d bytes", ErrCorrupt, kind, len(k))
+		if len(k) != 1+castore.DigestSize {
+			return fmt.Errorf("%w: key %c of %d bytes", castore.ErrCorrupt, kind, len(k))
 		}
 		for marked && bytes.Compare(mit.Key(), k) < 0 {
 			marked = mit.Next()
@@ -458,7 +460,7 @@ func (s *PebbleStore) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, 
 		if marked && bytes.Equal(mit.Key(), k) {
 			continue
 		}
-		var d Digest
+		var d castore.Digest
 		copy(d[:], k[1:])
 		if batch = append(batch, d); len(batch) == gcBatch {
 			if err := flush(); err != nil {
@@ -478,7 +480,7 @@ func (s *PebbleStore) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, 
 // deleteUnmarked deletes the items of ds that are still not marked, under
 // their lock stripes, with their counters, in one batch (counts them on a
 // dry run).
-func (s *PebbleStore) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, kind byte, ds []Digest, dryRun, gate bool, seen int64, res *GCResult) error {
+func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
 	recheck := false
 	if !dryRun {
 		if gate {
@@ -558,7 +560,7 @@ const gcFrameGroup = 64 << 20
 
 // gcFrames retires the frames with no live chunk and rewrites those below
 // the threshold. marks, on a dry run, says which chunks would stay.
-func (s *PebbleStore) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opts GCOptions, res *GCResult) error {
+func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opts GCOptions, res *GCResult) error {
 	dry := marks != nil
 	if !dry {
 		// The packer and compactions wait, as for a compaction.
@@ -609,7 +611,7 @@ func (s *PebbleStore) gcFrames(ctx context.Context, db *pebble.DB, marks *markSe
 	err := scanFrames(ctx, db, func(f *frameInfo) error {
 		var live uint64
 		var chunks []*compactChunk
-		seen := make(map[Digest]bool, len(f.chunks))
+		seen := make(map[castore.Digest]bool, len(f.chunks))
 		for _, c := range f.chunks {
 			if seen[c.digest] {
 				continue
@@ -675,8 +677,8 @@ func (s *PebbleStore) gcFrames(ctx context.Context, db *pebble.DB, marks *markSe
 }
 
 // pruneUses deletes the use records from before cutoff.
-func (s *PebbleStore) pruneUses(db *pebble.DB, cutoff time.Time) error {
-	upper := useKey(cutoff, 0, Digest{})[:9]
+func (s *Store) pruneUses(db *pebble.DB, cutoff time.Time) error {
+	upper := useKey(cutoff, 0, castore.Digest{})[:9]
 	if err := db.DeleteRange([]byte{pebbleKindUse}, upper, pebble.NoSync); err != nil {
 		return pebbleError(err, "gc: prune use records")
 	}
@@ -689,21 +691,21 @@ func (s *PebbleStore) pruneUses(db *pebble.DB, cutoff time.Time) error {
 // Frames, and StoredBytes (unpacked chunk values plus the frames'
 // registered sizes). LogicalBytes counts repeats, which no scan can see:
 // it is taken from the counters.
-func (s *PebbleStore) Recount(ctx context.Context) (Stats, error) {
+func (s *Store) Recount(ctx context.Context) (castore.Stats, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
-		return Stats{}, err
+		return castore.Stats{}, err
 	}
 	defer s.mu.RUnlock()
 	kept, err := s.statsOf(db)
 	if err != nil {
-		return Stats{}, err
+		return castore.Stats{}, err
 	}
-	st := Stats{LogicalBytes: kept.LogicalBytes}
+	st := castore.Stats{LogicalBytes: kept.LogicalBytes}
 	for _, kind := range []byte{pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory} {
 		it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
 		if err != nil {
-			return Stats{}, pebbleError(err, "recount")
+			return castore.Stats{}, pebbleError(err, "recount")
 		}
 		for it.First(); it.Valid() && err == nil; it.Next() {
 			switch kind {
@@ -731,7 +733,7 @@ func (s *PebbleStore) Recount(ctx context.Context) (Stats, error) {
 			err = cerr
 		}
 		if err != nil {
-			return Stats{}, fmt.Errorf("castore: recount: %w", err)
+			return castore.Stats{}, fmt.Errorf("castore: recount: %w", err)
 		}
 	}
 	err = scanFrames(ctx, db, func(f *frameInfo) error {
@@ -748,7 +750,7 @@ func (s *PebbleStore) Recount(ctx context.Context) (Stats, error) {
 // for benchmarks of what works on the index alone (marking and sweeping a
 // store of many millions of chunks); a chunk already recorded is
 // overwritten and counted again.
-func (s *PebbleStore) PutPhantomChunks(ctx context.Context, frame Digest, refs []ChunkRef) error {
+func (s *Store) PutPhantomChunks(ctx context.Context, frame castore.Digest, refs []castore.ChunkRef) error {
 	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return err

@@ -1,4 +1,6 @@
-package castore
+//go:build !linux
+
+package pebblestore
 
 import (
 	"fmt"
@@ -10,18 +12,14 @@ import (
 
 // lockShared takes a shared lock on the existing lock file name, for a
 // read-only store: it conflicts with the exclusive lock of a process that
-// has the store open for writing, not with other readers. It uses an open
-// file description lock, which (unlike a POSIX record lock) belongs to this
-// open file only. Caveat: closing it releases this process's own POSIX
-// locks on the file, so a process must not open a store read-only while it
-// has the same store open for writing.
+// has the store open for writing, not with other readers.
 func lockShared(name string) (io.Closer, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("castore: pebble: lock %s: %w", name, err)
 	}
 	lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: io.SeekStart}
-	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("castore: pebble: the store is open for writing by another process (lock %s: %w)", name, err)
 	}

@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // DeleteChunk removes chunk d, reporting whether it was there, and takes
@@ -15,7 +17,7 @@ import (
 // and directories naming the chunk stay: reading them back then fails with
 // ErrNotFound for the chunk. It is meant for caches, which evict chunks
 // they can fetch again. Safe for concurrent use; the write is not synced.
-func (s *PebbleStore) DeleteChunk(ctx context.Context, d Digest) (bool, error) {
+func (s *Store) DeleteChunk(ctx context.Context, d castore.Digest) (bool, error) {
 	db, err := s.acquireWrite(ctx)
 	if err != nil {
 		return false, err
@@ -57,7 +59,7 @@ func (s *PebbleStore) DeleteChunk(ctx context.Context, d Digest) (bool, error) {
 // ScanChunks calls fn with the digest and uncompressed size of every
 // stored chunk, in digest order. It stops at fn's first error and returns
 // it. It reads every chunk's stored form.
-func (s *PebbleStore) ScanChunks(ctx context.Context, fn func(d Digest, size int) error) error {
+func (s *Store) ScanChunks(ctx context.Context, fn func(d castore.Digest, size int) error) error {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return err
@@ -72,9 +74,9 @@ func (s *PebbleStore) ScanChunks(ctx context.Context, fn func(d Digest, size int
 		if err = ctx.Err(); err != nil {
 			break
 		}
-		var d Digest
-		if len(it.Key()) != 1+DigestSize {
-			err = fmt.Errorf("%w: chunk key of %d bytes", ErrCorrupt, len(it.Key()))
+		var d castore.Digest
+		if len(it.Key()) != 1+castore.DigestSize {
+			err = fmt.Errorf("%w: chunk key of %d bytes", castore.ErrCorrupt, len(it.Key()))
 			break
 		}
 		copy(d[:], it.Key()[1:])

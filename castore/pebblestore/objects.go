@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // ObjectStore keeps named immutable objects: frames of chunks (see
@@ -63,11 +65,11 @@ func NewDirObjects(dir string) *DirObjects { return &DirObjects{dir: dir} }
 // least three characters: anything else could leave the directory.
 func checkObjectName(name string) error {
 	if len(name) < 3 || len(name) > 128 {
-		return fmt.Errorf("%w: object name %q", ErrInvalid, name)
+		return fmt.Errorf("%w: object name %q", castore.ErrInvalid, name)
 	}
 	for _, c := range name {
 		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return fmt.Errorf("%w: object name %q", ErrInvalid, name)
+			return fmt.Errorf("%w: object name %q", castore.ErrInvalid, name)
 		}
 	}
 	return nil
@@ -142,7 +144,7 @@ func (o *DirObjects) SyncObjects(ctx context.Context) error {
 // writeError wraps a failed write, as ErrNoSpace when the disk is full.
 func (o *DirObjects) writeError(what string, err error) error {
 	if isNoSpace(err) {
-		return fmt.Errorf("%w: objects %s: %s: %v", ErrNoSpace, o.dir, what, err)
+		return fmt.Errorf("%w: objects %s: %s: %v", castore.ErrNoSpace, o.dir, what, err)
 	}
 	return fmt.Errorf("castore: objects %s: %s: %w", o.dir, what, err)
 }
@@ -186,7 +188,7 @@ func (o *DirObjects) GetObject(ctx context.Context, name string, off, n int64, d
 	}
 	f, err := os.Open(o.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
-		return dst, fmt.Errorf("%w: object %s", ErrNotFound, name)
+		return dst, fmt.Errorf("%w: object %s", castore.ErrNotFound, name)
 	}
 	if err != nil {
 		return dst, fmt.Errorf("castore: objects: %w", err)
@@ -199,14 +201,14 @@ func (o *DirObjects) GetObject(ctx context.Context, name string, off, n int64, d
 		}
 		n = fi.Size() - off
 		if n < 0 {
-			return dst, fmt.Errorf("%w: object %s: offset %d beyond its %d bytes", ErrInvalid, name, off, fi.Size())
+			return dst, fmt.Errorf("%w: object %s: offset %d beyond its %d bytes", castore.ErrInvalid, name, off, fi.Size())
 		}
 	}
 	start := len(dst)
-	dst = grow(dst, int(n))
+	dst = castore.Grow(dst, int(n))
 	got, err := f.ReadAt(dst[start:], off)
 	if err == io.EOF && int64(got) < n {
-		return dst[:start], fmt.Errorf("%w: object %s: %d bytes at %d, want %d", ErrCorrupt, name, got, off, n)
+		return dst[:start], fmt.Errorf("%w: object %s: %d bytes at %d, want %d", castore.ErrCorrupt, name, got, off, n)
 	}
 	if err != nil && err != io.EOF {
 		return dst[:start], fmt.Errorf("castore: objects: %w", err)

@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // CompactOptions tune Compact. Zero fields take the defaults of
@@ -23,7 +25,7 @@ type CompactOptions struct {
 	// against each other. Chunks it does not list follow in the order of
 	// their frames. Digests that are not stored, or not being compacted,
 	// are skipped.
-	Order []Digest
+	Order []castore.Digest
 	// OlderThan: hot frames written less than this long ago stay as they
 	// are. Cold frames are always rewritten, so that new versions of a
 	// file join the old ones.
@@ -76,7 +78,7 @@ type CompactResult struct {
 // compactChunk is a chunk being compacted: its index value when planned
 // and where its bytes are.
 type compactChunk struct {
-	digest Digest
+	digest castore.Digest
 	value  []byte // the index value read when planning
 	size   int
 	framed bool
@@ -91,7 +93,7 @@ type compactChunk struct {
 // after that, so a crash at any point leaves every chunk readable (a frame
 // left behind is deleted on the next open). Reads and writes go on
 // meanwhile; the packer waits.
-func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (CompactResult, error) {
+func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult, error) {
 	var res CompactResult
 	if opts.FrameSize == 0 {
 		opts.FrameSize = DefaultCompactOptions.FrameSize
@@ -103,7 +105,7 @@ func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (Compact
 		opts.CacheSize = DefaultCompactOptions.CacheSize
 	}
 	if opts.FrameSize < 64<<10 || opts.FrameSize > MaxFrameSize/2 {
-		return res, fmt.Errorf("%w: compact: frame size %d not in [64 KiB, %d MiB]", ErrInvalid, opts.FrameSize, MaxFrameSize/2>>20)
+		return res, fmt.Errorf("%w: compact: frame size %d not in [64 KiB, %d MiB]", castore.ErrInvalid, opts.FrameSize, MaxFrameSize/2>>20)
 	}
 	if !opts.DryRun {
 		if err := s.PackPending(ctx); err != nil {
@@ -163,7 +165,7 @@ func (s *PebbleStore) Compact(ctx context.Context, opts CompactOptions) (Compact
 // opts.FrameSize: frames are filled one after the other and compressed,
 // written and switched to by as many workers as there are cores (one when
 // throttled).
-func (s *PebbleStore) writeColdFrames(ctx context.Context, db *pebble.DB, plan []*compactChunk, opts CompactOptions, res *CompactResult) error {
+func (s *Store) writeColdFrames(ctx context.Context, db *pebble.DB, plan []*compactChunk, opts CompactOptions, res *CompactResult) error {
 	if opts.DutyCycle < 0 || opts.DutyCycle >= 1 {
 		opts.DutyCycle = 0
 	}
@@ -180,7 +182,7 @@ func (s *PebbleStore) writeColdFrames(ctx context.Context, db *pebble.DB, plan [
 	write := func(data []byte, entries []queuedChunk) error {
 		start := time.Now()
 		obj := compressFrame(opts.Level, data)
-		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: Hash(obj)}
+		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: castore.Hash(obj)}
 		if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
 			return fmt.Errorf("castore: compact: %w", err)
 		}
@@ -232,7 +234,7 @@ func (s *PebbleStore) writeColdFrames(ctx context.Context, db *pebble.DB, plan [
 				data, err = sliceFrame(data, frame, c.ref)
 			}
 		} else {
-			data, err = DecodeChunk(data, c.value)
+			data, err = castore.DecodeChunk(data, c.value)
 		}
 		if err != nil {
 			g.Go(func() error { return fmt.Errorf("castore: compact: chunk %s: %w", c.digest, err) })
@@ -249,7 +251,7 @@ func (s *PebbleStore) writeColdFrames(ctx context.Context, db *pebble.DB, plan [
 
 // CompactDue reports whether a compaction has work: a hot frame written
 // more than olderThan ago. It reads the frame registry, not the chunks.
-func (s *PebbleStore) CompactDue(ctx context.Context, olderThan time.Duration) (bool, error) {
+func (s *Store) CompactDue(ctx context.Context, olderThan time.Duration) (bool, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return false, err
@@ -269,7 +271,7 @@ func (s *PebbleStore) CompactDue(ctx context.Context, olderThan time.Duration) (
 
 // LastWrite returns when this process last stored a new chunk (the zero
 // time if it has not).
-func (s *PebbleStore) LastWrite() time.Time {
+func (s *Store) LastWrite() time.Time {
 	if ns := s.lastWrite.Load(); ns != 0 {
 		return time.Unix(0, ns)
 	}
@@ -278,14 +280,14 @@ func (s *PebbleStore) LastWrite() time.Time {
 
 // compactSet is the frames a compaction reads.
 type compactSet struct {
-	byName map[Digest]*frameInfo
+	byName map[castore.Digest]*frameInfo
 	order  []*frameInfo // hot frames oldest first, then cold ones
 }
 
 // compactSources selects the frames to rewrite: cold ones, and hot ones
 // written before olderThan ago.
-func (s *PebbleStore) compactSources(ctx context.Context, db *pebble.DB, olderThan time.Duration) (*compactSet, error) {
-	set := &compactSet{byName: make(map[Digest]*frameInfo)}
+func (s *Store) compactSources(ctx context.Context, db *pebble.DB, olderThan time.Duration) (*compactSet, error) {
+	set := &compactSet{byName: make(map[castore.Digest]*frameInfo)}
 	cutoff := time.Now().Add(-olderThan)
 	err := scanFrames(ctx, db, func(f *frameInfo) error {
 		if f.tier == FrameHot && !f.created.Before(cutoff) {
@@ -316,11 +318,11 @@ func scanFrames(ctx context.Context, db *pebble.DB, fn func(*frameInfo) error) e
 		return pebbleError(err, "frame registry")
 	}
 	for it.First(); it.Valid() && err == nil; it.Next() {
-		if len(it.Key()) != 1+DigestSize {
-			err = fmt.Errorf("%w: frame key of %d bytes", ErrCorrupt, len(it.Key()))
+		if len(it.Key()) != 1+castore.DigestSize {
+			err = fmt.Errorf("%w: frame key of %d bytes", castore.ErrCorrupt, len(it.Key()))
 			break
 		}
-		var name Digest
+		var name castore.Digest
 		copy(name[:], it.Key()[1:])
 		var v []byte
 		if v, err = it.ValueAndErr(); err != nil {
@@ -340,8 +342,8 @@ func scanFrames(ctx context.Context, db *pebble.DB, fn func(*frameInfo) error) e
 
 // compactChunks scans the chunk index for the chunks to rewrite: those in
 // a source frame, and those stored inline.
-func (s *PebbleStore) compactChunks(ctx context.Context, db *pebble.DB, sources *compactSet) (map[Digest]*compactChunk, error) {
-	chunks := make(map[Digest]*compactChunk)
+func (s *Store) compactChunks(ctx context.Context, db *pebble.DB, sources *compactSet) (map[castore.Digest]*compactChunk, error) {
+	chunks := make(map[castore.Digest]*compactChunk)
 	lower := []byte{pebbleKindChunk}
 	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
@@ -352,8 +354,8 @@ func (s *PebbleStore) compactChunks(ctx context.Context, db *pebble.DB, sources 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if len(it.Key()) != 1+DigestSize {
-			return nil, fmt.Errorf("%w: chunk key of %d bytes", ErrCorrupt, len(it.Key()))
+		if len(it.Key()) != 1+castore.DigestSize {
+			return nil, fmt.Errorf("%w: chunk key of %d bytes", castore.ErrCorrupt, len(it.Key()))
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
@@ -369,7 +371,7 @@ func (s *PebbleStore) compactChunks(ctx context.Context, db *pebble.DB, sources 
 				continue
 			}
 			c.framed, c.size = true, int(c.ref.length)
-		} else if c.size, err = DecodedChunkSize(v); err != nil {
+		} else if c.size, err = castore.DecodedChunkSize(v); err != nil {
 			return nil, fmt.Errorf("chunk %s: %w", c.digest, err)
 		}
 		chunks[c.digest] = c
@@ -380,9 +382,9 @@ func (s *PebbleStore) compactChunks(ctx context.Context, db *pebble.DB, sources 
 // planCompaction orders the chunks: first as order lists them, then the
 // rest of each source frame in frame order, then the inline ones in digest
 // order.
-func planCompaction(order []Digest, chunks map[Digest]*compactChunk, sources *compactSet) []*compactChunk {
+func planCompaction(order []castore.Digest, chunks map[castore.Digest]*compactChunk, sources *compactSet) []*compactChunk {
 	plan := make([]*compactChunk, 0, len(chunks))
-	take := func(d Digest) {
+	take := func(d castore.Digest) {
 		if c := chunks[d]; c != nil {
 			plan = append(plan, c)
 			delete(chunks, d)
@@ -398,11 +400,11 @@ func planCompaction(order []Digest, chunks map[Digest]*compactChunk, sources *co
 			}
 		}
 	}
-	rest := make([]Digest, 0, len(chunks))
+	rest := make([]castore.Digest, 0, len(chunks))
 	for d := range chunks {
 		rest = append(rest, d)
 	}
-	slices.SortFunc(rest, func(a, b Digest) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(rest, func(a, b castore.Digest) int { return bytes.Compare(a[:], b[:]) })
 	for _, d := range rest {
 		take(d)
 	}
@@ -412,7 +414,7 @@ func planCompaction(order []Digest, chunks map[Digest]*compactChunk, sources *co
 // retireFrames unregisters every frame of frames that no chunk refers to
 // any more, in one synced batch, then deletes them. It returns how many it
 // deleted.
-func (s *PebbleStore) retireFrames(ctx context.Context, db *pebble.DB, frames []*frameInfo) (int, error) {
+func (s *Store) retireFrames(ctx context.Context, db *pebble.DB, frames []*frameInfo) (int, error) {
 	var dead []*frameInfo
 	for _, f := range frames {
 		// The record as it is now: a frame written meanwhile with the

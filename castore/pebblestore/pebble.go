@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"bytes"
@@ -18,40 +18,11 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
-// Layout of the Pebble database
-//
-// One database per data directory. Every key is a one-byte kind followed by
-// the kind's own key:
-//
-//	'c' chunk digest (32)     → stored chunk: codec byte + payload (see ChunkEncoder),
-//	                            or a frame reference (codec CodecFrame, see frames.go)
-//	'q' sequence (8, BE)      → chunk digest (32) ‖ uvarint size: a chunk stored
-//	                            inline, waiting to be packed into a frame
-//	'F' frame digest (32)     → the frame's registry record (see frames.go)
-//	'b' blob digest (32)      → blob index: n × (chunk digest (32) ‖ size uint32 LE),
-//	                            in blob order, n ≥ 2
-//	'd' directory digest (32) → canonical snix.castore.v1.Directory bytes
-//	'm' name                  → store metadata: "version" (uvarint layout
-//	                            version), "counters" (the Stats counters,
-//	                            see below)
-//	'R' unix ms (8, BE) ‖ kind ‖ digest → empty: a use record of a chunk,
-//	                            blob or directory (see gcuse.go)
-//	'p' store path digest (20) → PathInfo bytes           (Nix layer, via SetMeta)
-//	'n' NAR sha256 (32)        → store path digest (20)   (Nix layer, via SetMeta)
-//
-// The blob index uses fixed-width entries (36 bytes) rather than varints:
-// sizes are at most a few hundred KiB so a varint would save one byte in
-// 36, and fixed entries make a damaged index easy to detect by its length.
-//
-// The counters are one value under 'm' "counters": a vector of uint64
-// little-endian, in the order of counterLogicalBytes... below. Every write
-// that changes a counter carries a Merge of a delta vector in the same batch
-// as the Set it counts, and the merge operator (pebbleCounterMerger) sums
-// vectors element-wise, so counters are never out of step with the data,
-// even after a crash. A shorter operand adds to the leading counters only;
-// a decrement, should one be needed, adds the two's complement.
+// The key kinds and the layout are described in the package doc (doc.go).
 const (
 	pebbleKindChunk     byte = 'c'
 	pebbleKindBlobIndex byte = 'b'
@@ -89,11 +60,11 @@ const (
 )
 
 // blobIndexEntrySize is the size of one stored blob index entry.
-const blobIndexEntrySize = DigestSize + 4
+const blobIndexEntrySize = castore.DigestSize + 4
 
-// PebbleOptions tune a PebbleStore. Zero fields take the defaults of
-// DefaultPebbleOptions.
-type PebbleOptions struct {
+// Options tune a Store. Zero fields take the defaults of
+// DefaultOptions.
+type Options struct {
 	// CacheSize is the size of Pebble's block cache in bytes.
 	CacheSize int64
 	// MemTableSize is the size of one memtable in bytes. Pebble starts
@@ -138,7 +109,7 @@ type PebbleOptions struct {
 	RecordUses bool
 }
 
-// DefaultPebbleOptions: 256 MiB cache, 32 MiB memtables, values of 1 KiB
+// DefaultOptions: 256 MiB cache, 32 MiB memtables, values of 1 KiB
 // and more separated, 16 MiB flush files, 256 lock stripes, 64 MiB kept
 // free beyond the memtables (128 MiB in all). (With a 64 MiB
 // cache, rendering a 200 MiB NAR from a flushed store of inline chunks ran
@@ -146,7 +117,7 @@ type PebbleOptions struct {
 // Chunks in frames are read through the frame cache instead. Memtables
 // hold chunks only until the packer has them in frames: ingesting a 1 GiB
 // file peaked at 353 MiB RSS with 64 MiB memtables, 259 MiB with 32 MiB.)
-var DefaultPebbleOptions = PebbleOptions{
+var DefaultOptions = Options{
 	CacheSize:              256 << 20,
 	MemTableSize:           32 << 20,
 	ValueSeparationMinSize: 1 << 10,
@@ -156,52 +127,52 @@ var DefaultPebbleOptions = PebbleOptions{
 	Frames:                 DefaultFrameOptions,
 }
 
-// EnsureDefaults fills zero fields from DefaultPebbleOptions.
-func (o PebbleOptions) EnsureDefaults() PebbleOptions {
+// EnsureDefaults fills zero fields from DefaultOptions.
+func (o Options) EnsureDefaults() Options {
 	if o.CacheSize == 0 {
-		o.CacheSize = DefaultPebbleOptions.CacheSize
+		o.CacheSize = DefaultOptions.CacheSize
 	}
 	if o.MemTableSize == 0 {
-		o.MemTableSize = DefaultPebbleOptions.MemTableSize
+		o.MemTableSize = DefaultOptions.MemTableSize
 	}
 	if o.ValueSeparationMinSize == 0 {
-		o.ValueSeparationMinSize = DefaultPebbleOptions.ValueSeparationMinSize
+		o.ValueSeparationMinSize = DefaultOptions.ValueSeparationMinSize
 	}
 	if o.FlushFileSize == 0 {
-		o.FlushFileSize = DefaultPebbleOptions.FlushFileSize
+		o.FlushFileSize = DefaultOptions.FlushFileSize
 	}
 	if o.LockStripes == 0 {
-		o.LockStripes = DefaultPebbleOptions.LockStripes
+		o.LockStripes = DefaultOptions.LockStripes
 	}
 	if o.MinFreeBytes == 0 {
-		o.MinFreeBytes = DefaultPebbleOptions.MinFreeBytes
+		o.MinFreeBytes = DefaultOptions.MinFreeBytes
 	}
 	o.Frames = o.Frames.ensureDefaults()
 	return o
 }
 
 // Validate checks the options after EnsureDefaults.
-func (o PebbleOptions) Validate() error {
+func (o Options) Validate() error {
 	switch {
 	case o.CacheSize < 0:
-		return fmt.Errorf("%w: pebble: cache size %d", ErrInvalid, o.CacheSize)
+		return fmt.Errorf("%w: pebble: cache size %d", castore.ErrInvalid, o.CacheSize)
 	case o.MemTableSize < 1<<20 || o.MemTableSize >= 4<<30:
-		return fmt.Errorf("%w: pebble: memtable size %d not in [1 MiB, 4 GiB)", ErrInvalid, o.MemTableSize)
+		return fmt.Errorf("%w: pebble: memtable size %d not in [1 MiB, 4 GiB)", castore.ErrInvalid, o.MemTableSize)
 	case o.ValueSeparationMinSize <= 0:
-		return fmt.Errorf("%w: pebble: value separation minimum size %d", ErrInvalid, o.ValueSeparationMinSize)
+		return fmt.Errorf("%w: pebble: value separation minimum size %d", castore.ErrInvalid, o.ValueSeparationMinSize)
 	case o.FlushFileSize < 64<<10 || o.FlushFileSize > 1<<30:
-		return fmt.Errorf("%w: pebble: flush file size %d not in [64 KiB, 1 GiB]", ErrInvalid, o.FlushFileSize)
+		return fmt.Errorf("%w: pebble: flush file size %d not in [64 KiB, 1 GiB]", castore.ErrInvalid, o.FlushFileSize)
 	case o.LockStripes <= 0 || o.LockStripes&(o.LockStripes-1) != 0:
-		return fmt.Errorf("%w: pebble: lock stripes %d is not a power of two", ErrInvalid, o.LockStripes)
+		return fmt.Errorf("%w: pebble: lock stripes %d is not a power of two", castore.ErrInvalid, o.LockStripes)
 	case o.MinFreeBytes > 1<<50:
-		return fmt.Errorf("%w: pebble: minimum free space %d bytes", ErrInvalid, o.MinFreeBytes)
+		return fmt.Errorf("%w: pebble: minimum free space %d bytes", castore.ErrInvalid, o.MinFreeBytes)
 	}
 	return o.Frames.validate()
 }
 
 // reserve returns the free space a write needs (see MinFreeBytes) and how
 // it is made up.
-func (o PebbleOptions) reserve() (uint64, string) {
+func (o Options) reserve() (uint64, string) {
 	return 2*o.MemTableSize + o.MinFreeBytes, fmt.Sprintf("2 memtables of %s + %s",
 		formatMiB(o.MemTableSize), formatMiB(o.MinFreeBytes))
 }
@@ -210,7 +181,7 @@ func (o PebbleOptions) reserve() (uint64, string) {
 var pebbleLogger pebble.Logger = quietPebbleLogger{pebble.DefaultLogger}
 
 // pebbleOptions returns the Pebble options for o, on the file system fs.
-func (o PebbleOptions) pebbleOptions(cache *pebble.Cache, fs *storeFS) *pebble.Options {
+func (o Options) pebbleOptions(cache *pebble.Cache, fs *storeFS) *pebble.Options {
 	po := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: o.MemTableSize,
@@ -247,12 +218,13 @@ func (o PebbleOptions) pebbleOptions(cache *pebble.Cache, fs *storeFS) *pebble.O
 	return po
 }
 
-// PebbleStore keeps everything in one Pebble database (see the layout
-// above). It is safe for concurrent use. Writes are not synced as they are
-// made: call Sync to make them durable (Close does too). A write is refused
-// with ErrNoSpace while the disk is nearly full (see diskspace.go); a store
-// opened with OpenPebbleReadOnly refuses every write with ErrInvalid.
-type PebbleStore struct {
+// Store keeps everything in one Pebble database (see the layout in the
+// package doc). It is safe for concurrent use. Writes are not synced as
+// they are made: call Sync to make them durable (Close does too). A write
+// is refused with ErrNoSpace while the disk is nearly full (see
+// diskspace.go); a store opened with OpenReadOnly refuses every write with
+// ErrInvalid.
+type Store struct {
 	dir      string
 	stripes  []paddedMutex
 	fs       *storeFS
@@ -276,7 +248,15 @@ type PebbleStore struct {
 	gcState
 }
 
-var _ Store = (*PebbleStore)(nil)
+var (
+	_ castore.Store        = (*Store)(nil)
+	_ castore.ChunkDeleter = (*Store)(nil)
+	_ castore.ChunkScanner = (*Store)(nil)
+	_ castore.Packer       = (*Store)(nil)
+	_ castore.Flusher      = (*Store)(nil)
+	_ castore.DiskUser     = (*Store)(nil)
+	_ castore.UseRecorder  = (*Store)(nil)
+)
 
 // paddedMutex keeps lock stripes on separate cache lines.
 type paddedMutex struct {
@@ -286,12 +266,12 @@ type paddedMutex struct {
 
 var errPebbleClosed = errors.New("castore: pebble store is closed")
 
-// OpenPebble opens the store in dir for reading and writing, creating dir
+// Open opens the store in dir for reading and writing, creating dir
 // and the database if they do not exist. It refuses with ErrNoSpace when
 // the file system has less free space than a write needs (see
-// PebbleOptions.MinFreeBytes): opening replays and flushes the write-ahead
+// Options.MinFreeBytes): opening replays and flushes the write-ahead
 // log, which a full disk would make Pebble retry for ever.
-func OpenPebble(dir string, opts PebbleOptions) (*PebbleStore, error) {
+func Open(dir string, opts Options) (*Store, error) {
 	opts = opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -310,12 +290,12 @@ func OpenPebble(dir string, opts PebbleOptions) (*PebbleStore, error) {
 	return openPebble(dir, opts, newStoreFS(false, pebbleLogger), space)
 }
 
-// OpenPebbleReadOnly opens the existing store in dir for reading only. It
+// OpenReadOnly opens the existing store in dir for reading only. It
 // creates and changes nothing: a missing dir, or one without a database,
 // is an error (wrapping fs.ErrNotExist), and so is a store another process
 // has open for writing. Write methods fail with ErrInvalid. The unflushed
 // writes of the write-ahead log are replayed into memory.
-func OpenPebbleReadOnly(dir string, opts PebbleOptions) (*PebbleStore, error) {
+func OpenReadOnly(dir string, opts Options) (*Store, error) {
 	opts = opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -340,7 +320,7 @@ func OpenPebbleReadOnly(dir string, opts PebbleOptions) (*PebbleStore, error) {
 }
 
 // openPebble opens the database in dir on fsys.
-func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard) (*PebbleStore, error) {
+func openPebble(dir string, opts Options, fsys *storeFS, space *spaceGuard) (*Store, error) {
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
 	db, err := pebble.Open(dir, opts.pebbleOptions(cache, fsys))
@@ -357,7 +337,7 @@ func openPebble(dir string, opts PebbleOptions, fsys *storeFS, space *spaceGuard
 		db.Close()
 		return nil, err
 	}
-	s := &PebbleStore{
+	s := &Store{
 		dir:       dir,
 		db:        db,
 		stripes:   make([]paddedMutex, opts.LockStripes),
@@ -409,7 +389,7 @@ func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
 			return pebbleError(err, "open "+dir)
 		}
 		if !empty {
-			return fmt.Errorf("%w: pebble database %s has data but no layout version", ErrCorrupt, dir)
+			return fmt.Errorf("%w: pebble database %s has data but no layout version", castore.ErrCorrupt, dir)
 		}
 		if readOnly {
 			return nil
@@ -424,7 +404,7 @@ func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
 	}
 	got, n := binary.Uvarint(version)
 	if n != len(version) || got < 1 || got > pebbleLayoutVersion {
-		return fmt.Errorf("%w: pebble database %s has layout version %x, want 1 to %d", ErrInvalid, dir, version, pebbleLayoutVersion)
+		return fmt.Errorf("%w: pebble database %s has layout version %x, want 1 to %d", castore.ErrInvalid, dir, version, pebbleLayoutVersion)
 	}
 	if got < pebbleLayoutVersion && !readOnly {
 		if err := db.Set(pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), pebble.Sync); err != nil {
@@ -435,11 +415,11 @@ func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
 }
 
 // Dir returns the store's data directory.
-func (s *PebbleStore) Dir() string { return s.dir }
+func (s *Store) Dir() string { return s.dir }
 
 // acquire holds s.mu for reading and returns the database, or an error
 // once the store is closed. The caller calls s.mu.RUnlock.
-func (s *PebbleStore) acquire(ctx context.Context) (*pebble.DB, error) {
+func (s *Store) acquire(ctx context.Context) (*pebble.DB, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -453,21 +433,21 @@ func (s *PebbleStore) acquire(ctx context.Context) (*pebble.DB, error) {
 
 // acquireWrite is acquire for a write: it fails on a read-only store.
 // Before committing n bytes, the writer asks s.space.admit(n).
-func (s *PebbleStore) acquireWrite(ctx context.Context) (*pebble.DB, error) {
+func (s *Store) acquireWrite(ctx context.Context) (*pebble.DB, error) {
 	if s.readOnly {
-		return nil, fmt.Errorf("%w: store %s is open read-only", ErrInvalid, s.dir)
+		return nil, fmt.Errorf("%w: store %s is open read-only", castore.ErrInvalid, s.dir)
 	}
 	return s.acquire(ctx)
 }
 
 // stripe returns the mutex that serializes puts of d.
-func (s *PebbleStore) stripe(d Digest) *sync.Mutex {
+func (s *Store) stripe(d castore.Digest) *sync.Mutex {
 	i := binary.LittleEndian.Uint32(d[:4]) & uint32(len(s.stripes)-1)
 	return &s.stripes[i].Mutex
 }
 
-func pebbleKey(kind byte, d Digest) []byte {
-	k := make([]byte, 1+DigestSize)
+func pebbleKey(kind byte, d castore.Digest) []byte {
+	k := make([]byte, 1+castore.DigestSize)
 	k[0] = kind
 	copy(k[1:], d[:])
 	return k
@@ -495,7 +475,7 @@ func has(ctx context.Context, db *pebble.DB, key []byte) (bool, error) {
 // damaged data (a checksum mismatch, say).
 func pebbleError(err error, what string) error {
 	if pebble.IsCorruptionError(err) {
-		return fmt.Errorf("%w: pebble: %s: %v", ErrCorrupt, what, err)
+		return fmt.Errorf("%w: pebble: %s: %v", castore.ErrCorrupt, what, err)
 	}
 	return fmt.Errorf("castore: pebble: %s: %w", what, err)
 }
@@ -521,7 +501,7 @@ func get(db *pebble.DB, key []byte, what string, fn func(v []byte) error) error 
 }
 
 // HasChunk implements ChunkStore. It does not read the chunk's value.
-func (s *PebbleStore) HasChunk(ctx context.Context, d Digest) (bool, error) {
+func (s *Store) HasChunk(ctx context.Context, d castore.Digest) (bool, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return false, err
@@ -536,7 +516,7 @@ func (s *PebbleStore) HasChunk(ctx context.Context, d Digest) (bool, error) {
 // GetChunk implements ChunkStore. An inline chunk is decoded straight from
 // Pebble's buffer into dst; a chunk in a frame is copied out of the decoded
 // frame (see frames.go).
-func (s *PebbleStore) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byte, error) {
+func (s *Store) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return dst, err
@@ -546,7 +526,7 @@ func (s *PebbleStore) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byt
 }
 
 // getChunk is GetChunk on an acquired db.
-func (s *PebbleStore) getChunk(ctx context.Context, db *pebble.DB, d Digest, dst []byte) ([]byte, error) {
+func (s *Store) getChunk(ctx context.Context, db *pebble.DB, d castore.Digest, dst []byte) ([]byte, error) {
 	key := pebbleKey(pebbleKindChunk, d)
 	for attempt := 0; ; attempt++ {
 		var (
@@ -560,13 +540,13 @@ func (s *PebbleStore) getChunk(ctx context.Context, db *pebble.DB, d Digest, dst
 				ref, err = decodeFrameRef(v)
 				return err
 			}
-			out, err = DecodeChunk(dst, v)
+			out, err = castore.DecodeChunk(dst, v)
 			return err
 		})
 		switch {
 		case errors.Is(err, pebble.ErrNotFound):
-			return dst, fmt.Errorf("%w: chunk %s", ErrNotFound, d)
-		case errors.Is(err, ErrCorrupt):
+			return dst, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
+		case errors.Is(err, castore.ErrCorrupt):
 			return dst, fmt.Errorf("%w (chunk %s)", err, d)
 		case err != nil:
 			return dst, err
@@ -578,7 +558,7 @@ func (s *PebbleStore) getChunk(ctx context.Context, db *pebble.DB, d Digest, dst
 			if attempt == 0 {
 				continue // compaction may have moved the chunk meanwhile
 			}
-			return dst, fmt.Errorf("%w: chunk %s: %v", ErrCorrupt, d, err)
+			return dst, fmt.Errorf("%w: chunk %s: %v", castore.ErrCorrupt, d, err)
 		}
 		if err != nil {
 			return dst, fmt.Errorf("chunk %s: %w", d, err)
@@ -589,7 +569,7 @@ func (s *PebbleStore) getChunk(ctx context.Context, db *pebble.DB, d Digest, dst
 
 // chunkEncoding is a pooled encoder with its output buffer.
 type chunkEncoding struct {
-	enc ChunkEncoder
+	enc castore.ChunkEncoder
 	buf []byte
 }
 
@@ -599,8 +579,8 @@ var chunkEncodings = sync.Pool{New: func() any { return new(chunkEncoding) }}
 // lookup. Otherwise the chunk is encoded, and then, under the digest's lock
 // stripe and only if it is still absent, written together with its
 // counters. The write is not synced.
-func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
-	if err := c.check(); err != nil {
+func (s *Store) PutChunk(ctx context.Context, c castore.Chunk) (bool, error) {
+	if err := c.Check(); err != nil {
 		return false, err
 	}
 	db, err := s.acquireWrite(ctx)
@@ -608,10 +588,10 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useChunk(db, c.digest); err != nil {
+	if err := s.useChunk(db, c.Digest()); err != nil {
 		return false, err
 	}
-	key := pebbleKey(pebbleKindChunk, c.digest)
+	key := pebbleKey(pebbleKindChunk, c.Digest())
 	if ok, err := has(ctx, db, key); err != nil || ok {
 		return false, err
 	}
@@ -625,21 +605,21 @@ func (s *PebbleStore) PutChunk(ctx context.Context, c Chunk) (bool, error) {
 		chunkEncodings.Put(e)
 	}()
 	if s.frameOpts.Off {
-		e.buf = e.enc.Encode(e.buf[:0], c.data)
+		e.buf = e.enc.Encode(e.buf[:0], c.Data())
 	} else {
 		// The packer will compress it with its neighbours soon: lz4 now
 		// would cost a sixth of ingest's CPU for bytes that live a few
 		// seconds.
-		e.buf = append(append(e.buf[:0], CodecRaw), c.data...)
+		e.buf = append(append(e.buf[:0], castore.CodecRaw), c.Data()...)
 	}
-	return s.putStoredChunk(ctx, db, c.digest, len(c.data), e.buf)
+	return s.putStoredChunk(ctx, db, c.Digest(), len(c.Data()), e.buf)
 }
 
 // putStoredChunk writes a chunk's stored form, with its queue entry (see
 // pack.go) and counters, unless it is already there, under the digest's
 // lock stripe so that a chunk is stored and counted once, if space admits
 // it. The write is not synced.
-func (s *PebbleStore) putStoredChunk(ctx context.Context, db *pebble.DB, d Digest, size int, stored []byte) (bool, error) {
+func (s *Store) putStoredChunk(ctx context.Context, db *pebble.DB, d castore.Digest, size int, stored []byte) (bool, error) {
 	if err := s.waitForPacker(ctx); err != nil {
 		return false, err
 	}
@@ -676,7 +656,7 @@ func (s *PebbleStore) putStoredChunk(ctx context.Context, db *pebble.DB, d Diges
 }
 
 // GetBlobIndex implements BlobIndexStore.
-func (s *PebbleStore) GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, error) {
+func (s *Store) GetBlobIndex(ctx context.Context, d castore.Digest) ([]castore.ChunkRef, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -689,14 +669,14 @@ func (s *PebbleStore) GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, e
 }
 
 // getBlobIndex is GetBlobIndex on an acquired db, recording no use.
-func (s *PebbleStore) getBlobIndex(db *pebble.DB, d Digest) ([]ChunkRef, error) {
-	var refs []ChunkRef
+func (s *Store) getBlobIndex(db *pebble.DB, d castore.Digest) ([]castore.ChunkRef, error) {
+	var refs []castore.ChunkRef
 	err := get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
 		refs, err = decodeBlobIndex(d, v)
 		return err
 	})
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("%w: blob index %s", ErrNotFound, d)
+		return nil, fmt.Errorf("%w: blob index %s", castore.ErrNotFound, d)
 	}
 	if err != nil {
 		return nil, err
@@ -705,7 +685,7 @@ func (s *PebbleStore) getBlobIndex(db *pebble.DB, d Digest) ([]ChunkRef, error) 
 }
 
 // encodeBlobIndex returns the stored form of a blob index.
-func encodeBlobIndex(chunks []ChunkRef) []byte {
+func encodeBlobIndex(chunks []castore.ChunkRef) []byte {
 	b := make([]byte, 0, len(chunks)*blobIndexEntrySize)
 	for _, c := range chunks {
 		b = append(b, c.Digest[:]...)
@@ -715,22 +695,22 @@ func encodeBlobIndex(chunks []ChunkRef) []byte {
 }
 
 // decodeBlobIndex decodes a stored blob index into a new slice.
-func decodeBlobIndex(d Digest, v []byte) ([]ChunkRef, error) {
+func decodeBlobIndex(d castore.Digest, v []byte) ([]castore.ChunkRef, error) {
 	if len(v)%blobIndexEntrySize != 0 || len(v) < 2*blobIndexEntrySize {
-		return nil, fmt.Errorf("%w: blob index %s: %d bytes", ErrCorrupt, d, len(v))
+		return nil, fmt.Errorf("%w: blob index %s: %d bytes", castore.ErrCorrupt, d, len(v))
 	}
-	refs := make([]ChunkRef, len(v)/blobIndexEntrySize)
+	refs := make([]castore.ChunkRef, len(v)/blobIndexEntrySize)
 	for i := range refs {
 		e := v[i*blobIndexEntrySize:]
-		copy(refs[i].Digest[:], e[:DigestSize])
-		refs[i].Size = binary.LittleEndian.Uint32(e[DigestSize:])
+		copy(refs[i].Digest[:], e[:castore.DigestSize])
+		refs[i].Size = binary.LittleEndian.Uint32(e[castore.DigestSize:])
 	}
 	return refs, nil
 }
 
 // PutBlob implements BlobIndexStore. The write is not synced.
-func (s *PebbleStore) PutBlob(ctx context.Context, d Digest, size uint64, chunks []ChunkRef) error {
-	if err := checkBlobIndex(d, size, chunks); err != nil {
+func (s *Store) PutBlob(ctx context.Context, d castore.Digest, size uint64, chunks []castore.ChunkRef) error {
+	if err := castore.CheckBlobIndex(d, size, chunks); err != nil {
 		return err
 	}
 	db, err := s.acquireWrite(ctx)
@@ -740,7 +720,7 @@ func (s *PebbleStore) PutBlob(ctx context.Context, d Digest, size uint64, chunks
 	defer s.mu.RUnlock()
 	used := chunks
 	if used == nil {
-		used = []ChunkRef{}
+		used = []castore.ChunkRef{}
 	}
 	if err := s.useBlob(db, d, used, true); err != nil {
 		return err
@@ -786,7 +766,7 @@ func (s *PebbleStore) PutBlob(ctx context.Context, d Digest, size uint64, chunks
 }
 
 // GetDirectory implements DirectoryStore.
-func (s *PebbleStore) GetDirectory(ctx context.Context, d Digest) (*Directory, error) {
+func (s *Store) GetDirectory(ctx context.Context, d castore.Digest) (*castore.Directory, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -799,15 +779,15 @@ func (s *PebbleStore) GetDirectory(ctx context.Context, d Digest) (*Directory, e
 }
 
 // getDirectory is GetDirectory on an acquired db, recording no use.
-func (s *PebbleStore) getDirectory(db *pebble.DB, d Digest) (*Directory, error) {
-	var dir *Directory
+func (s *Store) getDirectory(db *pebble.DB, d castore.Digest) (*castore.Directory, error) {
+	var dir *castore.Directory
 	err := get(db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
 		// The decoded directory copies what it keeps (strings, digests).
-		dir, err = decodeStoredDirectory(d, v)
+		dir, err = castore.DecodeStoredDirectory(d, v)
 		return err
 	})
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("%w: directory %s", ErrNotFound, d)
+		return nil, fmt.Errorf("%w: directory %s", castore.ErrNotFound, d)
 	}
 	if err != nil {
 		return nil, err
@@ -816,19 +796,19 @@ func (s *PebbleStore) getDirectory(db *pebble.DB, d Digest) (*Directory, error) 
 }
 
 // PutDirectory implements DirectoryStore. The write is not synced.
-func (s *PebbleStore) PutDirectory(ctx context.Context, dir *Directory) (Digest, error) {
+func (s *Store) PutDirectory(ctx context.Context, dir *castore.Directory) (castore.Digest, error) {
 	if err := dir.Validate(); err != nil {
-		return Digest{}, err
+		return castore.Digest{}, err
 	}
 	b := dir.Marshal()
-	d := Hash(b)
+	d := castore.Hash(b)
 	db, err := s.acquireWrite(ctx)
 	if err != nil {
-		return Digest{}, err
+		return castore.Digest{}, err
 	}
 	defer s.mu.RUnlock()
 	if err := s.useDirectory(db, d, dir, true); err != nil {
-		return Digest{}, err
+		return castore.Digest{}, err
 	}
 	key := pebbleKey(pebbleKindDirectory, d)
 	mu := s.stripe(d)
@@ -838,30 +818,30 @@ func (s *PebbleStore) PutDirectory(ctx context.Context, dir *Directory) (Digest,
 		return d, err
 	}
 	if err := s.space.admit(len(key) + len(b)); err != nil {
-		return Digest{}, err
+		return castore.Digest{}, err
 	}
 	batch := db.NewBatch()
 	defer batch.Close()
 	_ = batch.Set(key, b, nil)
 	_ = batch.Merge(pebbleCountersKey, encodeCounters([]uint64{counterDirectories: 1}), nil)
 	if err := batch.Commit(pebble.NoSync); err != nil {
-		return Digest{}, pebbleError(err, "put directory "+d.String())
+		return castore.Digest{}, pebbleError(err, "put directory "+d.String())
 	}
 	return d, nil
 }
 
 // Stats implements Store. The counters are persistent and always agree
 // with the data written.
-func (s *PebbleStore) Stats(ctx context.Context) (Stats, error) {
+func (s *Store) Stats(ctx context.Context) (castore.Stats, error) {
 	db, err := s.acquire(ctx)
 	if err != nil {
-		return Stats{}, err
+		return castore.Stats{}, err
 	}
 	defer s.mu.RUnlock()
 	var c [numCounters]uint64
 	err = get(db, pebbleCountersKey, "counters", func(v []byte) error {
 		if len(v)%8 != 0 {
-			return fmt.Errorf("%w: counters of %d bytes", ErrCorrupt, len(v))
+			return fmt.Errorf("%w: counters of %d bytes", castore.ErrCorrupt, len(v))
 		}
 		for i := 0; i < numCounters && 8*i < len(v); i++ {
 			c[i] = binary.LittleEndian.Uint64(v[8*i:])
@@ -869,9 +849,9 @@ func (s *PebbleStore) Stats(ctx context.Context) (Stats, error) {
 		return nil
 	})
 	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
-		return Stats{}, err
+		return castore.Stats{}, err
 	}
-	return Stats{
+	return castore.Stats{
 		LogicalBytes:     c[counterLogicalBytes],
 		UniqueChunkBytes: c[counterUniqueChunkBytes],
 		StoredBytes:      c[counterStoredBytes],
@@ -887,7 +867,7 @@ func (s *PebbleStore) Stats(ctx context.Context) (Stats, error) {
 // returned before Sync was called is durable when it returns. Unlike a
 // memtable flush this costs one fsync. On a read-only store it does
 // nothing.
-func (s *PebbleStore) Sync(ctx context.Context) error {
+func (s *Store) Sync(ctx context.Context) error {
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return err
@@ -909,7 +889,7 @@ func (s *PebbleStore) Sync(ctx context.Context) error {
 // database, which syncs the write-ahead log. Obsolete logs are deleted,
 // not kept for reuse, so the directory holds what the data needs. It is
 // safe to call twice; other methods fail once the store is closed.
-func (s *PebbleStore) Close() error {
+func (s *Store) Close() error {
 	if s.stopPacker() {
 		// Pack the full frames the packer had not reached, so that a
 		// short-lived process leaves at most one frame's worth unpacked.
@@ -949,7 +929,7 @@ func (s *PebbleStore) Close() error {
 // roomToFlush reports whether the disk has room to flush a memtable
 // written to a log of wal bytes, with the reserve to spare: a flush that
 // met a full disk would wait for space.
-func (s *PebbleStore) roomToFlush(wal uint64) bool {
+func (s *Store) roomToFlush(wal uint64) bool {
 	if s.space != nil {
 		return s.space.admit(int(wal)) == nil
 	}
@@ -962,7 +942,7 @@ func (s *PebbleStore) roomToFlush(wal uint64) bool {
 // compactions in progress are done. Stores do not need it; it is for tools
 // and tests that look at the files or measure a store at rest. On a
 // read-only store it does nothing.
-func (s *PebbleStore) Flush(ctx context.Context) error {
+func (s *Store) Flush(ctx context.Context) error {
 	if err := s.PackPending(ctx); err != nil {
 		return err
 	}
@@ -993,31 +973,22 @@ func (s *PebbleStore) Flush(ctx context.Context) error {
 // counts it (allocated blocks, not file sizes): sstables, blob files,
 // write-ahead logs and Pebble's own bookkeeping. Files removed while it
 // runs (compactions do) are skipped.
-func (s *PebbleStore) DiskBytes() (int64, error) {
+func (s *Store) DiskBytes() (int64, error) {
 	return diskUsage(s.dir)
-}
-
-// MetaRecord is a record of a kind the store itself does not use (such as
-// store.KindPathInfo), for SetMeta.
-type MetaRecord struct {
-	Kind   byte
-	Key    []byte
-	Value  []byte
-	Delete bool // remove the key instead of setting it
 }
 
 // checkMetaKind refuses the kinds the store keeps itself.
 func checkMetaKind(kind byte) error {
 	switch kind {
 	case pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory, pebbleKindMeta, pebbleKindQueue, pebbleKindFrame, pebbleKindUse:
-		return fmt.Errorf("%w: key kind %q belongs to castore", ErrInvalid, kind)
+		return fmt.Errorf("%w: key kind %q belongs to castore", castore.ErrInvalid, kind)
 	}
 	return nil
 }
 
 // GetMeta returns a copy of the value of kind and key; a missing key is
 // ErrNotFound.
-func (s *PebbleStore) GetMeta(ctx context.Context, kind byte, key []byte) ([]byte, error) {
+func (s *Store) GetMeta(ctx context.Context, kind byte, key []byte) ([]byte, error) {
 	if err := checkMetaKind(kind); err != nil {
 		return nil, err
 	}
@@ -1032,7 +1003,7 @@ func (s *PebbleStore) GetMeta(ctx context.Context, kind byte, key []byte) ([]byt
 		return nil
 	})
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %c/%x", ErrNotFound, kind, key)
+		return nil, fmt.Errorf("%w: %c/%x", castore.ErrNotFound, kind, key)
 	}
 	if err != nil {
 		return nil, err
@@ -1042,7 +1013,7 @@ func (s *PebbleStore) GetMeta(ctx context.Context, kind byte, key []byte) ([]byt
 
 // SetMeta applies records atomically: all or none are written. Like every
 // write it is not synced; call Sync before relying on it.
-func (s *PebbleStore) SetMeta(ctx context.Context, records ...MetaRecord) error {
+func (s *Store) SetMeta(ctx context.Context, records ...castore.MetaRecord) error {
 	for _, r := range records {
 		if err := checkMetaKind(r.Kind); err != nil {
 			return err
@@ -1081,7 +1052,7 @@ func (s *PebbleStore) SetMeta(ctx context.Context, records ...MetaRecord) error 
 // in ascending key order, with the key (without the kind byte) and value.
 // Both are valid only during the call. It stops at fn's first error and
 // returns it.
-func (s *PebbleStore) ScanMeta(ctx context.Context, kind byte, prefix []byte, fn func(key, value []byte) error) error {
+func (s *Store) ScanMeta(ctx context.Context, kind byte, prefix []byte, fn func(key, value []byte) error) error {
 	if err := checkMetaKind(kind); err != nil {
 		return err
 	}
@@ -1159,7 +1130,7 @@ type counterSum struct{ sum []uint64 }
 
 func (m *counterSum) add(v []byte) error {
 	if len(v)%8 != 0 {
-		return fmt.Errorf("%w: counter operand of %d bytes", ErrCorrupt, len(v))
+		return fmt.Errorf("%w: counter operand of %d bytes", castore.ErrCorrupt, len(v))
 	}
 	n := len(v) / 8
 	if n > len(m.sum) {

@@ -1,4 +1,4 @@
-package castore_test
+package pebblestore_test
 
 import (
 	"bytes"
@@ -7,11 +7,12 @@ import (
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 func TestPebbleDeleteChunk(t *testing.T) {
 	ctx := t.Context()
-	s, err := castore.OpenPebble(filepath.Join(t.TempDir(), "db"), castore.PebbleOptions{})
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "db"), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"context"
@@ -6,21 +6,15 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
-)
 
-// ChunkPlace is where a stored chunk lives: in a frame (Framed, with the
-// frame's name and the chunk's offset in it), or inline in the index.
-type ChunkPlace struct {
-	Framed bool
-	Frame  Digest
-	Offset uint32
-}
+	"github.com/nixcas/nixcas/castore"
+)
 
 // ChunkPlace returns where chunk d is stored, without reading it, so that
 // a reader of many chunks can read them frame by frame, each frame
 // decoded once. A missing chunk is ErrNotFound.
-func (s *PebbleStore) ChunkPlace(ctx context.Context, d Digest) (ChunkPlace, error) {
-	var p ChunkPlace
+func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.ChunkPlace, error) {
+	var p castore.ChunkPlace
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return p, err
@@ -34,11 +28,11 @@ func (s *PebbleStore) ChunkPlace(ctx context.Context, d Digest) (ChunkPlace, err
 		if err != nil {
 			return fmt.Errorf("chunk %s: %w", d, err)
 		}
-		p = ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset}
+		p = castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset}
 		return nil
 	})
 	if errors.Is(err, pebble.ErrNotFound) {
-		return p, fmt.Errorf("%w: chunk %s", ErrNotFound, d)
+		return p, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
 	}
 	return p, err
 }

@@ -1,4 +1,4 @@
-package castore_test
+package pebblestore_test
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a new directory, unmounted at
@@ -70,7 +71,7 @@ func randomChunk(r *rand.Rand, n int) castore.Chunk {
 
 // smallStoreOptions: 2 MiB memtables, 4 MiB kept free: writes are refused
 // below 8 MiB free.
-var smallStoreOptions = castore.PebbleOptions{CacheSize: 4 << 20, MemTableSize: 2 << 20, MinFreeBytes: 4 << 20}
+var smallStoreOptions = pebblestore.Options{CacheSize: 4 << 20, MemTableSize: 2 << 20, MinFreeBytes: 4 << 20}
 
 // TestPebbleFullDisk fills a 64 MiB tmpfs: the store refuses writes with
 // ErrNoSpace, naming the directory and the free space, before Pebble meets
@@ -85,7 +86,7 @@ func TestPebbleFullDisk(t *testing.T) {
 	// which would make the point of refusal move.
 	opts := smallStoreOptions
 	opts.Frames.Off = true
-	s, err := castore.OpenPebble(dir, opts)
+	s, err := pebblestore.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func TestPebbleFullDisk(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = castore.OpenPebble(dir, opts)
+	s, err = pebblestore.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +169,7 @@ func checkChunks(t *testing.T, s castore.ChunkStore, chunks []castore.Chunk) {
 func TestPebbleOpenFullDisk(t *testing.T) {
 	mnt := mountTmpfs(t, 32<<20)
 	dir := filepath.Join(mnt, "store")
-	s, err := castore.OpenPebble(dir, smallStoreOptions)
+	s, err := pebblestore.Open(dir, smallStoreOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,10 +181,10 @@ func TestPebbleOpenFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	fill(t, filepath.Join(mnt, "filler"), avail(t, mnt)-(1<<20))
-	if _, err := castore.OpenPebble(dir, smallStoreOptions); !errors.Is(err, castore.ErrNoSpace) || !strings.Contains(err.Error(), dir) {
-		t.Fatalf("OpenPebble on a full disk = %v, want ErrNoSpace naming %s", err, dir)
+	if _, err := pebblestore.Open(dir, smallStoreOptions); !errors.Is(err, castore.ErrNoSpace) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Open on a full disk = %v, want ErrNoSpace naming %s", err, dir)
 	}
-	ro, err := castore.OpenPebbleReadOnly(dir, smallStoreOptions)
+	ro, err := pebblestore.OpenReadOnly(dir, smallStoreOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func TestPebbleWriteWaitsForSpace(t *testing.T) {
 	fill(t, filepath.Join(mnt, "filler"), 40<<20)
 	opts := smallStoreOptions
 	opts.NoSpaceGuard = true
-	s, err := castore.OpenPebble(filepath.Join(mnt, "store"), opts)
+	s, err := pebblestore.Open(filepath.Join(mnt, "store"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,10 +367,10 @@ func TestPebbleReadOnly(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := snapshotDir(t, base)
-			s, err := castore.OpenPebbleReadOnly(tc.dir, castore.PebbleOptions{})
+			s, err := pebblestore.OpenReadOnly(tc.dir, pebblestore.Options{})
 			if err == nil {
 				s.Close()
-				t.Fatalf("OpenPebbleReadOnly(%s) succeeded", tc.dir)
+				t.Fatalf("OpenReadOnly(%s) succeeded", tc.dir)
 			}
 			if !strings.Contains(err.Error(), tc.dir) || !strings.Contains(err.Error(), "no store") {
 				t.Errorf("error %q does not say there is no store at %s", err, tc.dir)
@@ -381,7 +382,7 @@ func TestPebbleReadOnly(t *testing.T) {
 	// A store with data in sstables, and a crash image of it with more
 	// data only in its write-ahead log.
 	dir := filepath.Join(base, "store")
-	s, err := castore.OpenPebble(dir, testPebbleOptions)
+	s, err := pebblestore.Open(dir, testPebbleOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,11 +415,11 @@ func TestPebbleReadOnly(t *testing.T) {
 	for _, d := range []string{dir, crashed} {
 		t.Run(filepath.Base(d), func(t *testing.T) {
 			before := snapshotDir(t, d)
-			ro, err := castore.OpenPebbleReadOnly(d, castore.PebbleOptions{})
+			ro, err := pebblestore.OpenReadOnly(d, pebblestore.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			ro2, err := castore.OpenPebbleReadOnly(d, castore.PebbleOptions{})
+			ro2, err := pebblestore.OpenReadOnly(d, pebblestore.Options{})
 			if err != nil {
 				t.Fatalf("a second read-only open: %v", err)
 			}
@@ -472,8 +473,8 @@ func TestPebbleDiskBytes(t *testing.T) {
 	ctx := context.Background()
 	mnt := mountTmpfs(t, 64<<20) // tmpfs: fallocate shows in the blocks
 	dir := filepath.Join(mnt, "store")
-	opts := castore.PebbleOptions{CacheSize: 4 << 20, MemTableSize: 1 << 20, MinFreeBytes: 1 << 20}
-	s, err := castore.OpenPebble(dir, opts)
+	opts := pebblestore.Options{CacheSize: 4 << 20, MemTableSize: 1 << 20, MinFreeBytes: 1 << 20}
+	s, err := pebblestore.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,7 +507,7 @@ func TestPebbleDiskBytes(t *testing.T) {
 		t.Errorf("a closed store keeps %d bytes of write-ahead logs, want at most 64 KiB", logs)
 	}
 
-	ro, err := castore.OpenPebbleReadOnly(dir, opts)
+	ro, err := pebblestore.OpenReadOnly(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

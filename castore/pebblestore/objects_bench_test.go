@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"context"
@@ -89,7 +89,7 @@ func BenchmarkObjectStores(b *testing.B) {
 	})
 	b.Run("pebble", func(b *testing.B) {
 		run(b, func(dir string) (ObjectStore, func(), func(string) error) {
-			opts := DefaultPebbleOptions
+			opts := DefaultOptions
 			fs := newStoreFS(false, pebbleLogger)
 			cache := pebble.NewCache(8 << 20)
 			defer cache.Unref()

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package castore
+package pebblestore
 
 // syncFileSystem makes files durable one by one.
 func syncFileSystem(dir string, files []string) error { return syncFiles(files) }

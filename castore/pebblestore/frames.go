@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"container/list"
@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // Frames
 //
-// A PebbleStore keeps chunk bytes in frames: objects (see ObjectStore) each
+// A Store keeps chunk bytes in frames: objects (see ObjectStore) each
 // holding many chunks side by side, compressed together as one zstd frame
 // so that each chunk is compressed with its neighbours as context. A frame
 // is named by the hex BLAKE3 of its compressed bytes, is written once and
@@ -62,7 +64,7 @@ const (
 	pebbleKindFrame byte = 'F'
 )
 
-// FrameOptions tune how a PebbleStore packs chunks into frames. Zero fields
+// FrameOptions tune how a Store packs chunks into frames. Zero fields
 // take the defaults of DefaultFrameOptions.
 type FrameOptions struct {
 	// Size is the decoded size of a hot frame: the packer writes one once
@@ -103,18 +105,18 @@ func (o FrameOptions) ensureDefaults() FrameOptions {
 func (o FrameOptions) validate() error {
 	switch {
 	case o.Size < 64<<10 || o.Size > MaxFrameSize/2:
-		return fmt.Errorf("%w: frame size %d not in [64 KiB, %d MiB]", ErrInvalid, o.Size, MaxFrameSize/2>>20)
+		return fmt.Errorf("%w: frame size %d not in [64 KiB, %d MiB]", castore.ErrInvalid, o.Size, MaxFrameSize/2>>20)
 	case o.Level < zstd.SpeedFastest || o.Level > zstd.SpeedBestCompression:
-		return fmt.Errorf("%w: frame zstd level %d", ErrInvalid, o.Level)
+		return fmt.Errorf("%w: frame zstd level %d", castore.ErrInvalid, o.Level)
 	case o.CacheSize < 0:
-		return fmt.Errorf("%w: frame cache size %d", ErrInvalid, o.CacheSize)
+		return fmt.Errorf("%w: frame cache size %d", castore.ErrInvalid, o.CacheSize)
 	}
 	return nil
 }
 
 // frameRef is where a chunk lives in a frame.
 type frameRef struct {
-	frame  Digest
+	frame  castore.Digest
 	offset uint32
 	length uint32
 }
@@ -128,30 +130,30 @@ func (r frameRef) encode(dst []byte) []byte {
 
 func decodeFrameRef(v []byte) (frameRef, error) {
 	var r frameRef
-	if len(v) < 1+DigestSize+2 || v[0] != CodecFrame {
-		return r, fmt.Errorf("%w: frame reference of %d bytes", ErrCorrupt, len(v))
+	if len(v) < 1+castore.DigestSize+2 || v[0] != CodecFrame {
+		return r, fmt.Errorf("%w: frame reference of %d bytes", castore.ErrCorrupt, len(v))
 	}
 	copy(r.frame[:], v[1:])
-	rest := v[1+DigestSize:]
+	rest := v[1+castore.DigestSize:]
 	off, n := binary.Uvarint(rest)
 	if n <= 0 {
-		return r, fmt.Errorf("%w: frame reference offset", ErrCorrupt)
+		return r, fmt.Errorf("%w: frame reference offset", castore.ErrCorrupt)
 	}
 	length, m := binary.Uvarint(rest[n:])
-	if m <= 0 || n+m != len(rest) || off+length > MaxFrameSize || length > MaxChunkSize {
-		return r, fmt.Errorf("%w: frame reference length", ErrCorrupt)
+	if m <= 0 || n+m != len(rest) || off+length > MaxFrameSize || length > castore.MaxChunkSize {
+		return r, fmt.Errorf("%w: frame reference length", castore.ErrCorrupt)
 	}
 	r.offset, r.length = uint32(off), uint32(length)
 	return r, nil
 }
 
 // frameName is the object name of a frame.
-func frameName(d Digest) string { return hex.EncodeToString(d[:]) }
+func frameName(d castore.Digest) string { return hex.EncodeToString(d[:]) }
 
 // parseFrameName is the inverse of frameName.
-func parseFrameName(name string) (Digest, bool) {
-	var d Digest
-	if len(name) != 2*DigestSize {
+func parseFrameName(name string) (castore.Digest, bool) {
+	var d castore.Digest
+	if len(name) != 2*castore.DigestSize {
 		return d, false
 	}
 	if _, err := hex.Decode(d[:], []byte(name)); err != nil {
@@ -162,13 +164,13 @@ func parseFrameName(name string) (Digest, bool) {
 
 // frameChunk is one chunk of a frame, as the registry lists it.
 type frameChunk struct {
-	digest Digest
+	digest castore.Digest
 	size   uint32
 }
 
 // frameInfo is a frame's registry record.
 type frameInfo struct {
-	name    Digest
+	name    castore.Digest
 	tier    byte
 	created time.Time
 	stored  uint64 // compressed bytes
@@ -177,7 +179,7 @@ type frameInfo struct {
 }
 
 func (f *frameInfo) encode() []byte {
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(f.chunks)*(DigestSize+3))
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(f.chunks)*(castore.DigestSize+3))
 	b = append(b, f.tier)
 	b = binary.AppendUvarint(b, uint64(f.created.Unix()))
 	b = binary.AppendUvarint(b, f.stored)
@@ -189,9 +191,9 @@ func (f *frameInfo) encode() []byte {
 	return b
 }
 
-func decodeFrameInfo(name Digest, v []byte) (*frameInfo, error) {
+func decodeFrameInfo(name castore.Digest, v []byte) (*frameInfo, error) {
 	bad := func(what string) (*frameInfo, error) {
-		return nil, fmt.Errorf("%w: frame %s registry record: %s", ErrCorrupt, frameName(name), what)
+		return nil, fmt.Errorf("%w: frame %s registry record: %s", castore.ErrCorrupt, frameName(name), what)
 	}
 	if len(v) < 4 {
 		return bad("too short")
@@ -209,18 +211,18 @@ func decodeFrameInfo(name Digest, v []byte) (*frameInfo, error) {
 	f.created = time.Unix(int64(vals[0]), 0)
 	f.stored, f.decoded = vals[1], vals[2]
 	for len(rest) > 0 {
-		if len(rest) < DigestSize+1 {
+		if len(rest) < castore.DigestSize+1 {
 			return bad("chunk list")
 		}
 		var c frameChunk
 		copy(c.digest[:], rest)
-		size, n := binary.Uvarint(rest[DigestSize:])
-		if n <= 0 || size > MaxChunkSize {
+		size, n := binary.Uvarint(rest[castore.DigestSize:])
+		if n <= 0 || size > castore.MaxChunkSize {
 			return bad("chunk size")
 		}
 		c.size = uint32(size)
 		f.chunks = append(f.chunks, c)
-		rest = rest[DigestSize+n:]
+		rest = rest[castore.DigestSize+n:]
 	}
 	return f, nil
 }
@@ -276,15 +278,15 @@ var frameDecoders = sync.Pool{New: func() any {
 
 // decodeFrame checks a frame's bytes against its name and decompresses
 // them.
-func decodeFrame(name Digest, obj []byte) ([]byte, error) {
-	if got := Hash(obj); got != name {
-		return nil, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", ErrCorrupt, frameName(name), len(obj), got)
+func decodeFrame(name castore.Digest, obj []byte) ([]byte, error) {
+	if got := castore.Hash(obj); got != name {
+		return nil, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", castore.ErrCorrupt, frameName(name), len(obj), got)
 	}
 	dec := frameDecoders.Get().(*zstd.Decoder)
 	defer frameDecoders.Put(dec)
 	data, err := dec.DecodeAll(obj, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: frame %s: %v", ErrCorrupt, frameName(name), err)
+		return nil, fmt.Errorf("%w: frame %s: %v", castore.ErrCorrupt, frameName(name), err)
 	}
 	return data, nil
 }
@@ -297,12 +299,12 @@ type frameCache struct {
 
 	mu      sync.Mutex
 	used    int64
-	entries map[Digest]*frameEntry
+	entries map[castore.Digest]*frameEntry
 	lru     list.List // of *frameEntry, most recent at the front
 }
 
 type frameEntry struct {
-	name  Digest
+	name  castore.Digest
 	ready chan struct{} // closed once data or err is set
 	data  []byte
 	err   error
@@ -310,12 +312,12 @@ type frameEntry struct {
 }
 
 func newFrameCache(max int64) *frameCache {
-	return &frameCache{max: max, entries: make(map[Digest]*frameEntry)}
+	return &frameCache{max: max, entries: make(map[castore.Digest]*frameEntry)}
 }
 
 // get returns the decoded frame, calling load for it unless it is cached
 // or being loaded. The slice is shared: never modify it.
-func (c *frameCache) get(ctx context.Context, name Digest, load func() ([]byte, error)) ([]byte, error) {
+func (c *frameCache) get(ctx context.Context, name castore.Digest, load func() ([]byte, error)) ([]byte, error) {
 	c.mu.Lock()
 	e, ok := c.entries[name]
 	if ok {
@@ -355,7 +357,7 @@ func (c *frameCache) get(ctx context.Context, name Digest, load func() ([]byte, 
 }
 
 // forget drops a frame from the cache (after it was deleted).
-func (c *frameCache) forget(name Digest) {
+func (c *frameCache) forget(name castore.Digest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[name]
@@ -369,10 +371,10 @@ func (c *frameCache) forget(name Digest) {
 }
 
 // readFrame returns frame name decoded, through cache.
-func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name Digest) ([]byte, error) {
+func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name castore.Digest) ([]byte, error) {
 	return cache.get(ctx, name, func() ([]byte, error) {
 		obj, err := objects.GetObject(ctx, frameName(name), 0, -1, nil)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, castore.ErrNotFound) {
 			return nil, fmt.Errorf("%w: frame %s: %v", errFrameMissing, frameName(name), err)
 		}
 		if err != nil {
@@ -392,7 +394,7 @@ func sliceFrame(dst, frame []byte, r frameRef) ([]byte, error) {
 	end := uint64(r.offset) + uint64(r.length)
 	if end > uint64(len(frame)) {
 		return dst, fmt.Errorf("%w: frame %s: chunk at %d+%d beyond its %d bytes",
-			ErrCorrupt, frameName(r.frame), r.offset, r.length, len(frame))
+			castore.ErrCorrupt, frameName(r.frame), r.offset, r.length, len(frame))
 	}
 	return append(dst, frame[r.offset:end]...), nil
 }
@@ -407,5 +409,5 @@ func storedChunkSize(v []byte) (int, error) {
 		}
 		return int(r.length), nil
 	}
-	return DecodedChunkSize(v)
+	return castore.DecodedChunkSize(v)
 }

@@ -1,4 +1,4 @@
-package castore
+package pebblestore
 
 import (
 	"errors"

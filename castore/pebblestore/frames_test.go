@@ -1,4 +1,4 @@
-package castore_test
+package pebblestore_test
 
 import (
 	"bytes"
@@ -13,19 +13,20 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/castoretest"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 // framedOptions packs small frames, so that a test's few chunks fill
 // several.
-var framedOptions = castore.PebbleOptions{
+var framedOptions = pebblestore.Options{
 	CacheSize:    8 << 20,
 	MemTableSize: 16 << 20,
-	Frames:       castore.FrameOptions{Size: 64 << 10, CacheSize: 1 << 20},
+	Frames:       pebblestore.FrameOptions{Size: 64 << 10, CacheSize: 1 << 20},
 }
 
-func openFramed(t testing.TB, dir string) *castore.PebbleStore {
+func openFramed(t testing.TB, dir string) *pebblestore.Store {
 	t.Helper()
-	s, err := castore.OpenPebble(dir, framedOptions)
+	s, err := pebblestore.Open(dir, framedOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func checkAll(t testing.TB, s castore.ChunkStore, ds []castore.Digest, chunks []
 
 // checkStoredBytes: StoredBytes is what the frame files hold plus the
 // chunks still inline, here none.
-func checkStoredBytes(t testing.TB, s *castore.PebbleStore) castore.Stats {
+func checkStoredBytes(t testing.TB, s *pebblestore.Store) castore.Stats {
 	t.Helper()
 	st := castoretest.MustStats(t, s)
 	files, size := frameFiles(t, s.Dir())
@@ -144,7 +145,7 @@ func TestFramesCrashBeforeSwitch(t *testing.T) {
 	dir := filepath.Join(base, "store")
 	opts := framedOptions
 	opts.Frames.Size = 8 << 20 // the packer never gets a full frame
-	s, err := castore.OpenPebble(dir, opts)
+	s, err := pebblestore.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestCompact(t *testing.T) {
 	}
 	hot := checkStoredBytes(t, s)
 
-	dry, err := s.Compact(ctx, castore.CompactOptions{Order: order, DryRun: true})
+	dry, err := s.Compact(ctx, pebblestore.CompactOptions{Order: order, DryRun: true})
 	if err != nil || dry.Chunks != len(ds) || dry.FramesIn != int(hot.Frames) || dry.FramesOut != 0 || dry.StoredIn != hot.StoredBytes {
 		t.Fatalf("dry run = %+v, %v; stats %+v", dry, err, hot)
 	}
@@ -258,7 +259,7 @@ func TestCompact(t *testing.T) {
 	}
 
 	var progress int64
-	res, err := s.Compact(ctx, castore.CompactOptions{Order: order, FrameSize: 256 << 10, Progress: func(done, total int64) { progress = done }})
+	res, err := s.Compact(ctx, pebblestore.CompactOptions{Order: order, FrameSize: 256 << 10, Progress: func(done, total int64) { progress = done }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func TestCompact(t *testing.T) {
 	// them, older chunks still readable; then a reopen.
 	more := versionedChunks(9, 24)
 	mds := putAll(t, s, more)
-	if _, err := s.Compact(ctx, castore.CompactOptions{Order: append(order, mds...)}); err != nil {
+	if _, err := s.Compact(ctx, pebblestore.CompactOptions{Order: append(order, mds...)}); err != nil {
 		t.Fatal(err)
 	}
 	checkStoredBytes(t, s)
@@ -301,7 +302,7 @@ func TestCompactInlineChunks(t *testing.T) {
 	s.Close()
 	s = openFramed(t, dir)
 	before := castoretest.MustStats(t, s)
-	res, err := s.Compact(ctx, castore.CompactOptions{})
+	res, err := s.Compact(ctx, pebblestore.CompactOptions{})
 	if err != nil || res.InlineChunks != len(chunks) || res.FramesIn != 0 {
 		t.Fatalf("Compact = %+v, %v", res, err)
 	}

@@ -1,4 +1,4 @@
-package castore_test
+package pebblestore_test
 
 import (
 	"context"
