@@ -160,7 +160,9 @@ func (x *PullThrough) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*s
 	f := x.fetches[h]
 	if ni == nil && f == nil {
 		x.mu.Unlock()
-		return nil, err
+		// A fetch may have ended between the look above and the lock:
+		// it indexes the path before it forgets it, so look again.
+		return x.o.Index.GetByNARHash(ctx, h)
 	}
 	if f == nil {
 		f = &fetch{done: make(chan struct{})}
