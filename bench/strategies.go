@@ -109,6 +109,10 @@ func newMeteredStore(s castore.Store, lz4 bool, z *zstd.Encoder) *meteredStore {
 	}
 }
 
+// Unwrap returns the store underneath, so that castore.As finds its
+// optional powers.
+func (m *meteredStore) Unwrap() any { return m.Store }
+
 // PutChunk implements castore.ChunkStore.
 func (m *meteredStore) PutChunk(ctx context.Context, c castore.Chunk) (bool, error) {
 	added, err := m.Store.PutChunk(ctx, c)
