@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 
 	"github.com/nixcas/nixcas/castore"
@@ -35,18 +33,8 @@ func (x *Index) Unreferenced(ctx context.Context, scan ChunkScanner) (Unreferenc
 	if err != nil {
 		return u, err
 	}
-	err = x.meta.ScanMeta(ctx, metaKindFile, nil, func(key, v []byte) error {
-		var r fileRecord
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("%w: stored file %s: %v", castore.ErrCorrupt, key, err)
-		}
-		var d castore.Digest
-		if b, err := hex.DecodeString(r.Blob); err != nil || len(b) != len(d) {
-			return fmt.Errorf("%w: stored file %s: blob digest %q", castore.ErrCorrupt, key, r.Blob)
-		} else {
-			copy(d[:], b)
-		}
-		return m.mark(ctx, castore.Entry{Kind: castore.KindFile, Digest: d, Size: r.Size})
+	err = x.scanFiles(ctx, func(_ string, d castore.Digest, size uint64) error {
+		return m.mark(ctx, castore.Entry{Kind: castore.KindFile, Digest: d, Size: size})
 	})
 	if err != nil {
 		return u, err
