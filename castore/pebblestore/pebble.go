@@ -838,28 +838,7 @@ func (s *Store) Stats(ctx context.Context) (castore.Stats, error) {
 		return castore.Stats{}, err
 	}
 	defer s.mu.RUnlock()
-	var c [numCounters]uint64
-	err = get(db, pebbleCountersKey, "counters", func(v []byte) error {
-		if len(v)%8 != 0 {
-			return fmt.Errorf("%w: counters of %d bytes", castore.ErrCorrupt, len(v))
-		}
-		for i := 0; i < numCounters && 8*i < len(v); i++ {
-			c[i] = binary.LittleEndian.Uint64(v[8*i:])
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
-		return castore.Stats{}, err
-	}
-	return castore.Stats{
-		LogicalBytes:     c[counterLogicalBytes],
-		UniqueChunkBytes: c[counterUniqueChunkBytes],
-		StoredBytes:      c[counterStoredBytes],
-		Chunks:           c[counterChunks],
-		Blobs:            c[counterBlobs],
-		Directories:      c[counterDirectories],
-		Frames:           c[counterFrames],
-	}, nil
+	return s.statsOf(db)
 }
 
 // Sync implements Store. It commits an empty, synced batch (a LogData
