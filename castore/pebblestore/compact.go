@@ -114,15 +114,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
-	var (
-		db  *pebble.DB
-		err error
-	)
-	if opts.DryRun {
-		db, err = s.acquire(ctx)
-	} else {
-		db, err = s.acquireWrite(ctx)
-	}
+	db, err := s.acquireFor(ctx, opts.DryRun)
 	if err != nil {
 		return res, err
 	}

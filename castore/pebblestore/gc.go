@@ -144,12 +144,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, ErrGCRunning
 	}
 	defer s.gcRunning.Unlock()
-	var db *pebble.DB
-	if opts.DryRun {
-		db, err = s.acquire(ctx)
-	} else {
-		db, err = s.acquireWrite(ctx)
-	}
+	db, err := s.acquireFor(ctx, opts.DryRun)
 	if err != nil {
 		return res, err
 	}

@@ -440,6 +440,14 @@ func (s *Store) acquireWrite(ctx context.Context) (*pebble.DB, error) {
 	return s.acquire(ctx)
 }
 
+// acquireFor is acquire for a run that writes unless dryRun.
+func (s *Store) acquireFor(ctx context.Context, dryRun bool) (*pebble.DB, error) {
+	if dryRun {
+		return s.acquire(ctx)
+	}
+	return s.acquireWrite(ctx)
+}
+
 // stripe returns the mutex that serializes puts of d.
 func (s *Store) stripe(d castore.Digest) *sync.Mutex {
 	i := binary.LittleEndian.Uint32(d[:4]) & uint32(len(s.stripes)-1)
