@@ -55,13 +55,7 @@ cache.`,
 			if !ok {
 				return fmt.Errorf("--level %q: want one of fastest, default, better, best", level)
 			}
-			var s *pebblestore.Store
-			var err error
-			if dryRun {
-				s, err = sf.openReadOnly()
-			} else {
-				s, err = sf.open()
-			}
+			s, err := sf.openWith(dryRun, pebblestore.Options{})
 			if err != nil {
 				return err
 			}

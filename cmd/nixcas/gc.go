@@ -60,18 +60,11 @@ would be deleted, but its collection figures still count them as live.`,
 			if !ok {
 				return fmt.Errorf("--level %q: want one of fastest, default, better, best", level)
 			}
-			var s *pebblestore.Store
-			var err error
 			// A collection reads each key once, in order: a small block
 			// cache does, and keeps the memory it needs bounded.
-			if dryRun {
-				s, err = pebblestore.OpenReadOnly(sf.data, pebblestore.Options{CacheSize: gcCacheSize})
-			} else {
-				s, err = pebblestore.Open(sf.data, pebblestore.Options{CacheSize: gcCacheSize,
-					MinFreeBytes: sf.minFree, NoSpaceGuard: sf.noSpaceGuard, RecordUses: true})
-			}
+			s, err := sf.openWith(dryRun, pebblestore.Options{CacheSize: gcCacheSize})
 			if err != nil {
-				return fmt.Errorf("opening store %s: %w", sf.data, err)
+				return err
 			}
 			defer s.Close()
 			ctx := cmd.Context()

@@ -176,19 +176,29 @@ func (f *storeFlags) register(cmd *cobra.Command) {
 
 // open opens the store for reading and writing, creating it if need be.
 func (f *storeFlags) open() (*pebblestore.Store, error) {
-	s, err := pebblestore.Open(f.data, pebblestore.Options{MinFreeBytes: f.minFree, NoSpaceGuard: f.noSpaceGuard, RecordUses: true})
-	if err != nil {
-		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
-	}
-	return s, nil
+	return f.openWith(false, pebblestore.Options{})
 }
 
 // openReadOnly opens an existing store for reading; it creates and changes
 // nothing.
 func (f *storeFlags) openReadOnly() (*pebblestore.Store, error) {
-	s, err := pebblestore.OpenReadOnly(f.data, pebblestore.Options{})
+	return f.openWith(true, pebblestore.Options{})
+}
+
+// openWith opens the store with o, read-only or as open does (with the
+// flags' disk-space guard, recording uses).
+func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
+	if readOnly {
+		s, err := pebblestore.OpenReadOnly(f.data, o)
+		if err != nil {
+			return nil, fmt.Errorf("opening store %s read-only: %w", f.data, err)
+		}
+		return s, nil
+	}
+	o.MinFreeBytes, o.NoSpaceGuard, o.RecordUses = f.minFree, f.noSpaceGuard, true
+	s, err := pebblestore.Open(f.data, o)
 	if err != nil {
-		return nil, fmt.Errorf("opening store %s read-only: %w", f.data, err)
+		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
 	}
 	return s, nil
 }

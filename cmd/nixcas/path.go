@@ -259,13 +259,7 @@ after a garbage collection frees the deleted paths' data.`,
 // withIndex opens the store (read-only when readOnly), and calls fn with
 // its index, closing the store after.
 func withIndex(sf *storeFlags, readOnly bool, fn func(x *store.Index) error) error {
-	var s *pebblestore.Store
-	var err error
-	if readOnly {
-		s, err = sf.openReadOnly()
-	} else {
-		s, err = sf.open()
-	}
+	s, err := sf.openWith(readOnly, pebblestore.Options{})
 	if err != nil {
 		return err
 	}
