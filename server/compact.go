@@ -49,10 +49,8 @@ func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, l
 		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compaction_written_bytes_total",
 			Help: "Bytes of cold frames background compactions wrote."}),
 	}
-	for _, m := range []prometheus.Collector{c.runs, c.seconds, c.written} {
-		if err := reg.Register(m); err != nil {
-			return nil, err
-		}
+	if err := registerAll(reg, c.runs, c.seconds, c.written); err != nil {
+		return nil, err
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)

@@ -66,10 +66,8 @@ func newCollector(p GCPolicy, cas *pebblestore.Store, index *store.Index, logger
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nixcas_gc_duration_seconds",
 			Help: "How long background garbage collections took.", Buckets: prometheus.ExponentialBuckets(0.1, 4, 10)}),
 	}
-	for _, m := range []prometheus.Collector{c.runs, c.failures, c.freedStored, c.freedChunks, c.deleted, c.framesRewritten, c.deadBytes, c.duration} {
-		if err := reg.Register(m); err != nil {
-			return nil, err
-		}
+	if err := registerAll(reg, c.runs, c.failures, c.freedStored, c.freedChunks, c.deleted, c.framesRewritten, c.deadBytes, c.duration); err != nil {
+		return nil, err
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)

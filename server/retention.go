@@ -63,10 +63,8 @@ func newRetainer(p RetentionPolicy, index *store.Index, logger *slog.Logger, reg
 		last: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nixcas_retention_last_run_timestamp_seconds",
 			Help: "When the last retention run completed, in Unix seconds (0: none yet)."}),
 	}
-	for _, m := range []prometheus.Collector{r.runs, r.failed, r.deleted, r.bytes, r.last} {
-		if err := reg.Register(m); err != nil {
-			return nil, err
-		}
+	if err := registerAll(reg, r.runs, r.failed, r.deleted, r.bytes, r.last); err != nil {
+		return nil, err
 	}
 	if r.logger == nil {
 		r.logger = slog.New(slog.DiscardHandler)

@@ -320,3 +320,14 @@ func (s *Server) shutdown() {
 	}
 	<-httpDone
 }
+
+// registerAll registers every collector with reg, stopping at the first
+// error.
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
