@@ -15,4 +15,8 @@ var (
 	// than the store keeps in reserve, so a write was refused before it
 	// began. Reads go on; writes succeed again once space is freed.
 	ErrNoSpace = errors.New("castore: not enough free disk space")
+	// ErrUnavailable: a backend the store depends on (object storage
+	// holding its frames) could not be reached or failed to answer. Nothing
+	// was read or written; the same call may succeed once it is back.
+	ErrUnavailable = errors.New("castore: backend unavailable")
 )

@@ -292,6 +292,8 @@ func statusOf(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, castore.ErrNoSpace):
 		code = codes.ResourceExhausted
+	case errors.Is(err, castore.ErrUnavailable):
+		code = codes.Unavailable
 	}
 	return status.Error(code, err.Error())
 }

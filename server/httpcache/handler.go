@@ -270,6 +270,11 @@ func httpError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == http.StatusInternalServerError {
 		slog.ErrorContext(r.Context(), "httpcache: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	if errors.Is(err, castore.ErrUnavailable) {
+		// Nix retries a 503; the store's object storage may be back by then.
+		slog.WarnContext(r.Context(), "httpcache: object storage unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "5")
+	}
 	msg := http.StatusText(code)
 	if code == http.StatusBadRequest || code == http.StatusNotFound {
 		msg = err.Error()
@@ -291,6 +296,8 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusBadGateway
+	case errors.Is(err, castore.ErrUnavailable):
+		return http.StatusServiceUnavailable // the store's object storage
 	case errors.Is(err, castore.ErrNoSpace):
 		return http.StatusInsufficientStorage
 	}

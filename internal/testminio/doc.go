@@ -1,0 +1,9 @@
+// Package testminio runs a real MinIO server for tests: on a free
+// loopback port, with a temporary data directory, fixed credentials and
+// one bucket. The server can be stopped and started again on the same port
+// with the same data, for tests of an object store that goes away.
+//
+// The binary is ${XDG_CACHE_HOME:-$HOME/.cache}/nixcas/bin/minio, which
+// scripts/test-deps.sh builds (NIXCAS_MINIO names another); a test fails,
+// never skips, when it is missing.
+package testminio
