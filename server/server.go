@@ -133,6 +133,9 @@ func New(o Options) (srv *Server, err error) {
 	if err := reg.Register(storeCollector{s.store, index}); err != nil {
 		return nil, err
 	}
+	if err := registerObjectStore(reg, o.Pebble.Objects); err != nil {
+		return nil, err
+	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "nixcas_render_chunk_buffer_bytes",
 		Help: "Bytes of chunk buffers held by renders and blob reads in progress: chunks fetched ahead or being sent (a stalled render holds only the chunk it is writing).",

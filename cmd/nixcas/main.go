@@ -157,11 +157,13 @@ type storeFlags struct {
 	data         string
 	minFree      uint64
 	noSpaceGuard bool
+	blobs        blobFlags
 }
 
 // registerReadOnly adds the flags of commands that only read the store.
 func (f *storeFlags) registerReadOnly(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.data, "data", defaultDataDir(), "data directory of the store")
+	f.blobs.register(cmd)
 }
 
 // register adds the flags of commands that write to the store.
@@ -188,6 +190,11 @@ func (f *storeFlags) openReadOnly() (*pebblestore.Store, error) {
 // openWith opens the store with o, read-only or as open does (with the
 // flags' disk-space guard, recording uses).
 func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
+	objects, err := f.blobs.objects(context.Background(), f.data, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	o.Objects = objects
 	if readOnly {
 		s, err := pebblestore.OpenReadOnly(f.data, o)
 		if err != nil {

@@ -35,6 +35,13 @@ Prometheus metrics at /metrics), until SIGINT or SIGTERM; then calls in
 progress get --shutdown-timeout to finish and the store is closed.
 /healthz answers while the process serves, /readyz once the store answers.
 
+With --blobs s3://BUCKET/PREFIX?..., the frames are kept in S3-compatible
+object storage instead of the data directory (which keeps the index), and
+the frames read are kept in a local cache (--blob-cache-dir, at most
+--blob-cache-size). While the object storage cannot be reached, reads of
+frames not in a cache answer 503 (gRPC: UNAVAILABLE) and chunks wait
+unpacked in the index; both recover without a restart.
+
 Chunks are packed into zstd frames as they arrive; --compact-idle runs
 "nixcas store compact" in the background once writes pause, throttled to
 --compact-duty-cycle. --retention and --max-size run "nixcas path expire"
@@ -73,6 +80,9 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 				return err
 			}
 			o.DataDir = sf.data
+			if o.Pebble.Objects, err = sf.blobs.objects(cmd.Context(), sf.data, false); err != nil {
+				return err
+			}
 			srv, err := server.New(o)
 			if err != nil {
 				return err
