@@ -17,7 +17,9 @@ func registerObjectStore(reg prometheus.Registerer, o pebblestore.ObjectStore) e
 				return err
 			}
 		}
-		u, ok := o.(interface{ Unwrap() pebblestore.ObjectStore })
+		u, ok := o.(interface {
+			Unwrap() pebblestore.ObjectStore
+		})
 		if !ok {
 			return nil
 		}
