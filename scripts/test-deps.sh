@@ -72,6 +72,20 @@ if ! have go; then
 	exit 1
 fi
 
+# MinIO, the S3 server the object storage tests run (internal/testminio),
+# built from source at a pinned version into the user's cache: a few
+# minutes the first time, nothing after.
+minio_bin="${XDG_CACHE_HOME:-$HOME/.cache}/nixcas/bin"
+if [[ ! -x $minio_bin/minio ]]; then
+	log "building MinIO into $minio_bin (a few minutes)"
+	mkdir -p "$minio_bin"
+	GOBIN=$minio_bin go install github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
+	if [[ ! -x $minio_bin/minio ]]; then
+		log "MinIO is still missing from $minio_bin after building it"
+		exit 1
+	fi
+fi
+
 # nix_smoke_test dumps and hashes a small fixed tree and compares against the
 # hash real Nix produces for it.
 nix_smoke_test() {
