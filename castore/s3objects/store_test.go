@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,11 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/castoretest"
@@ -21,6 +28,9 @@ import (
 	"github.com/nixcas/nixcas/castore/pebblestore/objectstoretest"
 	"github.com/nixcas/nixcas/castore/s3objects"
 	"github.com/nixcas/nixcas/internal/testminio"
+	"github.com/nixcas/nixcas/proto/castorepb"
+	"github.com/nixcas/nixcas/server/grpcapi"
+	"github.com/nixcas/nixcas/store"
 )
 
 // prefixes gives each store of a test a prefix of its own in the bucket.
@@ -73,8 +83,8 @@ func TestS3(t *testing.T) {
 			t.Fatalf("Open of a missing bucket: %v", err)
 		}
 	})
-	// Last: it stops the server.
 	t.Run("Unavailable", func(t *testing.T) { testUnavailable(t, m) })
+	t.Run("PackAndServeWhileDown", func(t *testing.T) { testPackAndServeWhileDown(t, m) })
 }
 
 // openPebbleS3 opens a Pebble store whose frames are in S3 behind a 4 MiB
@@ -221,4 +231,83 @@ func testUnavailable(t *testing.T, m *testminio.Server) {
 		t.Fatal("read after MinIO came back differs")
 	}
 	objectstoretest.MustPut(t, s, other, odata)
+}
+
+// testPackAndServeWhileDown: with MinIO stopped, chunks are still stored
+// (inline, queued) and packing fails without losing them; a gRPC read of
+// a blob whose frames no cache holds is UNAVAILABLE. Once MinIO is back,
+// the same store packs and serves them.
+func testPackAndServeWhileDown(t *testing.T, m *testminio.Server) {
+	ctx := context.Background()
+	s := openPebbleS3(t, m)
+	_, packed := objectstoretest.Object(20, 1<<20)
+	pd, _ := castoretest.MustPutBlob(t, s, packed, 32<<10)
+	if err := s.PackPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := grpcapi.NewServer(grpcapi.Options{CAS: s, Index: store.NewIndex(s, s), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	defer gs.Stop()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	blobs := castorepb.NewBlobServiceClient(conn)
+	read := func(d castore.Digest) ([]byte, error) {
+		stream, err := blobs.Read(ctx, &castorepb.ReadBlobRequest{Digest: d[:]})
+		if err != nil {
+			return nil, err
+		}
+		var out []byte
+		for {
+			msg, err := stream.Recv()
+			if err == io.EOF {
+				return out, nil
+			}
+			if err != nil {
+				return out, err
+			}
+			out = append(out, msg.GetData()...)
+		}
+	}
+
+	m.Stop()
+	if _, err := read(pd); status.Code(err) != codes.Unavailable {
+		t.Errorf("gRPC read of a packed blob with MinIO stopped: %v, want UNAVAILABLE", err)
+	}
+	_, queued := objectstoretest.Object(21, 1<<20)
+	qd, _ := castoretest.MustPutBlob(t, s, queued, 32<<10) // chunks stored inline, queued
+	if err := s.PackPending(ctx); !errors.Is(err, castore.ErrUnavailable) {
+		t.Errorf("packing with MinIO stopped: %v, want ErrUnavailable", err)
+	}
+	if got, err := read(qd); err != nil || !bytes.Equal(got, queued) {
+		t.Fatalf("blob stored with MinIO stopped, read with it stopped: %v", err)
+	}
+	m.Start()
+	if err := s.PackPending(ctx); err != nil {
+		t.Fatalf("packing once MinIO is back: %v", err)
+	}
+	for _, b := range []struct {
+		d    castore.Digest
+		data []byte
+	}{{pd, packed}, {qd, queued}} {
+		if got, err := read(b.d); err != nil || !bytes.Equal(got, b.data) {
+			t.Fatalf("gRPC read once MinIO is back: %v", err)
+		}
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Frames < 2 {
+		t.Fatalf("%d frames after packing 2 MiB into 64 KiB frames", st.Frames)
+	}
 }
