@@ -38,7 +38,11 @@ start() { # data port args...
 	until curl -sf http://127.0.0.1:$port/readyz >/dev/null 2>&1; do sleep 0.1; done
 }
 stop() { kill $SPID; wait $SPID || true; SPID=; }
-metric() { curl -s http://127.0.0.1:$1/metrics | awk -v m="$2" '$1==m {print $2}' | head -1; }
+metric() { # port sample: its value, 0 when absent
+	local v
+	v=$(curl -s http://127.0.0.1:$1/metrics | awk -v m="$2" '$1==m {print $2}' | head -1)
+	echo "${v:-0}"
+}
 waitpacked() { # port: until the put count stops changing (3 s)
 	local last=-1 n
 	while :; do n=$(metric $1 'nixcas_object_store_requests_total{op="put"}'); n=${n:-0}
