@@ -88,8 +88,8 @@ func TestS3(t *testing.T) {
 }
 
 // openPebbleS3 opens a Pebble store whose frames are in S3 behind a 4 MiB
-// cache, with small frames and no decoded-frame cache, so that chunk
-// reads reach the object stores.
+// cache, with no decoded-frame cache, so that every chunk read from a
+// frame reaches the object stores.
 func openPebbleS3(t *testing.T, m *testminio.Server) *pebblestore.Store {
 	objects, err := objectcache.Open(t.TempDir(), 4<<20, openS3(t, m, ""))
 	if err != nil {
@@ -99,7 +99,7 @@ func openPebbleS3(t *testing.T, m *testminio.Server) *pebblestore.Store {
 		CacheSize:    8 << 20,
 		MemTableSize: 16 << 20,
 		Objects:      objects,
-		Frames:       pebblestore.FrameOptions{Size: 64 << 10, CacheSize: 1},
+		Frames:       pebblestore.FrameOptions{CacheSize: 1},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -308,6 +308,6 @@ func testPackAndServeWhileDown(t *testing.T, m *testminio.Server) {
 		t.Fatal(err)
 	}
 	if st.Frames < 2 {
-		t.Fatalf("%d frames after packing 2 MiB into 64 KiB frames", st.Frames)
+		t.Fatalf("%d frames after packing 2 MiB into 1 MiB frames", st.Frames)
 	}
 }
