@@ -131,18 +131,26 @@ func (s *Server) Start() {
 	}
 }
 
-// waitReady polls the readiness endpoint for up to a minute.
+// waitReady polls the readiness endpoint, then the S3 API (which may
+// answer "server not initialized" a little longer), for up to a minute.
 func (s *Server) waitReady(done <-chan struct{}) error {
 	deadline := time.Now().Add(time.Minute)
 	client := &http.Client{Timeout: 2 * time.Second}
+	s3 := s.Client()
 	for {
 		resp, err := client.Get("http://" + s.Addr + "/minio/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, err = s3.ListBuckets(ctx)
+				cancel()
+				if err == nil {
+					return nil
+				}
+			} else {
+				err = errors.New(resp.Status)
 			}
-			err = errors.New(resp.Status)
 		}
 		select {
 		case <-done:
