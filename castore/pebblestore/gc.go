@@ -3,7 +3,6 @@ package pebblestore
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -149,7 +148,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, err
 	}
 	defer s.mu.RUnlock()
-	before, err := s.statsOf(db)
+	before, err := s.statsOf(ctx, db)
 	if err != nil {
 		return res, err
 	}
@@ -193,7 +192,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, err
 	}
 	if !opts.DryRun {
-		if err = syncLog(db); err != nil {
+		if err = syncLog(ctx, db); err != nil {
 			return res, err
 		}
 	}
@@ -205,13 +204,13 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, err
 	}
 	if !opts.DryRun {
-		if err = s.pruneUses(db, cutoff); err != nil {
+		if err = s.pruneUses(ctx, db, cutoff); err != nil {
 			return res, err
 		}
-		if err = syncLog(db); err != nil {
+		if err = syncLog(ctx, db); err != nil {
 			return res, err
 		}
-		after, serr := s.statsOf(db)
+		after, serr := s.statsOf(ctx, db)
 		if serr != nil {
 			return res, serr
 		}
@@ -223,9 +222,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 
 // syncLog is Sync on an acquired db (Sync would take s.mu again, which
 // waits behind a Close that waits for the collection).
-func syncLog(db *pebble.DB) error {
-	if err := db.LogData(nil, pebble.Sync); err != nil {
-		return pebbleError(err, "gc: sync")
+func syncLog(ctx context.Context, db kvDB) error {
+	if err := db.sync(ctx); err != nil {
+		return fmt.Errorf("castore: gc: %w", err)
 	}
 	return nil
 }
@@ -243,18 +242,9 @@ func (s *Store) endGCEpoch() {
 }
 
 // statsOf is Stats on an acquired db.
-func (s *Store) statsOf(db *pebble.DB) (castore.Stats, error) {
-	var c [numCounters]uint64
-	err := get(db, pebbleCountersKey, "counters", func(v []byte) error {
-		if len(v)%8 != 0 {
-			return fmt.Errorf("%w: counters of %d bytes", castore.ErrCorrupt, len(v))
-		}
-		for i := 0; i < numCounters && 8*i < len(v); i++ {
-			c[i] = binary.LittleEndian.Uint64(v[8*i:])
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+func (s *Store) statsOf(ctx context.Context, db kvDB) (castore.Stats, error) {
+	c, err := db.counters(ctx)
+	if err != nil {
 		return castore.Stats{}, err
 	}
 	return castore.Stats{
@@ -266,14 +256,14 @@ func (s *Store) statsOf(db *pebble.DB) (castore.Stats, error) {
 
 // gcMark marks what the use records from cutoff on and the live roots
 // reach.
-func (s *Store) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cutoff time.Time, opts GCOptions, res *GCResult) error {
+func (s *Store) gcMark(ctx context.Context, db kvDB, m *markSet, cutoff time.Time, opts GCOptions, res *GCResult) error {
 	mb := m.newBatch()
 	defer mb.b.Close()
-	w := &gcMarker{s: s, db: db, mb: mb}
+	w := &gcMarker{ctx: ctx, s: s, db: db, mb: mb}
 	// Use records: a missing item was used and never stored, or deleted
 	// before it was used again.
 	lower := useKey(cutoff, 0, castore.Digest{})[:9]
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pebbleKindUse + 1}})
+	it, err := db.newIter(ctx, lower, []byte{pebbleKindUse + 1})
 	if err != nil {
 		return pebbleError(err, "gc: use records")
 	}
@@ -319,9 +309,10 @@ func (s *Store) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cutoff ti
 
 // gcMarker walks trees into a mark batch.
 type gcMarker struct {
-	s  *Store
-	db *pebble.DB
-	mb *markBatch
+	ctx context.Context
+	s   *Store
+	db  kvDB
+	mb  *markBatch
 }
 
 // markTree marks the tree at root, walking with an explicit stack;
@@ -346,7 +337,7 @@ func (w *gcMarker) markTree(ctx context.Context, root castore.Entry, lenient boo
 				}
 				continue
 			}
-			dir, err := w.s.getDirectory(w.db, e.Digest)
+			dir, err := w.s.getDirectory(w.ctx, w.db, e.Digest)
 			if lenient && errors.Is(err, castore.ErrNotFound) {
 				continue
 			}
@@ -367,7 +358,7 @@ func (w *gcMarker) markBlob(d castore.Digest, size uint64, lenient bool) error {
 	if ok, err := w.mb.has(pebbleKindBlobIndex, d); err != nil || ok {
 		return err
 	}
-	refs, err := w.s.getBlobIndex(w.db, d)
+	refs, err := w.s.getBlobIndex(w.ctx, w.db, d)
 	switch {
 	case errors.Is(err, castore.ErrNotFound) && (lenient || size <= castore.MaxChunkSize):
 		// A file of one chunk is its chunk (checked by the sweep's
@@ -385,7 +376,7 @@ func (w *gcMarker) markBlob(d castore.Digest, size uint64, lenient bool) error {
 }
 
 // gcSweep deletes the directories, blob indexes and chunks not marked.
-func (s *Store) gcSweep(ctx context.Context, db *pebble.DB, m *markSet, opts GCOptions, res *GCResult, before castore.Stats) error {
+func (s *Store) gcSweep(ctx context.Context, db kvDB, m *markSet, opts GCOptions, res *GCResult, before castore.Stats) error {
 	// Directories and blob indexes, holding the gate (see gcuse.go).
 	if !opts.DryRun {
 		s.gcGate.Lock()
@@ -412,11 +403,11 @@ func (s *Store) gcSweep(ctx context.Context, db *pebble.DB, m *markSet, opts GCO
 // sweepKind merge-joins the store's keys of kind with the mark set's and
 // deletes (or, on a dry run, counts) the ones not marked, gcBatch at a
 // time; gate: take the gate for each batch.
-func (s *Store) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, kind byte, dryRun, gate bool, res *GCResult, tick func()) error {
+func (s *Store) sweepKind(ctx context.Context, db kvDB, m *markSet, kind byte, dryRun, gate bool, res *GCResult, tick func()) error {
 	bounds := &pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}}
-	it, err := db.NewIterWithContext(ctx, bounds)
+	it, err := db.newIter(ctx, bounds.LowerBound, bounds.UpperBound)
 	if err != nil {
-		return pebbleError(err, "gc: sweep")
+		return fmt.Errorf("castore: gc: sweep: %w", err)
 	}
 	defer it.Close()
 	// Uses add marks after the iterator is made; while none has, the
@@ -475,7 +466,7 @@ func (s *Store) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, kind b
 // deleteUnmarked deletes the items of ds that are still not marked, under
 // their lock stripes, with their counters, in one batch (counts them on a
 // dry run).
-func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
+func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
 	recheck := false
 	if !dryRun {
 		if gate {
@@ -489,8 +480,8 @@ func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, k
 		recheck = m.added.Load() != seen
 	}
 	var delta [numCounters]uint64
-	b := db.NewBatch()
-	defer b.Close()
+	b := db.newBatch()
+	defer b.close()
 	for _, d := range ds {
 		if recheck {
 			if ok, err := m.has(kind, d); err != nil {
@@ -500,7 +491,7 @@ func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, k
 			}
 		}
 		key := pebbleKey(kind, d)
-		err := get(db, key, "gc", func(v []byte) error {
+		err := b.get(ctx, key, func(v []byte) error {
 			switch kind {
 			case pebbleKindChunk:
 				size, err := storedChunkSize(v)
@@ -528,19 +519,19 @@ func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, k
 			}
 			return nil
 		})
-		if errors.Is(err, pebble.ErrNotFound) {
+		if errors.Is(err, errNoKey) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		_ = b.Delete(key, nil)
+		b.delete(key)
 	}
-	if dryRun || b.Empty() {
+	if dryRun || b.empty() {
 		return nil
 	}
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, false); err != nil {
 		return pebbleError(err, "gc: delete")
 	}
 	return nil
@@ -555,7 +546,7 @@ const gcFrameGroup = 64 << 20
 
 // gcFrames retires the frames with no live chunk and rewrites those below
 // the threshold. marks, on a dry run, says which chunks would stay.
-func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opts GCOptions, res *GCResult) error {
+func (s *Store) gcFrames(ctx context.Context, db kvDB, marks *markSet, opts GCOptions, res *GCResult) error {
 	dry := marks != nil
 	if !dry {
 		// The packer and compactions wait, as for a compaction.
@@ -613,7 +604,7 @@ func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opt
 			}
 			seen[c.digest] = true
 			var cc *compactChunk
-			err := get(db, pebbleKey(pebbleKindChunk, c.digest), "chunk", func(v []byte) error {
+			err := get(ctx, db, pebbleKey(pebbleKindChunk, c.digest), "chunk", func(v []byte) error {
 				if len(v) == 0 || v[0] != CodecFrame {
 					return nil
 				}
@@ -626,7 +617,7 @@ func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opt
 				}
 				return nil
 			})
-			if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+			if err != nil && !errors.Is(err, errNoKey) {
 				return err
 			}
 			if cc != nil && dry {
@@ -672,10 +663,10 @@ func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opt
 }
 
 // pruneUses deletes the use records from before cutoff.
-func (s *Store) pruneUses(db *pebble.DB, cutoff time.Time) error {
+func (s *Store) pruneUses(ctx context.Context, db kvDB, cutoff time.Time) error {
 	upper := useKey(cutoff, 0, castore.Digest{})[:9]
-	if err := db.DeleteRange([]byte{pebbleKindUse}, upper, pebble.NoSync); err != nil {
-		return pebbleError(err, "gc: prune use records")
+	if err := db.deleteRange(ctx, []byte{pebbleKindUse}, upper); err != nil {
+		return fmt.Errorf("castore: gc: prune use records: %w", err)
 	}
 	return nil
 }
@@ -692,13 +683,13 @@ func (s *Store) Recount(ctx context.Context) (castore.Stats, error) {
 		return castore.Stats{}, err
 	}
 	defer s.mu.RUnlock()
-	kept, err := s.statsOf(db)
+	kept, err := s.statsOf(ctx, db)
 	if err != nil {
 		return castore.Stats{}, err
 	}
 	st := castore.Stats{LogicalBytes: kept.LogicalBytes}
 	for _, kind := range []byte{pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory} {
-		it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
+		it, err := db.newIter(ctx, []byte{kind}, []byte{kind + 1})
 		if err != nil {
 			return castore.Stats{}, pebbleError(err, "recount")
 		}
@@ -751,18 +742,18 @@ func (s *Store) PutPhantomChunks(ctx context.Context, frame castore.Digest, refs
 		return err
 	}
 	defer s.mu.RUnlock()
-	b := db.NewBatch()
-	defer b.Close()
+	b := db.newBatch()
+	defer b.close()
 	var delta [numCounters]uint64
 	var v []byte
 	for _, r := range refs {
 		v = frameRef{frame: frame, length: r.Size}.encode(v[:0])
-		_ = b.Set(pebbleKey(pebbleKindChunk, r.Digest), v, nil)
+		b.set(pebbleKey(pebbleKindChunk, r.Digest), v)
 		delta[counterChunks]++
 		delta[counterUniqueChunkBytes] += uint64(r.Size)
 	}
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, false); err != nil {
 		return pebbleError(err, "put phantom chunks")
 	}
 	return nil

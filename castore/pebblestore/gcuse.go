@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/nixcas/nixcas/castore"
 )
 
@@ -86,7 +84,7 @@ type gcState struct {
 // persistUse writes a use record of d, unless the store does not record
 // uses. The write is not synced: a use that a crash loses was not
 // followed by anything durable that relies on it.
-func (s *Store) persistUse(db *pebble.DB, kind byte, d castore.Digest) error {
+func (s *Store) persistUse(ctx context.Context, db kvDB, kind byte, d castore.Digest) error {
 	if !s.recordUses || s.readOnly {
 		return nil
 	}
@@ -94,15 +92,15 @@ func (s *Store) persistUse(db *pebble.DB, kind byte, d castore.Digest) error {
 	if err := s.space.admit(len(key) + 16); err != nil {
 		return err
 	}
-	if err := db.Set(key, nil, pebble.NoSync); err != nil {
-		return pebbleError(err, "record use of "+d.String())
+	if err := db.set(ctx, key, nil, false); err != nil {
+		return fmt.Errorf("record use of %s: %w", d, err)
 	}
 	return nil
 }
 
 // useChunk records a use of chunk d (see above).
-func (s *Store) useChunk(db *pebble.DB, d castore.Digest) error {
-	if err := s.persistUse(db, pebbleKindChunk, d); err != nil {
+func (s *Store) useChunk(ctx context.Context, db kvDB, d castore.Digest) error {
+	if err := s.persistUse(ctx, db, pebbleKindChunk, d); err != nil {
 		return err
 	}
 	if s.gcMarks.Load() == nil {
@@ -119,9 +117,9 @@ func (s *Store) useChunk(db *pebble.DB, d castore.Digest) error {
 
 // useBlob records a use of blob d; refs, when not nil, are its chunks
 // (a blob being put), else they are read from its index.
-func (s *Store) useBlob(db *pebble.DB, d castore.Digest, refs []castore.ChunkRef, persist bool) error {
+func (s *Store) useBlob(ctx context.Context, db kvDB, d castore.Digest, refs []castore.ChunkRef, persist bool) error {
 	if persist {
-		if err := s.persistUse(db, pebbleKindBlobIndex, d); err != nil {
+		if err := s.persistUse(ctx, db, pebbleKindBlobIndex, d); err != nil {
 			return err
 		}
 	}
@@ -134,17 +132,17 @@ func (s *Store) useBlob(db *pebble.DB, d castore.Digest, refs []castore.ChunkRef
 	if m == nil {
 		return nil
 	}
-	return s.markBlobUsed(db, m, d, refs)
+	return s.markBlobUsed(ctx, db, m, d, refs)
 }
 
 // markBlobUsed marks blob d and its chunks; the caller holds gcGate.
-func (s *Store) markBlobUsed(db *pebble.DB, m *markSet, d castore.Digest, refs []castore.ChunkRef) error {
+func (s *Store) markBlobUsed(ctx context.Context, db kvDB, m *markSet, d castore.Digest, refs []castore.ChunkRef) error {
 	if ok, err := m.has(pebbleKindBlobIndex, d); err != nil || ok {
 		return err
 	}
 	if refs == nil {
 		var err error
-		refs, err = s.getBlobIndex(db, d)
+		refs, err = s.getBlobIndex(ctx, db, d)
 		if errors.Is(err, castore.ErrNotFound) {
 			refs = []castore.ChunkRef{{Digest: d}} // a blob of one chunk, or none
 		} else if err != nil {
@@ -167,9 +165,9 @@ func (s *Store) markBlobUsed(db *pebble.DB, m *markSet, d castore.Digest, refs [
 
 // useDirectory records a use of directory d; dir, when not nil, is its
 // contents (a directory being put), else they are read from the store.
-func (s *Store) useDirectory(db *pebble.DB, d castore.Digest, dir *castore.Directory, persist bool) error {
+func (s *Store) useDirectory(ctx context.Context, db kvDB, d castore.Digest, dir *castore.Directory, persist bool) error {
 	if persist {
-		if err := s.persistUse(db, pebbleKindDirectory, d); err != nil {
+		if err := s.persistUse(ctx, db, pebbleKindDirectory, d); err != nil {
 			return err
 		}
 	}
@@ -182,31 +180,31 @@ func (s *Store) useDirectory(db *pebble.DB, d castore.Digest, dir *castore.Direc
 	if m == nil {
 		return nil
 	}
-	return s.markTreeUsed(db, m, d, dir)
+	return s.markTreeUsed(ctx, db, m, d, dir)
 }
 
 // markTreeUsed marks directory d and everything below it that is not
 // marked yet; the caller holds gcGate. A directory is marked after its
 // subtree, so that a use that finds it marked finds all of it marked.
-func (s *Store) markTreeUsed(db *pebble.DB, m *markSet, d castore.Digest, dir *castore.Directory) error {
+func (s *Store) markTreeUsed(ctx context.Context, db kvDB, m *markSet, d castore.Digest, dir *castore.Directory) error {
 	if ok, err := m.has(pebbleKindDirectory, d); err != nil || ok {
 		return err
 	}
 	if dir == nil {
 		var err error
-		if dir, err = s.getDirectory(db, d); errors.Is(err, castore.ErrNotFound) {
+		if dir, err = s.getDirectory(ctx, db, d); errors.Is(err, castore.ErrNotFound) {
 			return nil // not stored: its writer stores and uses its children
 		} else if err != nil {
 			return err
 		}
 	}
 	for _, f := range dir.Files {
-		if err := s.markBlobUsed(db, m, f.Digest, nil); err != nil {
+		if err := s.markBlobUsed(ctx, db, m, f.Digest, nil); err != nil {
 			return fmt.Errorf("file %q: %w", f.Name, err)
 		}
 	}
 	for _, sub := range dir.Directories {
-		if err := s.markTreeUsed(db, m, sub.Digest, nil); err != nil {
+		if err := s.markTreeUsed(ctx, db, m, sub.Digest, nil); err != nil {
 			return fmt.Errorf("directory %q: %w", sub.Name, err)
 		}
 	}
@@ -225,9 +223,9 @@ func (s *Store) RecordUse(ctx context.Context, kind castore.UseKind, d castore.D
 	defer s.mu.RUnlock()
 	switch kind {
 	case castore.UseBlob:
-		return s.useBlob(db, d, nil, true)
+		return s.useBlob(ctx, db, d, nil, true)
 	case castore.UseDirectory:
-		return s.useDirectory(db, d, nil, true)
+		return s.useDirectory(ctx, db, d, nil, true)
 	}
 	return fmt.Errorf("%w: use of kind %d", castore.ErrInvalid, kind)
 }
