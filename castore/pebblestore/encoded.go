@@ -55,10 +55,7 @@ func (s *Store) PutEncodedChunk(ctx context.Context, d castore.Digest, stored []
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useChunk(ctx, db, d); err != nil {
-		return false, err
-	}
-	if ok, err := has(ctx, db, pebbleKey(pebbleKindChunk, d)); err != nil || ok {
+	if ok, err := s.useChunk(ctx, db, d); err != nil || ok {
 		return false, err
 	}
 	return s.putStoredChunk(ctx, db, d, len(c.Data()), stored)

@@ -115,6 +115,11 @@ type GCResult struct {
 // ErrGCRunning: a collection is already running on the store.
 var ErrGCRunning = errors.New("castore: gc: a garbage collection is already running")
 
+// gcUseMargin is how long a use record may take from its time stamp to
+// its commit: a collection on a shared database reads again, before each
+// deletion batch, the records stamped from its start less this margin.
+const gcUseMargin = time.Minute
+
 // gcBatch is how many candidates a sweep deletes in one batch, under their
 // lock stripes.
 const gcBatch = 1024
@@ -148,6 +153,19 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, err
 	}
 	defer s.mu.RUnlock()
+	if !opts.DryRun {
+		// One collection at a time across the processes that share the
+		// database.
+		_, unlock, err := db.gcLock(ctx, false)
+		if err != nil {
+			return res, err
+		}
+		defer unlock()
+	}
+	// Uses recorded from here on (less a margin for a use record's
+	// commit, which follows its time stamp) are read again before each
+	// deletion batch on a shared database.
+	s.gcSince = start.Add(-gcUseMargin)
 	before, err := s.statsOf(ctx, db)
 	if err != nil {
 		return res, err
@@ -260,36 +278,8 @@ func (s *Store) gcMark(ctx context.Context, db kvDB, m *markSet, cutoff time.Tim
 	mb := m.newBatch()
 	defer mb.b.Close()
 	w := &gcMarker{ctx: ctx, s: s, db: db, mb: mb}
-	// Use records: a missing item was used and never stored, or deleted
-	// before it was used again.
-	lower := useKey(cutoff, 0, castore.Digest{})[:9]
-	it, err := db.newIter(ctx, lower, []byte{pebbleKindUse + 1})
-	if err != nil {
-		return pebbleError(err, "gc: use records")
-	}
-	for it.First(); it.Valid() && err == nil; it.Next() {
-		k := it.Key()
-		if len(k) != 1+8+1+castore.DigestSize {
-			err = fmt.Errorf("%w: use record key of %d bytes", castore.ErrCorrupt, len(k))
-			break
-		}
-		var d castore.Digest
-		copy(d[:], k[10:])
-		res.UseRecords++
-		switch k[9] {
-		case pebbleKindChunk:
-			err = mb.add(pebbleKindChunk, d)
-		case pebbleKindBlobIndex:
-			err = w.markBlob(d, 0, true)
-		case pebbleKindDirectory:
-			err = w.markTree(ctx, castore.Entry{Kind: castore.KindDirectory, Digest: d}, true)
-		default:
-			err = fmt.Errorf("%w: use record of kind %q", castore.ErrCorrupt, k[9])
-		}
-	}
-	if cerr := it.Close(); err == nil && cerr != nil {
-		err = pebbleError(cerr, "gc: use records")
-	}
+	n, err := w.markUses(cutoff)
+	res.UseRecords += n
 	if err != nil {
 		return fmt.Errorf("castore: gc: marking what was used since %s: %w", cutoff.Format(time.RFC3339), err)
 	}
@@ -305,6 +295,60 @@ func (s *Store) gcMark(ctx context.Context, db kvDB, m *markSet, cutoff time.Tim
 		return err
 	}
 	return mb.close()
+}
+
+// markRecent marks what the use records from since on reach, into m at
+// once: a collection on a shared database calls it before each deletion
+// batch, holding the uses lock, for the uses of other processes since
+// marking (see gcuse.go).
+func (s *Store) markRecent(ctx context.Context, db kvDB, m *markSet, since time.Time) error {
+	mb := m.newBatch()
+	defer mb.b.Close()
+	w := &gcMarker{ctx: ctx, s: s, db: db, mb: mb}
+	if _, err := w.markUses(since); err != nil {
+		return fmt.Errorf("castore: gc: marking what was used since %s: %w", since.Format(time.RFC3339), err)
+	}
+	if err := mb.close(); err != nil {
+		return err
+	}
+	m.added.Add(1)
+	return nil
+}
+
+// markUses marks what the use records from since on reach and returns how
+// many it read. A missing item was used and never stored, or deleted
+// before it was used again.
+func (w *gcMarker) markUses(since time.Time) (n int, err error) {
+	ctx, mb := w.ctx, w.mb
+	lower := useKey(since, 0, castore.Digest{})[:9]
+	it, err := w.db.newIter(ctx, lower, []byte{pebbleKindUse + 1})
+	if err != nil {
+		return 0, err
+	}
+	for it.First(); it.Valid() && err == nil; it.Next() {
+		k := it.Key()
+		if len(k) != 1+8+1+castore.DigestSize {
+			err = fmt.Errorf("%w: use record key of %d bytes", castore.ErrCorrupt, len(k))
+			break
+		}
+		var d castore.Digest
+		copy(d[:], k[10:])
+		n++
+		switch k[9] {
+		case pebbleKindChunk:
+			err = mb.add(pebbleKindChunk, d)
+		case pebbleKindBlobIndex:
+			err = w.markBlob(d, 0, true)
+		case pebbleKindDirectory:
+			err = w.markTree(ctx, castore.Entry{Kind: castore.KindDirectory, Digest: d}, true)
+		default:
+			err = fmt.Errorf("%w: use record of kind %q", castore.ErrCorrupt, k[9])
+		}
+	}
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return n, err
 }
 
 // gcMarker walks trees into a mark batch.
@@ -468,6 +512,19 @@ func (s *Store) sweepKind(ctx context.Context, db kvDB, m *markSet, kind byte, d
 // dry run).
 func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
 	recheck := false
+	if !dryRun && db.shared() {
+		// Other processes' uses since marking: their records, read
+		// holding the uses lock (see gcuse.go).
+		ldb, unlock, err := db.gcLock(ctx, true)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		db = ldb
+		if err := s.markRecent(ctx, db, m, s.gcSince); err != nil {
+			return err
+		}
+	}
 	if !dryRun {
 		if gate {
 			s.gcGate.Lock()

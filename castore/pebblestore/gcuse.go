@@ -78,31 +78,58 @@ type gcState struct {
 	gcRunning  sync.Mutex // one collection at a time
 	gcGate     sync.RWMutex
 	gcMarks    atomic.Pointer[markSet] // set while a collection runs
+	gcSince    time.Time               // the running collection's start less gcUseMargin
 	recordUses bool
 }
 
 // persistUse writes a use record of d, unless the store does not record
 // uses. The write is not synced: a use that a crash loses was not
 // followed by anything durable that relies on it.
-func (s *Store) persistUse(ctx context.Context, db kvDB, kind byte, d castore.Digest) error {
+//
+// item, when not nil, is the key of the item used: persistUse then
+// reports whether it exists, looked up in one step with the record that
+// no collection's deletion batch divides (kvDB.recordUse), which is what
+// keeps it from a collection in another process (see above).
+func (s *Store) persistUse(ctx context.Context, db kvDB, kind byte, d castore.Digest, item []byte) (bool, error) {
 	if !s.recordUses || s.readOnly {
-		return nil
+		if item == nil {
+			return false, nil
+		}
+		return has(ctx, db, item)
 	}
 	key := useKey(time.Now(), kind, d)
 	if err := s.space.admit(len(key) + 16); err != nil {
-		return err
+		return false, err
 	}
-	if err := db.set(ctx, key, nil, false); err != nil {
-		return fmt.Errorf("record use of %s: %w", d, err)
+	ok, err := db.recordUse(ctx, key, item)
+	if err != nil {
+		return false, fmt.Errorf("record use of %s: %w", d, err)
 	}
-	return nil
+	return ok, nil
 }
 
-// useChunk records a use of chunk d (see above).
-func (s *Store) useChunk(ctx context.Context, db kvDB, d castore.Digest) error {
-	if err := s.persistUse(ctx, db, pebbleKindChunk, d); err != nil {
-		return err
+// useChunk records a use of chunk d (see above) and reports whether it is
+// stored.
+func (s *Store) useChunk(ctx context.Context, db kvDB, d castore.Digest) (bool, error) {
+	key := pebbleKey(pebbleKindChunk, d)
+	if db.shared() {
+		ok, err := s.persistUse(ctx, db, pebbleKindChunk, d, key)
+		if err != nil {
+			return false, err
+		}
+		return ok, s.markChunkUsed(d)
 	}
+	if _, err := s.persistUse(ctx, db, pebbleKindChunk, d, nil); err != nil {
+		return false, err
+	}
+	if err := s.markChunkUsed(d); err != nil {
+		return false, err
+	}
+	return has(ctx, db, key)
+}
+
+// markChunkUsed adds chunk d to the mark set of a collection in progress.
+func (s *Store) markChunkUsed(d castore.Digest) error {
 	if s.gcMarks.Load() == nil {
 		return nil
 	}
@@ -115,11 +142,21 @@ func (s *Store) useChunk(ctx context.Context, db kvDB, d castore.Digest) error {
 	return nil
 }
 
+// sharedItem is the key of the item d of kind on a shared database, to be
+// looked up with its use record (persistUse): the lookup that follows the
+// record then cannot see an item a collection deletes afterwards.
+func (s *Store) sharedItem(db kvDB, kind byte, d castore.Digest) []byte {
+	if !db.shared() {
+		return nil
+	}
+	return pebbleKey(kind, d)
+}
+
 // useBlob records a use of blob d; refs, when not nil, are its chunks
 // (a blob being put), else they are read from its index.
 func (s *Store) useBlob(ctx context.Context, db kvDB, d castore.Digest, refs []castore.ChunkRef, persist bool) error {
 	if persist {
-		if err := s.persistUse(ctx, db, pebbleKindBlobIndex, d); err != nil {
+		if _, err := s.persistUse(ctx, db, pebbleKindBlobIndex, d, s.sharedItem(db, pebbleKindBlobIndex, d)); err != nil {
 			return err
 		}
 	}
@@ -167,7 +204,7 @@ func (s *Store) markBlobUsed(ctx context.Context, db kvDB, m *markSet, d castore
 // contents (a directory being put), else they are read from the store.
 func (s *Store) useDirectory(ctx context.Context, db kvDB, d castore.Digest, dir *castore.Directory, persist bool) error {
 	if persist {
-		if err := s.persistUse(ctx, db, pebbleKindDirectory, d); err != nil {
+		if _, err := s.persistUse(ctx, db, pebbleKindDirectory, d, s.sharedItem(db, pebbleKindDirectory, d)); err != nil {
 			return err
 		}
 	}

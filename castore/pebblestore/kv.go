@@ -68,15 +68,18 @@ type kvDB interface {
 	// shared reports whether other processes may write the database at
 	// the same time.
 	shared() bool
-	// useGate holds off a collection's deletions (shared databases only,
-	// see gcuse.go) while fn records a use and looks the item up.
-	useGate(ctx context.Context, fn func(ctx context.Context) error) error
+	// recordUse writes the use record useKey (unsynced) and, when item
+	// is not nil, reports whether item exists, in one step that no
+	// collection's deletion batch (under gcLock exclusive) divides.
+	recordUse(ctx context.Context, useKey, item []byte) (bool, error)
 	// gcLock excludes other processes' collections and uses of the
 	// gate; the returned unlock ends it. exclusive: uses too (held by
 	// a collection around each deletion batch). Without exclusive it
 	// is the lock that lets one process at a time collect. A database
 	// of one process returns at once.
-	gcLock(ctx context.Context, exclusive bool) (unlock func(), err error)
+	// With exclusive it also returns the database to use while it is
+	// held (the same one, or a view through the lock's connection).
+	gcLock(ctx context.Context, exclusive bool) (db kvDB, unlock func(), err error)
 	// close closes the database.
 	close() error
 }
@@ -211,11 +214,16 @@ func (p *pebbleKV) sync(context.Context) error {
 
 func (p *pebbleKV) shared() bool { return false }
 
-func (p *pebbleKV) useGate(ctx context.Context, fn func(ctx context.Context) error) error {
-	return fn(ctx)
+// recordUse needs no lock: a collection in this process, the only one,
+// learns of uses at once (gcuse.go).
+func (p *pebbleKV) recordUse(ctx context.Context, useKey, item []byte) (bool, error) {
+	if err := p.set(ctx, useKey, nil, false); err != nil || item == nil {
+		return false, err
+	}
+	return p.has(ctx, item)
 }
 
-func (p *pebbleKV) gcLock(context.Context, bool) (func(), error) { return func() {}, nil }
+func (p *pebbleKV) gcLock(context.Context, bool) (kvDB, func(), error) { return p, func() {}, nil }
 
 func (p *pebbleKV) close() error { return p.db.Close() }
 

@@ -500,7 +500,13 @@ func (s *Store) lockStripes(digests func(yield func(castore.Digest) bool)) func(
 // left between writing them and switching chunks to them, or between
 // unregistering and deleting them. Only a writable open calls it, before
 // anything else can write.
+//
+// On a shared database it does nothing: another process may be between
+// writing a frame and switching chunks to it. (Such strays then stay.)
 func (s *Store) sweepFrames(ctx context.Context, db kvDB) error {
+	if db.shared() {
+		return nil
+	}
 	registered := make(map[castore.Digest]bool)
 	err := scanFrames(ctx, db, func(f *frameInfo) error {
 		registered[f.name] = true

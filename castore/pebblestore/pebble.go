@@ -498,10 +498,7 @@ func (s *Store) HasChunk(ctx context.Context, d castore.Digest) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useChunk(ctx, db, d); err != nil {
-		return false, err
-	}
-	return has(ctx, db, pebbleKey(pebbleKindChunk, d))
+	return s.useChunk(ctx, db, d)
 }
 
 // GetChunk implements ChunkStore. An inline chunk is decoded straight from
@@ -579,11 +576,7 @@ func (s *Store) PutChunk(ctx context.Context, c castore.Chunk) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useChunk(ctx, db, c.Digest()); err != nil {
-		return false, err
-	}
-	key := pebbleKey(pebbleKindChunk, c.Digest())
-	if ok, err := has(ctx, db, key); err != nil || ok {
+	if ok, err := s.useChunk(ctx, db, c.Digest()); err != nil || ok {
 		return false, err
 	}
 	// Encode outside the lock: two puts of the same new chunk at once are
