@@ -117,7 +117,8 @@ var ErrGCRunning = errors.New("castore: gc: a garbage collection is already runn
 
 // gcUseMargin is how long a use record may take from its time stamp to
 // its commit: a collection on a shared database reads again, before each
-// deletion batch, the records stamped from its start less this margin.
+// deletion batch, the records stamped from the previous reading less this
+// margin (and not before the grace period).
 const gcUseMargin = time.Minute
 
 // gcBatch is how many candidates a sweep deletes in one batch, under their
@@ -162,10 +163,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		}
 		defer unlock()
 	}
-	// Uses recorded from here on (less a margin for a use record's
-	// commit, which follows its time stamp) are read again before each
-	// deletion batch on a shared database.
-	s.gcSince = start.Add(-gcUseMargin)
+	// On a shared database, the use records are read again before each
+	// deletion batch (deleteUnmarked), from those of the grace period on.
+	s.gcCutoff, s.gcRescan = start.Add(-opts.Grace), start
 	before, err := s.statsOf(ctx, db)
 	if err != nil {
 		return res, err
@@ -521,7 +521,12 @@ func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind by
 		}
 		defer unlock()
 		db = ldb
-		if err := s.markRecent(ctx, db, m, s.gcSince); err != nil {
+		since := s.gcRescan.Add(-gcUseMargin)
+		if since.Before(s.gcCutoff) {
+			since = s.gcCutoff
+		}
+		s.gcRescan = time.Now()
+		if err := s.markRecent(ctx, db, m, since); err != nil {
 			return err
 		}
 	}

@@ -78,7 +78,9 @@ type gcState struct {
 	gcRunning  sync.Mutex // one collection at a time
 	gcGate     sync.RWMutex
 	gcMarks    atomic.Pointer[markSet] // set while a collection runs
-	gcSince    time.Time               // the running collection's start less gcUseMargin
+	// A collection on a shared database: its grace period's start, and
+	// when it last read the use records.
+	gcCutoff, gcRescan time.Time
 	recordUses bool
 }
 
