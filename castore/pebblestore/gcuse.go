@@ -75,13 +75,13 @@ func useKey(t time.Time, kind byte, d castore.Digest) []byte {
 
 // gcState groups the collector's fields of a Store.
 type gcState struct {
-	gcRunning  sync.Mutex // one collection at a time
-	gcGate     sync.RWMutex
-	gcMarks    atomic.Pointer[markSet] // set while a collection runs
+	gcRunning sync.Mutex // one collection at a time
+	gcGate    sync.RWMutex
+	gcMarks   atomic.Pointer[markSet] // set while a collection runs
 	// A collection on a shared database: its grace period's start, and
 	// when it last read the use records.
 	gcCutoff, gcRescan time.Time
-	recordUses bool
+	recordUses         bool
 }
 
 // persistUse writes a use record of d, unless the store does not record
