@@ -107,6 +107,9 @@ type Options struct {
 	// gcuse.go). Stores a server writes to record uses; chunk caches
 	// need not.
 	RecordUses bool
+	// ReadOnly makes OpenPostgres open the store for reading only (Open
+	// ignores it: OpenReadOnly is its read-only open).
+	ReadOnly bool
 }
 
 // DefaultOptions: 256 MiB cache, 32 MiB memtables, values of 1 KiB

@@ -108,7 +108,7 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 		return nil, err
 	}
 	var space *spaceGuard
-	if !opts.NoSpaceGuard {
+	if !opts.NoSpaceGuard && !opts.ReadOnly {
 		space = &spaceGuard{dir: dir, reserve: opts.MinFreeBytes, why: formatMiB(opts.MinFreeBytes)}
 		if err := space.admit(0); err != nil {
 			pool.Close()
@@ -117,7 +117,7 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 	}
 	// Queued chunks are in PostgreSQL, not in memory: writers wait for
 	// the packer only as far as a few frames.
-	return openStore(dir, opts, p, newStoreFS(false, pebbleLogger), space, int64(8*opts.Frames.Size))
+	return openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(8*opts.Frames.Size))
 }
 
 // pgKV is a kvDB in a PostgreSQL database that several processes share.

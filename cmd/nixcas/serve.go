@@ -72,7 +72,7 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 			if err := ops.apply(os.Stderr, &o); err != nil {
 				return err
 			}
-			o.DataDir = sf.data
+			o.DataDir, o.Meta = sf.data, sf.meta
 			srv, err := server.New(o)
 			if err != nil {
 				return err
