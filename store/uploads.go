@@ -138,4 +138,3 @@ func (x *Index) PrunePendingUploads(ctx context.Context, now time.Time) (int, er
 	}
 	return len(records) / 2, x.meta.SetMeta(ctx, records...)
 }
-
