@@ -421,18 +421,10 @@ func (w *gcMarker) markBlob(d castore.Digest, size uint64, lenient bool) error {
 
 // gcSweep deletes the directories, blob indexes and chunks not marked.
 func (s *Store) gcSweep(ctx context.Context, db kvDB, m *markSet, opts GCOptions, res *GCResult, before castore.Stats) error {
-	// Directories and blob indexes, holding the gate (see gcuse.go).
-	if !opts.DryRun {
-		s.gcGate.Lock()
-	}
-	err := s.sweepKind(ctx, db, m, pebbleKindDirectory, opts.DryRun, false, res, nil)
-	if err == nil {
-		err = s.sweepKind(ctx, db, m, pebbleKindBlobIndex, opts.DryRun, false, res, nil)
-	}
-	if !opts.DryRun {
-		s.gcGate.Unlock()
-	}
-	if err != nil {
+	// Directories and blob indexes, holding the gate (see gcuse.go),
+	// and on a shared database the uses lock too, having read the use
+	// records again.
+	if err := s.sweepTrees(ctx, db, m, opts, res); err != nil {
 		return err
 	}
 	var scanned int64
@@ -442,6 +434,32 @@ func (s *Store) gcSweep(ctx context.Context, db kvDB, m *markSet, opts GCOptions
 			opts.Progress("sweeping", scanned, int64(before.Chunks))
 		}
 	})
+}
+
+// sweepTrees sweeps directories and blob indexes, holding the gate and,
+// on a shared database, the uses lock (after the gate: see
+// deleteUnmarked), having read the use records again.
+func (s *Store) sweepTrees(ctx context.Context, db kvDB, m *markSet, opts GCOptions, res *GCResult) error {
+	if !opts.DryRun {
+		s.gcGate.Lock()
+		defer s.gcGate.Unlock()
+		if db.shared() {
+			ldb, unlock, err := db.gcLock(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			db = ldb
+			if err := s.markRecent(ctx, db, m, s.gcCutoff); err != nil {
+				return err
+			}
+			s.gcRescan = time.Now()
+		}
+	}
+	if err := s.sweepKind(ctx, db, m, pebbleKindDirectory, opts.DryRun, false, res, nil); err != nil {
+		return err
+	}
+	return s.sweepKind(ctx, db, m, pebbleKindBlobIndex, opts.DryRun, false, res, nil)
 }
 
 // sweepKind merge-joins the store's keys of kind with the mark set's and
@@ -512,9 +530,20 @@ func (s *Store) sweepKind(ctx context.Context, db kvDB, m *markSet, kind byte, d
 // dry run).
 func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
 	recheck := false
-	if !dryRun && db.shared() {
+	if !dryRun {
+		if gate {
+			s.gcGate.Lock()
+			defer s.gcGate.Unlock()
+		}
+		unlock := s.lockStripes(slices.Values(ds))
+		defer unlock()
+	}
+	if !dryRun && db.shared() && gate {
 		// Other processes' uses since marking: their records, read
-		// holding the uses lock (see gcuse.go).
+		// holding the uses lock (see gcuse.go). Taken after the locks
+		// of this process: uses waiting for it hold connections of the
+		// pool, which a writer holding those locks may need. (The
+		// sweep of directories and blob indexes holds it throughout.)
 		ldb, unlock, err := db.gcLock(ctx, true)
 		if err != nil {
 			return err
@@ -531,12 +560,6 @@ func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind by
 		}
 	}
 	if !dryRun {
-		if gate {
-			s.gcGate.Lock()
-			defer s.gcGate.Unlock()
-		}
-		unlock := s.lockStripes(slices.Values(ds))
-		defer unlock()
 		// A use marks under the stripe (or the gate) and counts after:
 		// a use of one of ds before now has moved the count.
 		recheck = m.added.Load() != seen

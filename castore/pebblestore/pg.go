@@ -95,8 +95,8 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: castore: postgres: %v", castore.ErrInvalid, err)
 	}
-	if cfg.MaxConns < 16 {
-		cfg.MaxConns = 16
+	if cfg.MaxConns < 32 && !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = 32
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -163,7 +163,7 @@ func (p *pgKV) err(err error, what string) error {
 }
 
 func (p *pgKV) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
-	return pgGet(ctx, p.pool, key, "", fn, p)
+	return pgGet(ctx, p.q, key, "", fn, p)
 }
 
 // pgConn is a pool or one connection.
@@ -498,8 +498,18 @@ func (b *pgBatch) size() int   { return b.bytes + 8*len(b.delta) }
 func (b *pgBatch) empty() bool { return len(b.ops) == 0 && len(b.delta) == 0 }
 
 // commit sends the writes in one round trip: inserts first, each of which
-// must insert its row, then the rest in order, then the counters.
+// must insert its row, then the rest in order, then the counters. A
+// failed commit rolls back at once: the transaction may hold row locks
+// (a counter's) that the caller's next batch needs.
 func (b *pgBatch) commit(ctx context.Context, sync bool) error {
+	err := b.commitTx(ctx, sync)
+	if err != nil {
+		b.close()
+	}
+	return err
+}
+
+func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 	if err := b.begin(ctx); err != nil {
 		return err
 	}
