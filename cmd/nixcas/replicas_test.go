@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -189,4 +190,110 @@ func TestReplicasPushAndCollect(t *testing.T) {
 	if failed := gcMetric(t, r1.httpAddr, "nixcas_gc_failures_total"); failed != 0 {
 		t.Fatalf("%g background collections failed", failed)
 	}
+}
+
+// TestReplicasKilledMidUpload: a NAR put to the first server, whose
+// narinfo then goes to the second after the first is killed (SIGKILL),
+// becomes a store path the second serves (the upload waited in the
+// shared records, not in the dead server's memory); a NAR whose upload is
+// cut by killing a server mid-stream leaves nothing visible, and the other
+// server still serves every path, which Nix copies back with its NAR hash.
+func TestReplicasKilledMidUpload(t *testing.T) {
+	e2eRequireNix(t)
+	dir := t.TempDir()
+	meta := testpg.New(t)
+	data := filepath.Join(dir, "data")
+	r1 := startGRPCServe(t, data, "--meta", meta)
+	r2 := startGRPCServe(t, data, "--meta", meta)
+
+	// A path as nix copy writes it to a file cache: its narinfo and NAR.
+	nixStore := filepath.Join(dir, "nix")
+	tree := filepath.Join(dir, "tree")
+	testtree.Build(t, tree, concurrentTrees(1)[0])
+	path := grpcNix(t, nixStore, "nix-store", "--add", tree)
+	cache := filepath.Join(dir, "cache")
+	grpcNix(t, nixStore, "nix", "--extra-experimental-features", "nix-command", "copy", "--to", "file://"+cache+"?compression=none", path)
+	hash := filepath.Base(path)[:32]
+	narinfo, err := os.ReadFile(filepath.Join(cache, hash+".narinfo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var narURL string
+	for _, line := range strings.Split(string(narinfo), "\n") {
+		if u, ok := strings.CutPrefix(line, "URL: "); ok {
+			narURL = u
+		}
+	}
+	nar, err := os.ReadFile(filepath.Join(cache, narURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(addr, name string, body []byte) int {
+		req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/"+name, strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put(r1.httpAddr, narURL, nar); code != http.StatusCreated {
+		t.Fatalf("PUT %s to the first server: %d", narURL, code)
+	}
+	r1.cmd.Process.Kill()
+	<-r1.done
+	if code := put(r2.httpAddr, hash+".narinfo", narinfo); code != http.StatusCreated {
+		t.Fatalf("PUT %s.narinfo to the second server, after the first took the NAR and was killed: %d", hash, code)
+	}
+
+	// A third server is killed halfway through a NAR of 24 MiB.
+	r3 := startGRPCServe(t, data, "--meta", meta)
+	big, err := os.ReadFile(killNAR(t, 7, 24<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest(http.MethodPut, "http://"+r3.httpAddr+"/nar/cut.nar", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("the cut upload was answered %s", resp.Status)
+		}
+		sent <- err
+	}()
+	if _, err := pw.Write(big[:len(big)/2]); err != nil {
+		t.Fatal(err)
+	}
+	r3.cmd.Process.Kill()
+	<-r3.done
+	pw.CloseWithError(io.ErrUnexpectedEOF)
+	if err := <-sent; err == nil {
+		t.Fatal("the cut upload succeeded")
+	}
+	resp, err := http.Get("http://" + r2.httpAddr + "/nar/cut.nar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET nar/cut.nar from the second server after the upload was cut: %s", resp.Status)
+	}
+
+	other := filepath.Join(dir, "nix2")
+	grpcNix(t, other, "nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--from", "http://"+r2.httpAddr, path)
+	want := grpcNix(t, nixStore, "nix-store", "--query", "--hash", path)
+	if got := grpcNix(t, other, "nix-store", "--query", "--hash", path); got != want {
+		t.Errorf("%s copied back from the second server has NAR hash %s, want %s", path, got, want)
+	}
+	r2.stop(t)
+	// Every store path's data is there and sound.
+	e2eInvocation{Args: []string{"verify", "--data", data, "--meta", meta, "--read-data"}}.mustSucceed(t)
 }
