@@ -98,6 +98,8 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 	if cfg.MaxConns < 32 && !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = 32
 	}
+	// Writes are unsynced unless a batch asks (see above).
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("castore: postgres: %w", err)
@@ -514,8 +516,8 @@ func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 		return err
 	}
 	var qb pgx.Batch
-	if !sync {
-		qb.Queue("SET LOCAL synchronous_commit = off")
+	if sync {
+		qb.Queue("SET LOCAL synchronous_commit = on")
 	}
 	var inserts int
 	for _, op := range b.ops {
@@ -545,7 +547,7 @@ func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 ON CONFLICT (shard, pos) DO UPDATE SET v = nixcas_counters.v + excluded.v`, rand.IntN(pgCounterShards), pos, vals)
 	}
 	br := b.tx.SendBatch(ctx, &qb)
-	if !sync {
+	if sync {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			return b.p.err(err, "commit")
