@@ -60,6 +60,28 @@ import (
 // Directory and blob index puts and reads wait while the gate is held for
 // writing: for the directory and blob index sweep (one pass over those
 // keys) and for each batch of the chunk sweep.
+//
+// Across processes (a shared database, OpenPostgres). The mark set and
+// the gate live in the collecting process only; another process's uses
+// reach the collection through their use records (RecordUses), under one
+// more rule. A use writes its record and looks the item up in one step
+// that takes the uses lock shared (kvDB.recordUse: a PostgreSQL advisory
+// lock, in one transaction with the insert and the lookup); the
+// collection takes it exclusively for the whole directory and blob index
+// sweep and for each chunk deletion batch, and having taken it, reads the
+// use records again (those stamped since its previous reading less
+// gcUseMargin, and not before its grace period) and marks what they reach
+// before it checks and deletes. So a use either committed its record
+// before the collection's reading, which then keeps the item (and, for a
+// directory or blob, its subtree, as the gate does in one process), or
+// looked the item up after the deletion committed, found it missing and
+// stores it again. One process collects at a time (kvDB.gcLock). Not
+// covered across processes: reads that count as uses in one process
+// (GetDirectory and GetBlobIndex, how a PathInfo put checks its tree)
+// write no record, so a PathInfo put on another replica during a
+// collection names a tree only its own use records protect (uploads
+// write them; a tree older than the grace period and used only by that
+// read is not).
 
 // pebbleKindUse keys use records (see above).
 const pebbleKindUse byte = 'R'
