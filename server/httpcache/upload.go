@@ -75,6 +75,15 @@ func (h *handler) putNAR(w http.ResponseWriter, r *http.Request) {
 			httpError(w, r, err)
 			return
 		}
+		// Uploads whose narinfo never came go, at most once a minute.
+		now, last := time.Now().Unix(), h.lastPrune.Load()
+		if now-last >= 60 && h.lastPrune.CompareAndSwap(last, now) {
+			if pr, ok := ps.(interface {
+				PrunePendingUploads(context.Context, time.Time) (int, error)
+			}); ok {
+				_, _ = pr.PrunePendingUploads(r.Context(), time.Now())
+			}
+		}
 	}
 	h.m.received(body.n)
 	w.WriteHeader(http.StatusCreated)
