@@ -53,6 +53,13 @@ for cmd in "${!wanted[@]}"; do
 	fi
 done
 
+# PostgreSQL 15's server programs (not on PATH): the PostgreSQL metadata
+# tests start a private cluster with them (internal/testpg).
+if [[ ! -x /usr/lib/postgresql/15/bin/postgres || ! -x /usr/lib/postgresql/15/bin/initdb ]] &&
+	[[ " ${missing[*]} " != *" postgresql "* ]]; then
+	missing+=(postgresql)
+fi
+
 if ((${#missing[@]})); then
 	log "installing ${missing[*]}"
 	# Wait for a concurrent apt/dpkg run instead of failing on its lock.
@@ -65,6 +72,10 @@ if ((${#missing[@]})); then
 			exit 1
 		fi
 	done
+	if [[ ! -x /usr/lib/postgresql/15/bin/postgres ]]; then
+		log "/usr/lib/postgresql/15/bin/postgres is still missing after installing postgresql"
+		exit 1
+	fi
 fi
 
 if ! have go; then

@@ -31,6 +31,12 @@ type Options struct {
 	DataDir string
 	// Pebble tunes the store.
 	Pebble pebblestore.Options
+	// Meta, when set, is the URL of a PostgreSQL database
+	// (postgres://...) that keeps the store's records instead of the
+	// Pebble database in DataDir, which then holds the frames only;
+	// several servers may share the database and DataDir
+	// (pebblestore.OpenPostgres).
+	Meta string
 	// GRPCAddr is the gRPC listen address, e.g. "127.0.0.1:9000" (port 0
 	// picks a free port; see Server.GRPCAddr).
 	GRPCAddr string
@@ -124,7 +130,15 @@ func New(o Options) (srv *Server, err error) {
 	// What clients write or deduplicate against is recorded for the
 	// garbage collector's grace period (`nixcas gc` included).
 	o.Pebble.RecordUses = true
-	if s.store, err = pebblestore.Open(o.DataDir, o.Pebble); err != nil {
+	if o.Meta != "" {
+		if !pebblestore.IsPostgresURL(o.Meta) {
+			return nil, fmt.Errorf("server: metadata database %q: want a postgres:// URL", o.Meta)
+		}
+		s.store, err = pebblestore.OpenPostgres(context.Background(), o.Meta, o.DataDir, o.Pebble)
+	} else {
+		s.store, err = pebblestore.Open(o.DataDir, o.Pebble)
+	}
+	if err != nil {
 		return nil, err
 	}
 	index := store.NewIndex(s.store, s.store, store.WithSigner(signer))

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/nixcas/nixcas/castore"
 )
 
@@ -20,7 +18,7 @@ func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.Chunk
 		return p, err
 	}
 	defer s.mu.RUnlock()
-	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
+	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
 		if len(v) == 0 || v[0] != CodecFrame {
 			return nil
 		}
@@ -31,7 +29,7 @@ func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.Chunk
 		p = castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset}
 		return nil
 	})
-	if errors.Is(err, pebble.ErrNotFound) {
+	if errors.Is(err, errNoKey) {
 		return p, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
 	}
 	return p, err

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 
@@ -157,7 +156,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 // opts.FrameSize: frames are filled one after the other and compressed,
 // written and switched to by as many workers as there are cores (one when
 // throttled).
-func (s *Store) writeColdFrames(ctx context.Context, db *pebble.DB, plan []*compactChunk, opts CompactOptions, res *CompactResult) error {
+func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChunk, opts CompactOptions, res *CompactResult) error {
 	if opts.DutyCycle < 0 || opts.DutyCycle >= 1 {
 		opts.DutyCycle = 0
 	}
@@ -278,7 +277,7 @@ type compactSet struct {
 
 // compactSources selects the frames to rewrite: cold ones, and hot ones
 // written before olderThan ago.
-func (s *Store) compactSources(ctx context.Context, db *pebble.DB, olderThan time.Duration) (*compactSet, error) {
+func (s *Store) compactSources(ctx context.Context, db kvDB, olderThan time.Duration) (*compactSet, error) {
 	set := &compactSet{byName: make(map[castore.Digest]*frameInfo)}
 	cutoff := time.Now().Add(-olderThan)
 	err := scanFrames(ctx, db, func(f *frameInfo) error {
@@ -303,9 +302,9 @@ func (s *Store) compactSources(ctx context.Context, db *pebble.DB, olderThan tim
 
 // scanFrames calls fn with the registry record of every frame, in name
 // order, and stops at fn's first error.
-func scanFrames(ctx context.Context, db *pebble.DB, fn func(*frameInfo) error) error {
+func scanFrames(ctx context.Context, db kvDB, fn func(*frameInfo) error) error {
 	lower := []byte{pebbleKindFrame}
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := db.newIter(ctx, lower, prefixEnd(lower))
 	if err != nil {
 		return pebbleError(err, "frame registry")
 	}
@@ -334,10 +333,10 @@ func scanFrames(ctx context.Context, db *pebble.DB, fn func(*frameInfo) error) e
 
 // compactChunks scans the chunk index for the chunks to rewrite: those in
 // a source frame, and those stored inline.
-func (s *Store) compactChunks(ctx context.Context, db *pebble.DB, sources *compactSet) (map[castore.Digest]*compactChunk, error) {
+func (s *Store) compactChunks(ctx context.Context, db kvDB, sources *compactSet) (map[castore.Digest]*compactChunk, error) {
 	chunks := make(map[castore.Digest]*compactChunk)
 	lower := []byte{pebbleKindChunk}
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := db.newIter(ctx, lower, prefixEnd(lower))
 	if err != nil {
 		return nil, pebbleError(err, "compact")
 	}
@@ -406,16 +405,16 @@ func planCompaction(order []castore.Digest, chunks map[castore.Digest]*compactCh
 // retireFrames unregisters every frame of frames that no chunk refers to
 // any more, in one synced batch, then deletes them. It returns how many it
 // deleted.
-func (s *Store) retireFrames(ctx context.Context, db *pebble.DB, frames []*frameInfo) (int, error) {
+func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo) (int, error) {
 	var dead []*frameInfo
 	for _, f := range frames {
 		// The record as it is now: a frame written meanwhile with the
 		// same bytes (so the same name) added its chunks to it.
-		err := get(db, pebbleKey(pebbleKindFrame, f.name), "frame", func(v []byte) (err error) {
+		err := get(ctx, db, pebbleKey(pebbleKindFrame, f.name), "frame", func(v []byte) (err error) {
 			f, err = decodeFrameInfo(f.name, v)
 			return err
 		})
-		if errors.Is(err, pebble.ErrNotFound) {
+		if errors.Is(err, errNoKey) {
 			continue
 		}
 		if err != nil {
@@ -423,14 +422,14 @@ func (s *Store) retireFrames(ctx context.Context, db *pebble.DB, frames []*frame
 		}
 		live := false
 		for _, c := range f.chunks {
-			err := get(db, pebbleKey(pebbleKindChunk, c.digest), "chunk", func(v []byte) error {
+			err := get(ctx, db, pebbleKey(pebbleKindChunk, c.digest), "chunk", func(v []byte) error {
 				if len(v) > 0 && v[0] == CodecFrame {
 					r, err := decodeFrameRef(v)
 					live = err == nil && r.frame == f.name
 				}
 				return nil
 			})
-			if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+			if err != nil && !errors.Is(err, errNoKey) {
 				return 0, err
 			}
 			if live {
@@ -444,16 +443,16 @@ func (s *Store) retireFrames(ctx context.Context, db *pebble.DB, frames []*frame
 	if len(dead) == 0 {
 		return 0, nil
 	}
-	b := db.NewBatch()
-	defer b.Close()
+	b := db.newBatch()
+	defer b.close()
 	var delta [numCounters]uint64
 	for _, f := range dead {
-		_ = b.Delete(pebbleKey(pebbleKindFrame, f.name), nil)
+		b.delete(pebbleKey(pebbleKindFrame, f.name))
 		delta[counterStoredBytes] -= f.stored
 		delta[counterFrames]--
 	}
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, true); err != nil {
 		return 0, pebbleError(err, "retire frames")
 	}
 	for _, f := range dead {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/nixcas/nixcas/castore"
 )
 
@@ -28,14 +26,14 @@ func (s *Store) DeleteChunk(ctx context.Context, d castore.Digest) (bool, error)
 	defer mu.Unlock()
 	key := pebbleKey(pebbleKindChunk, d)
 	var size, stored int
-	err = get(db, key, "chunk "+d.String(), func(v []byte) (err error) {
+	err = get(ctx, db, key, "chunk "+d.String(), func(v []byte) (err error) {
 		if len(v) > 0 && v[0] != CodecFrame { // a frame's bytes stay until compaction
 			stored = len(v)
 		}
 		size, err = storedChunkSize(v)
 		return err
 	})
-	if errors.Is(err, pebble.ErrNotFound) {
+	if errors.Is(err, errNoKey) {
 		return false, nil
 	}
 	if err != nil {
@@ -46,11 +44,11 @@ func (s *Store) DeleteChunk(ctx context.Context, d castore.Digest) (bool, error)
 	delta[counterUniqueChunkBytes] = -uint64(size)
 	delta[counterStoredBytes] = -uint64(stored)
 	delta[counterChunks] = ^uint64(0)
-	b := db.NewBatch()
-	defer b.Close()
-	_ = b.Delete(key, nil)
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	b := db.newBatch()
+	defer b.close()
+	b.delete(key)
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, false); err != nil {
 		return false, pebbleError(err, "delete chunk "+d.String())
 	}
 	return true, nil
@@ -66,7 +64,7 @@ func (s *Store) ScanChunks(ctx context.Context, fn func(d castore.Digest, size i
 	}
 	defer s.mu.RUnlock()
 	lower := []byte{pebbleKindChunk}
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := db.newIter(ctx, lower, prefixEnd(lower))
 	if err != nil {
 		return pebbleError(err, "scan chunks")
 	}

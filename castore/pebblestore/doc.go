@@ -7,7 +7,10 @@
 // [Open] opens (or creates) a store for reading and writing, [OpenReadOnly]
 // an existing one for reading only; [Options] tune it ([DefaultOptions],
 // [FrameOptions]). A directory is open in one process at a time
-// ([ErrLocked]). A [Store] implements castore's interfaces and its optional
+// ([ErrLocked]). [OpenPostgres] keeps the same records in a PostgreSQL
+// database instead, which several processes (server replicas) share,
+// with the frames in a directory they may share too (pg.go); the store's
+// logic is the same code on both (kv.go). A [Store] implements castore's interfaces and its optional
 // powers (encoded chunks, chunk deletion and scanning, packing, flushing,
 // disk use, use records), so it can be wrapped (castore/wrap) and its
 // powers found with castore.As. Beyond those it offers [Store.Compact]

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/nixcas/nixcas/castore"
 )
 
@@ -21,13 +19,13 @@ func (s *Store) GetEncodedChunk(ctx context.Context, d castore.Digest, dst []byt
 	defer s.mu.RUnlock()
 	out := dst
 	framed := false
-	err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
+	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
 		if framed = len(v) > 0 && v[0] == CodecFrame; !framed {
 			out = append(dst, v...)
 		}
 		return nil
 	})
-	if errors.Is(err, pebble.ErrNotFound) {
+	if errors.Is(err, errNoKey) {
 		return dst, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
 	}
 	if err != nil {
@@ -57,10 +55,7 @@ func (s *Store) PutEncodedChunk(ctx context.Context, d castore.Digest, stored []
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useChunk(db, d); err != nil {
-		return false, err
-	}
-	if ok, err := has(ctx, db, pebbleKey(pebbleKindChunk, d)); err != nil || ok {
+	if ok, err := s.useChunk(ctx, db, d); err != nil || ok {
 		return false, err
 	}
 	return s.putStoredChunk(ctx, db, d, len(c.Data()), stored)

@@ -3,7 +3,6 @@ package pebblestore
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -116,6 +115,12 @@ type GCResult struct {
 // ErrGCRunning: a collection is already running on the store.
 var ErrGCRunning = errors.New("castore: gc: a garbage collection is already running")
 
+// gcUseMargin is how long a use record may take from its time stamp to
+// its commit: a collection on a shared database reads again, before each
+// deletion batch, the records stamped from the previous reading less this
+// margin (and not before the grace period).
+const gcUseMargin = time.Minute
+
 // gcBatch is how many candidates a sweep deletes in one batch, under their
 // lock stripes.
 const gcBatch = 1024
@@ -149,7 +154,19 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, err
 	}
 	defer s.mu.RUnlock()
-	before, err := s.statsOf(db)
+	if !opts.DryRun {
+		// One collection at a time across the processes that share the
+		// database.
+		_, unlock, err := db.gcLock(ctx, false)
+		if err != nil {
+			return res, err
+		}
+		defer unlock()
+	}
+	// On a shared database, the use records are read again before each
+	// deletion batch (deleteUnmarked), from those of the grace period on.
+	s.gcCutoff, s.gcRescan = start.Add(-opts.Grace), start
+	before, err := s.statsOf(ctx, db)
 	if err != nil {
 		return res, err
 	}
@@ -193,7 +210,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, err
 	}
 	if !opts.DryRun {
-		if err = syncLog(db); err != nil {
+		if err = syncLog(ctx, db); err != nil {
 			return res, err
 		}
 	}
@@ -205,13 +222,13 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, err
 	}
 	if !opts.DryRun {
-		if err = s.pruneUses(db, cutoff); err != nil {
+		if err = s.pruneUses(ctx, db, cutoff); err != nil {
 			return res, err
 		}
-		if err = syncLog(db); err != nil {
+		if err = syncLog(ctx, db); err != nil {
 			return res, err
 		}
-		after, serr := s.statsOf(db)
+		after, serr := s.statsOf(ctx, db)
 		if serr != nil {
 			return res, serr
 		}
@@ -223,9 +240,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 
 // syncLog is Sync on an acquired db (Sync would take s.mu again, which
 // waits behind a Close that waits for the collection).
-func syncLog(db *pebble.DB) error {
-	if err := db.LogData(nil, pebble.Sync); err != nil {
-		return pebbleError(err, "gc: sync")
+func syncLog(ctx context.Context, db kvDB) error {
+	if err := db.sync(ctx); err != nil {
+		return fmt.Errorf("castore: gc: %w", err)
 	}
 	return nil
 }
@@ -243,18 +260,9 @@ func (s *Store) endGCEpoch() {
 }
 
 // statsOf is Stats on an acquired db.
-func (s *Store) statsOf(db *pebble.DB) (castore.Stats, error) {
-	var c [numCounters]uint64
-	err := get(db, pebbleCountersKey, "counters", func(v []byte) error {
-		if len(v)%8 != 0 {
-			return fmt.Errorf("%w: counters of %d bytes", castore.ErrCorrupt, len(v))
-		}
-		for i := 0; i < numCounters && 8*i < len(v); i++ {
-			c[i] = binary.LittleEndian.Uint64(v[8*i:])
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+func (s *Store) statsOf(ctx context.Context, db kvDB) (castore.Stats, error) {
+	c, err := db.counters(ctx)
+	if err != nil {
 		return castore.Stats{}, err
 	}
 	return castore.Stats{
@@ -266,40 +274,12 @@ func (s *Store) statsOf(db *pebble.DB) (castore.Stats, error) {
 
 // gcMark marks what the use records from cutoff on and the live roots
 // reach.
-func (s *Store) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cutoff time.Time, opts GCOptions, res *GCResult) error {
+func (s *Store) gcMark(ctx context.Context, db kvDB, m *markSet, cutoff time.Time, opts GCOptions, res *GCResult) error {
 	mb := m.newBatch()
 	defer mb.b.Close()
-	w := &gcMarker{s: s, db: db, mb: mb}
-	// Use records: a missing item was used and never stored, or deleted
-	// before it was used again.
-	lower := useKey(cutoff, 0, castore.Digest{})[:9]
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pebbleKindUse + 1}})
-	if err != nil {
-		return pebbleError(err, "gc: use records")
-	}
-	for it.First(); it.Valid() && err == nil; it.Next() {
-		k := it.Key()
-		if len(k) != 1+8+1+castore.DigestSize {
-			err = fmt.Errorf("%w: use record key of %d bytes", castore.ErrCorrupt, len(k))
-			break
-		}
-		var d castore.Digest
-		copy(d[:], k[10:])
-		res.UseRecords++
-		switch k[9] {
-		case pebbleKindChunk:
-			err = mb.add(pebbleKindChunk, d)
-		case pebbleKindBlobIndex:
-			err = w.markBlob(d, 0, true)
-		case pebbleKindDirectory:
-			err = w.markTree(ctx, castore.Entry{Kind: castore.KindDirectory, Digest: d}, true)
-		default:
-			err = fmt.Errorf("%w: use record of kind %q", castore.ErrCorrupt, k[9])
-		}
-	}
-	if cerr := it.Close(); err == nil && cerr != nil {
-		err = pebbleError(cerr, "gc: use records")
-	}
+	w := &gcMarker{ctx: ctx, s: s, db: db, mb: mb}
+	n, err := w.markUses(cutoff)
+	res.UseRecords += n
 	if err != nil {
 		return fmt.Errorf("castore: gc: marking what was used since %s: %w", cutoff.Format(time.RFC3339), err)
 	}
@@ -317,11 +297,66 @@ func (s *Store) gcMark(ctx context.Context, db *pebble.DB, m *markSet, cutoff ti
 	return mb.close()
 }
 
+// markRecent marks what the use records from since on reach, into m at
+// once: a collection on a shared database calls it before each deletion
+// batch, holding the uses lock, for the uses of other processes since
+// marking (see gcuse.go).
+func (s *Store) markRecent(ctx context.Context, db kvDB, m *markSet, since time.Time) error {
+	mb := m.newBatch()
+	defer mb.b.Close()
+	w := &gcMarker{ctx: ctx, s: s, db: db, mb: mb}
+	if _, err := w.markUses(since); err != nil {
+		return fmt.Errorf("castore: gc: marking what was used since %s: %w", since.Format(time.RFC3339), err)
+	}
+	if err := mb.close(); err != nil {
+		return err
+	}
+	m.added.Add(1)
+	return nil
+}
+
+// markUses marks what the use records from since on reach and returns how
+// many it read. A missing item was used and never stored, or deleted
+// before it was used again.
+func (w *gcMarker) markUses(since time.Time) (n int, err error) {
+	ctx, mb := w.ctx, w.mb
+	lower := useKey(since, 0, castore.Digest{})[:9]
+	it, err := w.db.newIter(ctx, lower, []byte{pebbleKindUse + 1})
+	if err != nil {
+		return 0, err
+	}
+	for it.First(); it.Valid() && err == nil; it.Next() {
+		k := it.Key()
+		if len(k) != 1+8+1+castore.DigestSize {
+			err = fmt.Errorf("%w: use record key of %d bytes", castore.ErrCorrupt, len(k))
+			break
+		}
+		var d castore.Digest
+		copy(d[:], k[10:])
+		n++
+		switch k[9] {
+		case pebbleKindChunk:
+			err = mb.add(pebbleKindChunk, d)
+		case pebbleKindBlobIndex:
+			err = w.markBlob(d, 0, true)
+		case pebbleKindDirectory:
+			err = w.markTree(ctx, castore.Entry{Kind: castore.KindDirectory, Digest: d}, true)
+		default:
+			err = fmt.Errorf("%w: use record of kind %q", castore.ErrCorrupt, k[9])
+		}
+	}
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return n, err
+}
+
 // gcMarker walks trees into a mark batch.
 type gcMarker struct {
-	s  *Store
-	db *pebble.DB
-	mb *markBatch
+	ctx context.Context
+	s   *Store
+	db  kvDB
+	mb  *markBatch
 }
 
 // markTree marks the tree at root, walking with an explicit stack;
@@ -346,7 +381,7 @@ func (w *gcMarker) markTree(ctx context.Context, root castore.Entry, lenient boo
 				}
 				continue
 			}
-			dir, err := w.s.getDirectory(w.db, e.Digest)
+			dir, err := w.s.getDirectory(w.ctx, w.db, e.Digest)
 			if lenient && errors.Is(err, castore.ErrNotFound) {
 				continue
 			}
@@ -367,7 +402,7 @@ func (w *gcMarker) markBlob(d castore.Digest, size uint64, lenient bool) error {
 	if ok, err := w.mb.has(pebbleKindBlobIndex, d); err != nil || ok {
 		return err
 	}
-	refs, err := w.s.getBlobIndex(w.db, d)
+	refs, err := w.s.getBlobIndex(w.ctx, w.db, d)
 	switch {
 	case errors.Is(err, castore.ErrNotFound) && (lenient || size <= castore.MaxChunkSize):
 		// A file of one chunk is its chunk (checked by the sweep's
@@ -385,19 +420,11 @@ func (w *gcMarker) markBlob(d castore.Digest, size uint64, lenient bool) error {
 }
 
 // gcSweep deletes the directories, blob indexes and chunks not marked.
-func (s *Store) gcSweep(ctx context.Context, db *pebble.DB, m *markSet, opts GCOptions, res *GCResult, before castore.Stats) error {
-	// Directories and blob indexes, holding the gate (see gcuse.go).
-	if !opts.DryRun {
-		s.gcGate.Lock()
-	}
-	err := s.sweepKind(ctx, db, m, pebbleKindDirectory, opts.DryRun, false, res, nil)
-	if err == nil {
-		err = s.sweepKind(ctx, db, m, pebbleKindBlobIndex, opts.DryRun, false, res, nil)
-	}
-	if !opts.DryRun {
-		s.gcGate.Unlock()
-	}
-	if err != nil {
+func (s *Store) gcSweep(ctx context.Context, db kvDB, m *markSet, opts GCOptions, res *GCResult, before castore.Stats) error {
+	// Directories and blob indexes, holding the gate (see gcuse.go),
+	// and on a shared database the uses lock too, having read the use
+	// records again.
+	if err := s.sweepTrees(ctx, db, m, opts, res); err != nil {
 		return err
 	}
 	var scanned int64
@@ -409,14 +436,40 @@ func (s *Store) gcSweep(ctx context.Context, db *pebble.DB, m *markSet, opts GCO
 	})
 }
 
+// sweepTrees sweeps directories and blob indexes, holding the gate and,
+// on a shared database, the uses lock (after the gate: see
+// deleteUnmarked), having read the use records again.
+func (s *Store) sweepTrees(ctx context.Context, db kvDB, m *markSet, opts GCOptions, res *GCResult) error {
+	if !opts.DryRun {
+		s.gcGate.Lock()
+		defer s.gcGate.Unlock()
+		if db.shared() {
+			ldb, unlock, err := db.gcLock(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			db = ldb
+			if err := s.markRecent(ctx, db, m, s.gcCutoff); err != nil {
+				return err
+			}
+			s.gcRescan = time.Now()
+		}
+	}
+	if err := s.sweepKind(ctx, db, m, pebbleKindDirectory, opts.DryRun, false, res, nil); err != nil {
+		return err
+	}
+	return s.sweepKind(ctx, db, m, pebbleKindBlobIndex, opts.DryRun, false, res, nil)
+}
+
 // sweepKind merge-joins the store's keys of kind with the mark set's and
 // deletes (or, on a dry run, counts) the ones not marked, gcBatch at a
 // time; gate: take the gate for each batch.
-func (s *Store) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, kind byte, dryRun, gate bool, res *GCResult, tick func()) error {
+func (s *Store) sweepKind(ctx context.Context, db kvDB, m *markSet, kind byte, dryRun, gate bool, res *GCResult, tick func()) error {
 	bounds := &pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}}
-	it, err := db.NewIterWithContext(ctx, bounds)
+	it, err := db.newIter(ctx, bounds.LowerBound, bounds.UpperBound)
 	if err != nil {
-		return pebbleError(err, "gc: sweep")
+		return fmt.Errorf("castore: gc: sweep: %w", err)
 	}
 	defer it.Close()
 	// Uses add marks after the iterator is made; while none has, the
@@ -475,7 +528,7 @@ func (s *Store) sweepKind(ctx context.Context, db *pebble.DB, m *markSet, kind b
 // deleteUnmarked deletes the items of ds that are still not marked, under
 // their lock stripes, with their counters, in one batch (counts them on a
 // dry run).
-func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
+func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
 	recheck := false
 	if !dryRun {
 		if gate {
@@ -484,13 +537,36 @@ func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, k
 		}
 		unlock := s.lockStripes(slices.Values(ds))
 		defer unlock()
+	}
+	if !dryRun && db.shared() && gate {
+		// Other processes' uses since marking: their records, read
+		// holding the uses lock (see gcuse.go). Taken after the locks
+		// of this process: uses waiting for it hold connections of the
+		// pool, which a writer holding those locks may need. (The
+		// sweep of directories and blob indexes holds it throughout.)
+		ldb, unlock, err := db.gcLock(ctx, true)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		db = ldb
+		since := s.gcRescan.Add(-gcUseMargin)
+		if since.Before(s.gcCutoff) {
+			since = s.gcCutoff
+		}
+		s.gcRescan = time.Now()
+		if err := s.markRecent(ctx, db, m, since); err != nil {
+			return err
+		}
+	}
+	if !dryRun {
 		// A use marks under the stripe (or the gate) and counts after:
 		// a use of one of ds before now has moved the count.
 		recheck = m.added.Load() != seen
 	}
 	var delta [numCounters]uint64
-	b := db.NewBatch()
-	defer b.Close()
+	b := db.newBatch()
+	defer b.close()
 	for _, d := range ds {
 		if recheck {
 			if ok, err := m.has(kind, d); err != nil {
@@ -500,7 +576,7 @@ func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, k
 			}
 		}
 		key := pebbleKey(kind, d)
-		err := get(db, key, "gc", func(v []byte) error {
+		err := b.get(ctx, key, func(v []byte) error {
 			switch kind {
 			case pebbleKindChunk:
 				size, err := storedChunkSize(v)
@@ -528,19 +604,19 @@ func (s *Store) deleteUnmarked(ctx context.Context, db *pebble.DB, m *markSet, k
 			}
 			return nil
 		})
-		if errors.Is(err, pebble.ErrNotFound) {
+		if errors.Is(err, errNoKey) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		_ = b.Delete(key, nil)
+		b.delete(key)
 	}
-	if dryRun || b.Empty() {
+	if dryRun || b.empty() {
 		return nil
 	}
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, false); err != nil {
 		return pebbleError(err, "gc: delete")
 	}
 	return nil
@@ -555,7 +631,7 @@ const gcFrameGroup = 64 << 20
 
 // gcFrames retires the frames with no live chunk and rewrites those below
 // the threshold. marks, on a dry run, says which chunks would stay.
-func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opts GCOptions, res *GCResult) error {
+func (s *Store) gcFrames(ctx context.Context, db kvDB, marks *markSet, opts GCOptions, res *GCResult) error {
 	dry := marks != nil
 	if !dry {
 		// The packer and compactions wait, as for a compaction.
@@ -613,7 +689,7 @@ func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opt
 			}
 			seen[c.digest] = true
 			var cc *compactChunk
-			err := get(db, pebbleKey(pebbleKindChunk, c.digest), "chunk", func(v []byte) error {
+			err := get(ctx, db, pebbleKey(pebbleKindChunk, c.digest), "chunk", func(v []byte) error {
 				if len(v) == 0 || v[0] != CodecFrame {
 					return nil
 				}
@@ -626,7 +702,7 @@ func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opt
 				}
 				return nil
 			})
-			if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+			if err != nil && !errors.Is(err, errNoKey) {
 				return err
 			}
 			if cc != nil && dry {
@@ -672,10 +748,10 @@ func (s *Store) gcFrames(ctx context.Context, db *pebble.DB, marks *markSet, opt
 }
 
 // pruneUses deletes the use records from before cutoff.
-func (s *Store) pruneUses(db *pebble.DB, cutoff time.Time) error {
+func (s *Store) pruneUses(ctx context.Context, db kvDB, cutoff time.Time) error {
 	upper := useKey(cutoff, 0, castore.Digest{})[:9]
-	if err := db.DeleteRange([]byte{pebbleKindUse}, upper, pebble.NoSync); err != nil {
-		return pebbleError(err, "gc: prune use records")
+	if err := db.deleteRange(ctx, []byte{pebbleKindUse}, upper); err != nil {
+		return fmt.Errorf("castore: gc: prune use records: %w", err)
 	}
 	return nil
 }
@@ -692,13 +768,13 @@ func (s *Store) Recount(ctx context.Context) (castore.Stats, error) {
 		return castore.Stats{}, err
 	}
 	defer s.mu.RUnlock()
-	kept, err := s.statsOf(db)
+	kept, err := s.statsOf(ctx, db)
 	if err != nil {
 		return castore.Stats{}, err
 	}
 	st := castore.Stats{LogicalBytes: kept.LogicalBytes}
 	for _, kind := range []byte{pebbleKindChunk, pebbleKindBlobIndex, pebbleKindDirectory} {
-		it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
+		it, err := db.newIter(ctx, []byte{kind}, []byte{kind + 1})
 		if err != nil {
 			return castore.Stats{}, pebbleError(err, "recount")
 		}
@@ -751,18 +827,18 @@ func (s *Store) PutPhantomChunks(ctx context.Context, frame castore.Digest, refs
 		return err
 	}
 	defer s.mu.RUnlock()
-	b := db.NewBatch()
-	defer b.Close()
+	b := db.newBatch()
+	defer b.close()
 	var delta [numCounters]uint64
 	var v []byte
 	for _, r := range refs {
 		v = frameRef{frame: frame, length: r.Size}.encode(v[:0])
-		_ = b.Set(pebbleKey(pebbleKindChunk, r.Digest), v, nil)
+		b.set(pebbleKey(pebbleKindChunk, r.Digest), v)
 		delta[counterChunks]++
 		delta[counterUniqueChunkBytes] += uint64(r.Size)
 	}
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, false); err != nil {
 		return pebbleError(err, "put phantom chunks")
 	}
 	return nil

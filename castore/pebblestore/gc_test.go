@@ -20,13 +20,18 @@ import (
 // the counters agree with a fresh count. Ten rounds, so that uses land in
 // every step of the collection.
 func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
-	ctx := context.Background()
 	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{RecordUses: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	const n = 3000
+	gcKeepsUsed(t, s, s, 10, 3000)
+}
+
+// gcKeepsUsed is TestGCKeepsWhatIsUsedMeanwhile with the collection on
+// collector and the uses on s, for rounds rounds of n chunks.
+func gcKeepsUsed(t *testing.T, collector, s *pebblestore.Store, rounds, n int) {
+	ctx := context.Background()
 	const grace = 200 * time.Millisecond
 	chunk := func(i int) castore.Chunk {
 		b := make([]byte, 64+i%200)
@@ -34,7 +39,7 @@ func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
 		return castore.NewChunk(b)
 	}
 	noRoots := func(context.Context, func(string, castore.Entry) error) error { return nil }
-	for round := range 10 {
+	for round := range rounds {
 		for i := range n {
 			if _, err := s.PutChunk(ctx, chunk(round*n+i)); err != nil {
 				t.Fatal(err)
@@ -54,7 +59,7 @@ func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			res, gcErr = s.GC(ctx, pebblestore.GCOptions{Roots: noRoots, Grace: grace, RewriteBelow: 0.5})
+			res, gcErr = collector.GC(ctx, pebblestore.GCOptions{Roots: noRoots, Grace: grace, RewriteBelow: 0.5})
 		}()
 		for w := range 4 {
 			wg.Go(func() {
@@ -110,6 +115,9 @@ func TestGCKeepsWhatIsUsedMeanwhile(t *testing.T) {
 			t.Fatalf("round %d: nothing was collected", round)
 		}
 		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := collector.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
 		st, err := s.Stats(ctx)

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/nixcas/nixcas/castore"
 )
 
@@ -62,6 +60,28 @@ import (
 // Directory and blob index puts and reads wait while the gate is held for
 // writing: for the directory and blob index sweep (one pass over those
 // keys) and for each batch of the chunk sweep.
+//
+// Across processes (a shared database, OpenPostgres). The mark set and
+// the gate live in the collecting process only; another process's uses
+// reach the collection through their use records (RecordUses), under one
+// more rule. A use writes its record and looks the item up in one step
+// that takes the uses lock shared (kvDB.recordUse: a PostgreSQL advisory
+// lock, in one transaction with the insert and the lookup); the
+// collection takes it exclusively for the whole directory and blob index
+// sweep and for each chunk deletion batch, and having taken it, reads the
+// use records again (those stamped since its previous reading less
+// gcUseMargin, and not before its grace period) and marks what they reach
+// before it checks and deletes. So a use either committed its record
+// before the collection's reading, which then keeps the item (and, for a
+// directory or blob, its subtree, as the gate does in one process), or
+// looked the item up after the deletion committed, found it missing and
+// stores it again. One process collects at a time (kvDB.gcLock). Not
+// covered across processes: reads that count as uses in one process
+// (GetDirectory and GetBlobIndex, how a PathInfo put checks its tree)
+// write no record, so a PathInfo put on another replica during a
+// collection names a tree only its own use records protect (uploads
+// write them; a tree older than the grace period and used only by that
+// read is not).
 
 // pebbleKindUse keys use records (see above).
 const pebbleKindUse byte = 'R'
@@ -77,34 +97,63 @@ func useKey(t time.Time, kind byte, d castore.Digest) []byte {
 
 // gcState groups the collector's fields of a Store.
 type gcState struct {
-	gcRunning  sync.Mutex // one collection at a time
-	gcGate     sync.RWMutex
-	gcMarks    atomic.Pointer[markSet] // set while a collection runs
-	recordUses bool
+	gcRunning sync.Mutex // one collection at a time
+	gcGate    sync.RWMutex
+	gcMarks   atomic.Pointer[markSet] // set while a collection runs
+	// A collection on a shared database: its grace period's start, and
+	// when it last read the use records.
+	gcCutoff, gcRescan time.Time
+	recordUses         bool
 }
 
 // persistUse writes a use record of d, unless the store does not record
 // uses. The write is not synced: a use that a crash loses was not
 // followed by anything durable that relies on it.
-func (s *Store) persistUse(db *pebble.DB, kind byte, d castore.Digest) error {
+//
+// item, when not nil, is the key of the item used: persistUse then
+// reports whether it exists, looked up in one step with the record that
+// no collection's deletion batch divides (kvDB.recordUse), which is what
+// keeps it from a collection in another process (see above).
+func (s *Store) persistUse(ctx context.Context, db kvDB, kind byte, d castore.Digest, item []byte) (bool, error) {
 	if !s.recordUses || s.readOnly {
-		return nil
+		if item == nil {
+			return false, nil
+		}
+		return has(ctx, db, item)
 	}
 	key := useKey(time.Now(), kind, d)
 	if err := s.space.admit(len(key) + 16); err != nil {
-		return err
+		return false, err
 	}
-	if err := db.Set(key, nil, pebble.NoSync); err != nil {
-		return pebbleError(err, "record use of "+d.String())
+	ok, err := db.recordUse(ctx, key, item)
+	if err != nil {
+		return false, fmt.Errorf("record use of %s: %w", d, err)
 	}
-	return nil
+	return ok, nil
 }
 
-// useChunk records a use of chunk d (see above).
-func (s *Store) useChunk(db *pebble.DB, d castore.Digest) error {
-	if err := s.persistUse(db, pebbleKindChunk, d); err != nil {
-		return err
+// useChunk records a use of chunk d (see above) and reports whether it is
+// stored.
+func (s *Store) useChunk(ctx context.Context, db kvDB, d castore.Digest) (bool, error) {
+	key := pebbleKey(pebbleKindChunk, d)
+	if db.shared() {
+		ok, err := s.persistUse(ctx, db, pebbleKindChunk, d, key)
+		if err != nil {
+			return false, err
+		}
+		return ok, s.markChunkUsed(d)
 	}
+	if _, err := s.persistUse(ctx, db, pebbleKindChunk, d, nil); err != nil {
+		return false, err
+	}
+	if err := s.markChunkUsed(d); err != nil {
+		return false, err
+	}
+	return has(ctx, db, key)
+}
+
+// markChunkUsed adds chunk d to the mark set of a collection in progress.
+func (s *Store) markChunkUsed(d castore.Digest) error {
 	if s.gcMarks.Load() == nil {
 		return nil
 	}
@@ -117,11 +166,21 @@ func (s *Store) useChunk(db *pebble.DB, d castore.Digest) error {
 	return nil
 }
 
+// sharedItem is the key of the item d of kind on a shared database, to be
+// looked up with its use record (persistUse): the lookup that follows the
+// record then cannot see an item a collection deletes afterwards.
+func (s *Store) sharedItem(db kvDB, kind byte, d castore.Digest) []byte {
+	if !db.shared() {
+		return nil
+	}
+	return pebbleKey(kind, d)
+}
+
 // useBlob records a use of blob d; refs, when not nil, are its chunks
 // (a blob being put), else they are read from its index.
-func (s *Store) useBlob(db *pebble.DB, d castore.Digest, refs []castore.ChunkRef, persist bool) error {
+func (s *Store) useBlob(ctx context.Context, db kvDB, d castore.Digest, refs []castore.ChunkRef, persist bool) error {
 	if persist {
-		if err := s.persistUse(db, pebbleKindBlobIndex, d); err != nil {
+		if _, err := s.persistUse(ctx, db, pebbleKindBlobIndex, d, s.sharedItem(db, pebbleKindBlobIndex, d)); err != nil {
 			return err
 		}
 	}
@@ -134,17 +193,17 @@ func (s *Store) useBlob(db *pebble.DB, d castore.Digest, refs []castore.ChunkRef
 	if m == nil {
 		return nil
 	}
-	return s.markBlobUsed(db, m, d, refs)
+	return s.markBlobUsed(ctx, db, m, d, refs)
 }
 
 // markBlobUsed marks blob d and its chunks; the caller holds gcGate.
-func (s *Store) markBlobUsed(db *pebble.DB, m *markSet, d castore.Digest, refs []castore.ChunkRef) error {
+func (s *Store) markBlobUsed(ctx context.Context, db kvDB, m *markSet, d castore.Digest, refs []castore.ChunkRef) error {
 	if ok, err := m.has(pebbleKindBlobIndex, d); err != nil || ok {
 		return err
 	}
 	if refs == nil {
 		var err error
-		refs, err = s.getBlobIndex(db, d)
+		refs, err = s.getBlobIndex(ctx, db, d)
 		if errors.Is(err, castore.ErrNotFound) {
 			refs = []castore.ChunkRef{{Digest: d}} // a blob of one chunk, or none
 		} else if err != nil {
@@ -167,9 +226,9 @@ func (s *Store) markBlobUsed(db *pebble.DB, m *markSet, d castore.Digest, refs [
 
 // useDirectory records a use of directory d; dir, when not nil, is its
 // contents (a directory being put), else they are read from the store.
-func (s *Store) useDirectory(db *pebble.DB, d castore.Digest, dir *castore.Directory, persist bool) error {
+func (s *Store) useDirectory(ctx context.Context, db kvDB, d castore.Digest, dir *castore.Directory, persist bool) error {
 	if persist {
-		if err := s.persistUse(db, pebbleKindDirectory, d); err != nil {
+		if _, err := s.persistUse(ctx, db, pebbleKindDirectory, d, s.sharedItem(db, pebbleKindDirectory, d)); err != nil {
 			return err
 		}
 	}
@@ -182,31 +241,31 @@ func (s *Store) useDirectory(db *pebble.DB, d castore.Digest, dir *castore.Direc
 	if m == nil {
 		return nil
 	}
-	return s.markTreeUsed(db, m, d, dir)
+	return s.markTreeUsed(ctx, db, m, d, dir)
 }
 
 // markTreeUsed marks directory d and everything below it that is not
 // marked yet; the caller holds gcGate. A directory is marked after its
 // subtree, so that a use that finds it marked finds all of it marked.
-func (s *Store) markTreeUsed(db *pebble.DB, m *markSet, d castore.Digest, dir *castore.Directory) error {
+func (s *Store) markTreeUsed(ctx context.Context, db kvDB, m *markSet, d castore.Digest, dir *castore.Directory) error {
 	if ok, err := m.has(pebbleKindDirectory, d); err != nil || ok {
 		return err
 	}
 	if dir == nil {
 		var err error
-		if dir, err = s.getDirectory(db, d); errors.Is(err, castore.ErrNotFound) {
+		if dir, err = s.getDirectory(ctx, db, d); errors.Is(err, castore.ErrNotFound) {
 			return nil // not stored: its writer stores and uses its children
 		} else if err != nil {
 			return err
 		}
 	}
 	for _, f := range dir.Files {
-		if err := s.markBlobUsed(db, m, f.Digest, nil); err != nil {
+		if err := s.markBlobUsed(ctx, db, m, f.Digest, nil); err != nil {
 			return fmt.Errorf("file %q: %w", f.Name, err)
 		}
 	}
 	for _, sub := range dir.Directories {
-		if err := s.markTreeUsed(db, m, sub.Digest, nil); err != nil {
+		if err := s.markTreeUsed(ctx, db, m, sub.Digest, nil); err != nil {
 			return fmt.Errorf("directory %q: %w", sub.Name, err)
 		}
 	}
@@ -225,9 +284,9 @@ func (s *Store) RecordUse(ctx context.Context, kind castore.UseKind, d castore.D
 	defer s.mu.RUnlock()
 	switch kind {
 	case castore.UseBlob:
-		return s.useBlob(db, d, nil, true)
+		return s.useBlob(ctx, db, d, nil, true)
 	case castore.UseDirectory:
-		return s.useDirectory(db, d, nil, true)
+		return s.useDirectory(ctx, db, d, nil, true)
 	}
 	return fmt.Errorf("%w: use of kind %d", castore.ErrInvalid, kind)
 }

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixcas/nixcas/castore"
@@ -49,11 +48,11 @@ func decodeQueueValue(v []byte) (castore.Digest, int, error) {
 
 // loadQueue sets the next queue sequence number and the queued bytes from
 // the queue entries in db.
-func (s *Store) loadQueue(db *pebble.DB) error {
+func (s *Store) loadQueue(ctx context.Context, db kvDB) error {
 	lower := []byte{pebbleKindQueue}
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := db.newIter(ctx, lower, prefixEnd(lower))
 	if err != nil {
-		return pebbleError(err, "load queue")
+		return fmt.Errorf("castore: load queue: %w", err)
 	}
 	var queued int64
 	var last uint64
@@ -78,7 +77,7 @@ func (s *Store) loadQueue(db *pebble.DB) error {
 	if err := it.Close(); err != nil {
 		return pebbleError(err, "load queue")
 	}
-	s.queueSeq.Store(last)
+	db.initSeq(last)
 	s.queued.Store(queued)
 	return nil
 }
@@ -257,7 +256,7 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 
 	frames := []*pendingFrame{{}}
 	lower := []byte{pebbleKindQueue}
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := db.newIter(ctx, lower, prefixEnd(lower))
 	if err != nil {
 		return false, pebbleError(err, "pack")
 	}
@@ -282,7 +281,7 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 		}
 		e := queuedChunk{key: bytes.Clone(it.Key()), digest: d, size: size}
 		cur.queued += size
-		err = get(db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
+		err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
 			if len(v) == 0 || v[0] == CodecFrame {
 				return nil
 			}
@@ -294,7 +293,7 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 			e.wasInline = true
 			return nil
 		})
-		if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		if err != nil && !errors.Is(err, errNoKey) {
 			it.Close()
 			return false, err
 		}
@@ -369,7 +368,13 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 // was read at the frame f (when f has a name), registers f, drops the
 // queue entries, and adjusts the counters, in one batch, holding the lock
 // stripes of the chunks.
-func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, entries []queuedChunk) error {
+//
+// On a shared database the batch's reads lock the chunks until it
+// commits, so that two processes packing the same queued chunk switch it
+// once (the other frame keeps no chunk, and a collection retires it); a
+// frame registered meanwhile by another process (the same bytes, so the
+// same name) makes the batch start again, to extend its chunk list.
+func (s *Store) switchToFrame(ctx context.Context, db kvDB, f *frameInfo, entries []queuedChunk) error {
 	unlock := s.lockStripes(func(yield func(castore.Digest) bool) {
 		for _, e := range entries {
 			if e.moving() && !yield(e.digest) {
@@ -378,8 +383,20 @@ func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, 
 		}
 	})
 	defer unlock()
-	b := db.NewBatch()
-	defer b.Close()
+	chunks := f.chunks
+	for {
+		f.chunks = chunks
+		err := s.switchToFrameOnce(ctx, db, f, entries)
+		if !errors.Is(err, errKeyExists) {
+			return err
+		}
+	}
+}
+
+// switchToFrameOnce is one attempt of switchToFrame, holding the stripes.
+func (s *Store) switchToFrameOnce(ctx context.Context, db kvDB, f *frameInfo, entries []queuedChunk) error {
+	b := db.newBatch()
+	defer b.close()
 	var delta [numCounters]uint64
 	var ref []byte
 	// A chunk deleted (by a garbage collection) and stored again while
@@ -387,7 +404,7 @@ func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, 
 	switched := make(map[castore.Digest]bool, len(entries))
 	for _, e := range entries {
 		if e.key != nil {
-			_ = b.Delete(e.key, nil)
+			b.delete(e.key)
 		}
 		// A frame of no bytes (an empty chunk alone) is never written:
 		// such a chunk stays inline, where it takes one byte.
@@ -396,14 +413,14 @@ func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, 
 		}
 		key := pebbleKey(pebbleKindChunk, e.digest)
 		same, inlineLen := false, 0
-		err := get(db, key, "chunk", func(v []byte) error {
+		err := b.get(ctx, key, func(v []byte) error {
 			same = e.still(v)
 			if same && v[0] != CodecFrame {
 				inlineLen = len(v)
 			}
 			return nil
 		})
-		if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		if err != nil && !errors.Is(err, errNoKey) {
 			return err
 		}
 		if !same {
@@ -411,7 +428,7 @@ func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, 
 		}
 		switched[e.digest] = true
 		ref = frameRef{frame: f.name, offset: uint32(e.offset), length: uint32(e.size)}.encode(ref[:0])
-		_ = b.Set(key, ref, nil)
+		b.set(key, ref)
 		f.chunks = append(f.chunks, frameChunk{digest: e.digest, size: uint32(e.size)})
 		// An inline value leaves the count; a frame's bytes are counted
 		// per frame.
@@ -423,15 +440,15 @@ func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, 
 		// is registered and counted once.
 		fkey := pebbleKey(pebbleKindFrame, f.name)
 		var known *frameInfo
-		err := get(db, fkey, "frame", func(v []byte) (err error) {
+		err := b.get(ctx, fkey, func(v []byte) (err error) {
 			known, err = decodeFrameInfo(f.name, v)
 			return err
 		})
-		if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		if err != nil && !errors.Is(err, errNoKey) {
 			return err
 		}
 		if known == nil {
-			_ = b.Set(fkey, f.encode(), nil)
+			b.insert(fkey, f.encode())
 			delta[counterStoredBytes] += f.stored
 			delta[counterFrames]++
 		} else {
@@ -445,15 +462,17 @@ func (s *Store) switchToFrame(ctx context.Context, db *pebble.DB, f *frameInfo, 
 					known.chunks = append(known.chunks, c)
 				}
 			}
-			_ = b.Set(fkey, known.encode(), nil)
+			b.set(fkey, known.encode())
 		}
 	}
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := s.space.admit(int(b.Len())); err != nil {
+	b.addCounters(delta[:])
+	if err := s.space.admit(b.size()); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return pebbleError(err, "switch chunks to frame "+frameName(f.name))
+	if err := b.commit(ctx, false); errors.Is(err, errKeyExists) {
+		return err
+	} else if err != nil {
+		return fmt.Errorf("switch chunks to frame %s: %w", frameName(f.name), err)
 	}
 	return nil
 }
@@ -481,7 +500,13 @@ func (s *Store) lockStripes(digests func(yield func(castore.Digest) bool)) func(
 // left between writing them and switching chunks to them, or between
 // unregistering and deleting them. Only a writable open calls it, before
 // anything else can write.
-func (s *Store) sweepFrames(ctx context.Context, db *pebble.DB) error {
+//
+// On a shared database it does nothing: another process may be between
+// writing a frame and switching chunks to it. (Such strays then stay.)
+func (s *Store) sweepFrames(ctx context.Context, db kvDB) error {
+	if db.shared() {
+		return nil
+	}
 	registered := make(map[castore.Digest]bool)
 	err := scanFrames(ctx, db, func(f *frameInfo) error {
 		registered[f.name] = true

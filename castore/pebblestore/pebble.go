@@ -107,6 +107,9 @@ type Options struct {
 	// gcuse.go). Stores a server writes to record uses; chunk caches
 	// need not.
 	RecordUses bool
+	// ReadOnly makes OpenPostgres open the store for reading only (Open
+	// ignores it: OpenReadOnly is its read-only open).
+	ReadOnly bool
 }
 
 // DefaultOptions: 256 MiB cache, 32 MiB memtables, values of 1 KiB
@@ -233,14 +236,13 @@ type Store struct {
 
 	// mu guards db against Close: operations hold it for reading.
 	mu sync.RWMutex
-	db *pebble.DB
+	db kvDB
 
 	objects   ObjectStore
 	frameOpts FrameOptions
 	cache     *frameCache
-	queueSeq  atomic.Uint64 // last queue sequence number used
-	queued    atomic.Int64  // bytes of queued chunks
-	lastWrite atomic.Int64  // unix nanoseconds of the last new chunk
+	queued    atomic.Int64 // bytes of queued chunks
+	lastWrite atomic.Int64 // unix nanoseconds of the last new chunk
 	// maxPackLag: writers wait while more queued bytes than this wait for
 	// the packer (see waitForPacker).
 	maxPackLag int64
@@ -333,35 +335,42 @@ func openPebble(dir string, opts Options, fsys *storeFS, space *spaceGuard) (*St
 	if !fsys.readOnly {
 		recordOwner(dir)
 	}
-	if err := checkPebbleVersion(db, dir, fsys.readOnly); err != nil {
-		db.Close()
+	// Half a memtable: the queued chunks' inline values (at most as
+	// large) stay in memory until the packer has read them.
+	maxPackLag := max(int64(opts.MemTableSize)/2, int64(4*opts.Frames.Size))
+	return openStore(dir, opts, &pebbleKV{db: db}, fsys, space, maxPackLag)
+}
+
+// openStore opens a Store on the database db, which it closes on failure.
+func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGuard, maxPackLag int64) (*Store, error) {
+	ctx := context.Background()
+	if err := checkPebbleVersion(ctx, db, dir, fsys.readOnly); err != nil {
+		db.close()
 		return nil, err
 	}
 	s := &Store{
-		dir:       dir,
-		db:        db,
-		stripes:   make([]paddedMutex, opts.LockStripes),
-		fs:        fsys,
-		space:     space,
-		readOnly:  fsys.readOnly,
-		objects:   opts.Objects,
-		frameOpts: opts.Frames,
-		cache:     newFrameCache(opts.Frames.CacheSize),
-		// Half a memtable: the queued chunks' inline values (at most as
-		// large) stay in memory until the packer has read them.
-		maxPackLag: max(int64(opts.MemTableSize)/2, int64(4*opts.Frames.Size)),
+		dir:        dir,
+		db:         db,
+		stripes:    make([]paddedMutex, opts.LockStripes),
+		fs:         fsys,
+		space:      space,
+		readOnly:   fsys.readOnly,
+		objects:    opts.Objects,
+		frameOpts:  opts.Frames,
+		cache:      newFrameCache(opts.Frames.CacheSize),
+		maxPackLag: maxPackLag,
 	}
 	s.recordUses = opts.RecordUses
 	if s.objects == nil {
 		s.objects = &DirObjects{dir: filepath.Join(dir, "frames"), space: space}
 	}
-	if err := s.loadQueue(db); err != nil {
-		db.Close()
+	if err := s.loadQueue(ctx, db); err != nil {
+		db.close()
 		return nil, err
 	}
 	if !s.readOnly {
-		if err := s.sweepFrames(context.Background(), db); err != nil {
-			db.Close()
+		if err := s.sweepFrames(ctx, db); err != nil {
+			db.close()
 			return nil, fmt.Errorf("castore: pebble: open %s: %w", dir, err)
 		}
 		if !s.frameOpts.Off {
@@ -373,20 +382,20 @@ func openPebble(dir string, opts Options, fsys *storeFS, space *spaceGuard) (*St
 
 // checkPebbleVersion checks the layout version of the database in dir,
 // recording it in a new database unless readOnly.
-func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
+func checkPebbleVersion(ctx context.Context, db kvDB, dir string, readOnly bool) error {
 	var version []byte
-	err := get(db, pebbleVersionKey, "layout version", func(v []byte) error {
+	err := get(ctx, db, pebbleVersionKey, "layout version", func(v []byte) error {
 		version = bytes.Clone(v)
 		return nil
 	})
-	if errors.Is(err, pebble.ErrNotFound) {
-		it, err := db.NewIter(nil)
+	if errors.Is(err, errNoKey) {
+		it, err := db.newIter(ctx, nil, nil)
 		if err != nil {
-			return pebbleError(err, "open "+dir)
+			return fmt.Errorf("open %s: %w", dir, err)
 		}
 		empty := !it.First()
 		if err := it.Close(); err != nil {
-			return pebbleError(err, "open "+dir)
+			return fmt.Errorf("open %s: %w", dir, err)
 		}
 		if !empty {
 			return fmt.Errorf("%w: pebble database %s has data but no layout version", castore.ErrCorrupt, dir)
@@ -394,8 +403,8 @@ func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
 		if readOnly {
 			return nil
 		}
-		if err := db.Set(pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), pebble.Sync); err != nil {
-			return pebbleError(err, "open "+dir)
+		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), true); err != nil {
+			return fmt.Errorf("open %s: %w", dir, err)
 		}
 		return nil
 	}
@@ -407,8 +416,8 @@ func checkPebbleVersion(db *pebble.DB, dir string, readOnly bool) error {
 		return fmt.Errorf("%w: pebble database %s has layout version %x, want 1 to %d", castore.ErrInvalid, dir, version, pebbleLayoutVersion)
 	}
 	if got < pebbleLayoutVersion && !readOnly {
-		if err := db.Set(pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), pebble.Sync); err != nil {
-			return pebbleError(err, "open "+dir)
+		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), true); err != nil {
+			return fmt.Errorf("open %s: %w", dir, err)
 		}
 	}
 	return nil
@@ -419,7 +428,7 @@ func (s *Store) Dir() string { return s.dir }
 
 // acquire holds s.mu for reading and returns the database, or an error
 // once the store is closed. The caller calls s.mu.RUnlock.
-func (s *Store) acquire(ctx context.Context) (*pebble.DB, error) {
+func (s *Store) acquire(ctx context.Context) (kvDB, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -433,7 +442,7 @@ func (s *Store) acquire(ctx context.Context) (*pebble.DB, error) {
 
 // acquireWrite is acquire for a write: it fails on a read-only store.
 // Before committing n bytes, the writer asks s.space.admit(n).
-func (s *Store) acquireWrite(ctx context.Context) (*pebble.DB, error) {
+func (s *Store) acquireWrite(ctx context.Context) (kvDB, error) {
 	if s.readOnly {
 		return nil, fmt.Errorf("%w: store %s is open read-only", castore.ErrInvalid, s.dir)
 	}
@@ -441,7 +450,7 @@ func (s *Store) acquireWrite(ctx context.Context) (*pebble.DB, error) {
 }
 
 // acquireFor is acquire for a run that writes unless dryRun.
-func (s *Store) acquireFor(ctx context.Context, dryRun bool) (*pebble.DB, error) {
+func (s *Store) acquireFor(ctx context.Context, dryRun bool) (kvDB, error) {
 	if dryRun {
 		return s.acquire(ctx)
 	}
@@ -461,22 +470,9 @@ func pebbleKey(kind byte, d castore.Digest) []byte {
 	return k
 }
 
-// has reports whether key exists without reading its value. db.Get would
-// fetch the value, which for a separated chunk is a read of up to 256 KiB
-// from a blob file; an iterator's key alone does not (values are fetched
-// lazily), and SeekPrefixGE consults the bloom filters, so a miss usually
-// reads no data block at all. (BenchmarkPebbleHasChunk: about 5 µs, hit or
-// miss, against 35 µs for GetChunk of a 256 KiB chunk in the block cache.)
-func has(ctx context.Context, db *pebble.DB, key []byte) (bool, error) {
-	it, err := db.NewIterWithContext(ctx, nil)
-	if err != nil {
-		return false, pebbleError(err, "lookup")
-	}
-	found := it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
-	if err := it.Close(); err != nil {
-		return false, pebbleError(err, "lookup")
-	}
-	return found, nil
+// has reports whether key exists (see kvDB.has).
+func has(ctx context.Context, db kvDB, key []byte) (bool, error) {
+	return db.has(ctx, key)
 }
 
 // pebbleError wraps an error from Pebble, as ErrCorrupt when Pebble found
@@ -489,21 +485,11 @@ func pebbleError(err error, what string) error {
 }
 
 // get calls fn with the value of key, valid only during the call; a
-// missing key is pebble.ErrNotFound. db.Get reports an error reading a
-// separated value (a checksum mismatch in a blob file, say) only when its
-// closer is closed, handing out an empty value meanwhile, so the closer's
-// error takes precedence over fn's.
-func get(db *pebble.DB, key []byte, what string, fn func(v []byte) error) error {
-	v, closer, err := db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return err
-	}
-	if err != nil {
-		return pebbleError(err, fmt.Sprintf("%s %c/%x", what, key[0], key[1:]))
-	}
-	err = fn(v)
-	if cerr := closer.Close(); cerr != nil {
-		return pebbleError(cerr, fmt.Sprintf("%s %c/%x", what, key[0], key[1:]))
+// missing key is errNoKey. what names the record in errors.
+func get(ctx context.Context, db kvDB, key []byte, what string, fn func(v []byte) error) error {
+	err := db.get(ctx, key, fn)
+	if err != nil && !errors.Is(err, errNoKey) && !errors.Is(err, castore.ErrCorrupt) {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return err
 }
@@ -515,10 +501,7 @@ func (s *Store) HasChunk(ctx context.Context, d castore.Digest) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useChunk(db, d); err != nil {
-		return false, err
-	}
-	return has(ctx, db, pebbleKey(pebbleKindChunk, d))
+	return s.useChunk(ctx, db, d)
 }
 
 // GetChunk implements ChunkStore. An inline chunk is decoded straight from
@@ -534,7 +517,7 @@ func (s *Store) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]b
 }
 
 // getChunk is GetChunk on an acquired db.
-func (s *Store) getChunk(ctx context.Context, db *pebble.DB, d castore.Digest, dst []byte) ([]byte, error) {
+func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []byte) ([]byte, error) {
 	key := pebbleKey(pebbleKindChunk, d)
 	for attempt := 0; ; attempt++ {
 		var (
@@ -542,7 +525,7 @@ func (s *Store) getChunk(ctx context.Context, db *pebble.DB, d castore.Digest, d
 			framed bool
 			out    = dst
 		)
-		err := get(db, key, "chunk", func(v []byte) (err error) {
+		err := get(ctx, db, key, "chunk", func(v []byte) (err error) {
 			if len(v) > 0 && v[0] == CodecFrame {
 				framed = true
 				ref, err = decodeFrameRef(v)
@@ -552,7 +535,7 @@ func (s *Store) getChunk(ctx context.Context, db *pebble.DB, d castore.Digest, d
 			return err
 		})
 		switch {
-		case errors.Is(err, pebble.ErrNotFound):
+		case errors.Is(err, errNoKey):
 			return dst, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
 		case errors.Is(err, castore.ErrCorrupt):
 			return dst, fmt.Errorf("%w (chunk %s)", err, d)
@@ -596,11 +579,7 @@ func (s *Store) PutChunk(ctx context.Context, c castore.Chunk) (bool, error) {
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useChunk(db, c.Digest()); err != nil {
-		return false, err
-	}
-	key := pebbleKey(pebbleKindChunk, c.Digest())
-	if ok, err := has(ctx, db, key); err != nil || ok {
+	if ok, err := s.useChunk(ctx, db, c.Digest()); err != nil || ok {
 		return false, err
 	}
 	// Encode outside the lock: two puts of the same new chunk at once are
@@ -627,7 +606,7 @@ func (s *Store) PutChunk(ctx context.Context, c castore.Chunk) (bool, error) {
 // pack.go) and counters, unless it is already there, under the digest's
 // lock stripe so that a chunk is stored and counted once, if space admits
 // it. The write is not synced.
-func (s *Store) putStoredChunk(ctx context.Context, db *pebble.DB, d castore.Digest, size int, stored []byte) (bool, error) {
+func (s *Store) putStoredChunk(ctx context.Context, db kvDB, d castore.Digest, size int, stored []byte) (bool, error) {
 	if err := s.waitForPacker(ctx); err != nil {
 		return false, err
 	}
@@ -645,15 +624,21 @@ func (s *Store) putStoredChunk(ctx context.Context, db *pebble.DB, d castore.Dig
 	delta[counterUniqueChunkBytes] = uint64(size)
 	delta[counterStoredBytes] = uint64(len(stored))
 	delta[counterChunks] = 1
-	b := db.NewBatch()
-	defer b.Close()
-	_ = b.Set(key, stored, nil)
+	b := db.newBatch()
+	defer b.close()
+	b.insert(key, stored)
 	if !s.frameOpts.Off {
-		_ = b.Set(queueKey(s.queueSeq.Add(1)), queueValue(d, size), nil)
+		seq, err := db.nextSeq(ctx)
+		if err != nil {
+			return false, fmt.Errorf("put chunk %s: %w", d, err)
+		}
+		b.set(queueKey(seq), queueValue(d, size))
 	}
-	_ = b.Merge(pebbleCountersKey, encodeCounters(delta[:]), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return false, pebbleError(err, "put chunk "+d.String())
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, false); errors.Is(err, errKeyExists) {
+		return false, nil // stored meanwhile by another process
+	} else if err != nil {
+		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
 	s.lastWrite.Store(time.Now().UnixNano())
 	if !s.frameOpts.Off {
@@ -670,20 +655,20 @@ func (s *Store) GetBlobIndex(ctx context.Context, d castore.Digest) ([]castore.C
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useBlob(db, d, nil, false); err != nil {
+	if err := s.useBlob(ctx, db, d, nil, false); err != nil {
 		return nil, err
 	}
-	return s.getBlobIndex(db, d)
+	return s.getBlobIndex(ctx, db, d)
 }
 
 // getBlobIndex is GetBlobIndex on an acquired db, recording no use.
-func (s *Store) getBlobIndex(db *pebble.DB, d castore.Digest) ([]castore.ChunkRef, error) {
+func (s *Store) getBlobIndex(ctx context.Context, db kvDB, d castore.Digest) ([]castore.ChunkRef, error) {
 	var refs []castore.ChunkRef
-	err := get(db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
+	err := get(ctx, db, pebbleKey(pebbleKindBlobIndex, d), "blob index", func(v []byte) (err error) {
 		refs, err = decodeBlobIndex(d, v)
 		return err
 	})
-	if errors.Is(err, pebble.ErrNotFound) {
+	if errors.Is(err, errNoKey) {
 		return nil, fmt.Errorf("%w: blob index %s", castore.ErrNotFound, d)
 	}
 	if err != nil {
@@ -730,18 +715,24 @@ func (s *Store) PutBlob(ctx context.Context, d castore.Digest, size uint64, chun
 	if used == nil {
 		used = []castore.ChunkRef{}
 	}
-	if err := s.useBlob(db, d, used, true); err != nil {
+	if err := s.useBlob(ctx, db, d, used, true); err != nil {
 		return err
 	}
 	if err := s.space.admit(len(chunks) * blobIndexEntrySize); err != nil {
 		return err
 	}
-	logical := encodeCounters([]uint64{counterLogicalBytes: size})
-	if len(chunks) < 2 {
-		if err := db.Merge(pebbleCountersKey, logical, pebble.NoSync); err != nil {
-			return pebbleError(err, "put blob "+d.String())
+	logical := []uint64{counterLogicalBytes: size}
+	addLogical := func() error {
+		b := db.newBatch()
+		defer b.close()
+		b.addCounters(logical)
+		if err := b.commit(ctx, false); err != nil {
+			return fmt.Errorf("put blob %s: %w", d, err)
 		}
 		return nil
+	}
+	if len(chunks) < 2 {
+		return addLogical()
 	}
 	key := pebbleKey(pebbleKindBlobIndex, d)
 	var value []byte
@@ -750,25 +741,28 @@ func (s *Store) PutBlob(ctx context.Context, d castore.Digest, size uint64, chun
 	} else if !ok {
 		value = encodeBlobIndex(chunks)
 	}
+	if value == nil {
+		return addLogical()
+	}
 	mu := s.stripe(d)
 	mu.Lock()
 	defer mu.Unlock()
-	b := db.NewBatch()
-	defer b.Close()
-	if value != nil {
-		if ok, err := has(ctx, db, key); err != nil {
-			return err
-		} else if !ok {
-			_ = b.Set(key, value, nil)
-			var delta [counterBlobs + 1]uint64
-			delta[counterLogicalBytes] = size
-			delta[counterBlobs] = 1
-			logical = encodeCounters(delta[:])
-		}
+	if ok, err := has(ctx, db, key); err != nil {
+		return err
+	} else if ok {
+		return addLogical()
 	}
-	_ = b.Merge(pebbleCountersKey, logical, nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return pebbleError(err, "put blob "+d.String())
+	b := db.newBatch()
+	defer b.close()
+	b.insert(key, value)
+	var delta [counterBlobs + 1]uint64
+	delta[counterLogicalBytes] = size
+	delta[counterBlobs] = 1
+	b.addCounters(delta[:])
+	if err := b.commit(ctx, false); errors.Is(err, errKeyExists) {
+		return addLogical() // stored meanwhile by another process
+	} else if err != nil {
+		return fmt.Errorf("put blob %s: %w", d, err)
 	}
 	return nil
 }
@@ -780,21 +774,21 @@ func (s *Store) GetDirectory(ctx context.Context, d castore.Digest) (*castore.Di
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useDirectory(db, d, nil, false); err != nil {
+	if err := s.useDirectory(ctx, db, d, nil, false); err != nil {
 		return nil, err
 	}
-	return s.getDirectory(db, d)
+	return s.getDirectory(ctx, db, d)
 }
 
 // getDirectory is GetDirectory on an acquired db, recording no use.
-func (s *Store) getDirectory(db *pebble.DB, d castore.Digest) (*castore.Directory, error) {
+func (s *Store) getDirectory(ctx context.Context, db kvDB, d castore.Digest) (*castore.Directory, error) {
 	var dir *castore.Directory
-	err := get(db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
+	err := get(ctx, db, pebbleKey(pebbleKindDirectory, d), "directory", func(v []byte) (err error) {
 		// The decoded directory copies what it keeps (strings, digests).
 		dir, err = castore.DecodeStoredDirectory(d, v)
 		return err
 	})
-	if errors.Is(err, pebble.ErrNotFound) {
+	if errors.Is(err, errNoKey) {
 		return nil, fmt.Errorf("%w: directory %s", castore.ErrNotFound, d)
 	}
 	if err != nil {
@@ -815,7 +809,7 @@ func (s *Store) PutDirectory(ctx context.Context, dir *castore.Directory) (casto
 		return castore.Digest{}, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useDirectory(db, d, dir, true); err != nil {
+	if err := s.useDirectory(ctx, db, d, dir, true); err != nil {
 		return castore.Digest{}, err
 	}
 	key := pebbleKey(pebbleKindDirectory, d)
@@ -828,12 +822,12 @@ func (s *Store) PutDirectory(ctx context.Context, dir *castore.Directory) (casto
 	if err := s.space.admit(len(key) + len(b)); err != nil {
 		return castore.Digest{}, err
 	}
-	batch := db.NewBatch()
-	defer batch.Close()
-	_ = batch.Set(key, b, nil)
-	_ = batch.Merge(pebbleCountersKey, encodeCounters([]uint64{counterDirectories: 1}), nil)
-	if err := batch.Commit(pebble.NoSync); err != nil {
-		return castore.Digest{}, pebbleError(err, "put directory "+d.String())
+	batch := db.newBatch()
+	defer batch.close()
+	batch.insert(key, b)
+	batch.addCounters([]uint64{counterDirectories: 1})
+	if err := batch.commit(ctx, false); err != nil && !errors.Is(err, errKeyExists) {
+		return castore.Digest{}, fmt.Errorf("put directory %s: %w", d, err)
 	}
 	return d, nil
 }
@@ -846,7 +840,7 @@ func (s *Store) Stats(ctx context.Context) (castore.Stats, error) {
 		return castore.Stats{}, err
 	}
 	defer s.mu.RUnlock()
-	return s.statsOf(db)
+	return s.statsOf(ctx, db)
 }
 
 // Sync implements Store. It commits an empty, synced batch (a LogData
@@ -863,8 +857,8 @@ func (s *Store) Sync(ctx context.Context) error {
 	if s.readOnly {
 		return nil
 	}
-	if err := db.LogData(nil, pebble.Sync); err != nil {
-		return pebbleError(err, "sync")
+	if err := db.sync(ctx); err != nil {
+		return err
 	}
 	return nil
 }
@@ -897,17 +891,17 @@ func (s *Store) Close() error {
 		return nil
 	}
 	var err error
-	if !s.readOnly {
-		if wal := s.db.Metrics().WAL.Size; wal > 0 && s.roomToFlush(wal) {
-			if ferr := s.db.Flush(); ferr != nil {
+	if p, ok := s.db.(*pebbleKV); ok && !s.readOnly {
+		if wal := p.db.Metrics().WAL.Size; wal > 0 && s.roomToFlush(wal) {
+			if ferr := p.db.Flush(); ferr != nil {
 				err = pebbleError(ferr, "flush before close")
 			}
 		}
 	}
 	// Writes that wait for space (other than the log's) give up now.
 	close(s.fs.closing)
-	if cerr := s.db.Close(); cerr != nil && err == nil {
-		err = pebbleError(cerr, "close")
+	if cerr := s.db.close(); cerr != nil && err == nil {
+		err = fmt.Errorf("castore: close: %w", cerr)
 	}
 	s.db = nil
 	return err
@@ -938,15 +932,16 @@ func (s *Store) Flush(ctx context.Context) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	if s.readOnly {
+	p, ok := db.(*pebbleKV)
+	if s.readOnly || !ok {
 		return nil
 	}
-	if err := db.Flush(); err != nil {
+	if err := p.db.Flush(); err != nil {
 		return pebbleError(err, "flush")
 	}
 	// Let the compactions the flush set off finish, so that what follows
 	// meets a store at rest.
-	for db.Metrics().Compact.NumInProgress > 0 {
+	for p.db.Metrics().Compact.NumInProgress > 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -985,11 +980,11 @@ func (s *Store) GetMeta(ctx context.Context, kind byte, key []byte) ([]byte, err
 	}
 	defer s.mu.RUnlock()
 	var value []byte
-	err = get(db, append([]byte{kind}, key...), "meta record", func(v []byte) error {
+	err = get(ctx, db, append([]byte{kind}, key...), "meta record", func(v []byte) error {
 		value = bytes.Clone(v)
 		return nil
 	})
-	if errors.Is(err, pebble.ErrNotFound) {
+	if errors.Is(err, errNoKey) {
 		return nil, fmt.Errorf("%w: %c/%x", castore.ErrNotFound, kind, key)
 	}
 	if err != nil {
@@ -1018,18 +1013,18 @@ func (s *Store) SetMeta(ctx context.Context, records ...castore.MetaRecord) erro
 	if err := s.space.admit(n); err != nil {
 		return err
 	}
-	b := db.NewBatch()
-	defer b.Close()
+	b := db.newBatch()
+	defer b.close()
 	var key []byte
 	for _, r := range records {
 		key = append(append(key[:0], r.Kind), r.Key...)
 		if r.Delete {
-			_ = b.Delete(key, nil)
+			b.delete(key)
 		} else {
-			_ = b.Set(key, r.Value, nil)
+			b.set(key, r.Value)
 		}
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := b.commit(ctx, false); err != nil {
 		return pebbleError(err, "set meta")
 	}
 	return nil
@@ -1049,7 +1044,7 @@ func (s *Store) ScanMeta(ctx context.Context, kind byte, prefix []byte, fn func(
 	}
 	defer s.mu.RUnlock()
 	lower := append([]byte{kind}, prefix...)
-	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := db.newIter(ctx, lower, prefixEnd(lower))
 	if err != nil {
 		return pebbleError(err, "scan meta")
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -155,6 +156,7 @@ func defaultDataDir() string {
 // storeFlags are the flags of every command that opens the local store.
 type storeFlags struct {
 	data         string
+	meta         string // PostgreSQL URL of the records; "" keeps them in data
 	minFree      uint64
 	noSpaceGuard bool
 	blobs        blobFlags
@@ -164,6 +166,7 @@ type storeFlags struct {
 func (f *storeFlags) registerReadOnly(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.data, "data", defaultDataDir(), "data directory of the store")
 	f.blobs.register(cmd)
+	cmd.Flags().StringVar(&f.meta, "meta", "", "postgres://USER@HOST:PORT/DB?... keeps the store's records in that PostgreSQL database (shared by several servers) and only the frames in --data")
 }
 
 // register adds the flags of commands that write to the store.
@@ -195,6 +198,20 @@ func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestor
 		return nil, err
 	}
 	o.Objects = objects
+	if f.meta != "" {
+		if !pebblestore.IsPostgresURL(f.meta) {
+			return nil, fmt.Errorf("--meta %q: want a postgres:// URL", f.meta)
+		}
+		o.MinFreeBytes, o.NoSpaceGuard, o.RecordUses = f.minFree, f.noSpaceGuard, !readOnly
+		if readOnly {
+			o.ReadOnly = true
+		}
+		s, err := pebblestore.OpenPostgres(context.Background(), f.meta, f.data, o)
+		if err != nil {
+			return nil, fmt.Errorf("opening store %s with records in %s: %w", f.data, redactURL(f.meta), err)
+		}
+		return s, nil
+	}
 	if readOnly {
 		s, err := pebblestore.OpenReadOnly(f.data, o)
 		if err != nil {
@@ -208,4 +225,13 @@ func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestor
 		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
 	}
 	return s, nil
+}
+
+// redactURL returns a database URL without its password, for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the --meta database"
+	}
+	return u.Redacted()
 }

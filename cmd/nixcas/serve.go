@@ -79,7 +79,7 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 			if err := ops.apply(os.Stderr, &o); err != nil {
 				return err
 			}
-			o.DataDir = sf.data
+			o.DataDir, o.Meta = sf.data, sf.meta
 			if o.Pebble.Objects, err = sf.blobs.objects(cmd.Context(), sf.data, false); err != nil {
 				return err
 			}

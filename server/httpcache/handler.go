@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -127,6 +128,9 @@ type handler struct {
 	uploads   *uploads
 	m         *metrics
 	zstd      zstdPool
+	// lastPrune: unix seconds of the last pruning of expired pending
+	// uploads in the store (see putNAR).
+	lastPrune atomic.Int64
 }
 
 // New returns the binary cache handler over o.CAS and o.Index, meant to be

@@ -64,6 +64,27 @@ func (h *handler) putNAR(w http.ResponseWriter, r *http.Request) {
 	up.fileSize = body.n
 	fh.Sum(up.fileHash[:0])
 	h.uploads.add(up)
+	if ps, ok := h.o.Index.(pendingUploadStore); ok {
+		// The narinfo may reach another server on the same records.
+		err := ps.PutPendingUpload(r.Context(), store.PendingUpload{
+			URL: up.url, Root: up.nar.Root, NARSize: up.nar.NARSize, NARSha256: up.nar.NARSha256,
+			FileHash: up.fileHash, FileSize: up.fileSize, Expires: up.expires,
+		})
+		if err != nil {
+			h.uploads.remove(up)
+			httpError(w, r, err)
+			return
+		}
+		// Uploads whose narinfo never came go, at most once a minute.
+		now, last := time.Now().Unix(), h.lastPrune.Load()
+		if now-last >= 60 && h.lastPrune.CompareAndSwap(last, now) {
+			if pr, ok := ps.(interface {
+				PrunePendingUploads(context.Context, time.Time) (int, error)
+			}); ok {
+				_, _ = pr.PrunePendingUploads(r.Context(), time.Now())
+			}
+		}
+	}
 	h.m.received(body.n)
 	w.WriteHeader(http.StatusCreated)
 }
@@ -117,6 +138,10 @@ func (h *handler) putNarInfo(w http.ResponseWriter, r *http.Request, hash string
 	}
 	if up != nil {
 		h.uploads.remove(up)
+		if ps, ok := h.o.Index.(pendingUploadStore); ok {
+			// Best effort: a record left behind expires.
+			_ = ps.DeletePendingUpload(r.Context(), up.url, up.nar.NARSha256)
+		}
 	}
 	w.WriteHeader(http.StatusCreated)
 }
@@ -146,6 +171,16 @@ func (h *handler) pathInfoOf(r *http.Request, hash string, ni *narinfo.NarInfo) 
 	// same hash, or already stored.
 	var res narrender.Result
 	up := h.uploads.get(narInfoURL(ni), narSum)
+	if ps, ok := h.o.Index.(pendingUploadStore); ok && up == nil {
+		pu, err := ps.PendingUpload(r.Context(), narInfoURL(ni), narSum)
+		switch {
+		case err == nil:
+			up = &upload{url: pu.URL, fileHash: pu.FileHash, fileSize: pu.FileSize, expires: pu.Expires,
+				nar: narrender.Result{Root: pu.Root, NARSize: pu.NARSize, NARSha256: pu.NARSha256}}
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, nil, err
+		}
+	}
 	if up != nil {
 		res = up.nar
 		if up.url == narInfoURL(ni) {
@@ -290,6 +325,15 @@ func sha256Of(h *nixhash.HashWithEncoding, field string) ([sha256.Size]byte, err
 	return sum, nil
 }
 
+// pendingUploadStore is the power of an Index (store.Index has it) to keep
+// pending uploads in the store, where every server on the same records
+// finds them: the narinfo of a NAR may reach another replica.
+type pendingUploadStore interface {
+	PutPendingUpload(ctx context.Context, u store.PendingUpload) error
+	PendingUpload(ctx context.Context, url string, sum [sha256.Size]byte) (store.PendingUpload, error)
+	DeletePendingUpload(ctx context.Context, url string, sum [sha256.Size]byte) error
+}
+
 // uploads remembers ingested NARs until their narinfo arrives, by URL and
 // by NAR hash: at most max of them, each for ttl. It is safe for concurrent
 // use.
@@ -343,10 +387,14 @@ func (u *uploads) get(url string, sum [sha256.Size]byte) *upload {
 	return nil
 }
 
+// remove forgets up, if it is one of u's (an upload read back from the
+// store is not).
 func (u *uploads) remove(up *upload) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.drop(up)
+	if u.byURL[up.url] == up || u.byNAR[up.nar.NARSha256] == up {
+		u.drop(up)
+	}
 }
 
 // drop forgets up (it stays in the queue until it reaches the front).

@@ -1,0 +1,286 @@
+package pebblestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/nixcas/nixcas/castore"
+)
+
+// The database layer
+//
+// A Store keeps every record (the layout in doc.go) in a kvDB: ordered
+// byte keys, atomic write batches, and the counters. Two implement it:
+// pebbleKV, one embedded Pebble database that one process owns (the
+// default), and pgKV, a table in PostgreSQL that several processes share
+// (pg.go). All of the store's logic (frames, packer, compaction,
+// collection) runs on either; where another process may write the same
+// database (shared), the store's in-process locks no longer exclude every
+// concurrent writer, and the database's own conditions take over:
+// insert of a new key fails the batch when the key exists (a chunk put on
+// two processes at once is stored and counted once), a batch's reads lock
+// what they read until it commits, queue sequence numbers come from the
+// database, and uses are recorded under the collection gate (useKey,
+// gcuse.go).
+
+// errNoKey: the key is not in the database.
+var errNoKey = errors.New("castore: no such key")
+
+// errKeyExists: a batch's insert met a key that exists; nothing of the
+// batch was applied.
+var errKeyExists = errors.New("castore: key exists")
+
+// kvDB is the database of a Store. Keys and values handed to it may be
+// reused by the caller once a call returns.
+type kvDB interface {
+	// get calls fn with the value of key, valid only during the call; a
+	// missing key is errNoKey.
+	get(ctx context.Context, key []byte, fn func(v []byte) error) error
+	// has reports whether key exists, without reading its value where
+	// that costs more than the key.
+	has(ctx context.Context, key []byte) (bool, error)
+	// newIter iterates over the keys in [lower, upper) in bytewise
+	// order; upper nil means no upper bound. The iterator sees writes
+	// committed before it was made, and possibly later ones.
+	newIter(ctx context.Context, lower, upper []byte) (kvIter, error)
+	// newBatch starts an atomic write batch.
+	newBatch() kvBatch
+	// set writes one key alone, synced when sync is set.
+	set(ctx context.Context, key, value []byte, sync bool) error
+	// deleteRange deletes the keys in [lower, upper).
+	deleteRange(ctx context.Context, lower, upper []byte) error
+	// counters returns the counter vector (see doc.go).
+	counters(ctx context.Context) ([numCounters]uint64, error)
+	// nextSeq returns a queue sequence number greater than every one
+	// used before, by any process.
+	nextSeq(ctx context.Context) (uint64, error)
+	// initSeq records last as the highest queue sequence number in use
+	// (loadQueue, at open).
+	initSeq(last uint64)
+	// sync makes every write that returned before it durable.
+	sync(ctx context.Context) error
+	// shared reports whether other processes may write the database at
+	// the same time.
+	shared() bool
+	// recordUse writes the use record useKey (unsynced) and, when item
+	// is not nil, reports whether item exists, in one step that no
+	// collection's deletion batch (under gcLock exclusive) divides.
+	recordUse(ctx context.Context, useKey, item []byte) (bool, error)
+	// gcLock excludes other processes' collections and uses of the
+	// gate; the returned unlock ends it. exclusive: uses too (held by
+	// a collection around each deletion batch). Without exclusive it
+	// is the lock that lets one process at a time collect. A database
+	// of one process returns at once.
+	// With exclusive it also returns the database to use while it is
+	// held (the same one, or a view through the lock's connection).
+	gcLock(ctx context.Context, exclusive bool) (db kvDB, unlock func(), err error)
+	// close closes the database.
+	close() error
+}
+
+// kvIter is an iterator of a kvDB, used as a Pebble iterator: First, then
+// Next while Valid. Key and the value are valid until the next move.
+type kvIter interface {
+	First() bool
+	Next() bool
+	Valid() bool
+	Key() []byte
+	ValueAndErr() ([]byte, error)
+	Error() error
+	Close() error
+}
+
+// kvBatch is an atomic write batch. Writes are applied together at commit
+// or not at all; close releases an uncommitted batch (safe after commit).
+type kvBatch interface {
+	// get is kvDB.get of the latest committed value; on a shared
+	// database the key stays locked against other batches until the
+	// batch commits or closes.
+	get(ctx context.Context, key []byte, fn func(v []byte) error) error
+	set(key, value []byte)
+	// insert sets key, which the caller found absent: commit fails with
+	// errKeyExists, applying nothing, should another writer have set it
+	// since (on a shared database; one process excludes that with its
+	// lock stripes).
+	insert(key, value []byte)
+	delete(key []byte)
+	// addCounters adds delta to the counters (modulo 2^64).
+	addCounters(delta []uint64)
+	// size is the bytes of the writes so far, empty whether there are none.
+	size() int
+	empty() bool
+	commit(ctx context.Context, sync bool) error
+	close()
+}
+
+// pebbleKV is a kvDB in one Pebble database, open in one process.
+type pebbleKV struct {
+	db  *pebble.DB
+	seq atomic.Uint64 // last queue sequence number used
+}
+
+var _ kvDB = (*pebbleKV)(nil)
+
+func (p *pebbleKV) get(_ context.Context, key []byte, fn func(v []byte) error) error {
+	v, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return errNoKey
+	}
+	if err != nil {
+		return pebbleError(err, fmt.Sprintf("get %c/%x", key[0], key[1:]))
+	}
+	// Pebble reports an error reading a separated value (a checksum
+	// mismatch in a blob file, say) only when the closer is closed,
+	// handing out an empty value meanwhile, so the closer's error takes
+	// precedence over fn's.
+	err = fn(v)
+	if cerr := closer.Close(); cerr != nil {
+		return pebbleError(cerr, fmt.Sprintf("get %c/%x", key[0], key[1:]))
+	}
+	return err
+}
+
+// has does not read the value. db.Get would fetch it, which for a
+// separated chunk is a read of up to 256 KiB from a blob file; an
+// iterator's key alone does not (values are fetched lazily), and
+// SeekPrefixGE consults the bloom filters, so a miss usually reads no data
+// block at all. (BenchmarkPebbleHasChunk: about 5 µs, hit or miss, against
+// 35 µs for GetChunk of a 256 KiB chunk in the block cache.)
+func (p *pebbleKV) has(ctx context.Context, key []byte) (bool, error) {
+	it, err := p.db.NewIterWithContext(ctx, nil)
+	if err != nil {
+		return false, pebbleError(err, "lookup")
+	}
+	found := it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key)
+	if err := it.Close(); err != nil {
+		return false, pebbleError(err, "lookup")
+	}
+	return found, nil
+}
+
+func (p *pebbleKV) newIter(ctx context.Context, lower, upper []byte) (kvIter, error) {
+	it, err := p.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, pebbleError(err, "iterate")
+	}
+	return it, nil
+}
+
+func (p *pebbleKV) newBatch() kvBatch { return &pebbleBatch{p: p, b: p.db.NewBatch()} }
+
+func (p *pebbleKV) set(_ context.Context, key, value []byte, sync bool) error {
+	if err := p.db.Set(key, value, pebbleSync(sync)); err != nil {
+		return pebbleError(err, fmt.Sprintf("set %c/%x", key[0], key[1:]))
+	}
+	return nil
+}
+
+func (p *pebbleKV) deleteRange(_ context.Context, lower, upper []byte) error {
+	if err := p.db.DeleteRange(lower, upper, pebble.NoSync); err != nil {
+		return pebbleError(err, "delete range")
+	}
+	return nil
+}
+
+func (p *pebbleKV) counters(ctx context.Context) ([numCounters]uint64, error) {
+	var c [numCounters]uint64
+	err := p.get(ctx, pebbleCountersKey, func(v []byte) error {
+		return decodeCounters(&c, v)
+	})
+	if err != nil && !errors.Is(err, errNoKey) {
+		return c, err
+	}
+	return c, nil
+}
+
+func (p *pebbleKV) nextSeq(context.Context) (uint64, error) { return p.seq.Add(1), nil }
+func (p *pebbleKV) initSeq(last uint64)                     { p.seq.Store(last) }
+
+// sync commits an empty, synced batch (a LogData record): the write-ahead
+// log is synced in order, so every write that returned before is durable
+// when it returns. Unlike a memtable flush this costs one fsync.
+func (p *pebbleKV) sync(context.Context) error {
+	if err := p.db.LogData(nil, pebble.Sync); err != nil {
+		return pebbleError(err, "sync")
+	}
+	return nil
+}
+
+func (p *pebbleKV) shared() bool { return false }
+
+// recordUse needs no lock: a collection in this process, the only one,
+// learns of uses at once (gcuse.go).
+func (p *pebbleKV) recordUse(ctx context.Context, useKey, item []byte) (bool, error) {
+	if err := p.set(ctx, useKey, nil, false); err != nil || item == nil {
+		return false, err
+	}
+	return p.has(ctx, item)
+}
+
+func (p *pebbleKV) gcLock(context.Context, bool) (kvDB, func(), error) { return p, func() {}, nil }
+
+func (p *pebbleKV) close() error { return p.db.Close() }
+
+func pebbleSync(sync bool) *pebble.WriteOptions {
+	if sync {
+		return pebble.Sync
+	}
+	return pebble.NoSync
+}
+
+// pebbleBatch is a kvBatch of a pebbleKV. Its counter deltas are one
+// Merge operand, added at commit.
+type pebbleBatch struct {
+	p     *pebbleKV
+	b     *pebble.Batch
+	delta []uint64
+}
+
+func (b *pebbleBatch) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
+	return b.p.get(ctx, key, fn)
+}
+
+func (b *pebbleBatch) set(key, value []byte)    { _ = b.b.Set(key, value, nil) }
+func (b *pebbleBatch) insert(key, value []byte) { _ = b.b.Set(key, value, nil) }
+func (b *pebbleBatch) delete(key []byte)        { _ = b.b.Delete(key, nil) }
+
+func (b *pebbleBatch) addCounters(delta []uint64) {
+	if len(delta) > len(b.delta) {
+		b.delta = append(b.delta, make([]uint64, len(delta)-len(b.delta))...)
+	}
+	for i, x := range delta {
+		b.delta[i] += x
+	}
+}
+
+func (b *pebbleBatch) size() int   { return int(b.b.Len()) + 8*len(b.delta) }
+func (b *pebbleBatch) empty() bool { return b.b.Empty() && len(b.delta) == 0 }
+
+func (b *pebbleBatch) commit(_ context.Context, sync bool) error {
+	if len(b.delta) > 0 {
+		_ = b.b.Merge(pebbleCountersKey, encodeCounters(b.delta), nil)
+	}
+	if err := b.b.Commit(pebbleSync(sync)); err != nil {
+		return pebbleError(err, "commit")
+	}
+	return nil
+}
+
+func (b *pebbleBatch) close() { _ = b.b.Close() }
+
+// decodeCounters adds the stored counter vector v into c.
+func decodeCounters(c *[numCounters]uint64, v []byte) error {
+	if len(v)%8 != 0 {
+		return fmt.Errorf("%w: counters of %d bytes", castore.ErrCorrupt, len(v))
+	}
+	for i := 0; i < numCounters && 8*i < len(v); i++ {
+		c[i] += binary.LittleEndian.Uint64(v[8*i:])
+	}
+	return nil
+}

@@ -1,0 +1,580 @@
+package pebblestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nixcas/nixcas/castore"
+)
+
+// PostgreSQL: the same records, shared by several processes
+//
+// OpenPostgres keeps the records of the layout (doc.go) in one PostgreSQL
+// table of bytea keys and values, whose order is bytewise like Pebble's,
+// and the frames under a data directory as before (or in Options.Objects).
+// Several processes (replicas of a server) may open the same database at
+// once; their data directories may be one and the same.
+//
+//	nixcas_kv (k bytea PRIMARY KEY, v bytea)   every record but the counters
+//	nixcas_counters (shard, pos, v bigint)     the counter vector, in shards:
+//	                                           a batch adds its deltas to one
+//	                                           shard at random, a read sums
+//	nixcas_queue_seq                           queue sequence numbers, taken
+//	                                           in blocks of pgSeqBlock
+//
+// A batch is one transaction; its reads (kvBatch.get) take row locks
+// (SELECT ... FOR UPDATE) and its inserts are INSERT ... ON CONFLICT DO
+// NOTHING, failing the transaction with errKeyExists when nothing was
+// inserted, so a record and its counters are written once whichever
+// process wins. Unsynced writes commit with synchronous_commit off: they
+// are visible to every process at once and become durable in commit order
+// (so a crash of the server never keeps a later write and loses an earlier
+// one), and Sync commits a write synchronously, which flushes the log up
+// to it.
+//
+// Advisory locks (pgLockGC, pgLockUses) stand in for the in-process locks
+// a collection takes across processes; see gcuse.go for the rule.
+
+// pgSeqBlock is how many queue sequence numbers a process takes at once.
+const pgSeqBlock = 1024
+
+// Advisory lock keys: pgLockGC is held by the one process collecting,
+// pgLockUses exclusively by a collection around each deletion batch and
+// shared by every recorded use, pgLockSchema while the tables are made.
+const (
+	pgLockGC     int64 = 0x6e6978636173_01
+	pgLockUses   int64 = 0x6e6978636173_02
+	pgLockSchema int64 = 0x6e6978636173_03
+)
+
+// pgIterPage bounds the rows one iterator query reads: values are at most
+// a chunk (256 KiB) and mostly far smaller.
+const pgIterPage = 256
+
+// pgCounterShards is how many rows each counter is spread over, so that
+// writers of different processes rarely wait for one row.
+const pgCounterShards = 16
+
+const pgSchema = `
+CREATE TABLE IF NOT EXISTS nixcas_kv (k bytea PRIMARY KEY, v bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS nixcas_counters (shard int NOT NULL, pos int NOT NULL, v bigint NOT NULL, PRIMARY KEY (shard, pos));
+CREATE TABLE IF NOT EXISTS nixcas_sync (id int PRIMARY KEY, n bigint NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS nixcas_queue_seq INCREMENT BY 1024;
+`
+
+// IsPostgresURL reports whether meta names a PostgreSQL database
+// (postgres:// or postgresql://).
+func IsPostgresURL(meta string) bool {
+	return strings.HasPrefix(meta, "postgres://") || strings.HasPrefix(meta, "postgresql://")
+}
+
+// OpenPostgres opens (creating its tables if need be) a store whose
+// records are in the PostgreSQL database at url and whose frames are under
+// dir (created if missing) unless opts.Objects holds them. Other processes
+// may open the same database and dir at the same time: dir is not locked.
+// Pebble's own options (cache, memtable, value separation) do not apply.
+func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, error) {
+	opts = opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "frames"), 0o755); err != nil {
+		return nil, fmt.Errorf("castore: postgres: %w", err)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: castore: postgres: %v", castore.ErrInvalid, err)
+	}
+	if cfg.MaxConns < 32 && !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = 32
+	}
+	// Writes are unsynced unless a batch asks (see above).
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("castore: postgres: %w", err)
+	}
+	p := &pgKV{pool: pool, q: pool, cfg: cfg.ConnConfig, where: cfg.ConnConfig.Host + "/" + cfg.ConnConfig.Database}
+	if err := p.createSchema(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	var space *spaceGuard
+	if !opts.NoSpaceGuard && !opts.ReadOnly {
+		space = &spaceGuard{dir: dir, reserve: opts.MinFreeBytes, why: formatMiB(opts.MinFreeBytes)}
+		if err := space.admit(0); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("castore: postgres: open %s: %w", dir, err)
+		}
+	}
+	// Queued chunks are in PostgreSQL, not in memory: writers wait for
+	// the packer only as far as a few frames.
+	return openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(8*opts.Frames.Size))
+}
+
+// pgKV is a kvDB in a PostgreSQL database that several processes share.
+type pgKV struct {
+	pool  *pgxpool.Pool // nil in a collection's view (gcLock)
+	q     pgConn        // the pool, or a collection's connection
+	cfg   *pgx.ConnConfig
+	where string
+
+	// gcConn is the connection of this process's collection, which
+	// holds the advisory locks (gcLock).
+	gcConn *pgx.Conn
+
+	seqMu   sync.Mutex
+	seqNext uint64 // next number of the block taken
+	seqEnd  uint64 // end of the block taken (exclusive)
+}
+
+var _ kvDB = (*pgKV)(nil)
+
+func (p *pgKV) createSchema(ctx context.Context) error {
+	tx, err := p.q.Begin(ctx)
+	if err != nil {
+		return p.err(err, "open")
+	}
+	defer tx.Rollback(ctx)
+	// Two processes creating the tables at once would collide.
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgLockSchema); err != nil {
+		return p.err(err, "open")
+	}
+	if _, err := tx.Exec(ctx, pgSchema); err != nil {
+		return p.err(err, "create tables")
+	}
+	return p.err(tx.Commit(ctx), "create tables")
+}
+
+// err wraps a PostgreSQL error, nil staying nil.
+func (p *pgKV) err(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("castore: postgres %s: %s: %w", p.where, what, err)
+}
+
+func (p *pgKV) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
+	return pgGet(ctx, p.q, key, "", fn, p)
+}
+
+// pgConn is a pool or one connection.
+type pgConn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// pgQuerier is a pool or a transaction.
+type pgQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func pgGet(ctx context.Context, q pgQuerier, key []byte, suffix string, fn func(v []byte) error, p *pgKV) error {
+	var v []byte
+	err := q.QueryRow(ctx, "SELECT v FROM nixcas_kv WHERE k = $1"+suffix, key).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errNoKey
+	}
+	if err != nil {
+		return p.err(err, fmt.Sprintf("get %c/%x", key[0], key[1:]))
+	}
+	return fn(v)
+}
+
+func (p *pgKV) has(ctx context.Context, key []byte) (bool, error) {
+	var ok bool
+	err := p.q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM nixcas_kv WHERE k = $1)", key).Scan(&ok)
+	return ok, p.err(err, "lookup")
+}
+
+func (p *pgKV) newIter(ctx context.Context, lower, upper []byte) (kvIter, error) {
+	if lower == nil {
+		lower = []byte{}
+	}
+	return &pgIter{ctx: ctx, p: p, lower: lower, upper: upper}, nil
+}
+
+func (p *pgKV) newBatch() kvBatch { return &pgBatch{p: p} }
+
+func (p *pgKV) set(ctx context.Context, key, value []byte, sync bool) error {
+	b := p.newBatch()
+	defer b.close()
+	b.set(key, value)
+	return b.commit(ctx, sync)
+}
+
+func (p *pgKV) deleteRange(ctx context.Context, lower, upper []byte) error {
+	_, err := p.q.Exec(ctx, "DELETE FROM nixcas_kv WHERE k >= $1 AND k < $2", lower, upper)
+	return p.err(err, "delete range")
+}
+
+func (p *pgKV) counters(ctx context.Context) ([numCounters]uint64, error) {
+	var c [numCounters]uint64
+	rows, err := p.q.Query(ctx, "SELECT pos, sum(v)::bigint FROM nixcas_counters GROUP BY pos")
+	if err != nil {
+		return c, p.err(err, "counters")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pos int
+		var v int64
+		if err := rows.Scan(&pos, &v); err != nil {
+			return c, p.err(err, "counters")
+		}
+		if pos >= 0 && pos < numCounters {
+			c[pos] = uint64(v)
+		}
+	}
+	return c, p.err(rows.Err(), "counters")
+}
+
+func (p *pgKV) nextSeq(ctx context.Context) (uint64, error) {
+	p.seqMu.Lock()
+	defer p.seqMu.Unlock()
+	if p.seqNext == p.seqEnd {
+		var start int64
+		if err := p.q.QueryRow(ctx, "SELECT nextval('nixcas_queue_seq')").Scan(&start); err != nil {
+			return 0, p.err(err, "queue sequence")
+		}
+		p.seqNext, p.seqEnd = uint64(start), uint64(start)+pgSeqBlock
+	}
+	p.seqNext++
+	return p.seqNext - 1, nil
+}
+
+// initSeq does nothing: the sequence is the database's.
+func (p *pgKV) initSeq(uint64) {}
+
+// sync commits a write synchronously: PostgreSQL flushes its log up to
+// that commit, so every commit before it is durable too.
+func (p *pgKV) sync(ctx context.Context) error {
+	tx, err := p.q.Begin(ctx)
+	if err != nil {
+		return p.err(err, "sync")
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+		return p.err(err, "sync")
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO nixcas_sync VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = nixcas_sync.n + 1"); err != nil {
+		return p.err(err, "sync")
+	}
+	return p.err(tx.Commit(ctx), "sync")
+}
+
+func (p *pgKV) shared() bool { return true }
+
+// recordUse runs as one pipelined batch, which PostgreSQL runs as one
+// implicit transaction: it takes the uses lock shared (so no deletion
+// batch of a collection runs meanwhile), inserts the record and looks the
+// item up.
+func (p *pgKV) recordUse(ctx context.Context, useKey, item []byte) (bool, error) {
+	var qb pgx.Batch
+	qb.Queue("SELECT pg_advisory_xact_lock_shared($1)", pgLockUses)
+	qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, '') ON CONFLICT (k) DO NOTHING", useKey)
+	if item != nil {
+		qb.Queue("SELECT EXISTS (SELECT 1 FROM nixcas_kv WHERE k = $1)", item)
+	}
+	br := p.q.SendBatch(ctx, &qb)
+	defer br.Close()
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			return false, p.err(err, "record use")
+		}
+	}
+	if item == nil {
+		return false, p.err(br.Close(), "record use")
+	}
+	var ok bool
+	if err := br.QueryRow().Scan(&ok); err != nil {
+		return false, p.err(err, "record use")
+	}
+	return ok, p.err(br.Close(), "record use")
+}
+
+// gcLock without exclusive opens the collection's own connection, outside
+// the pool, and takes the collection lock on it (closing the connection
+// releases it). With exclusive, it takes the uses lock on that connection
+// and returns a view of the database through it: the uses that wait for
+// the lock hold connections of the pool, which the collection must not
+// need meanwhile.
+func (p *pgKV) gcLock(ctx context.Context, exclusive bool) (kvDB, func(), error) {
+	if exclusive {
+		conn := p.gcConn
+		if conn == nil {
+			return nil, nil, fmt.Errorf("castore: postgres: uses lock taken outside a collection")
+		}
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", pgLockUses); err != nil {
+			return nil, nil, p.err(err, "gc lock")
+		}
+		view := &pgKV{q: conn, cfg: p.cfg, where: p.where}
+		return view, func() {
+			if _, err := conn.Exec(context.Background(), "SELECT pg_advisory_unlock($1)", pgLockUses); err != nil {
+				conn.Close(context.Background())
+			}
+		}, nil
+	}
+	conn, err := pgx.ConnectConfig(ctx, p.cfg.Copy())
+	if err != nil {
+		return nil, nil, p.err(err, "gc lock")
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", pgLockGC).Scan(&ok); err != nil {
+		conn.Close(ctx)
+		return nil, nil, p.err(err, "gc lock")
+	}
+	if !ok {
+		conn.Close(ctx)
+		return nil, nil, fmt.Errorf("%w (in another process on %s)", ErrGCRunning, p.where)
+	}
+	p.gcConn = conn
+	return p, func() {
+		p.gcConn = nil
+		conn.Close(context.Background())
+	}, nil
+}
+
+func (p *pgKV) close() error {
+	if p.pool != nil {
+		p.pool.Close()
+	}
+	return nil
+}
+
+// pgIter reads [lower, upper) a page at a time, each page a query of its
+// own: it sees what was committed before each page was read.
+type pgIter struct {
+	ctx          context.Context
+	p            *pgKV
+	lower, upper []byte
+	after        []byte // last key read; nil before the first page
+	rows         []pgRow
+	i            int
+	done         bool // the last page is read
+	err          error
+}
+
+type pgRow struct{ k, v []byte }
+
+func (it *pgIter) First() bool {
+	it.after, it.rows, it.i, it.done, it.err = nil, nil, 0, false, nil
+	it.fetch()
+	return it.Valid()
+}
+
+func (it *pgIter) Next() bool {
+	it.i++
+	if it.i >= len(it.rows) && !it.done && it.err == nil {
+		it.fetch()
+	}
+	return it.Valid()
+}
+
+func (it *pgIter) fetch() {
+	var (
+		sql  strings.Builder
+		args []any
+	)
+	sql.WriteString("SELECT k, v FROM nixcas_kv WHERE ")
+	if it.after == nil {
+		sql.WriteString("k >= $1")
+		args = append(args, it.lower)
+	} else {
+		sql.WriteString("k > $1")
+		args = append(args, it.after)
+	}
+	if it.upper != nil {
+		sql.WriteString(" AND k < $2")
+		args = append(args, it.upper)
+	}
+	fmt.Fprintf(&sql, " ORDER BY k LIMIT %d", pgIterPage)
+	rows, err := it.p.q.Query(it.ctx, sql.String(), args...)
+	if err != nil {
+		it.err = it.p.err(err, "iterate")
+		return
+	}
+	defer rows.Close()
+	it.rows, it.i = it.rows[:0], 0
+	for rows.Next() {
+		var r pgRow
+		if err := rows.Scan(&r.k, &r.v); err != nil {
+			it.err = it.p.err(err, "iterate")
+			return
+		}
+		it.rows = append(it.rows, r)
+	}
+	if err := rows.Err(); err != nil {
+		it.err = it.p.err(err, "iterate")
+		return
+	}
+	if len(it.rows) < pgIterPage {
+		it.done = true
+	}
+	if len(it.rows) > 0 {
+		it.after = it.rows[len(it.rows)-1].k
+	}
+}
+
+func (it *pgIter) Valid() bool                  { return it.err == nil && it.i < len(it.rows) }
+func (it *pgIter) Key() []byte                  { return it.rows[it.i].k }
+func (it *pgIter) ValueAndErr() ([]byte, error) { return it.rows[it.i].v, nil }
+func (it *pgIter) Error() error                 { return it.err }
+func (it *pgIter) Close() error                 { return it.err }
+
+// pgBatch is a kvBatch of a pgKV: one transaction, begun by its first
+// read or at commit.
+type pgBatch struct {
+	p     *pgKV
+	tx    pgx.Tx
+	ops   []pgOp
+	delta []uint64
+	bytes int
+	err   error
+}
+
+type pgOpKind int
+
+const (
+	pgSet pgOpKind = iota
+	pgInsert
+	pgDelete
+)
+
+type pgOp struct {
+	kind pgOpKind
+	k, v []byte
+}
+
+func (b *pgBatch) begin(ctx context.Context) error {
+	if b.tx != nil || b.err != nil {
+		return b.err
+	}
+	tx, err := b.p.q.Begin(ctx)
+	if err != nil {
+		b.err = b.p.err(err, "begin")
+		return b.err
+	}
+	b.tx = tx
+	return nil
+}
+
+func (b *pgBatch) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
+	if err := b.begin(ctx); err != nil {
+		return err
+	}
+	return pgGet(ctx, b.tx, key, " FOR UPDATE", fn, b.p)
+}
+
+func (b *pgBatch) add(kind pgOpKind, key, value []byte) {
+	b.ops = append(b.ops, pgOp{kind: kind, k: append([]byte(nil), key...), v: append([]byte{}, value...)})
+	b.bytes += len(key) + len(value)
+}
+
+func (b *pgBatch) set(key, value []byte)    { b.add(pgSet, key, value) }
+func (b *pgBatch) insert(key, value []byte) { b.add(pgInsert, key, value) }
+func (b *pgBatch) delete(key []byte)        { b.add(pgDelete, key, nil) }
+
+func (b *pgBatch) addCounters(delta []uint64) {
+	if len(delta) > len(b.delta) {
+		b.delta = append(b.delta, make([]uint64, len(delta)-len(b.delta))...)
+	}
+	for i, x := range delta {
+		b.delta[i] += x
+	}
+}
+
+func (b *pgBatch) size() int   { return b.bytes + 8*len(b.delta) }
+func (b *pgBatch) empty() bool { return len(b.ops) == 0 && len(b.delta) == 0 }
+
+// commit sends the writes in one round trip: inserts first, each of which
+// must insert its row, then the rest in order, then the counters. A
+// failed commit rolls back at once: the transaction may hold row locks
+// (a counter's) that the caller's next batch needs.
+func (b *pgBatch) commit(ctx context.Context, sync bool) error {
+	err := b.commitTx(ctx, sync)
+	if err != nil {
+		b.close()
+	}
+	return err
+}
+
+func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
+	if err := b.begin(ctx); err != nil {
+		return err
+	}
+	var qb pgx.Batch
+	if sync {
+		qb.Queue("SET LOCAL synchronous_commit = on")
+	}
+	var inserts int
+	for _, op := range b.ops {
+		if op.kind == pgInsert {
+			qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING", op.k, op.v)
+			inserts++
+		}
+	}
+	for _, op := range b.ops {
+		switch op.kind {
+		case pgSet:
+			qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v", op.k, op.v)
+		case pgDelete:
+			qb.Queue("DELETE FROM nixcas_kv WHERE k = $1", op.k)
+		}
+	}
+	var pos []int32
+	var vals []int64
+	for i, x := range b.delta {
+		if x != 0 {
+			pos = append(pos, int32(i))
+			vals = append(vals, int64(x))
+		}
+	}
+	if len(pos) > 0 {
+		qb.Queue(`INSERT INTO nixcas_counters (shard, pos, v) SELECT $1, p, d FROM unnest($2::int[], $3::bigint[]) AS t(p, d)
+ON CONFLICT (shard, pos) DO UPDATE SET v = nixcas_counters.v + excluded.v`, rand.IntN(pgCounterShards), pos, vals)
+	}
+	br := b.tx.SendBatch(ctx, &qb)
+	if sync {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return b.p.err(err, "commit")
+		}
+	}
+	for range inserts {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return b.p.err(err, "commit")
+		}
+		if tag.RowsAffected() == 0 {
+			br.Close()
+			return errKeyExists
+		}
+	}
+	if err := br.Close(); err != nil {
+		return b.p.err(err, "commit")
+	}
+	err := b.tx.Commit(ctx)
+	b.tx = nil
+	return b.p.err(err, "commit")
+}
+
+func (b *pgBatch) close() {
+	if b.tx != nil {
+		b.tx.Rollback(context.Background())
+		b.tx = nil
+	}
+}
