@@ -16,19 +16,26 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/nixcas/nixcas/internal/testminio"
 	"github.com/nixcas/nixcas/internal/testpg"
 	"github.com/nixcas/nixcas/internal/testtree"
 )
 
-// replicaPair starts two `nixcas serve --meta` on one fresh PostgreSQL
-// database and one data directory (frames), with extra arguments for the
-// first and the second.
+// replicaPair starts two `nixcas serve` as two machines would run them:
+// records in one fresh PostgreSQL database (--meta), frames in one MinIO
+// bucket (--blobs), and a data directory of their own each (the local
+// frame cache), with extra arguments for the first and the second.
 func replicaPair(t *testing.T, dir string, first, second []string) (*grpcServe, *grpcServe) {
 	t.Helper()
 	meta := testpg.New(t)
-	data := filepath.Join(dir, "data")
-	r1 := startGRPCServe(t, data, append([]string{"--meta", meta}, first...)...)
-	r2 := startGRPCServe(t, data, append([]string{"--meta", meta}, second...)...)
+	m := testminio.Start(t)
+	for _, kv := range m.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	shared := []string{"--meta", meta, "--blobs", m.URL("frames", "")}
+	r1 := startGRPCServe(t, filepath.Join(dir, "data-1"), append(shared, first...)...)
+	r2 := startGRPCServe(t, filepath.Join(dir, "data-2"), append(shared, second...)...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			for i, r := range []*grpcServe{r1, r2} {
@@ -192,7 +199,8 @@ func TestReplicasPushAndCollect(t *testing.T) {
 	}
 }
 
-// TestReplicasKilledMidUpload: a NAR put to the first server, whose
+// TestReplicasKilledMidUpload (servers on one machine sharing one data
+// directory for their frames): a NAR put to the first server, whose
 // narinfo then goes to the second after the first is killed (SIGKILL),
 // becomes a store path the second serves (the upload waited in the
 // shared records, not in the dead server's memory); a NAR whose upload is
