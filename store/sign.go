@@ -19,7 +19,7 @@ type Signer struct {
 	keys  []signature.SecretKey
 	names []string // of keys, in order
 	mu    sync.RWMutex
-	done map[string][]Signature
+	done  map[string][]Signature
 }
 
 const maxSigned = 1 << 16
