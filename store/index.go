@@ -114,14 +114,16 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := CheckContentAddress(ctx, x.cas, p); err != nil {
 		return err
 	}
+	// Signing before the lock leaves the signature in the signer's cache
+	// for the second Sign, after the merge, under the lock.
+	p = x.signer.Sign(p)
 	d := p.Digest()
 	x.mu.Lock()
 	old, err := x.Get(ctx, d)
 	isNew := errors.Is(err, ErrNotFound)
 	if err == nil && old.NARSha256 == p.NARSha256 {
-		p = mergeSignatures(p, old.Signatures)
+		p = x.signer.Sign(mergeSignatures(p, old.Signatures))
 	}
-	p = x.signer.Sign(p)
 	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(p.ToProto())
 	if err != nil {
 		x.mu.Unlock()
