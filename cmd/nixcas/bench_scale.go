@@ -27,7 +27,7 @@ func newBenchScaleCommand() *cobra.Command {
 		jsonOut, chart string
 	)
 	cmd := &cobra.Command{
-		Use:   "scale --paths N[,N...] [--chunks M[,M...]]",
+		Use:   "scale --paths N[,N...] [--chunks M[,M...]] [--large-mib N] [--window D] [--json FILE] [--chart FILE.svg] [--work DIR]",
 		Short: "Serving, ingest and lookup figures of a store as it grows to millions of paths",
 		Long: `Build a store that grows through the given sizes (--paths 10k,100k,1M with
 --chunks 100k,1M,10M: every size N paths and M chunks) and measure each:
