@@ -22,7 +22,9 @@ log() { printf 'bench-serve: %s\n' "$*" >&2; }
 bench_dir=${NIXCAS_BENCH_DIR:-${TMPDIR:-/tmp}/nixcas-bench-http}
 
 log "1/3 nixcas beside nginx; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-scripts/bench-http.sh
+# Only BenchmarkNixCopy: the uploaded-compression variants are slow (xz,
+# brotli) and compare nixcas with itself.
+scripts/bench-http.sh -bench '^BenchmarkNixCopy$'
 
 log "2/3 render beside nix-store --dump; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 tree=$(go run ./scripts/internal/gotoolchain "$bench_dir/corpus" go1.22.0)
