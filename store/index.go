@@ -56,8 +56,9 @@ func NewIndex(meta MetaStore, cas castore.Store, opts ...IndexOption) *Index {
 }
 
 // Get returns the PathInfo of the store path whose hash is d, with a
-// signature of each of the index's keys that it lacks added (a path
-// recorded before a key was configured is signed when read).
+// signature added for each of the index's keys under whose name it has
+// none (a path recorded before a key was configured is signed when read;
+// see Signer.SignMissing).
 func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
 	v, err := x.meta.GetMeta(ctx, KindPathInfo, d[:])
 	if errors.Is(err, castore.ErrNotFound) {
@@ -70,7 +71,7 @@ func (x *Index) Get(ctx context.Context, d PathDigest) (*PathInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return x.signer.Sign(p), nil
+	return x.signer.SignMissing(p), nil
 }
 
 // GetByNARHash returns the PathInfo of a store path whose NAR has that
@@ -97,7 +98,9 @@ func (x *Index) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*PathInf
 // of the same path) durably, with a signature of each of the index's keys
 // (WithSigner) added: a PathInfo that fails a check is never signed and
 // never replaces the one recorded. Signatures already recorded for the
-// path that p lacks are kept. p is not modified. The path's access time
+// path that p lacks are kept, except that under the name of one of the
+// index's keys only that key's own signature is ever recorded (see
+// Signer.Sign). p is not modified. The path's access time
 // (LastAccess) is set to now in the same write.
 func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := p.Validate(); err != nil {
@@ -111,13 +114,15 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	if err := CheckContentAddress(ctx, x.cas, p); err != nil {
 		return err
 	}
+	// Signing before the lock leaves the signature in the signer's cache
+	// for the second Sign, after the merge, under the lock.
 	p = x.signer.Sign(p)
 	d := p.Digest()
 	x.mu.Lock()
 	old, err := x.Get(ctx, d)
 	isNew := errors.Is(err, ErrNotFound)
 	if err == nil && old.NARSha256 == p.NARSha256 {
-		p = mergeSignatures(p, old.Signatures)
+		p = x.signer.Sign(mergeSignatures(p, old.Signatures))
 	}
 	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(p.ToProto())
 	if err != nil {
@@ -170,7 +175,7 @@ func (x *Index) List(ctx context.Context, fn func(*PathInfo) error) error {
 		if err != nil {
 			return err
 		}
-		return fn(x.signer.Sign(p))
+		return fn(x.signer.SignMissing(p))
 	})
 }
 

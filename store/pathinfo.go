@@ -130,11 +130,18 @@ const maxNameLen = 211
 // [A-Za-z0-9+-._?=] that does not start with '.' (which also rules out
 // "." and "..").
 func ValidateBaseName(s string) error {
-	sp, err := storepath.FromString(s)
-	if err != nil {
-		return err
+	const hashLen = 32 // nixbase32 of storepath.PathHashSize bytes
+	if len(s) < hashLen+1 || s[hashLen] != '-' {
+		return fmt.Errorf("want %d nixbase32 characters, '-' and a name", hashLen)
 	}
-	name := sp.Name
+	// 32 characters of 5 bits are exactly 20 bytes: any 32 characters of
+	// the alphabet are a valid hash.
+	for _, c := range []byte(s[:hashLen]) {
+		if !isNixbase32(c) {
+			return fmt.Errorf("hash has the character %q", c)
+		}
+	}
+	name := s[hashLen+1:]
 	switch {
 	case name == "":
 		return errors.New("empty name")
@@ -149,6 +156,12 @@ func ValidateBaseName(s string) error {
 		}
 	}
 	return nil
+}
+
+// isNixbase32 reports whether c is in nixbase32's alphabet
+// (0-9 and a-z without e, o, u and t).
+func isNixbase32(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't'
 }
 
 // NARHash returns the NAR hash as Nix writes it: "sha256:<nixbase32>".
@@ -241,8 +254,7 @@ func PathInfoFromProto(pb *storepb.PathInfo) (*PathInfo, error) {
 		return nil, fmt.Errorf("%w: %s: %d reference digests for %d names", ErrInvalid, p.Path, len(pb.GetReferences()), len(p.References))
 	}
 	for i, name := range p.References {
-		d, err := ParsePathDigest(name[:min(32, len(name))])
-		if err != nil || string(d[:]) != string(pb.GetReferences()[i]) {
+		if !hashPartIs(name, pb.GetReferences()[i]) {
 			return nil, fmt.Errorf("%w: %s: reference %q does not match its digest", ErrInvalid, p.Path, name)
 		}
 	}
@@ -264,6 +276,19 @@ func PathInfoFromProto(pb *storepb.PathInfo) (*PathInfo, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// hashPartIs reports whether the base name starts with the nixbase32 of
+// digest, a store path digest, without allocating.
+func hashPartIs(name string, digest []byte) bool {
+	var d PathDigest
+	if len(digest) != len(d) || len(name) < 32 {
+		return false
+	}
+	copy(d[:], digest)
+	var enc [32]byte
+	nixbase32.Encode(enc[:], d[:])
+	return string(enc[:]) == name[:32]
 }
 
 // caKinds maps Nix's content-address prefixes to the wire enum.

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -15,9 +16,10 @@ import (
 // (at most maxSigned; the cache is dropped whole when full). A nil *Signer
 // signs nothing. Safe for concurrent use.
 type Signer struct {
-	keys []signature.SecretKey
-	mu   sync.RWMutex
-	done map[string][]Signature
+	keys  []signature.SecretKey
+	names []string // of keys, in order
+	mu    sync.RWMutex
+	done  map[string][]Signature
 }
 
 const maxSigned = 1 << 16
@@ -33,7 +35,11 @@ func NewSigner(keys ...signature.SecretKey) (*Signer, error) {
 			return nil, fmt.Errorf("%w: signing key %d: %v", ErrInvalid, i, err)
 		}
 	}
-	return &Signer{keys: keys, done: make(map[string][]Signature)}, nil
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.ToPublicKey().Name
+	}
+	return &Signer{keys: keys, names: names, done: make(map[string][]Signature)}, nil
 }
 
 // checkKey makes sure k can sign: a SecretKey not made by
@@ -79,26 +85,81 @@ func (s *Signer) Signatures(fingerprint string) []Signature {
 	return sigs
 }
 
-// Sign returns p with the signature of each key that p lacks added after
-// its own. p itself is not modified: when a signature is missing, the
-// result is a copy with a new Signatures slice.
+// Sign returns p with the signature of each key added after its own
+// signatures, replacing any other signature under that key's name (a
+// forgery, or a signature of an earlier key of the same name): what a
+// path is recorded with. p itself is not modified: when anything changes,
+// the result is a copy with a new Signatures slice.
 func (s *Signer) Sign(p *PathInfo) *PathInfo {
 	if s == nil {
 		return p
 	}
-	var q *PathInfo
-	for _, sig := range s.Signatures(p.Fingerprint()) {
-		if HasSignature(p.Signatures, sig) {
-			continue
+	want := s.Signatures(p.Fingerprint())
+	keep := make([]Signature, 0, len(p.Signatures)+len(want))
+	for _, o := range p.Signatures {
+		if !s.ownName(o.Name) || HasSignature(want, o) {
+			keep = append(keep, o)
 		}
-		if q == nil {
-			c := *p
-			c.Signatures = append(make([]Signature, 0, len(p.Signatures)+len(s.keys)), p.Signatures...)
-			q, p = &c, &c
-		}
-		q.Signatures = append(q.Signatures, sig)
 	}
-	return p
+	changed := len(keep) != len(p.Signatures)
+	for _, sig := range want {
+		if !HasSignature(keep, sig) {
+			keep = append(keep, sig)
+			changed = true
+		}
+	}
+	if !changed {
+		return p
+	}
+	c := *p
+	c.Signatures = keep
+	return &c
+}
+
+// SignMissing returns p with a signature added for each key under whose
+// name p has none; a signature under a key's name is taken as that key's
+// without checking it. It is for records read back, which Index.Put
+// signed with Sign: checking (or making) an ed25519 signature on every
+// read would cost more than the rest of serving a narinfo, and a cache of
+// signatures stops helping once a store has more paths than it holds.
+// p itself is not modified.
+func (s *Signer) SignMissing(p *PathInfo) *PathInfo {
+	if s == nil {
+		return p
+	}
+	missing := false
+	for _, name := range s.names {
+		if !hasName(p.Signatures, name) {
+			missing = true
+			break
+		}
+	}
+	if !missing {
+		return p
+	}
+	c := *p
+	c.Signatures = append(make([]Signature, 0, len(p.Signatures)+len(s.keys)), p.Signatures...)
+	for _, sig := range s.Signatures(p.Fingerprint()) {
+		if !hasName(p.Signatures, sig.Name) {
+			c.Signatures = append(c.Signatures, sig)
+		}
+	}
+	return &c
+}
+
+// ownName reports whether one of s's keys is called name.
+func (s *Signer) ownName(name string) bool {
+	return slices.Contains(s.names, name)
+}
+
+// hasName reports whether sigs holds a signature under name.
+func hasName(sigs []Signature, name string) bool {
+	for _, o := range sigs {
+		if o.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // HasSignature reports whether sigs holds s (same key name, same bytes).

@@ -150,3 +150,71 @@ func TestNewSigner(t *testing.T) {
 		t.Errorf("nil Signer changed the PathInfo")
 	}
 }
+
+// TestSignSameName: under the name of one of the index's keys only that
+// key's signature is recorded (an uploaded forgery, or a signature of an
+// earlier key of the same name, is replaced by Put), while reads add a
+// signature only under a name that has none.
+func TestSignSameName(t *testing.T) {
+	ctx := t.Context()
+	s, plain := openStore(t)
+	k, pk := mustKey(t, "cache-1")
+	old, _ := mustKey(t, "cache-1") // an earlier key of the same name
+	up, pkUp := mustKey(t, "uploader-1")
+	signer, err := store.NewSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := store.NewIndex(s, s, store.WithSigner(signer))
+
+	p := ingestNAR(t, s, pathA, "hello")
+	forged, err := old.Sign(nil, p.Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	upSig, err := up.Sign(nil, p.Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Signatures = []store.Signature{forged, upSig}
+
+	// Sign: the forgery goes, the uploader's stays, the key's comes.
+	q := signer.Sign(p)
+	if len(p.Signatures) != 2 {
+		t.Fatalf("Sign modified its argument")
+	}
+	if got := signedBy(q, pk, pkUp); len(q.Signatures) != 2 || len(got) != 2 {
+		t.Errorf("Sign: %d signatures, valid by %q; want 2, by cache-1 and uploader-1", len(q.Signatures), got)
+	}
+	if again := signer.Sign(q); again != q {
+		t.Errorf("Sign of a signed PathInfo made a copy")
+	}
+
+	// SignMissing trusts the name: a read of a record signed under it
+	// changes nothing; a record without it gets the key's signature.
+	if r := signer.SignMissing(p); r != p {
+		t.Errorf("SignMissing re-signed a PathInfo with a signature under the key's name")
+	}
+	bare := *p
+	bare.Signatures = []store.Signature{upSig}
+	r := signer.SignMissing(&bare)
+	if got := signedBy(r, pk, pkUp); len(r.Signatures) != 2 || len(got) != 2 || len(bare.Signatures) != 1 {
+		t.Errorf("SignMissing: %d signatures, valid by %q; want 2 by both (argument left with %d)", len(r.Signatures), got, len(bare.Signatures))
+	}
+
+	// Put records the key's signature in place of the forgery, also when
+	// the forgery was recorded earlier by an index without keys.
+	if err := plain.Put(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Put(ctx, &bare); err != nil {
+		t.Fatal(err)
+	}
+	got, err := plain.Get(ctx, p.Digest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := signedBy(got, pk, pkUp); len(got.Signatures) != 2 || len(names) != 2 {
+		t.Errorf("recorded: %d signatures, valid by %q; want 2, by cache-1 and uploader-1", len(got.Signatures), names)
+	}
+}

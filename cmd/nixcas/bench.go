@@ -13,7 +13,7 @@ import (
 
 func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure nixcas beside its baselines"}
-	cmd.AddCommand(newBenchSpeedCommand(), newBenchDedupCommand(), newBenchTransferCommand(), newBenchProxyCommand(), newBenchSoakCommand(), newBenchGCCommand())
+	cmd.AddCommand(newBenchSpeedCommand(), newBenchDedupCommand(), newBenchTransferCommand(), newBenchProxyCommand(), newBenchSoakCommand(), newBenchGCCommand(), newBenchScaleCommand())
 	return cmd
 }
 

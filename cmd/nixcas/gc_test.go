@@ -51,7 +51,7 @@ func gcStorePaths(t *testing.T, dir string, n int, size int64) []*store.PathInfo
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := fmt.Sprintf("%02dc6kzph7l0dcbfmjap64f0czdafn3b7x-release-%d", i, i)
+		name := fmt.Sprintf("%02dc6kzph7l0dcbfmjap64f0czdafn3b7-release-%d", i, i)
 		root := res.Root
 		root.Name = name
 		p := &store.PathInfo{Path: name, Root: root, NARSize: res.NARSize, NARSha256: res.NARSha256}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/nix-community/go-nix/pkg/storepath"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/client"
@@ -27,7 +29,7 @@ func newPullCommand() *cobra.Command {
 		asJSON bool
 	)
 	cmd := &cobra.Command{
-		Use:   "pull --server ADDR (STOREPATH | --root ROOT) --to DIR",
+		Use:   "pull --server ADDR (STOREPATH... | --root ROOT) --to DIR",
 		Short: "Write a tree from the server to disk, fetching only the chunks the local cache lacks",
 		Long: `Write the tree of a store path (its PathInfo is looked up on the server),
 or the tree ROOT (a JSON root entry, as push and "nar ingest" print), to
@@ -40,18 +42,29 @@ only once complete. With --json, prints
 "bytesReceived":N,"chunksFetched":N,"chunksFromCache":N}: path only for a
 STOREPATH, whose narHash and narSize are the server's record; for --root
 they are computed from the tree pulled. bytesReceived counts the bytes of
-the messages carrying chunks on the wire.`,
-		Args: cobra.MaximumNArgs(1),
+the messages carrying chunks on the wire.
+
+With more than one STOREPATH, DIR is a directory (created if missing)
+and each path is written to DIR/<base name>, which must not exist. The
+paths are pulled together: their PathInfos and directories are asked
+for 16 at a time over the one connection, and the chunk lists and
+missing chunks of all of them in shared batches, so that many small
+paths do not cost several round trips each. --json then prints
+{"paths":[{"path":...,"root":...,"narHash":...,"narSize":N},...],
+"bytesReceived":N,"chunksFetched":N,"chunksFromCache":N}.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if (len(args) == 1) == (root != "") {
-				return errors.New("give exactly one of STOREPATH and --root")
+			if (len(args) > 0) == (root != "") {
+				return errors.New("give exactly one of STOREPATH... and --root")
 			}
 			c, cache, closeAll, err := cf.dial(ctx)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
+			if len(args) > 1 {
+				return pullPaths(ctx, c, args, to, asJSON, closeAll)
+			}
 			var (
 				e   castore.Entry
 				out pullOutput
@@ -61,11 +74,7 @@ the messages carrying chunks on the wire.`,
 					return fmt.Errorf("--root: %w", err)
 				}
 			} else {
-				sp, err := storepath.FromAbsolutePath(filepath.Clean(args[0]))
-				if err != nil {
-					return fmt.Errorf("%s: %w", args[0], err)
-				}
-				d, err := store.ParsePathDigest(sp.String()[:32])
+				d, err := storePathDigest(args[0])
 				if err != nil {
 					return err
 				}
@@ -107,6 +116,78 @@ the messages carrying chunks on the wire.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the root, NAR hash and size, and transfer counts as JSON")
 	cmd.MarkFlagRequired("to")
 	return cmd
+}
+
+// storePathDigest parses an absolute store path and returns its digest.
+func storePathDigest(path string) (store.PathDigest, error) {
+	sp, err := storepath.FromAbsolutePath(filepath.Clean(path))
+	if err != nil {
+		return store.PathDigest{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return store.ParsePathDigest(sp.String()[:32])
+}
+
+// pullPaths pulls several store paths into the directory to, each to
+// to/<base name>, with client.PullMany.
+func pullPaths(ctx context.Context, c *client.Client, paths []string, to string, asJSON bool, closeAll func() error) error {
+	infos := make([]*store.PathInfo, len(paths))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, p := range paths {
+		d, err := storePathDigest(p)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			info, err := c.GetPathInfo(gctx, d)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			infos[i] = info
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	out := pullManyOutput{Paths: make([]pulledPath, len(infos))}
+	targets := make([]client.PullTarget, len(infos))
+	for i, info := range infos {
+		targets[i] = client.PullTarget{Root: info.Root, Dst: filepath.Join(to, info.Path)}
+		o := &out.Paths[i]
+		o.Path, o.NARHash, o.NARSize, o.Root = info.AbsolutePath(), info.NARHash(), info.NARSize, info.Root
+		o.Root.Name = ""
+	}
+	st, err := c.PullMany(ctx, targets)
+	if err != nil {
+		return err
+	}
+	out.PullStats = st
+	if err := closeAll(); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	_, err = fmt.Printf("%s: %d paths, %d chunks fetched (%d bytes), %d from the cache\n", to, len(infos), st.ChunksFetched, st.BytesReceived, st.ChunksFromCache)
+	return err
+}
+
+// pullManyOutput is what pull --json prints for several store paths.
+type pullManyOutput struct {
+	Paths []pulledPath `json:"paths"`
+	client.PullStats
+}
+
+// pulledPath is one store path of pullManyOutput.
+type pulledPath struct {
+	Path    string        `json:"path"`
+	Root    castore.Entry `json:"root"`
+	NARHash string        `json:"narHash"`
+	NARSize uint64        `json:"narSize"`
 }
 
 // pullOutput is what pull --json prints.

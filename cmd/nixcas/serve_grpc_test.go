@@ -389,6 +389,35 @@ func TestGRPCPushStorePath(t *testing.T) {
 	if pulled.Path != dirPath || pulled.NARHash != want || len(pulled.Root) == 0 {
 		t.Errorf("pull --json of %s: %+v, want its path and NAR hash %s", dirPath, pulled, want)
 	}
+
+	// The whole closure in one pull: each path under its base name, as
+	// Nix has it; the directory's chunks come from the cache.
+	many := filepath.Join(dir, "many")
+	var paths []string
+	for _, p := range nixInfos {
+		paths = append(paths, p.Path)
+	}
+	res := e2eInvocation{Args: append([]string{"pull", "--json", "--server", srv.grpcAddr, "--cache", filepath.Join(dir, "cache2"), "--to", many}, paths...)}.mustSucceed(t)
+	var manyOut struct {
+		Paths           []grpcPullOutput `json:"paths"`
+		ChunksFetched   uint64           `json:"chunksFetched"`
+		ChunksFromCache uint64           `json:"chunksFromCache"`
+	}
+	if err := json.Unmarshal(res.Stdout, &manyOut); err != nil {
+		t.Fatalf("pull output %q: %v", res.Stdout, err)
+	}
+	if len(manyOut.Paths) != 3 || manyOut.ChunksFetched != 2 || manyOut.ChunksFromCache != pulled.ChunksFetched+pulled.ChunksFromCache {
+		t.Errorf("pull of the closure: %s; want 3 paths, the two text files' chunks fetched, the directory's from the cache", res.Stdout)
+	}
+	for i, p := range nixInfos {
+		want := grpcNixHash(t, filepath.Join(nixStore, p.Path))
+		if got := grpcNixHash(t, filepath.Join(many, filepath.Base(p.Path))); got != want {
+			t.Errorf("%s pulled with the closure hashes to %s, want %s", p.Path, got, want)
+		}
+		if i < len(manyOut.Paths) && (manyOut.Paths[i].Path != p.Path || manyOut.Paths[i].NARHash != want) {
+			t.Errorf("pull --json entry %d: %+v, want %s with NAR hash %s", i, manyOut.Paths[i], p.Path, want)
+		}
+	}
 }
 
 // TestGRPCTokens: with token files, pushes and pulls need the tokens.

@@ -22,9 +22,10 @@ func (h *handler) getNarInfo(w http.ResponseWriter, r *http.Request, hash string
 }
 
 // narInfoText renders p's narinfo as the handler serves it: its own
-// signatures, then one per Options.SignKeys that it lacks.
+// signatures, then one per Options.SignKeys under whose name it has none
+// (store.Signer.SignMissing).
 func (h *handler) narInfoText(p *store.PathInfo) []byte {
-	ni := h.sigs.Sign(p).NarInfo()
+	ni := h.sigs.SignMissing(p).NarInfo()
 	narHash := nixbase32.EncodeToString(p.NARSha256[:])
 	switch h.o.Compression {
 	case "zstd":

@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
+	"github.com/nixcas/nixcas/client"
+	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/store"
+)
+
+// The real NARs served at every step, by the name of their figure.
+var scaleServed = []struct {
+	name  string
+	bytes func(largeMiB int) int
+}{
+	{"small", func(int) int { return 10 << 10 }},
+	{"medium", func(int) int { return 5 << 20 }},
+	{"large", func(l int) int { return l << 20 }},
+}
+
+// putServed ingests the trees of the NARs served at every step and
+// returns the hash part of each one's store path, by name.
+func (g *scaleGen) putServed(ctx context.Context, s *pebblestore.Store, x *store.Index, trees string, largeMiB int) (map[string]string, error) {
+	out := map[string]string{}
+	for k, sv := range scaleServed {
+		tree := filepath.Join(trees, "served-"+sv.name)
+		if err := scaleTree(tree, sv.bytes(largeMiB), uint64(k+1)); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(g.log, "scale: storing the %s NAR\n", sv.name)
+		p, err := ingestTree(ctx, s, x, tree, "served-"+sv.name)
+		if err != nil {
+			return nil, err
+		}
+		out[sv.name] = p.Path[:32]
+	}
+	return out, nil
+}
+
+// ingestTree ingests the NAR of tree and records it as a store path.
+func ingestTree(ctx context.Context, s *pebblestore.Store, x *store.Index, tree, name string) (*store.PathInfo, error) {
+	nar := client.DumpReader(tree)
+	defer nar.Close()
+	r, err := narrender.Ingest(ctx, nar, s, castore.WriterOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("bench: scale: ingest %s: %w", tree, err)
+	}
+	p := benchPathInfo(name, r)
+	if err := x.Put(ctx, p); err != nil {
+		return nil, fmt.Errorf("bench: scale: record %s: %w", tree, err)
+	}
+	return p, nil
+}
+
+// measureStore measures what runs in process on the open store: the
+// ingest of a new large NAR and chunk lookups.
+func (g *scaleGen) measureStore(ctx context.Context, s *pebblestore.Store, x *store.Index, trees string, step int, o ScaleOptions, sr *ScaleStepResult) error {
+	largeMiB := o.LargeMiB
+	tree := filepath.Join(trees, fmt.Sprintf("ingest-%d", step))
+	if err := scaleTree(tree, largeMiB<<20, uint64(100+step)); err != nil {
+		return err
+	}
+	// Read the tree once so that the timing does not include the disk.
+	if _, err := io.Copy(io.Discard, client.DumpReader(tree)); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.log, "scale: ingesting a new %d MiB NAR\n", largeMiB)
+	start := time.Now()
+	nar := client.DumpReader(tree)
+	r, err := narrender.Ingest(ctx, nar, s, castore.WriterOptions{})
+	nar.Close()
+	if err != nil {
+		return err
+	}
+	if err := x.Put(ctx, benchPathInfo(fmt.Sprintf("ingest-%d", step), r)); err != nil {
+		return err
+	}
+	sr.IngestMBps = mbps(int64(r.NARSize), time.Since(start))
+
+	lookups := o.Lookups
+	rng := rand.New(rand.NewPCG(uint64(step), 1))
+	hits := make([]castore.Digest, lookups)
+	misses := make([]castore.Digest, lookups)
+	for k := range hits {
+		i := rng.IntN(sr.Paths)
+		hits[k] = scaleChunk(i, rng.IntN(chunksOf(sr.ScaleStep, i)))
+		for b := 0; b < len(misses[k]); b += 8 {
+			binary.LittleEndian.PutUint64(misses[k][b:], rng.Uint64())
+		}
+	}
+	// Paths keep the chunk count of the step that made them, which may
+	// be fewer than chunksOf says now; every path has its chunk 0.
+	for k, d := range hits {
+		if ok, _ := s.HasChunk(ctx, d); !ok {
+			hits[k] = scaleChunk(rng.IntN(sr.Paths), 0)
+		}
+	}
+	timeLookups := func(ds []castore.Digest, want bool) (float64, error) {
+		start := time.Now()
+		for _, d := range ds {
+			ok, err := s.HasChunk(ctx, d)
+			if err != nil {
+				return 0, err
+			}
+			if ok != want {
+				return 0, fmt.Errorf("bench: scale: HasChunk(%s) = %v, want %v", d, ok, want)
+			}
+		}
+		return float64(time.Since(start).Nanoseconds()) / float64(len(ds)), nil
+	}
+	if sr.LookupHitNs, err = timeLookups(hits, true); err != nil {
+		return err
+	}
+	sr.LookupMissNs, err = timeLookups(misses, false)
+	return err
+}
+
+// measureServer starts a server on the store and measures it over HTTP.
+func measureServer(ctx context.Context, o ScaleOptions, dir, keyFile string, st ScaleStep, served map[string]string, sr *ScaleStepResult) error {
+	fmt.Fprintf(o.Log, "scale: starting the server\n")
+	srv, err := o.Serve(ctx, dir, keyFile)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	sr.StartMs = float64(srv.Start.Microseconds()) / 1000
+	tr := &http.Transport{MaxIdleConnsPerHost: 16, MaxConnsPerHost: 16, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	fmt.Fprintf(o.Log, "scale: narinfo at 1 and 16 connections\n")
+	for _, c := range []struct {
+		conns int
+		out   *Latency
+	}{{1, &sr.NarInfo1}, {16, &sr.NarInfo16}} {
+		lat, err := narInfoLoad(ctx, hc, srv.HTTP, st.Paths, c.conns, o.Window)
+		if err != nil {
+			return err
+		}
+		*c.out = lat
+	}
+	for _, c := range []struct {
+		name string
+		mbps *float64
+		p50  *float64
+	}{{"small", &sr.NARSmallMBps, &sr.NARSmallP50us}, {"medium", &sr.NARMediumMBps, nil}, {"large", &sr.NARLargeMBps, nil}} {
+		fmt.Fprintf(o.Log, "scale: %s NAR\n", c.name)
+		rate, p50, err := narLoad(ctx, hc, srv.HTTP, served[c.name], o.Window)
+		if err != nil {
+			return err
+		}
+		*c.mbps = rate
+		if c.p50 != nil {
+			*c.p50 = p50
+		}
+	}
+	sr.RSSKiB = procStatusKiB(srv.PID, "VmRSS")
+	sr.PeakRSSKiB = procStatusKiB(srv.PID, "VmHWM")
+	return srv.Stop()
+}
+
+// narInfoLoad requests narinfos of random synthetic paths on conns
+// connections for window and returns the latencies.
+func narInfoLoad(ctx context.Context, hc *http.Client, base string, paths, conns int, window time.Duration) (Latency, error) {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		all  []time.Duration
+		ferr error
+	)
+	deadline := time.Now().Add(window)
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(c), uint64(paths)))
+			var lat []time.Duration
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				name := scalePathName(rng.IntN(paths))
+				start := time.Now()
+				n, err := get(ctx, hc, base+"/"+name[:32]+".narinfo", io.Discard)
+				if err == nil && n == 0 {
+					err = fmt.Errorf("bench: scale: empty narinfo of %s", name)
+				}
+				if err != nil {
+					mu.Lock()
+					ferr = err
+					mu.Unlock()
+					return
+				}
+				lat = append(lat, time.Since(start))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if ferr != nil {
+		return Latency{}, ferr
+	}
+	return latencyOf(all, window), nil
+}
+
+func latencyOf(all []time.Duration, window time.Duration) Latency {
+	if len(all) == 0 {
+		return Latency{}
+	}
+	slices.Sort(all)
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+	return Latency{
+		Requests: len(all),
+		P50us:    us(all[len(all)/2]),
+		P99us:    us(all[len(all)*99/100]),
+		RPS:      float64(len(all)) / window.Seconds(),
+	}
+}
+
+// narLoad downloads the NAR of the path whose hash part is hash, one
+// connection, again and again for window (at least twice), and returns
+// the throughput in MB/s and the median time of a download in µs.
+func narLoad(ctx context.Context, hc *http.Client, base, hash string, window time.Duration) (float64, float64, error) {
+	var info strings.Builder
+	if _, err := get(ctx, hc, base+"/"+hash+".narinfo", &info); err != nil {
+		return 0, 0, err
+	}
+	var url string
+	sc := bufio.NewScanner(strings.NewReader(info.String()))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "URL: "); ok {
+			url = v
+		}
+	}
+	if url == "" {
+		return 0, 0, fmt.Errorf("bench: scale: narinfo of %s has no URL", hash)
+	}
+	var (
+		total int64
+		times []time.Duration
+	)
+	start := time.Now()
+	for len(times) < 2 || time.Since(start) < window {
+		t := time.Now()
+		n, err := get(ctx, hc, base+"/"+url, io.Discard)
+		if err != nil {
+			return 0, 0, err
+		}
+		times = append(times, time.Since(t))
+		total += n
+	}
+	var sum time.Duration
+	for _, t := range times {
+		sum += t
+	}
+	slices.Sort(times)
+	return mbps(total, sum), float64(times[len(times)/2].Nanoseconds()) / 1000, nil
+}
+
+// get fetches url into w, checking the status and Content-Length.
+func get(ctx context.Context, hc *http.Client, url string, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("bench: scale: GET %s: %s", url, resp.Status)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("bench: scale: GET %s: %w", url, err)
+	}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return n, fmt.Errorf("bench: scale: GET %s: %d bytes of %d", url, n, resp.ContentLength)
+	}
+	return n, nil
+}

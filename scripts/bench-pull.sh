@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Times `nixcas pull` over loopback gRPC beside `nix copy --from` over HTTP
+# of the same store paths from the same `nixcas serve`, in one run:
+#
+#   - one large path, the Go 1.22.0 toolchain (a 198.8 MiB NAR of 9,537
+#     files), into empty caches and stores;
+#   - 1000 paths of one 10 KiB file each: in one `nixcas pull` of all of
+#     them, one `nixcas pull` per path (the first PER_PATH of them, 100 by
+#     default, timed and scaled to 1000), and one `nix copy --from` of all.
+#
+# Usage: scripts/bench-pull.sh [WORK]   (default $TMPDIR/nixcas-bench-pull)
+# The Go toolchain comes from the Go module proxy, kept in
+# NIXCAS_BENCH_DIR/corpus (default $TMPDIR/nixcas-bench-http, shared with
+# scripts/bench-http.sh). Not part of the test suite; the load average is
+# printed with every figure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+log() { printf 'bench-pull: %s\n' "$*" >&2; }
+load() { cut -d' ' -f1 /proc/loadavg; }
+
+scripts/test-deps.sh
+
+tmp=${TMPDIR:-/tmp}
+work=${1:-$tmp/nixcas-bench-pull}
+corpus=${NIXCAS_BENCH_DIR:-$tmp/nixcas-bench-http}/corpus
+per_path=${PER_PATH:-100}
+rm -rf "$work"
+mkdir -p "$work/small" "$corpus"
+
+go build -o "$work/nixcas" ./cmd/nixcas
+nixcas=$work/nixcas
+
+# The large tree, fetched once.
+tree=$(go run ./scripts/internal/gotoolchain "$corpus" go1.22.0)
+
+# 1000 trees of one 10 KiB file of random bytes.
+for i in $(seq -w 0 999); do
+	mkdir "$work/small/p$i"
+	head -c 10240 /dev/urandom >"$work/small/p$i/data"
+done
+
+export XDG_CACHE_HOME=$work/xdg # Nix's own cache of binary cache answers
+nixstore=$work/nix
+large=$(nix-store --store "$nixstore" --add "$tree")
+mapfile -t small < <(nix-store --store "$nixstore" --add "$work"/small/p*)
+log "${#small[@]} small paths and $large in $nixstore"
+
+"$nixcas" serve --data "$work/serve" --listen-grpc 127.0.0.1:0 --listen-http 127.0.0.1:0 2>"$work/serve.log" &
+serve_pid=$!
+trap 'kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null || true' EXIT
+# The first line names the addresses: "... gRPC on HOST:PORT, HTTP on HOST:PORT ...".
+for _ in $(seq 100); do
+	grep -q 'HTTP on' "$work/serve.log" 2>/dev/null && break
+	sleep 0.1
+done
+grpc=$(sed -n 's/.*gRPC on \([^,]*\),.*/\1/p' "$work/serve.log" | head -1)
+http=$(sed -n 's/.*HTTP on \([^ ]*\) .*/\1/p' "$work/serve.log" | head -1)
+log "nixcas serve: gRPC $grpc, HTTP $http"
+"$nixcas" push --server "$grpc" --cache "$work/push-cache" --nix-store "$nixstore" "$large" "${small[@]}" >/dev/null
+log "pushed"
+
+# seconds runs a command and prints its wall time in seconds.
+seconds() {
+	local start end
+	start=$(date +%s.%N)
+	"$@" >/dev/null
+	end=$(date +%s.%N)
+	echo "$end - $start" | bc -l
+}
+
+nar_mb=$(nix-store --store "$nixstore" --query --size "$large" | awk '{printf "%.1f", $1/1e6}')
+echo "| step | seconds | MB/s or paths/s | load |"
+echo "|---|---:|---:|---:|"
+t=$(seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1" "$large" --to "$work/out-large")
+printf '| nixcas pull, %s MB path, cold cache | %.2f | %.0f MB/s | %s |\n' "$nar_mb" "$t" "$(echo "$nar_mb / $t" | bc -l)" "$(load)"
+t=$(seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1" "$large")
+printf '| nix copy --from (HTTP), same path, empty store | %.2f | %.0f MB/s | %s |\n' "$t" "$(echo "$nar_mb / $t" | bc -l)" "$(load)"
+
+t=$(seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-2" --to "$work/out-many" "${small[@]}")
+printf '| nixcas pull of 1000 paths of 10 KiB, one run | %.2f | %.0f paths/s | %s |\n' "$t" "$(echo "1000 / $t" | bc -l)" "$(load)"
+mkdir "$work/out-one"
+start=$(date +%s.%N)
+for ((i = 0; i < per_path; i++)); do
+	"$nixcas" pull --server "$grpc" --cache "$work/pull-cache-3" "${small[$i]}" --to "$work/out-one/$i" >/dev/null
+done
+t=$(echo "$(date +%s.%N) - $start" | bc -l)
+printf '| nixcas pull, one run per path (%d timed, x%d) | %.2f | %.0f paths/s | %s |\n' "$per_path" "$((1000 / per_path))" "$(echo "$t * 1000 / $per_path" | bc -l)" "$(echo "$per_path / $t" | bc -l)" "$(load)"
+t=$(seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-2" "${small[@]}")
+printf '| nix copy --from (HTTP) of the 1000 paths | %.2f | %.0f paths/s | %s |\n' "$t" "$(echo "1000 / $t" | bc -l)" "$(load)"
+
+# The pulled trees are the ones Nix has.
+want=$(nix-store --store "$nixstore" --query --hash "$large")
+got=sha256:$(nix-hash --type sha256 --base32 "$work/out-large")
+[[ $got == "$want" ]] || { log "the pulled large path hashes to $got, want $want"; exit 1; }
+for i in 0 500 999; do
+	b=$(basename "${small[$i]}")
+	cmp -s "$work/out-many/$b/data" "$work/small/p$(printf %03d "$i")/data" || { log "$b differs"; exit 1; }
+done
+log "pulled trees checked"
