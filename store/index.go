@@ -108,6 +108,13 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	}
 	x.putGate.RLock()
 	defer x.putGate.RUnlock()
+	// A use of the root, recorded before the tree is checked, keeps the
+	// tree from a collection that another process runs meanwhile on the
+	// same database (see castore/pebblestore's gcuse.go); in this process
+	// the collection's epoch covers the check itself.
+	if err := useRoot(ctx, x.cas, p.Root); err != nil {
+		return fmt.Errorf("%s: %w", p.Path, err)
+	}
 	if err := CheckTree(ctx, x.cas, p.Root); err != nil {
 		return fmt.Errorf("%s: %w", p.Path, err)
 	}
@@ -189,6 +196,17 @@ func decodePathInfo(v []byte) (*PathInfo, error) {
 		return nil, fmt.Errorf("%w: stored PathInfo: %v", castore.ErrCorrupt, err)
 	}
 	return p, nil
+}
+
+// useRoot records a use of the directory or file root is (castore.RecordUse).
+func useRoot(ctx context.Context, cas any, root castore.Entry) error {
+	switch root.Kind {
+	case castore.KindDirectory:
+		return castore.RecordUse(ctx, cas, castore.UseDirectory, root.Digest)
+	case castore.KindFile:
+		return castore.RecordUse(ctx, cas, castore.UseBlob, root.Digest)
+	}
+	return nil
 }
 
 // CheckTree makes sure every directory, blob index and chunk of the tree

@@ -75,13 +75,12 @@ import (
 // before the collection's reading, which then keeps the item (and, for a
 // directory or blob, its subtree, as the gate does in one process), or
 // looked the item up after the deletion committed, found it missing and
-// stores it again. One process collects at a time (kvDB.gcLock). Not
-// covered across processes: reads that count as uses in one process
-// (GetDirectory and GetBlobIndex, how a PathInfo put checks its tree)
-// write no record, so a PathInfo put on another replica during a
-// collection names a tree only its own use records protect (uploads
-// write them; a tree older than the grace period and used only by that
-// read is not).
+// stores it again. One process collects at a time (kvDB.gcLock). Reads
+// that count as uses in one process (GetDirectory and GetBlobIndex) write
+// no record; a PathInfo put, which names a tree by reading it, records a
+// use of its root first (store.Index.Put through RecordUse), so a put in
+// another process during a collection keeps its whole tree, given a grace
+// period longer than the put takes.
 
 // pebbleKindUse keys use records (see above).
 const pebbleKindUse byte = 'R'
