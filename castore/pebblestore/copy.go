@@ -64,7 +64,7 @@ type CopyResult struct {
 	// Frames were copied, FramesSkipped already in the target with the
 	// same size; FrameBytes is the size of those copied.
 	Frames, FramesSkipped int64
-	FrameBytes           int64
+	FrameBytes            int64
 	// Records were written (counters and layout version excluded), with
 	// RecordBytes of keys and values.
 	Records     int64
