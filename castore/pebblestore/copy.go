@@ -60,15 +60,16 @@ type CopyOptions struct {
 // CopyResult counts what CopyStore did.
 type CopyResult struct {
 	// Resumed: the target held the marker of an interrupted copy.
-	Resumed bool
+	Resumed bool `json:"resumed"`
 	// Frames were copied, FramesSkipped already in the target with the
 	// same size; FrameBytes is the size of those copied.
-	Frames, FramesSkipped int64
-	FrameBytes            int64
+	Frames        int64 `json:"frames"`
+	FramesSkipped int64 `json:"framesSkipped"`
+	FrameBytes    int64 `json:"frameBytes"`
 	// Records were written (counters and layout version excluded), with
 	// RecordBytes of keys and values.
-	Records     int64
-	RecordBytes int64
+	Records     int64 `json:"records"`
+	RecordBytes int64 `json:"recordBytes"`
 }
 
 // IncompleteCopy reports whether s is the target of a copy that has not
