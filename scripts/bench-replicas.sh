@@ -21,10 +21,17 @@ REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 TREE=${TREE:-$(go env GOROOT)}
 rm -rf "$B"; mkdir -p "$B"; chmod 755 "$B"
 (cd "$REPO" && go build -o "$B/nixcas" ./cmd/nixcas && go build -o "$B/narinfoload" ./scripts/narinfoload)
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+asPG() { if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+PGUP=
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	[[ -n $PGUP ]] && asPG "$PGBIN/pg_ctl" -D "$B/pg/data" stop -m fast -w >/dev/null 2>&1
+	wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 # MinIO.
@@ -37,15 +44,19 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchbench
 BLOBS="s3://frames/bench?endpoint=127.0.0.1:19100&tls=false&addressing=path"
 
 # PostgreSQL, with the settings internal/testpg uses.
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-asPG() { if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 mkdir -p "$B/pg"; [[ $EUID -eq 0 ]] && chown postgres: "$B/pg"
 asPG "$PGBIN/initdb" -D "$B/pg/data" -U postgres -A trust -E UTF8 --no-sync --no-instructions >"$B/initdb.log"
 asPG "$PGBIN/postgres" -D "$B/pg/data" -p 15433 -k "$B/pg" -c listen_addresses=127.0.0.1 \
 	-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB >"$B/postgres.log" 2>&1 &
-PIDS+=($!)
+PGPID=$!
+PGUP=1
 META="postgres://postgres@127.0.0.1:15433/postgres?sslmode=disable"
-until asPG "$PGBIN/pg_isready" -q -h 127.0.0.1 -p 15433 2>/dev/null; do sleep 0.2; done
+until asPG "$PGBIN/pg_isready" -q -h 127.0.0.1 -p 15433 2>/dev/null; do
+	kill -0 $PGPID 2>/dev/null || { echo "postgres did not start:" >&2; tail -5 "$B/postgres.log" >&2; exit 1; }
+	sleep 0.2
+done
+sleep 0.5
+kill -0 $PGPID 2>/dev/null || { echo "postgres did not start:" >&2; tail -5 "$B/postgres.log" >&2; exit 1; }
 
 # The store path.
 export XDG_CACHE_HOME=$B/xdg
