@@ -110,15 +110,18 @@ func TestCopyStoreResume(t *testing.T) {
 	}
 	dst.Close()
 
-	// Opened as a server would: the queued chunks pack, new ones queue.
+	// Opened as a server would: the queued chunks pack, and new ones
+	// queue beside them (50 of them take sequence numbers past the
+	// source's), so that in the end every chunk is in a frame.
 	dst = openPostgres(t, url, dstDir, framedOptions)
-	added := versionedChunks(2, 8)
+	added := versionedChunks(2, 50)
 	ds = append(ds, putAll(t, dst, added)...)
 	chunks = append(chunks, added...)
 	if err := dst.PackPending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	checkAll(t, dst, ds, chunks)
+	checkStoredBytes(t, dst)
 }
 
 // TestCopyStoreRefuses: a target that holds anything, and a source that

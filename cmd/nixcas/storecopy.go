@@ -38,8 +38,9 @@ func newStoreCopyCommand() *cobra.Command {
 --to-data (records in --to-meta, frames in --to-blobs, when given): from the
 embedded layout to PostgreSQL and S3 for several servers, or back.
 
-The source is opened read-only (stop a server writing to an embedded
-source first). The target must be new: a target holding any record is
+The source is opened read-only; stop every server writing to it first
+(an embedded source open elsewhere is refused; PostgreSQL cannot tell).
+The target must be new: a target holding any record is
 refused. Frames are copied first (each verified against its name; one the
 target's object store already holds with the same size is skipped), then
 the records in key order, then the counters, which completes the target.
