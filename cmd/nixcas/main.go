@@ -160,6 +160,9 @@ type storeFlags struct {
 	minFree      uint64
 	noSpaceGuard bool
 	blobs        blobFlags
+	// copyTarget: the store is opened by `store copy` as its target,
+	// which may be an incomplete copy (every other command refuses one).
+	copyTarget bool
 }
 
 // registerReadOnly adds the flags of commands that only read the store.
@@ -193,6 +196,19 @@ func (f *storeFlags) openReadOnly() (*pebblestore.Store, error) {
 // openWith opens the store with o, read-only or as open does (with the
 // flags' disk-space guard, recording uses).
 func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
+	s, err := f.openStore(readOnly, o)
+	if err != nil || f.copyTarget {
+		return s, err
+	}
+	if err := s.CheckComplete(context.Background()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
+	}
+	return s, nil
+}
+
+// openStore is openWith without the check that the store is complete.
+func (f *storeFlags) openStore(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
 	objects, err := f.blobs.objects(context.Background(), f.data, readOnly)
 	if err != nil {
 		return nil, err

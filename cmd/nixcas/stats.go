@@ -13,8 +13,8 @@ import (
 )
 
 func newStoreCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "store", Short: "Inspect and compact the store"}
-	cmd.AddCommand(newStoreStatsCommand(), newStoreCompactCommand())
+	cmd := &cobra.Command{Use: "store", Short: "Inspect, compact and copy the store"}
+	cmd.AddCommand(newStoreStatsCommand(), newStoreCompactCommand(), newStoreCopyCommand())
 	return cmd
 }
 
