@@ -61,9 +61,10 @@ var _ ObjectStore = (*DirObjects)(nil)
 // first put.
 func NewDirObjects(dir string) *DirObjects { return &DirObjects{dir: dir} }
 
-// checkObjectName refuses names that are not plain lower-case hex of at
-// least three characters: anything else could leave the directory.
-func checkObjectName(name string) error {
+// CheckObjectName refuses names that are not plain lower-case hex of 3 to
+// 128 characters, the names every ObjectStore takes: anything else could
+// leave a directory or a key prefix.
+func CheckObjectName(name string) error {
 	if len(name) < 3 || len(name) > 128 {
 		return fmt.Errorf("%w: object name %q", castore.ErrInvalid, name)
 	}
@@ -82,7 +83,7 @@ func (o *DirObjects) path(name string) string {
 // PutObject implements ObjectStore: the bytes go to a temporary file,
 // which is renamed into place.
 func (o *DirObjects) PutObject(ctx context.Context, name string, data []byte) (err error) {
-	if err := checkObjectName(name); err != nil {
+	if err := CheckObjectName(name); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -180,7 +181,7 @@ func syncPath(p string) error {
 
 // GetObject implements ObjectStore.
 func (o *DirObjects) GetObject(ctx context.Context, name string, off, n int64, dst []byte) ([]byte, error) {
-	if err := checkObjectName(name); err != nil {
+	if err := CheckObjectName(name); err != nil {
 		return dst, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -218,7 +219,7 @@ func (o *DirObjects) GetObject(ctx context.Context, name string, off, n int64, d
 
 // DeleteObject implements ObjectStore.
 func (o *DirObjects) DeleteObject(ctx context.Context, name string) error {
-	if err := checkObjectName(name); err != nil {
+	if err := CheckObjectName(name); err != nil {
 		return err
 	}
 	err := os.Remove(o.path(name))

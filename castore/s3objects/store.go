@@ -105,20 +105,6 @@ func (c Config) where() string {
 	return fmt.Sprintf("s3://%s/%s (%s://%s)", c.Bucket, c.Prefix, scheme, c.Endpoint)
 }
 
-// checkName refuses names that are not lower-case hex of 3 to 128
-// characters, as DirObjects does.
-func checkName(name string) error {
-	if len(name) < 3 || len(name) > 128 {
-		return fmt.Errorf("%w: object name %q", castore.ErrInvalid, name)
-	}
-	for _, c := range name {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return fmt.Errorf("%w: object name %q", castore.ErrInvalid, name)
-		}
-	}
-	return nil
-}
-
 func (s *Store) key(name string) string { return s.cfg.Prefix + name[:2] + "/" + name }
 
 // nameOf is the inverse of key: ok is false for keys of another layout.
@@ -128,7 +114,7 @@ func (s *Store) nameOf(key string) (string, bool) {
 		return "", false
 	}
 	name := string(rest[3:])
-	if checkName(name) != nil || name[:2] != string(rest[:2]) {
+	if pebblestore.CheckObjectName(name) != nil || name[:2] != string(rest[:2]) {
 		return "", false
 	}
 	return name, true
@@ -164,7 +150,7 @@ func (s *Store) fail(op, name string, err error) error {
 // PutObject implements pebblestore.ObjectStore: one PUT, or a multipart
 // upload for objects larger than the part size.
 func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
-	if err := checkName(name); err != nil {
+	if err := pebblestore.CheckObjectName(name); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -189,7 +175,7 @@ func (s *Store) SyncObjects(ctx context.Context) error { return ctx.Err() }
 // castore.ErrUnavailable, an object shorter than the range
 // castore.ErrCorrupt.
 func (s *Store) GetObject(ctx context.Context, name string, off, n int64, dst []byte) ([]byte, error) {
-	if err := checkName(name); err != nil {
+	if err := pebblestore.CheckObjectName(name); err != nil {
 		return dst, err
 	}
 	if off < 0 {
@@ -262,7 +248,7 @@ func (s *Store) statOffset(ctx context.Context, name string, off int64) error {
 
 // DeleteObject implements pebblestore.ObjectStore.
 func (s *Store) DeleteObject(ctx context.Context, name string) error {
-	if err := checkName(name); err != nil {
+	if err := pebblestore.CheckObjectName(name); err != nil {
 		return err
 	}
 	s.m.requests.WithLabelValues("delete").Inc()

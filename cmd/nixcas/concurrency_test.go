@@ -20,6 +20,22 @@ import (
 	"github.com/nixcas/nixcas/internal/testtree"
 )
 
+// buildConcurrentTrees builds the n trees of concurrentTrees under dir
+// (named 0 to n-1) and returns their paths and the NAR hashes Nix gives
+// them.
+func buildConcurrentTrees(t *testing.T, dir string, n int) (srcs, hashes []string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, tree := range concurrentTrees(n) {
+		src := filepath.Join(dir, strconv.Itoa(i))
+		testtree.Build(t, src, tree)
+		srcs, hashes = append(srcs, src), append(hashes, grpcNixHash(t, src))
+	}
+	return srcs, hashes
+}
+
 // concurrentTrees returns n trees that overlap: all share one package,
 // neighbours share a file, and each has a file of its own.
 func concurrentTrees(n int) []*testtree.Node {

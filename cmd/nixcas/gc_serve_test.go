@@ -10,8 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
-
-	"github.com/nixcas/nixcas/internal/testtree"
 )
 
 // TestServeGCWhilePushing runs `nixcas serve --gc-interval 50ms` while
@@ -27,17 +25,7 @@ func TestServeGCWhilePushing(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "server")
 	srv := startGRPCServe(t, data, "--gc-interval", "50ms")
-	trees := concurrentTrees(2 * n)
-	srcs := make([]string, 2*n)
-	wants := make([]string, 2*n)
-	for i, tree := range trees {
-		srcs[i] = filepath.Join(dir, "src", strconv.Itoa(i))
-		if err := os.MkdirAll(filepath.Dir(srcs[i]), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		testtree.Build(t, srcs[i], tree)
-		wants[i] = grpcNixHash(t, srcs[i])
-	}
+	srcs, wants := buildConcurrentTrees(t, filepath.Join(dir, "src"), 2*n)
 	roots := make([]json.RawMessage, 2*n)
 	for round := range 2 {
 		results := runConcurrently(t, n, func(i int) []string {

@@ -145,17 +145,7 @@ func TestReplicasPushAndCollect(t *testing.T) {
 	dir := t.TempDir()
 	r1, r2 := replicaPair(t, dir, []string{"--gc-interval", "50ms", "--gc-grace", "200ms"}, nil)
 	servers := []*grpcServe{r1, r2}
-	trees := concurrentTrees(2 * n)
-	srcs := make([]string, 2*n)
-	wants := make([]string, 2*n)
-	for i, tree := range trees {
-		srcs[i] = filepath.Join(dir, "src", strconv.Itoa(i))
-		if err := os.MkdirAll(filepath.Dir(srcs[i]), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		testtree.Build(t, srcs[i], tree)
-		wants[i] = grpcNixHash(t, srcs[i])
-	}
+	srcs, wants := buildConcurrentTrees(t, filepath.Join(dir, "src"), 2*n)
 	push := func(round int, args func(i int) string) []grpcPushOutput {
 		results := runConcurrently(t, n, func(i int) []string {
 			return []string{"push", "--json", "--server", servers[i%2].grpcAddr, "--cache", filepath.Join(dir, fmt.Sprintf("cache-%d-%d", round, i)),
