@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -174,30 +175,52 @@ func measureServer(ctx context.Context, o ScaleOptions, dir, keyFile string, st 
 // narInfoLoad requests narinfos of random synthetic paths on conns
 // connections for window and returns the latencies.
 func narInfoLoad(ctx context.Context, hc *http.Client, base string, paths, conns int, window time.Duration) (Latency, error) {
+	return LoadGETs(ctx, hc, conns, window, func(rng *rand.Rand) string {
+		return base + "/" + scalePathName(rng.IntN(paths))[:32] + ".narinfo"
+	}, func(url string, body []byte) error {
+		if len(body) == 0 {
+			return fmt.Errorf("bench: empty narinfo at %s", url)
+		}
+		return nil
+	})
+}
+
+// LoadGETs sends GET requests through hc on conns connections at once for
+// window, the URL of each from next (given the connection's own random
+// source), every answer read whole and judged by check (nil: any 200),
+// and returns their latencies and rate. It stops at the first failure.
+func LoadGETs(ctx context.Context, hc *http.Client, conns int, window time.Duration, next func(*rand.Rand) string, check func(url string, body []byte) error) (Latency, error) {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		all  []time.Duration
 		ferr error
 	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	deadline := time.Now().Add(window)
 	for c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(c), uint64(paths)))
-			var lat []time.Duration
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), uint64(conns)))
+			var (
+				lat  []time.Duration
+				body bytes.Buffer
+			)
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				name := scalePathName(rng.IntN(paths))
+				url := next(rng)
+				body.Reset()
 				start := time.Now()
-				n, err := get(ctx, hc, base+"/"+name[:32]+".narinfo", io.Discard)
-				if err == nil && n == 0 {
-					err = fmt.Errorf("bench: scale: empty narinfo of %s", name)
+				_, err := get(ctx, hc, url, &body)
+				if err == nil && check != nil {
+					err = check(url, body.Bytes())
 				}
 				if err != nil {
 					mu.Lock()
-					ferr = err
+					if ferr == nil {
+						ferr = err
+					}
 					mu.Unlock()
+					cancel()
 					return
 				}
 				lat = append(lat, time.Since(start))
@@ -205,7 +228,7 @@ func narInfoLoad(ctx context.Context, hc *http.Client, base string, paths, conns
 			mu.Lock()
 			all = append(all, lat...)
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	if ferr != nil {
@@ -280,14 +303,14 @@ func get(ctx context.Context, hc *http.Client, url string, w io.Writer) (int64, 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("bench: scale: GET %s: %s", url, resp.Status)
+		return 0, fmt.Errorf("bench: GET %s: %s", url, resp.Status)
 	}
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
-		return n, fmt.Errorf("bench: scale: GET %s: %w", url, err)
+		return n, fmt.Errorf("bench: GET %s: %w", url, err)
 	}
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return n, fmt.Errorf("bench: scale: GET %s: %d bytes of %d", url, n, resp.ContentLength)
+		return n, fmt.Errorf("bench: GET %s: %d bytes of %d", url, n, resp.ContentLength)
 	}
 	return n, nil
 }

@@ -5,12 +5,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
-	"slices"
-	"sync"
 	"time"
+
+	"github.com/nixcas/nixcas/bench"
 )
 
 func main() {
@@ -29,78 +29,23 @@ func main() {
 }
 
 func run(bases []string, path string, conns int, dur time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), dur)
-	defer cancel()
-	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-		firstErr  error
-		wg        sync.WaitGroup
-	)
-	start := time.Now()
-	for i := range conns {
-		url := bases[i%len(bases)] + "/" + path
-		// One client per connection: each keeps its own connection alive.
-		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				err := get(ctx, client, url)
-				if ctx.Err() != nil {
-					break
-				}
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					cancel()
-					break
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			latencies = append(latencies, mine...)
-			mu.Unlock()
-		}()
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	next := func(rng *rand.Rand) string { return bases[rng.IntN(len(bases))] + "/" + path }
+	check := func(url string, body []byte) error {
+		if !bytes.Contains(body, []byte("StorePath: ")) {
+			return fmt.Errorf("GET %s: not a narinfo: %.200q", url, body)
+		}
+		return nil
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if firstErr != nil {
-		return firstErr
+	lat, err := bench.LoadGETs(context.Background(), &http.Client{Transport: tr}, conns, dur, next, check)
+	if err != nil {
+		return err
 	}
-	if len(latencies) == 0 {
+	if lat.Requests == 0 {
 		return fmt.Errorf("no request finished within %v", dur)
 	}
-	slices.Sort(latencies)
-	pct := func(p float64) time.Duration { return latencies[int(p*float64(len(latencies)-1))] }
-	fmt.Printf("%d requests in %.1f s: %.0f req/s, latency p50 %v p99 %v max %v (%d connections over %d servers)\n",
-		len(latencies), elapsed.Seconds(), float64(len(latencies))/elapsed.Seconds(),
-		pct(0.5).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), latencies[len(latencies)-1].Round(time.Microsecond),
-		conns, len(bases))
-	return nil
-}
-
-func get(ctx context.Context, client *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("StorePath: ")) {
-		return fmt.Errorf("GET %s: %s: %.200q", url, resp.Status, body)
-	}
+	fmt.Printf("%d requests in %.1f s: %.0f req/s, latency p50 %.0f µs p99 %.0f µs (%d connections over %d servers)\n",
+		lat.Requests, dur.Seconds(), lat.RPS, lat.P50us, lat.P99us, conns, len(bases))
 	return nil
 }
