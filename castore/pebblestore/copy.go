@@ -23,7 +23,7 @@ import (
 //
 //  1. The target's copy marker ('m' "copy") is written, synced, before
 //     anything else; a target holding it is an incomplete copy, which
-//     IncompleteCopy reports and the command line refuses to open.
+//     opens only with Options.CopyTarget (CheckComplete says why).
 //  2. Every frame the source's registry names is copied (verified by its
 //     BLAKE3 name), skipping one the target's object store already has
 //     with the same size; the objects are synced.
@@ -70,18 +70,6 @@ type CopyResult struct {
 	// RecordBytes of keys and values.
 	Records     int64 `json:"records"`
 	RecordBytes int64 `json:"recordBytes"`
-}
-
-// IncompleteCopy reports whether s is the target of a copy that has not
-// finished (see CopyStore): its records are then only part of the
-// source's.
-func (s *Store) IncompleteCopy(ctx context.Context) (bool, error) {
-	db, err := s.acquire(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer s.mu.RUnlock()
-	return has(ctx, db, copyMarkerKey)
 }
 
 // CopyStore copies every frame and record of src into dst, which must be
@@ -314,15 +302,24 @@ func copyRecords(ctx context.Context, ddb, sdb kvDB, dst *Store, opts CopyOption
 var errCopyIncomplete = errors.New("castore: the store is an incomplete copy")
 
 // CheckComplete returns an error wrapping castore.ErrInvalid when s is an
-// incomplete copy (see CopyStore).
+// incomplete copy (see CopyStore), which only Options.CopyTarget opens.
 func (s *Store) CheckComplete(ctx context.Context) error {
-	incomplete, err := s.IncompleteCopy(ctx)
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	return checkComplete(ctx, db, s.dir)
+}
+
+func checkComplete(ctx context.Context, db kvDB, dir string) error {
+	incomplete, err := has(ctx, db, copyMarkerKey)
 	if err != nil {
 		return err
 	}
 	if incomplete {
 		return fmt.Errorf("%w: %w: %s: a copy into it was interrupted; run the same `nixcas store copy` again to finish it",
-			castore.ErrInvalid, errCopyIncomplete, s.dir)
+			castore.ErrInvalid, errCopyIncomplete, dir)
 	}
 	return nil
 }

@@ -77,7 +77,7 @@ func TestCopyStoreResume(t *testing.T) {
 
 	url, dstDir := testpg.New(t), t.TempDir()
 	off := framedOptions
-	off.Frames.Off = true
+	off.Frames.Off, off.CopyTarget = true, true
 	failing := off
 	failing.Objects = &failingPuts{ObjectStore: pebblestore.NewDirObjects(filepath.Join(dstDir, "frames")), n: 3}
 	dst := openPostgres(t, url, dstDir, failing)
@@ -176,6 +176,19 @@ func TestCopyStoreRefuses(t *testing.T) {
 	}
 	if _, err := pebblestore.CopyStore(ctx, openFramed(t, t.TempDir()), m, pebblestore.CopyOptions{}); !errors.Is(err, castore.ErrInvalid) {
 		t.Errorf("copy from an incomplete copy: %v, want ErrInvalid", err)
+	}
+	m.Close()
+	// Opened again: refused, except as a copy's target.
+	if s, err := pebblestore.Open(mid, midOpts); !errors.Is(err, castore.ErrInvalid) {
+		if err == nil {
+			s.Close()
+		}
+		t.Errorf("opening an incomplete copy: %v, want ErrInvalid", err)
+	}
+	midOpts.CopyTarget = true
+	m, err = pebblestore.Open(mid, midOpts)
+	if err != nil {
+		t.Fatalf("opening an incomplete copy as a copy's target: %v", err)
 	}
 	m.Close()
 }

@@ -107,6 +107,10 @@ type Options struct {
 	// gcuse.go). Stores a server writes to record uses; chunk caches
 	// need not.
 	RecordUses bool
+	// CopyTarget opens the target of a copy that has not finished (see
+	// CopyStore), which is otherwise refused: its records are only part
+	// of its source's.
+	CopyTarget bool
 	// ReadOnly makes OpenPostgres open the store for reading only (Open
 	// ignores it: OpenReadOnly is its read-only open).
 	ReadOnly bool
@@ -347,6 +351,12 @@ func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGua
 	if err := checkPebbleVersion(ctx, db, dir, fsys.readOnly); err != nil {
 		db.close()
 		return nil, err
+	}
+	if !opts.CopyTarget {
+		if err := checkComplete(ctx, db, dir); err != nil {
+			db.close()
+			return nil, err
+		}
 	}
 	s := &Store{
 		dir:        dir,

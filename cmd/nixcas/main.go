@@ -196,19 +196,7 @@ func (f *storeFlags) openReadOnly() (*pebblestore.Store, error) {
 // openWith opens the store with o, read-only or as open does (with the
 // flags' disk-space guard, recording uses).
 func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
-	s, err := f.openStore(readOnly, o)
-	if err != nil || f.copyTarget {
-		return s, err
-	}
-	if err := s.CheckComplete(context.Background()); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
-	}
-	return s, nil
-}
-
-// openStore is openWith without the check that the store is complete.
-func (f *storeFlags) openStore(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
+	o.CopyTarget = f.copyTarget
 	objects, err := f.blobs.objects(context.Background(), f.data, readOnly)
 	if err != nil {
 		return nil, err
