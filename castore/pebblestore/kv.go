@@ -42,6 +42,11 @@ type kvDB interface {
 	// get calls fn with the value of key, valid only during the call; a
 	// missing key is errNoKey.
 	get(ctx context.Context, key []byte, fn func(v []byte) error) error
+	// getMany calls fn(i, v) for each keys[i] that exists, with its value
+	// v valid only during the call, in no particular order; a key given
+	// twice is reported at each of its places. On PostgreSQL it is one
+	// query, where a get per key would be a round trip each.
+	getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error
 	// has reports whether key exists, without reading its value where
 	// that costs more than the key.
 	has(ctx context.Context, key []byte) (bool, error)
@@ -103,6 +108,9 @@ type kvBatch interface {
 	// database the key stays locked against other batches until the
 	// batch commits or closes.
 	get(ctx context.Context, key []byte, fn func(v []byte) error) error
+	// getMany is kvDB.getMany of the latest committed values, locking
+	// the keys as get does.
+	getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error
 	set(key, value []byte)
 	// insert sets key, which the caller found absent: commit fails with
 	// errKeyExists, applying nothing, should another writer have set it
@@ -144,6 +152,21 @@ func (p *pebbleKV) get(_ context.Context, key []byte, fn func(v []byte) error) e
 		return pebbleError(cerr, fmt.Sprintf("get %c/%x", key[0], key[1:]))
 	}
 	return err
+}
+
+func (p *pebbleKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	return getEach(ctx, p.get, keys, fn)
+}
+
+// getEach is getMany as one get per key.
+func getEach(ctx context.Context, get func(context.Context, []byte, func([]byte) error) error, keys [][]byte, fn func(i int, v []byte) error) error {
+	for i, k := range keys {
+		err := get(ctx, k, func(v []byte) error { return fn(i, v) })
+		if err != nil && !errors.Is(err, errNoKey) {
+			return err
+		}
+	}
+	return nil
 }
 
 // has does not read the value. db.Get would fetch it, which for a
@@ -244,6 +267,10 @@ type pebbleBatch struct {
 
 func (b *pebbleBatch) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
 	return b.p.get(ctx, key, fn)
+}
+
+func (b *pebbleBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	return b.p.getMany(ctx, keys, fn)
 }
 
 func (b *pebbleBatch) set(key, value []byte)    { _ = b.b.Set(key, value, nil) }

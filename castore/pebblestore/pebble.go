@@ -617,8 +617,14 @@ func (s *Store) putStoredChunk(ctx context.Context, db kvDB, d castore.Digest, s
 	mu := s.stripe(d)
 	mu.Lock()
 	defer mu.Unlock()
-	if ok, err := has(ctx, db, key); err != nil || ok {
-		return false, err
+	// On a shared database the caller's lookup (useChunk) was just made,
+	// and the insert below fails, storing nothing, should the chunk have
+	// been stored since: a second lookup would cost a round trip for
+	// nothing.
+	if !db.shared() {
+		if ok, err := has(ctx, db, key); err != nil || ok {
+			return false, err
+		}
 	}
 	var delta [numCounters]uint64
 	delta[counterUniqueChunkBytes] = uint64(size)

@@ -119,7 +119,7 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 	}
 	// Queued chunks are in PostgreSQL, not in memory: writers wait for
 	// the packer only as far as a few frames.
-	return openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(8*opts.Frames.Size))
+	return openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(packBatch*opts.Frames.Size))
 }
 
 // pgKV is a kvDB in a PostgreSQL database that several processes share.
@@ -166,6 +166,54 @@ func (p *pgKV) err(err error, what string) error {
 
 func (p *pgKV) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
 	return pgGet(ctx, p.q, key, "", fn, p)
+}
+
+func (p *pgKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	return pgGetMany(ctx, p.q, keys, "", fn, p)
+}
+
+// pgGetMany reads keys in pages of one query each; suffix is appended to
+// each query (a lock clause).
+func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix string, fn func(i int, v []byte) error, p *pgKV) error {
+	for base := 0; base < len(keys); base += pgGetPage {
+		page := keys[base:min(len(keys), base+pgGetPage)]
+		at := make(map[string][]int, len(page))
+		for i, k := range page {
+			at[string(k)] = append(at[string(k)], i)
+		}
+		// In key order, so that two batches locking overlapping keys
+		// never wait for each other in a cycle.
+		rows, err := q.Query(ctx, "SELECT k, v FROM nixcas_kv WHERE k = ANY($1::bytea[]) ORDER BY k"+suffix, page)
+		if err != nil {
+			return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+		}
+		for rows.Next() {
+			var k, v []byte
+			if err := rows.Scan(&k, &v); err != nil {
+				rows.Close()
+				return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+			}
+			for _, i := range at[string(k)] {
+				if err := fn(base+i, v); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+		}
+	}
+	return nil
+}
+
+// pgGetPage bounds the keys of one getMany query.
+const pgGetPage = 1024
+
+// pgRowsQuerier is a pool, a connection or a transaction.
+type pgRowsQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // pgConn is a pool or one connection.
@@ -478,6 +526,13 @@ func (b *pgBatch) get(ctx context.Context, key []byte, fn func(v []byte) error) 
 	return pgGet(ctx, b.tx, key, " FOR UPDATE", fn, b.p)
 }
 
+func (b *pgBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	if err := b.begin(ctx); err != nil {
+		return err
+	}
+	return pgGetMany(ctx, b.tx, keys, " FOR UPDATE", fn, b.p)
+}
+
 func (b *pgBatch) add(kind pgOpKind, key, value []byte) {
 	b.ops = append(b.ops, pgOp{kind: kind, k: append([]byte(nil), key...), v: append([]byte{}, value...)})
 	b.bytes += len(key) + len(value)
@@ -499,10 +554,15 @@ func (b *pgBatch) addCounters(delta []uint64) {
 func (b *pgBatch) size() int   { return b.bytes + 8*len(b.delta) }
 func (b *pgBatch) empty() bool { return len(b.ops) == 0 && len(b.delta) == 0 }
 
-// commit sends the writes in one round trip: inserts first, each of which
-// must insert its row, then the rest in order, then the counters. A
-// failed commit rolls back at once: the transaction may hold row locks
-// (a counter's) that the caller's next batch needs.
+// commit sends the writes in one round trip. A batch that read nothing
+// (no transaction open) and is not synced is one pipeline, which
+// PostgreSQL runs as one implicit transaction; otherwise the pipeline
+// runs in the batch's transaction, committed after it (two more round
+// trips). Runs of writes of one kind are one statement each (see
+// queueWrites); an insert that meets an existing key fails the statement
+// and so the whole transaction, reported as errKeyExists. A failed commit
+// rolls back at once: the transaction may hold row locks (a counter's)
+// that the caller's next batch needs.
 func (b *pgBatch) commit(ctx context.Context, sync bool) error {
 	err := b.commitTx(ctx, sync)
 	if err != nil {
@@ -512,28 +572,95 @@ func (b *pgBatch) commit(ctx context.Context, sync bool) error {
 }
 
 func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
+	if b.err != nil {
+		return b.err
+	}
+	var qb pgx.Batch
+	if b.tx == nil && !sync {
+		if b.empty() {
+			return nil
+		}
+		b.queueWrites(&qb)
+		return b.sendWrites(b.p.q.SendBatch(ctx, &qb))
+	}
 	if err := b.begin(ctx); err != nil {
 		return err
 	}
-	var qb pgx.Batch
 	if sync {
 		qb.Queue("SET LOCAL synchronous_commit = on")
 	}
-	var inserts int
+	b.queueWrites(&qb)
+	if err := b.sendWrites(b.tx.SendBatch(ctx, &qb)); err != nil {
+		return err
+	}
+	err := b.tx.Commit(ctx)
+	b.tx = nil
+	return b.p.err(err, "commit")
+}
+
+// sendWrites reads the results of a pipeline of queueWrites.
+func (b *pgBatch) sendWrites(br pgx.BatchResults) error {
+	err := br.Close()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgUniqueViolation && pgErr.TableName == "nixcas_kv" {
+		return errKeyExists
+	}
+	return b.p.err(err, "commit")
+}
+
+// pgUniqueViolation is PostgreSQL's error code for a duplicate key.
+const pgUniqueViolation = "23505"
+
+// queueWrites queues the batch's writes: inserts first (plain inserts,
+// which fail on an existing key), then the sets and deletes in order,
+// then the counters, each kind in one statement over arrays (one
+// statement may not change a row twice, so a key written again starts
+// new statements).
+func (b *pgBatch) queueWrites(qb *pgx.Batch) {
+	var ins [][2][]byte
 	for _, op := range b.ops {
 		if op.kind == pgInsert {
-			qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING", op.k, op.v)
-			inserts++
+			ins = append(ins, [2][]byte{op.k, op.v})
 		}
+	}
+	if len(ins) > 0 {
+		ks, vs := make([][]byte, len(ins)), make([][]byte, len(ins))
+		for i, kv := range ins {
+			ks[i], vs[i] = kv[0], kv[1]
+		}
+		qb.Queue("INSERT INTO nixcas_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])", ks, vs)
+	}
+	// Writes of distinct keys commute: the sets and the deletes up to a
+	// key's second write are two statements.
+	var (
+		setK, setV, delK [][]byte
+		seen             = make(map[string]bool)
+	)
+	flush := func() {
+		if len(setK) > 0 {
+			qb.Queue("INSERT INTO nixcas_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (k) DO UPDATE SET v = excluded.v", setK, setV)
+		}
+		if len(delK) > 0 {
+			qb.Queue("DELETE FROM nixcas_kv WHERE k = ANY($1::bytea[])", delK)
+		}
+		setK, setV, delK = nil, nil, nil
+		clear(seen)
 	}
 	for _, op := range b.ops {
-		switch op.kind {
-		case pgSet:
-			qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v", op.k, op.v)
-		case pgDelete:
-			qb.Queue("DELETE FROM nixcas_kv WHERE k = $1", op.k)
+		if op.kind == pgInsert {
+			continue
+		}
+		if seen[string(op.k)] {
+			flush()
+		}
+		seen[string(op.k)] = true
+		if op.kind == pgSet {
+			setK, setV = append(setK, op.k), append(setV, op.v)
+		} else {
+			delK = append(delK, op.k)
 		}
 	}
+	flush()
 	var pos []int32
 	var vals []int64
 	for i, x := range b.delta {
@@ -546,30 +673,6 @@ func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 		qb.Queue(`INSERT INTO nixcas_counters (shard, pos, v) SELECT $1, p, d FROM unnest($2::int[], $3::bigint[]) AS t(p, d)
 ON CONFLICT (shard, pos) DO UPDATE SET v = nixcas_counters.v + excluded.v`, rand.IntN(pgCounterShards), pos, vals)
 	}
-	br := b.tx.SendBatch(ctx, &qb)
-	if sync {
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return b.p.err(err, "commit")
-		}
-	}
-	for range inserts {
-		tag, err := br.Exec()
-		if err != nil {
-			br.Close()
-			return b.p.err(err, "commit")
-		}
-		if tag.RowsAffected() == 0 {
-			br.Close()
-			return errKeyExists
-		}
-	}
-	if err := br.Close(); err != nil {
-		return b.p.err(err, "commit")
-	}
-	err := b.tx.Commit(ctx)
-	b.tx = nil
-	return b.p.err(err, "commit")
 }
 
 func (b *pgBatch) close() {
