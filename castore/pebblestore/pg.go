@@ -61,6 +61,11 @@ const (
 // a chunk (256 KiB) and mostly far smaller.
 const pgIterPage = 256
 
+// Values of nixcas_kv are stored without compression (STORAGE EXTERNAL):
+// most bytes in it are chunks queued for the packer, which compresses
+// them with their neighbours a few seconds later, and PostgreSQL's own
+// compression of each (pglz) was most of the server's work in an ingest.
+
 // pgCounterShards is how many rows each counter is spread over, so that
 // writers of different processes rarely wait for one row.
 const pgCounterShards = 16
@@ -152,6 +157,19 @@ func (p *pgKV) createSchema(ctx context.Context) error {
 	}
 	if _, err := tx.Exec(ctx, pgSchema); err != nil {
 		return p.err(err, "create tables")
+	}
+	// Values are stored uncompressed (see pgSchema); the table is altered
+	// only when it is not yet, since ALTER TABLE waits for every other
+	// process's transactions on it.
+	var storage string
+	err = tx.QueryRow(ctx, "SELECT attstorage::text FROM pg_attribute WHERE attrelid = 'nixcas_kv'::regclass AND attname = 'v'").Scan(&storage)
+	if err != nil {
+		return p.err(err, "create tables")
+	}
+	if storage != "e" {
+		if _, err := tx.Exec(ctx, "ALTER TABLE nixcas_kv ALTER COLUMN v SET STORAGE EXTERNAL"); err != nil {
+			return p.err(err, "create tables")
+		}
 	}
 	return p.err(tx.Commit(ctx), "create tables")
 }
