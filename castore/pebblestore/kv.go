@@ -76,7 +76,11 @@ type kvDB interface {
 	// recordUse writes the use record useKey (unsynced) and, when item
 	// is not nil, reports whether item exists, in one step that no
 	// collection's deletion batch (under gcLock exclusive) divides.
-	recordUse(ctx context.Context, useKey, item []byte) (bool, error)
+	// then, when not nil, is a batch that read nothing, committed
+	// (unsynced) after the record, in the same step where the database
+	// can (one round trip on PostgreSQL); a failed commit of then
+	// leaves no record either.
+	recordUse(ctx context.Context, useKey, item []byte, then kvBatch) (bool, error)
 	// gcLock excludes other processes' collections and uses of the
 	// gate; the returned unlock ends it. exclusive: uses too (held by
 	// a collection around each deletion batch). Without exclusive it
@@ -239,11 +243,21 @@ func (p *pebbleKV) shared() bool { return false }
 
 // recordUse needs no lock: a collection in this process, the only one,
 // learns of uses at once (gcuse.go).
-func (p *pebbleKV) recordUse(ctx context.Context, useKey, item []byte) (bool, error) {
-	if err := p.set(ctx, useKey, nil, false); err != nil || item == nil {
+func (p *pebbleKV) recordUse(ctx context.Context, useKey, item []byte, then kvBatch) (bool, error) {
+	if err := p.set(ctx, useKey, nil, false); err != nil {
 		return false, err
 	}
-	return p.has(ctx, item)
+	ok := false
+	if item != nil {
+		var err error
+		if ok, err = p.has(ctx, item); err != nil {
+			return false, err
+		}
+	}
+	if then != nil {
+		return ok, then.commit(ctx, false)
+	}
+	return ok, nil
 }
 
 func (p *pebbleKV) gcLock(context.Context, bool) (kvDB, func(), error) { return p, func() {}, nil }

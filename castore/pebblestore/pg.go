@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -123,8 +124,30 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 		}
 	}
 	// Queued chunks are in PostgreSQL, not in memory: writers wait for
-	// the packer only as far as a few frames.
-	return openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(packBatch*opts.Frames.Size))
+	// the packer only as far as one pack's frames.
+	s, err := openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(packBatch*opts.Frames.Size))
+	if err != nil {
+		return nil, err
+	}
+	s.writers = pgWriters
+	return s, nil
+}
+
+var _ castore.WriteConcurrency = (*Store)(nil)
+
+// pgWriters is how many puts a Writer runs at once on PostgreSQL
+// (castore.WriteConcurrency): each put waits a round trip or two for the
+// server, whatever the cores.
+const pgWriters = 8
+
+// WriteConcurrency implements castore.WriteConcurrency: on PostgreSQL more
+// puts than cores at once, since each mostly waits for the server; on
+// Pebble as many as cores.
+func (s *Store) WriteConcurrency() int {
+	if s.writers > 0 {
+		return s.writers
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // pgKV is a kvDB in a PostgreSQL database that several processes share.
@@ -346,29 +369,52 @@ func (p *pgKV) shared() bool { return true }
 // recordUse runs as one pipelined batch, which PostgreSQL runs as one
 // implicit transaction: it takes the uses lock shared (so no deletion
 // batch of a collection runs meanwhile), inserts the record and looks the
-// item up.
-func (p *pgKV) recordUse(ctx context.Context, useKey, item []byte) (bool, error) {
+// item up, then commits then's writes (a batch that read nothing; one
+// that did is committed on its own after).
+func (p *pgKV) recordUse(ctx context.Context, useKey, item []byte, then kvBatch) (bool, error) {
+	pb, _ := then.(*pgBatch)
+	if then != nil && (pb == nil || pb.tx != nil || pb.err != nil) {
+		ok, err := p.recordUse(ctx, useKey, item, nil)
+		if err != nil {
+			return false, err
+		}
+		return ok, then.commit(ctx, false)
+	}
 	var qb pgx.Batch
 	qb.Queue("SELECT pg_advisory_xact_lock_shared($1)", pgLockUses)
 	qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, '') ON CONFLICT (k) DO NOTHING", useKey)
 	if item != nil {
 		qb.Queue("SELECT EXISTS (SELECT 1 FROM nixcas_kv WHERE k = $1)", item)
 	}
+	if pb != nil {
+		pb.queueWrites(&qb)
+	}
 	br := p.q.SendBatch(ctx, &qb)
 	defer br.Close()
 	for range 2 {
 		if _, err := br.Exec(); err != nil {
-			return false, p.err(err, "record use")
+			return false, p.recordUseErr(err, pb)
 		}
 	}
-	if item == nil {
-		return false, p.err(br.Close(), "record use")
-	}
 	var ok bool
-	if err := br.QueryRow().Scan(&ok); err != nil {
-		return false, p.err(err, "record use")
+	if item != nil {
+		if err := br.QueryRow().Scan(&ok); err != nil {
+			return false, p.recordUseErr(err, pb)
+		}
 	}
-	return ok, p.err(br.Close(), "record use")
+	if err := br.Close(); err != nil {
+		return false, p.recordUseErr(err, pb)
+	}
+	return ok, nil
+}
+
+// recordUseErr is the error of a recordUse whose pipeline failed; then's
+// writes, part of it, may be why.
+func (p *pgKV) recordUseErr(err error, then *pgBatch) error {
+	if then != nil {
+		return then.writeErr(err)
+	}
+	return p.err(err, "record use")
 }
 
 // gcLock without exclusive opens the collection's own connection, outside
@@ -618,7 +664,11 @@ func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 
 // sendWrites reads the results of a pipeline of queueWrites.
 func (b *pgBatch) sendWrites(br pgx.BatchResults) error {
-	err := br.Close()
+	return b.writeErr(br.Close())
+}
+
+// writeErr translates the error of a pipeline of queueWrites.
+func (b *pgBatch) writeErr(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == pgUniqueViolation && pgErr.TableName == "nixcas_kv" {
 		return errKeyExists
