@@ -7,14 +7,25 @@ import (
 	"io"
 	"runtime"
 	"sync"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // WriterOptions configure a [Writer]. Zero fields take defaults.
 type WriterOptions struct {
 	Chunker ChunkerOptions
 	// Workers is the number of goroutines hashing, compressing and storing
-	// chunks (default GOMAXPROCS).
+	// chunks, and recording blobs at Flush (default GOMAXPROCS, or more
+	// when the store asks for more: see [WriteConcurrency]).
 	Workers int
+}
+
+// WriteConcurrency is the optional power of a store whose puts mostly wait
+// for something other than this machine's cores (a database across a
+// network): Writers on it run at least WriteConcurrency puts at once
+// unless their options set Workers.
+type WriteConcurrency interface {
+	WriteConcurrency() int
 }
 
 // Writer writes file contents into a store as blobs: the calling goroutine
@@ -72,6 +83,9 @@ func NewWriter(s Store, opts WriterOptions) (*Writer, error) {
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
+		if c, ok := As[WriteConcurrency](s); ok {
+			opts.Workers = max(opts.Workers, c.WriteConcurrency())
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Writer{
@@ -194,6 +208,9 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if w.err != nil {
 		return w.err
 	}
+	// The blobs are independent: up to Workers are recorded at once.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.opts.Workers)
 	for _, b := range w.blobs {
 		var chunks []ChunkRef
 		if len(b.refs) > 1 {
@@ -202,10 +219,16 @@ func (w *Writer) Flush(ctx context.Context) error {
 				chunks[i] = *r
 			}
 		}
-		if err := w.store.PutBlob(ctx, b.digest, b.size, chunks); err != nil {
-			w.fail(fmt.Errorf("castore: recording blob %s: %w", b.digest, err))
-			return w.err
-		}
+		g.Go(func() error {
+			if err := w.store.PutBlob(gctx, b.digest, b.size, chunks); err != nil {
+				return fmt.Errorf("castore: recording blob %s: %w", b.digest, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		w.fail(err)
+		return w.err
 	}
 	w.blobs = w.blobs[:0]
 	return nil

@@ -115,12 +115,53 @@ func (c *Client) PushTreeFrom(ctx context.Context, root castore.Entry, base *cas
 	if err != nil {
 		return st, err
 	}
-	if len(missingDirs) > 0 {
+	if missingDirs = reachableMissing(t.dirs, missingDirs); len(missingDirs) > 0 {
 		if err := c.putDirectories(ctx, t.dirs, missingDirs); err != nil {
 			return st, err
 		}
 	}
 	return st, nil
+}
+
+// reachableMissing keeps of the missing directories (indexes into dirs,
+// children first, the root last) those reachable from the root through
+// missing directories, ascending. The server checks one directory after
+// another, so another client can store a directory and its parent between
+// two of its checks: the parent, reported present, has its subtree
+// stored, and a directory below it reported missing is not to be sent
+// (the server refuses a directory its stream's root does not reach).
+func reachableMissing(dirs []dirItem, missing []int) []int {
+	if len(dirs) == 0 || len(missing) == 0 {
+		return missing
+	}
+	at := make(map[castore.Digest]int, len(missing))
+	for _, i := range missing {
+		at[dirs[i].digest] = i
+	}
+	root := len(dirs) - 1
+	if _, ok := at[dirs[root].digest]; !ok {
+		return nil
+	}
+	reached := map[int]bool{root: true}
+	queue := []int{root}
+	for len(queue) > 0 {
+		d := dirs[queue[0]].dir
+		queue = queue[1:]
+		for _, sub := range d.Directories {
+			if i, ok := at[sub.Digest]; ok && !reached[i] {
+				reached[i] = true
+				queue = append(queue, i)
+			}
+		}
+	}
+	out := make([]int, 0, len(reached))
+	for _, i := range missing {
+		if reached[i] {
+			out = append(out, i)
+			delete(reached, i)
+		}
+	}
+	return out
 }
 
 type missingKind int

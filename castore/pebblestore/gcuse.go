@@ -113,18 +113,29 @@ type gcState struct {
 // reports whether it exists, looked up in one step with the record that
 // no collection's deletion batch divides (kvDB.recordUse), which is what
 // keeps it from a collection in another process (see above).
-func (s *Store) persistUse(ctx context.Context, db kvDB, kind byte, d castore.Digest, item []byte) (bool, error) {
+//
+// then, when not nil, is a batch that read nothing, committed after the
+// record, in one round trip with it where the database allows
+// (kvDB.recordUse).
+func (s *Store) persistUse(ctx context.Context, db kvDB, kind byte, d castore.Digest, item []byte, then kvBatch) (bool, error) {
 	if !s.recordUses || s.readOnly {
-		if item == nil {
-			return false, nil
+		ok := false
+		if item != nil {
+			var err error
+			if ok, err = has(ctx, db, item); err != nil {
+				return false, err
+			}
 		}
-		return has(ctx, db, item)
+		if then != nil {
+			return ok, then.commit(ctx, false)
+		}
+		return ok, nil
 	}
 	key := useKey(time.Now(), kind, d)
 	if err := s.space.admit(len(key) + 16); err != nil {
 		return false, err
 	}
-	ok, err := db.recordUse(ctx, key, item)
+	ok, err := db.recordUse(ctx, key, item, then)
 	if err != nil {
 		return false, fmt.Errorf("record use of %s: %w", d, err)
 	}
@@ -136,13 +147,13 @@ func (s *Store) persistUse(ctx context.Context, db kvDB, kind byte, d castore.Di
 func (s *Store) useChunk(ctx context.Context, db kvDB, d castore.Digest) (bool, error) {
 	key := pebbleKey(pebbleKindChunk, d)
 	if db.shared() {
-		ok, err := s.persistUse(ctx, db, pebbleKindChunk, d, key)
+		ok, err := s.persistUse(ctx, db, pebbleKindChunk, d, key, nil)
 		if err != nil {
 			return false, err
 		}
 		return ok, s.markChunkUsed(d)
 	}
-	if _, err := s.persistUse(ctx, db, pebbleKindChunk, d, nil); err != nil {
+	if _, err := s.persistUse(ctx, db, pebbleKindChunk, d, nil, nil); err != nil {
 		return false, err
 	}
 	if err := s.markChunkUsed(d); err != nil {
@@ -176,10 +187,12 @@ func (s *Store) sharedItem(db kvDB, kind byte, d castore.Digest) []byte {
 }
 
 // useBlob records a use of blob d; refs, when not nil, are its chunks
-// (a blob being put), else they are read from its index.
-func (s *Store) useBlob(ctx context.Context, db kvDB, d castore.Digest, refs []castore.ChunkRef, persist bool) error {
+// (a blob being put), else they are read from its index. then, when not
+// nil, is committed with the use record (persistUse), which persist must
+// then be set for.
+func (s *Store) useBlob(ctx context.Context, db kvDB, d castore.Digest, refs []castore.ChunkRef, persist bool, then kvBatch) error {
 	if persist {
-		if _, err := s.persistUse(ctx, db, pebbleKindBlobIndex, d, s.sharedItem(db, pebbleKindBlobIndex, d)); err != nil {
+		if _, err := s.persistUse(ctx, db, pebbleKindBlobIndex, d, s.sharedItem(db, pebbleKindBlobIndex, d), then); err != nil {
 			return err
 		}
 	}
@@ -227,7 +240,7 @@ func (s *Store) markBlobUsed(ctx context.Context, db kvDB, m *markSet, d castore
 // contents (a directory being put), else they are read from the store.
 func (s *Store) useDirectory(ctx context.Context, db kvDB, d castore.Digest, dir *castore.Directory, persist bool) error {
 	if persist {
-		if _, err := s.persistUse(ctx, db, pebbleKindDirectory, d, s.sharedItem(db, pebbleKindDirectory, d)); err != nil {
+		if _, err := s.persistUse(ctx, db, pebbleKindDirectory, d, s.sharedItem(db, pebbleKindDirectory, d), nil); err != nil {
 			return err
 		}
 	}
@@ -283,7 +296,7 @@ func (s *Store) RecordUse(ctx context.Context, kind castore.UseKind, d castore.D
 	defer s.mu.RUnlock()
 	switch kind {
 	case castore.UseBlob:
-		return s.useBlob(ctx, db, d, nil, true)
+		return s.useBlob(ctx, db, d, nil, true, nil)
 	case castore.UseDirectory:
 		return s.useDirectory(ctx, db, d, nil, true)
 	}

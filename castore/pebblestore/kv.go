@@ -42,6 +42,11 @@ type kvDB interface {
 	// get calls fn with the value of key, valid only during the call; a
 	// missing key is errNoKey.
 	get(ctx context.Context, key []byte, fn func(v []byte) error) error
+	// getMany calls fn(i, v) for each keys[i] that exists, with its value
+	// v valid only during the call, in no particular order; a key given
+	// twice is reported at each of its places. On PostgreSQL it is one
+	// query, where a get per key would be a round trip each.
+	getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error
 	// has reports whether key exists, without reading its value where
 	// that costs more than the key.
 	has(ctx context.Context, key []byte) (bool, error)
@@ -71,7 +76,11 @@ type kvDB interface {
 	// recordUse writes the use record useKey (unsynced) and, when item
 	// is not nil, reports whether item exists, in one step that no
 	// collection's deletion batch (under gcLock exclusive) divides.
-	recordUse(ctx context.Context, useKey, item []byte) (bool, error)
+	// then, when not nil, is a batch that read nothing, committed
+	// (unsynced) after the record, in the same step where the database
+	// can (one round trip on PostgreSQL); a failed commit of then
+	// leaves no record either.
+	recordUse(ctx context.Context, useKey, item []byte, then kvBatch) (bool, error)
 	// gcLock excludes other processes' collections and uses of the
 	// gate; the returned unlock ends it. exclusive: uses too (held by
 	// a collection around each deletion batch). Without exclusive it
@@ -103,6 +112,9 @@ type kvBatch interface {
 	// database the key stays locked against other batches until the
 	// batch commits or closes.
 	get(ctx context.Context, key []byte, fn func(v []byte) error) error
+	// getMany is kvDB.getMany of the latest committed values, locking
+	// the keys as get does.
+	getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error
 	set(key, value []byte)
 	// insert sets key, which the caller found absent: commit fails with
 	// errKeyExists, applying nothing, should another writer have set it
@@ -144,6 +156,21 @@ func (p *pebbleKV) get(_ context.Context, key []byte, fn func(v []byte) error) e
 		return pebbleError(cerr, fmt.Sprintf("get %c/%x", key[0], key[1:]))
 	}
 	return err
+}
+
+func (p *pebbleKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	return getEach(ctx, p.get, keys, fn)
+}
+
+// getEach is getMany as one get per key.
+func getEach(ctx context.Context, get func(context.Context, []byte, func([]byte) error) error, keys [][]byte, fn func(i int, v []byte) error) error {
+	for i, k := range keys {
+		err := get(ctx, k, func(v []byte) error { return fn(i, v) })
+		if err != nil && !errors.Is(err, errNoKey) {
+			return err
+		}
+	}
+	return nil
 }
 
 // has does not read the value. db.Get would fetch it, which for a
@@ -216,11 +243,21 @@ func (p *pebbleKV) shared() bool { return false }
 
 // recordUse needs no lock: a collection in this process, the only one,
 // learns of uses at once (gcuse.go).
-func (p *pebbleKV) recordUse(ctx context.Context, useKey, item []byte) (bool, error) {
-	if err := p.set(ctx, useKey, nil, false); err != nil || item == nil {
+func (p *pebbleKV) recordUse(ctx context.Context, useKey, item []byte, then kvBatch) (bool, error) {
+	if err := p.set(ctx, useKey, nil, false); err != nil {
 		return false, err
 	}
-	return p.has(ctx, item)
+	ok := false
+	if item != nil {
+		var err error
+		if ok, err = p.has(ctx, item); err != nil {
+			return false, err
+		}
+	}
+	if then != nil {
+		return ok, then.commit(ctx, false)
+	}
+	return ok, nil
 }
 
 func (p *pebbleKV) gcLock(context.Context, bool) (kvDB, func(), error) { return p, func() {}, nil }
@@ -244,6 +281,10 @@ type pebbleBatch struct {
 
 func (b *pebbleBatch) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
 	return b.p.get(ctx, key, fn)
+}
+
+func (b *pebbleBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	return b.p.getMany(ctx, keys, fn)
 }
 
 func (b *pebbleBatch) set(key, value []byte)    { _ = b.b.Set(key, value, nil) }

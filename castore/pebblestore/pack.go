@@ -234,6 +234,13 @@ func (e *queuedChunk) still(v []byte) bool {
 // sync costs 20 to 40 ms on this project's VM disk, whatever it covers).
 const packBatch = 32
 
+// packReadPage and packReadBytes bound the queue entries the packer reads
+// at once, and so the chunks it holds besides its frames.
+const (
+	packReadPage  = 256
+	packReadBytes = 8 << 20
+)
+
 // pendingFrame is a frame being packed.
 type pendingFrame struct {
 	data    []byte
@@ -260,44 +267,67 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	if err != nil {
 		return false, pebbleError(err, "pack")
 	}
-	for it.First(); it.Valid(); it.Next() {
-		cur := frames[len(frames)-1]
-		if len(cur.data) >= s.frameOpts.Size {
-			if len(frames) == packBatch {
-				break
+	// The queue is read a page at a time, and a page's chunks in one
+	// getMany (one query on PostgreSQL, where a get is a round trip).
+	var (
+		page []queuedChunk
+		keys [][]byte
+		full bool
+	)
+	for it.First(); it.Valid() && !full; {
+		page, keys = page[:0], keys[:0]
+		pageBytes := 0
+		for ; it.Valid() && len(page) < packReadPage && pageBytes < packReadBytes; it.Next() {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				it.Close()
+				return false, pebbleError(err, "pack")
 			}
-			cur = &pendingFrame{}
-			frames = append(frames, cur)
+			d, size, err := decodeQueueValue(v)
+			if err != nil {
+				it.Close()
+				return false, err
+			}
+			pageBytes += size
+			page = append(page, queuedChunk{key: bytes.Clone(it.Key()), digest: d, size: size})
+			keys = append(keys, pebbleKey(pebbleKindChunk, d))
 		}
-		v, err := it.ValueAndErr()
-		if err != nil {
+		if err := it.Error(); err != nil {
 			it.Close()
 			return false, pebbleError(err, "pack")
 		}
-		d, size, err := decodeQueueValue(v)
-		if err != nil {
-			it.Close()
-			return false, err
-		}
-		e := queuedChunk{key: bytes.Clone(it.Key()), digest: d, size: size}
-		cur.queued += size
-		err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
-			if len(v) == 0 || v[0] == CodecFrame {
-				return nil
+		values := make([][]byte, len(page))
+		err := db.getMany(ctx, keys, func(i int, v []byte) error {
+			if len(v) > 0 && v[0] != CodecFrame {
+				values[i] = bytes.Clone(v)
 			}
-			e.offset = len(cur.data)
-			var err error
-			if cur.data, err = castore.DecodeChunk(cur.data, v); err != nil {
-				return fmt.Errorf("chunk %s: %w", d, err)
-			}
-			e.wasInline = true
 			return nil
 		})
-		if err != nil && !errors.Is(err, errNoKey) {
+		if err != nil {
 			it.Close()
-			return false, err
+			return false, fmt.Errorf("chunks: %w", err)
 		}
-		cur.entries = append(cur.entries, e)
+		for i, e := range page {
+			cur := frames[len(frames)-1]
+			if len(cur.data) >= s.frameOpts.Size {
+				if len(frames) == packBatch {
+					full = true
+					break
+				}
+				cur = &pendingFrame{}
+				frames = append(frames, cur)
+			}
+			cur.queued += e.size
+			if v := values[i]; v != nil {
+				e.offset = len(cur.data)
+				if cur.data, err = castore.DecodeChunk(cur.data, v); err != nil {
+					it.Close()
+					return false, fmt.Errorf("chunk %s: %w", e.digest, err)
+				}
+				e.wasInline = true
+			}
+			cur.entries = append(cur.entries, e)
+		}
 	}
 	if err := it.Close(); err != nil {
 		return false, pebbleError(err, "pack")
@@ -399,10 +429,35 @@ func (s *Store) switchToFrameOnce(ctx context.Context, db kvDB, f *frameInfo, en
 	defer b.close()
 	var delta [numCounters]uint64
 	var ref []byte
+	// The chunks' values as they are now, read (and on a shared database
+	// locked) in one getMany.
+	var keys [][]byte
+	var at []int // entries' index of each key
+	if f.stored > 0 {
+		for i, e := range entries {
+			if e.moving() {
+				keys = append(keys, pebbleKey(pebbleKindChunk, e.digest))
+				at = append(at, i)
+			}
+		}
+	}
+	same := make([]bool, len(entries))
+	inlineLen := make([]int, len(entries))
+	err := b.getMany(ctx, keys, func(j int, v []byte) error {
+		i := at[j]
+		same[i] = entries[i].still(v)
+		if same[i] && v[0] != CodecFrame {
+			inlineLen[i] = len(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	// A chunk deleted (by a garbage collection) and stored again while
 	// queued has two queue entries: it is switched once.
 	switched := make(map[castore.Digest]bool, len(entries))
-	for _, e := range entries {
+	for i, e := range entries {
 		if e.key != nil {
 			b.delete(e.key)
 		}
@@ -411,28 +466,16 @@ func (s *Store) switchToFrameOnce(ctx context.Context, db kvDB, f *frameInfo, en
 		if !e.moving() || f.stored == 0 || switched[e.digest] {
 			continue
 		}
-		key := pebbleKey(pebbleKindChunk, e.digest)
-		same, inlineLen := false, 0
-		err := b.get(ctx, key, func(v []byte) error {
-			same = e.still(v)
-			if same && v[0] != CodecFrame {
-				inlineLen = len(v)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errNoKey) {
-			return err
-		}
-		if !same {
+		if !same[i] {
 			continue // deleted or moved meanwhile
 		}
 		switched[e.digest] = true
 		ref = frameRef{frame: f.name, offset: uint32(e.offset), length: uint32(e.size)}.encode(ref[:0])
-		b.set(key, ref)
+		b.set(pebbleKey(pebbleKindChunk, e.digest), ref)
 		f.chunks = append(f.chunks, frameChunk{digest: e.digest, size: uint32(e.size)})
 		// An inline value leaves the count; a frame's bytes are counted
 		// per frame.
-		delta[counterStoredBytes] -= uint64(inlineLen)
+		delta[counterStoredBytes] -= uint64(inlineLen[i])
 	}
 	if f.stored > 0 {
 		// Frames are named by their bytes: a compaction that rewrites

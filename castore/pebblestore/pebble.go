@@ -241,6 +241,8 @@ type Store struct {
 	// mu guards db against Close: operations hold it for reading.
 	mu sync.RWMutex
 	db kvDB
+	// writers is WriteConcurrency: 0 for as many as cores.
+	writers int
 
 	objects   ObjectStore
 	frameOpts FrameOptions
@@ -627,8 +629,14 @@ func (s *Store) putStoredChunk(ctx context.Context, db kvDB, d castore.Digest, s
 	mu := s.stripe(d)
 	mu.Lock()
 	defer mu.Unlock()
-	if ok, err := has(ctx, db, key); err != nil || ok {
-		return false, err
+	// On a shared database the caller's lookup (useChunk) was just made,
+	// and the insert below fails, storing nothing, should the chunk have
+	// been stored since: a second lookup would cost a round trip for
+	// nothing.
+	if !db.shared() {
+		if ok, err := has(ctx, db, key); err != nil || ok {
+			return false, err
+		}
 	}
 	var delta [numCounters]uint64
 	delta[counterUniqueChunkBytes] = uint64(size)
@@ -665,7 +673,7 @@ func (s *Store) GetBlobIndex(ctx context.Context, d castore.Digest) ([]castore.C
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	if err := s.useBlob(ctx, db, d, nil, false); err != nil {
+	if err := s.useBlob(ctx, db, d, nil, false, nil); err != nil {
 		return nil, err
 	}
 	return s.getBlobIndex(ctx, db, d)
@@ -725,13 +733,24 @@ func (s *Store) PutBlob(ctx context.Context, d castore.Digest, size uint64, chun
 	if used == nil {
 		used = []castore.ChunkRef{}
 	}
-	if err := s.useBlob(ctx, db, d, used, true); err != nil {
-		return err
-	}
 	if err := s.space.admit(len(chunks) * blobIndexEntrySize); err != nil {
 		return err
 	}
 	logical := []uint64{counterLogicalBytes: size}
+	if len(chunks) < 2 {
+		// No index: the use and the count are one step (one round trip
+		// on PostgreSQL).
+		b := db.newBatch()
+		defer b.close()
+		b.addCounters(logical)
+		if err := s.useBlob(ctx, db, d, used, true, b); err != nil {
+			return fmt.Errorf("put blob %s: %w", d, err)
+		}
+		return nil
+	}
+	if err := s.useBlob(ctx, db, d, used, true, nil); err != nil {
+		return err
+	}
 	addLogical := func() error {
 		b := db.newBatch()
 		defer b.close()
@@ -740,9 +759,6 @@ func (s *Store) PutBlob(ctx context.Context, d castore.Digest, size uint64, chun
 			return fmt.Errorf("put blob %s: %w", d, err)
 		}
 		return nil
-	}
-	if len(chunks) < 2 {
-		return addLogical()
 	}
 	key := pebbleKey(pebbleKindBlobIndex, d)
 	var value []byte

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -60,6 +61,11 @@ const (
 // pgIterPage bounds the rows one iterator query reads: values are at most
 // a chunk (256 KiB) and mostly far smaller.
 const pgIterPage = 256
+
+// Values of nixcas_kv are stored without compression (STORAGE EXTERNAL):
+// most bytes in it are chunks queued for the packer, which compresses
+// them with their neighbours a few seconds later, and PostgreSQL's own
+// compression of each (pglz) was most of the server's work in an ingest.
 
 // pgCounterShards is how many rows each counter is spread over, so that
 // writers of different processes rarely wait for one row.
@@ -118,8 +124,30 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 		}
 	}
 	// Queued chunks are in PostgreSQL, not in memory: writers wait for
-	// the packer only as far as a few frames.
-	return openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(8*opts.Frames.Size))
+	// the packer only as far as one pack's frames.
+	s, err := openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(packBatch*opts.Frames.Size))
+	if err != nil {
+		return nil, err
+	}
+	s.writers = pgWriters
+	return s, nil
+}
+
+var _ castore.WriteConcurrency = (*Store)(nil)
+
+// pgWriters is how many puts a Writer runs at once on PostgreSQL
+// (castore.WriteConcurrency): each put waits a round trip or two for the
+// server, whatever the cores.
+const pgWriters = 8
+
+// WriteConcurrency implements castore.WriteConcurrency: on PostgreSQL more
+// puts than cores at once, since each mostly waits for the server; on
+// Pebble as many as cores.
+func (s *Store) WriteConcurrency() int {
+	if s.writers > 0 {
+		return s.writers
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // pgKV is a kvDB in a PostgreSQL database that several processes share.
@@ -153,6 +181,19 @@ func (p *pgKV) createSchema(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, pgSchema); err != nil {
 		return p.err(err, "create tables")
 	}
+	// Values are stored uncompressed (see pgSchema); the table is altered
+	// only when it is not yet, since ALTER TABLE waits for every other
+	// process's transactions on it.
+	var storage string
+	err = tx.QueryRow(ctx, "SELECT attstorage::text FROM pg_attribute WHERE attrelid = 'nixcas_kv'::regclass AND attname = 'v'").Scan(&storage)
+	if err != nil {
+		return p.err(err, "create tables")
+	}
+	if storage != "e" {
+		if _, err := tx.Exec(ctx, "ALTER TABLE nixcas_kv ALTER COLUMN v SET STORAGE EXTERNAL"); err != nil {
+			return p.err(err, "create tables")
+		}
+	}
 	return p.err(tx.Commit(ctx), "create tables")
 }
 
@@ -166,6 +207,54 @@ func (p *pgKV) err(err error, what string) error {
 
 func (p *pgKV) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
 	return pgGet(ctx, p.q, key, "", fn, p)
+}
+
+func (p *pgKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	return pgGetMany(ctx, p.q, keys, "", fn, p)
+}
+
+// pgGetMany reads keys in pages of one query each; suffix is appended to
+// each query (a lock clause).
+func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix string, fn func(i int, v []byte) error, p *pgKV) error {
+	for base := 0; base < len(keys); base += pgGetPage {
+		page := keys[base:min(len(keys), base+pgGetPage)]
+		at := make(map[string][]int, len(page))
+		for i, k := range page {
+			at[string(k)] = append(at[string(k)], i)
+		}
+		// In key order, so that two batches locking overlapping keys
+		// never wait for each other in a cycle.
+		rows, err := q.Query(ctx, "SELECT k, v FROM nixcas_kv WHERE k = ANY($1::bytea[]) ORDER BY k"+suffix, page)
+		if err != nil {
+			return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+		}
+		for rows.Next() {
+			var k, v []byte
+			if err := rows.Scan(&k, &v); err != nil {
+				rows.Close()
+				return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+			}
+			for _, i := range at[string(k)] {
+				if err := fn(base+i, v); err != nil {
+					rows.Close()
+					return err
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+		}
+	}
+	return nil
+}
+
+// pgGetPage bounds the keys of one getMany query.
+const pgGetPage = 1024
+
+// pgRowsQuerier is a pool, a connection or a transaction.
+type pgRowsQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // pgConn is a pool or one connection.
@@ -280,29 +369,52 @@ func (p *pgKV) shared() bool { return true }
 // recordUse runs as one pipelined batch, which PostgreSQL runs as one
 // implicit transaction: it takes the uses lock shared (so no deletion
 // batch of a collection runs meanwhile), inserts the record and looks the
-// item up.
-func (p *pgKV) recordUse(ctx context.Context, useKey, item []byte) (bool, error) {
+// item up, then commits then's writes (a batch that read nothing; one
+// that did is committed on its own after).
+func (p *pgKV) recordUse(ctx context.Context, useKey, item []byte, then kvBatch) (bool, error) {
+	pb, _ := then.(*pgBatch)
+	if then != nil && (pb == nil || pb.tx != nil || pb.err != nil) {
+		ok, err := p.recordUse(ctx, useKey, item, nil)
+		if err != nil {
+			return false, err
+		}
+		return ok, then.commit(ctx, false)
+	}
 	var qb pgx.Batch
 	qb.Queue("SELECT pg_advisory_xact_lock_shared($1)", pgLockUses)
 	qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, '') ON CONFLICT (k) DO NOTHING", useKey)
 	if item != nil {
 		qb.Queue("SELECT EXISTS (SELECT 1 FROM nixcas_kv WHERE k = $1)", item)
 	}
+	if pb != nil {
+		pb.queueWrites(&qb)
+	}
 	br := p.q.SendBatch(ctx, &qb)
 	defer br.Close()
 	for range 2 {
 		if _, err := br.Exec(); err != nil {
-			return false, p.err(err, "record use")
+			return false, p.recordUseErr(err, pb)
 		}
 	}
-	if item == nil {
-		return false, p.err(br.Close(), "record use")
-	}
 	var ok bool
-	if err := br.QueryRow().Scan(&ok); err != nil {
-		return false, p.err(err, "record use")
+	if item != nil {
+		if err := br.QueryRow().Scan(&ok); err != nil {
+			return false, p.recordUseErr(err, pb)
+		}
 	}
-	return ok, p.err(br.Close(), "record use")
+	if err := br.Close(); err != nil {
+		return false, p.recordUseErr(err, pb)
+	}
+	return ok, nil
+}
+
+// recordUseErr is the error of a recordUse whose pipeline failed; then's
+// writes, part of it, may be why.
+func (p *pgKV) recordUseErr(err error, then *pgBatch) error {
+	if then != nil {
+		return then.writeErr(err)
+	}
+	return p.err(err, "record use")
 }
 
 // gcLock without exclusive opens the collection's own connection, outside
@@ -478,6 +590,13 @@ func (b *pgBatch) get(ctx context.Context, key []byte, fn func(v []byte) error) 
 	return pgGet(ctx, b.tx, key, " FOR UPDATE", fn, b.p)
 }
 
+func (b *pgBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
+	if err := b.begin(ctx); err != nil {
+		return err
+	}
+	return pgGetMany(ctx, b.tx, keys, " FOR UPDATE", fn, b.p)
+}
+
 func (b *pgBatch) add(kind pgOpKind, key, value []byte) {
 	b.ops = append(b.ops, pgOp{kind: kind, k: append([]byte(nil), key...), v: append([]byte{}, value...)})
 	b.bytes += len(key) + len(value)
@@ -499,10 +618,15 @@ func (b *pgBatch) addCounters(delta []uint64) {
 func (b *pgBatch) size() int   { return b.bytes + 8*len(b.delta) }
 func (b *pgBatch) empty() bool { return len(b.ops) == 0 && len(b.delta) == 0 }
 
-// commit sends the writes in one round trip: inserts first, each of which
-// must insert its row, then the rest in order, then the counters. A
-// failed commit rolls back at once: the transaction may hold row locks
-// (a counter's) that the caller's next batch needs.
+// commit sends the writes in one round trip. A batch that read nothing
+// (no transaction open) and is not synced is one pipeline, which
+// PostgreSQL runs as one implicit transaction; otherwise the pipeline
+// runs in the batch's transaction, committed after it (two more round
+// trips). Runs of writes of one kind are one statement each (see
+// queueWrites); an insert that meets an existing key fails the statement
+// and so the whole transaction, reported as errKeyExists. A failed commit
+// rolls back at once: the transaction may hold row locks (a counter's)
+// that the caller's next batch needs.
 func (b *pgBatch) commit(ctx context.Context, sync bool) error {
 	err := b.commitTx(ctx, sync)
 	if err != nil {
@@ -512,28 +636,99 @@ func (b *pgBatch) commit(ctx context.Context, sync bool) error {
 }
 
 func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
+	if b.err != nil {
+		return b.err
+	}
+	var qb pgx.Batch
+	if b.tx == nil && !sync {
+		if b.empty() {
+			return nil
+		}
+		b.queueWrites(&qb)
+		return b.sendWrites(b.p.q.SendBatch(ctx, &qb))
+	}
 	if err := b.begin(ctx); err != nil {
 		return err
 	}
-	var qb pgx.Batch
 	if sync {
 		qb.Queue("SET LOCAL synchronous_commit = on")
 	}
-	var inserts int
+	b.queueWrites(&qb)
+	if err := b.sendWrites(b.tx.SendBatch(ctx, &qb)); err != nil {
+		return err
+	}
+	err := b.tx.Commit(ctx)
+	b.tx = nil
+	return b.p.err(err, "commit")
+}
+
+// sendWrites reads the results of a pipeline of queueWrites.
+func (b *pgBatch) sendWrites(br pgx.BatchResults) error {
+	return b.writeErr(br.Close())
+}
+
+// writeErr translates the error of a pipeline of queueWrites.
+func (b *pgBatch) writeErr(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgUniqueViolation && pgErr.TableName == "nixcas_kv" {
+		return errKeyExists
+	}
+	return b.p.err(err, "commit")
+}
+
+// pgUniqueViolation is PostgreSQL's error code for a duplicate key.
+const pgUniqueViolation = "23505"
+
+// queueWrites queues the batch's writes: inserts first (plain inserts,
+// which fail on an existing key), then the sets and deletes in order,
+// then the counters, each kind in one statement over arrays (one
+// statement may not change a row twice, so a key written again starts
+// new statements).
+func (b *pgBatch) queueWrites(qb *pgx.Batch) {
+	var ins [][2][]byte
 	for _, op := range b.ops {
 		if op.kind == pgInsert {
-			qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING", op.k, op.v)
-			inserts++
+			ins = append(ins, [2][]byte{op.k, op.v})
 		}
+	}
+	if len(ins) > 0 {
+		ks, vs := make([][]byte, len(ins)), make([][]byte, len(ins))
+		for i, kv := range ins {
+			ks[i], vs[i] = kv[0], kv[1]
+		}
+		qb.Queue("INSERT INTO nixcas_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])", ks, vs)
+	}
+	// Writes of distinct keys commute: the sets and the deletes up to a
+	// key's second write are two statements.
+	var (
+		setK, setV, delK [][]byte
+		seen             = make(map[string]bool)
+	)
+	flush := func() {
+		if len(setK) > 0 {
+			qb.Queue("INSERT INTO nixcas_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (k) DO UPDATE SET v = excluded.v", setK, setV)
+		}
+		if len(delK) > 0 {
+			qb.Queue("DELETE FROM nixcas_kv WHERE k = ANY($1::bytea[])", delK)
+		}
+		setK, setV, delK = nil, nil, nil
+		clear(seen)
 	}
 	for _, op := range b.ops {
-		switch op.kind {
-		case pgSet:
-			qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v", op.k, op.v)
-		case pgDelete:
-			qb.Queue("DELETE FROM nixcas_kv WHERE k = $1", op.k)
+		if op.kind == pgInsert {
+			continue
+		}
+		if seen[string(op.k)] {
+			flush()
+		}
+		seen[string(op.k)] = true
+		if op.kind == pgSet {
+			setK, setV = append(setK, op.k), append(setV, op.v)
+		} else {
+			delK = append(delK, op.k)
 		}
 	}
+	flush()
 	var pos []int32
 	var vals []int64
 	for i, x := range b.delta {
@@ -546,30 +741,6 @@ func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 		qb.Queue(`INSERT INTO nixcas_counters (shard, pos, v) SELECT $1, p, d FROM unnest($2::int[], $3::bigint[]) AS t(p, d)
 ON CONFLICT (shard, pos) DO UPDATE SET v = nixcas_counters.v + excluded.v`, rand.IntN(pgCounterShards), pos, vals)
 	}
-	br := b.tx.SendBatch(ctx, &qb)
-	if sync {
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return b.p.err(err, "commit")
-		}
-	}
-	for range inserts {
-		tag, err := br.Exec()
-		if err != nil {
-			br.Close()
-			return b.p.err(err, "commit")
-		}
-		if tag.RowsAffected() == 0 {
-			br.Close()
-			return errKeyExists
-		}
-	}
-	if err := br.Close(); err != nil {
-		return b.p.err(err, "commit")
-	}
-	err := b.tx.Commit(ctx)
-	b.tx = nil
-	return b.p.err(err, "commit")
 }
 
 func (b *pgBatch) close() {
