@@ -131,9 +131,6 @@ func New(o Options) (srv *Server, err error) {
 	// garbage collector's grace period (`nixcas gc` included).
 	o.Pebble.RecordUses = true
 	if o.Meta != "" {
-		if !pebblestore.IsPostgresURL(o.Meta) {
-			return nil, fmt.Errorf("server: metadata database %q: want a postgres:// URL", o.Meta)
-		}
 		s.store, err = pebblestore.OpenPostgres(context.Background(), o.Meta, o.DataDir, o.Pebble)
 	} else {
 		s.store, err = pebblestore.Open(o.DataDir, o.Pebble)

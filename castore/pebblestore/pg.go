@@ -90,6 +90,9 @@ func IsPostgresURL(meta string) bool {
 // may open the same database and dir at the same time: dir is not locked.
 // Pebble's own options (cache, memtable, value separation) do not apply.
 func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, error) {
+	if !IsPostgresURL(url) {
+		return nil, fmt.Errorf("%w: castore: postgres: %q is not a postgres:// URL", castore.ErrInvalid, url)
+	}
 	opts = opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err

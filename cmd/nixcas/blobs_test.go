@@ -363,6 +363,7 @@ func TestBlobsFlags(t *testing.T) {
 		{[]string{"nar", "render", "--data", s3data, "--blobs", m.URL("other", ""), "--root", string(ing.Root)}, "not in --blobs"},
 		{[]string{"nar", "render", "--data", s3data, "--blobs", "s3://nixcas/x?bogus=1", "--root", string(ing.Root)}, `unknown query key "bogus"`},
 		{[]string{"nar", "ingest", "--data", filepath.Join(dir, "new"), "--blobs", "s3://user:pw@nixcas/x", nar}, "credentials in the URL"},
+		{[]string{"nar", "ingest", "--data", filepath.Join(dir, "new"), "--meta", "mysql://x/y", nar}, `"mysql://x/y" is not a postgres:// URL`},
 	} {
 		res := e2eInvocation{Args: tt.args}.run(t)
 		if res.Err == nil || !strings.Contains(res.Stderr, tt.says) {

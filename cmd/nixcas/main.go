@@ -203,9 +203,6 @@ func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestor
 	}
 	o.Objects = objects
 	if f.meta != "" {
-		if !pebblestore.IsPostgresURL(f.meta) {
-			return nil, fmt.Errorf("--meta %q: want a postgres:// URL", f.meta)
-		}
 		o.MinFreeBytes, o.NoSpaceGuard, o.RecordUses = f.minFree, f.noSpaceGuard, !readOnly
 		if readOnly {
 			o.ReadOnly = true
