@@ -119,6 +119,14 @@ func (s *Store) stopPacker() bool {
 	return stopped
 }
 
+// A packer whose pack failed (object storage down, disk full) tries again
+// after packRetryMin, doubling up to packRetryMax, even if nothing more is
+// written meanwhile.
+const (
+	packRetryMin = time.Second
+	packRetryMax = time.Minute
+)
+
 func (s *Store) packLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -127,26 +135,34 @@ func (s *Store) packLoop(stop <-chan struct{}, done chan<- struct{}) {
 		<-stop
 		cancel()
 	}()
-	var lastErr string
+	var (
+		lastErr string
+		retry   <-chan time.Time // while packing fails: when to try again
+		backoff = packRetryMin
+	)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-s.packSignal:
+		case <-retry:
 		}
+		retry = nil
 		for s.queued.Load() >= int64(s.frameOpts.Size) {
 			packed, err := s.packOne(ctx, false)
 			s.packFailing.Store(err != nil)
 			if err != nil {
 				if ctx.Err() == nil && err.Error() != lastErr {
 					// The chunks stay inline and queued: nothing is lost,
-					// and the next signal tries again.
+					// and the next signal, or the retry, tries again.
 					slog.Warn("castore: packing chunks into a frame failed; they stay stored unpacked", "dir", s.dir, "err", err)
 					lastErr = err.Error()
 				}
+				retry = time.After(backoff)
+				backoff = min(2*backoff, packRetryMax)
 				break
 			}
-			lastErr = ""
+			lastErr, backoff = "", packRetryMin
 			if !packed {
 				break
 			}
