@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -70,6 +71,29 @@ func newBenchSpeedCommand() *cobra.Command {
 	cmd.Flags().IntVar(&o.Writer.Chunker.AvgSize, "chunk-avg", 0, "average chunk size in bytes (default: the store's default), min and max a quarter and four times it")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "repetitions of each step; the best is reported")
 	return cmd
+}
+
+// benchResult is what the benchmarks with a table, JSON and a chart
+// return.
+type benchResult interface {
+	WriteMarkdown(io.Writer)
+	WriteJSON(file string) error
+	WriteChart(file string) error
+}
+
+// writeBenchResult prints res's table on stdout, then writes its JSON and
+// its chart to the files named, when named.
+func writeBenchResult(res benchResult, jsonOut, chart string) error {
+	res.WriteMarkdown(os.Stdout)
+	if jsonOut != "" {
+		if err := res.WriteJSON(jsonOut); err != nil {
+			return err
+		}
+	}
+	if chart != "" {
+		return res.WriteChart(chart)
+	}
+	return nil
 }
 
 // scratchDir points *dir at a new temporary directory when it is empty,

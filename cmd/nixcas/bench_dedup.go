@@ -80,18 +80,7 @@ bench compacted nixcas-compact.`,
 			if err != nil {
 				return err
 			}
-			res.WriteMarkdown(os.Stdout)
-			if jsonOut != "" {
-				if err := res.WriteJSON(jsonOut); err != nil {
-					return err
-				}
-			}
-			if chart != "" {
-				if err := res.WriteChart(chart); err != nil {
-					return err
-				}
-			}
-			return nil
+			return writeBenchResult(res, jsonOut, chart)
 		},
 	}
 	cmd.Flags().StringSliceVar(&toolchains, "go-toolchains", nil, "Go releases to store, in order (e.g. go1.22.0,go1.22.1), fetched as modules")

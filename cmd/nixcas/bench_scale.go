@@ -81,16 +81,7 @@ shared machine the timings move with it.`,
 			if err != nil {
 				return err
 			}
-			res.WriteMarkdown(os.Stdout)
-			if jsonOut != "" {
-				if err := res.WriteJSON(jsonOut); err != nil {
-					return err
-				}
-			}
-			if chart != "" {
-				return res.WriteChart(chart)
-			}
-			return nil
+			return writeBenchResult(res, jsonOut, chart)
 		},
 	}
 	cmd.Flags().StringSliceVar(&paths, "paths", []string{"10k", "100k"}, "store sizes in paths, increasing (k and M suffixes allowed)")
