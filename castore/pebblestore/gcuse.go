@@ -196,6 +196,14 @@ func (s *Store) useBlob(ctx context.Context, db kvDB, d castore.Digest, refs []c
 			return err
 		}
 	}
+	return s.withMarks(func(m *markSet) error {
+		return s.markBlobUsed(ctx, db, m, d, refs)
+	})
+}
+
+// withMarks calls mark with the mark set of the collection running, holding
+// gcGate for reading (see above); with none running it does nothing.
+func (s *Store) withMarks(mark func(*markSet) error) error {
 	if s.gcMarks.Load() == nil {
 		return nil
 	}
@@ -205,7 +213,7 @@ func (s *Store) useBlob(ctx context.Context, db kvDB, d castore.Digest, refs []c
 	if m == nil {
 		return nil
 	}
-	return s.markBlobUsed(ctx, db, m, d, refs)
+	return mark(m)
 }
 
 // markBlobUsed marks blob d and its chunks; the caller holds gcGate.
@@ -244,16 +252,9 @@ func (s *Store) useDirectory(ctx context.Context, db kvDB, d castore.Digest, dir
 			return err
 		}
 	}
-	if s.gcMarks.Load() == nil {
-		return nil
-	}
-	s.gcGate.RLock()
-	defer s.gcGate.RUnlock()
-	m := s.gcMarks.Load()
-	if m == nil {
-		return nil
-	}
-	return s.markTreeUsed(ctx, db, m, d, dir)
+	return s.withMarks(func(m *markSet) error {
+		return s.markTreeUsed(ctx, db, m, d, dir)
+	})
 }
 
 // markTreeUsed marks directory d and everything below it that is not
