@@ -154,25 +154,30 @@ func TestGCOptionsRefused(t *testing.T) {
 			t.Errorf("GC(%+v) succeeded", o)
 		}
 	}
-	block := make(chan struct{})
-	started := make(chan struct{})
-	first := make(chan error, 1)
+	release, first := blockedGC(s)
+	if _, err := s.GC(ctx, pebblestore.GCOptions{Roots: roots}); err != pebblestore.ErrGCRunning {
+		t.Errorf("a second collection at once: %v, want ErrGCRunning", err)
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blockedGC starts a collection of s that waits, listing its roots (none),
+// until release is called; done then has its error.
+func blockedGC(s *pebblestore.Store) (release func(), done <-chan error) {
+	block, started, result := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
-		_, err := s.GC(ctx, pebblestore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
+		_, err := s.GC(context.Background(), pebblestore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
 			close(started)
 			<-block
 			return nil
 		}})
-		first <- err
+		result <- err
 	}()
 	<-started
-	if _, err := s.GC(ctx, pebblestore.GCOptions{Roots: roots}); err != pebblestore.ErrGCRunning {
-		t.Errorf("a second collection at once: %v, want ErrGCRunning", err)
-	}
-	close(block)
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
+	return func() { close(block) }, result
 }
 
 // TestGCCloseWaits: closing the store while a collection runs waits for
@@ -186,22 +191,11 @@ func TestGCCloseWaits(t *testing.T) {
 	if _, err := s.PutChunk(ctx, castore.NewChunk([]byte("garbage"))); err != nil {
 		t.Fatal(err)
 	}
-	block := make(chan struct{})
-	started := make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		_, err := s.GC(ctx, pebblestore.GCOptions{Roots: func(context.Context, func(string, castore.Entry) error) error {
-			close(started)
-			<-block
-			return nil
-		}})
-		first <- err
-	}()
-	<-started
+	release, first := blockedGC(s)
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	time.Sleep(50 * time.Millisecond) // let Close wait for the collection
-	close(block)
+	release()
 	select {
 	case err := <-first:
 		if err != nil {
