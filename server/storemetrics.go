@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
 
@@ -38,6 +39,14 @@ var (
 		"Directories stored.", nil, nil)
 	storeDiskBytesDesc = prometheus.NewDesc("nixcas_store_disk_bytes",
 		"Space allocated to the data directory, as du counts it.", nil, nil)
+	indexCacheCapacityDesc = prometheus.NewDesc("nixcas_index_cache_capacity_bytes",
+		"Most bytes of index blocks (chunk index, directories, PathInfo) kept in memory (--index-cache).", nil, nil)
+	indexCacheBytesDesc = prometheus.NewDesc("nixcas_index_cache_bytes",
+		"Bytes of index blocks kept in memory now.", nil, nil)
+	indexCacheHitsDesc = prometheus.NewDesc("nixcas_index_cache_hits_total",
+		"Index block reads served from memory.", nil, nil)
+	indexCacheMissesDesc = prometheus.NewDesc("nixcas_index_cache_misses_total",
+		"Index block reads that went to the disk (or the page cache).", nil, nil)
 )
 
 // scrapeTimeout bounds the reads of one scrape.
@@ -45,7 +54,8 @@ const scrapeTimeout = 10 * time.Second
 
 // Describe implements prometheus.Collector.
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{storeStoredBytesDesc, storeUniqueBytesDesc, storeLogicalBytesDesc, storeChunksDesc, storePathsDesc, storeBlobsDesc, storeDirectoriesDesc, storeDiskBytesDesc, storeFramesDesc} {
+	for _, d := range []*prometheus.Desc{storeStoredBytesDesc, storeUniqueBytesDesc, storeLogicalBytesDesc, storeChunksDesc, storePathsDesc, storeBlobsDesc, storeDirectoriesDesc, storeDiskBytesDesc, storeFramesDesc,
+		indexCacheCapacityDesc, indexCacheBytesDesc, indexCacheHitsDesc, indexCacheMissesDesc} {
 		ch <- d
 	}
 }
@@ -71,6 +81,14 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.NewInvalidMetric(storeDiskBytesDesc, err)
 		} else {
 			ch <- prometheus.MustNewConstMetric(storeDiskBytesDesc, prometheus.GaugeValue, float64(n))
+		}
+	}
+	if p, ok := castore.As[*pebblestore.Store](c.cas); ok {
+		if st, ok := p.IndexCacheStats(); ok {
+			ch <- prometheus.MustNewConstMetric(indexCacheCapacityDesc, prometheus.GaugeValue, float64(st.Capacity))
+			ch <- prometheus.MustNewConstMetric(indexCacheBytesDesc, prometheus.GaugeValue, float64(st.Used))
+			ch <- prometheus.MustNewConstMetric(indexCacheHitsDesc, prometheus.CounterValue, float64(st.Hits))
+			ch <- prometheus.MustNewConstMetric(indexCacheMissesDesc, prometheus.CounterValue, float64(st.Misses))
 		}
 	}
 	if n, err := c.index.CountPaths(ctx); err != nil {

@@ -133,8 +133,9 @@ type kvBatch interface {
 
 // pebbleKV is a kvDB in one Pebble database, open in one process.
 type pebbleKV struct {
-	db  *pebble.DB
-	seq atomic.Uint64 // last queue sequence number used
+	db        *pebble.DB
+	seq       atomic.Uint64 // last queue sequence number used
+	cacheSize int64         // of the block cache
 }
 
 var _ kvDB = (*pebbleKV)(nil)

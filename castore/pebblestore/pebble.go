@@ -344,7 +344,7 @@ func openPebble(dir string, opts Options, fsys *storeFS, space *spaceGuard) (*St
 	// Half a memtable: the queued chunks' inline values (at most as
 	// large) stay in memory until the packer has read them.
 	maxPackLag := max(int64(opts.MemTableSize)/2, int64(4*opts.Frames.Size))
-	return openStore(dir, opts, &pebbleKV{db: db}, fsys, space, maxPackLag)
+	return openStore(dir, opts, &pebbleKV{db: db, cacheSize: opts.CacheSize}, fsys, space, maxPackLag)
 }
 
 // openStore opens a Store on the database db, which it closes on failure.

@@ -157,9 +157,11 @@ func defaultDataDir() string {
 type storeFlags struct {
 	data         string
 	meta         string // PostgreSQL URL of the records; "" keeps them in data
-	minFree      uint64
+	minFree      sizeValue
 	noSpaceGuard bool
 	blobs        blobFlags
+	// indexCache is Pebble's block cache; 0 keeps the store's default.
+	indexCache sizeValue
 	// copyTarget: the store is opened by `store copy` as its target,
 	// which may be an incomplete copy (every other command refuses one).
 	copyTarget bool
@@ -175,11 +177,17 @@ func (f *storeFlags) registerReadOnly(cmd *cobra.Command) {
 // register adds the flags of commands that write to the store.
 func (f *storeFlags) register(cmd *cobra.Command) {
 	f.registerReadOnly(cmd)
-	cmd.Flags().Uint64Var(&f.minFree, "min-free", pebblestore.DefaultOptions.MinFreeBytes,
-		"bytes of disk space to keep free beyond room to flush the memtables; writes are refused below")
+	f.minFree = sizeValue(pebblestore.DefaultOptions.MinFreeBytes)
+	cmd.Flags().Var(&f.minFree, "min-free",
+		"disk space to keep free beyond room to flush the memtables: `SIZE` such as 2G; writes are refused below")
 	// For tests of what happens when a write meets a full disk anyway.
 	cmd.Flags().BoolVar(&f.noSpaceGuard, "no-space-guard", false, "do not check free space before writing")
 	cmd.Flags().MarkHidden("no-space-guard")
+}
+
+// registerIndexCache adds --index-cache, for commands that serve.
+func (f *storeFlags) registerIndexCache(cmd *cobra.Command) {
+	cmd.Flags().Var(&f.indexCache, "index-cache", fmt.Sprintf("memory for the index's blocks (chunk index, directories, PathInfo): `SIZE` such as 1G; chunk lookups stay in memory while it holds the chunk index, `nixcas bench scale` measures 80 to 120 bytes of metadata a chunk (0 or unset: %d MiB)", pebblestore.DefaultOptions.CacheSize>>20))
 }
 
 // open opens the store for reading and writing, creating it if need be.
@@ -196,17 +204,13 @@ func (f *storeFlags) openReadOnly() (*pebblestore.Store, error) {
 // openWith opens the store with o, read-only or as open does (with the
 // flags' disk-space guard, recording uses).
 func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
-	o.CopyTarget = f.copyTarget
 	objects, err := f.blobs.objects(context.Background(), f.data, readOnly)
 	if err != nil {
 		return nil, err
 	}
 	o.Objects = objects
+	o = f.options(o, readOnly)
 	if f.meta != "" {
-		o.MinFreeBytes, o.NoSpaceGuard, o.RecordUses = f.minFree, f.noSpaceGuard, !readOnly
-		if readOnly {
-			o.ReadOnly = true
-		}
 		s, err := pebblestore.OpenPostgres(context.Background(), f.meta, f.data, o)
 		if err != nil {
 			return nil, fmt.Errorf("opening store %s with records in %s: %w", f.data, redactURL(f.meta), err)
@@ -220,12 +224,29 @@ func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestor
 		}
 		return s, nil
 	}
-	o.MinFreeBytes, o.NoSpaceGuard, o.RecordUses = f.minFree, f.noSpaceGuard, true
 	s, err := pebblestore.Open(f.data, o)
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", f.data, err)
 	}
 	return s, nil
+}
+
+// options returns o with what the flags set: the disk-space guard and
+// use records for a store opened to write, the index cache, the copy
+// target.
+func (f *storeFlags) options(o pebblestore.Options, readOnly bool) pebblestore.Options {
+	o.CopyTarget = f.copyTarget
+	if f.indexCache != 0 {
+		o.CacheSize = int64(f.indexCache)
+	}
+	if readOnly {
+		if f.meta != "" {
+			o.ReadOnly = true // OpenPostgres has no read-only twin
+		}
+		return o
+	}
+	o.MinFreeBytes, o.NoSpaceGuard, o.RecordUses = uint64(f.minFree), f.noSpaceGuard, true
+	return o
 }
 
 // redactURL returns a database URL without its password, for messages.

@@ -80,6 +80,7 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 				return err
 			}
 			o.DataDir, o.Meta = sf.data, sf.meta
+			o.Pebble = sf.options(o.Pebble, false)
 			if o.Pebble.Objects, err = sf.blobs.objects(cmd.Context(), sf.data, false); err != nil {
 				return err
 			}
@@ -96,6 +97,7 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 		},
 	}
 	sf.register(cmd)
+	sf.registerIndexCache(cmd)
 	ops.register(cmd, &o)
 	f := cmd.Flags()
 	f.StringVar(&o.GRPCAddr, "listen-grpc", "127.0.0.1:9000", "gRPC listen address")

@@ -274,3 +274,47 @@ func TestServeTLS(t *testing.T) {
 		t.Errorf("nix store ping trusting another CA succeeded:\n%s", out)
 	}
 }
+
+// TestServeStoreFlags: serve applies the store flags it takes:
+// --index-cache sizes the index's block cache (on /metrics), and a
+// --min-free larger than the disk's free space refuses to open the store.
+func TestServeStoreFlags(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	nar, err := os.ReadFile(diskNAR(t, 3, 64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args      []string
+		wantCache string
+	}{
+		{nil, "nixcas_index_cache_capacity_bytes 2.68435456e+08"},
+		{[]string{"--index-cache", "64M"}, "nixcas_index_cache_capacity_bytes 6.7108864e+07"},
+	} {
+		srv := startGRPCServe(t, data, tc.args...)
+		base := "http://" + srv.httpAddr
+		req, err := http.NewRequest(http.MethodPut, base+"/nar/"+fmt.Sprint(len(tc.args))+".nar", bytes.NewReader(nar))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Errorf("serve %q: PUT of a NAR: %d", tc.args, resp.StatusCode)
+		}
+		_, metrics := httpDo(t, http.DefaultClient, http.MethodGet, base+"/metrics", "")
+		for _, m := range []string{tc.wantCache, "nixcas_index_cache_bytes ", "nixcas_index_cache_hits_total ", "nixcas_index_cache_misses_total "} {
+			if !strings.Contains(metrics, m) {
+				t.Errorf("serve %q: /metrics lacks %q", tc.args, m)
+			}
+		}
+		srv.stop(t)
+	}
+	res := e2eInvocation{Args: []string{"serve", "--data", data, "--listen-grpc", "127.0.0.1:0", "--listen-http", "", "--min-free", "1P"}, Timeout: time.Minute}.run(t)
+	if msg := e2eErrorMessage(res.Stderr); res.Err == nil || !strings.Contains(msg, "not enough free disk space") || !strings.Contains(msg, "+ 1073741824.0 MiB") {
+		t.Errorf("serve --min-free 1P: %v, %s; want a refusal naming the lack of space", res.Err, msg)
+	}
+}

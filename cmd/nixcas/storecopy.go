@@ -140,8 +140,9 @@ records are written again.`,
 	fl.StringVar(&to.data, "to-data", "", "`DIR`: data directory of the new store (required; created if missing)")
 	fl.StringVar(&to.meta, "to-meta", "", "`URL` postgres://... of an empty database to hold the target's records (default: an embedded database in --to-data)")
 	fl.StringVar(&to.blobs.url, "to-blobs", "", "s3://... `URL` to hold the target's frames (as --blobs; default: --to-data)")
-	fl.Uint64Var(&to.minFree, "min-free", pebblestore.DefaultOptions.MinFreeBytes,
-		"bytes of disk space to keep free in --to-data beyond room to flush the memtables; writes are refused below")
+	to.minFree = sizeValue(pebblestore.DefaultOptions.MinFreeBytes)
+	fl.Var(&to.minFree, "min-free",
+		"disk space to keep free in --to-data beyond room to flush the memtables: `SIZE` such as 2G; writes are refused below")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
