@@ -98,6 +98,9 @@ type ScaleStepResult struct {
 	// Lookup*: HasChunk of chunks in the store and of digests not in it.
 	LookupHitNs  float64 `json:"lookupHitNs"`
 	LookupMissNs float64 `json:"lookupMissNs"`
+	// LookupCacheHitPct: of the index block reads of the timed lookups,
+	// the percentage served from the index cache (Pebble's block cache).
+	LookupCacheHitPct float64 `json:"lookupCacheHitPct"`
 
 	StartMs    float64 `json:"serverStartMs"`
 	RSSKiB     int64   `json:"serverRSSKiB"`

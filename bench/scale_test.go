@@ -67,7 +67,7 @@ func TestScaleSmoke(t *testing.T) {
 		for name, v := range map[string]float64{
 			"narinfo 1": r.NarInfo1.RPS, "narinfo 16": r.NarInfo16.RPS, "small NAR": r.NARSmallMBps,
 			"medium NAR": r.NARMediumMBps, "large NAR": r.NARLargeMBps, "ingest": r.IngestMBps,
-			"lookup hit": r.LookupHitNs, "lookup miss": r.LookupMissNs,
+			"lookup hit": r.LookupHitNs, "lookup miss": r.LookupMissNs, "index cache hits": r.LookupCacheHitPct,
 			"meta per chunk": r.MetaBytesPerChunk, "meta per path": r.MetaBytesPerPath,
 		} {
 			if !(v > 0) {

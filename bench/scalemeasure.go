@@ -91,23 +91,25 @@ func (g *scaleGen) measureStore(ctx context.Context, s *pebblestore.Store, x *st
 	}
 	sr.IngestMBps = mbps(int64(r.NARSize), time.Since(start))
 
-	lookups := o.Lookups
-	rng := rand.New(rand.NewPCG(uint64(step), 1))
-	hits := make([]castore.Digest, lookups)
-	misses := make([]castore.Digest, lookups)
-	for k := range hits {
-		i := rng.IntN(sr.Paths)
-		hits[k] = scaleChunk(i, rng.IntN(chunksOf(sr.ScaleStep, i)))
-		for b := 0; b < len(misses[k]); b += 8 {
-			binary.LittleEndian.PutUint64(misses[k][b:], rng.Uint64())
-		}
+	// Lookups are timed on the store at rest (packed, flushed, its
+	// compactions done), as a server's are some seconds after an ingest,
+	// after a warm-up pass over other chunks, as a running server's are.
+	if err := s.Flush(ctx); err != nil {
+		return err
 	}
-	// Paths keep the chunk count of the step that made them, which may
-	// be fewer than chunksOf says now; every path has its chunk 0.
-	for k, d := range hits {
-		if ok, _ := s.HasChunk(ctx, d); !ok {
+	rng := rand.New(rand.NewPCG(uint64(step), 1))
+	// Chunk 0 of a random path: every path has it, and the chunk digests
+	// are spread over the index as any other chunk's.
+	pick := func() (hits, misses []castore.Digest) {
+		hits = make([]castore.Digest, o.Lookups)
+		misses = make([]castore.Digest, o.Lookups)
+		for k := range hits {
 			hits[k] = scaleChunk(rng.IntN(sr.Paths), 0)
+			for b := 0; b < len(misses[k]); b += 8 {
+				binary.LittleEndian.PutUint64(misses[k][b:], rng.Uint64())
+			}
 		}
+		return hits, misses
 	}
 	timeLookups := func(ds []castore.Digest, want bool) (float64, error) {
 		start := time.Now()
@@ -122,11 +124,27 @@ func (g *scaleGen) measureStore(ctx context.Context, s *pebblestore.Store, x *st
 		}
 		return float64(time.Since(start).Nanoseconds()) / float64(len(ds)), nil
 	}
+	warmHits, warmMisses := pick()
+	if _, err := timeLookups(warmHits, true); err != nil {
+		return err
+	}
+	if _, err := timeLookups(warmMisses, false); err != nil {
+		return err
+	}
+	hits, misses := pick()
+	before, _ := s.IndexCacheStats()
 	if sr.LookupHitNs, err = timeLookups(hits, true); err != nil {
 		return err
 	}
-	sr.LookupMissNs, err = timeLookups(misses, false)
-	return err
+	if sr.LookupMissNs, err = timeLookups(misses, false); err != nil {
+		return err
+	}
+	if after, ok := s.IndexCacheStats(); ok {
+		if n := (after.Hits - before.Hits) + (after.Misses - before.Misses); n > 0 {
+			sr.LookupCacheHitPct = 100 * float64(after.Hits-before.Hits) / float64(n)
+		}
+	}
+	return nil
 }
 
 // measureServer starts a server on the store and measures it over HTTP.

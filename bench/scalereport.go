@@ -29,6 +29,7 @@ var scaleFigures = []scaleFigure{
 	{"ingest of a new large NAR", "MB/s", func(r *ScaleStepResult) float64 { return r.IngestMBps }},
 	{"chunk lookup, present", "ns", func(r *ScaleStepResult) float64 { return r.LookupHitNs }},
 	{"chunk lookup, absent", "ns", func(r *ScaleStepResult) float64 { return r.LookupMissNs }},
+	{"index cache hits during lookups", "%", func(r *ScaleStepResult) float64 { return r.LookupCacheHitPct }},
 	{"server start", "ms", func(r *ScaleStepResult) float64 { return r.StartMs }},
 	{"server RSS after the load", "MiB", func(r *ScaleStepResult) float64 { return float64(r.RSSKiB) / 1024 }},
 	{"server peak RSS", "MiB", func(r *ScaleStepResult) float64 { return float64(r.PeakRSSKiB) / 1024 }},
