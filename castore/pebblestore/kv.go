@@ -181,7 +181,7 @@ func getEach(ctx context.Context, get func(context.Context, []byte, func([]byte)
 // block at all. (BenchmarkPebbleHasChunk: about 5 µs, hit or miss, against
 // 35 µs for GetChunk of a 256 KiB chunk in the block cache.)
 func (p *pebbleKV) has(ctx context.Context, key []byte) (bool, error) {
-	it, err := p.db.NewIterWithContext(ctx, nil)
+	it, err := p.db.NewIterWithContext(ctx, &hasIterOptions)
 	if err != nil {
 		return false, pebbleError(err, "lookup")
 	}
@@ -191,6 +191,15 @@ func (p *pebbleKV) has(ctx context.Context, key []byte) (bool, error) {
 	}
 	return found, nil
 }
+
+// hasIterOptions: a lookup reads the bloom filters of every level, the
+// last (L6) included, which Pebble skips by default. Most chunk lookups
+// are for chunks not stored (each new chunk is looked up before its put),
+// and without L6's filters each such lookup read an index and a data
+// block of L6: once the chunk index outgrew the block cache, absent
+// lookups went to disk (measured on a store of 3.3M records with a 32 MiB
+// cache: 0.87 block cache misses per absent lookup).
+var hasIterOptions = pebble.IterOptions{UseL6Filters: true}
 
 func (p *pebbleKV) newIter(ctx context.Context, lower, upper []byte) (kvIter, error) {
 	it, err := p.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
