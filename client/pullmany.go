@@ -89,14 +89,16 @@ func (c *Client) PullMany(ctx context.Context, targets []PullTarget) (PullStats,
 			t.blobs[i].chunks = all.blobs[blobAt[t.blobs[i].digest]].chunks
 		}
 	}
-	st, err := c.fetchChunks(ctx, all, nil)
+	st, err := c.fetchAndWrite(ctx, all, nil, func(ctx context.Context, arr *arrivals) error {
+		for i, t := range trees {
+			if err := c.materialize(ctx, t, filepath.Clean(targets[i].Dst), arr); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return st, err
-	}
-	for i, t := range trees {
-		if err := c.materialize(ctx, t, filepath.Clean(targets[i].Dst)); err != nil {
-			return st, err
-		}
 	}
 	return st, c.cacheTree(ctx, all)
 }
