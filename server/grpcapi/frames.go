@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 
@@ -19,6 +20,14 @@ const MaxReadFrames = 4096
 // readFramesMessage is the most frame bytes ReadFrames puts in one
 // message.
 const readFramesMessage = 1 << 20
+
+// MaxFrameReadBytes bounds the frame bytes all ReadFrames calls hold at
+// once: a call waits for room before it reads its next frame (a frame
+// larger than that waits for all the room).
+const MaxFrameReadBytes = 256 << 20
+
+// newFrameReads returns the budget of MaxFrameReadBytes.
+func newFrameReads() *semaphore.Weighted { return semaphore.NewWeighted(MaxFrameReadBytes) }
 
 // ChunkPlaces implements nixcas.v1.SyncService: where each chunk is
 // stored, from the store's castore.FrameSource; a store without one keeps
@@ -88,7 +97,7 @@ func (s *syncService) placeChunk(ctx context.Context, src castore.FrameSource, d
 // ReadFrames implements nixcas.v1.SyncService: each frame as stored,
 // checked against its name by the store (castore.FrameSource.GetFrame),
 // in messages of at most readFramesMessage bytes. The call holds one
-// frame at a time.
+// frame at a time, within the server's MaxFrameReadBytes.
 func (s *syncService) ReadFrames(req *nixcaspb.ReadFramesRequest, stream nixcaspb.SyncService_ReadFramesServer) error {
 	ctx := stream.Context()
 	if n := len(req.GetNames()); n > MaxReadFrames {
@@ -110,23 +119,38 @@ func (s *syncService) ReadFrames(req *nixcaspb.ReadFramesRequest, stream nixcasp
 		return err
 	}
 	for i, name := range names {
-		// A buffer per frame: a sent message must not change.
-		obj, err := src.GetFrame(ctx, name, nil)
-		if err != nil {
+		if err := s.sendFrame(ctx, src, name, stream); err != nil {
 			return fmt.Errorf("names[%d]: %w", i, err)
-		}
-		meta := &nixcaspb.FrameMeta{Name: name[:], StoredSize: uint64(len(obj))}
-		for off := 0; off == 0 || off < len(obj); {
-			end := min(off+readFramesMessage, len(obj))
-			if err := stream.Send(&nixcaspb.ReadFramesResponse{Frame: meta, Data: obj[off:end]}); err != nil {
-				return err
-			}
-			meta = nil
-			if end == off {
-				break
-			}
-			off = end
 		}
 	}
 	return nil
+}
+
+// sendFrame sends frame name, read from src within the frame read budget.
+func (s *syncService) sendFrame(ctx context.Context, src castore.FrameSource, name castore.Digest, stream nixcaspb.SyncService_ReadFramesServer) error {
+	m, err := src.FrameMeta(ctx, name)
+	if err != nil {
+		return err
+	}
+	held := min(int64(m.StoredSize), MaxFrameReadBytes)
+	if err := s.frameReads.Acquire(ctx, held); err != nil {
+		return err
+	}
+	defer s.frameReads.Release(held)
+	// A buffer per frame: a sent message must not change.
+	obj, err := src.GetFrame(ctx, name, nil)
+	if err != nil {
+		return err
+	}
+	meta := &nixcaspb.FrameMeta{Name: name[:], StoredSize: uint64(len(obj))}
+	for off := 0; ; {
+		end := min(off+readFramesMessage, len(obj))
+		if err := stream.Send(&nixcaspb.ReadFramesResponse{Frame: meta, Data: obj[off:end]}); err != nil {
+			return err
+		}
+		meta = nil
+		if off = end; off == len(obj) {
+			return nil
+		}
+	}
 }
