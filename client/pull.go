@@ -31,12 +31,14 @@ type PullStats struct {
 }
 
 // Pull writes the tree at root to dst, which must not exist; its parent
-// must. Chunks missing from the cache are fetched from the server and
-// cached; every chunk received is verified before it is cached, every
-// file checked against its digest before it is renamed into place, and
-// the tree is built in a temporary directory beside dst and renamed to dst
-// only when complete. The cache then also holds the tree's directories and
-// chunk lists.
+// must. Chunks missing from the cache are fetched from the server (whole
+// frames where the server keeps them in frames and at least half of a
+// frame is needed, see frames.go) and cached; every frame and chunk
+// received is verified before it is cached, files are written while
+// chunks arrive, every file checked against its digest, and the tree is
+// built in a temporary directory beside dst and renamed to dst only when
+// complete. The cache then also holds the tree's directories and chunk
+// lists.
 func (c *Client) Pull(ctx context.Context, root castore.Entry, dst string) (PullStats, error) {
 	return c.PullFrom(ctx, root, c.opts.Base, dst)
 }

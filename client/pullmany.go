@@ -27,9 +27,10 @@ const treeStreams = 16
 // chunk lists of all their blobs in shared StatBlobs batches and their
 // missing chunks in shared ReadChunks batches. Many small trees thus cost
 // a few round trips in all rather than several each. Every Dst must not
-// exist (nor be given twice); the trees are written in order after every
-// chunk has arrived, and a failure leaves the trees written before it in
-// place. The stats are those of the whole pull.
+// exist (nor be given twice); the trees are written in order while the
+// chunks arrive, each file once its chunks are cached, and a failure
+// leaves the trees written before it in place. The stats are those of the
+// whole pull.
 func (c *Client) PullMany(ctx context.Context, targets []PullTarget) (PullStats, error) {
 	var st PullStats
 	seen := make(map[string]bool, len(targets))
