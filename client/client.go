@@ -47,6 +47,9 @@ type Options struct {
 	// server for it. 0 is chunkstream.DefaultLevel (klauspost/compress's
 	// "better", zstd 6 to 9); 10 and above is its "best", slower.
 	WireLevel int
+	// NoFrames reads every chunk a pull lacks with ReadChunks, never a
+	// whole frame as the server stores it (see Pull): for comparisons.
+	NoFrames bool
 	// Base, when set, is the tree whose files serve as dictionaries in
 	// PushTree, PushClosure and Pull (see PushTreeFrom and PullFrom):
 	// typically the previous version of what is moved, already on both

@@ -90,7 +90,7 @@ func dial(t *testing.T, addr string, cache castore.Store) *client.Client {
 }
 
 // ingest reads the NAR from r into cache.
-func ingest(t *testing.T, cache castore.Store, r io.Reader) narrender.Result {
+func ingest(t testing.TB, cache castore.Store, r io.Reader) narrender.Result {
 	t.Helper()
 	res, err := narrender.Ingest(context.Background(), r, cache, castore.WriterOptions{})
 	if err != nil {
@@ -100,7 +100,7 @@ func ingest(t *testing.T, cache castore.Store, r io.Reader) narrender.Result {
 }
 
 // ingestNode ingests the NAR of a test tree, without touching the disk.
-func ingestNode(t *testing.T, cache castore.Store, n *testtree.Node) narrender.Result {
+func ingestNode(t testing.TB, cache castore.Store, n *testtree.Node) narrender.Result {
 	t.Helper()
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(testtree.WriteNAR(pw, n)) }()

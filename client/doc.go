@@ -31,14 +31,20 @@
 //
 // [Client.Pull] fetches a tree's directories in one recursive stream,
 // the chunk lists of its files in batches, and only the chunks missing from
-// the cache, in batches on a few parallel streams (chunk streams framed as
-// the client asks, with dictionaries from a base tree in the cache, when
-// the server knows them; chunks otherwise), verifying every chunk before
-// it is cached. It then writes the tree from the cache, each file
-// to a temporary name, checked against its BLAKE3 digest before it is
-// renamed into place, the whole tree in a temporary directory renamed to
-// the destination at the end. A pull of many small files costs a round trip
-// per few thousand files, not one per file.
+// the cache, on a few parallel streams. It first asks where they are
+// (ChunkPlaces): a frame of the server's (many chunks compressed together)
+// of which it needs at least half is fetched whole, as stored (ReadFrames),
+// checked against its name, decoded on the client, each chunk taken out
+// checked against its digest and cached raw; the other chunks, and all of
+// them from servers without frames, come in batches of ReadChunks (chunk
+// streams framed as the client asks, with dictionaries from a base tree in
+// the cache, when the server knows them; chunks otherwise), each verified
+// before it is cached. Files are written from the cache while chunks
+// arrive, each file waiting for its own, checked against its BLAKE3 digest,
+// the whole tree in a temporary directory renamed to the destination at
+// the end (a file pulled alone goes to a temporary name, renamed once
+// checked). A pull of many small files costs a round trip per few thousand
+// files, not one per file.
 //
 // A Client is safe for concurrent use; the cache must be too.
 package client

@@ -31,12 +31,14 @@ type PullStats struct {
 }
 
 // Pull writes the tree at root to dst, which must not exist; its parent
-// must. Chunks missing from the cache are fetched from the server and
-// cached; every chunk received is verified before it is cached, every
-// file checked against its digest before it is renamed into place, and
-// the tree is built in a temporary directory beside dst and renamed to dst
-// only when complete. The cache then also holds the tree's directories and
-// chunk lists.
+// must. Chunks missing from the cache are fetched from the server (whole
+// frames where the server keeps them in frames and at least half of a
+// frame is needed, see frames.go) and cached; every frame and chunk
+// received is verified before it is cached, files are written while
+// chunks arrive, every file checked against its digest, and the tree is
+// built in a temporary directory beside dst and renamed to dst only when
+// complete. The cache then also holds the tree's directories and chunk
+// lists.
 func (c *Client) Pull(ctx context.Context, root castore.Entry, dst string) (PullStats, error) {
 	return c.PullFrom(ctx, root, c.opts.Base, dst)
 }
@@ -61,13 +63,33 @@ func (c *Client) PullFrom(ctx context.Context, root castore.Entry, base *castore
 	if err := c.chunkLists(ctx, t); err != nil {
 		return st, err
 	}
-	if st, err = c.fetchChunks(ctx, t, base); err != nil {
-		return st, err
-	}
-	if err := c.materialize(ctx, t, dst); err != nil {
+	if st, err = c.fetchAndWrite(ctx, t, base, func(ctx context.Context, arr *arrivals) error {
+		return c.materialize(ctx, t, dst, arr)
+	}); err != nil {
 		return st, err
 	}
 	return st, c.cacheTree(ctx, t)
+}
+
+// fetchAndWrite fetches the chunks of t the cache lacks (fetchChunks)
+// while write writes files from the cache, waiting through arr for each
+// chunk being fetched: a pull of many files spends as long creating them
+// as fetching their chunks, so the two overlap.
+func (c *Client) fetchAndWrite(ctx context.Context, t *tree, base *castore.Entry, write func(context.Context, *arrivals) error) (PullStats, error) {
+	var st PullStats
+	need, _, err := c.missingChunks(ctx, t, func(castore.ChunkRef) { st.ChunksFromCache++ })
+	if err != nil {
+		return st, err
+	}
+	arr := newArrivals(need)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		fetched, err := c.fetchChunks(gctx, t, need, base, arr)
+		st.BytesReceived, st.ChunksFetched = fetched.BytesReceived, fetched.ChunksFetched
+		return err
+	})
+	g.Go(func() error { return write(gctx, arr) })
+	return st, g.Wait()
 }
 
 // remoteTree fetches the directories of the tree at root in one recursive
@@ -267,33 +289,64 @@ func chunkList(d castore.Digest, size uint64, pb *nixcaspb.Blob) ([]castore.Chun
 	return refs, nil
 }
 
-// fetchChunks fetches the chunks of t missing from the cache, in batches
-// on parallel streams, and caches them, each verified on the way in.
-func (c *Client) fetchChunks(ctx context.Context, t *tree, base *castore.Entry) (PullStats, error) {
+// fetchChunks fetches the chunks of t missing from the cache and caches
+// them, each verified on the way in: whole frames where the server keeps
+// them in frames and at least half of a frame is needed (see frames.go),
+// the others in batches of ReadChunks calls, all on parallel streams.
+// With a base tree and chunk streams, every chunk is read with ReadChunks,
+// in frames starting from the base's files. need lists the chunks to
+// fetch, distinct, in tree order; arr, when not nil, is told of each
+// chunk cached.
+func (c *Client) fetchChunks(ctx context.Context, t *tree, need []castore.ChunkRef, base *castore.Entry, arr *arrivals) (PullStats, error) {
 	var st PullStats
-	need, _, err := c.missingChunks(ctx, t, func(castore.ChunkRef) { st.ChunksFromCache++ })
-	if err != nil || len(need) == 0 {
-		return st, err
+	if len(need) == 0 {
+		return st, nil
 	}
 	var total int64
 	for _, r := range need {
 		total += int64(r.Size)
 	}
-	bar := c.progress("fetching", total)
+	var bar Progress = c.progress("fetching", total)
 	defer bar.Finish()
-	frames, err := c.pullFrames(ctx, t, need, base)
-	if err != nil {
-		return st, err
+	if arr != nil {
+		arr.Progress, bar = bar, arr
 	}
-	batches := frameBatches(frames)
+	var err error
+	var whole []framePull
+	rest := need
+	if !c.opts.NoFrames && (base == nil || c.opts.Compression != CompressionStream) {
+		if whole, rest, err = c.planFramePulls(ctx, need); err != nil {
+			return st, err
+		}
+	}
+	var batches [][]frame
+	if len(rest) > 0 {
+		planned, err := c.pullFrames(ctx, t, rest, base)
+		if err != nil {
+			return st, err
+		}
+		batches = frameBatches(planned)
+	}
+	// A job is one call: a batch of chunks or of whole frames.
+	type job struct {
+		chunks [][]frame // the frame lists of ReadChunks calls
+		frames []framePull
+	}
 	var received, fetched atomic.Uint64
 	g, gctx := errgroup.WithContext(ctx)
-	work := make(chan []frame)
+	work := make(chan job)
 	g.Go(func() error {
 		defer close(work)
+		var jobs []job
 		for _, b := range batches {
+			jobs = append(jobs, job{chunks: [][]frame{b}})
+		}
+		for _, fs := range frameCalls(whole) {
+			jobs = append(jobs, job{frames: fs})
+		}
+		for _, j := range jobs {
 			select {
-			case work <- b:
+			case work <- j:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
@@ -302,14 +355,36 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree, base *castore.Entry) 
 	})
 	for range c.opts.Streams {
 		g.Go(func() error {
-			for batch := range work {
-				n, err := c.readFrames(gctx, batch, bar)
-				received.Add(n)
-				if err != nil {
-					return err
+			var bufs frameBuffers
+			for j := range work {
+				if j.frames != nil {
+					n, chunks, gone, err := c.readWholeFrames(gctx, j.frames, &bufs, bar)
+					received.Add(n)
+					fetched.Add(chunks)
+					if err != nil {
+						return err
+					}
+					// Frames retired since they were located: their
+					// chunks one by one, wherever they are now.
+					var refs []castore.ChunkRef
+					for _, f := range gone {
+						for _, p := range f.chunks {
+							refs = append(refs, p.ref)
+						}
+					}
+					if len(refs) > 0 {
+						j.chunks = frameBatches([]frame{{chunks: refs}})
+					}
 				}
-				for _, f := range batch {
-					fetched.Add(uint64(len(f.chunks)))
+				for _, b := range j.chunks {
+					n, err := c.readFrames(gctx, b, bar)
+					received.Add(n)
+					if err != nil {
+						return err
+					}
+					for _, f := range b {
+						fetched.Add(uint64(len(f.chunks)))
+					}
 				}
 			}
 			return nil
@@ -475,7 +550,7 @@ func (c *Client) cacheChunks(ctx context.Context, first *nixcaspb.ReadChunksResp
 			if _, err := castore.PutEncoded(ctx, c.cache, r.Digest, ch.GetData()); err != nil {
 				return fmt.Errorf("client: chunk from the server: %w", err)
 			}
-			bar.Add(int64(r.Size))
+			chunkCached(bar, r)
 		}
 	}
 	if next != len(refs) {
@@ -484,8 +559,9 @@ func (c *Client) cacheChunks(ctx context.Context, first *nixcaspb.ReadChunksResp
 	return nil
 }
 
-// materialize writes the tree t to dst from the cache.
-func (c *Client) materialize(ctx context.Context, t *tree, dst string) error {
+// materialize writes the tree t to dst from the cache, waiting through
+// arr, when not nil, for each chunk still being fetched.
+func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arrivals) error {
 	blobs := make(map[castore.Digest]*blobItem, len(t.blobs))
 	var total int64
 	for i := range t.blobs {
@@ -503,9 +579,9 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string) error {
 	case castore.KindSymlink:
 		return os.Symlink(t.root.Target, dst)
 	case castore.KindFile:
-		w := c.newFileWriter(c.progress("writing", int64(t.root.Size)))
+		w := c.newFileWriter(c.writeProgress(int64(t.root.Size), arr), arr)
 		defer w.bar.Finish()
-		return w.write(ctx, parent, base, t.root, blobs[t.root.Digest])
+		return w.write(ctx, parent, base, t.root, blobs[t.root.Digest], false)
 	}
 
 	// A directory: count the bytes to write, then build the tree in a
@@ -533,7 +609,7 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string) error {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	w := c.newFileWriter(c.progress("writing", total))
+	w := c.newFileWriter(c.writeProgress(total, arr), arr)
 	defer w.bar.Finish()
 	type job struct {
 		dir string
@@ -544,7 +620,7 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string) error {
 	for range max(4, 2*runtime.GOMAXPROCS(0)) {
 		g.Go(func() error {
 			for j := range jobs {
-				if err := w.write(gctx, j.dir, j.e.Name, j.e, blobs[j.e.Digest]); err != nil {
+				if err := w.write(gctx, j.dir, j.e.Name, j.e, blobs[j.e.Digest], true); err != nil {
 					return err
 				}
 			}
@@ -592,24 +668,44 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string) error {
 	return nil
 }
 
+// writeProgress is the Progress of writing total bytes of files: none
+// while chunks are fetched (arr not nil), whose progress is shown.
+func (c *Client) writeProgress(total int64, arr *arrivals) Progress {
+	if arr != nil {
+		return noProgress{}
+	}
+	return c.progress("writing", total)
+}
+
 // fileWriter writes files from the cache, checking each against its
-// digest. It is safe for concurrent use.
+// digest, waiting through arr (when not nil) for chunks still being
+// fetched. It is safe for concurrent use.
 type fileWriter struct {
 	cache castore.Store
 	bar   Progress
+	arr   *arrivals
 	bufs  sync.Pool
 }
 
-func (c *Client) newFileWriter(bar Progress) *fileWriter {
-	w := &fileWriter{cache: c.cache, bar: bar}
+func (c *Client) newFileWriter(bar Progress, arr *arrivals) *fileWriter {
+	w := &fileWriter{cache: c.cache, bar: bar, arr: arr}
 	w.bufs.New = func() any { b := make([]byte, 0, castore.DefaultChunkerOptions.MaxSize); return &b }
 	return w
 }
 
 // write writes the file e, of blob b, into dir under name: to a temporary
-// file first, renamed once its content hashes to e.Digest.
-func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entry, b *blobItem) (err error) {
-	f, err := os.CreateTemp(dir, ".nixcas-")
+// file first, renamed once its content hashes to e.Digest, or, when
+// inTemp says dir is inside a temporary tree that is only renamed into
+// place once complete, under its name straight away (the temporary file
+// and the rename of each file cost a pull of thousands of files a third
+// of its CPU, in the kernel).
+func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entry, b *blobItem, inTemp bool) (err error) {
+	var f *os.File
+	if inTemp {
+		f, err = os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	} else {
+		f, err = os.CreateTemp(dir, ".nixcas-")
+	}
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
@@ -624,6 +720,9 @@ func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entr
 	defer w.bufs.Put(buf)
 	var size uint64
 	for _, r := range b.chunks {
+		if err := w.arr.wait(ctx, r.Digest); err != nil {
+			return err
+		}
 		data, err := w.cache.GetChunk(ctx, r.Digest, (*buf)[:0])
 		*buf = data[:0]
 		if err != nil {
@@ -650,6 +749,9 @@ func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entr
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("client: %w", err)
+	}
+	if inTemp {
+		return nil
 	}
 	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("client: %w", err)

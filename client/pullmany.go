@@ -27,9 +27,10 @@ const treeStreams = 16
 // chunk lists of all their blobs in shared StatBlobs batches and their
 // missing chunks in shared ReadChunks batches. Many small trees thus cost
 // a few round trips in all rather than several each. Every Dst must not
-// exist (nor be given twice); the trees are written in order after every
-// chunk has arrived, and a failure leaves the trees written before it in
-// place. The stats are those of the whole pull.
+// exist (nor be given twice); the trees are written in order while the
+// chunks arrive, each file once its chunks are cached, and a failure
+// leaves the trees written before it in place. The stats are those of the
+// whole pull.
 func (c *Client) PullMany(ctx context.Context, targets []PullTarget) (PullStats, error) {
 	var st PullStats
 	seen := make(map[string]bool, len(targets))
@@ -89,14 +90,16 @@ func (c *Client) PullMany(ctx context.Context, targets []PullTarget) (PullStats,
 			t.blobs[i].chunks = all.blobs[blobAt[t.blobs[i].digest]].chunks
 		}
 	}
-	st, err := c.fetchChunks(ctx, all, nil)
+	st, err := c.fetchAndWrite(ctx, all, nil, func(ctx context.Context, arr *arrivals) error {
+		for i, t := range trees {
+			if err := c.materialize(ctx, t, filepath.Clean(targets[i].Dst), arr); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return st, err
-	}
-	for i, t := range trees {
-		if err := c.materialize(ctx, t, filepath.Clean(targets[i].Dst)); err != nil {
-			return st, err
-		}
 	}
 	return st, c.cacheTree(ctx, all)
 }

@@ -466,6 +466,6 @@ func (c *Client) cacheChunkStream(ctx context.Context, first *nixcaspb.ReadChunk
 		if _, err := castore.PutEncoded(ctx, c.cache, d, stored); err != nil {
 			return fmt.Errorf("client: chunk from the server: %w", err)
 		}
-		bar.Add(int64(ref.Size))
+		chunkCached(bar, ref)
 	}
 }

@@ -942,6 +942,331 @@ func (x *StatBlobsResponse) GetBlobs() []*Blob {
 	return nil
 }
 
+type ChunkPlacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digests       [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkPlacesRequest) Reset() {
+	*x = ChunkPlacesRequest{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkPlacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkPlacesRequest) ProtoMessage() {}
+
+func (x *ChunkPlacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkPlacesRequest.ProtoReflect.Descriptor instead.
+func (*ChunkPlacesRequest) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ChunkPlacesRequest) GetDigests() [][]byte {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+// FrameMeta describes a frame named by ChunkPlaces.
+type FrameMeta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// BLAKE3 of the frame's stored bytes.
+	Name []byte `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Bytes of the frame as stored (compressed): what ReadFrames sends.
+	StoredSize uint64 `protobuf:"varint,2,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"`
+	// Bytes of the frame decoded: all its chunks (at most 64 MiB).
+	DecodedSize   uint64 `protobuf:"varint,3,opt,name=decoded_size,json=decodedSize,proto3" json:"decoded_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FrameMeta) Reset() {
+	*x = FrameMeta{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FrameMeta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FrameMeta) ProtoMessage() {}
+
+func (x *FrameMeta) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FrameMeta.ProtoReflect.Descriptor instead.
+func (*FrameMeta) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FrameMeta) GetName() []byte {
+	if x != nil {
+		return x.Name
+	}
+	return nil
+}
+
+func (x *FrameMeta) GetStoredSize() uint64 {
+	if x != nil {
+		return x.StoredSize
+	}
+	return 0
+}
+
+func (x *FrameMeta) GetDecodedSize() uint64 {
+	if x != nil {
+		return x.DecodedSize
+	}
+	return 0
+}
+
+// ChunkPlace is where one requested chunk is stored.
+type ChunkPlace struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 + the index in ChunkPlacesResponse.frames of the frame holding the
+	// chunk; 0: the chunk is in no frame.
+	Frame uint32 `protobuf:"varint,1,opt,name=frame,proto3" json:"frame,omitempty"`
+	// Offset and length of the chunk in the decoded frame.
+	Offset        uint32 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint32 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkPlace) Reset() {
+	*x = ChunkPlace{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkPlace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkPlace) ProtoMessage() {}
+
+func (x *ChunkPlace) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkPlace.ProtoReflect.Descriptor instead.
+func (*ChunkPlace) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ChunkPlace) GetFrame() uint32 {
+	if x != nil {
+		return x.Frame
+	}
+	return 0
+}
+
+func (x *ChunkPlace) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ChunkPlace) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type ChunkPlacesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The frames holding requested chunks, each once.
+	Frames []*FrameMeta `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	// One per requested digest, in request order.
+	Places        []*ChunkPlace `protobuf:"bytes,2,rep,name=places,proto3" json:"places,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkPlacesResponse) Reset() {
+	*x = ChunkPlacesResponse{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkPlacesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkPlacesResponse) ProtoMessage() {}
+
+func (x *ChunkPlacesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkPlacesResponse.ProtoReflect.Descriptor instead.
+func (*ChunkPlacesResponse) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ChunkPlacesResponse) GetFrames() []*FrameMeta {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *ChunkPlacesResponse) GetPlaces() []*ChunkPlace {
+	if x != nil {
+		return x.Places
+	}
+	return nil
+}
+
+type ReadFramesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names of the frames (32 bytes each).
+	Names         [][]byte `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFramesRequest) Reset() {
+	*x = ReadFramesRequest{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFramesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFramesRequest) ProtoMessage() {}
+
+func (x *ReadFramesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFramesRequest.ProtoReflect.Descriptor instead.
+func (*ReadFramesRequest) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReadFramesRequest) GetNames() [][]byte {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+type ReadFramesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set on the first message of each frame: its name and stored size.
+	Frame *FrameMeta `protobuf:"bytes,1,opt,name=frame,proto3" json:"frame,omitempty"`
+	// The next bytes of the current frame (at most 1 MiB a message).
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFramesResponse) Reset() {
+	*x = ReadFramesResponse{}
+	mi := &file_nixcas_v1_sync_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFramesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFramesResponse) ProtoMessage() {}
+
+func (x *ReadFramesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nixcas_v1_sync_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFramesResponse.ProtoReflect.Descriptor instead.
+func (*ReadFramesResponse) Descriptor() ([]byte, []int) {
+	return file_nixcas_v1_sync_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReadFramesResponse) GetFrame() *FrameMeta {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *ReadFramesResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_nixcas_v1_sync_proto protoreflect.FileDescriptor
 
 const file_nixcas_v1_sync_proto_rawDesc = "" +
@@ -997,14 +1322,37 @@ const file_nixcas_v1_sync_proto_rawDesc = "" +
 	"\x10StatBlobsRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\":\n" +
 	"\x11StatBlobsResponse\x12%\n" +
-	"\x05blobs\x18\x01 \x03(\v2\x0f.nixcas.v1.BlobR\x05blobs2\xf3\x02\n" +
+	"\x05blobs\x18\x01 \x03(\v2\x0f.nixcas.v1.BlobR\x05blobs\".\n" +
+	"\x12ChunkPlacesRequest\x12\x18\n" +
+	"\adigests\x18\x01 \x03(\fR\adigests\"c\n" +
+	"\tFrameMeta\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x1f\n" +
+	"\vstored_size\x18\x02 \x01(\x04R\n" +
+	"storedSize\x12!\n" +
+	"\fdecoded_size\x18\x03 \x01(\x04R\vdecodedSize\"R\n" +
+	"\n" +
+	"ChunkPlace\x12\x14\n" +
+	"\x05frame\x18\x01 \x01(\rR\x05frame\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\rR\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\rR\x06length\"r\n" +
+	"\x13ChunkPlacesResponse\x12,\n" +
+	"\x06frames\x18\x01 \x03(\v2\x14.nixcas.v1.FrameMetaR\x06frames\x12-\n" +
+	"\x06places\x18\x02 \x03(\v2\x15.nixcas.v1.ChunkPlaceR\x06places\")\n" +
+	"\x11ReadFramesRequest\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\fR\x05names\"T\n" +
+	"\x12ReadFramesResponse\x12*\n" +
+	"\x05frame\x18\x01 \x01(\v2\x14.nixcas.v1.FrameMetaR\x05frame\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data2\x8e\x04\n" +
 	"\vSyncService\x12@\n" +
 	"\aMissing\x12\x19.nixcas.v1.MissingRequest\x1a\x1a.nixcas.v1.MissingResponse\x12H\n" +
 	"\tPutChunks\x12\x1b.nixcas.v1.PutChunksRequest\x1a\x1c.nixcas.v1.PutChunksResponse(\x01\x12K\n" +
 	"\n" +
 	"ReadChunks\x12\x1c.nixcas.v1.ReadChunksRequest\x1a\x1d.nixcas.v1.ReadChunksResponse0\x01\x12C\n" +
 	"\bPutBlobs\x12\x1a.nixcas.v1.PutBlobsRequest\x1a\x1b.nixcas.v1.PutBlobsResponse\x12F\n" +
-	"\tStatBlobs\x12\x1b.nixcas.v1.StatBlobsRequest\x1a\x1c.nixcas.v1.StatBlobsResponseB2Z0github.com/nixcas/nixcas/proto/nixcaspb;nixcaspbb\x06proto3"
+	"\tStatBlobs\x12\x1b.nixcas.v1.StatBlobsRequest\x1a\x1c.nixcas.v1.StatBlobsResponse\x12L\n" +
+	"\vChunkPlaces\x12\x1d.nixcas.v1.ChunkPlacesRequest\x1a\x1e.nixcas.v1.ChunkPlacesResponse\x12K\n" +
+	"\n" +
+	"ReadFrames\x12\x1c.nixcas.v1.ReadFramesRequest\x1a\x1d.nixcas.v1.ReadFramesResponse0\x01B2Z0github.com/nixcas/nixcas/proto/nixcaspb;nixcaspbb\x06proto3"
 
 var (
 	file_nixcas_v1_sync_proto_rawDescOnce sync.Once
@@ -1018,24 +1366,30 @@ func file_nixcas_v1_sync_proto_rawDescGZIP() []byte {
 	return file_nixcas_v1_sync_proto_rawDescData
 }
 
-var file_nixcas_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_nixcas_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_nixcas_v1_sync_proto_goTypes = []any{
-	(*Chunk)(nil),              // 0: nixcas.v1.Chunk
-	(*ChunkMeta)(nil),          // 1: nixcas.v1.ChunkMeta
-	(*Blob)(nil),               // 2: nixcas.v1.Blob
-	(*MissingRequest)(nil),     // 3: nixcas.v1.MissingRequest
-	(*MissingResponse)(nil),    // 4: nixcas.v1.MissingResponse
-	(*ChunkStreamFrame)(nil),   // 5: nixcas.v1.ChunkStreamFrame
-	(*ChunkStreamSegment)(nil), // 6: nixcas.v1.ChunkStreamSegment
-	(*PutChunksRequest)(nil),   // 7: nixcas.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),  // 8: nixcas.v1.PutChunksResponse
-	(*ReadChunksRequest)(nil),  // 9: nixcas.v1.ReadChunksRequest
-	(*ChunkStreamRequest)(nil), // 10: nixcas.v1.ChunkStreamRequest
-	(*ReadChunksResponse)(nil), // 11: nixcas.v1.ReadChunksResponse
-	(*PutBlobsRequest)(nil),    // 12: nixcas.v1.PutBlobsRequest
-	(*PutBlobsResponse)(nil),   // 13: nixcas.v1.PutBlobsResponse
-	(*StatBlobsRequest)(nil),   // 14: nixcas.v1.StatBlobsRequest
-	(*StatBlobsResponse)(nil),  // 15: nixcas.v1.StatBlobsResponse
+	(*Chunk)(nil),               // 0: nixcas.v1.Chunk
+	(*ChunkMeta)(nil),           // 1: nixcas.v1.ChunkMeta
+	(*Blob)(nil),                // 2: nixcas.v1.Blob
+	(*MissingRequest)(nil),      // 3: nixcas.v1.MissingRequest
+	(*MissingResponse)(nil),     // 4: nixcas.v1.MissingResponse
+	(*ChunkStreamFrame)(nil),    // 5: nixcas.v1.ChunkStreamFrame
+	(*ChunkStreamSegment)(nil),  // 6: nixcas.v1.ChunkStreamSegment
+	(*PutChunksRequest)(nil),    // 7: nixcas.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),   // 8: nixcas.v1.PutChunksResponse
+	(*ReadChunksRequest)(nil),   // 9: nixcas.v1.ReadChunksRequest
+	(*ChunkStreamRequest)(nil),  // 10: nixcas.v1.ChunkStreamRequest
+	(*ReadChunksResponse)(nil),  // 11: nixcas.v1.ReadChunksResponse
+	(*PutBlobsRequest)(nil),     // 12: nixcas.v1.PutBlobsRequest
+	(*PutBlobsResponse)(nil),    // 13: nixcas.v1.PutBlobsResponse
+	(*StatBlobsRequest)(nil),    // 14: nixcas.v1.StatBlobsRequest
+	(*StatBlobsResponse)(nil),   // 15: nixcas.v1.StatBlobsResponse
+	(*ChunkPlacesRequest)(nil),  // 16: nixcas.v1.ChunkPlacesRequest
+	(*FrameMeta)(nil),           // 17: nixcas.v1.FrameMeta
+	(*ChunkPlace)(nil),          // 18: nixcas.v1.ChunkPlace
+	(*ChunkPlacesResponse)(nil), // 19: nixcas.v1.ChunkPlacesResponse
+	(*ReadFramesRequest)(nil),   // 20: nixcas.v1.ReadFramesRequest
+	(*ReadFramesResponse)(nil),  // 21: nixcas.v1.ReadFramesResponse
 }
 var file_nixcas_v1_sync_proto_depIdxs = []int32{
 	1,  // 0: nixcas.v1.Blob.chunks:type_name -> nixcas.v1.ChunkMeta
@@ -1048,21 +1402,28 @@ var file_nixcas_v1_sync_proto_depIdxs = []int32{
 	6,  // 7: nixcas.v1.ReadChunksResponse.segment:type_name -> nixcas.v1.ChunkStreamSegment
 	2,  // 8: nixcas.v1.PutBlobsRequest.blobs:type_name -> nixcas.v1.Blob
 	2,  // 9: nixcas.v1.StatBlobsResponse.blobs:type_name -> nixcas.v1.Blob
-	3,  // 10: nixcas.v1.SyncService.Missing:input_type -> nixcas.v1.MissingRequest
-	7,  // 11: nixcas.v1.SyncService.PutChunks:input_type -> nixcas.v1.PutChunksRequest
-	9,  // 12: nixcas.v1.SyncService.ReadChunks:input_type -> nixcas.v1.ReadChunksRequest
-	12, // 13: nixcas.v1.SyncService.PutBlobs:input_type -> nixcas.v1.PutBlobsRequest
-	14, // 14: nixcas.v1.SyncService.StatBlobs:input_type -> nixcas.v1.StatBlobsRequest
-	4,  // 15: nixcas.v1.SyncService.Missing:output_type -> nixcas.v1.MissingResponse
-	8,  // 16: nixcas.v1.SyncService.PutChunks:output_type -> nixcas.v1.PutChunksResponse
-	11, // 17: nixcas.v1.SyncService.ReadChunks:output_type -> nixcas.v1.ReadChunksResponse
-	13, // 18: nixcas.v1.SyncService.PutBlobs:output_type -> nixcas.v1.PutBlobsResponse
-	15, // 19: nixcas.v1.SyncService.StatBlobs:output_type -> nixcas.v1.StatBlobsResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	17, // 10: nixcas.v1.ChunkPlacesResponse.frames:type_name -> nixcas.v1.FrameMeta
+	18, // 11: nixcas.v1.ChunkPlacesResponse.places:type_name -> nixcas.v1.ChunkPlace
+	17, // 12: nixcas.v1.ReadFramesResponse.frame:type_name -> nixcas.v1.FrameMeta
+	3,  // 13: nixcas.v1.SyncService.Missing:input_type -> nixcas.v1.MissingRequest
+	7,  // 14: nixcas.v1.SyncService.PutChunks:input_type -> nixcas.v1.PutChunksRequest
+	9,  // 15: nixcas.v1.SyncService.ReadChunks:input_type -> nixcas.v1.ReadChunksRequest
+	12, // 16: nixcas.v1.SyncService.PutBlobs:input_type -> nixcas.v1.PutBlobsRequest
+	14, // 17: nixcas.v1.SyncService.StatBlobs:input_type -> nixcas.v1.StatBlobsRequest
+	16, // 18: nixcas.v1.SyncService.ChunkPlaces:input_type -> nixcas.v1.ChunkPlacesRequest
+	20, // 19: nixcas.v1.SyncService.ReadFrames:input_type -> nixcas.v1.ReadFramesRequest
+	4,  // 20: nixcas.v1.SyncService.Missing:output_type -> nixcas.v1.MissingResponse
+	8,  // 21: nixcas.v1.SyncService.PutChunks:output_type -> nixcas.v1.PutChunksResponse
+	11, // 22: nixcas.v1.SyncService.ReadChunks:output_type -> nixcas.v1.ReadChunksResponse
+	13, // 23: nixcas.v1.SyncService.PutBlobs:output_type -> nixcas.v1.PutBlobsResponse
+	15, // 24: nixcas.v1.SyncService.StatBlobs:output_type -> nixcas.v1.StatBlobsResponse
+	19, // 25: nixcas.v1.SyncService.ChunkPlaces:output_type -> nixcas.v1.ChunkPlacesResponse
+	21, // 26: nixcas.v1.SyncService.ReadFrames:output_type -> nixcas.v1.ReadFramesResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_nixcas_v1_sync_proto_init() }
@@ -1076,7 +1437,7 @@ func file_nixcas_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixcas_v1_sync_proto_rawDesc), len(file_nixcas_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -63,11 +63,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SyncService_Missing_FullMethodName    = "/nixcas.v1.SyncService/Missing"
-	SyncService_PutChunks_FullMethodName  = "/nixcas.v1.SyncService/PutChunks"
-	SyncService_ReadChunks_FullMethodName = "/nixcas.v1.SyncService/ReadChunks"
-	SyncService_PutBlobs_FullMethodName   = "/nixcas.v1.SyncService/PutBlobs"
-	SyncService_StatBlobs_FullMethodName  = "/nixcas.v1.SyncService/StatBlobs"
+	SyncService_Missing_FullMethodName     = "/nixcas.v1.SyncService/Missing"
+	SyncService_PutChunks_FullMethodName   = "/nixcas.v1.SyncService/PutChunks"
+	SyncService_ReadChunks_FullMethodName  = "/nixcas.v1.SyncService/ReadChunks"
+	SyncService_PutBlobs_FullMethodName    = "/nixcas.v1.SyncService/PutBlobs"
+	SyncService_StatBlobs_FullMethodName   = "/nixcas.v1.SyncService/StatBlobs"
+	SyncService_ChunkPlaces_FullMethodName = "/nixcas.v1.SyncService/ChunkPlaces"
+	SyncService_ReadFrames_FullMethodName  = "/nixcas.v1.SyncService/ReadFrames"
 )
 
 // SyncServiceClient is the client API for SyncService service.
@@ -107,6 +109,25 @@ type SyncServiceClient interface {
 	// chunk). A missing blob ends the call with NOT_FOUND. At most 65536
 	// digests per request.
 	StatBlobs(ctx context.Context, in *StatBlobsRequest, opts ...grpc.CallOption) (*StatBlobsResponse, error)
+	// ChunkPlaces reports where the listed chunks are stored: for each, the
+	// frame holding it, with its offset and length in the decoded frame, or
+	// no frame (the chunk is kept on its own: read it with ReadChunks). The
+	// frames named are listed once each with their sizes, so that a client
+	// can choose between fetching a whole frame (ReadFrames) and asking for
+	// its chunks one by one. A missing chunk ends the call with NOT_FOUND.
+	// At most 65536 digests per request. Servers without it answer
+	// UNIMPLEMENTED; clients then read every chunk with ReadChunks.
+	ChunkPlaces(ctx context.Context, in *ChunkPlacesRequest, opts ...grpc.CallOption) (*ChunkPlacesResponse, error)
+	// ReadFrames streams the named frames as stored, in request order, each
+	// in one or more messages: a frame is one zstd frame (with a content
+	// checksum) whose decoded bytes are its chunks side by side, named by
+	// the BLAKE3 of its stored bytes. The receiver checks each frame's bytes
+	// against its name, and each chunk it takes out against the chunk's
+	// digest. A frame the server no longer has (compaction or garbage
+	// collection retired it since ChunkPlaces) ends the stream with
+	// NOT_FOUND; one whose bytes do not hash to its name, with DATA_LOSS. At
+	// most 4096 frames per request.
+	ReadFrames(ctx context.Context, in *ReadFramesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFramesResponse], error)
 }
 
 type syncServiceClient struct {
@@ -179,6 +200,35 @@ func (c *syncServiceClient) StatBlobs(ctx context.Context, in *StatBlobsRequest,
 	return out, nil
 }
 
+func (c *syncServiceClient) ChunkPlaces(ctx context.Context, in *ChunkPlacesRequest, opts ...grpc.CallOption) (*ChunkPlacesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChunkPlacesResponse)
+	err := c.cc.Invoke(ctx, SyncService_ChunkPlaces_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *syncServiceClient) ReadFrames(ctx context.Context, in *ReadFramesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFramesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SyncService_ServiceDesc.Streams[2], SyncService_ReadFrames_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadFramesRequest, ReadFramesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SyncService_ReadFramesClient = grpc.ServerStreamingClient[ReadFramesResponse]
+
 // SyncServiceServer is the server API for SyncService service.
 // All implementations must embed UnimplementedSyncServiceServer
 // for forward compatibility.
@@ -216,6 +266,25 @@ type SyncServiceServer interface {
 	// chunk). A missing blob ends the call with NOT_FOUND. At most 65536
 	// digests per request.
 	StatBlobs(context.Context, *StatBlobsRequest) (*StatBlobsResponse, error)
+	// ChunkPlaces reports where the listed chunks are stored: for each, the
+	// frame holding it, with its offset and length in the decoded frame, or
+	// no frame (the chunk is kept on its own: read it with ReadChunks). The
+	// frames named are listed once each with their sizes, so that a client
+	// can choose between fetching a whole frame (ReadFrames) and asking for
+	// its chunks one by one. A missing chunk ends the call with NOT_FOUND.
+	// At most 65536 digests per request. Servers without it answer
+	// UNIMPLEMENTED; clients then read every chunk with ReadChunks.
+	ChunkPlaces(context.Context, *ChunkPlacesRequest) (*ChunkPlacesResponse, error)
+	// ReadFrames streams the named frames as stored, in request order, each
+	// in one or more messages: a frame is one zstd frame (with a content
+	// checksum) whose decoded bytes are its chunks side by side, named by
+	// the BLAKE3 of its stored bytes. The receiver checks each frame's bytes
+	// against its name, and each chunk it takes out against the chunk's
+	// digest. A frame the server no longer has (compaction or garbage
+	// collection retired it since ChunkPlaces) ends the stream with
+	// NOT_FOUND; one whose bytes do not hash to its name, with DATA_LOSS. At
+	// most 4096 frames per request.
+	ReadFrames(*ReadFramesRequest, grpc.ServerStreamingServer[ReadFramesResponse]) error
 	mustEmbedUnimplementedSyncServiceServer()
 }
 
@@ -240,6 +309,12 @@ func (UnimplementedSyncServiceServer) PutBlobs(context.Context, *PutBlobsRequest
 }
 func (UnimplementedSyncServiceServer) StatBlobs(context.Context, *StatBlobsRequest) (*StatBlobsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method StatBlobs not implemented")
+}
+func (UnimplementedSyncServiceServer) ChunkPlaces(context.Context, *ChunkPlacesRequest) (*ChunkPlacesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ChunkPlaces not implemented")
+}
+func (UnimplementedSyncServiceServer) ReadFrames(*ReadFramesRequest, grpc.ServerStreamingServer[ReadFramesResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method ReadFrames not implemented")
 }
 func (UnimplementedSyncServiceServer) mustEmbedUnimplementedSyncServiceServer() {}
 func (UnimplementedSyncServiceServer) testEmbeddedByValue()                     {}
@@ -334,6 +409,35 @@ func _SyncService_StatBlobs_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SyncService_ChunkPlaces_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChunkPlacesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SyncServiceServer).ChunkPlaces(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SyncService_ChunkPlaces_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SyncServiceServer).ChunkPlaces(ctx, req.(*ChunkPlacesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SyncService_ReadFrames_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadFramesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SyncServiceServer).ReadFrames(m, &grpc.GenericServerStream[ReadFramesRequest, ReadFramesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SyncService_ReadFramesServer = grpc.ServerStreamingServer[ReadFramesResponse]
+
 // SyncService_ServiceDesc is the grpc.ServiceDesc for SyncService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -353,6 +457,10 @@ var SyncService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "StatBlobs",
 			Handler:    _SyncService_StatBlobs_Handler,
 		},
+		{
+			MethodName: "ChunkPlaces",
+			Handler:    _SyncService_ChunkPlaces_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -363,6 +471,11 @@ var SyncService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ReadChunks",
 			Handler:       _SyncService_ReadChunks_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ReadFrames",
+			Handler:       _SyncService_ReadFrames_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -208,7 +208,7 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 		maxVerify = uint64(o.MaxVerifyBytes)
 	}
 	register(&storepb.PathInfoService_ServiceDesc, &pathInfoService{cas: o.CAS, index: o.Index, maxVerify: maxVerify, m: m, limits: o.Tree, timeout: o.RenderTimeout})
-	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas, maxVerify: maxVerify, streams: make(chan struct{}, o.MaxChunkStreams)})
+	register(&nixcaspb.SyncService_ServiceDesc, &syncService{cas: cas, maxVerify: maxVerify, streams: make(chan struct{}, o.MaxChunkStreams), frameReads: newFrameReads()})
 	for name, info := range s.GetServiceInfo() {
 		for _, mi := range info.Methods {
 			m.known["/"+name+"/"+mi.Name] = true

@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 	"github.com/nixcas/nixcas/store"
@@ -23,6 +25,8 @@ type syncService struct {
 	maxVerify uint64
 	// streams holds a token per call moving a chunk stream.
 	streams chan struct{}
+	// frameReads is the frame bytes ReadFrames calls may hold at once.
+	frameReads *semaphore.Weighted
 }
 
 // chunkStreamSlot waits for one of the server's chunk stream slots and

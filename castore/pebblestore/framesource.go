@@ -1,0 +1,129 @@
+package pebblestore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/nixcas/nixcas/castore"
+)
+
+// The frame source: frames handed out as stored, for servers that send
+// whole frames rather than their chunks one by one (see
+// castore.FrameSource). It reads the registry and the object store only,
+// never the decoded-frame cache.
+
+var _ castore.FrameSource = (*Store)(nil)
+
+// ChunkFrame implements castore.FrameSource.
+func (s *Store) ChunkFrame(ctx context.Context, d castore.Digest) (castore.FramedChunk, bool, error) {
+	var (
+		fc     castore.FramedChunk
+		framed bool
+	)
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return fc, false, err
+	}
+	defer s.mu.RUnlock()
+	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
+		if len(v) == 0 || v[0] != CodecFrame {
+			return nil
+		}
+		r, err := decodeFrameRef(v)
+		if err != nil {
+			return fmt.Errorf("chunk %s: %w", d, err)
+		}
+		fc, framed = castore.FramedChunk{Frame: r.frame, Offset: r.offset, Length: r.length}, true
+		return nil
+	})
+	if errors.Is(err, errNoKey) {
+		return fc, false, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
+	}
+	return fc, framed, err
+}
+
+// FrameMeta implements castore.FrameSource, from the frame's registry
+// record.
+func (s *Store) FrameMeta(ctx context.Context, name castore.Digest) (castore.FrameMeta, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return castore.FrameMeta{}, err
+	}
+	defer s.mu.RUnlock()
+	return frameMeta(ctx, db, name)
+}
+
+func frameMeta(ctx context.Context, db kvDB, name castore.Digest) (castore.FrameMeta, error) {
+	m := castore.FrameMeta{Name: name}
+	err := get(ctx, db, pebbleKey(pebbleKindFrame, name), "frame", func(v []byte) error {
+		var err error
+		m.StoredSize, m.DecodedSize, err = decodeFrameSizes(v)
+		if err != nil {
+			return fmt.Errorf("%w: frame %s registry record: %v", castore.ErrCorrupt, frameName(name), err)
+		}
+		return nil
+	})
+	if errors.Is(err, errNoKey) {
+		return m, fmt.Errorf("%w: frame %s", castore.ErrNotFound, frameName(name))
+	}
+	return m, err
+}
+
+// decodeFrameSizes reads the stored and decoded sizes of a registry
+// record (see frames.go) without its chunk list.
+func decodeFrameSizes(v []byte) (stored, decoded uint64, err error) {
+	if len(v) < 4 {
+		return 0, 0, errors.New("too short")
+	}
+	rest := v[1:] // tier
+	var vals [3]uint64
+	for i := range vals {
+		x, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return 0, 0, errors.New("header")
+		}
+		vals[i], rest = x, rest[n:]
+	}
+	if vals[2] > MaxFrameSize || vals[1] > MaxFrameSize+MaxFrameSize/8 {
+		return 0, 0, fmt.Errorf("sizes %d stored, %d decoded", vals[1], vals[2])
+	}
+	return vals[1], vals[2], nil
+}
+
+// GetFrame implements castore.FrameSource: the frame must be registered,
+// and its object is read whole and checked against its name and
+// registered size.
+func (s *Store) GetFrame(ctx context.Context, name castore.Digest, dst []byte) ([]byte, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return dst, err
+	}
+	defer s.mu.RUnlock()
+	m, err := frameMeta(ctx, db, name)
+	if err != nil {
+		return dst, err
+	}
+	start := len(dst)
+	out, err := s.objects.GetObject(ctx, frameName(name), 0, -1, dst)
+	if errors.Is(err, castore.ErrNotFound) {
+		// Retired meanwhile (compaction unregisters a frame, then
+		// deletes it), or lost.
+		if _, merr := frameMeta(ctx, db, name); errors.Is(merr, castore.ErrNotFound) {
+			return dst, merr
+		}
+		return dst, fmt.Errorf("%w: frame %s is registered but its object is missing: %v", castore.ErrCorrupt, frameName(name), err)
+	}
+	if err != nil {
+		return dst, fmt.Errorf("frame %s: %w", frameName(name), err)
+	}
+	obj := out[start:]
+	if uint64(len(obj)) != m.StoredSize {
+		return dst, fmt.Errorf("%w: frame %s: %d bytes stored, its record says %d", castore.ErrCorrupt, frameName(name), len(obj), m.StoredSize)
+	}
+	if got := castore.Hash(obj); got != name {
+		return dst, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", castore.ErrCorrupt, frameName(name), len(obj), got)
+	}
+	return out, nil
+}

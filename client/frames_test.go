@@ -1,0 +1,534 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
+	"github.com/nixcas/nixcas/client"
+	"github.com/nixcas/nixcas/internal/testtree"
+	"github.com/nixcas/nixcas/narrender"
+	"github.com/nixcas/nixcas/proto/nixcaspb"
+	"github.com/nixcas/nixcas/server/grpcapi"
+	"github.com/nixcas/nixcas/store"
+)
+
+// framedServer is a real gRPC server on loopback over a Pebble store that
+// packs chunks into 64 KiB hot frames, so that a small tree spans many
+// frames, with what the server was asked recorded.
+type framedServer struct {
+	addr  string
+	dir   string
+	store *pebblestore.Store
+	reg   *prometheus.Registry
+	asked *askedLog
+}
+
+// askedLog records the digests and frame names the server was asked for.
+type askedLog struct {
+	mu         sync.Mutex
+	placesOf   map[castore.Digest]int // digest -> times asked in ChunkPlaces
+	frames     []castore.Digest       // names asked in ReadFrames
+	readChunks map[castore.Digest]int // digest -> times asked in ReadChunks
+}
+
+func (a *askedLog) note(m any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch m := m.(type) {
+	case *nixcaspb.ChunkPlacesRequest:
+		for _, b := range m.GetDigests() {
+			d, _ := castore.DigestFromBytes(b)
+			a.placesOf[d]++
+		}
+	case *nixcaspb.ReadFramesRequest:
+		for _, b := range m.GetNames() {
+			d, _ := castore.DigestFromBytes(b)
+			a.frames = append(a.frames, d)
+		}
+	case *nixcaspb.ReadChunksRequest:
+		for _, b := range m.GetDigests() {
+			d, _ := castore.DigestFromBytes(b)
+			a.readChunks[d]++
+		}
+	}
+}
+
+type recordingStream struct {
+	grpc.ServerStream
+	a *askedLog
+}
+
+func (s recordingStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if err == nil {
+		s.a.note(m)
+	}
+	return err
+}
+
+func startFramedServer(t *testing.T, extra ...grpc.ServerOption) *framedServer {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "server")
+	s, err := pebblestore.Open(dir, pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Size: 64 << 10, CacheSize: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &framedServer{dir: dir, store: s, reg: prometheus.NewRegistry(), asked: &askedLog{placesOf: map[castore.Digest]int{}, readChunks: map[castore.Digest]int{}}}
+	record := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			fs.asked.note(req)
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, recordingStream{ss, fs.asked})
+		}),
+	}
+	srv, err := grpcapi.NewServer(grpcapi.Options{CAS: s, Index: store.NewIndex(s, s), Registerer: fs.reg}, append(record, extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Stop()
+		s.Close()
+	})
+	fs.addr = ln.Addr().String()
+	return fs
+}
+
+// calls returns how many calls of the SyncService method the server
+// answered.
+func (fs *framedServer) calls(t *testing.T, method string) uint64 {
+	t.Helper()
+	families, err := fs.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, f := range families {
+		if f.GetName() != "nixcas_grpc_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "method" && strings.HasSuffix(l.GetValue(), "SyncService/"+method) {
+					n += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return n
+}
+
+// places counts the distinct chunks of refs the server keeps in frames
+// and on their own.
+func (fs *framedServer) places(t *testing.T, refs []castore.ChunkRef) (framed, inline int) {
+	t.Helper()
+	seen := map[castore.Digest]bool{}
+	for _, r := range refs {
+		if seen[r.Digest] {
+			continue
+		}
+		seen[r.Digest] = true
+		_, ok, err := fs.store.ChunkFrame(context.Background(), r.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			framed++
+		} else {
+			inline++
+		}
+	}
+	return framed, inline
+}
+
+// frameTree is a tree of about 1.9 MB: files of many chunks, compressible
+// and not, small files, an empty one, an executable and a symlink.
+func frameTree() *testtree.Node {
+	return testtree.Dir(testtree.Entries{
+		"bin":   testtree.Dir(testtree.Entries{"tool": testtree.Exec(testtree.Mixed(1, 900<<10))}),
+		"empty": testtree.File(testtree.Empty()),
+		"lib": testtree.Dir(testtree.Entries{
+			"a.so":  testtree.File(testtree.Mixed(2, 300<<10)),
+			"b.dat": testtree.File(testtree.Random(3, 150<<10)),
+			"note":  testtree.File(testtree.Text("a small file")),
+		}),
+		"link":  testtree.Link("bin/tool"),
+		"share": testtree.Dir(testtree.Entries{"doc": testtree.File(testtree.Mixed(4, 500<<10))}),
+	})
+}
+
+// openCache opens a chunk cache as nixcas pull does (chunks inline).
+func openCache(t *testing.T) *pebblestore.Store {
+	t.Helper()
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "cache"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Off: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func pullWith(t *testing.T, addr string, o client.Options, root castore.Entry, dst string) (client.PullStats, error) {
+	t.Helper()
+	c, err := client.Dial(addr, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.Pull(context.Background(), root, dst)
+}
+
+// checkPulled compares the tree at dst with the NAR ingested.
+func checkPulled(t *testing.T, dst string, res narrender.Result) {
+	t.Helper()
+	if sum, size := narSum(t, dst); sum != res.NARSha256 || size != res.NARSize {
+		t.Fatalf("the tree pulled to %s differs from the one stored (NAR of %d bytes, want %d)", dst, size, res.NARSize)
+	}
+}
+
+// distinct returns the chunks of refs, each once, without the empty one
+// (an empty file needs no chunk).
+func distinct(refs []castore.ChunkRef) map[castore.Digest]castore.ChunkRef {
+	out := map[castore.Digest]castore.ChunkRef{}
+	for _, r := range refs {
+		if r.Size > 0 {
+			out[r.Digest] = r
+		}
+	}
+	return out
+}
+
+// TestPullWholeFrames pulls a tree whose chunks are in hot frames but
+// one, stored since and not yet packed (less than a frame's worth waits),
+// and a tree whose chunks are all in cold frames after a compaction: byte
+// for byte, every frame fetched whole, the chunk on its own by
+// ReadChunks, nothing fetched twice.
+func TestPullWholeFrames(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		compact bool
+	}{
+		{"hot frames and inline chunks", false},
+		{"cold frames", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startFramedServer(t)
+			tree := frameTree()
+			res := ingestNode(t, ts.store, tree)
+			if err := ts.store.PackPending(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if tc.compact {
+				if _, err := ts.store.Compact(ctx, pebblestore.CompactOptions{FrameSize: 256 << 10}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				tree.Entries["lib"].Entries["new"] = testtree.File(testtree.Random(5, 20<<10))
+				res = ingestNode(t, ts.store, tree)
+			}
+			refs := treeChunks(t, ts.store, res.Root)
+			chunks := distinct(refs)
+			framed, inline := ts.places(t, refs)
+			t.Logf("%d chunks: %d in frames, %d on their own", len(chunks), framed, inline)
+			if framed == 0 || tc.compact && inline != 0 || !tc.compact && inline != 1 {
+				t.Fatalf("%d chunks in frames and %d on their own: not the case under test", framed, inline)
+			}
+
+			dst := filepath.Join(t.TempDir(), "out")
+			st, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t)}, res.Root, dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkPulled(t, dst, res)
+			if st.ChunksFetched != uint64(len(chunks)) || st.ChunksFromCache != 0 {
+				t.Errorf("stats %+v; want %d chunks fetched", st, len(chunks))
+			}
+			if n := ts.calls(t, "ReadFrames"); n == 0 {
+				t.Error("no ReadFrames call")
+			}
+			// Every chunk asked for once, by ChunkPlaces; the chunks read
+			// by ReadChunks are those on their own (in this tree every
+			// frame is needed whole: nothing else was stored).
+			for d := range chunks {
+				if n := ts.asked.placesOf[d]; n != 1 {
+					t.Fatalf("chunk %s located %d times", d, n)
+				}
+			}
+			if len(ts.asked.readChunks) != inline {
+				t.Errorf("%d chunks read one by one, want the %d on their own", len(ts.asked.readChunks), inline)
+			}
+			seen := map[castore.Digest]bool{}
+			for _, f := range ts.asked.frames {
+				if seen[f] {
+					t.Errorf("frame %s read twice", f)
+				}
+				seen[f] = true
+			}
+		})
+	}
+}
+
+// TestPullFramesPartlyCached: a client whose cache holds part of the tree
+// already asks only about the chunks it lacks, reads only frames holding
+// some of them, and receives fewer bytes than a client with an empty
+// cache.
+func TestPullFramesPartlyCached(t *testing.T) {
+	ctx := context.Background()
+	ts := startFramedServer(t)
+	tree := frameTree()
+	res := ingestNode(t, ts.store, tree)
+	if err := ts.store.PackPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	chunks := distinct(treeChunks(t, ts.store, res.Root))
+
+	full, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t)}, res.Root, filepath.Join(t.TempDir(), "full"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The second client holds the tool and the doc already.
+	cache := openCache(t)
+	ingestNode(t, cache, testtree.Dir(testtree.Entries{"bin": tree.Entries["bin"], "share": tree.Entries["share"]}))
+	cached := map[castore.Digest]bool{}
+	for d := range chunks {
+		ok, err := cache.HasChunk(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached[d] = ok
+	}
+	framesBefore := len(ts.asked.frames)
+	clear(ts.asked.placesOf)
+	clear(ts.asked.readChunks)
+	dst := filepath.Join(t.TempDir(), "out")
+	st, err := pullWith(t, ts.addr, client.Options{Cache: cache}, res.Root, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPulled(t, dst, res)
+	var lacking int
+	for d, ok := range cached {
+		if !ok {
+			lacking++
+		}
+		asked := ts.asked.placesOf[d] + ts.asked.readChunks[d]
+		if ok && asked != 0 {
+			t.Errorf("chunk %s, cached, asked for %d times", d, asked)
+		}
+		if !ok && ts.asked.placesOf[d] != 1 {
+			t.Errorf("chunk %s, lacking, located %d times", d, ts.asked.placesOf[d])
+		}
+	}
+	if lacking == 0 || lacking == len(chunks) {
+		t.Fatalf("%d chunks of %d lacking: not the case under test", lacking, len(chunks))
+	}
+	if st.ChunksFetched != uint64(lacking) || st.ChunksFromCache != uint64(len(chunks)-lacking) {
+		t.Errorf("stats %+v; want %d fetched, %d from the cache", st, lacking, len(chunks)-lacking)
+	}
+	// Every frame read holds a lacking chunk.
+	holds := map[castore.Digest]bool{}
+	for d, ok := range cached {
+		if !ok {
+			if fc, framed, err := ts.store.ChunkFrame(ctx, d); err != nil {
+				t.Fatal(err)
+			} else if framed {
+				holds[fc.Frame] = true
+			}
+		}
+	}
+	for _, f := range ts.asked.frames[framesBefore:] {
+		if !holds[f] {
+			t.Errorf("frame %s read, which holds no lacking chunk", f)
+		}
+	}
+	t.Logf("empty cache: %+v; partly cached: %+v", full, st)
+	if st.BytesReceived >= full.BytesReceived {
+		t.Errorf("received %d bytes with part of the tree cached, %d without", st.BytesReceived, full.BytesReceived)
+	}
+}
+
+// corruptFrames flips a byte in the middle of every frame file of the
+// store in dir and returns the frames' names.
+func corruptFrames(t *testing.T, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(filepath.Join(dir, "frames"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		b[len(b)/2] ^= 0x40
+		names = append(names, d.Name())
+		return os.WriteFile(p, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) == 0 {
+		t.Fatal("no frame files")
+	}
+	return names
+}
+
+// checkNothingWritten: a failed pull leaves neither dst nor a temporary
+// tree beside it.
+func checkNothingWritten(t *testing.T, dst string) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Dir(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("a failed pull left %s", filepath.Join(filepath.Dir(dst), e.Name()))
+	}
+}
+
+// TestPullCorruptFrame: frames damaged on the server's disk end the pull
+// with DATA_LOSS naming the frame (the server checks a frame against its
+// name before sending it), and frames damaged on the way are refused by
+// the client, naming the frame; nothing is written either way.
+func TestPullCorruptFrame(t *testing.T) {
+	ctx := context.Background()
+	t.Run("on the server's disk", func(t *testing.T) {
+		ts := startFramedServer(t)
+		res := ingestNode(t, ts.store, frameTree())
+		if err := ts.store.PackPending(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ts.store.Compact(ctx, pebblestore.CompactOptions{FrameSize: 256 << 10}); err != nil {
+			t.Fatal(err)
+		}
+		names := corruptFrames(t, ts.dir)
+		dst := filepath.Join(t.TempDir(), "out")
+		_, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t)}, res.Root, dst)
+		if status.Code(err) != codes.DataLoss {
+			t.Fatalf("pull from damaged frames: %v; want DATA_LOSS", err)
+		}
+		named := false
+		for _, n := range names {
+			named = named || strings.Contains(err.Error(), "frame "+n)
+		}
+		if !named {
+			t.Errorf("error %q names no frame of %v", err, names)
+		}
+		checkNothingWritten(t, dst)
+	})
+	t.Run("on the way", func(t *testing.T) {
+		damage := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, damagingStream{ss})
+		})
+		ts := startFramedServer(t, damage)
+		res := ingestNode(t, ts.store, frameTree())
+		if err := ts.store.PackPending(ctx); err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(t.TempDir(), "out")
+		_, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t)}, res.Root, dst)
+		if !errors.Is(err, castore.ErrCorrupt) || !strings.Contains(err.Error(), "frame ") {
+			t.Fatalf("pull of frames damaged on the way: %v; want ErrCorrupt naming the frame", err)
+		}
+		checkNothingWritten(t, dst)
+	})
+}
+
+// damagingStream flips a byte of every frame message the server sends.
+type damagingStream struct{ grpc.ServerStream }
+
+func (s damagingStream) SendMsg(m any) error {
+	if r, ok := m.(*nixcaspb.ReadFramesResponse); ok && len(r.GetData()) > 0 {
+		data := append([]byte(nil), r.GetData()...)
+		data[len(data)/2] ^= 1
+		r = &nixcaspb.ReadFramesResponse{Frame: r.GetFrame(), Data: data}
+		m = r
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
+// TestPullFramesFallback: against a server without the frame calls
+// (UNIMPLEMENTED, as before them), one whose frames are gone by the time
+// they are read (NOT_FOUND: compaction or collection retired them), and
+// with frames turned off, a pull reads every chunk with ReadChunks and
+// writes the same tree.
+func TestPullFramesFallback(t *testing.T) {
+	ctx := context.Background()
+	refuse := func(code codes.Code, methods ...string) grpc.ServerOption {
+		is := func(full string) bool {
+			for _, m := range methods {
+				if strings.HasSuffix(full, "/"+m) {
+					return true
+				}
+			}
+			return false
+		}
+		return grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if is(info.FullMethod) {
+				return status.Error(code, "refused by the test")
+			}
+			return h(srv, ss)
+		})
+	}
+	unary := func(code codes.Code, method string) grpc.ServerOption {
+		return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if strings.HasSuffix(info.FullMethod, "/"+method) {
+				return nil, status.Error(code, "unknown method")
+			}
+			return h(ctx, req)
+		})
+	}
+	for _, tc := range []struct {
+		name     string
+		server   []grpc.ServerOption
+		noFrames bool
+		located  bool // ChunkPlaces asked
+		frames   bool // ReadFrames asked
+	}{
+		{"older server", []grpc.ServerOption{unary(codes.Unimplemented, "ChunkPlaces"), refuse(codes.Unimplemented, "ReadFrames")}, false, true, false},
+		{"frames retired", []grpc.ServerOption{refuse(codes.NotFound, "ReadFrames")}, false, true, true},
+		{"frames off", nil, true, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startFramedServer(t, tc.server...)
+			res := ingestNode(t, ts.store, frameTree())
+			if err := ts.store.PackPending(ctx); err != nil {
+				t.Fatal(err)
+			}
+			chunks := distinct(treeChunks(t, ts.store, res.Root))
+			dst := filepath.Join(t.TempDir(), "out")
+			st, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t), NoFrames: tc.noFrames}, res.Root, dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkPulled(t, dst, res)
+			if st.ChunksFetched != uint64(len(chunks)) || len(ts.asked.readChunks) != len(chunks) {
+				t.Errorf("stats %+v, %d chunks read one by one; want all %d", st, len(ts.asked.readChunks), len(chunks))
+			}
+			if located, frames := len(ts.asked.placesOf) > 0, ts.calls(t, "ReadFrames") > 0; located != tc.located || frames != tc.frames {
+				t.Errorf("ChunkPlaces asked: %v, ReadFrames asked: %v; want %v, %v", located, frames, tc.located, tc.frames)
+			}
+		})
+	}
+}
