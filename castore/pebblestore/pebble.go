@@ -248,8 +248,8 @@ type Store struct {
 	frameOpts FrameOptions
 	cache     *frameCache
 	decoded   *decodedCache // nil: off (or read-only)
-	queued    atomic.Int64 // bytes of queued chunks
-	lastWrite atomic.Int64 // unix nanoseconds of the last new chunk
+	queued    atomic.Int64  // bytes of queued chunks
+	lastWrite atomic.Int64  // unix nanoseconds of the last new chunk
 	// maxPackLag: writers wait while more queued bytes than this wait for
 	// the packer (see waitForPacker).
 	maxPackLag int64
