@@ -20,9 +20,9 @@ import (
 type Dir struct {
 	dir string
 	max int64
-	// onEvict is called (under mu) for each file removed to stay within
-	// the limit.
-	onEvict func()
+	// onEvict is called (under mu) with the name of each file removed to
+	// stay within the limit.
+	onEvict func(name string)
 
 	mu      sync.Mutex
 	used    int64
@@ -46,9 +46,9 @@ func (e *Entry) Size() int64 { return e.size }
 // Open indexes the files under dir whose names valid accepts (others are
 // left alone), removes the temporary files a crash left, and evicts down
 // to max bytes. A missing dir is an empty one, created by the first
-// CreateTemp. onEvict, if not nil, is called for each file evicted to
-// stay within the limit, with the Dir's mutex held.
-func Open(dir string, max int64, valid func(name string) bool, onEvict func()) (*Dir, error) {
+// CreateTemp. onEvict, if not nil, is called with the name of each file
+// evicted to stay within the limit, with the Dir's mutex held.
+func Open(dir string, max int64, valid func(name string) bool, onEvict func(name string)) (*Dir, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("%w: cache directory %s: size limit %d", castore.ErrInvalid, dir, max)
 	}
@@ -220,9 +220,10 @@ func (d *Dir) Drop(e *Entry) {
 // holds at most max bytes.
 func (d *Dir) evictLocked() {
 	for d.used > d.max {
-		d.removeLocked(d.lru.Back().Value.(*Entry))
+		e := d.lru.Back().Value.(*Entry)
+		d.removeLocked(e)
 		if d.onEvict != nil {
-			d.onEvict()
+			d.onEvict(e.name)
 		}
 	}
 }

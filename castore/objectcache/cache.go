@@ -55,7 +55,7 @@ func Open(dir string, max int64, remote pebblestore.ObjectStore) (*Cache, error)
 	}
 	c := &Cache{remote: remote, fills: make(map[string]*fill)}
 	c.m = newMetrics(c)
-	files, err := lrudir.Open(dir, max, cacheable, c.m.evictions.Inc)
+	files, err := lrudir.Open(dir, max, cacheable, func(string) { c.m.evictions.Inc() })
 	if err != nil {
 		return nil, fmt.Errorf("castore: object cache: %w", err)
 	}

@@ -1,9 +1,13 @@
 package pebblestore
 
 import (
+	"bytes"
+	"container/list"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -28,13 +32,20 @@ import (
 // synced. Open indexes what a previous process left (so the cache survives
 // restarts) and removes temporary files a crash left.
 //
-// Integrity: every chunk read from a decoded file is hashed and compared
-// with the chunk's digest, so a file damaged or cut short on disk, at any
-// time, never yields wrong bytes: the file is dropped and the read falls
-// back to the frame itself, which is checked against its name and its zstd
-// checksum as always. Frames deleted by compaction or collection drop
-// their decoded files (forget), and a write still in flight for such a
-// frame is not kept.
+// A file is the decoded bytes followed by the BLAKE3 (32 bytes) of those
+// bytes and the frame's name (so that another frame's file, whole, is
+// refused too).
+// Integrity: a file this process did not write is read whole and checked
+// against that hash when it is first opened (after a restart, or after it
+// was closed to stay within maxOpenDecoded), before any chunk is served
+// from it; a damaged, cut short or emptied file is dropped and the read
+// falls back to the frame itself, which is checked against its name and
+// its zstd checksum as always. Once checked, a file stays open and each
+// read is one pread, bounds-checked (a file cut short later fails the read
+// and is dropped), but not hashed again: like Pebble's own files, a
+// decoded file changed in place behind a running process is trusted.
+// Frames deleted by compaction or collection drop their decoded files
+// (forget), and a write still in flight for such a frame is not kept.
 //
 // Only reads through GetChunk fill the cache: compaction and collection
 // read the frames they are about to delete, and a store opened read-only
@@ -47,6 +58,21 @@ const DefaultDecodedCacheSize = 4 << 30
 // decodedQueue is how many decoded frames may wait for the writer; more
 // are not kept.
 const decodedQueue = 16
+
+// maxOpenDecoded bounds the decoded files kept open, checked, for reads;
+// the least recently opened is closed first.
+const maxOpenDecoded = 512
+
+// decodedTrailer is the length of the hash that ends each file.
+const decodedTrailer = castore.DigestSize
+
+// decodedSum is the hash that ends the decoded file of frame name.
+func decodedSum(name castore.Digest, data []byte) []byte {
+	h := castore.NewHasher()
+	h.Write(data)
+	h.Write(name[:])
+	return h.Sum(nil)
+}
 
 // DecodedCacheStats describe a store's cache of decoded frames on disk.
 type DecodedCacheStats struct {
@@ -82,6 +108,19 @@ type decodedCache struct {
 	queue   chan *decodedWrite
 	closed  bool
 	writer  sync.WaitGroup
+
+	openMu sync.Mutex // guards open and openLRU; taken after files' lock
+	open   map[string]*decodedFile
+	// openLRU lists the open files, most recently opened at the front.
+	openLRU list.List
+}
+
+// decodedFile is a decoded file open and checked.
+type decodedFile struct {
+	name  string
+	entry *lrudir.Entry // the file as indexed when opened
+	f     *os.File
+	elem  *list.Element
 }
 
 // decodedWrite is a decoded frame waiting to be written.
@@ -98,11 +137,15 @@ func openDecodedCache(dir string, max int64, admit func(int) error) (*decodedCac
 		admit:   admit,
 		pending: make(map[castore.Digest]*decodedWrite),
 		queue:   make(chan *decodedWrite, decodedQueue),
+		open:    make(map[string]*decodedFile),
 	}
 	files, err := lrudir.Open(dir, max, func(name string) bool {
 		_, ok := parseFrameName(name)
 		return ok
-	}, func() { c.evictions.Add(1) })
+	}, func(name string) {
+		c.evictions.Add(1)
+		c.closeFile(name)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("castore: decoded frame cache: %w", err)
 	}
@@ -124,6 +167,13 @@ func (c *decodedCache) close() {
 	}
 	c.mu.Unlock()
 	c.writer.Wait()
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	for _, df := range c.open {
+		df.f.Close()
+	}
+	clear(c.open)
+	c.openLRU.Init()
 }
 
 // read appends the chunk d at r from the decoded file of r's frame to dst.
@@ -138,31 +188,124 @@ func (c *decodedCache) read(r frameRef, d castore.Digest, dst []byte) (out []byt
 	if !ok {
 		return dst, false
 	}
+	df, err := c.opened(name, e)
+	if err != nil {
+		slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(name), "chunk", d.String(), "err", err)
+		c.damaged.Add(1)
+		c.drop(e)
+		return dst, false
+	}
 	start := len(dst)
 	dst = castore.Grow(dst, int(r.length))
-	bad := func(why string, err error) ([]byte, bool) {
-		slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(name), "chunk", d.String(), "why", why, "err", err)
+	if end := int64(r.offset) + int64(r.length); end > e.Size()-decodedTrailer {
+		slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(name), "chunk", d.String(),
+			"err", fmt.Sprintf("chunk at %d+%d beyond its %d bytes", r.offset, r.length, e.Size()-decodedTrailer))
 		c.damaged.Add(1)
-		c.files.Drop(e)
+		c.drop(e)
 		return dst[:start], false
 	}
-	if end := int64(r.offset) + int64(r.length); end > e.Size() {
-		return bad(fmt.Sprintf("chunk at %d+%d beyond its %d bytes", r.offset, r.length, e.Size()), nil)
-	}
-	f, err := os.Open(c.files.Path(name))
-	if err != nil {
-		return bad("open", err)
-	}
-	n, err := f.ReadAt(dst[start:], int64(r.offset))
-	f.Close()
+	n, err := df.f.ReadAt(dst[start:], int64(r.offset))
 	if n != int(r.length) {
-		return bad(fmt.Sprintf("read %d bytes at %d, want %d", n, r.offset, r.length), err)
-	}
-	if got := castore.Hash(dst[start:]); got != d {
-		return bad("chunk bytes hash to "+got.String(), nil)
+		if !errors.Is(err, os.ErrClosed) { // closed meanwhile: not damaged
+			slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(name), "chunk", d.String(),
+				"err", fmt.Errorf("read %d bytes at %d, want %d: %v", n, r.offset, r.length, err))
+			c.damaged.Add(1)
+			c.drop(e)
+		}
+		return dst[:start], false
 	}
 	c.hits.Add(1)
 	return dst, true
+}
+
+// opened returns the decoded file of entry e open, opening and checking it
+// if need be.
+func (c *decodedCache) opened(name string, e *lrudir.Entry) (*decodedFile, error) {
+	c.openMu.Lock()
+	df := c.open[name]
+	if df != nil && df.entry == e {
+		c.openMu.Unlock()
+		return df, nil
+	}
+	c.openMu.Unlock()
+	f, err := os.Open(c.files.Path(name))
+	if err != nil {
+		return nil, err
+	}
+	frame, _ := parseFrameName(name)
+	if err := checkDecodedFile(f, frame, e.Size()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return c.adopt(name, e, f), nil
+}
+
+// checkDecodedFile reads the decoded file of frame whole and checks its
+// bytes against the hash that ends it, and its size against the size it
+// was indexed with.
+func checkDecodedFile(f *os.File, frame castore.Digest, size int64) error {
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if info.Size() != size || size < decodedTrailer {
+		return fmt.Errorf("%w: %d bytes, indexed with %d", castore.ErrCorrupt, info.Size(), size)
+	}
+	b := make([]byte, size)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return err
+	}
+	data, sum := b[:size-decodedTrailer], b[size-decodedTrailer:]
+	if got := decodedSum(frame, data); !bytes.Equal(got, sum) {
+		return fmt.Errorf("%w: its %d bytes and frame name hash to %x, not to the %x it ends with", castore.ErrCorrupt, len(data), got, sum)
+	}
+	return nil
+}
+
+// adopt keeps f, open and checked, as the file of entry e, and returns
+// it; another reader may have adopted one meanwhile (f is then closed).
+func (c *decodedCache) adopt(name string, e *lrudir.Entry, f *os.File) *decodedFile {
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	if old := c.open[name]; old != nil {
+		if old.entry == e {
+			f.Close()
+			return old
+		}
+		c.closeLocked(old)
+	}
+	df := &decodedFile{name: name, entry: e, f: f}
+	df.elem = c.openLRU.PushFront(df)
+	c.open[name] = df
+	for c.openLRU.Len() > maxOpenDecoded {
+		c.closeLocked(c.openLRU.Back().Value.(*decodedFile))
+	}
+	return df
+}
+
+// closeFile closes the open file of name, if any.
+func (c *decodedCache) closeFile(name string) {
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	if df := c.open[name]; df != nil {
+		c.closeLocked(df)
+	}
+}
+
+func (c *decodedCache) closeLocked(df *decodedFile) {
+	c.openLRU.Remove(df.elem)
+	delete(c.open, df.name)
+	df.f.Close()
+}
+
+// drop removes a damaged file (unless a newer one replaced it).
+func (c *decodedCache) drop(e *lrudir.Entry) {
+	c.files.Drop(e)
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	if df := c.open[e.Name()]; df != nil && df.entry == e {
+		c.closeLocked(df)
+	}
 }
 
 // keep queues the decoded frame name to be written, unless it is there,
@@ -198,6 +341,7 @@ func (c *decodedCache) forget(name castore.Digest) {
 		w.dropped = true
 	}
 	c.files.Remove(frameName(name))
+	c.closeFile(frameName(name))
 }
 
 // write writes the queued frames until close.
@@ -205,44 +349,79 @@ func (c *decodedCache) write() {
 	defer c.writer.Done()
 	for w := range c.queue {
 		tmp := c.writeTemp(w)
+		name := frameName(w.name)
 		c.mu.Lock()
 		switch {
-		case tmp == "":
+		case tmp == nil:
 		case w.dropped:
-			os.Remove(tmp)
-		case c.files.Keep(frameName(w.name), tmp, int64(len(w.data))):
+			tmp.Close()
+			os.Remove(tmp.Name())
+		case c.files.Keep(name, tmp.Name(), int64(len(w.data))+decodedTrailer):
 			c.writes.Add(1)
+			// Written from bytes decoded and checked: open for reads
+			// without reading it back.
+			if e, ok := c.files.Lookup(name); ok {
+				c.adopt(name, e, tmp)
+				tmp = nil
+			}
 		}
 		delete(c.pending, w.name)
 		c.mu.Unlock()
+		if tmp != nil {
+			tmp.Close()
+		}
 	}
 }
 
-// writeTemp writes w's bytes to a temporary file and returns its path, or
-// "" when it did not (no room, or an error, logged).
-func (c *decodedCache) writeTemp(w *decodedWrite) string {
+// writeTemp writes w's bytes and their hash to a temporary file and
+// returns it, open, or nil when it did not (no room, or an error, logged).
+func (c *decodedCache) writeTemp(w *decodedWrite) *os.File {
 	if c.admit != nil {
-		if err := c.admit(len(w.data)); err != nil {
+		if err := c.admit(len(w.data) + decodedTrailer); err != nil {
 			c.skipped.Add(1)
-			return ""
+			return nil
 		}
 	}
 	name := frameName(w.name)
 	f, err := c.files.CreateTemp(name)
 	if err != nil {
 		slog.Warn("castore: decoded frame cache: cannot keep a frame", "frame", name, "err", err)
-		return ""
+		return nil
 	}
 	_, err = f.Write(w.data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err == nil {
+		_, err = f.Write(decodedSum(w.name, w.data))
 	}
 	if err != nil {
+		f.Close()
 		os.Remove(f.Name())
 		slog.Warn("castore: decoded frame cache: cannot keep a frame", "frame", name, "err", err)
-		return ""
+		return nil
 	}
-	return f.Name()
+	return f
+}
+
+// decodedFilesIn counts the decoded frames in dir and their bytes,
+// changing nothing.
+func decodedFilesIn(dir string) DecodedCacheStats {
+	st := DecodedCacheStats{Dir: dir}
+	subs, _ := os.ReadDir(dir)
+	for _, sub := range subs {
+		if !sub.IsDir() || len(sub.Name()) != 2 {
+			continue
+		}
+		ents, _ := os.ReadDir(filepath.Join(dir, sub.Name()))
+		for _, e := range ents {
+			if _, ok := parseFrameName(e.Name()); !ok || !e.Type().IsRegular() {
+				continue
+			}
+			if info, err := e.Info(); err == nil {
+				st.Files++
+				st.Bytes += info.Size()
+			}
+		}
+	}
+	return st
 }
 
 // stats returns what the cache holds and has done.

@@ -259,6 +259,20 @@ func TestDecodedCacheDamaged(t *testing.T) {
 			})
 		}
 	}
+	// A file cut short after it was checked and opened: the reads past
+	// its new end fail and fall back to the frame.
+	t.Run("cut short while open", func(t *testing.T) {
+		s := openDecoded(t, dir, 0)
+		checkAll(t, s, ds, chunks)
+		if st := s.DecodedCacheStats(); st.Misses != 0 {
+			t.Fatalf("files not whole before the test: %+v", st)
+		}
+		damageAll(t, func(b []byte) []byte { return b[:len(b)/2] })
+		checkAll(t, s, ds, chunks)
+		if st := s.DecodedCacheStats(); st.Damaged == 0 || st.Misses == 0 {
+			t.Fatalf("no damaged file counted: %+v", st)
+		}
+	})
 	// In the end the files are whole again: a fresh store reads every
 	// chunk from them.
 	s := openDecoded(t, dir, 0)

@@ -452,9 +452,15 @@ func checkPebbleVersion(ctx context.Context, db kvDB, dir string, readOnly bool)
 // Dir returns the store's data directory.
 func (s *Store) Dir() string { return s.dir }
 
-// DecodedCacheStats describes the store's cache of decoded frames on disk
-// (zero when it has none: turned off, or the store is read-only).
-func (s *Store) DecodedCacheStats() DecodedCacheStats { return s.decoded.stats() }
+// DecodedCacheStats describes the store's cache of decoded frames on disk.
+// A store that keeps none (read-only, or with the cache off) counts the
+// files a writable store left in DATA/decoded, and nothing else.
+func (s *Store) DecodedCacheStats() DecodedCacheStats {
+	if s.decoded != nil {
+		return s.decoded.stats()
+	}
+	return decodedFilesIn(filepath.Join(s.dir, "decoded"))
+}
 
 // acquire holds s.mu for reading and returns the database, or an error
 // once the store is closed. The caller calls s.mu.RUnlock.
