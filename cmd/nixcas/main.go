@@ -163,6 +163,9 @@ type storeFlags struct {
 	// copyTarget: the store is opened by `store copy` as its target,
 	// which may be an incomplete copy (every other command refuses one).
 	copyTarget bool
+	// noDecodedCache: reads go to the frames themselves, never to decoded
+	// frames kept on disk (verify checks the frames).
+	noDecodedCache bool
 }
 
 // registerReadOnly adds the flags of commands that only read the store.
@@ -197,6 +200,9 @@ func (f *storeFlags) openReadOnly() (*pebblestore.Store, error) {
 // flags' disk-space guard, recording uses).
 func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestore.Store, error) {
 	o.CopyTarget = f.copyTarget
+	if f.noDecodedCache {
+		o.Frames.DecodedCacheSize = -1
+	}
 	objects, err := f.blobs.objects(context.Background(), f.data, readOnly)
 	if err != nil {
 		return nil, err
