@@ -36,29 +36,11 @@ func openDecoded(t testing.TB, dir string, size int64) *pebblestore.Store {
 }
 
 // decodedFiles returns the decoded frame files under dir (name → path)
-// and their total size; temporary files are an error.
+// and their total size.
 func decodedFiles(t testing.TB, dir string) (map[string]string, int64) {
 	t.Helper()
 	files := map[string]string{}
-	var size int64
-	err := filepath.WalkDir(filepath.Join(dir, "decoded"), func(p string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		files[d.Name()] = p
-		size += info.Size()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	size := walkFiles(t, filepath.Join(dir, "decoded"), func(p string) { files[filepath.Base(p)] = p })
 	return files, size
 }
 
