@@ -251,10 +251,11 @@ func (rw *rangeWalker) send(p rangePart) error {
 	}
 }
 
-// fetch takes size bytes of the read-ahead budget, waiting for the writer
-// to give some back if need be, and starts fetching ref.
-func (rw *rangeWalker) fetch(ref castore.ChunkRef, size uint64) (*castore.PendingChunk, int64, error) {
-	held := int64(min(size, renderAheadBytes))
+// fetch takes the bytes of ref's fetch buffer from the read-ahead budget,
+// waiting for the writer to give some back if need be, and starts
+// fetching ref.
+func (rw *rangeWalker) fetch(ref castore.ChunkRef) (*castore.PendingChunk, int64, error) {
+	held := min(castore.FetchBufferSize(ref.Size), renderAheadBytes)
 	if err := rw.ahead.Acquire(rw.ctx, held); err != nil {
 		return nil, 0, err
 	}
@@ -284,7 +285,7 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 	if e.Size <= SingleChunkMax {
 		lo, hi := clip(at, e.Size, rw.off, rw.end)
 		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
-		p, held, err := rw.fetch(ref, e.Size)
+		p, held, err := rw.fetch(ref)
 		if err != nil {
 			return err
 		}
@@ -308,7 +309,7 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
 		pos += uint64(c.Size)
 		if lo < hi {
-			p, held, err := rw.fetch(c, uint64(c.Size))
+			p, held, err := rw.fetch(c)
 			if err != nil {
 				return err
 			}

@@ -15,10 +15,10 @@ type Store = castore.ReadStore
 
 // renderAheadParts bounds the parts of a NAR (framing, chunks being
 // fetched) queued ahead of the writer, and renderAheadBytes the bytes of
-// the chunks among them: a render holds at most that many bytes of chunks
-// fetched ahead, however small they are, and looks far enough ahead in a
-// tree of small files for the frames after the one being decoded to
-// decode at the same time on the other cores.
+// the buffers of the chunks among them (castore.FetchBufferSize): a render
+// holds at most that many bytes of chunks fetched ahead, and looks far
+// enough ahead in a tree of small files for the frames after the one being
+// decoded to decode at the same time on the other cores.
 const (
 	renderAheadParts = 1024
 	renderAheadBytes = 8 << 20

@@ -27,10 +27,10 @@ import (
 // cache when the file is warm, with no zstd at all.
 //
 // The files are derived data: written off the read path by one writer
-// goroutine (a read never waits for a write; when the writer falls behind,
-// frames are not kept), to a temporary name renamed into place, never
-// synced. Open indexes what a previous process left (so the cache survives
-// restarts) and removes temporary files a crash left.
+// goroutine (a read never waits for a write; when the writer falls behind
+// by decodedQueueBytes, frames are not kept), to a temporary name renamed
+// into place, never synced. Open indexes what a previous process left (so
+// the cache survives restarts) and removes temporary files a crash left.
 //
 // A file is the decoded bytes followed by the BLAKE3 (32 bytes) of those
 // bytes and the frame's name (so that another frame's file, whole, is
@@ -55,9 +55,13 @@ import (
 // when FrameOptions.DecodedCacheSize is 0.
 const DefaultDecodedCacheSize = 4 << 30
 
-// decodedQueue is how many decoded frames may wait for the writer; more
-// are not kept.
-const decodedQueue = 16
+// decodedQueueBytes bounds the decoded bytes waiting for the writer (and
+// decodedQueue the frames); beyond, frames are not kept (until they are
+// decoded again).
+const (
+	decodedQueueBytes = 64 << 20
+	decodedQueue      = 1024
+)
 
 // maxOpenDecoded bounds the decoded files kept open, checked, for reads;
 // the least recently opened is closed first.
@@ -105,6 +109,7 @@ type decodedCache struct {
 
 	mu      sync.Mutex // guards the fields below; taken before files' lock
 	pending map[castore.Digest]*decodedWrite
+	queued  int64 // bytes of the frames in queue
 	queue   chan *decodedWrite
 	closed  bool
 	writer  sync.WaitGroup
@@ -320,10 +325,15 @@ func (c *decodedCache) keep(name castore.Digest, data []byte) {
 	if c.closed || c.pending[name] != nil || c.files.Has(frameName(name)) || int64(len(data)) > c.files.Max() {
 		return
 	}
+	if c.queued+int64(len(data)) > decodedQueueBytes {
+		c.skipped.Add(1)
+		return
+	}
 	w := &decodedWrite{name: name, data: data}
 	select {
 	case c.queue <- w:
 		c.pending[name] = w
+		c.queued += int64(len(data))
 	default:
 		c.skipped.Add(1)
 	}
@@ -366,6 +376,7 @@ func (c *decodedCache) write() {
 			}
 		}
 		delete(c.pending, w.name)
+		c.queued -= int64(len(w.data))
 		c.mu.Unlock()
 		if tmp != nil {
 			tmp.Close()
