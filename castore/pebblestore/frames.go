@@ -89,11 +89,12 @@ type FrameOptions struct {
 }
 
 // DefaultFrameOptions: 1 MiB hot frames at zstd's default level, 64 MiB of
-// decoded frames cached.
+// decoded frames cached in memory, 4 GiB on disk.
 var DefaultFrameOptions = FrameOptions{
-	Size:      1 << 20,
-	Level:     zstd.SpeedDefault,
-	CacheSize: 64 << 20,
+	Size:             1 << 20,
+	Level:            zstd.SpeedDefault,
+	CacheSize:        64 << 20,
+	DecodedCacheSize: DefaultDecodedCacheSize,
 }
 
 func (o FrameOptions) ensureDefaults() FrameOptions {
@@ -107,7 +108,7 @@ func (o FrameOptions) ensureDefaults() FrameOptions {
 		o.CacheSize = DefaultFrameOptions.CacheSize
 	}
 	if o.DecodedCacheSize == 0 {
-		o.DecodedCacheSize = DefaultDecodedCacheSize
+		o.DecodedCacheSize = DefaultFrameOptions.DecodedCacheSize
 	}
 	return o
 }
