@@ -98,3 +98,42 @@ func BenchmarkRender(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRenderWarm renders from a store at rest whose decoded frames
+// the first render kept on disk (reopened, so none is in memory): what a
+// server renders once it has served a NAR before.
+func BenchmarkRenderWarm(b *testing.B) {
+	nar := benchNAR(b)
+	ctx := context.Background()
+	dir := filepath.Join(b.TempDir(), "s")
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+		b.Fatal(err)
+	}
+	s.Close() // waits for the decoded frames to be written
+	if s, err = pebblestore.Open(dir, pebblestore.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.SetBytes(int64(len(nar)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if st := s.DecodedCacheStats(); st.Misses != 0 {
+		b.Fatalf("warm renders decoded frames: %+v", st)
+	}
+}

@@ -28,10 +28,12 @@ type SpeedOptions struct {
 
 // Measure is one timed step.
 type Measure struct {
-	Name     string
-	Bytes    int64
-	Duration time.Duration
-	Baseline string // the Measure this one is compared with, if any
+	Name     string        `json:"name"`
+	Bytes    int64         `json:"bytes"`
+	Duration time.Duration `json:"nanoseconds"`
+	Baseline string        `json:"baseline,omitempty"` // the Measure this one is compared with, if any
+	// Load is the 1-minute load average when the step ended.
+	Load float64 `json:"loadAverage"`
 }
 
 // MBps returns the throughput in MB/s (10^6 bytes per second).
@@ -39,17 +41,30 @@ func (m Measure) MBps() float64 { return float64(m.Bytes) / m.Duration.Seconds()
 
 // SpeedResult holds the steps of a throughput run.
 type SpeedResult struct {
-	NARSize  int64
-	Measures []Measure
+	NARSize  int64     `json:"narSize"`
+	Measures []Measure `json:"measures"`
+}
+
+// WriteJSON writes the result to path.
+func (r *SpeedResult) WriteJSON(path string) error { return marshalJSON(path, r) }
+
+// add appends a measure, stamped with the load average, and returns it.
+func (r *SpeedResult) add(m Measure) Measure {
+	m.Load = loadAverage()
+	r.Measures = append(r.Measures, m)
+	return m
 }
 
 // Speed measures, on one tree: nix-store --dump to a discarding sink (the
-// baseline); ingesting its NAR into a fresh Pebble store, without and with
-// packing every chunk into hot frames; rendering the NAR back from the warm
-// store to a discarding sink, from hot frames, then, after compacting the
-// store, from cold ones; and the median render time of a NAR of one 1 KiB
-// file from each tier. Each rendered NAR is checked against the dump's
-// SHA-256 once, outside the timings.
+// baseline, again before each tier's renders); ingesting its NAR into a
+// fresh Pebble store, without and with packing every chunk into hot
+// frames; rendering the NAR back from the warm store to a discarding sink,
+// from hot frames, then, after compacting the store, from cold ones, each
+// first with no decoded frame kept (every frame decoded) and then warm
+// (from the decoded frames the first render kept on disk); and the median
+// render time of a NAR of one 1 KiB file from each tier. Each rendered
+// NAR is checked against the dump's SHA-256, first and warm, outside the
+// timings. Every step records the load average as it ended.
 func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	if o.Runs <= 0 {
 		o.Runs = 3
@@ -74,19 +89,20 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Measures = append(res.Measures, Measure{Name: "nix-store --dump", Bytes: size, Duration: dump})
-	logf("nix-store --dump: %.0f MB/s", res.Measures[0].MBps())
+	m := res.add(Measure{Name: "nix-store --dump", Bytes: size, Duration: dump})
+	logf("nix-store --dump: %.0f MB/s", m.MBps())
 
 	var store *pebblestore.Store
+	var storeDir string
 	run := 0
 	ingest, err := best(o.Runs, func() error {
 		if store != nil {
 			store.Close()
 		}
 		run++
-		dir := filepath.Join(o.WorkDir, fmt.Sprintf("store-%d", run))
-		os.RemoveAll(dir)
-		if store, err = pebblestore.Open(dir, pebblestore.Options{}); err != nil {
+		storeDir = filepath.Join(o.WorkDir, fmt.Sprintf("store-%d", run))
+		os.RemoveAll(storeDir)
+		if store, err = pebblestore.Open(storeDir, pebblestore.Options{}); err != nil {
 			return err
 		}
 		f, err := os.Open(nar)
@@ -100,9 +116,9 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer store.Close()
-	res.Measures = append(res.Measures, Measure{Name: "nixcas ingest (fresh store)", Bytes: size, Duration: ingest})
-	logf("ingest: %.0f MB/s", res.Measures[1].MBps())
+	defer func() { store.Close() }()
+	m = res.add(Measure{Name: "nixcas ingest (fresh store)", Bytes: size, Duration: ingest})
+	logf("ingest: %.0f MB/s", m.MBps())
 
 	// Ingest returns once every chunk is stored (inline, queued); the
 	// packer writes hot frames behind it. Ingest and packing everything,
@@ -128,8 +144,8 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Measures = append(res.Measures, Measure{Name: "nixcas ingest + pack into hot frames", Bytes: size, Duration: packed})
-	logf("ingest + pack: %.0f MB/s", res.Measures[len(res.Measures)-1].MBps())
+	m = res.add(Measure{Name: "nixcas ingest + pack into hot frames", Bytes: size, Duration: packed})
+	logf("ingest + pack: %.0f MB/s", m.MBps())
 
 	f, err := os.Open(nar)
 	if err != nil {
@@ -150,27 +166,83 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	if err := store.Flush(ctx); err != nil {
 		return nil, err
 	}
-	renderTier := func(tier string) error {
+	// reopen closes the store and opens it again, as a server restarts:
+	// the decoded frames in memory are gone; with dropDecoded, those on
+	// disk too.
+	reopen := func(dropDecoded bool) error {
+		if err := store.Close(); err != nil {
+			return err
+		}
+		if dropDecoded {
+			if err := os.RemoveAll(filepath.Join(storeDir, "decoded")); err != nil {
+				return err
+			}
+		}
+		store, err = pebblestore.Open(storeDir, pebblestore.Options{})
+		return err
+	}
+	checkRender := func(what string) error {
 		h := sha256.New()
 		if err := narrender.Render(ctx, h, store, r.Root); err != nil {
 			return err
 		}
 		if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
-			return fmt.Errorf("bench: NAR rendered from the %s tier has sha256 %x, nix-store --dump %x", tier, got, want)
+			return fmt.Errorf("bench: NAR rendered %s has sha256 %x, nix-store --dump %x", what, got, want)
 		}
-		render, err := best(o.Runs, func() error {
-			return narrender.Render(ctx, io.Discard, store, r.Root)
+		return nil
+	}
+	render := func() error { return narrender.Render(ctx, io.Discard, store, r.Root) }
+	// renderTier measures, beside a dump of the same moment: the first
+	// render of a warm store (its files in the page cache) with no decoded
+	// frame kept, every frame decoded; then the warm render, from the
+	// decoded frames the first render left on disk. Both are checked
+	// against the dump's hash once.
+	renderTier := func(tier string) error {
+		dump, err := best(o.Runs, func() error { return dumpTo(ctx, o.Tree, os.DevNull) })
+		if err != nil {
+			return err
+		}
+		dumpName := "nix-store --dump (before the " + tier + " renders)"
+		m := res.add(Measure{Name: dumpName, Bytes: size, Duration: dump})
+		logf("%s: %.0f MB/s", dumpName, m.MBps())
+		if err := reopen(true); err != nil {
+			return err
+		}
+		if err := checkRender("from the " + tier + " tier, first"); err != nil {
+			return err
+		}
+		first, err := bestTimed(o.Runs, func() (time.Duration, error) {
+			if err := reopen(true); err != nil {
+				return 0, err
+			}
+			start := time.Now()
+			if err := render(); err != nil {
+				return 0, err
+			}
+			// The time to decode and render, not the writes of decoded
+			// frames that Close waits for.
+			d := time.Since(start)
+			return d, reopen(false)
 		})
 		if err != nil {
 			return err
 		}
-		res.Measures = append(res.Measures, Measure{Name: "nixcas render (" + tier + " tier, warm store)", Bytes: size, Duration: render, Baseline: "nix-store --dump"})
-		logf("render from the %s tier: %.0f MB/s", tier, res.Measures[len(res.Measures)-1].MBps())
+		m = res.add(Measure{Name: "nixcas render (" + tier + " tier, first: no decoded frames kept)", Bytes: size, Duration: first, Baseline: dumpName})
+		logf("first render from the %s tier: %.0f MB/s", tier, m.MBps())
+		if err := checkRender("from the " + tier + " tier, warm"); err != nil {
+			return err
+		}
+		warm, err := best(o.Runs, render)
+		if err != nil {
+			return err
+		}
+		m = res.add(Measure{Name: "nixcas render (" + tier + " tier, warm: decoded frames kept)", Bytes: size, Duration: warm, Baseline: dumpName})
+		logf("warm render from the %s tier: %.0f MB/s (decoded cache %+v)", tier, m.MBps(), store.DecodedCacheStats())
 		p50, err := smallRenderP50(ctx, store, small.Root)
 		if err != nil {
 			return err
 		}
-		res.Measures = append(res.Measures, Measure{Name: "nixcas render of a one-file 1 KiB NAR, p50 of 1000 (" + tier + " tier)", Bytes: int64(small.NARSize), Duration: p50})
+		res.add(Measure{Name: "nixcas render of a one-file 1 KiB NAR, p50 of 1000 (" + tier + " tier)", Bytes: int64(small.NARSize), Duration: p50})
 		return nil
 	}
 	if err := renderTier("hot"); err != nil {
@@ -182,8 +254,8 @@ func Speed(ctx context.Context, o SpeedOptions) (*SpeedResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Measures = append(res.Measures, Measure{Name: "nixcas store compact (zstd best, 4 MiB frames; decoded bytes)", Bytes: int64(cr.DecodedBytes), Duration: time.Since(start)})
-	logf("compact: %.0f MB/s", res.Measures[len(res.Measures)-1].MBps())
+	m = res.add(Measure{Name: "nixcas store compact (zstd best, 4 MiB frames; decoded bytes)", Bytes: int64(cr.DecodedBytes), Duration: time.Since(start)})
+	logf("compact: %.0f MB/s", m.MBps())
 	if err := store.Flush(ctx); err != nil {
 		return nil, err
 	}
@@ -227,8 +299,8 @@ func smallRenderP50(ctx context.Context, s *pebblestore.Store, root castore.Entr
 // WriteMarkdown prints the result as a Markdown table.
 func (r *SpeedResult) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "NAR size: %.1f MiB\n\n", float64(r.NARSize)/(1<<20))
-	fmt.Fprintln(w, "| step | MB/s | time | vs baseline |")
-	fmt.Fprintln(w, "|---|---:|---:|---|")
+	fmt.Fprintln(w, "| step | MB/s | time | vs baseline | load |")
+	fmt.Fprintln(w, "|---|---:|---:|---|---:|")
 	by := map[string]Measure{}
 	for _, m := range r.Measures {
 		by[m.Name] = m
@@ -242,8 +314,24 @@ func (r *SpeedResult) WriteMarkdown(w io.Writer) {
 		if m.Duration < 10*time.Millisecond {
 			d = m.Duration.Round(time.Microsecond)
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %s | %s |\n", m.Name, m.MBps(), d, vs)
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %.1f |\n", m.Name, m.MBps(), d, vs, m.Load)
 	}
+}
+
+// bestTimed runs f n times and returns the shortest of the durations it
+// returns.
+func bestTimed(n int, f func() (time.Duration, error)) (time.Duration, error) {
+	var min time.Duration
+	for i := range n {
+		d, err := f()
+		if err != nil {
+			return 0, err
+		}
+		if i == 0 || d < min {
+			min = d
+		}
+	}
+	return min, nil
 }
 
 // best runs f n times and returns the shortest duration.

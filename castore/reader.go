@@ -36,8 +36,42 @@ func BlobChunks(ctx context.Context, s BlobIndexReader, d Digest, size uint64) (
 }
 
 // fetchBuffers are shared by all Fetchers, so that a render does not start
-// by allocating its buffers anew: 128 chunk buffers, 32 MiB at most.
-var fetchBuffers = newBufferList(128, DefaultChunkerOptions.MaxSize)
+// by allocating its buffers anew, in three sizes, so that a small chunk
+// (most files are small) does not pin a buffer made for the largest: 1024
+// of 4 KiB, 256 of 16 KiB and 128 of the largest chunk, 40 MiB at most.
+var fetchBuffers = []*bufferList{
+	newBufferList(1024, 4<<10),
+	newBufferList(256, 16<<10),
+	newBufferList(128, DefaultChunkerOptions.MaxSize),
+}
+
+// fetchBufferList returns the list of the smallest buffers that hold size
+// bytes (the largest when none does).
+func fetchBufferList(size int) *bufferList {
+	for _, l := range fetchBuffers[:len(fetchBuffers)-1] {
+		if size <= l.size {
+			return l
+		}
+	}
+	return fetchBuffers[len(fetchBuffers)-1]
+}
+
+// FetchBufferSize returns the bytes of buffer a Fetcher holds for a chunk
+// of size bytes, fetched and not yet released: what a reader that bounds
+// its read-ahead in memory counts.
+func FetchBufferSize(size uint32) int64 {
+	return int64(max(fetchBufferList(int(size)).size, int(size)))
+}
+
+// putFetchBuffer keeps b in the list of its size, or drops it.
+func putFetchBuffer(b *[]byte) {
+	for _, l := range fetchBuffers {
+		if cap(*b) == l.size || l == fetchBuffers[len(fetchBuffers)-1] && cap(*b) > l.size {
+			l.put(b)
+			return
+		}
+	}
+}
 
 // fetchedBytes counts the chunk buffers all Fetchers hold (see
 // FetchedBytes).
@@ -146,7 +180,7 @@ func (p *PendingChunk) shedLocked() {
 // putBuf gives p's buffer back to fetchBuffers.
 func (p *PendingChunk) putBuf() {
 	fetchedBytes.Add(-p.held)
-	fetchBuffers.put(p.buf)
+	putFetchBuffer(p.buf)
 	p.buf, p.data, p.held = nil, nil, 0
 }
 
@@ -193,7 +227,7 @@ func (p *PendingChunk) fetch() {
 		p.err = err
 		return
 	}
-	p.buf = fetchBuffers.get()
+	p.buf = fetchBufferList(int(p.ref.Size)).get()
 	data, err := p.f.store.GetChunk(p.f.ctx, p.ref.Digest, (*p.buf)[:0])
 	*p.buf = data[:0] // keep a grown buffer for the next use
 	p.held = int64(cap(*p.buf))

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/nixcas/nixcas/castore"
 )
 
@@ -95,10 +97,11 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	// parts queued ahead.
 	f := castore.NewFetcher(ctx, s, 4*runtime.GOMAXPROCS(0))
 	defer f.Close()
-	parts := make(chan rangePart, renderAhead)
+	parts := make(chan rangePart, renderAheadParts)
+	ahead := semaphore.NewWeighted(renderAheadBytes)
 	go func() {
 		defer close(parts)
-		rw := rangeWalker{ctx: ctx, s: s, f: f, out: parts, off: off, end: end}
+		rw := rangeWalker{ctx: ctx, s: s, f: f, out: parts, ahead: ahead, off: off, end: end}
 		l := layout{ctx: ctx, s: s, lit: rw.lit, file: rw.file}
 		size, err := l.run(root)
 		switch {
@@ -121,10 +124,12 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	for p := range parts {
 		if err != nil {
 			p.release()
+			ahead.Release(p.held)
 			continue // drain, so the walker ends
 		}
 		var k int
 		k, err = p.write(ctx, bw, s)
+		ahead.Release(p.held)
 		written += uint64(k)
 		if err != nil {
 			cancel()
@@ -161,6 +166,7 @@ type rangePart struct {
 	lo, hi int
 	guess  *guessedFile
 	err    error
+	held   int64 // of the walker's read-ahead budget
 }
 
 type guessedFile struct {
@@ -230,6 +236,7 @@ type rangeWalker struct {
 	s        Store
 	f        *castore.Fetcher
 	out      chan<- rangePart
+	ahead    *semaphore.Weighted // chunk bytes queued ahead (renderAheadBytes)
 	off, end uint64
 }
 
@@ -238,9 +245,21 @@ func (rw *rangeWalker) send(p rangePart) error {
 	case rw.out <- p:
 		return nil
 	case <-rw.ctx.Done():
+		rw.ahead.Release(p.held)
 		p.release()
 		return rw.ctx.Err()
 	}
+}
+
+// fetch takes the bytes of ref's fetch buffer from the read-ahead budget,
+// waiting for the writer to give some back if need be, and starts
+// fetching ref.
+func (rw *rangeWalker) fetch(ref castore.ChunkRef) (*castore.PendingChunk, int64, error) {
+	held := min(castore.FetchBufferSize(ref.Size), renderAheadBytes)
+	if err := rw.ahead.Acquire(rw.ctx, held); err != nil {
+		return nil, 0, err
+	}
+	return rw.f.Fetch(ref), held, nil
 }
 
 // lit takes framing bytes at NAR offset at.
@@ -266,7 +285,11 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 	if e.Size <= SingleChunkMax {
 		lo, hi := clip(at, e.Size, rw.off, rw.end)
 		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
-		if err := rw.send(rangePart{chunk: rw.f.Fetch(ref), lo: int(lo), hi: int(hi), guess: &guessedFile{n}}); err != nil {
+		p, held, err := rw.fetch(ref)
+		if err != nil {
+			return err
+		}
+		if err := rw.send(rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi), guess: &guessedFile{n}}); err != nil {
 			return err
 		}
 		if at+e.Size >= rw.end {
@@ -286,7 +309,11 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
 		pos += uint64(c.Size)
 		if lo < hi {
-			if err := rw.send(rangePart{chunk: rw.f.Fetch(c), lo: int(lo), hi: int(hi)}); err != nil {
+			p, held, err := rw.fetch(c)
+			if err != nil {
+				return err
+			}
+			if err := rw.send(rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi)}); err != nil {
 				return err
 			}
 		}

@@ -13,9 +13,16 @@ import (
 // and nothing else (a read-only or remote store will do).
 type Store = castore.ReadStore
 
-// renderAhead bounds the parts of a NAR (framing, chunks being fetched)
-// queued ahead of the writer.
-const renderAhead = 32
+// renderAheadParts bounds the parts of a NAR (framing, chunks being
+// fetched) queued ahead of the writer, and renderAheadBytes the bytes of
+// the buffers of the chunks among them (castore.FetchBufferSize): a render
+// holds at most that many bytes of chunks fetched ahead, and looks far
+// enough ahead in a tree of small files for the frames after the one being
+// decoded to decode at the same time on the other cores.
+const (
+	renderAheadParts = 1024
+	renderAheadBytes = 8 << 20
+)
 
 // Render writes the NAR of the tree at root to w. A walker goroutine reads
 // directories and queues chunk fetches ahead of the writer, so reading and

@@ -141,7 +141,7 @@ func New(o Options) (srv *Server, err error) {
 	index := store.NewIndex(s.store, s.store, store.WithSigner(signer))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := reg.Register(storeCollector{s.store, index}); err != nil {
+	if err := registerAll(reg, storeCollector{s.store, index}, decodedCollector{s.store}); err != nil {
 		return nil, err
 	}
 	if err := registerObjectStore(reg, o.Pebble.Objects); err != nil {

@@ -1,7 +1,6 @@
 package objectcache
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -9,13 +8,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/lrudir"
 	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
@@ -29,24 +26,14 @@ var FillTimeout = 5 * time.Minute
 // use.
 type Cache struct {
 	remote pebblestore.ObjectStore
-	dir    string
-	max    int64
+	files  *lrudir.Dir
 	m      *metrics
 
-	mu      sync.Mutex
-	used    int64
-	entries map[string]*entry
-	lru     list.List // of *entry, most recent at the front
-	fills   map[string]*fill
+	mu    sync.Mutex // guards fills; taken before files' own lock
+	fills map[string]*fill
 }
 
 var _ pebblestore.ObjectStore = (*Cache)(nil)
-
-type entry struct {
-	name string
-	size int64
-	elem *list.Element
-}
 
 // fill is a fetch in progress.
 type fill struct {
@@ -66,58 +53,13 @@ func Open(dir string, max int64, remote pebblestore.ObjectStore) (*Cache, error)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("castore: object cache: %w", err)
 	}
-	c := &Cache{
-		remote:  remote,
-		dir:     dir,
-		max:     max,
-		entries: make(map[string]*entry),
-		fills:   make(map[string]*fill),
-	}
-	type found struct {
-		name  string
-		size  int64
-		mtime time.Time
-	}
-	var all []found
-	subs, err := os.ReadDir(dir)
+	c := &Cache{remote: remote, fills: make(map[string]*fill)}
+	c.m = newMetrics(c)
+	files, err := lrudir.Open(dir, max, cacheable, func(string) { c.m.evictions.Inc() })
 	if err != nil {
 		return nil, fmt.Errorf("castore: object cache: %w", err)
 	}
-	for _, sub := range subs {
-		if !sub.IsDir() || len(sub.Name()) != 2 {
-			continue
-		}
-		ents, err := os.ReadDir(filepath.Join(dir, sub.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("castore: object cache: %w", err)
-		}
-		for _, e := range ents {
-			name := e.Name()
-			if strings.Contains(name, ".tmp") {
-				os.Remove(filepath.Join(dir, sub.Name(), name))
-				continue
-			}
-			if !cacheable(name) || name[:2] != sub.Name() || !e.Type().IsRegular() {
-				continue
-			}
-			info, err := e.Info()
-			if err != nil {
-				continue // removed meanwhile
-			}
-			all = append(all, found{name, info.Size(), info.ModTime()})
-		}
-	}
-	slices.SortFunc(all, func(a, b found) int { return a.mtime.Compare(b.mtime) })
-	for _, f := range all {
-		e := &entry{name: f.name, size: f.size}
-		e.elem = c.lru.PushFront(e)
-		c.entries[f.name] = e
-		c.used += f.size
-	}
-	c.m = newMetrics(c)
-	c.mu.Lock()
-	c.evictLocked()
-	c.mu.Unlock()
+	c.files = files
 	return c, nil
 }
 
@@ -125,19 +67,13 @@ func Open(dir string, max int64, remote pebblestore.ObjectStore) (*Cache, error)
 func (c *Cache) Unwrap() pebblestore.ObjectStore { return c.remote }
 
 // Used returns the bytes of objects cached.
-func (c *Cache) Used() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.used
-}
+func (c *Cache) Used() int64 { return c.files.Used() }
 
 // cacheable reports whether name is a digest: 64 lower-case hex digits.
 func cacheable(name string) bool {
 	d, err := castore.ParseDigest(name)
 	return err == nil && d.String() == name
 }
-
-func (c *Cache) path(name string) string { return filepath.Join(c.dir, name[:2], name) }
 
 // PutObject implements pebblestore.ObjectStore: the remote store's.
 func (c *Cache) PutObject(ctx context.Context, name string, data []byte) error {
@@ -159,9 +95,7 @@ func (c *Cache) DeleteObject(ctx context.Context, name string) error {
 	err := c.remote.DeleteObject(ctx, name)
 	if cacheable(name) {
 		c.mu.Lock()
-		if e, ok := c.entries[name]; ok {
-			c.removeLocked(e)
-		}
+		c.files.Remove(name)
 		if f, ok := c.fills[name]; ok {
 			f.dropped = true
 		}
@@ -204,54 +138,41 @@ func (c *Cache) GetObject(ctx context.Context, name string, off, n int64, dst []
 // readCopy reads from the copy here; ok is false when there is none (or
 // it was damaged and is dropped).
 func (c *Cache) readCopy(name string, off, n int64, dst []byte) (out []byte, ok bool, err error) {
-	c.mu.Lock()
-	e, ok := c.entries[name]
-	if ok {
-		c.lru.MoveToFront(e.elem)
-	}
-	c.mu.Unlock()
+	e, ok := c.files.Lookup(name)
 	if !ok {
 		return dst, false, nil
 	}
-	f, err := os.Open(c.path(name))
+	size := e.Size()
+	f, err := os.Open(c.files.Path(name))
 	if errors.Is(err, fs.ErrNotExist) {
-		c.drop(e)
+		c.files.Drop(e)
 		return dst, false, nil
 	}
 	if err != nil {
 		return dst, false, fmt.Errorf("castore: object cache: %w", err)
 	}
 	defer f.Close()
-	whole := off == 0 && (n < 0 || n == e.size)
+	whole := off == 0 && (n < 0 || n == size)
 	if n < 0 {
-		n = e.size - off
+		n = size - off
 		if n < 0 {
-			return dst, false, fmt.Errorf("%w: object %s: offset %d beyond its %d bytes", castore.ErrInvalid, name, off, e.size)
+			return dst, false, fmt.Errorf("%w: object %s: offset %d beyond its %d bytes", castore.ErrInvalid, name, off, size)
 		}
 	}
-	if off+n > e.size {
-		return dst, false, fmt.Errorf("%w: object %s: %d bytes at %d, want %d", castore.ErrCorrupt, name, max(e.size-off, 0), off, n)
+	if off+n > size {
+		return dst, false, fmt.Errorf("%w: object %s: %d bytes at %d, want %d", castore.ErrCorrupt, name, max(size-off, 0), off, n)
 	}
 	start := len(dst)
 	dst = castore.Grow(dst, int(n))
 	got, err := f.ReadAt(dst[start:], off)
 	if err != nil && !(err == io.EOF && int64(got) == n) || whole && castore.Hash(dst[start:]).String() != name {
 		// Cut short or changed behind our back: fetch it again.
-		slog.Warn("castore: object cache: dropping a damaged copy", "object", name, "dir", c.dir, "read", got, "size", e.size, "err", err)
-		c.drop(e)
+		slog.Warn("castore: object cache: dropping a damaged copy", "object", name, "dir", c.files.Dir(), "read", got, "size", size, "err", err)
+		c.files.Drop(e)
 		return dst[:start], false, nil
 	}
 	c.m.hits.Inc()
 	return dst, true, nil
-}
-
-// drop forgets e and removes its file, unless it was replaced meanwhile.
-func (c *Cache) drop(e *entry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries[e.name] == e {
-		c.removeLocked(e)
-	}
 }
 
 // fetch returns the whole object, fetched from the remote store and
@@ -293,12 +214,16 @@ func (c *Cache) fill(ctx context.Context, name string, f *fill) {
 		c.m.fillErrors.Inc()
 	}
 	var tmp string
-	if err == nil && int64(len(data)) <= c.max {
+	if err == nil && int64(len(data)) <= c.files.Max() {
 		tmp = c.writeTemp(name, data)
 	}
 	c.mu.Lock()
 	if tmp != "" {
-		c.keepLocked(name, tmp, int64(len(data)), f.dropped)
+		if f.dropped {
+			os.Remove(tmp)
+		} else {
+			c.files.Keep(name, tmp, int64(len(data)))
+		}
 	}
 	f.data, f.err = data, err
 	delete(c.fills, name)
@@ -310,12 +235,7 @@ func (c *Cache) fill(ctx context.Context, name string, f *fill) {
 // returns its path, or "" when that failed (the object is then served but
 // not kept).
 func (c *Cache) writeTemp(name string, data []byte) string {
-	sub := filepath.Dir(c.path(name))
-	if err := os.MkdirAll(sub, 0o755); err != nil {
-		slog.Warn("castore: object cache: cannot keep an object", "object", name, "err", err)
-		return ""
-	}
-	t, err := os.CreateTemp(sub, name+".tmp*")
+	t, err := c.files.CreateTemp(name)
 	if err != nil {
 		slog.Warn("castore: object cache: cannot keep an object", "object", name, "err", err)
 		return ""
@@ -330,44 +250,4 @@ func (c *Cache) writeTemp(name string, data []byte) string {
 		return ""
 	}
 	return t.Name()
-}
-
-// keepLocked renames tmp into place and indexes it (or removes it when the
-// object was deleted meanwhile), then evicts down to the limit. Files are
-// renamed and removed only under c.mu, so an eviction never removes a
-// newer copy.
-func (c *Cache) keepLocked(name, tmp string, size int64, dropped bool) {
-	if _, ok := c.entries[name]; ok || dropped {
-		os.Remove(tmp)
-		return
-	}
-	if err := os.Rename(tmp, c.path(name)); err != nil {
-		os.Remove(tmp)
-		slog.Warn("castore: object cache: cannot keep an object", "object", name, "err", err)
-		return
-	}
-	e := &entry{name: name, size: size}
-	e.elem = c.lru.PushFront(e)
-	c.entries[name] = e
-	c.used += size
-	c.evictLocked()
-}
-
-// evictLocked removes the least recently used objects until the cache
-// holds at most max bytes.
-func (c *Cache) evictLocked() {
-	for c.used > c.max {
-		e := c.lru.Back().Value.(*entry)
-		c.removeLocked(e)
-		c.m.evictions.Inc()
-	}
-}
-
-func (c *Cache) removeLocked(e *entry) {
-	c.lru.Remove(e.elem)
-	delete(c.entries, e.name)
-	c.used -= e.size
-	if err := os.Remove(c.path(e.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		slog.Warn("castore: object cache: cannot remove an object", "object", e.name, "err", err)
-	}
 }

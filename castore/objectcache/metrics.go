@@ -23,11 +23,7 @@ func newMetrics(c *Cache) *metrics {
 		}, func() float64 { return float64(c.Used()) }),
 		objects: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nixcas_object_cache_objects", Help: "Objects in the local object cache.",
-		}, func() float64 {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return float64(len(c.entries))
-		}),
+		}, func() float64 { return float64(c.files.Len()) }),
 	}
 }
 

@@ -459,7 +459,7 @@ func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo) 
 		if err := s.objects.DeleteObject(ctx, frameName(f.name)); err != nil {
 			return 0, err
 		}
-		s.cache.forget(f.name)
+		s.forgetFrame(f.name)
 	}
 	return len(dead), nil
 }

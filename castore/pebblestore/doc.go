@@ -67,4 +67,10 @@
 // versions of each file side by side) at a high zstd level. See frames.go
 // for the frame format and the crash rules, gcuse.go and gc.go for what
 // garbage collection keeps, diskspace.go for how a full disk is handled.
+//
+// Reads decode a frame whole: into memory (a small cache of decoded
+// frames, FrameOptions.CacheSize) and, on a writable store, onto disk (the
+// "decoded" subdirectory, FrameOptions.DecodedCacheSize, 4 GiB by
+// default), so that a frame read again is read with one pread rather than
+// decompressed again. See decoded.go for that cache's format and checks.
 package pebblestore

@@ -72,8 +72,15 @@ type FrameOptions struct {
 	Size int
 	// Level is the zstd level of hot frames.
 	Level zstd.EncoderLevel
-	// CacheSize bounds the decoded frames kept for reads, in bytes.
+	// CacheSize bounds the decoded frames kept in memory for reads, in
+	// bytes.
 	CacheSize int64
+	// DecodedCacheSize bounds the decoded frames kept on disk for reads
+	// (see decoded.go), in bytes: 0 for DefaultDecodedCacheSize, negative
+	// for none.
+	DecodedCacheSize int64
+	// DecodedCacheDir is where they are kept: DATA/decoded when empty.
+	DecodedCacheDir string
 	// Off keeps new chunks inline (codec byte + payload in Pebble), as
 	// layout version 1 did: nothing is queued or packed (compaction still
 	// moves chunks into frames). For tests of Pebble itself and for
@@ -82,11 +89,12 @@ type FrameOptions struct {
 }
 
 // DefaultFrameOptions: 1 MiB hot frames at zstd's default level, 64 MiB of
-// decoded frames cached.
+// decoded frames cached in memory, 4 GiB on disk.
 var DefaultFrameOptions = FrameOptions{
-	Size:      1 << 20,
-	Level:     zstd.SpeedDefault,
-	CacheSize: 64 << 20,
+	Size:             1 << 20,
+	Level:            zstd.SpeedDefault,
+	CacheSize:        64 << 20,
+	DecodedCacheSize: DefaultDecodedCacheSize,
 }
 
 func (o FrameOptions) ensureDefaults() FrameOptions {
@@ -98,6 +106,9 @@ func (o FrameOptions) ensureDefaults() FrameOptions {
 	}
 	if o.CacheSize == 0 {
 		o.CacheSize = DefaultFrameOptions.CacheSize
+	}
+	if o.DecodedCacheSize == 0 {
+		o.DecodedCacheSize = DefaultFrameOptions.DecodedCacheSize
 	}
 	return o
 }
@@ -370,18 +381,65 @@ func (c *frameCache) forget(name castore.Digest) {
 	c.used -= int64(len(e.data))
 }
 
+// peek returns the decoded frame if it is cached (not while it loads).
+// The slice is shared: never modify it.
+func (c *frameCache) peek(name castore.Digest) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[name]
+	if !ok || e.elem == nil {
+		return nil, false
+	}
+	c.lru.MoveToFront(e.elem)
+	return e.data, true
+}
+
 // readFrame returns frame name decoded, through cache.
 func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name castore.Digest) ([]byte, error) {
-	return cache.get(ctx, name, func() ([]byte, error) {
-		obj, err := objects.GetObject(ctx, frameName(name), 0, -1, nil)
-		if errors.Is(err, castore.ErrNotFound) {
-			return nil, fmt.Errorf("%w: frame %s: %v", errFrameMissing, frameName(name), err)
+	return cache.get(ctx, name, func() ([]byte, error) { return loadFrame(ctx, objects, name) })
+}
+
+// loadFrame reads frame name from objects and decodes it.
+func loadFrame(ctx context.Context, objects ObjectStore, name castore.Digest) ([]byte, error) {
+	obj, err := objects.GetObject(ctx, frameName(name), 0, -1, nil)
+	if errors.Is(err, castore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: frame %s: %v", errFrameMissing, frameName(name), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("frame %s: %w", frameName(name), err)
+	}
+	return decodeFrame(name, obj)
+}
+
+// readChunkInFrame appends the chunk d at r to dst: from the decoded
+// frames in memory, else from the frame's decoded file, else by decoding
+// the frame (once, however many readers want it at the same time), which
+// is then kept in memory and queued to be kept on disk.
+func (s *Store) readChunkInFrame(ctx context.Context, d castore.Digest, r frameRef, dst []byte) ([]byte, error) {
+	if frame, ok := s.cache.peek(r.frame); ok {
+		return sliceFrame(dst, frame, r)
+	}
+	if out, ok := s.decoded.read(r, d, dst); ok {
+		return out, nil
+	}
+	frame, err := s.cache.get(ctx, r.frame, func() ([]byte, error) {
+		data, err := loadFrame(ctx, s.objects, r.frame)
+		if err == nil {
+			s.decoded.keep(r.frame, data)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("frame %s: %w", frameName(name), err)
-		}
-		return decodeFrame(name, obj)
+		return data, err
 	})
+	if err != nil {
+		return dst, err
+	}
+	return sliceFrame(dst, frame, r)
+}
+
+// forgetFrame drops a deleted frame's decoded bytes, in memory and on
+// disk.
+func (s *Store) forgetFrame(name castore.Digest) {
+	s.cache.forget(name)
+	s.decoded.forget(name)
 }
 
 // errFrameMissing: the index named a frame that is not there. A reader

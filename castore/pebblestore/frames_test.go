@@ -55,8 +55,16 @@ func versionedChunks(version, n int) [][]byte {
 func frameFiles(t testing.TB, dir string) ([]string, int64) {
 	t.Helper()
 	var files []string
+	size := walkFiles(t, filepath.Join(dir, "frames"), func(p string) { files = append(files, p) })
+	return files, size
+}
+
+// walkFiles calls fn with each file under root (none when root does not
+// exist) and returns their total size.
+func walkFiles(t testing.TB, root string, fn func(path string)) int64 {
+	t.Helper()
 	var size int64
-	err := filepath.WalkDir(filepath.Join(dir, "frames"), func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -67,14 +75,14 @@ func frameFiles(t testing.TB, dir string) ([]string, int64) {
 		if err != nil {
 			return err
 		}
-		files = append(files, p)
+		fn(p)
 		size += info.Size()
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return files, size
+	return size
 }
 
 func putAll(t testing.TB, s castore.Store, chunks [][]byte) []castore.Digest {

@@ -247,8 +247,9 @@ type Store struct {
 	objects   ObjectStore
 	frameOpts FrameOptions
 	cache     *frameCache
-	queued    atomic.Int64 // bytes of queued chunks
-	lastWrite atomic.Int64 // unix nanoseconds of the last new chunk
+	decoded   *decodedCache // nil: off (or read-only)
+	queued    atomic.Int64  // bytes of queued chunks
+	lastWrite atomic.Int64  // unix nanoseconds of the last new chunk
 	// maxPackLag: writers wait while more queued bytes than this wait for
 	// the packer (see waitForPacker).
 	maxPackLag int64
@@ -380,8 +381,21 @@ func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGua
 		db.close()
 		return nil, err
 	}
+	if !s.readOnly && opts.Frames.DecodedCacheSize > 0 {
+		decodedDir := opts.Frames.DecodedCacheDir
+		if decodedDir == "" {
+			decodedDir = filepath.Join(dir, "decoded")
+		}
+		decoded, err := openDecodedCache(decodedDir, opts.Frames.DecodedCacheSize, s.space.admit)
+		if err != nil {
+			db.close()
+			return nil, err
+		}
+		s.decoded = decoded
+	}
 	if !s.readOnly {
 		if err := s.sweepFrames(ctx, db); err != nil {
+			s.decoded.close()
 			db.close()
 			return nil, fmt.Errorf("castore: pebble: open %s: %w", dir, err)
 		}
@@ -437,6 +451,16 @@ func checkPebbleVersion(ctx context.Context, db kvDB, dir string, readOnly bool)
 
 // Dir returns the store's data directory.
 func (s *Store) Dir() string { return s.dir }
+
+// DecodedCacheStats describes the store's cache of decoded frames on disk.
+// A store that keeps none (read-only, or with the cache off) counts the
+// files a writable store left in DATA/decoded, and nothing else.
+func (s *Store) DecodedCacheStats() DecodedCacheStats {
+	if s.decoded != nil {
+		return s.decoded.stats()
+	}
+	return decodedFilesIn(filepath.Join(s.dir, "decoded"))
+}
 
 // acquire holds s.mu for reading and returns the database, or an error
 // once the store is closed. The caller calls s.mu.RUnlock.
@@ -556,7 +580,7 @@ func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []b
 		case !framed:
 			return out, nil
 		}
-		frame, err := readFrame(ctx, s.objects, s.cache, ref.frame)
+		out, err = s.readChunkInFrame(ctx, d, ref, dst)
 		if errors.Is(err, errFrameMissing) {
 			if attempt == 0 {
 				continue // compaction may have moved the chunk meanwhile
@@ -566,7 +590,7 @@ func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []b
 		if err != nil {
 			return dst, fmt.Errorf("chunk %s: %w", d, err)
 		}
-		return sliceFrame(dst, frame, ref)
+		return out, nil
 	}
 }
 
@@ -907,6 +931,9 @@ func (s *Store) Close() error {
 			}
 		}
 	}
+	// Decoded frames still queued are written (they are whole, so the next
+	// process reads them).
+	s.decoded.close()
 	// A collection in progress finishes first, and none starts meanwhile
 	// (it reads under s.mu, which must not wait behind Close).
 	s.gcRunning.Lock()

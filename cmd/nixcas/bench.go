@@ -23,6 +23,7 @@ func newBenchSpeedCommand() *cobra.Command {
 		o       bench.SpeedOptions
 		version string
 		profile string
+		jsonOut string
 	)
 	cmd := &cobra.Command{
 		Use:   "speed (--tree DIR | --go-toolchain VERSION)",
@@ -61,9 +62,13 @@ func newBenchSpeedCommand() *cobra.Command {
 				return err
 			}
 			res.WriteMarkdown(os.Stdout)
+			if jsonOut != "" {
+				return res.WriteJSON(jsonOut)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&jsonOut, "json", "", "also write the results (with the load average of each step) to this file as JSON")
 	cmd.Flags().StringVar(&o.Tree, "tree", "", "directory to measure")
 	cmd.Flags().StringVar(&version, "go-toolchain", "", "measure this Go release (e.g. go1.22.0), fetched as a module")
 	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory (default: a temporary one, removed after)")

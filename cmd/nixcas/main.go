@@ -165,6 +165,9 @@ type storeFlags struct {
 	// copyTarget: the store is opened by `store copy` as its target,
 	// which may be an incomplete copy (every other command refuses one).
 	copyTarget bool
+	// noDecodedCache: reads go to the frames themselves, never to decoded
+	// frames kept on disk (verify checks the frames).
+	noDecodedCache bool
 }
 
 // registerReadOnly adds the flags of commands that only read the store.
@@ -236,6 +239,9 @@ func (f *storeFlags) openWith(readOnly bool, o pebblestore.Options) (*pebblestor
 // target.
 func (f *storeFlags) options(o pebblestore.Options, readOnly bool) pebblestore.Options {
 	o.CopyTarget = f.copyTarget
+	if f.noDecodedCache {
+		o.Frames.DecodedCacheSize = -1
+	}
 	if f.indexCache != 0 {
 		o.CacheSize = int64(f.indexCache)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/server"
 	"github.com/nixcas/nixcas/server/grpcapi"
 	"github.com/nixcas/nixcas/server/httpcache"
@@ -24,6 +25,8 @@ func newServeCommand() *cobra.Command {
 		signKeys      []string
 		pushTokenFile string
 		readTokenFile string
+		decodedSize   sizeValue
+		decodedDir    string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -81,6 +84,10 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 			}
 			o.DataDir, o.Meta = sf.data, sf.meta
 			o.Pebble = sf.options(o.Pebble, false)
+			o.Pebble.Frames.DecodedCacheSize, o.Pebble.Frames.DecodedCacheDir = int64(decodedSize), decodedDir
+			if decodedSize == 0 {
+				o.Pebble.Frames.DecodedCacheSize = -1
+			}
 			if o.Pebble.Objects, err = sf.blobs.objects(cmd.Context(), sf.data, false); err != nil {
 				return err
 			}
@@ -104,6 +111,9 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.StringVar(&o.HTTPAddr, "listen-http", "127.0.0.1:8080", `HTTP listen address ("" for none)`)
 	f.StringArrayVar(&signKeys, "sign-key", nil, "file holding a Nix secret key (name:base64) to sign paths with as they are stored (and older paths when served); repeatable")
 	f.StringVar(&o.Compression, "compression", "none", "compression of NARs served over HTTP: none or zstd")
+	decodedSize = pebblestore.DefaultDecodedCacheSize
+	f.Var(&decodedSize, "decoded-cache-size", "bytes of decoded frames kept on disk for reads, least recently used out first, so that a frame read again is not decompressed again: `SIZE` such as 4G (0: none)")
+	f.StringVar(&decodedDir, "decoded-cache-dir", "", "directory of the decoded frames kept for reads (default DATA/decoded)")
 	f.IntVar(&o.Priority, "priority", 40, "binary cache priority announced in nix-cache-info")
 	f.StringVar(&pushTokenFile, "push-token-file", "", "file holding the bearer token writes need")
 	f.StringVar(&readTokenFile, "read-token-file", "", "file holding the bearer token reads need")

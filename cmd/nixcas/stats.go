@@ -22,6 +22,12 @@ func newStoreCommand() *cobra.Command {
 type statsOutput struct {
 	castore.Stats
 	DiskBytes int64 `json:"diskBytes"`
+	// The decoded frames kept on disk for reads (part of diskBytes when
+	// in the data directory); hits and misses only from a server.
+	DecodedCacheBytes  int64   `json:"decodedCacheBytes"`
+	DecodedCacheFiles  int64   `json:"decodedCacheFiles"`
+	DecodedCacheHits   *uint64 `json:"decodedCacheHits,omitempty"`
+	DecodedCacheMisses *uint64 `json:"decodedCacheMisses,omitempty"`
 	// With --unreferenced: the chunks no store path or kept file reaches.
 	UnreferencedChunks     *uint64 `json:"unreferencedChunks,omitempty"`
 	UnreferencedChunkBytes *uint64 `json:"unreferencedChunkBytes,omitempty"`
@@ -65,6 +71,8 @@ holds the reachable chunk digests in memory (about 80 bytes each).`,
 				if out.DiskBytes, err = s.DiskBytes(); err != nil {
 					return err
 				}
+				dc := s.DecodedCacheStats()
+				out.DecodedCacheBytes, out.DecodedCacheFiles = dc.Bytes, int64(dc.Files)
 				if unreferenced {
 					u, err := store.NewIndex(s, s).Unreferenced(cmd.Context(), s)
 					if err != nil {
@@ -87,11 +95,17 @@ holds the reachable chunk digests in memory (about 80 bytes each).`,
 				{"stored bytes (compressed frames and unpacked chunks)", st.StoredBytes},
 				{"frames", st.Frames},
 				{"disk bytes (data directory)", out.DiskBytes},
+				{"decoded frames kept for reads", out.DecodedCacheFiles},
+				{"decoded frame bytes kept for reads", out.DecodedCacheBytes},
 				{"chunks", st.Chunks},
 				{"blob indexes (files of several chunks)", st.Blobs},
 				{"directories", st.Directories},
 			} {
 				fmt.Fprintf(tw, "%v\t  %s\t\n", row.v, row.name)
+			}
+			if out.DecodedCacheHits != nil {
+				fmt.Fprintf(tw, "%v\t  %s\t\n", *out.DecodedCacheHits, "chunk reads from decoded frames kept (hits)")
+				fmt.Fprintf(tw, "%v\t  %s\t\n", *out.DecodedCacheMisses, "frames decompressed for reads (misses)")
 			}
 			if out.UnreferencedChunks != nil {
 				fmt.Fprintf(tw, "%v\t  %s\t\n", *out.UnreferencedChunks, "unreferenced chunks")

@@ -61,5 +61,28 @@ func serverStats(ctx context.Context, base string) (statsOutput, error) {
 	if mf := families["nixcas_store_frames"]; mf != nil && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetGauge() != nil {
 		out.Frames = uint64(mf.GetMetric()[0].GetGauge().GetValue())
 	}
+	// Nor these, from before decoded frames were kept.
+	value := func(name string) (float64, bool) {
+		mf := families[name]
+		if mf == nil || len(mf.GetMetric()) != 1 {
+			return 0, false
+		}
+		m := mf.GetMetric()[0]
+		switch {
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), true
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), true
+		}
+		return 0, false
+	}
+	if v, ok := value("nixcas_decoded_cache_bytes"); ok {
+		out.DecodedCacheBytes = int64(v)
+		f, _ := value("nixcas_decoded_cache_files")
+		h, _ := value("nixcas_decoded_cache_hits_total")
+		m, _ := value("nixcas_decoded_cache_misses_total")
+		hits, misses := uint64(h), uint64(m)
+		out.DecodedCacheFiles, out.DecodedCacheHits, out.DecodedCacheMisses = int64(f), &hits, &misses
+	}
 	return out, nil
 }

@@ -73,6 +73,7 @@ it, exclusively (stop a server using it first).`,
 		},
 	}
 	sf.register(cmd)
+	sf.noDecodedCache = true
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read and re-hash every chunk and render every NAR (slow: reads the whole store)")
 	cmd.Flags().BoolVar(&repair, "repair", false, "delete the broken store paths and the corrupt chunks")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -1,0 +1,88 @@
+package narrender_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/internal/testtree"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// countingChunks counts the chunk reads started.
+type countingChunks struct {
+	*castore.MemoryStore
+	reads atomic.Int64
+}
+
+func (s *countingChunks) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
+	s.reads.Add(1)
+	return s.MemoryStore.GetChunk(ctx, d, dst)
+}
+
+// TestRenderReadAhead: a render whose writer blocks reads ahead by the
+// memory of the chunks it fetches, not by their count: far ahead among
+// small files (so that later frames decode while one is decoded), no
+// further than its 8 MiB budget among chunks of the largest size.
+func TestRenderReadAhead(t *testing.T) {
+	small := testtree.Entries{}
+	for i := range 3000 {
+		small[fmt.Sprintf("f%04d", i)] = testtree.File(testtree.Random(uint64(i), 200))
+	}
+	for _, tc := range []struct {
+		name     string
+		tree     *testtree.Node
+		min, max int64
+	}{
+		// 1024 parts ahead at most, beyond the 256 KiB batch the writer
+		// gathered before it blocked (about 200 bytes of framing and 200
+		// of contents a file); with 32 parts, as before, some 700 in all.
+		{"3000 files of 200 bytes", testtree.Dir(small), 1024, 1024 + (256<<10)/400 + 16},
+		// Chunks of up to 256 KiB (random bytes): 8 MiB of fetch buffers
+		// at most, plus the batch being written and the chunk after it.
+		{"one file of 32 MiB", testtree.Dir(testtree.Entries{"big": testtree.File(testtree.Random(1, 32<<20))}), 8, (8<<20)/(256<<10) + 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var nar bytes.Buffer
+			if err := testtree.WriteNAR(&nar, tc.tree); err != nil {
+				t.Fatal(err)
+			}
+			s := &countingChunks{MemoryStore: new(castore.MemoryStore)}
+			res, err := narrender.Ingest(context.Background(), &nar, s, castore.WriterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			blocked := make(chan struct{}, 1)
+			done := make(chan error, 1)
+			s.reads.Store(0)
+			go func() { done <- narrender.Render(ctx, &stalledWriter{ctx: ctx, blocked: blocked}, s, res.Root) }()
+			select {
+			case <-blocked:
+			case <-time.After(60 * time.Second):
+				t.Fatal("the render did not start writing within 60 s")
+			}
+			// The reads ahead stop once the budget is spent (or the stall
+			// is noticed): wait until the count holds still.
+			last := int64(-1)
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+				n := s.reads.Load()
+				if n == last {
+					break
+				}
+				last = n
+				time.Sleep(2 * narrender.StallAfter)
+			}
+			cancel()
+			<-done
+			t.Logf("%d chunk reads ahead of a blocked writer", last)
+			if last < tc.min || last > tc.max {
+				t.Errorf("%d chunk reads ahead of a blocked writer; want %d to %d", last, tc.min, tc.max)
+			}
+		})
+	}
+}
