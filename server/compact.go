@@ -19,6 +19,9 @@ type CompactPolicy struct {
 	Idle time.Duration
 	// OlderThan: hot frames younger than this are left as they are.
 	OlderThan time.Duration
+	// FanOut: runs of cold frames merged at a time (see
+	// pebblestore.CompactOptions.FanOut); 0 means the default.
+	FanOut int
 	// DutyCycle throttles a compaction to this share of one core's time
 	// (see pebblestore.CompactOptions.DutyCycle); 0 means full speed.
 	DutyCycle float64
@@ -30,13 +33,14 @@ var DefaultCompactPolicy = CompactPolicy{OlderThan: time.Hour, DutyCycle: 0.5}
 
 // compactor runs background compactions.
 type compactor struct {
-	policy  CompactPolicy
-	cas     *pebblestore.Store
-	index   *store.Index
-	logger  *slog.Logger
-	runs    prometheus.Counter
-	seconds prometheus.Counter
-	written prometheus.Counter
+	policy    CompactPolicy
+	cas       *pebblestore.Store
+	index     *store.Index
+	logger    *slog.Logger
+	runs      prometheus.Counter
+	seconds   prometheus.Counter
+	written   prometheus.Counter
+	rewritten prometheus.Counter
 }
 
 func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*compactor, error) {
@@ -48,8 +52,10 @@ func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, l
 			Help: "Time spent in background compactions, pauses included."}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compaction_written_bytes_total",
 			Help: "Bytes of cold frames background compactions wrote."}),
+		rewritten: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compaction_rewritten_bytes_total",
+			Help: "Chunk bytes (uncompressed) background compactions rewrote."}),
 	}
-	if err := registerAll(reg, c.runs, c.seconds, c.written); err != nil {
+	if err := registerAll(reg, c.runs, c.seconds, c.written, c.rewritten); err != nil {
 		return nil, err
 	}
 	if c.logger == nil {
@@ -88,16 +94,19 @@ func (c *compactor) run(ctx context.Context) {
 
 func (c *compactor) compact(ctx context.Context) {
 	start := time.Now()
-	order, err := c.index.CompactionOrder(ctx)
+	res, err := c.cas.Compact(ctx, pebblestore.CompactOptions{Order: c.index.CompactionOrder,
+		OlderThan: c.policy.OlderThan, FanOut: c.policy.FanOut, DutyCycle: c.policy.DutyCycle})
 	if err == nil {
-		var res pebblestore.CompactResult
-		res, err = c.cas.Compact(ctx, pebblestore.CompactOptions{Order: order, OlderThan: c.policy.OlderThan, DutyCycle: c.policy.DutyCycle})
-		if err == nil {
-			c.runs.Inc()
-			c.written.Add(float64(res.StoredOut))
-			c.logger.Info("compacted", "chunks", res.Chunks, "framesIn", res.FramesIn, "storedIn", res.StoredIn,
-				"framesOut", res.FramesOut, "storedOut", res.StoredOut, "seconds", time.Since(start).Seconds())
+		c.runs.Inc()
+		c.written.Add(float64(res.StoredOut))
+		c.rewritten.Add(float64(res.DecodedBytes))
+		level := -1
+		if res.Into != nil {
+			level = res.Into.Level
 		}
+		c.logger.Info("compacted", "chunks", res.Chunks, "framesIn", res.FramesIn, "storedIn", res.StoredIn,
+			"runsMerged", len(res.Merged), "level", level, "rewrittenFrom", res.RewrittenFrom,
+			"framesOut", res.FramesOut, "storedOut", res.StoredOut, "seconds", time.Since(start).Seconds())
 	}
 	c.seconds.Add(time.Since(start).Seconds())
 	if err != nil && ctx.Err() == nil {

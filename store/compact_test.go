@@ -64,7 +64,7 @@ func TestChunkOrder(t *testing.T) {
 		return v
 	}
 	vs := []version{mk("pkg-1.0", "old "), mk("pkg-2.0", "new ")}
-	got, err := store.ChunkOrder(ctx, cas, func(yield func(string, castore.Entry) error) error {
+	got, err := store.ChunkOrder(ctx, cas, nil, func(yield func(string, castore.Entry) error) error {
 		for _, v := range vs {
 			if err := yield(v.name, v.root); err != nil {
 				return err
