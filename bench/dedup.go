@@ -49,9 +49,10 @@ type DedupOptions struct {
 	// and nixcas-compact); zero fields take castore's defaults. Off is
 	// ignored.
 	Frames pebblestore.FrameOptions
-	// Compact tunes the compaction of nixcas-compact: FrameSize and Level
-	// (zero: castore.DefaultCompactOptions), CacheSize. Order is set by
-	// the run.
+	// Compact tunes the compaction of nixcas-compact: FanOut, FrameSize
+	// and Level (zero: castore.DefaultCompactOptions), CacheSize. Order is
+	// set by the run. Each compaction is incremental (the new chunks, and
+	// the runs they merge with as FanOut says).
 	Compact pebblestore.CompactOptions
 	// NoCompressors leaves out the strategies that run compressor
 	// processes (xz, zstd-19, limit-zstd-long): for tuning the castore
@@ -90,7 +91,7 @@ type DedupResult struct {
 	CompactCPU time.Duration `json:"-"` // CPU time of this process compacting nixcas-compact
 	// CompactRewrittenBytes: chunk bytes (uncompressed) the compactions
 	// of nixcas-compact rewrote, summed over the series.
-	CompactRewrittenBytes uint64   `json:"compactRewrittenBytes"`
+	CompactRewrittenBytes uint64   `json:"-"`
 	PeakRSS               int64    `json:"-"` // peak resident set of this process (compressors not included), bytes; 0 where unknown
 	DiskAllBytes          int64    `json:"-"` // every file of the nixcas-frames store, write-ahead logs included
 	Notes                 []string `json:"-"` // what the rebuild simulation did to each input, and store counters that disagreed with the files
@@ -275,6 +276,9 @@ func newDedupRun(ctx context.Context, o DedupOptions) (*dedupRun, error) {
 	}
 	if o.Compact.FrameSize == 0 {
 		o.Compact.FrameSize = pebblestore.DefaultCompactOptions.FrameSize
+	}
+	if o.Compact.FanOut == 0 {
+		o.Compact.FanOut = pebblestore.DefaultCompactOptions.FanOut
 	}
 	if o.Compact.Level == 0 {
 		o.Compact.Level = pebblestore.DefaultCompactOptions.Level
