@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
@@ -28,8 +30,8 @@ type CompactPolicy struct {
 }
 
 // DefaultCompactPolicy: off; when on, hot frames older than an hour,
-// compacting half the time.
-var DefaultCompactPolicy = CompactPolicy{OlderThan: time.Hour, DutyCycle: 0.5}
+// runs merged four at a time, compacting half the time.
+var DefaultCompactPolicy = CompactPolicy{OlderThan: time.Hour, FanOut: pebblestore.DefaultCompactOptions.FanOut, DutyCycle: 0.5}
 
 // compactor runs background compactions.
 type compactor struct {
@@ -44,6 +46,9 @@ type compactor struct {
 }
 
 func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*compactor, error) {
+	if p.FanOut != 0 && p.FanOut < 2 {
+		return nil, fmt.Errorf("%w: compaction fan-out %d below 2", castore.ErrInvalid, p.FanOut)
+	}
 	c := &compactor{
 		policy: p, cas: cas, index: index, logger: logger,
 		runs: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compactions_total",
