@@ -248,7 +248,14 @@ func (s *Store) selectCompaction(ctx context.Context, opts CompactOptions) (*com
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(chunks) > 0 && !sources.fresh {
+	inline := false
+	for _, c := range chunks {
+		if !c.framed {
+			inline = true
+			break
+		}
+	}
+	if inline && !sources.fresh {
 		// Only chunks stored inline are new: they make a level-0 run, which
 		// may merge as one made from hot frames would.
 		sources.fresh = true
