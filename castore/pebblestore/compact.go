@@ -511,7 +511,7 @@ func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 				take(run)
 			}
 		}
-		set.into.Level = LevelBase
+		set.into.Run, set.into.Level = 0, LevelBase
 		return nil
 	}
 	incoming := set.fresh

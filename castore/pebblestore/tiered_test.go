@@ -130,7 +130,7 @@ func TestCompactTiered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if full.DecodedBytes != total || full.Into == nil || full.Into.Level != pebblestore.LevelBase || len(full.Merged) != 2 {
+	if full.DecodedBytes != total || full.Into == nil || full.Into.Level != pebblestore.LevelBase || full.Into.Run != 0 || len(full.Merged) != 2 {
 		t.Fatalf("full compaction = %+v; want %d bytes into the base level, two runs merged", full, total)
 	}
 	s.Close()
