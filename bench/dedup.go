@@ -49,9 +49,10 @@ type DedupOptions struct {
 	// and nixcas-compact); zero fields take castore's defaults. Off is
 	// ignored.
 	Frames pebblestore.FrameOptions
-	// Compact tunes the compaction of nixcas-compact: FrameSize and Level
-	// (zero: castore.DefaultCompactOptions), CacheSize. Order is set by
-	// the run.
+	// Compact tunes the compaction of nixcas-compact: FanOut, FrameSize
+	// and Level (zero: castore.DefaultCompactOptions), CacheSize. Order is
+	// set by the run. Each compaction is incremental (the new chunks, and
+	// the runs they merge with as FanOut says).
 	Compact pebblestore.CompactOptions
 	// NoCompressors leaves out the strategies that run compressor
 	// processes (xz, zstd-19, limit-zstd-long): for tuning the castore
@@ -82,15 +83,18 @@ type DedupResult struct {
 	// Strategies come in the order of DedupStrategies.
 	Strategies []StrategyResult `json:"strategies"`
 
-	Wall         time.Duration `json:"-"` // the whole run
-	CPUs         int           `json:"-"` // GOMAXPROCS
-	GoCPU        time.Duration `json:"-"` // CPU time of this process during the run
-	ChildCPU     time.Duration `json:"-"` // CPU time of the compressor processes
-	FlushCPU     time.Duration `json:"-"` // CPU time of this process packing what remained queued in nixcas-frames after each NAR (Flush)
-	CompactCPU   time.Duration `json:"-"` // CPU time of this process compacting nixcas-compact
-	PeakRSS      int64         `json:"-"` // peak resident set of this process (compressors not included), bytes; 0 where unknown
-	DiskAllBytes int64         `json:"-"` // every file of the nixcas-frames store, write-ahead logs included
-	Notes        []string      `json:"-"` // what the rebuild simulation did to each input, and store counters that disagreed with the files
+	Wall       time.Duration `json:"-"` // the whole run
+	CPUs       int           `json:"-"` // GOMAXPROCS
+	GoCPU      time.Duration `json:"-"` // CPU time of this process during the run
+	ChildCPU   time.Duration `json:"-"` // CPU time of the compressor processes
+	FlushCPU   time.Duration `json:"-"` // CPU time of this process packing what remained queued in nixcas-frames after each NAR (Flush)
+	CompactCPU time.Duration `json:"-"` // CPU time of this process compacting nixcas-compact
+	// CompactRewrittenBytes: chunk bytes (uncompressed) the compactions
+	// of nixcas-compact rewrote, summed over the series.
+	CompactRewrittenBytes uint64   `json:"-"`
+	PeakRSS               int64    `json:"-"` // peak resident set of this process (compressors not included), bytes; 0 where unknown
+	DiskAllBytes          int64    `json:"-"` // every file of the nixcas-frames store, write-ahead logs included
+	Notes                 []string `json:"-"` // what the rebuild simulation did to each input, and store counters that disagreed with the files
 	// Frames and Compact are the options the framed stores ran with,
 	// defaults filled in.
 	Frames  pebblestore.FrameOptions   `json:"-"`
@@ -272,6 +276,9 @@ func newDedupRun(ctx context.Context, o DedupOptions) (*dedupRun, error) {
 	}
 	if o.Compact.FrameSize == 0 {
 		o.Compact.FrameSize = pebblestore.DefaultCompactOptions.FrameSize
+	}
+	if o.Compact.FanOut == 0 {
+		o.Compact.FanOut = pebblestore.DefaultCompactOptions.FanOut
 	}
 	if o.Compact.Level == 0 {
 		o.Compact.Level = pebblestore.DefaultCompactOptions.Level
@@ -668,19 +675,20 @@ func (d *dedupRun) totals(ctx context.Context) (map[string]int64, error) {
 // `nixcas store compact` gives: the versions of each file side by side,
 // over every store path recorded so far.
 func (d *dedupRun) compact(ctx context.Context, p *pebblestore.Store) error {
-	order, err := store.NewIndex(p, p).CompactionOrder(ctx)
-	if err != nil {
-		return fmt.Errorf("%s: %w", StrategyNixcasCompact, err)
-	}
 	opts := d.o.Compact
-	opts.Order = order
+	opts.Order = store.NewIndex(p, p).CompactionOrder
 	res, err := p.Compact(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("%s: %w", StrategyNixcasCompact, err)
 	}
-	d.logf("%s: %d chunks (%.1f MB) from %d frames and %d inline chunks (%.1f MB stored) into %d frames of %.1f MB",
-		StrategyNixcasCompact, res.Chunks, mb(int64(res.DecodedBytes)), res.FramesIn, res.InlineChunks, mb(int64(res.StoredIn)),
-		res.FramesOut, mb(int64(res.StoredOut)))
+	level := -1
+	if res.Into != nil {
+		level = res.Into.Level
+	}
+	d.res.CompactRewrittenBytes += res.DecodedBytes
+	d.logf("%s: %d chunks (%.1f MB) from %d frames (%d runs merged) and %d inline chunks (%.1f MB stored) into %d frames of %.1f MB at level %d",
+		StrategyNixcasCompact, res.Chunks, mb(int64(res.DecodedBytes)), res.FramesIn, len(res.Merged), res.InlineChunks, mb(int64(res.StoredIn)),
+		res.FramesOut, mb(int64(res.StoredOut)), level)
 	return nil
 }
 

@@ -77,6 +77,7 @@ func TestDedup(t *testing.T) {
 	res, err := Dedup(ctx, DedupOptions{
 		Inputs:  []DedupInput{{Name: "v1", Path: tree}, {Name: "v2", Path: narFile}},
 		WorkDir: filepath.Join(dir, "work"),
+		Compact: pebblestore.CompactOptions{FanOut: 2}, // the second compaction merges all
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +125,7 @@ func TestDedup(t *testing.T) {
 		Inputs:        []DedupInput{{Name: "v1", Path: tree}, {Name: "v2", Path: narFile}},
 		WorkDir:       filepath.Join(dir, "knobs"),
 		Frames:        pebblestore.FrameOptions{Size: 64 << 10},
-		Compact:       pebblestore.CompactOptions{FrameSize: 128 << 10},
+		Compact:       pebblestore.CompactOptions{FrameSize: 128 << 10, FanOut: 2},
 		NoCompressors: true,
 	})
 	if err != nil {
@@ -495,10 +496,11 @@ func checkCastoreStrategies(t *testing.T, res *DedupResult, work string, nars []
 	if err != nil {
 		t.Fatal(err)
 	}
-	order, err := store.NewIndex(ps, ps).CompactionOrder(ctx)
-	if err == nil {
-		_, err = ps.Compact(ctx, pebblestore.CompactOptions{Order: order, FrameSize: res.Compact.FrameSize, Level: res.Compact.Level})
-	}
+	// Both runs over two inputs compact with a fan-out of 2: the second
+	// compaction merges everything into one run, as one compaction of
+	// the hot store does.
+	_, err = ps.Compact(ctx, pebblestore.CompactOptions{Order: store.NewIndex(ps, ps).CompactionOrder,
+		FanOut: res.Compact.FanOut, FrameSize: res.Compact.FrameSize, Level: res.Compact.Level})
 	if err == nil {
 		st, err = ps.Stats(ctx)
 	}

@@ -16,8 +16,8 @@ func (r *DedupResult) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "%d NARs, %s MB in all (MB = 10^6 bytes). Wall time %s with GOMAXPROCS %d; CPU time %.0f s in the nixcas process (of which %.1f s packing the last hot frames after each NAR and %.1f s compacting), %.0f s in compressor processes. Peak RSS of the nixcas process: %s MB.\n\n",
 		len(r.Inputs), fmtMB(raw), r.Wall.Round(time.Second), r.CPUs, r.GoCPU.Seconds(), r.FlushCPU.Seconds(), r.CompactCPU.Seconds(),
 		r.ChildCPU.Seconds(), fmtMB(r.PeakRSS))
-	fmt.Fprintf(w, "Framed stores: hot frames of %s at zstd level %s; nixcas-compact: cold frames of %s at zstd level %s.\n\n",
-		fmtMiB(r.Frames.Size), r.Frames.Level, fmtMiB(r.Compact.FrameSize), r.Compact.Level)
+	fmt.Fprintf(w, "Framed stores: hot frames of %s at zstd level %s; nixcas-compact: cold frames of %s at zstd level %s, runs merged %d at a time; its compactions rewrote %s MB (uncompressed) in all.\n\n",
+		fmtMiB(r.Frames.Size), r.Frames.Level, fmtMiB(r.Compact.FrameSize), r.Compact.Level, r.Compact.FanOut, fmtMB(int64(r.CompactRewrittenBytes)))
 
 	xz := r.Strategy(StrategyXZ)
 	fmt.Fprintln(w, "| strategy | stored MB | % of raw | raw ÷ stored | stored ÷ xz | uncounted metadata MB | MB/s |")

@@ -45,7 +45,7 @@ var DedupStrategies = []struct{ Name, Counts string }{
 	{StrategyNixcas256kLZ4, "the same at FastCDC 64/256/1024 KiB"},
 	{StrategyNixcas64kZstd, "the chunks of nixcas-64k-lz4, each compressed alone by zstd level 3 instead (+1 codec byte, raw if zstd does not shrink it)"},
 	{StrategyNixcasFrames, "Stats.StoredBytes of a default pebblestore.Store (64 KiB chunks, frames on) after Flush: chunks packed in ingest order into 1 MiB hot frames at zstd's default level (compressed frame bytes; directories and blob indexes not counted)"},
-	{StrategyNixcasCompact, "the same data in another default store, compacted after each NAR (castore Compact in the order of store.ChunkOrder over every store path so far, each named by its input, as `nixcas store compact` orders them): 4 MiB cold frames at zstd's best level; Stats.StoredBytes after Compact"},
+	{StrategyNixcasCompact, "the same data in another default store, compacted after each NAR (castore Compact in the order of store.ChunkOrder over every store path so far, each named by its input, as `nixcas store compact` orders them), incrementally (each compaction writes the new chunks as a run, and merges runs --fan-out at a time): 4 MiB cold frames at zstd's best level; Stats.StoredBytes after Compact"},
 	{StrategyNixcasDisk, "on-disk size of the nixcas-frames store after Flush and Close: frames, sstables, blob files, MANIFEST, OPTIONS and marker files; write-ahead logs and LOCK excluded"},
 	{StrategyLimitZstdLong, "every NAR concatenated into one stream compressed by `zstd --long=31 -19 --single-thread` (redundancy removed without chunk boundaries; not a store anyone can serve from)"},
 }

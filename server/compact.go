@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
@@ -19,27 +21,34 @@ type CompactPolicy struct {
 	Idle time.Duration
 	// OlderThan: hot frames younger than this are left as they are.
 	OlderThan time.Duration
+	// FanOut: runs of cold frames merged at a time (see
+	// pebblestore.CompactOptions.FanOut); 0 means the default.
+	FanOut int
 	// DutyCycle throttles a compaction to this share of one core's time
 	// (see pebblestore.CompactOptions.DutyCycle); 0 means full speed.
 	DutyCycle float64
 }
 
 // DefaultCompactPolicy: off; when on, hot frames older than an hour,
-// compacting half the time.
-var DefaultCompactPolicy = CompactPolicy{OlderThan: time.Hour, DutyCycle: 0.5}
+// runs merged four at a time, compacting half the time.
+var DefaultCompactPolicy = CompactPolicy{OlderThan: time.Hour, FanOut: pebblestore.DefaultCompactOptions.FanOut, DutyCycle: 0.5}
 
 // compactor runs background compactions.
 type compactor struct {
-	policy  CompactPolicy
-	cas     *pebblestore.Store
-	index   *store.Index
-	logger  *slog.Logger
-	runs    prometheus.Counter
-	seconds prometheus.Counter
-	written prometheus.Counter
+	policy    CompactPolicy
+	cas       *pebblestore.Store
+	index     *store.Index
+	logger    *slog.Logger
+	runs      prometheus.Counter
+	seconds   prometheus.Counter
+	written   prometheus.Counter
+	rewritten prometheus.Counter
 }
 
 func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, logger *slog.Logger, reg prometheus.Registerer) (*compactor, error) {
+	if p.FanOut != 0 && p.FanOut < 2 {
+		return nil, fmt.Errorf("%w: compaction fan-out %d below 2", castore.ErrInvalid, p.FanOut)
+	}
 	c := &compactor{
 		policy: p, cas: cas, index: index, logger: logger,
 		runs: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compactions_total",
@@ -48,8 +57,10 @@ func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, l
 			Help: "Time spent in background compactions, pauses included."}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compaction_written_bytes_total",
 			Help: "Bytes of cold frames background compactions wrote."}),
+		rewritten: prometheus.NewCounter(prometheus.CounterOpts{Name: "nixcas_compaction_rewritten_bytes_total",
+			Help: "Chunk bytes (uncompressed) background compactions rewrote."}),
 	}
-	if err := registerAll(reg, c.runs, c.seconds, c.written); err != nil {
+	if err := registerAll(reg, c.runs, c.seconds, c.written, c.rewritten); err != nil {
 		return nil, err
 	}
 	if c.logger == nil {
@@ -88,16 +99,19 @@ func (c *compactor) run(ctx context.Context) {
 
 func (c *compactor) compact(ctx context.Context) {
 	start := time.Now()
-	order, err := c.index.CompactionOrder(ctx)
+	res, err := c.cas.Compact(ctx, pebblestore.CompactOptions{Order: c.index.CompactionOrder,
+		OlderThan: c.policy.OlderThan, FanOut: c.policy.FanOut, DutyCycle: c.policy.DutyCycle})
 	if err == nil {
-		var res pebblestore.CompactResult
-		res, err = c.cas.Compact(ctx, pebblestore.CompactOptions{Order: order, OlderThan: c.policy.OlderThan, DutyCycle: c.policy.DutyCycle})
-		if err == nil {
-			c.runs.Inc()
-			c.written.Add(float64(res.StoredOut))
-			c.logger.Info("compacted", "chunks", res.Chunks, "framesIn", res.FramesIn, "storedIn", res.StoredIn,
-				"framesOut", res.FramesOut, "storedOut", res.StoredOut, "seconds", time.Since(start).Seconds())
+		c.runs.Inc()
+		c.written.Add(float64(res.StoredOut))
+		c.rewritten.Add(float64(res.DecodedBytes))
+		level := -1
+		if res.Into != nil {
+			level = res.Into.Level
 		}
+		c.logger.Info("compacted", "chunks", res.Chunks, "framesIn", res.FramesIn, "storedIn", res.StoredIn,
+			"runsMerged", len(res.Merged), "level", level, "rewrittenFrom", res.RewrittenFrom,
+			"framesOut", res.FramesOut, "storedOut", res.StoredOut, "seconds", time.Since(start).Seconds())
 	}
 	c.seconds.Add(time.Since(start).Seconds())
 	if err != nil && ctx.Err() == nil {

@@ -11,11 +11,12 @@ import (
 	"github.com/nixcas/nixcas/castore"
 )
 
-// CompactionOrder lists the chunks of every store path's files so that the
-// versions of a file lie side by side, for castore's Compact (see
-// ChunkOrder).
-func (x *Index) CompactionOrder(ctx context.Context) ([]castore.Digest, error) {
-	return ChunkOrder(ctx, x.cas, func(yield func(name string, root castore.Entry) error) error {
+// CompactionOrder lists the chunks keep accepts (all when keep is nil) of
+// every store path's files so that the versions of a file lie side by
+// side, for castore's Compact (see ChunkOrder). Its signature is that of
+// pebblestore.CompactOptions.Order.
+func (x *Index) CompactionOrder(ctx context.Context, keep func(castore.Digest) bool) ([]castore.Digest, error) {
+	return ChunkOrder(ctx, x.cas, keep, func(yield func(name string, root castore.Entry) error) error {
 		return x.List(ctx, func(p *PathInfo) error { return yield(storePathName(p.Path), p.Root) })
 	})
 }
@@ -25,11 +26,14 @@ func (x *Index) CompactionOrder(ctx context.Context) ([]castore.Digest, error) {
 // lie side by side: files are grouped by a key that survives a version
 // change (see FileGroup), and within a group the chunks of all versions
 // are sorted by their offset in the file, then by the order of the roots.
-// Each chunk is listed once, where it first occurs.
+// Each chunk is listed once, where it first occurs; only chunks keep
+// accepts are listed (every chunk when keep is nil).
 //
-// It reads every directory and blob index once and holds an entry per
-// chunk occurrence (about 70 bytes) in memory.
-func ChunkOrder(ctx context.Context, cas castore.Store, roots func(yield func(name string, root castore.Entry) error) error) ([]castore.Digest, error) {
+// Cost: it reads every directory and blob index of every root once
+// (whatever keep says), and holds in memory an entry per occurrence of a
+// chunk keep accepts (about 70 bytes), plus the digest of every distinct
+// file and directory met (about 80 bytes each), so as to read each once.
+func ChunkOrder(ctx context.Context, cas castore.Store, keep func(castore.Digest) bool, roots func(yield func(name string, root castore.Entry) error) error) ([]castore.Digest, error) {
 	type placed struct {
 		group  string
 		offset uint64
@@ -73,10 +77,15 @@ func ChunkOrder(ctx context.Context, cas castore.Store, roots func(yield func(na
 				if err != nil {
 					return fmt.Errorf("%s: %s: %w", name, it.rel, err)
 				}
-				group := intern(FileGroup(name, it.rel))
+				var group string
 				var off uint64
 				for _, c := range chunks {
-					entries = append(entries, placed{group: group, offset: off, path: paths, digest: c.Digest})
+					if keep == nil || keep(c.Digest) {
+						if group == "" {
+							group = intern(FileGroup(name, it.rel))
+						}
+						entries = append(entries, placed{group: group, offset: off, path: paths, digest: c.Digest})
+					}
 					off += uint64(c.Size)
 				}
 			case castore.KindDirectory:

@@ -64,7 +64,7 @@ func TestChunkOrder(t *testing.T) {
 		return v
 	}
 	vs := []version{mk("pkg-1.0", "old "), mk("pkg-2.0", "new ")}
-	got, err := store.ChunkOrder(ctx, cas, func(yield func(string, castore.Entry) error) error {
+	got, err := store.ChunkOrder(ctx, cas, nil, func(yield func(string, castore.Entry) error) error {
 		for _, v := range vs {
 			if err := yield(v.name, v.root); err != nil {
 				return err
@@ -90,5 +90,35 @@ func TestChunkOrder(t *testing.T) {
 	}
 	if !slices.Contains(got, shared) {
 		t.Fatal("the shared chunk is missing")
+	}
+
+	// Restricted to the chunks of the new version (those a compaction
+	// rewrites), the order is the same with every other chunk left out.
+	newer := map[castore.Digest]bool{}
+	for _, ds := range vs[1].chunks {
+		for _, d := range ds {
+			newer[d] = true
+		}
+	}
+	kept, err := store.ChunkOrder(ctx, cas, func(d castore.Digest) bool { return newer[d] }, func(yield func(string, castore.Entry) error) error {
+		for _, v := range vs {
+			if err := yield(v.name, v.root); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKept := slices.DeleteFunc(slices.Clone(want), func(d castore.Digest) bool { return !newer[d] })
+	if !slices.Equal(kept, wantKept) || len(kept) != len(newer) {
+		t.Fatalf("ChunkOrder of the new version's chunks = %v\nwant %v", kept, wantKept)
+	}
+	none, err := store.ChunkOrder(ctx, cas, func(castore.Digest) bool { return false }, func(yield func(string, castore.Entry) error) error {
+		return yield(vs[0].name, vs[0].root)
+	})
+	if err != nil || len(none) != 0 {
+		t.Fatalf("ChunkOrder keeping nothing = %v, %v", none, err)
 	}
 }

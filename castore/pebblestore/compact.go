@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -19,16 +21,27 @@ import (
 // CompactOptions tune Compact. Zero fields take the defaults of
 // DefaultCompactOptions.
 type CompactOptions struct {
-	// Order lists chunks in the order to write them; the store layer
-	// lists the versions of each file side by side, so that they compress
-	// against each other. Chunks it does not list follow in the order of
-	// their frames. Digests that are not stored, or not being compacted,
-	// are skipped.
-	Order []castore.Digest
+	// Order, when set, is called once the chunks to rewrite are chosen
+	// (keep reports whether a chunk is one of them) and lists them in the
+	// order to write them; the store layer lists the versions of each
+	// file side by side, so that they compress against each other. Chunks
+	// it does not list follow in the order of their frames; digests keep
+	// refuses are skipped. It runs without the store's read lock, so it
+	// may call the store's methods; the packer waits meanwhile.
+	Order func(ctx context.Context, keep func(castore.Digest) bool) ([]castore.Digest, error)
 	// OlderThan: hot frames written less than this long ago stay as they
-	// are. Cold frames are always rewritten, so that new versions of a
-	// file join the old ones.
+	// are.
 	OlderThan time.Duration
+	// FanOut: the new chunks (of hot frames and stored inline) become a
+	// run of cold frames at level 0; when that would make FanOut runs of
+	// one level, those runs are merged with it into one run of the next
+	// level, and so on up. Each byte is then rewritten about
+	// log_FanOut(store / increment) times rather than at every
+	// compaction. At least 2.
+	FanOut int
+	// Full rewrites every cold frame as well, into one run at LevelBase
+	// (as every compaction did before runs existed).
+	Full bool
 	// FrameSize is the decoded size of a cold frame.
 	FrameSize int
 	// Level is the zstd level of cold frames.
@@ -44,15 +57,33 @@ type CompactOptions struct {
 	// time: after each frame it pauses as long as the frame took, times
 	// (1/DutyCycle - 1). 0 means full speed.
 	DutyCycle float64
+
+	// into is the run the frames written belong to; nil: run 0 at
+	// LevelBase.
+	into *RunInfo
 }
 
 // DefaultCompactOptions: 4 MiB cold frames at zstd's best level, 128 MiB
-// of decoded source frames cached. (On four Go releases, 4 MiB frames
-// grouped by path stored about a tenth less than 1 MiB ones.)
+// of decoded source frames cached, runs merged four at a time. (On four
+// Go releases, 4 MiB frames grouped by path stored about a tenth less
+// than 1 MiB ones.)
 var DefaultCompactOptions = CompactOptions{
+	FanOut:    4,
 	FrameSize: 4 << 20,
 	Level:     zstd.SpeedBestCompression,
 	CacheSize: 128 << 20,
+}
+
+// RunInfo describes a run of cold frames: the frames one compaction
+// wrote.
+type RunInfo struct {
+	Run   uint64 `json:"run"`
+	Level int    `json:"level"`
+	// Frames frames of StoredBytes compressed, DecodedBytes decoded
+	// (chunks no longer referenced included).
+	Frames       int    `json:"frames"`
+	StoredBytes  uint64 `json:"storedBytes"`
+	DecodedBytes uint64 `json:"decodedBytes"`
 }
 
 // CompactResult says what Compact rewrote.
@@ -65,6 +96,15 @@ type CompactResult struct {
 	// Chunks chunks of DecodedBytes bytes were rewritten.
 	Chunks       int    `json:"chunks"`
 	DecodedBytes uint64 `json:"decodedBytes"`
+	// RewrittenFrom splits DecodedBytes by where the chunks were: "hot"
+	// (hot frames), "inline", "level0", "level1", … (runs of cold
+	// frames), "base" (LevelBase).
+	RewrittenFrom map[string]uint64 `json:"rewrittenBytesFrom"`
+	// Merged lists the runs of cold frames read (and replaced).
+	Merged []RunInfo `json:"mergedRuns"`
+	// Into is the run written: its number and level (frames and bytes
+	// as FramesOut and StoredOut); nil when there was nothing to do.
+	Into *RunInfo `json:"into,omitempty"`
 	// FramesOut cold frames of StoredOut bytes were written (none on a
 	// dry run).
 	FramesOut int    `json:"framesOut"`
@@ -84,16 +124,24 @@ type compactChunk struct {
 	ref    frameRef
 }
 
-// Compact rewrites chunks into cold frames in the order opts.Order gives:
-// every chunk of the cold frames, of hot frames older than opts.OlderThan,
-// and every chunk still stored inline (queued chunks are packed first).
-// Each new frame is written and synced before the chunks are switched to
-// it; the source frames are unregistered in one synced batch and deleted
-// after that, so a crash at any point leaves every chunk readable (a frame
-// left behind is deleted on the next open). Reads and writes go on
-// meanwhile; the packer waits.
+// Compact rewrites chunks into a new run of cold frames in the order
+// opts.Order gives: the chunks of hot frames older than opts.OlderThan
+// and those still stored inline (queued chunks are packed first), with
+// the runs they merge with as opts.FanOut says (every cold frame with
+// opts.Full). Each new frame is written and synced before the chunks are
+// switched to it; the source frames are unregistered in one synced batch
+// and deleted after that, so a crash at any point leaves every chunk
+// readable (a frame left behind is deleted on the next open). Reads and
+// writes go on meanwhile; the packer waits.
+//
+// Memory: an entry per chunk rewritten (its index value: about 100 bytes,
+// the whole chunk for one stored inline) plus the frame cache; finding
+// the chunks scans the chunk index once.
 func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult, error) {
 	var res CompactResult
+	if opts.FanOut == 0 {
+		opts.FanOut = DefaultCompactOptions.FanOut
+	}
 	if opts.FrameSize == 0 {
 		opts.FrameSize = DefaultCompactOptions.FrameSize
 	}
@@ -106,6 +154,9 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	if opts.FrameSize < 64<<10 || opts.FrameSize > MaxFrameSize/2 {
 		return res, fmt.Errorf("%w: compact: frame size %d not in [64 KiB, %d MiB]", castore.ErrInvalid, opts.FrameSize, MaxFrameSize/2>>20)
 	}
+	if opts.FanOut < 2 {
+		return res, fmt.Errorf("%w: compact: fan-out %d below 2", castore.ErrInvalid, opts.FanOut)
+	}
 	if !opts.DryRun {
 		if err := s.PackPending(ctx); err != nil {
 			return res, err
@@ -113,43 +164,109 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	s.packMu.Lock()
 	defer s.packMu.Unlock()
-	db, err := s.acquireFor(ctx, opts.DryRun)
-	if err != nil {
-		return res, err
-	}
-	defer s.mu.RUnlock()
 
-	sources, err := s.compactSources(ctx, db, opts.OlderThan)
+	sources, chunks, err := s.selectCompaction(ctx, opts)
 	if err != nil {
 		return res, err
 	}
-	chunks, err := s.compactChunks(ctx, db, sources)
-	if err != nil {
-		return res, err
+	var order []castore.Digest
+	if opts.Order != nil && len(chunks) > 0 {
+		order, err = opts.Order(ctx, func(d castore.Digest) bool { return chunks[d] != nil })
+		if err != nil {
+			return res, err
+		}
 	}
-	plan := planCompaction(opts.Order, chunks, sources)
+	plan := planCompaction(order, chunks, sources)
 	res.FramesIn = len(sources.order)
+	res.Merged = sources.runs
+	res.RewrittenFrom = make(map[string]uint64)
 	for _, f := range sources.order {
 		res.StoredIn += f.stored
 	}
 	for _, c := range plan {
 		res.Chunks++
 		res.DecodedBytes += uint64(c.size)
-		if !c.framed {
+		from := "inline"
+		if c.framed {
+			from = levelName(sources.byName[c.ref.frame])
+		} else {
 			res.InlineChunks++
 			res.StoredIn += uint64(len(c.value))
 		}
+		res.RewrittenFrom[from] += uint64(c.size)
 	}
-	if opts.DryRun || len(plan) == 0 {
+	if len(plan) > 0 || len(sources.order) > 0 {
+		into := sources.into
+		res.Into = &into
+	}
+	if opts.DryRun || res.Into == nil {
 		return res, nil
 	}
 
+	db, err := s.acquireWrite(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer s.mu.RUnlock()
+	opts.into = res.Into
 	if err := s.writeColdFrames(ctx, db, plan, opts, &res); err != nil {
 		return res, err
 	}
+	res.Into.Frames, res.Into.StoredBytes, res.Into.DecodedBytes = res.FramesOut, res.StoredOut, res.DecodedBytes
 	deleted, err := s.retireFrames(ctx, db, sources.order)
 	res.FramesDeleted = deleted
 	return res, err
+}
+
+// levelName names where a source frame's chunks come from in
+// CompactResult.RewrittenFrom.
+func levelName(f *frameInfo) string {
+	switch {
+	case f == nil:
+		return "unknown"
+	case f.tier == FrameHot:
+		return "hot"
+	case f.level == LevelBase:
+		return "base"
+	}
+	return "level" + strconv.Itoa(f.level)
+}
+
+// selectCompaction chooses the source frames and finds the chunks to
+// rewrite, under the store's read lock.
+func (s *Store) selectCompaction(ctx context.Context, opts CompactOptions) (*compactSet, map[castore.Digest]*compactChunk, error) {
+	db, err := s.acquireFor(ctx, opts.DryRun)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer s.mu.RUnlock()
+	sources, err := s.compactSources(ctx, db, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	chunks, err := s.compactChunks(ctx, db, sources)
+	if err != nil {
+		return nil, nil, err
+	}
+	inline := false
+	for _, c := range chunks {
+		if !c.framed {
+			inline = true
+			break
+		}
+	}
+	if inline && !sources.fresh {
+		// Only chunks stored inline are new: they make a level-0 run, which
+		// may merge as one made from hot frames would.
+		sources.fresh = true
+		if err := s.chooseRuns(sources, opts); err != nil {
+			return nil, nil, err
+		}
+		if chunks, err = s.compactChunks(ctx, db, sources); err != nil {
+			return nil, nil, err
+		}
+	}
+	return sources, chunks, nil
 }
 
 // writeColdFrames writes the chunks of plan, in order, into cold frames of
@@ -173,7 +290,10 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 	write := func(data []byte, entries []queuedChunk) error {
 		start := time.Now()
 		obj := compressFrame(opts.Level, data)
-		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: castore.Hash(obj)}
+		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: castore.Hash(obj), level: LevelBase}
+		if opts.into != nil && opts.into.Level != LevelBase {
+			f.run, f.level = opts.into.Run, opts.into.Level
+		}
 		if err := s.objects.PutObject(ctx, frameName(f.name), obj); err != nil {
 			return fmt.Errorf("castore: compact: %w", err)
 		}
@@ -181,6 +301,9 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 			return fmt.Errorf("castore: compact: %w", err)
 		}
 		if err := s.switchToFrame(ctx, db, f, entries); err != nil {
+			return err
+		}
+		if err := s.claimFrame(ctx, db, f); err != nil {
 			return err
 		}
 		mu.Lock()
@@ -240,6 +363,37 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 	return g.Wait()
 }
 
+// claimFrame makes f, just written and switched to, part of the run f
+// names. A frame of the same bytes was registered before (as part of a
+// run being merged, or by an interrupted compaction) when its record says
+// another run: it is rewritten to say this one, so that the frame is not
+// taken for part of the run it came from.
+func (s *Store) claimFrame(ctx context.Context, db kvDB, f *frameInfo) error {
+	key := pebbleKey(pebbleKindFrame, f.name)
+	var known *frameInfo
+	err := get(ctx, db, key, "frame", func(v []byte) (err error) {
+		known, err = decodeFrameInfo(f.name, v)
+		return err
+	})
+	if errors.Is(err, errNoKey) {
+		return nil // no chunk moved: it was never registered
+	}
+	if err != nil {
+		return err
+	}
+	if known.tier == f.tier && known.run == f.run && known.level == f.level {
+		return nil
+	}
+	known.tier, known.run, known.level, known.created = f.tier, f.run, f.level, f.created
+	b := db.newBatch()
+	defer b.close()
+	b.set(key, known.encode())
+	if err := b.commit(ctx, true); err != nil {
+		return pebbleError(err, "frame registry")
+	}
+	return nil
+}
+
 // CompactDue reports whether a compaction has work: a hot frame written
 // more than olderThan ago. It reads the frame registry, not the chunks.
 func (s *Store) CompactDue(ctx context.Context, olderThan time.Duration) (bool, error) {
@@ -248,16 +402,11 @@ func (s *Store) CompactDue(ctx context.Context, olderThan time.Duration) (bool, 
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	set, err := s.compactSources(ctx, db, olderThan)
+	set, err := s.compactSources(ctx, db, CompactOptions{OlderThan: olderThan, FanOut: DefaultCompactOptions.FanOut})
 	if err != nil {
 		return false, err
 	}
-	for _, f := range set.order {
-		if f.tier == FrameHot {
-			return true, nil
-		}
-	}
-	return false, nil
+	return len(set.hot) > 0, nil
 }
 
 // LastWrite returns when this process last stored a new chunk (the zero
@@ -273,31 +422,124 @@ func (s *Store) LastWrite() time.Time {
 type compactSet struct {
 	byName map[castore.Digest]*frameInfo
 	order  []*frameInfo // hot frames oldest first, then cold ones
+	// runs are the runs of cold frames merged, lowest level first; into
+	// the run written.
+	runs []RunInfo
+	into RunInfo
+	// fresh: there are new chunks (old hot frames, or inline chunks).
+	fresh bool
+
+	hot       []*frameInfo            // hot frames old enough
+	cold      map[uint64][]*frameInfo // frames of each run
+	levelRuns map[int][]uint64        // runs of each level, oldest first
+	runOf     map[uint64]*RunInfo     // each run's figures
 }
 
-// compactSources selects the frames to rewrite: cold ones, and hot ones
-// written before olderThan ago.
-func (s *Store) compactSources(ctx context.Context, db kvDB, olderThan time.Duration) (*compactSet, error) {
-	set := &compactSet{byName: make(map[castore.Digest]*frameInfo)}
-	cutoff := time.Now().Add(-olderThan)
+// compactSources reads the frame registry and selects the frames to
+// rewrite: hot ones written before opts.OlderThan ago, and the runs of
+// cold frames they merge with (see chooseRuns).
+func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions) (*compactSet, error) {
+	set := &compactSet{
+		cold:      make(map[uint64][]*frameInfo),
+		levelRuns: make(map[int][]uint64),
+		runOf:     make(map[uint64]*RunInfo),
+	}
+	cutoff := time.Now().Add(-opts.OlderThan)
+	var maxRun uint64
 	err := scanFrames(ctx, db, func(f *frameInfo) error {
-		if f.tier == FrameHot && !f.created.Before(cutoff) {
+		if f.tier == FrameHot {
+			if f.created.Before(cutoff) {
+				set.hot = append(set.hot, f)
+			}
 			return nil
 		}
-		set.byName[f.name] = f
-		set.order = append(set.order, f)
+		maxRun = max(maxRun, f.run)
+		r := set.runOf[f.run]
+		if r == nil {
+			r = &RunInfo{Run: f.run, Level: f.level}
+			set.runOf[f.run] = r
+			set.levelRuns[f.level] = append(set.levelRuns[f.level], f.run)
+		}
+		if r.Level != f.level {
+			return fmt.Errorf("%w: frame %s of run %d at level %d, others of the run at level %d",
+				castore.ErrCorrupt, frameName(f.name), f.run, f.level, r.Level)
+		}
+		r.Frames++
+		r.StoredBytes += f.stored
+		r.DecodedBytes += f.decoded
+		set.cold[f.run] = append(set.cold[f.run], f)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(set.order, func(a, b *frameInfo) int {
-		if a.tier != b.tier {
-			return int(a.tier) - int(b.tier)
+	for _, runs := range set.levelRuns {
+		slices.Sort(runs)
+	}
+	set.into.Run = maxRun + 1
+	set.fresh = len(set.hot) > 0
+	return set, s.chooseRuns(set, opts)
+}
+
+// chooseRuns picks the runs to merge and the level of the run to write.
+// With opts.Full, every run, into LevelBase. Otherwise the new chunks, if
+// any, make a run of level 0; while the runs of a level, that one
+// included, number opts.FanOut or more, they are all merged into one run
+// of the next level. Without new chunks, the lowest level with that many
+// runs (left after a crash, or by a smaller fan-out) is merged the same
+// way. LevelBase is never merged but by a full compaction.
+func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
+	set.byName = make(map[castore.Digest]*frameInfo)
+	set.order = set.order[:0]
+	set.runs = set.runs[:0]
+	take := func(run uint64) {
+		set.runs = append(set.runs, *set.runOf[run])
+		for _, f := range set.cold[run] {
+			set.byName[f.name] = f
+			set.order = append(set.order, f)
 		}
-		return a.created.Compare(b.created)
-	})
-	return set, nil
+	}
+	slices.SortStableFunc(set.hot, func(a, b *frameInfo) int { return a.created.Compare(b.created) })
+	for _, f := range set.hot {
+		set.byName[f.name] = f
+		set.order = append(set.order, f)
+	}
+	levels := slices.Sorted(maps.Keys(set.levelRuns))
+	if opts.Full {
+		for _, l := range levels {
+			for _, run := range set.levelRuns[l] {
+				take(run)
+			}
+		}
+		set.into.Run, set.into.Level = 0, LevelBase
+		return nil
+	}
+	incoming := set.fresh
+	set.into.Level = 0
+	for l := 0; l < LevelBase; l++ {
+		n := len(set.levelRuns[l])
+		if incoming {
+			n++
+		}
+		if n >= opts.FanOut {
+			for _, run := range set.levelRuns[l] {
+				take(run)
+			}
+			incoming = true
+			set.into.Level = l + 1
+			continue
+		}
+		if incoming {
+			break
+		}
+		if len(levels) == 0 || l >= levels[len(levels)-1] {
+			break
+		}
+	}
+	if set.into.Level >= LevelBase {
+		return fmt.Errorf("%w: compact: runs reach level %d", castore.ErrInvalid, set.into.Level)
+	}
+	return nil
 }
 
 // scanFrames calls fn with the registry record of every frame, in name

@@ -64,7 +64,9 @@
 // frame, named by their BLAKE3, kept behind an [ObjectStore] ([DirObjects]
 // by default, the "frames" subdirectory). [Store.Compact] rewrites chunks
 // into cold frames in an order the caller gives (the store layer puts the
-// versions of each file side by side) at a high zstd level. See frames.go
+// versions of each file side by side) at a high zstd level, tiered: the
+// new chunks make a run of level 0, and runs are merged FanOut at a time
+// into one of the next level (see compact.go). See frames.go
 // for the frame format and the crash rules, gcuse.go and gc.go for what
 // garbage collection keeps, diskspace.go for how a full disk is handled.
 //

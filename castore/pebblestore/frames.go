@@ -42,7 +42,17 @@ import (
 // Registry value ('F' frame digest →):
 //
 //	tier byte ‖ uvarint created (unix seconds) ‖ uvarint compressed size ‖
-//	uvarint decoded size ‖ n × (chunk digest (32) ‖ uvarint size)
+//	uvarint decoded size ‖ [uvarint run ‖ uvarint level] ‖
+//	n × (chunk digest (32) ‖ uvarint size)
+//
+// The tier byte is FrameHot or FrameCold, with bit 0x80 (frameHasRun) set
+// when the run and level follow: a cold frame written by an incremental
+// compaction belongs to a run (a number unique in the store, shared by the
+// frames one compaction wrote) of a level (0: made from hot frames; l+1:
+// made by merging runs of level l). Values written before runs existed
+// have the bit clear; such a cold frame is read as part of run 0 at
+// LevelBase, as is a frame of `compact --full` or of a garbage
+// collection's rewrite.
 
 // CodecFrame: the chunk lives in a frame (see above).
 const CodecFrame byte = 2
@@ -53,7 +63,16 @@ const (
 	FrameHot byte = 0
 	// FrameCold: written by compaction.
 	FrameCold byte = 1
+
+	// frameHasRun flags a tier byte followed by run and level.
+	frameHasRun byte = 0x80
 )
+
+// LevelBase is the level of the cold frames that belong to no
+// incremental run: those of a full compaction, of a garbage collection's
+// rewrite, and those written before runs existed. They form one run
+// (run 0) that only a full compaction rewrites.
+const LevelBase = 255
 
 // MaxFrameSize bounds the decoded size of any frame a store writes or
 // decodes.
@@ -186,15 +205,28 @@ type frameInfo struct {
 	created time.Time
 	stored  uint64 // compressed bytes
 	decoded uint64
-	chunks  []frameChunk
+	// run and level: the compaction run of a cold frame (0 and LevelBase
+	// for one of no incremental run; 0 and 0 for a hot frame).
+	run    uint64
+	level  int
+	chunks []frameChunk
 }
 
 func (f *frameInfo) encode() []byte {
 	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(f.chunks)*(castore.DigestSize+3))
-	b = append(b, f.tier)
+	hasRun := f.tier == FrameCold && f.level != LevelBase
+	if hasRun {
+		b = append(b, f.tier|frameHasRun)
+	} else {
+		b = append(b, f.tier)
+	}
 	b = binary.AppendUvarint(b, uint64(f.created.Unix()))
 	b = binary.AppendUvarint(b, f.stored)
 	b = binary.AppendUvarint(b, f.decoded)
+	if hasRun {
+		b = binary.AppendUvarint(b, f.run)
+		b = binary.AppendUvarint(b, uint64(f.level))
+	}
 	for _, c := range f.chunks {
 		b = append(b, c.digest[:]...)
 		b = binary.AppendUvarint(b, uint64(c.size))
@@ -209,9 +241,16 @@ func decodeFrameInfo(name castore.Digest, v []byte) (*frameInfo, error) {
 	if len(v) < 4 {
 		return bad("too short")
 	}
-	f := &frameInfo{name: name, tier: v[0]}
+	f := &frameInfo{name: name, tier: v[0] &^ frameHasRun}
+	hasRun := v[0]&frameHasRun != 0
+	if f.tier != FrameHot && f.tier != FrameCold || hasRun && f.tier != FrameCold {
+		return bad(fmt.Sprintf("tier byte %#x", v[0]))
+	}
 	rest := v[1:]
-	var vals [3]uint64
+	vals := make([]uint64, 3, 5)
+	if hasRun {
+		vals = vals[:5]
+	}
 	for i := range vals {
 		x, n := binary.Uvarint(rest)
 		if n <= 0 {
@@ -221,6 +260,14 @@ func decodeFrameInfo(name castore.Digest, v []byte) (*frameInfo, error) {
 	}
 	f.created = time.Unix(int64(vals[0]), 0)
 	f.stored, f.decoded = vals[1], vals[2]
+	switch {
+	case hasRun && vals[4] >= LevelBase:
+		return bad(fmt.Sprintf("level %d", vals[4]))
+	case hasRun:
+		f.run, f.level = vals[3], int(vals[4])
+	case f.tier == FrameCold:
+		f.level = LevelBase
+	}
 	for len(rest) > 0 {
 		if len(rest) < castore.DigestSize+1 {
 			return bad("chunk list")

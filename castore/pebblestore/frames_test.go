@@ -258,7 +258,7 @@ func TestCompact(t *testing.T) {
 	}
 	hot := checkStoredBytes(t, s)
 
-	dry, err := s.Compact(ctx, pebblestore.CompactOptions{Order: order, DryRun: true})
+	dry, err := s.Compact(ctx, pebblestore.CompactOptions{Order: listOrder(order), DryRun: true})
 	if err != nil || dry.Chunks != len(ds) || dry.FramesIn != int(hot.Frames) || dry.FramesOut != 0 || dry.StoredIn != hot.StoredBytes {
 		t.Fatalf("dry run = %+v, %v; stats %+v", dry, err, hot)
 	}
@@ -267,7 +267,7 @@ func TestCompact(t *testing.T) {
 	}
 
 	var progress int64
-	res, err := s.Compact(ctx, pebblestore.CompactOptions{Order: order, FrameSize: 256 << 10, Progress: func(done, total int64) { progress = done }})
+	res, err := s.Compact(ctx, pebblestore.CompactOptions{Order: listOrder(order), FrameSize: 256 << 10, Progress: func(done, total int64) { progress = done }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,11 +284,11 @@ func TestCompact(t *testing.T) {
 	}
 	checkAll(t, s, ds, all)
 
-	// New chunks join: another compaction rewrites the cold frames with
+	// New chunks join: a full compaction rewrites the cold frames with
 	// them, older chunks still readable; then a reopen.
 	more := versionedChunks(9, 24)
 	mds := putAll(t, s, more)
-	if _, err := s.Compact(ctx, pebblestore.CompactOptions{Order: append(order, mds...)}); err != nil {
+	if _, err := s.Compact(ctx, pebblestore.CompactOptions{Order: listOrder(append(order, mds...)), Full: true}); err != nil {
 		t.Fatal(err)
 	}
 	checkStoredBytes(t, s)

@@ -39,8 +39,9 @@ Markdown; progress goes to standard error.
 Inputs are trees (made into NARs by nix-store --dump) or NAR files, in the
 order given; Go releases from --go-toolchains come first. The framed stores
 record each NAR as a store path named after its input, so
-"nixcas store compact --data WORK/nixcas-frames" compacts that store as the
-bench compacted nixcas-compact.`,
+"nixcas store compact --data WORK/nixcas-frames" compacts that store (into
+one run, as nixcas-compact ends when its last compaction merges every run:
+after FanOut^k inputs).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, l := range []struct {
 				flag, name string
@@ -91,6 +92,7 @@ bench compacted nixcas-compact.`,
 	cmd.Flags().IntVar(&o.Jobs, "jobs", 0, "compressor processes (xz, zstd -19) running at once (default GOMAXPROCS)")
 	cmd.Flags().IntVar(&o.Frames.Size, "frame-size", pebblestore.DefaultFrameOptions.Size, "uncompressed bytes per hot frame in the framed stores")
 	cmd.Flags().StringVar(&hotLevel, "frame-level", "default", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", "))
+	cmd.Flags().IntVar(&o.Compact.FanOut, "fan-out", pebblestore.DefaultCompactOptions.FanOut, "runs of cold frames merged at a time in nixcas-compact (see store compact --fan-out)")
 	cmd.Flags().IntVar(&o.Compact.FrameSize, "cold-frame-size", pebblestore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame in nixcas-compact")
 	cmd.Flags().StringVar(&coldLevel, "cold-level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))
 	cmd.Flags().BoolVar(&o.NoCompressors, "no-compressors", false, "leave out xz, zstd-19 and limit-zstd-long (for tuning the nixcas strategies, whose figures do not depend on them)")

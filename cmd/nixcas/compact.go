@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/cobra"
 
+	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/store"
 )
@@ -27,6 +32,8 @@ func newStoreCompactCommand() *cobra.Command {
 	var (
 		sf        storeFlags
 		olderThan time.Duration
+		fanOut    int
+		full      bool
 		frameSize int
 		level     string
 		dryRun    bool
@@ -36,20 +43,30 @@ func newStoreCompactCommand() *cobra.Command {
 		Use:   "compact",
 		Short: "Rewrite older chunks into frames grouped by file across versions",
 		Args:  cobra.NoArgs,
-		Long: `Rewrite the chunks of the store in --data into cold frames: every chunk
-of earlier cold frames, of hot frames (those written at ingest, in ingest
-order) older than --older-than, and every chunk still stored unpacked. The
-chunks of each file are written next to the same file's other versions
-(files are grouped by package name and path with digits left out, so that
-go-1.21.0/bin/go and go-1.22.0/bin/go fall together) and compressed at a
-high zstd level, where near-duplicates compress against each other.
+		Long: `Rewrite the new chunks of the store in --data into a run of cold frames:
+the chunks of hot frames (those written at ingest, in ingest order) older
+than --older-than, and every chunk still stored unpacked. The chunks of each
+file are written next to the same file's other versions (files are grouped
+by package name and path with digits left out, so that go-1.21.0/bin/go and
+go-1.22.0/bin/go fall together) and compressed at a high zstd level, where
+near-duplicates compress against each other.
+
+Runs are tiered: the new chunks make a run of level 0; when --fan-out runs
+of one level would exist, they are rewritten together (merged, the versions
+of each file side by side again) into one run of the next level. A byte is
+rewritten about log_fan-out(store / increment) times, not at every
+compaction. Cold frames written before runs existed, and those of --full,
+form one base run that only --full rewrites. --full rewrites every frame
+into that one run. --dry-run lists the runs that would be merged and the
+bytes to rewrite.
 
 Each new frame is synced before chunks are switched to it, and the old
 frames are deleted only after the switch is synced: killed at any point,
 the store reads every chunk, and the next open deletes frames left behind.
 The store is opened exclusively (stop a server using it first). Memory
-grows with the number of chunks (about 150 bytes each) plus the frame
-cache.`,
+grows with the number of chunks rewritten (about 150 bytes each) plus the
+frame cache; listing them in order reads every store path's directories
+and blob indexes and holds the digest of each distinct file and directory.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			lvl, ok := zstdLevels[level]
 			if !ok {
@@ -62,14 +79,18 @@ cache.`,
 			defer s.Close()
 			ctx := cmd.Context()
 			start := time.Now()
-			order, err := store.NewIndex(s, s).CompactionOrder(ctx)
-			if err != nil {
-				return fmt.Errorf("listing the chunks of every store path: %w", err)
+			index := store.NewIndex(s, s)
+			order := func(ctx context.Context, keep func(castore.Digest) bool) ([]castore.Digest, error) {
+				o, err := index.CompactionOrder(ctx, keep)
+				if err != nil {
+					return nil, fmt.Errorf("listing the chunks of every store path: %w", err)
+				}
+				return o, nil
 			}
 			var bar progress = quietProgress{}
 			var shown int64
 			opts := pebblestore.CompactOptions{
-				Order: order, OlderThan: olderThan, FrameSize: frameSize, Level: lvl, DryRun: dryRun,
+				Order: order, OlderThan: olderThan, FanOut: fanOut, Full: full, FrameSize: frameSize, Level: lvl, DryRun: dryRun,
 				Progress: func(done, total int64) {
 					if shown == 0 {
 						bar = newProgress(total, "compacting")
@@ -103,9 +124,20 @@ cache.`,
 			rows := []row{
 				{res.Chunks, "chunks " + verb},
 				{res.DecodedBytes, "bytes of them, uncompressed"},
-				{res.FramesIn, "frames read"},
-				{res.InlineChunks, "chunks read unpacked"},
-				{res.StoredIn, "stored bytes read"},
+			}
+			for _, from := range slices.Sorted(maps.Keys(res.RewrittenFrom)) {
+				rows = append(rows, row{res.RewrittenFrom[from], "bytes of them from " + from})
+			}
+			rows = append(rows,
+				row{res.FramesIn, "frames read"},
+				row{res.InlineChunks, "chunks read unpacked"},
+				row{res.StoredIn, "stored bytes read"})
+			for _, r := range res.Merged {
+				rows = append(rows, row{r.DecodedBytes, fmt.Sprintf("bytes in run %d of level %s (%d frames, %d stored bytes), merged",
+					r.Run, levelText(r.Level), r.Frames, r.StoredBytes)})
+			}
+			if res.Into != nil {
+				rows = append(rows, row{levelText(res.Into.Level), fmt.Sprintf("level of the run written (run %d)", res.Into.Run)})
 			}
 			if !dryRun {
 				rows = append(rows,
@@ -123,11 +155,21 @@ cache.`,
 	}
 	sf.register(cmd)
 	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "leave hot frames younger than this as they are")
+	cmd.Flags().IntVar(&fanOut, "fan-out", pebblestore.DefaultCompactOptions.FanOut, "merge this many runs of one level into one of the next")
+	cmd.Flags().BoolVar(&full, "full", false, "rewrite every frame into one run, not only the new chunks and the runs they merge with")
 	cmd.Flags().IntVar(&frameSize, "frame-size", pebblestore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame")
 	cmd.Flags().StringVar(&level, "level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be rewritten, change nothing (opens read-only)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// levelText names a run's level: its number, or "base".
+func levelText(l int) string {
+	if l == pebblestore.LevelBase {
+		return "base"
+	}
+	return strconv.Itoa(l)
 }
 
 // zstdLevels are the zstd levels a flag names.

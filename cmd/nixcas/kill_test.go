@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/internal/testtree"
 )
 
@@ -157,6 +158,48 @@ func TestKillDuringIngestAndCompact(t *testing.T) {
 	}
 	res := e2eInvocation{Args: []string{"store", "compact", "--data", s.dir, "--json"}}.mustSucceed(t)
 	t.Logf("final compaction: %s", res.Stdout)
+	killCheck(t, s, roots, nars)
+
+	// A merge: one more NAR compacted into a run of level 0 of its own
+	// (a fan-out of 16 merges nothing here), another NAR, then
+	// compactions with a fan-out of 2, which rewrite the runs of level 0
+	// with it into a run of a level above.
+	for i, fanOut := range []string{"16", ""} {
+		more := killNAR(t, uint64(11+i), 8<<20)
+		roots = append(roots, s.ingest(t, more))
+		nars = append(nars, more)
+		if fanOut != "" {
+			e2eInvocation{Args: []string{"store", "compact", "--data", s.dir, "--fan-out", fanOut}}.mustSucceed(t)
+		}
+	}
+	var plan struct {
+		MergedRuns []pebblestore.RunInfo `json:"mergedRuns"`
+		Into       *pebblestore.RunInfo  `json:"into"`
+	}
+	dry := e2eInvocation{Args: []string{"store", "compact", "--data", s.dir, "--fan-out", "2", "--dry-run", "--json"}}.mustSucceed(t)
+	if err := json.Unmarshal([]byte(dry.Stdout), &plan); err != nil || len(plan.MergedRuns) == 0 || plan.Into == nil || plan.Into.Level == 0 {
+		t.Fatalf("dry run of the merge: %s (%v); want runs merged into a level above 0", dry.Stdout, err)
+	}
+	probeMerge := filepath.Join(t.TempDir(), "probe-merge")
+	if out, err := exec.Command("cp", "-a", s.dir, probeMerge).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	start = time.Now()
+	e2eInvocation{Args: []string{"store", "compact", "--data", probeMerge, "--fan-out", "2"}}.mustSucceed(t)
+	full = time.Since(start)
+	kills = 0
+	for _, f := range []float64{0.2, 0.4, 0.6, 0.8} {
+		if killAfter(t, time.Duration(f*float64(full)), "store", "compact", "--data", s.dir, "--fan-out", "2") {
+			kills++
+		}
+		killCheck(t, s, roots, nars)
+	}
+	t.Logf("merge of %s: killed %d of 4 runs", full.Round(time.Millisecond), kills)
+	if kills < 2 {
+		t.Fatalf("only %d of 4 merges were killed before they ended", kills)
+	}
+	res = e2eInvocation{Args: []string{"store", "compact", "--data", s.dir, "--json", "--fan-out", "2"}}.mustSucceed(t)
+	t.Logf("final merge: %s", res.Stdout)
 	killCheck(t, s, roots, nars)
 	frames, stored := killStatsFrames(t, s)
 	files, size := frameDirFiles(t, s.dir)

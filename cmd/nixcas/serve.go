@@ -150,6 +150,7 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	c, dc := &o.Compact, server.DefaultCompactPolicy
 	f.DurationVar(&c.Idle, "compact-idle", dc.Idle, "compact in the background once no chunk has been stored for this long (0: never)")
 	f.DurationVar(&c.OlderThan, "compact-older-than", dc.OlderThan, "leave hot frames younger than this to a later compaction")
+	f.IntVar(&c.FanOut, "compact-fan-out", dc.FanOut, "runs of cold frames a background compaction merges at a time (see store compact --fan-out)")
 	f.Float64Var(&c.DutyCycle, "compact-duty-cycle", dc.DutyCycle, "share of the time a background compaction works, pausing the rest (0 or 1: no pauses)")
 
 	// Retention (see `nixcas path expire`).
