@@ -62,7 +62,9 @@ func TestServeDecodedCache(t *testing.T) {
 			pull := func() {
 				t.Helper()
 				to := filepath.Join(t.TempDir(), "out")
-				e2eInvocation{Args: []string{"pull", "--server", srv.grpcAddr, "--cache", t.TempDir(), "--root", string(out.Root), "--to", to}, Timeout: 2 * time.Minute}.mustSucceed(t)
+				// Chunk by chunk, so that the server reads (and decodes)
+				// every frame itself rather than sending it as stored.
+				e2eInvocation{Args: []string{"pull", "--whole-frames=false", "--server", srv.grpcAddr, "--cache", t.TempDir(), "--root", string(out.Root), "--to", to}, Timeout: 2 * time.Minute}.mustSucceed(t)
 				if got, err := os.ReadFile(filepath.Join(to, "big")); err != nil || !bytes.Equal(got, data) {
 					t.Fatalf("pull: %d bytes, %v; want the file pushed", len(got), err)
 				}

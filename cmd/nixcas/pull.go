@@ -110,7 +110,7 @@ paths do not cost several round trips each. --json then prints
 			return err
 		},
 	}
-	cf.register(cmd)
+	cf.registerPull(cmd)
 	cmd.Flags().StringVar(&root, "root", "", `root entry as JSON, e.g. {"directory":{"digest":"...","size":3}}`)
 	cmd.Flags().StringVar(&to, "to", "", "where to write the tree (must not exist)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the root, NAR hash and size, and transfer counts as JSON")

@@ -33,9 +33,11 @@ type clientFlags struct {
 	compression string
 	wireLevel   int
 	base        string
+	wholeFrames bool // pulls: frames a pull needs most of come whole, as stored
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
+	f.wholeFrames = true
 	cmd.Flags().StringVar(&f.server, "server", "127.0.0.1:9000", "nixcas server: HOST, HOST:PORT, grpc://HOST[:PORT] or grpcs://HOST[:PORT] (TLS); default port 9000, grpcs 443")
 	cmd.Flags().StringVar(&f.tlsCA, "tls-ca", "", "PEM file of CA certificates trusted for grpcs:// besides the system's")
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token the server asks for")
@@ -43,6 +45,12 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd (one zstd stream per call), zstd-messages (each message on its own, as servers before chunk streams), or none (chunks as stored, lz4)")
 	cmd.Flags().IntVar(&f.wireLevel, "wire-level", 0, "zstd level of chunk streams as zstd numbers them (pushes encode at it, pulls ask the server for it); 0: the default, zstd 6-9 (\"better\"); 10 and above: \"best\", slower")
 	cmd.Flags().StringVar(&f.base, "base", "", "a tree both sides hold, typically the previous version of what is moved: a store path or a root entry as JSON; its files are zstd dictionaries for the files at the same paths")
+}
+
+// registerPull adds the flags of commands that pull.
+func (f *clientFlags) registerPull(cmd *cobra.Command) {
+	f.register(cmd)
+	cmd.Flags().BoolVar(&f.wholeFrames, "whole-frames", true, "fetch a frame the server stores whole, as stored, when at least half of it is needed (false: every chunk by ReadChunks, decoded and compressed again by the server)")
 }
 
 // defaultCacheDir is the per-user chunk cache: $XDG_CACHE_HOME/nixcas,
@@ -99,7 +107,7 @@ func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.Store, Compression: f.compression, WireLevel: f.wireLevel, Progress: terminalProgress()})
+	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.Store, Compression: f.compression, WireLevel: f.wireLevel, NoFrames: !f.wholeFrames, Progress: terminalProgress()})
 	if err != nil {
 		cache.Close()
 		return nil, nil, nil, err
