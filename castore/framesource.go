@@ -2,15 +2,6 @@ package castore
 
 import "context"
 
-// FramedChunk is where a chunk lives in a frame: the frame's name (the
-// BLAKE3 of its stored bytes) and the chunk's offset and length in the
-// decoded frame.
-type FramedChunk struct {
-	Frame  Digest
-	Offset uint32
-	Length uint32
-}
-
 // FrameMeta describes a stored frame.
 type FrameMeta struct {
 	// Name is the BLAKE3 of the frame's stored bytes.
@@ -28,10 +19,10 @@ type FrameMeta struct {
 // whole frame without decoding it and a client decode it on its side.
 // Found with [As]. Its methods are safe for concurrent use.
 type FrameSource interface {
-	// ChunkFrame reports where chunk d is: in a frame (true), or stored
-	// on its own (false; read it with GetChunk). A missing chunk is
+	// ChunkPlace reports where chunk d is: in a frame (Framed), or
+	// stored on its own (read it with GetChunk). A missing chunk is
 	// ErrNotFound.
-	ChunkFrame(ctx context.Context, d Digest) (FramedChunk, bool, error)
+	ChunkPlace(ctx context.Context, d Digest) (ChunkPlace, error)
 	// FrameMeta returns the sizes of frame name. A frame the store does
 	// not hold (any longer: compaction and garbage collection retire
 	// frames) is ErrNotFound.

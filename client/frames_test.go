@@ -147,11 +147,11 @@ func (fs *framedServer) places(t *testing.T, refs []castore.ChunkRef) (framed, i
 			continue
 		}
 		seen[r.Digest] = true
-		_, ok, err := fs.store.ChunkFrame(context.Background(), r.Digest)
+		p, err := fs.store.ChunkPlace(context.Background(), r.Digest)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok {
+		if p.Framed {
 			framed++
 		} else {
 			inline++
@@ -350,9 +350,9 @@ func TestPullFramesPartlyCached(t *testing.T) {
 	holds := map[castore.Digest]bool{}
 	for d, ok := range cached {
 		if !ok {
-			if fc, framed, err := ts.store.ChunkFrame(ctx, d); err != nil {
+			if fc, err := ts.store.ChunkPlace(ctx, d); err != nil {
 				t.Fatal(err)
-			} else if framed {
+			} else if fc.Framed {
 				holds[fc.Frame] = true
 			}
 		}

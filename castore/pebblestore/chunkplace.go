@@ -26,7 +26,7 @@ func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.Chunk
 		if err != nil {
 			return fmt.Errorf("chunk %s: %w", d, err)
 		}
-		p = castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset}
+		p = castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset, Length: r.length}
 		return nil
 	})
 	if errors.Is(err, errNoKey) {

@@ -16,34 +16,6 @@ import (
 
 var _ castore.FrameSource = (*Store)(nil)
 
-// ChunkFrame implements castore.FrameSource.
-func (s *Store) ChunkFrame(ctx context.Context, d castore.Digest) (castore.FramedChunk, bool, error) {
-	var (
-		fc     castore.FramedChunk
-		framed bool
-	)
-	db, err := s.acquire(ctx)
-	if err != nil {
-		return fc, false, err
-	}
-	defer s.mu.RUnlock()
-	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
-		if len(v) == 0 || v[0] != CodecFrame {
-			return nil
-		}
-		r, err := decodeFrameRef(v)
-		if err != nil {
-			return fmt.Errorf("chunk %s: %w", d, err)
-		}
-		fc, framed = castore.FramedChunk{Frame: r.frame, Offset: r.offset, Length: r.length}, true
-		return nil
-	})
-	if errors.Is(err, errNoKey) {
-		return fc, false, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
-	}
-	return fc, framed, err
-}
-
 // FrameMeta implements castore.FrameSource, from the frame's registry
 // record.
 func (s *Store) FrameMeta(ctx context.Context, name castore.Digest) (castore.FrameMeta, error) {

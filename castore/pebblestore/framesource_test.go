@@ -40,9 +40,9 @@ func TestFrameSource(t *testing.T) {
 		dec, _ := zstd.NewReader(nil)
 		defer dec.Close()
 		for i, d := range ds {
-			fc, framed, err := src.ChunkFrame(ctx, d)
-			if err != nil || !framed {
-				t.Fatalf("ChunkFrame(chunk %d) = %v, %v, %v; want a frame", i, fc, framed, err)
+			fc, err := src.ChunkPlace(ctx, d)
+			if err != nil || !fc.Framed {
+				t.Fatalf("ChunkPlace(chunk %d) = %+v, %v; want a frame", i, fc, err)
 			}
 			m, err := src.FrameMeta(ctx, fc.Frame)
 			if err != nil {
@@ -70,12 +70,12 @@ func TestFrameSource(t *testing.T) {
 	if len(hot) < 2 {
 		t.Fatalf("%d frames: want several", len(hot))
 	}
-	if _, framed, err := src.ChunkFrame(ctx, lateD); err != nil || framed {
-		t.Fatalf("ChunkFrame(a chunk not packed) = %v, %v; want none", framed, err)
+	if p, err := src.ChunkPlace(ctx, lateD); err != nil || p.Framed {
+		t.Fatalf("ChunkPlace(a chunk not packed) = %+v, %v; want none", p, err)
 	}
 	var missing castore.Digest
-	if _, _, err := src.ChunkFrame(ctx, missing); !errors.Is(err, castore.ErrNotFound) {
-		t.Fatalf("ChunkFrame(missing chunk) = %v; want ErrNotFound", err)
+	if _, err := src.ChunkPlace(ctx, missing); !errors.Is(err, castore.ErrNotFound) {
+		t.Fatalf("ChunkPlace(missing chunk) = %v; want ErrNotFound", err)
 	}
 	if _, err := src.GetFrame(ctx, ds[0], nil); !errors.Is(err, castore.ErrNotFound) {
 		t.Fatalf("GetFrame(a chunk's digest) = %v; want ErrNotFound", err)

@@ -57,11 +57,11 @@ func (s *syncService) ChunkPlaces(ctx context.Context, req *nixcaspb.ChunkPlaces
 	}
 	frames := map[castore.Digest]uint32{} // frame -> 1 + index in resp.Frames
 	for i, d := range ds {
-		fc, framed, err := s.placeChunk(ctx, src, d, frames, resp)
+		fc, err := s.placeChunk(ctx, src, d, frames, resp)
 		if err != nil {
 			return nil, fmt.Errorf("digests[%d]: %w", i, err)
 		}
-		if framed {
+		if fc.Framed {
 			places[i] = nixcaspb.ChunkPlace{Frame: frames[fc.Frame], Offset: fc.Offset, Length: fc.Length}
 		}
 	}
@@ -72,25 +72,25 @@ func (s *syncService) ChunkPlaces(ctx context.Context, req *nixcaspb.ChunkPlaces
 // listed in resp, lists that frame. A frame retired between the two
 // lookups (compaction moved the chunk) makes it look the chunk up again,
 // once.
-func (s *syncService) placeChunk(ctx context.Context, src castore.FrameSource, d castore.Digest, frames map[castore.Digest]uint32, resp *nixcaspb.ChunkPlacesResponse) (castore.FramedChunk, bool, error) {
+func (s *syncService) placeChunk(ctx context.Context, src castore.FrameSource, d castore.Digest, frames map[castore.Digest]uint32, resp *nixcaspb.ChunkPlacesResponse) (castore.ChunkPlace, error) {
 	for attempt := 0; ; attempt++ {
-		fc, framed, err := src.ChunkFrame(ctx, d)
-		if err != nil || !framed {
-			return fc, framed, err
+		fc, err := src.ChunkPlace(ctx, d)
+		if err != nil || !fc.Framed {
+			return fc, err
 		}
 		if frames[fc.Frame] != 0 {
-			return fc, true, nil
+			return fc, nil
 		}
 		m, err := src.FrameMeta(ctx, fc.Frame)
 		if errors.Is(err, castore.ErrNotFound) && attempt == 0 {
 			continue
 		}
 		if err != nil {
-			return fc, false, fmt.Errorf("chunk %s: %w", d, err)
+			return castore.ChunkPlace{}, fmt.Errorf("chunk %s: %w", d, err)
 		}
 		resp.Frames = append(resp.Frames, &nixcaspb.FrameMeta{Name: m.Name[:], StoredSize: m.StoredSize, DecodedSize: m.DecodedSize})
 		frames[fc.Frame] = uint32(len(resp.Frames))
-		return fc, true, nil
+		return fc, nil
 	}
 }
 
