@@ -1,0 +1,45 @@
+package pebblestore
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// BenchmarkCompressFrame compresses 1 MiB frames at each zstd level on one
+// goroutine, as the packer does per frame, and reports the compressed size
+// as a share of the input (stored/decoded). The input is the file named by
+// NIXCAS_BENCH_NAR (a NAR, say nix-store --dump of a Go release), else
+// 64 MiB of synthetic data.
+func BenchmarkCompressFrame(b *testing.B) {
+	var data []byte
+	if p := os.Getenv("NIXCAS_BENCH_NAR"); p != "" {
+		var err error
+		if data, err = os.ReadFile(p); err != nil {
+			b.Fatal(err)
+		}
+	} else {
+		data = make([]byte, 64<<20)
+		for i := range data {
+			// Half repetitive, half noise: something between text and
+			// machine code for a compressor.
+			data[i] = byte(i/7) ^ byte(i*2654435761>>29)&byte(i>>16)
+		}
+	}
+	const frame = 1 << 20
+	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
+		b.Run(fmt.Sprintf("level=%s", level), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			var stored int
+			for range b.N {
+				stored = 0
+				for off := 0; off < len(data); off += frame {
+					stored += len(compressFrame(level, data[off:min(off+frame, len(data))]))
+				}
+			}
+			b.ReportMetric(float64(stored)/float64(len(data)), "stored/decoded")
+		})
+	}
+}
