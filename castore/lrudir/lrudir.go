@@ -53,11 +53,33 @@ func Open(dir string, max int64, valid func(name string) bool, onEvict func(name
 		return nil, fmt.Errorf("%w: cache directory %s: size limit %d", castore.ErrInvalid, dir, max)
 	}
 	d := &Dir{dir: dir, max: max, onEvict: onEvict, entries: make(map[string]*Entry)}
-	type found struct {
-		name  string
-		size  int64
-		mtime time.Time
+	all, err := scan(dir, valid, true)
+	if err != nil {
+		return nil, err
 	}
+	slices.SortFunc(all, func(a, b found) int { return a.mtime.Compare(b.mtime) })
+	for _, f := range all {
+		e := &Entry{name: f.name, size: f.size}
+		e.elem = d.lru.PushFront(e)
+		d.entries[f.name] = e
+		d.used += f.size
+	}
+	d.mu.Lock()
+	d.evictLocked()
+	d.mu.Unlock()
+	return d, nil
+}
+
+// found is a file scan met.
+type found struct {
+	name  string
+	size  int64
+	mtime time.Time
+}
+
+// scan lists the files under dir whose names valid accepts; with
+// removeTemp it removes the temporary files a crash left.
+func scan(dir string, valid func(name string) bool, removeTemp bool) ([]found, error) {
 	var all []found
 	subs, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -74,7 +96,9 @@ func Open(dir string, max int64, valid func(name string) bool, onEvict func(name
 		for _, e := range ents {
 			name := e.Name()
 			if strings.Contains(name, ".tmp") {
-				os.Remove(filepath.Join(dir, sub.Name(), name))
+				if removeTemp {
+					os.Remove(filepath.Join(dir, sub.Name(), name))
+				}
 				continue
 			}
 			if !valid(name) || name[:2] != sub.Name() || !e.Type().IsRegular() {
@@ -87,17 +111,19 @@ func Open(dir string, max int64, valid func(name string) bool, onEvict func(name
 			all = append(all, found{name, info.Size(), info.ModTime()})
 		}
 	}
-	slices.SortFunc(all, func(a, b found) int { return a.mtime.Compare(b.mtime) })
+	return all, nil
+}
+
+// Count returns how many files under dir valid accepts and their bytes,
+// as Open would index them, changing nothing: for a directory no Dir has
+// open (a read-only look at a store).
+func Count(dir string, valid func(name string) bool) (files int, bytes int64, err error) {
+	all, err := scan(dir, valid, false)
 	for _, f := range all {
-		e := &Entry{name: f.name, size: f.size}
-		e.elem = d.lru.PushFront(e)
-		d.entries[f.name] = e
-		d.used += f.size
+		files++
+		bytes += f.size
 	}
-	d.mu.Lock()
-	d.evictLocked()
-	d.mu.Unlock()
-	return d, nil
+	return files, bytes, err
 }
 
 // Dir returns the directory.

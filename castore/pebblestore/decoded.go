@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -144,10 +143,7 @@ func openDecodedCache(dir string, max int64, admit func(int) error) (*decodedCac
 		queue:   make(chan *decodedWrite, decodedQueue),
 		open:    make(map[string]*decodedFile),
 	}
-	files, err := lrudir.Open(dir, max, func(name string) bool {
-		_, ok := parseFrameName(name)
-		return ok
-	}, func(name string) {
+	files, err := lrudir.Open(dir, max, isFrameName, func(name string) {
 		c.evictions.Add(1)
 		c.closeFile(name)
 	})
@@ -195,32 +191,32 @@ func (c *decodedCache) read(r frameRef, d castore.Digest, dst []byte) (out []byt
 	}
 	df, err := c.opened(name, e)
 	if err != nil {
-		slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(name), "chunk", d.String(), "err", err)
-		c.damaged.Add(1)
-		c.drop(e)
+		c.damagedFile(e, d, err)
 		return dst, false
 	}
 	start := len(dst)
-	dst = castore.Grow(dst, int(r.length))
 	if end := int64(r.offset) + int64(r.length); end > e.Size()-decodedTrailer {
-		slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(name), "chunk", d.String(),
-			"err", fmt.Sprintf("chunk at %d+%d beyond its %d bytes", r.offset, r.length, e.Size()-decodedTrailer))
-		c.damaged.Add(1)
-		c.drop(e)
-		return dst[:start], false
+		c.damagedFile(e, d, fmt.Errorf("chunk at %d+%d beyond its %d bytes", r.offset, r.length, e.Size()-decodedTrailer))
+		return dst, false
 	}
+	dst = castore.Grow(dst, int(r.length))
 	n, err := df.f.ReadAt(dst[start:], int64(r.offset))
 	if n != int(r.length) {
 		if !errors.Is(err, os.ErrClosed) { // closed meanwhile: not damaged
-			slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(name), "chunk", d.String(),
-				"err", fmt.Errorf("read %d bytes at %d, want %d: %v", n, r.offset, r.length, err))
-			c.damaged.Add(1)
-			c.drop(e)
+			c.damagedFile(e, d, fmt.Errorf("read %d bytes at %d, want %d: %v", n, r.offset, r.length, err))
 		}
 		return dst[:start], false
 	}
 	c.hits.Add(1)
 	return dst, true
+}
+
+// damagedFile logs, counts and drops the decoded file e, found damaged
+// while reading chunk d.
+func (c *decodedCache) damagedFile(e *lrudir.Entry, d castore.Digest, err error) {
+	slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(e.Name()), "chunk", d.String(), "err", err)
+	c.damaged.Add(1)
+	c.drop(e)
 }
 
 // opened returns the decoded file of entry e open, opening and checking it
@@ -412,26 +408,17 @@ func (c *decodedCache) writeTemp(w *decodedWrite) *os.File {
 	return f
 }
 
+// isFrameName reports whether name is a frame's name (hex BLAKE3).
+func isFrameName(name string) bool {
+	_, ok := parseFrameName(name)
+	return ok
+}
+
 // decodedFilesIn counts the decoded frames in dir and their bytes,
 // changing nothing.
 func decodedFilesIn(dir string) DecodedCacheStats {
 	st := DecodedCacheStats{Dir: dir}
-	subs, _ := os.ReadDir(dir)
-	for _, sub := range subs {
-		if !sub.IsDir() || len(sub.Name()) != 2 {
-			continue
-		}
-		ents, _ := os.ReadDir(filepath.Join(dir, sub.Name()))
-		for _, e := range ents {
-			if _, ok := parseFrameName(e.Name()); !ok || !e.Type().IsRegular() {
-				continue
-			}
-			if info, err := e.Info(); err == nil {
-				st.Files++
-				st.Bytes += info.Size()
-			}
-		}
-	}
+	st.Files, st.Bytes, _ = lrudir.Count(dir, isFrameName)
 	return st
 }
 
