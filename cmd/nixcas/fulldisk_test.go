@@ -234,16 +234,7 @@ func TestFullDiskServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req, err := http.NewRequest(http.MethodPut, "http://"+srv.httpAddr+"/nar/"+name+".nar", bytes.NewReader(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return httpPut(t, "http://"+srv.httpAddr+"/nar/"+name+".nar", b)
 	}
 	if code := put("a", narA); code != http.StatusCreated {
 		t.Fatalf("PUT of a 4 MiB NAR: %d", code)

@@ -227,16 +227,7 @@ func TestReplicasKilledMidUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	put := func(addr, name string, body []byte) int {
-		req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/"+name, strings.NewReader(string(body)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return httpPut(t, "http://"+addr+"/"+name, body)
 	}
 	if code := put(r1.httpAddr, narURL, nar); code != http.StatusCreated {
 		t.Fatalf("PUT %s to the first server: %d", narURL, code)

@@ -54,6 +54,21 @@ func loopbackAddr(t *testing.T, addr string) string {
 	return net.JoinHostPort("127.0.0.1", port)
 }
 
+// httpPut PUTs body to url and returns the status.
+func httpPut(t *testing.T, url string, body []byte) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // httpDo sends a request with an optional bearer token and returns the
 // status and body.
 func httpDo(t *testing.T, client *http.Client, method, url, token string) (int, string) {
@@ -293,17 +308,8 @@ func TestServeStoreFlags(t *testing.T) {
 	} {
 		srv := startGRPCServe(t, data, tc.args...)
 		base := "http://" + srv.httpAddr
-		req, err := http.NewRequest(http.MethodPut, base+"/nar/"+fmt.Sprint(len(tc.args))+".nar", bytes.NewReader(nar))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			t.Errorf("serve %q: PUT of a NAR: %d", tc.args, resp.StatusCode)
+		if code := httpPut(t, base+"/nar/"+fmt.Sprint(len(tc.args))+".nar", nar); code != http.StatusCreated {
+			t.Errorf("serve %q: PUT of a NAR: %d", tc.args, code)
 		}
 		_, metrics := httpDo(t, http.DefaultClient, http.MethodGet, base+"/metrics", "")
 		for _, m := range []string{tc.wantCache, "nixcas_index_cache_bytes ", "nixcas_index_cache_hits_total ", "nixcas_index_cache_misses_total "} {
