@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 
-	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -154,19 +152,6 @@ func frameCalls(frames []framePull) [][]framePull {
 	return calls
 }
 
-// frameDecoders decode frames; each decodes at most
-// pebblestore.MaxFrameSize.
-var frameDecoders = sync.Pool{New: func() any {
-	dec, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxMemory(pebblestore.MaxFrameSize),
-		zstd.WithDecoderMaxWindow(pebblestore.MaxFrameSize))
-	if err != nil {
-		panic(err) // only for invalid options, which are constants here
-	}
-	return dec
-}}
-
 // frameBuffers are the stored and decoded bytes of one frame at a time.
 type frameBuffers struct {
 	stored, decoded, chunk []byte
@@ -214,8 +199,8 @@ func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *
 	return in.Load(), chunks, nil, nil
 }
 
-// receiveFrame receives the frame m from stream into dst and checks its
-// bytes against its name.
+// receiveFrame receives the frame m from stream into dst (its bytes are
+// checked against its name when it is decoded).
 func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameMeta, dst []byte) ([]byte, error) {
 	for first := true; first || uint64(len(dst)) < m.StoredSize; first = false {
 		msg, err := stream.Recv()
@@ -236,21 +221,16 @@ func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameM
 		}
 		dst = append(dst, msg.GetData()...)
 	}
-	if got := castore.Hash(dst); got != m.Name {
-		return dst, fmt.Errorf("%w: client: frame %s from the server: its %d bytes hash to %s", castore.ErrCorrupt, m.Name, len(dst), got)
-	}
 	return dst, nil
 }
 
-// cacheFrameChunks decodes the frame f, its stored bytes obj already
-// checked against its name, and caches the chunks wanted from it, each
-// checked against its digest.
+// cacheFrameChunks checks the frame f's stored bytes obj against its
+// name, decodes them, and caches the chunks wanted from it, each checked
+// against its digest.
 func (c *Client) cacheFrameChunks(ctx context.Context, f *framePull, obj []byte, bufs *frameBuffers, bar Progress) (uint64, error) {
-	dec := frameDecoders.Get().(*zstd.Decoder)
-	data, err := dec.DecodeAll(obj, bufs.decoded[:0])
-	frameDecoders.Put(dec)
+	data, err := pebblestore.DecodeFrame(f.meta.Name, obj, bufs.decoded[:0])
 	if err != nil {
-		return 0, fmt.Errorf("%w: client: frame %s from the server: %v", castore.ErrCorrupt, f.meta.Name, err)
+		return 0, fmt.Errorf("client: from the server: %w", err)
 	}
 	bufs.decoded = data
 	if uint64(len(data)) != f.meta.DecodedSize {

@@ -337,14 +337,22 @@ var frameDecoders = sync.Pool{New: func() any {
 // decodeFrame checks a frame's bytes against its name and decompresses
 // them.
 func decodeFrame(name castore.Digest, obj []byte) ([]byte, error) {
+	return DecodeFrame(name, obj, nil)
+}
+
+// DecodeFrame checks the stored bytes obj of frame name against the name
+// and appends them decoded (at most MaxFrameSize) to dst: ErrCorrupt,
+// naming the frame, for bytes that do not match or do not decode. For
+// whoever receives frames as stored (castore.FrameSource).
+func DecodeFrame(name castore.Digest, obj, dst []byte) ([]byte, error) {
 	if got := castore.Hash(obj); got != name {
-		return nil, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", castore.ErrCorrupt, frameName(name), len(obj), got)
+		return dst, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", castore.ErrCorrupt, frameName(name), len(obj), got)
 	}
 	dec := frameDecoders.Get().(*zstd.Decoder)
 	defer frameDecoders.Put(dec)
-	data, err := dec.DecodeAll(obj, nil)
+	data, err := dec.DecodeAll(obj, dst)
 	if err != nil {
-		return nil, fmt.Errorf("%w: frame %s: %v", castore.ErrCorrupt, frameName(name), err)
+		return dst, fmt.Errorf("%w: frame %s: %v", castore.ErrCorrupt, frameName(name), err)
 	}
 	return data, nil
 }
