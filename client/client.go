@@ -55,6 +55,13 @@ type Options struct {
 	// typically the previous version of what is moved, already on both
 	// sides. SetBase changes it.
 	Base *castore.Entry
+	// AutoBase, when Base is not set, picks the base of each store path
+	// PushClosure and PullPath move: the tree the cache remembers as the
+	// last moved of the same family (see Family), typically the previous
+	// version of the package, and remembers each path moved. Such a base
+	// is used as Base is: missing from the cache, it is no base; its files
+	// the server lacks are left out.
+	AutoBase bool
 	// Progress, when set, is called at the start of each long phase with
 	// its name and its size in bytes, and its result told of the bytes
 	// done.

@@ -189,6 +189,9 @@ func (p NixPath) PathInfo(res narrender.Result) (*store.PathInfo, error) {
 // PushedPath is the outcome of pushing one store path.
 type PushedPath struct {
 	Info *store.PathInfo
+	// Base is the base name (hash-name) of the store path whose tree
+	// served as the base of the push (Options.AutoBase), or "".
+	Base string
 	PushStats
 }
 
@@ -221,14 +224,18 @@ func (c *Client) PushClosure(ctx context.Context, nix Nix, paths []string, done 
 		if err != nil {
 			return err
 		}
-		st, err := c.PushTree(ctx, info.Root)
+		base, baseName := c.autoBase(ctx, info.Path)
+		st, err := c.PushTreeFrom(ctx, info.Root, base)
 		if err != nil {
 			return fmt.Errorf("client: pushing %s: %w", p.Path, err)
 		}
 		if info, err = c.PutPathInfo(ctx, info); err != nil {
 			return err
 		}
-		if err := done(PushedPath{Info: info, PushStats: st}); err != nil {
+		if err := c.rememberBase(ctx, info.Path, info.Root); err != nil {
+			return err
+		}
+		if err := done(PushedPath{Info: info, Base: baseName, PushStats: st}); err != nil {
 			return err
 		}
 	}

@@ -68,10 +68,14 @@ paths do not cost several round trips each. --json then prints
 			var (
 				e   castore.Entry
 				out pullOutput
+				st  client.PullStats
 			)
 			if root != "" {
 				if err := json.Unmarshal([]byte(root), &e); err != nil {
 					return fmt.Errorf("--root: %w", err)
+				}
+				if st, err = c.Pull(ctx, e, to); err != nil {
+					return err
 				}
 			} else {
 				d, err := storePathDigest(args[0])
@@ -84,10 +88,13 @@ paths do not cost several round trips each. --json then prints
 				}
 				e = info.Root
 				out.Path, out.NARHash, out.NARSize = info.AbsolutePath(), info.NARHash(), info.NARSize
-			}
-			st, err := c.Pull(ctx, e, to)
-			if err != nil {
-				return err
+				var base string
+				if st, base, err = c.PullPath(ctx, info, to); err != nil {
+					return err
+				}
+				if base != "" {
+					out.Base = store.StoreDir + "/" + base
+				}
 			}
 			out.Root, out.PullStats = e, st
 			out.Root.Name = ""
@@ -193,7 +200,9 @@ type pulledPath struct {
 // pullOutput is what pull --json prints.
 type pullOutput struct {
 	// Path is the store path, when one was pulled.
-	Path    string        `json:"path,omitempty"`
+	Path string `json:"path,omitempty"`
+	// Base is the store path whose tree was the base (--base auto).
+	Base    string        `json:"base,omitempty"`
 	Root    castore.Entry `json:"root"`
 	NARHash string        `json:"narHash"`
 	NARSize uint64        `json:"narSize"`

@@ -44,7 +44,7 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.cache, "cache", defaultCacheDir(), "local chunk cache directory (while another process uses it, a private temporary one)")
 	cmd.Flags().StringVar(&f.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd (one zstd stream per call), zstd-messages (each message on its own, as servers before chunk streams), or none (chunks as stored, lz4)")
 	cmd.Flags().IntVar(&f.wireLevel, "wire-level", 0, "zstd level of chunk streams as zstd numbers them (pushes encode at it, pulls ask the server for it); 0: the default, zstd 6-9 (\"better\"); 10 and above: \"best\", slower")
-	cmd.Flags().StringVar(&f.base, "base", "", "a tree both sides hold, typically the previous version of what is moved: a store path or a root entry as JSON; its files are zstd dictionaries for the files at the same paths")
+	cmd.Flags().StringVar(&f.base, "base", "auto", "a tree both sides hold, typically the previous version of what is moved, whose files are zstd dictionaries for the files at the same paths: a store path, a root entry as JSON, auto (for each store path, the last one of its family this cache moved: same name without the version) or none")
 }
 
 // registerPull adds the flags of commands that pull.
@@ -107,12 +107,12 @@ func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.Store, Compression: f.compression, WireLevel: f.wireLevel, NoFrames: !f.wholeFrames, Progress: terminalProgress()})
+	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.Store, Compression: f.compression, WireLevel: f.wireLevel, NoFrames: !f.wholeFrames, AutoBase: f.base == "auto", Progress: terminalProgress()})
 	if err != nil {
 		cache.Close()
 		return nil, nil, nil, err
 	}
-	if f.base != "" {
+	if f.base != "auto" && f.base != "none" {
 		base, err := resolveRoot(ctx, c, f.base)
 		if err != nil {
 			c.Close()
@@ -151,7 +151,9 @@ func (b terminalBar) Finish()     { b.bar.Finish() }
 // pushOutput is what push prints for each tree or store path.
 type pushOutput struct {
 	// Path is the store path, for store paths.
-	Path    string        `json:"path,omitempty"`
+	Path string `json:"path,omitempty"`
+	// Base is the store path whose tree was the base (--base auto).
+	Base    string        `json:"base,omitempty"`
 	Root    castore.Entry `json:"root"`
 	NARHash string        `json:"narHash"`
 	NARSize uint64        `json:"narSize"`
@@ -241,6 +243,9 @@ carrying chunks on the wire (compressed, digests and framing included).`,
 				root := p.Info.Root
 				root.Name = ""
 				out := pushOutput{Path: p.Info.AbsolutePath(), Root: root, NARHash: p.Info.NARHash(), NARSize: p.Info.NARSize, PushStats: p.PushStats}
+				if p.Base != "" {
+					out.Base = store.StoreDir + "/" + p.Base
+				}
 				return out.print(asJSON, p.Info.AbsolutePath())
 			})
 			if err != nil {

@@ -118,6 +118,7 @@ func (s *grpcServe) stop(t *testing.T) {
 // grpcPushOutput is one line of `push --json`.
 type grpcPushOutput struct {
 	Path          string          `json:"path"`
+	Base          string          `json:"base"`
 	Root          json.RawMessage `json:"root"`
 	NARHash       string          `json:"narHash"`
 	NARSize       uint64          `json:"narSize"`
@@ -129,6 +130,7 @@ type grpcPushOutput struct {
 // grpcPullOutput is the output of `pull --json`.
 type grpcPullOutput struct {
 	Path            string          `json:"path"`
+	Base            string          `json:"base"`
 	Root            json.RawMessage `json:"root"`
 	NARHash         string          `json:"narHash"`
 	NARSize         uint64          `json:"narSize"`
