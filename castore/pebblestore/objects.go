@@ -38,6 +38,29 @@ type ObjectStore interface {
 	ListObjects(ctx context.Context, fn func(name string, size int64) error) error
 }
 
+// ObjectProber is an ObjectStore that can tell whether its backend
+// answers (s3objects.Store); a directory on local disk need not.
+type ObjectProber interface {
+	ProbeObjects(ctx context.Context) error
+}
+
+// ProbeObjects asks the store's object backend whether it answers, when
+// it can be asked (through wrappers with an Unwrap method, such as
+// objectcache.Cache). It returns nil for frames on local disk.
+func (s *Store) ProbeObjects(ctx context.Context) error {
+	o := s.objects
+	for {
+		if p, ok := o.(ObjectProber); ok {
+			return p.ProbeObjects(ctx)
+		}
+		u, ok := o.(interface{ Unwrap() ObjectStore })
+		if !ok {
+			return nil
+		}
+		o = u.Unwrap()
+	}
+}
+
 // DirObjects is an ObjectStore of files in a directory, spread over 256
 // subdirectories by the first two characters of the name. Names are
 // lower-case hexadecimal digests. A put writes a temporary file and

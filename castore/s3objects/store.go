@@ -281,3 +281,18 @@ func (s *Store) ListObjects(ctx context.Context, fn func(name string, size int64
 	}
 	return ctx.Err()
 }
+
+// ProbeObjects implements pebblestore.ObjectProber: one request asking
+// whether the bucket exists, which needs the endpoint to answer and the
+// credentials to be accepted.
+func (s *Store) ProbeObjects(ctx context.Context) error {
+	s.m.requests.WithLabelValues("probe").Inc()
+	ok, err := s.client.BucketExists(ctx, s.cfg.Bucket)
+	if err != nil {
+		return s.fail("probe", "", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: castore: object store %s: bucket %q does not exist", castore.ErrUnavailable, s.cfg.where(), s.cfg.Bucket)
+	}
+	return nil
+}

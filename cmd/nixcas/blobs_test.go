@@ -226,6 +226,10 @@ func TestServeBlobsS3(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 	}
 
+	if code, body := httpDo(t, http.DefaultClient, http.MethodGet, base+"/readyz", ""); code != http.StatusOK {
+		t.Errorf("/readyz with MinIO up: %d %q", code, body)
+	}
+
 	// Nix copies the first paths out, checking the server's signatures.
 	fresh := filepath.Join(dir, "fresh")
 	nix(fresh, append([]string{"copy", "--from", base, "--option", "trusted-public-keys", strings.TrimSpace(string(pk))}, first[0].path, first[1].path, first[2].path)...)
@@ -262,6 +266,9 @@ func TestServeBlobsS3(t *testing.T) {
 	})
 	<-stopped
 	outage := time.Now()
+	if code, body := httpDo(t, http.DefaultClient, http.MethodGet, base+"/readyz", ""); code != http.StatusServiceUnavailable || !strings.Contains(body, "object storage not ready") {
+		t.Errorf("/readyz with MinIO stopped: %d %q, want 503 naming the object storage", code, body)
+	}
 	results := make([]blobsGet, len(parallel))
 	for i := range parallel {
 		wg.Go(func() { results[i] = blobsDownload(urls[i], parallel[i], nil) })
@@ -310,6 +317,9 @@ func TestServeBlobsS3(t *testing.T) {
 	}
 	time.Sleep(time.Until(outage.Add(10 * time.Second)))
 	m.Start()
+	if code, body := httpDo(t, http.DefaultClient, http.MethodGet, base+"/readyz", ""); code != http.StatusOK {
+		t.Errorf("/readyz after MinIO came back: %d %q", code, body)
+	}
 
 	// Back: everything serves byte for byte, Nix copies with signatures
 	// checked, and nixcas was not restarted.
