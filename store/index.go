@@ -126,22 +126,7 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 	p = x.signer.Sign(p)
 	d := p.Digest()
 	x.mu.Lock()
-	old, err := x.Get(ctx, d)
-	isNew := errors.Is(err, ErrNotFound)
-	if err == nil && old.NARSha256 == p.NARSha256 {
-		p = x.signer.Sign(mergeSignatures(p, old.Signatures))
-	}
-	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(p.ToProto())
-	if err != nil {
-		x.mu.Unlock()
-		return err
-	}
-	access, m := x.accessRecord(d)
-	err = x.meta.SetMeta(ctx,
-		castore.MetaRecord{Kind: KindPathInfo, Key: d[:], Value: v},
-		castore.MetaRecord{Kind: KindNARHash, Key: p.NARSha256[:], Value: d[:]},
-		access,
-	)
+	isNew, m, err := x.record(ctx, d, p)
 	if err == nil {
 		x.accessWritten(d, m)
 		if isNew {
@@ -153,6 +138,58 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 		return err
 	}
 	return x.meta.Sync(ctx)
+}
+
+// MetaUpdater is a MetaStore whose read-modify-write of one record holds
+// across processes sharing its database (pebblestore.Store.UpdateMeta).
+type MetaUpdater interface {
+	UpdateMeta(ctx context.Context, kind byte, key []byte, fn func(old []byte) ([]castore.MetaRecord, error)) error
+}
+
+// record writes p as the PathInfo of d, with its NAR hash and access
+// records; a record it replaces with the same NAR gives its signatures to
+// the new one. Where the MetaStore is a MetaUpdater this is one update,
+// so that two servers on one database recording the same path with
+// different signatures keep both. The caller holds x.mu. It reports
+// whether d had no record, and the access time written.
+func (x *Index) record(ctx context.Context, d PathDigest, p *PathInfo) (isNew bool, access uint32, err error) {
+	merge := func(old []byte) ([]castore.MetaRecord, error) {
+		q := p
+		isNew = old == nil
+		if old != nil {
+			// A record that does not decode is replaced whole.
+			if o, err := decodePathInfo(old); err == nil && o.NARSha256 == p.NARSha256 {
+				q = x.signer.Sign(mergeSignatures(p, x.signer.SignMissing(o).Signatures))
+			}
+		}
+		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(q.ToProto())
+		if err != nil {
+			return nil, err
+		}
+		rec, m := x.accessRecord(d)
+		access = m
+		return []castore.MetaRecord{
+			{Kind: KindPathInfo, Key: d[:], Value: v},
+			{Kind: KindNARHash, Key: q.NARSha256[:], Value: d[:]},
+			rec,
+		}, nil
+	}
+	if u, ok := x.meta.(MetaUpdater); ok {
+		err = u.UpdateMeta(ctx, KindPathInfo, d[:], merge)
+		return isNew, access, err
+	}
+	old, err := x.meta.GetMeta(ctx, KindPathInfo, d[:])
+	if errors.Is(err, castore.ErrNotFound) {
+		old, err = nil, nil
+	}
+	if err != nil {
+		return false, 0, err
+	}
+	records, err := merge(old)
+	if err != nil {
+		return false, 0, err
+	}
+	return isNew, access, x.meta.SetMeta(ctx, records...)
 }
 
 // mergeSignatures returns p with the signatures of old it lacks added.

@@ -1083,6 +1083,84 @@ func (s *Store) SetMeta(ctx context.Context, records ...castore.MetaRecord) erro
 	return nil
 }
 
+// updateMetaTries bounds how often UpdateMeta starts again after another
+// process wrote the record it found absent.
+const updateMetaTries = 8
+
+// UpdateMeta reads the record of kind and key (nil when there is none),
+// calls fn with a copy of it, and writes the records fn returns in one
+// batch, as SetMeta does. On a database several processes share
+// (OpenPostgres) the read locks the record until the write commits, and
+// a record found absent is written only if it still is (otherwise fn is
+// called again with what the other process wrote), so two updates of one
+// record, in two processes, never both start from the same value. Within
+// one process the caller orders its updates of a record itself.
+func (s *Store) UpdateMeta(ctx context.Context, kind byte, key []byte, fn func(old []byte) ([]castore.MetaRecord, error)) error {
+	if err := checkMetaKind(kind); err != nil {
+		return err
+	}
+	db, err := s.acquireWrite(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	full := append([]byte{kind}, key...)
+	for range updateMetaTries {
+		err := s.updateMeta(ctx, db, full, fn)
+		if !errors.Is(err, errKeyExists) {
+			return err
+		}
+	}
+	return fmt.Errorf("update meta %c/%x: written by other processes %d times while this one tried", kind, key, updateMetaTries)
+}
+
+// updateMeta is one try of UpdateMeta on the record full (kind and key).
+func (s *Store) updateMeta(ctx context.Context, db kvDB, full []byte, fn func(old []byte) ([]castore.MetaRecord, error)) error {
+	b := db.newBatch()
+	defer b.close()
+	var old []byte
+	err := b.get(ctx, full, func(v []byte) error {
+		old = bytes.Clone(v)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errNoKey) {
+		return pebbleError(err, "update meta")
+	}
+	records, err := fn(old)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, r := range records {
+		if err := checkMetaKind(r.Kind); err != nil {
+			return err
+		}
+		n += 1 + len(r.Key) + len(r.Value)
+	}
+	if err := s.space.admit(n); err != nil {
+		return err
+	}
+	var k []byte
+	for _, r := range records {
+		k = append(append(k[:0], r.Kind), r.Key...)
+		switch {
+		case r.Delete:
+			b.delete(k)
+		case old == nil && bytes.Equal(k, full):
+			b.insert(k, r.Value)
+		default:
+			b.set(k, r.Value)
+		}
+	}
+	if err := b.commit(ctx, false); err != nil {
+		if errors.Is(err, errKeyExists) {
+			return err
+		}
+		return pebbleError(err, "update meta")
+	}
+	return nil
+}
+
 // ScanMeta calls fn for each record of kind whose key starts with prefix,
 // in ascending key order, with the key (without the kind byte) and value.
 // Both are valid only during the call. It stops at fn's first error and
