@@ -43,6 +43,9 @@ type Index struct {
 	// recording it; a garbage collection waits for those in progress
 	// before it lists the live paths (see GC).
 	putGate sync.RWMutex
+	// changed are called, under mu, with each path recorded or deleted
+	// (OnChange).
+	changed []func(PathDigest)
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
@@ -147,6 +150,7 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 		if isNew {
 			x.paths.add()
 		}
+		x.notifyChanged(d)
 	}
 	x.mu.Unlock()
 	if err != nil {
@@ -388,5 +392,25 @@ func (x *Index) deleteLocked(ctx context.Context, d PathDigest) (bool, error) {
 	}
 	x.paths.remove()
 	x.access.forget(d)
+	x.notifyChanged(d)
 	return true, nil
+}
+
+// OnChange registers fn to be called with the digest of every store path
+// whose PathInfo this index records (Put) or deletes (Delete, retention):
+// after the change is visible to Get, before the call that made it
+// returns. fn runs under the index's lock, so it must be quick and must
+// not call the index. Changes made by other processes sharing the same
+// metadata (several servers on one PostgreSQL database) are not reported.
+func (x *Index) OnChange(fn func(PathDigest)) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.changed = append(x.changed, fn)
+}
+
+// notifyChanged calls the OnChange functions with d; x.mu is held.
+func (x *Index) notifyChanged(d PathDigest) {
+	for _, fn := range x.changed {
+		fn(d)
+	}
 }

@@ -191,3 +191,43 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// narInfoCacheCollector reports a narinfo cache's counters.
+type narInfoCacheCollector struct {
+	c                   *narInfoCache
+	hits, misses, bytes *prometheus.Desc
+}
+
+func (n narInfoCacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- n.hits
+	ch <- n.misses
+	ch <- n.bytes
+}
+
+func (n narInfoCacheCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(n.hits, prometheus.CounterValue, float64(n.c.hits.Load()))
+	ch <- prometheus.MustNewConstMetric(n.misses, prometheus.CounterValue, float64(n.c.misses.Load()))
+	ch <- prometheus.MustNewConstMetric(n.bytes, prometheus.GaugeValue, float64(n.c.size.Load()))
+}
+
+// registerNarInfoCache registers c's metrics with reg (nil: none). When a
+// narinfo cache is registered there already, that one is reported.
+func (m *metrics) registerNarInfoCache(reg prometheus.Registerer, c *narInfoCache) error {
+	if reg == nil {
+		return nil
+	}
+	err := reg.Register(narInfoCacheCollector{
+		c: c,
+		hits: prometheus.NewDesc("nixcas_http_narinfo_cache_hits_total",
+			"narinfo requests answered from the narinfo cache (serve --narinfo-cache).", nil, nil),
+		misses: prometheus.NewDesc("nixcas_http_narinfo_cache_misses_total",
+			"narinfo requests the narinfo cache did not hold (the index was read).", nil, nil),
+		bytes: prometheus.NewDesc("nixcas_http_narinfo_cache_bytes",
+			"Bytes held by the narinfo cache (texts plus a fixed overhead per entry).", nil, nil),
+	})
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		return nil
+	}
+	return err
+}
