@@ -7,7 +7,8 @@ package httpcache_test
 // tmpfs, five rounds alternating which server goes first), the server's
 // CPU time meanwhile, raw NAR GET throughput, and narinfo latency at 1 and
 // 16 concurrent keep-alive connections. nixcas runs in a process of its
-// own (this test binary, see TestMain) over a Pebble store with default
+// own (this test binary, see TestMain) as `nixcas serve` runs it, with
+// its access log off (benchServe), over a Pebble store with default
 // options, filled by `nix copy --to`; nginx serves what
 // `nix copy --to file://...?compression=none` wrote. It needs nginx and
 // Nix; scripts/bench-http.sh installs them and runs
@@ -39,9 +40,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo"
 
 	"github.com/nixcas/nixcas/bench"
-	"github.com/nixcas/nixcas/castore/pebblestore"
-	"github.com/nixcas/nixcas/server/httpcache"
-	"github.com/nixcas/nixcas/store"
+	nixcas "github.com/nixcas/nixcas/server"
 )
 
 const benchRounds = 5
@@ -255,27 +254,18 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// benchServe runs the server `nixcas serve` runs (server.New with its
+// defaults: metrics, connection limits and timeouts, the narinfo cache)
+// over the store in dir, HTTP on addr, until interrupted. The access log
+// is off (as `nixcas serve --log-level warn`), as nginx's is.
 func benchServe(dir, addr string) error {
-	s, err := pebblestore.Open(dir, pebblestore.Options{})
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	h, err := httpcache.New(httpcache.Options{CAS: s, Index: store.NewIndex(s, s)})
+	srv, err := nixcas.New(nixcas.Options{DataDir: dir, GRPCAddr: "127.0.0.1:0", HTTPAddr: addr})
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	hs := &http.Server{Addr: addr, Handler: h}
-	go func() {
-		<-ctx.Done()
-		hs.Close()
-	}()
-	if err := hs.ListenAndServe(); err != http.ErrServerClosed {
-		return err
-	}
-	return nil
+	return srv.Serve(ctx)
 }
 
 // startNixcas runs a nixcas server over the store in dir until the

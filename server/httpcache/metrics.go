@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,8 @@ type metrics struct {
 	fileIn   prometheus.Counter
 	// chunksStored and chunksDedup are shared with the gRPC services.
 	chunksStored, chunksDedup prometheus.Counter
+	// series holds the resolved requestSeries, by seriesKey.
+	series sync.Map
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -128,16 +131,44 @@ func (m *metrics) instrument(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		kind := kindOf(r)
-		defer func() {
+		defer func() { // also when the handler aborts (nar.go)
 			code := sw.status
 			if code == 0 {
 				code = http.StatusOK
 			}
-			m.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
-			m.seconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+			s := m.seriesOf(kind, code)
+			s.requests.Inc()
+			s.seconds.Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// requestSeries are the metrics of the requests of one kind and status.
+type requestSeries struct {
+	requests prometheus.Counter
+	seconds  prometheus.Observer
+}
+
+type seriesKey struct {
+	kind string
+	code int
+}
+
+// seriesOf returns the metrics of requests of that kind and status,
+// resolving the labels once per pair (a series appears on /metrics once
+// a request of its kind and status was answered, as before).
+func (m *metrics) seriesOf(kind string, code int) requestSeries {
+	k := seriesKey{kind, code}
+	if s, ok := m.series.Load(k); ok {
+		return s.(requestSeries)
+	}
+	s := requestSeries{
+		requests: m.requests.WithLabelValues(kind, strconv.Itoa(code)),
+		seconds:  m.seconds.WithLabelValues(kind),
+	}
+	m.series.Store(k, s)
+	return s
 }
 
 // kindOf classifies a request for the metrics' labels.
