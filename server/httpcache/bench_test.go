@@ -188,6 +188,62 @@ func BenchmarkNixCopy(b *testing.B) {
 	b.ReportMetric(lats["nixcas-c1"].mean, "nixcas-narinfo-us")
 }
 
+// BenchmarkNarInfoServers compares narinfo requests only, nixcas beside
+// nginx serving the same narinfos as static files: requests per second
+// and each server's CPU time per request (from /proc, so load on the
+// machine inflates it far less than the request rate), at 1 and 16
+// keep-alive connections, for 3 s each. The payload is 200 small store
+// paths (nix-store --add), served as BenchmarkNixCopy serves its own:
+//
+//	go test -tags benchhttp -run '^$' -bench BenchmarkNarInfoServers -benchtime 1x ./server/httpcache/
+func BenchmarkNarInfoServers(b *testing.B) {
+	work := filepath.Join(b.TempDir(), "run")
+	n := newNix(b)
+	src := filepath.Join(work, "src")
+	files := filepath.Join(work, "files")
+	if err := os.MkdirAll(files, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	args := []string{"--store", src, "--add"}
+	for i := range 200 {
+		f := filepath.Join(files, fmt.Sprintf("file-%03d", i))
+		if err := os.WriteFile(f, []byte(strings.Repeat(fmt.Sprintf("contents of file %d\n", i), 50)), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		args = append(args, f)
+	}
+	paths := strings.Fields(n.run("nix-store", args...))
+	static := filepath.Join(work, "static")
+	n.run("nix", append([]string{"copy", "--from", src, "--to", "file://" + static + "?compression=none"}, paths...)...)
+	nginxURL, nginxPID := startNginx(b, work, static)
+	nixcasURL, nixcasPID := startNixcas(b, filepath.Join(work, "data"))
+	n.run("nix", append([]string{"copy", "--from", src, "--to", nixcasURL + "?compression=none"}, paths...)...)
+	servers := []struct {
+		name, url string
+		pid       int
+	}{{"nginx", nginxURL, nginxPID}, {"nixcas", nixcasURL, nixcasPID}}
+	fmt.Printf("\n| narinfo, %d paths | nginx req/s | nixcas req/s | nixcas / nginx | nginx CPU us/req | nixcas CPU us/req | load |\n|---|---:|---:|---:|---:|---:|---|\n", len(paths))
+	for _, conc := range []int{1, 16} {
+		var rps [2]float64
+		var cpu [2]float64
+		for i, s := range servers {
+			var urls []string
+			for _, p := range paths {
+				urls = append(urls, s.url+"/"+filepath.Base(p)[:32]+".narinfo")
+			}
+			cpu0 := procCPU(s.pid)
+			d, r := loadNarInfo(b, urls, conc, 3*time.Second)
+			cpu[i] = float64((procCPU(s.pid) - cpu0).Microseconds()) / float64(len(d))
+			rps[i] = r
+		}
+		load, _ := os.ReadFile("/proc/loadavg")
+		fmt.Printf("| %d connection(s) | %.0f | %.0f | %.2fx | %.1f | %.1f | %s |\n", conc, rps[0], rps[1], rps[1]/rps[0], cpu[0], cpu[1], strings.Join(strings.Fields(string(load))[:3], " "))
+		b.ReportMetric(rps[1]/rps[0], fmt.Sprintf("ratio-c%d", conc))
+		b.ReportMetric(cpu[1], fmt.Sprintf("nixcas-cpu-us/req-c%d", conc))
+		b.ReportMetric(cpu[0], fmt.Sprintf("nginx-cpu-us/req-c%d", conc))
+	}
+}
+
 // startNginx serves dir with nginx on a loopback port until the benchmark
 // ends, and returns its URL.
 func startNginx(b *testing.B, run, dir string) (string, int) {
