@@ -41,7 +41,10 @@ const benchPaths = 1000
 //	handler  httpcache.New alone over a Pebble store, as scripts/bench-http.sh
 //	         serves it
 //	serve    server.New as `nixcas serve` runs it: text access log (to a
-//	         file), metrics, connection limits and timeouts, one signing key
+//	         file), metrics, connection limits and timeouts, one signing
+//	         key, the narinfo cache
+//	serve-quiet  the same without the access log (--log-level warn), as
+//	         scripts/bench-http.sh serves it
 //
 // Besides ns/op it reports req/s, the process's CPU time per request
 // (client and server together; user + system, from getrusage) and heap
@@ -77,11 +80,11 @@ func BenchmarkNarInfo(b *testing.B) {
 		}
 		return serveHTTP(b, h)
 	}
-	serve := func(b *testing.B) string {
+	serveWith := func(b *testing.B, log *slog.Logger) string {
 		srv, err := server.New(server.Options{
 			DataDir: filepath.Join(dir, "data"), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 			SignKeys: []signature.SecretKey{key},
-			Logger:   slog.New(slog.NewTextHandler(logFile, nil)),
+			Logger:   log,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -97,10 +100,12 @@ func BenchmarkNarInfo(b *testing.B) {
 		})
 		return "http://" + srv.HTTPAddr().String()
 	}
+	serve := func(b *testing.B) string { return serveWith(b, slog.New(slog.NewTextHandler(logFile, nil))) }
+	quiet := func(b *testing.B) string { return serveWith(b, nil) }
 	for _, stack := range []struct {
 		name  string
 		start func(*testing.B) string
-	}{{"static", static}, {"handler", handler}, {"serve", serve}} {
+	}{{"static", static}, {"handler", handler}, {"serve", serve}, {"serve-quiet", quiet}} {
 		for _, conns := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%s/conns=%d", stack.name, conns), func(b *testing.B) {
 				base := stack.start(b)
