@@ -197,7 +197,16 @@ func BenchmarkNixCopy(b *testing.B) {
 //
 //	go test -tags benchhttp -run '^$' -bench BenchmarkNarInfoServers -benchtime 1x ./server/httpcache/
 func BenchmarkNarInfoServers(b *testing.B) {
-	work := filepath.Join(b.TempDir(), "run")
+	// Not b.TempDir, which nginx's workers (running as another user)
+	// cannot read.
+	work, err := os.MkdirTemp("", "nixcas-bench-narinfo-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { removeStore(work) }) // after the servers stop
+	if err := os.Chmod(work, 0o755); err != nil {
+		b.Fatal(err)
+	}
 	n := newNix(b)
 	src := filepath.Join(work, "src")
 	files := filepath.Join(work, "files")
