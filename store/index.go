@@ -150,8 +150,10 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 		if isNew {
 			x.paths.add()
 		}
-		x.notifyChanged(d)
 	}
+	// Also after a failed write, which may have been made after all
+	// (a database that committed but did not answer).
+	x.notifyChanged(d)
 	x.mu.Unlock()
 	if err != nil {
 		return err
@@ -387,19 +389,20 @@ func (x *Index) deleteLocked(ctx context.Context, d PathDigest) (bool, error) {
 	case err != nil && !errors.Is(err, castore.ErrNotFound):
 		return false, err
 	}
-	if err := x.meta.SetMeta(ctx, records...); err != nil {
+	err = x.meta.SetMeta(ctx, records...)
+	x.notifyChanged(d) // after a failed write too, as in Put
+	if err != nil {
 		return false, err
 	}
 	x.paths.remove()
 	x.access.forget(d)
-	x.notifyChanged(d)
 	return true, nil
 }
 
 // OnChange registers fn to be called with the digest of every store path
 // whose PathInfo this index records (Put) or deletes (Delete, retention):
 // after the change is visible to Get, before the call that made it
-// returns. fn runs under the index's lock, so it must be quick and must
+// returns (also when the write failed, which may have been made anyway). fn runs under the index's lock, so it must be quick and must
 // not call the index. Changes made by other processes sharing the same
 // metadata (several servers on one PostgreSQL database) are not reported.
 func (x *Index) OnChange(fn func(PathDigest)) {
