@@ -238,3 +238,36 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return -1
 }
+
+// TestNarInfoRoutes: narinfo requests with the narinfo cache on: 200 for
+// GET and HEAD of a stored path (its hash escaped too), 404 for a path
+// not stored, a malformed hash or a longer path, 405 for other methods.
+func TestNarInfoRoutes(t *testing.T) {
+	s, index := newStore(t)
+	srv := serve(t, httpcache.Options{CAS: s, Index: index})
+	if err := index.Put(t.Context(), pathOfNAR(t, s, "routes")); err != nil {
+		t.Fatal(err)
+	}
+	hash := cachePath[:32]
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/" + hash + ".narinfo", http.StatusOK},
+		{http.MethodHead, "/" + hash + ".narinfo", http.StatusOK},
+		{http.MethodGet, "/%30" + hash[1:] + ".narinfo", http.StatusOK}, // "0" escaped
+		{http.MethodGet, "/" + strings.Repeat("1", 32) + ".narinfo", http.StatusNotFound},
+		{http.MethodGet, "/" + strings.Repeat("e", 32) + ".narinfo", http.StatusNotFound}, // 'e' is not nixbase32
+		{http.MethodGet, "/" + hash[:31] + ".narinfo", http.StatusNotFound},
+		{http.MethodGet, "/" + hash[:15] + "/" + hash[16:] + ".narinfo", http.StatusNotFound},
+		{http.MethodGet, "/nar/" + hash + ".narinfo", http.StatusNotFound},
+		{http.MethodGet, "/" + hash + ".narinfo/", http.StatusNotFound},
+		{http.MethodPost, "/" + hash + ".narinfo", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/nix-cache-info", http.StatusOK},
+	} {
+		code, body, _ := fetch(t, tc.method, srv.url+tc.path, nil, nil)
+		if code != tc.want {
+			t.Errorf("%s %s: %d %s; want %d", tc.method, tc.path, code, body, tc.want)
+		}
+	}
+}
