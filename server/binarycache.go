@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -14,6 +15,17 @@ import (
 // newBinaryCache returns the Nix binary-cache handler served at "/". It
 // signs nothing itself: the index signs with o.SignKeys.
 func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.Index, reg prometheus.Registerer) (http.Handler, error) {
+	narInfoCacheSize := o.NarInfoCacheSize
+	switch {
+	case narInfoCacheSize == 0:
+		narInfoCacheSize = DefaultNarInfoCacheSize
+	case narInfoCacheSize < 0:
+		narInfoCacheSize = 0
+	}
+	var narInfoTTL time.Duration
+	if o.Meta != "" {
+		narInfoTTL = SharedNarInfoTTL
+	}
 	return httpcache.New(httpcache.Options{
 		CAS:                   cas,
 		Index:                 index,
@@ -27,5 +39,7 @@ func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.In
 		MaxRenders:            o.Limits.MaxRenders,
 		Tree:                  o.Limits.Tree,
 		RenderTimeout:         o.Limits.RenderTimeout,
+		NarInfoCacheSize:      narInfoCacheSize,
+		NarInfoCacheTTL:       narInfoTTL,
 	})
 }

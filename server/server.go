@@ -76,7 +76,25 @@ type Options struct {
 	Retention RetentionPolicy
 	// GC runs garbage collection in the background on a schedule.
 	GC GCPolicy
+	// NarInfoCacheSize bounds the memory, in bytes, of the narinfos kept
+	// as served over HTTP, so that serving one again reads nothing from
+	// the store (0: DefaultNarInfoCacheSize; negative: none kept). A path
+	// put or deleted through this server is forgotten at once; with Meta
+	// set, where other servers change the same database unseen, a kept
+	// narinfo is served for at most SharedNarInfoTTL.
+	NarInfoCacheSize int64
 }
+
+// DefaultNarInfoCacheSize is Options.NarInfoCacheSize's default: the
+// last 24,000 to 48,000 narinfos served, at about 680 bytes each (600 of
+// text) and two generations that take turns (see httpcache).
+const DefaultNarInfoCacheSize = 32 << 20
+
+// SharedNarInfoTTL bounds how long a server on a shared PostgreSQL
+// database (Options.Meta) serves a narinfo it kept without reading the
+// database again: the most a path changed or deleted through another
+// server may be served as it was.
+const SharedNarInfoTTL = time.Second
 
 // Server is a running nixcas server. Make one with New, then call Serve.
 type Server struct {

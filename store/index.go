@@ -43,6 +43,9 @@ type Index struct {
 	// recording it; a garbage collection waits for those in progress
 	// before it lists the live paths (see GC).
 	putGate sync.RWMutex
+	// changed are called, under mu, with each path recorded or deleted
+	// (OnChange).
+	changed []func(PathDigest)
 }
 
 // NewIndex returns the index kept in meta over the trees in cas; for the
@@ -133,6 +136,9 @@ func (x *Index) Put(ctx context.Context, p *PathInfo) error {
 			x.paths.add()
 		}
 	}
+	// Also after a failed write, which may have been made after all
+	// (a database that committed but did not answer).
+	x.notifyChanged(d)
 	x.mu.Unlock()
 	if err != nil {
 		return err
@@ -420,10 +426,31 @@ func (x *Index) deleteLocked(ctx context.Context, d PathDigest) (bool, error) {
 	case err != nil && !errors.Is(err, castore.ErrNotFound):
 		return false, err
 	}
-	if err := x.meta.SetMeta(ctx, records...); err != nil {
+	err = x.meta.SetMeta(ctx, records...)
+	x.notifyChanged(d) // after a failed write too, as in Put
+	if err != nil {
 		return false, err
 	}
 	x.paths.remove()
 	x.access.forget(d)
 	return true, nil
+}
+
+// OnChange registers fn to be called with the digest of every store path
+// whose PathInfo this index records (Put) or deletes (Delete, retention):
+// after the change is visible to Get, before the call that made it
+// returns (also when the write failed, which may have been made anyway). fn runs under the index's lock, so it must be quick and must
+// not call the index. Changes made by other processes sharing the same
+// metadata (several servers on one PostgreSQL database) are not reported.
+func (x *Index) OnChange(fn func(PathDigest)) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.changed = append(x.changed, fn)
+}
+
+// notifyChanged calls the OnChange functions with d; x.mu is held.
+func (x *Index) notifyChanged(d PathDigest) {
+	for _, fn := range x.changed {
+		fn(d)
+	}
 }

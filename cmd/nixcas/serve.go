@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ func newServeCommand() *cobra.Command {
 		readTokenFile string
 		decodedSize   sizeValue
 		decodedDir    string
+		narInfoCache  sizeValue
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -88,6 +90,10 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 			if decodedSize == 0 {
 				o.Pebble.Frames.DecodedCacheSize = -1
 			}
+			o.NarInfoCacheSize = int64(min(uint64(narInfoCache), math.MaxInt64))
+			if narInfoCache == 0 {
+				o.NarInfoCacheSize = -1
+			}
 			if o.Pebble.Objects, err = sf.blobs.objects(cmd.Context(), sf.data, false); err != nil {
 				return err
 			}
@@ -114,6 +120,8 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	decodedSize = pebblestore.DefaultDecodedCacheSize
 	f.Var(&decodedSize, "decoded-cache-size", "bytes of decoded frames kept on disk for reads, least recently used out first, so that a frame read again is not decompressed again: `SIZE` such as 4G (0: none)")
 	f.StringVar(&decodedDir, "decoded-cache-dir", "", "directory of the decoded frames kept for reads (default DATA/decoded)")
+	narInfoCache = server.DefaultNarInfoCacheSize
+	f.Var(&narInfoCache, "narinfo-cache", "memory for narinfos kept as served, so that serving one again reads nothing from the store: `SIZE` such as 64M (0: none); with --meta, each is served for at most 1 s before the database is read again")
 	f.IntVar(&o.Priority, "priority", 40, "binary cache priority announced in nix-cache-info")
 	f.StringVar(&pushTokenFile, "push-token-file", "", "file holding the bearer token writes need")
 	f.StringVar(&readTokenFile, "read-token-file", "", "file holding the bearer token reads need")

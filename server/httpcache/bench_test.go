@@ -7,7 +7,8 @@ package httpcache_test
 // tmpfs, five rounds alternating which server goes first), the server's
 // CPU time meanwhile, raw NAR GET throughput, and narinfo latency at 1 and
 // 16 concurrent keep-alive connections. nixcas runs in a process of its
-// own (this test binary, see TestMain) over a Pebble store with default
+// own (this test binary, see TestMain) as `nixcas serve` runs it, with
+// its access log off (benchServe), over a Pebble store with default
 // options, filled by `nix copy --to`; nginx serves what
 // `nix copy --to file://...?compression=none` wrote. It needs nginx and
 // Nix; scripts/bench-http.sh installs them and runs
@@ -39,9 +40,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo"
 
 	"github.com/nixcas/nixcas/bench"
-	"github.com/nixcas/nixcas/castore/pebblestore"
-	"github.com/nixcas/nixcas/server/httpcache"
-	"github.com/nixcas/nixcas/store"
+	nixcas "github.com/nixcas/nixcas/server"
 )
 
 const benchRounds = 5
@@ -189,6 +188,71 @@ func BenchmarkNixCopy(b *testing.B) {
 	b.ReportMetric(lats["nixcas-c1"].mean, "nixcas-narinfo-us")
 }
 
+// BenchmarkNarInfoServers compares narinfo requests only, nixcas beside
+// nginx serving the same narinfos as static files: requests per second
+// and each server's CPU time per request (from /proc, so load on the
+// machine inflates it far less than the request rate), at 1 and 16
+// keep-alive connections, for 3 s each. The payload is 200 small store
+// paths (nix-store --add), served as BenchmarkNixCopy serves its own:
+//
+//	go test -tags benchhttp -run '^$' -bench BenchmarkNarInfoServers -benchtime 1x ./server/httpcache/
+func BenchmarkNarInfoServers(b *testing.B) {
+	// Not b.TempDir, which nginx's workers (running as another user)
+	// cannot read.
+	work, err := os.MkdirTemp("", "nixcas-bench-narinfo-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { removeStore(work) }) // after the servers stop
+	if err := os.Chmod(work, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	n := newNix(b)
+	src := filepath.Join(work, "src")
+	files := filepath.Join(work, "files")
+	if err := os.MkdirAll(files, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	args := []string{"--store", src, "--add"}
+	for i := range 200 {
+		f := filepath.Join(files, fmt.Sprintf("file-%03d", i))
+		if err := os.WriteFile(f, []byte(strings.Repeat(fmt.Sprintf("contents of file %d\n", i), 50)), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		args = append(args, f)
+	}
+	paths := strings.Fields(n.run("nix-store", args...))
+	static := filepath.Join(work, "static")
+	n.run("nix", append([]string{"copy", "--from", src, "--to", "file://" + static + "?compression=none"}, paths...)...)
+	nginxURL, nginxPID := startNginx(b, work, static)
+	nixcasURL, nixcasPID := startNixcas(b, filepath.Join(work, "data"))
+	n.run("nix", append([]string{"copy", "--from", src, "--to", nixcasURL + "?compression=none"}, paths...)...)
+	servers := []struct {
+		name, url string
+		pid       int
+	}{{"nginx", nginxURL, nginxPID}, {"nixcas", nixcasURL, nixcasPID}}
+	fmt.Printf("\n| narinfo, %d paths | nginx req/s | nixcas req/s | nixcas / nginx | nginx CPU us/req | nixcas CPU us/req | load |\n|---|---:|---:|---:|---:|---:|---|\n", len(paths))
+	for _, conc := range []int{1, 16} {
+		var rps [2]float64
+		var cpu [2]float64
+		for i, s := range servers {
+			var urls []string
+			for _, p := range paths {
+				urls = append(urls, s.url+"/"+filepath.Base(p)[:32]+".narinfo")
+			}
+			cpu0 := procCPU(s.pid)
+			d, r := loadNarInfo(b, urls, conc, 3*time.Second)
+			cpu[i] = float64((procCPU(s.pid) - cpu0).Microseconds()) / float64(len(d))
+			rps[i] = r
+		}
+		load, _ := os.ReadFile("/proc/loadavg")
+		fmt.Printf("| %d connection(s) | %.0f | %.0f | %.2fx | %.1f | %.1f | %s |\n", conc, rps[0], rps[1], rps[1]/rps[0], cpu[0], cpu[1], strings.Join(strings.Fields(string(load))[:3], " "))
+		b.ReportMetric(rps[1]/rps[0], fmt.Sprintf("ratio-c%d", conc))
+		b.ReportMetric(cpu[1], fmt.Sprintf("nixcas-cpu-us/req-c%d", conc))
+		b.ReportMetric(cpu[0], fmt.Sprintf("nginx-cpu-us/req-c%d", conc))
+	}
+}
+
 // startNginx serves dir with nginx on a loopback port until the benchmark
 // ends, and returns its URL.
 func startNginx(b *testing.B, run, dir string) (string, int) {
@@ -255,27 +319,18 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// benchServe runs the server `nixcas serve` runs (server.New with its
+// defaults: metrics, connection limits and timeouts, the narinfo cache)
+// over the store in dir, HTTP on addr, until interrupted. The access log
+// is off (as `nixcas serve --log-level warn`), as nginx's is.
 func benchServe(dir, addr string) error {
-	s, err := pebblestore.Open(dir, pebblestore.Options{})
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	h, err := httpcache.New(httpcache.Options{CAS: s, Index: store.NewIndex(s, s)})
+	srv, err := nixcas.New(nixcas.Options{DataDir: dir, GRPCAddr: "127.0.0.1:0", HTTPAddr: addr})
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	hs := &http.Server{Addr: addr, Handler: h}
-	go func() {
-		<-ctx.Done()
-		hs.Close()
-	}()
-	if err := hs.ListenAndServe(); err != http.ErrServerClosed {
-		return err
-	}
-	return nil
+	return srv.Serve(ctx)
 }
 
 // startNixcas runs a nixcas server over the store in dir until the

@@ -53,9 +53,16 @@ func (h *handler) deleteFile(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// changeNotifier is the power of an index to report the paths put or
+// deleted through it, which the narinfo cache needs; a *store.Index has
+// it.
+type changeNotifier interface {
+	OnChange(fn func(store.PathDigest))
+}
+
 // recordAccess notes that p was read, when the index keeps access times.
 func (h *handler) recordAccess(p *store.PathInfo) {
-	if a, ok := h.o.Index.(accessRecorder); ok {
-		a.RecordAccess(p.Digest())
+	if h.access != nil {
+		h.access.RecordAccess(p.Digest())
 	}
 }

@@ -60,6 +60,17 @@ type Options struct {
 	// RenderTimeout bounds each NAR response, rendering and sending
 	// together; default DefaultRenderTimeout.
 	RenderTimeout time.Duration
+	// NarInfoCacheSize bounds the memory, in bytes, of the narinfos kept
+	// as served, so that serving one again reads nothing from the index
+	// (0: none kept). It needs an index that reports its changes
+	// (store.Index.OnChange): a path put or deleted through it is
+	// forgotten at once. New refuses any other index.
+	NarInfoCacheSize int64
+	// NarInfoCacheTTL bounds how long a kept narinfo is served without
+	// reading the index again (0: until its path changes): for an index
+	// that other processes change too (several servers on one database),
+	// whose changes it does not report.
+	NarInfoCacheTTL time.Duration
 }
 
 // DefaultRenderTimeout is the default Options.RenderTimeout: a 4 GiB NAR
@@ -117,6 +128,9 @@ func (o Options) validate() (Options, error) {
 	if o.Priority < 0 {
 		return o, fmt.Errorf("%w: options: negative priority %d", ErrInvalid, o.Priority)
 	}
+	if o.NarInfoCacheSize < 0 || o.NarInfoCacheTTL < 0 {
+		return o, fmt.Errorf("%w: options: narinfo cache of %d bytes, TTL %v", ErrInvalid, o.NarInfoCacheSize, o.NarInfoCacheTTL)
+	}
 	return o, nil
 }
 
@@ -127,6 +141,8 @@ type handler struct {
 	sigs      *store.Signer // nil without keys
 	uploads   *uploads
 	m         *metrics
+	narInfos  *narInfoCache  // nil: none kept
+	access    accessRecorder // nil: the index keeps no access times
 	zstd      zstdPool
 	// lastPrune: unix seconds of the last pruning of expired pending
 	// uploads in the store (see putNAR).
@@ -156,6 +172,18 @@ func New(o Options) (http.Handler, error) {
 		sigs:      sigs,
 		uploads:   newUploads(maxUploads, uploadTTL),
 		m:         m,
+	}
+	h.access, _ = o.Index.(accessRecorder)
+	if o.NarInfoCacheSize > 0 {
+		n, ok := o.Index.(changeNotifier)
+		if !ok {
+			return nil, fmt.Errorf("%w: options: a narinfo cache needs an index that reports its changes, and %T does not", ErrInvalid, o.Index)
+		}
+		h.narInfos = newNarInfoCache(o.NarInfoCacheSize, o.NarInfoCacheTTL)
+		if err := m.registerNarInfoCache(o.Registerer, h.narInfos); err != nil {
+			return nil, err
+		}
+		n.OnChange(h.narInfos.invalidate)
 	}
 	renders := newInFlight(o.MaxRenders, "NAR downloads", m.inFlight.WithLabelValues("render"))
 	uploads := newInFlight(o.MaxUploads, "uploads", m.inFlight.WithLabelValues("upload"))
@@ -217,6 +245,11 @@ func (h *handler) pathInfo(w http.ResponseWriter, r *http.Request, hash string) 
 		http.NotFound(w, r)
 		return nil, false
 	}
+	return h.lookupPathInfo(w, r, d)
+}
+
+// lookupPathInfo is pathInfo of a parsed hash.
+func (h *handler) lookupPathInfo(w http.ResponseWriter, r *http.Request, d store.PathDigest) (*store.PathInfo, bool) {
 	p, err := h.o.Index.Get(r.Context(), d)
 	if errors.Is(err, store.ErrUnavailable) {
 		// A proxy whose upstream is down: 404 makes Nix go on to its

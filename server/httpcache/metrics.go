@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,8 @@ type metrics struct {
 	fileIn   prometheus.Counter
 	// chunksStored and chunksDedup are shared with the gRPC services.
 	chunksStored, chunksDedup prometheus.Counter
+	// series holds the resolved requestSeries, by seriesKey.
+	series sync.Map
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -128,16 +131,44 @@ func (m *metrics) instrument(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		kind := kindOf(r)
-		defer func() {
+		defer func() { // also when the handler aborts (nar.go)
 			code := sw.status
 			if code == 0 {
 				code = http.StatusOK
 			}
-			m.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
-			m.seconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+			s := m.seriesOf(kind, code)
+			s.requests.Inc()
+			s.seconds.Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// requestSeries are the metrics of the requests of one kind and status.
+type requestSeries struct {
+	requests prometheus.Counter
+	seconds  prometheus.Observer
+}
+
+type seriesKey struct {
+	kind string
+	code int
+}
+
+// seriesOf returns the metrics of requests of that kind and status,
+// resolving the labels once per pair (a series appears on /metrics once
+// a request of its kind and status was answered, as before).
+func (m *metrics) seriesOf(kind string, code int) requestSeries {
+	k := seriesKey{kind, code}
+	if s, ok := m.series.Load(k); ok {
+		return s.(requestSeries)
+	}
+	s := requestSeries{
+		requests: m.requests.WithLabelValues(kind, strconv.Itoa(code)),
+		seconds:  m.seconds.WithLabelValues(kind),
+	}
+	m.series.Store(k, s)
+	return s
 }
 
 // kindOf classifies a request for the metrics' labels.
@@ -191,3 +222,43 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// narInfoCacheCollector reports a narinfo cache's counters.
+type narInfoCacheCollector struct {
+	c                   *narInfoCache
+	hits, misses, bytes *prometheus.Desc
+}
+
+func (n narInfoCacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- n.hits
+	ch <- n.misses
+	ch <- n.bytes
+}
+
+func (n narInfoCacheCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(n.hits, prometheus.CounterValue, float64(n.c.hits.Load()))
+	ch <- prometheus.MustNewConstMetric(n.misses, prometheus.CounterValue, float64(n.c.misses.Load()))
+	ch <- prometheus.MustNewConstMetric(n.bytes, prometheus.GaugeValue, float64(n.c.size.Load()))
+}
+
+// registerNarInfoCache registers c's metrics with reg (nil: none). When a
+// narinfo cache is registered there already, that one is reported.
+func (m *metrics) registerNarInfoCache(reg prometheus.Registerer, c *narInfoCache) error {
+	if reg == nil {
+		return nil
+	}
+	err := reg.Register(narInfoCacheCollector{
+		c: c,
+		hits: prometheus.NewDesc("nixcas_http_narinfo_cache_hits_total",
+			"narinfo requests answered from the narinfo cache (serve --narinfo-cache).", nil, nil),
+		misses: prometheus.NewDesc("nixcas_http_narinfo_cache_misses_total",
+			"narinfo requests the narinfo cache did not hold (the index was read).", nil, nil),
+		bytes: prometheus.NewDesc("nixcas_http_narinfo_cache_bytes",
+			"Bytes held by the narinfo cache (texts plus a fixed overhead per entry).", nil, nil),
+	})
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		return nil
+	}
+	return err
+}

@@ -9,16 +9,51 @@ import (
 	"github.com/nixcas/nixcas/store"
 )
 
+// Header values of every narinfo response, shared: net/http only reads
+// them, and a length equal to the capacity makes any append copy.
+var narInfoContentType = []string{"text/x-nix-narinfo"}
+
 func (h *handler) getNarInfo(w http.ResponseWriter, r *http.Request, hash string) {
-	p, ok := h.pathInfo(w, r, hash)
+	d, err := store.ParsePathDigest(hash)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	var epoch uint64
+	if h.narInfos != nil {
+		var text []byte
+		if text, epoch = h.narInfos.get(d); text != nil {
+			h.recordAccessOf(d)
+			writeNarInfo(w, text)
+			return
+		}
+	}
+	p, ok := h.lookupPathInfo(w, r, d)
 	if !ok {
 		return
 	}
-	h.recordAccess(p)
+	h.recordAccessOf(d)
 	text := h.narInfoText(p)
-	w.Header().Set("Content-Type", "text/x-nix-narinfo")
-	w.Header().Set("Content-Length", strconv.Itoa(len(text)))
+	if h.narInfos != nil {
+		h.narInfos.add(d, text, epoch)
+	}
+	writeNarInfo(w, text)
+}
+
+// writeNarInfo answers with text, a narinfo, which it does not modify.
+func writeNarInfo(w http.ResponseWriter, text []byte) {
+	hd := w.Header()
+	hd["Content-Type"] = narInfoContentType
+	hd["Content-Length"] = []string{strconv.Itoa(len(text))}
 	w.Write(text)
+}
+
+// recordAccessOf notes that the store path whose hash is d was read, when
+// the index keeps access times.
+func (h *handler) recordAccessOf(d store.PathDigest) {
+	if h.access != nil {
+		h.access.RecordAccess(d)
+	}
 }
 
 // narInfoText renders p's narinfo as the handler serves it: its own

@@ -263,11 +263,16 @@ func newStore(t testing.TB) (*pebblestore.Store, *store.Index) {
 	return s, store.NewIndex(s, s)
 }
 
-// serve serves the store in o (a new one when o.CAS is nil) on loopback.
+// serve serves the store in o (a new one when o.CAS is nil) on loopback,
+// keeping narinfos as `nixcas serve` does (1 MiB of them) unless o sets
+// a narinfo cache or the index cannot report its changes.
 func serve(t testing.TB, o httpcache.Options) *server {
 	t.Helper()
 	if o.CAS == nil {
 		o.CAS, o.Index = newStore(t)
+	}
+	if _, ok := o.Index.(*store.Index); ok && o.NarInfoCacheSize == 0 {
+		o.NarInfoCacheSize = 1 << 20
 	}
 	h, err := httpcache.New(o)
 	if err != nil {
