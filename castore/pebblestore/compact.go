@@ -209,6 +209,13 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	defer s.mu.RUnlock()
 	opts.into = res.Into
+	if res.Into.Level != LevelBase {
+		// Records of a run: binaries that know only layout 2 must refuse
+		// the store rather than misread them.
+		if err := requireLayout(ctx, db, layoutRuns); err != nil {
+			return res, err
+		}
+	}
 	if err := s.writeColdFrames(ctx, db, plan, opts, &res); err != nil {
 		return res, err
 	}
