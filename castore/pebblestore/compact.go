@@ -135,8 +135,11 @@ type compactChunk struct {
 // writes go on meanwhile; the packer waits.
 //
 // Memory: an entry per chunk rewritten (its index value: about 100 bytes,
-// the whole chunk for one stored inline) plus the frame cache; finding
-// the chunks scans the chunk index once.
+// the whole chunk for one stored inline), the source frames still to be
+// read from (at most opts.CacheSize decoded; a frame is dropped once its
+// last chunk is copied), and a zstd encoder and a frame being filled per
+// worker (about 50 MiB each at the best level); finding the chunks scans
+// the chunk index once.
 func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult, error) {
 	var res CompactResult
 	if opts.FanOut == 0 {
@@ -331,7 +334,16 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 		}
 		return nil
 	}
+	// A source frame leaves the cache as soon as its last chunk in plan is
+	// copied, rather than when newer frames push it out: memory then holds
+	// the frames still needed, not the cache's whole budget.
 	cache := newFrameCache(opts.CacheSize)
+	left := make(map[castore.Digest]int)
+	for _, c := range plan {
+		if c.framed {
+			left[c.ref.frame]++
+		}
+	}
 	var (
 		data    []byte
 		entries []queuedChunk
@@ -347,12 +359,18 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 		if ctx.Err() != nil {
 			break
 		}
+		if data == nil {
+			data = make([]byte, 0, opts.FrameSize+opts.FrameSize/8)
+		}
 		offset := len(data)
 		var err error
 		if c.framed {
 			var frame []byte
 			if frame, err = readFrame(ctx, s.objects, cache, c.ref.frame); err == nil {
 				data, err = sliceFrame(data, frame, c.ref)
+			}
+			if left[c.ref.frame]--; left[c.ref.frame] == 0 {
+				cache.forget(c.ref.frame)
 			}
 		} else {
 			data, err = castore.DecodeChunk(data, c.value)
