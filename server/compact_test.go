@@ -64,7 +64,7 @@ func TestBackgroundCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if due, err := s.CompactDue(ctx, 0); err != nil || due {
+	if due, err := s.CompactDue(ctx, pebblestore.CompactOptions{}); err != nil || due {
 		t.Errorf("CompactDue after the background compaction = %v, %v; want no hot frame left", due, err)
 	}
 	st, err := s.Stats(ctx)

@@ -202,7 +202,20 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		into := sources.into
 		res.Into = &into
 	}
-	if opts.DryRun || res.Into == nil {
+	if opts.DryRun {
+		return res, nil
+	}
+	if res.Into == nil {
+		if sources.resume != nil {
+			// An interrupted compaction left nothing to take up.
+			db, err := s.acquireWrite(ctx)
+			if err != nil {
+				return res, err
+			}
+			defer s.mu.RUnlock()
+			_, err = s.retire(ctx, db, nil, compactingKey)
+			return res, err
+		}
 		return res, nil
 	}
 
@@ -212,6 +225,10 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	defer s.mu.RUnlock()
 	opts.into = res.Into
+	marker := compactMarker{cutoff: sources.cutoff, into: res.Into.Run, full: res.Into.Level == LevelBase}
+	if err := writeCompactMarker(ctx, db, marker); err != nil {
+		return res, err
+	}
 	if res.Into.Level != LevelBase {
 		// Records of a run: binaries that know only layout 2 must refuse
 		// the store rather than misread them.
@@ -223,7 +240,9 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		return res, err
 	}
 	res.Into.Frames, res.Into.StoredBytes, res.Into.DecodedBytes = res.FramesOut, res.StoredOut, res.DecodedBytes
-	deleted, err := s.retireFrames(ctx, db, sources.order)
+	// The marker goes in the batch that unregisters the source frames: a
+	// crash before it resumes this compaction, one after it finds it done.
+	deleted, err := s.retire(ctx, db, sources.order, compactingKey)
 	res.FramesDeleted = deleted
 	return res, err
 }
@@ -419,19 +438,26 @@ func (s *Store) claimFrame(ctx context.Context, db kvDB, f *frameInfo) error {
 	return nil
 }
 
-// CompactDue reports whether a compaction has work: a hot frame written
-// more than olderThan ago. It reads the frame registry, not the chunks.
-func (s *Store) CompactDue(ctx context.Context, olderThan time.Duration) (bool, error) {
+// CompactDue reports whether a compaction with opts (OlderThan and FanOut
+// count) has work: a hot frame written more than opts.OlderThan ago, runs
+// of one level numbering opts.FanOut or more (left by a smaller fan-out),
+// or a compaction interrupted after it chose what to rewrite (a crash,
+// a kill, a cancel: see compact_resume.go), whatever the age of its hot
+// frames. It reads the frame registry, not the chunks.
+func (s *Store) CompactDue(ctx context.Context, opts CompactOptions) (bool, error) {
+	if opts.FanOut == 0 {
+		opts.FanOut = DefaultCompactOptions.FanOut
+	}
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	set, err := s.compactSources(ctx, db, CompactOptions{OlderThan: olderThan, FanOut: DefaultCompactOptions.FanOut})
+	set, err := s.compactSources(ctx, db, opts)
 	if err != nil {
 		return false, err
 	}
-	return len(set.hot) > 0, nil
+	return len(set.hot) > 0 || len(set.runs) > 0 || set.resume != nil, nil
 }
 
 // LastWrite returns when this process last stored a new chunk (the zero
@@ -453,6 +479,10 @@ type compactSet struct {
 	into RunInfo
 	// fresh: there are new chunks (old hot frames, or inline chunks).
 	fresh bool
+	// cutoff: hot frames created before it are taken.
+	cutoff time.Time
+	// resume is the marker of an interrupted compaction, nil if none.
+	resume *compactMarker
 
 	hot       []*frameInfo            // hot frames old enough
 	cold      map[uint64][]*frameInfo // frames of each run
@@ -470,8 +500,19 @@ func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions
 		runOf:     make(map[uint64]*RunInfo),
 	}
 	cutoff := time.Now().Add(-opts.OlderThan)
+	m, ok, err := readCompactMarker(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		set.resume = &m
+		if m.cutoff.After(cutoff) {
+			cutoff = m.cutoff
+		}
+	}
+	set.cutoff = cutoff
 	var maxRun uint64
-	err := scanFrames(ctx, db, func(f *frameInfo) error {
+	err = scanFrames(ctx, db, func(f *frameInfo) error {
 		if f.tier == FrameHot {
 			if f.created.Before(cutoff) {
 				set.hot = append(set.hot, f)
@@ -512,7 +553,9 @@ func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions
 // included, number opts.FanOut or more, they are all merged into one run
 // of the next level. Without new chunks, the lowest level with that many
 // runs (left after a crash, or by a smaller fan-out) is merged the same
-// way. LevelBase is never merged but by a full compaction.
+// way. LevelBase is never merged but by a full compaction. An
+// interrupted compaction (set.resume) is taken up again: a full one as
+// full, another with the part of its run already written merged in.
 func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 	set.byName = make(map[castore.Digest]*frameInfo)
 	set.order = set.order[:0]
@@ -530,7 +573,7 @@ func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 		set.order = append(set.order, f)
 	}
 	levels := slices.Sorted(maps.Keys(set.levelRuns))
-	if opts.Full {
+	if opts.Full || set.resume != nil && set.resume.full {
 		for _, l := range levels {
 			for _, run := range set.levelRuns[l] {
 				take(run)
@@ -543,6 +586,9 @@ func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 	set.into.Level = 0
 	for l := 0; l < LevelBase; l++ {
 		n := len(set.levelRuns[l])
+		if r := set.resume; r != nil && set.runOf[r.into] != nil && set.runOf[r.into].Level == l {
+			n-- // part of the run being written, not one of its own
+		}
 		if incoming {
 			n++
 		}
@@ -560,6 +606,12 @@ func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 		if len(levels) == 0 || l >= levels[len(levels)-1] {
 			break
 		}
+	}
+	if r := set.resume; r != nil && set.runOf[r.into] != nil && !slices.ContainsFunc(set.runs, func(ri RunInfo) bool { return ri.Run == r.into }) {
+		// The part of the interrupted compaction's run already written:
+		// merged into the run written now, at its level at least.
+		set.into.Level = max(set.into.Level, set.runOf[r.into].Level)
+		take(r.into)
 	}
 	if set.into.Level >= LevelBase {
 		return fmt.Errorf("%w: compact: runs reach level %d", castore.ErrInvalid, set.into.Level)
@@ -673,6 +725,12 @@ func planCompaction(order []castore.Digest, chunks map[castore.Digest]*compactCh
 // any more, in one synced batch, then deletes them. It returns how many it
 // deleted.
 func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo) (int, error) {
+	return s.retire(ctx, db, frames)
+}
+
+// retire is retireFrames, deleting the records of alsoDelete in the same
+// batch (committed even when no frame is retired).
+func (s *Store) retire(ctx context.Context, db kvDB, frames []*frameInfo, alsoDelete ...[]byte) (int, error) {
 	var dead []*frameInfo
 	for _, f := range frames {
 		// The record as it is now: a frame written meanwhile with the
@@ -707,11 +765,14 @@ func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo) 
 			dead = append(dead, f)
 		}
 	}
-	if len(dead) == 0 {
+	if len(dead) == 0 && len(alsoDelete) == 0 {
 		return 0, nil
 	}
 	b := db.newBatch()
 	defer b.close()
+	for _, k := range alsoDelete {
+		b.delete(k)
+	}
 	var delta [numCounters]uint64
 	for _, f := range dead {
 		b.delete(pebbleKey(pebbleKindFrame, f.name))
