@@ -58,6 +58,14 @@ type CompactOptions struct {
 	// (1/DutyCycle - 1). 0 means full speed.
 	DutyCycle float64
 
+	// Neighbours: when Order lists every chunk (keep accepts all of
+	// them), the cold frames holding the neighbours of the new chunks in
+	// that order (earlier versions of the same files) are rewritten with
+	// them, up to Neighbours times the new bytes (see
+	// compact_neighbours.go). Not with Full (everything is rewritten).
+	// 0 means the default; negative turns it off.
+	Neighbours float64
+
 	// into is the run the frames written belong to; nil: run 0 at
 	// LevelBase.
 	into *RunInfo
@@ -68,10 +76,11 @@ type CompactOptions struct {
 // Go releases, 4 MiB frames grouped by path stored about a tenth less
 // than 1 MiB ones.)
 var DefaultCompactOptions = CompactOptions{
-	FanOut:    4,
-	FrameSize: 4 << 20,
-	Level:     zstd.SpeedBestCompression,
-	CacheSize: 128 << 20,
+	FanOut:     4,
+	FrameSize:  4 << 20,
+	Level:      zstd.SpeedBestCompression,
+	CacheSize:  128 << 20,
+	Neighbours: 2,
 }
 
 // RunInfo describes a run of cold frames: the frames one compaction
@@ -112,6 +121,12 @@ type CompactResult struct {
 	// FramesDeleted source frames were deleted; a frame still holding a
 	// chunk that was not rewritten stays.
 	FramesDeleted int `json:"framesDeleted"`
+	// FramesPulled cold frames of PulledBytes decoded bytes, not part of
+	// the runs merged, were rewritten for holding earlier versions of the
+	// new chunks' files (CompactOptions.Neighbours); they are counted in
+	// FramesIn and RewrittenFrom too.
+	FramesPulled int    `json:"framesPulled,omitempty"`
+	PulledBytes  uint64 `json:"pulledBytes,omitempty"`
 }
 
 // compactChunk is a chunk being compacted: its index value when planned
@@ -154,6 +169,9 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	if opts.CacheSize == 0 {
 		opts.CacheSize = DefaultCompactOptions.CacheSize
 	}
+	if opts.Neighbours == 0 {
+		opts.Neighbours = DefaultCompactOptions.Neighbours
+	}
 	if opts.FrameSize < 64<<10 || opts.FrameSize > MaxFrameSize/2 {
 		return res, fmt.Errorf("%w: compact: frame size %d not in [64 KiB, %d MiB]", castore.ErrInvalid, opts.FrameSize, MaxFrameSize/2>>20)
 	}
@@ -173,10 +191,26 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		return res, err
 	}
 	var order []castore.Digest
+	pull := opts.Neighbours > 0 && !opts.Full && !sources.full()
 	if opts.Order != nil && len(chunks) > 0 {
-		order, err = opts.Order(ctx, func(d castore.Digest) bool { return chunks[d] != nil })
+		keep := func(d castore.Digest) bool { return chunks[d] != nil }
+		if pull {
+			keep = func(castore.Digest) bool { return true }
+		}
+		order, err = opts.Order(ctx, keep)
 		if err != nil {
 			return res, err
+		}
+		if pull {
+			if res.PulledBytes, err = s.pullNeighbours(ctx, order, chunks, sources, opts); err != nil {
+				return res, err
+			}
+			res.FramesPulled = len(sources.pulled)
+			if res.FramesPulled > 0 {
+				if chunks, err = s.rescanChunks(ctx, sources); err != nil {
+					return res, err
+				}
+			}
 		}
 	}
 	plan := planCompaction(order, chunks, sources)
@@ -483,6 +517,10 @@ type compactSet struct {
 	cutoff time.Time
 	// resume is the marker of an interrupted compaction, nil if none.
 	resume *compactMarker
+	// coldFrames: every cold frame by name; pulled: those taken for
+	// holding neighbours of the new chunks (see pullNeighbours).
+	coldFrames map[castore.Digest]*frameInfo
+	pulled     []*frameInfo
 
 	hot       []*frameInfo            // hot frames old enough
 	cold      map[uint64][]*frameInfo // frames of each run
@@ -495,9 +533,10 @@ type compactSet struct {
 // cold frames they merge with (see chooseRuns).
 func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions) (*compactSet, error) {
 	set := &compactSet{
-		cold:      make(map[uint64][]*frameInfo),
-		levelRuns: make(map[int][]uint64),
-		runOf:     make(map[uint64]*RunInfo),
+		coldFrames: make(map[castore.Digest]*frameInfo),
+		cold:       make(map[uint64][]*frameInfo),
+		levelRuns:  make(map[int][]uint64),
+		runOf:      make(map[uint64]*RunInfo),
 	}
 	cutoff := time.Now().Add(-opts.OlderThan)
 	m, ok, err := readCompactMarker(ctx, db)
@@ -534,6 +573,7 @@ func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions
 		r.StoredBytes += f.stored
 		r.DecodedBytes += f.decoded
 		set.cold[f.run] = append(set.cold[f.run], f)
+		set.coldFrames[f.name] = f
 		return nil
 	})
 	if err != nil {
