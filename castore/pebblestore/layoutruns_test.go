@@ -53,7 +53,7 @@ func layoutVersion(t *testing.T, dir string) uint64 {
 // TestLayoutVersionRuns: a store stays at layout 2 (which binaries that
 // know only 2 open) through ingest and full compactions, and is raised to
 // 3 by the first incremental compaction, before it writes a record of a
-// run; a store of a version above this binary's is refused, read-only or
+// run (a copy of it is at 3 too); a store of a version above this binary's is refused, read-only or
 // not, by an error naming both versions; a version record that is not a
 // version is corrupt.
 func TestLayoutVersionRuns(t *testing.T) {
@@ -107,7 +107,20 @@ func TestLayoutVersionRuns(t *testing.T) {
 	}
 	s.Close()
 	s = reopen(layoutRuns)
+	// A copy carries the records of runs, so it takes the version too.
+	copyDir := t.TempDir()
+	dst, err := Open(copyDir, Options{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: FrameOptions{Off: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CopyStore(ctx, dst, s, CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
 	s.Close()
+	if v := layoutVersion(t, copyDir); v != layoutRuns {
+		t.Fatalf("layout version of a copy of a store with runs = %d, want %d", v, layoutRuns)
+	}
 
 	cases := []struct {
 		name    string
