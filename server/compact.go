@@ -70,7 +70,11 @@ func newCompactor(p CompactPolicy, cas *pebblestore.Store, index *store.Index, l
 }
 
 // run checks, until ctx ends, whether the store has been idle for
-// policy.Idle with hot frames old enough, and compacts when it has.
+// policy.Idle (since the last chunk stored, or since the start) with work
+// to do, and compacts when it has: hot frames old enough, runs to merge
+// (a smaller fan-out than the store was compacted with), or a compaction
+// that was interrupted (crash, kill, shutdown), which is taken up again
+// without waiting for new data.
 func (c *compactor) run(ctx context.Context) {
 	tick := min(c.policy.Idle/2, time.Minute)
 	t := time.NewTicker(max(tick, time.Second))
@@ -89,7 +93,7 @@ func (c *compactor) run(ctx context.Context) {
 		if time.Since(last) < c.policy.Idle {
 			continue
 		}
-		due, err := c.cas.CompactDue(ctx, c.policy.OlderThan)
+		due, err := c.cas.CompactDue(ctx, pebblestore.CompactOptions{OlderThan: c.policy.OlderThan, FanOut: c.policy.FanOut})
 		if err != nil || !due {
 			continue
 		}

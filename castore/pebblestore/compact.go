@@ -58,6 +58,14 @@ type CompactOptions struct {
 	// (1/DutyCycle - 1). 0 means full speed.
 	DutyCycle float64
 
+	// Neighbours: when Order lists every chunk (keep accepts all of
+	// them), the cold frames holding the neighbours of the new chunks in
+	// that order (earlier versions of the same files) are rewritten with
+	// them, up to Neighbours times the new bytes (see
+	// compact_neighbours.go). Not with Full (everything is rewritten).
+	// 0 means the default; negative turns it off.
+	Neighbours float64
+
 	// into is the run the frames written belong to; nil: run 0 at
 	// LevelBase.
 	into *RunInfo
@@ -68,10 +76,11 @@ type CompactOptions struct {
 // Go releases, 4 MiB frames grouped by path stored about a tenth less
 // than 1 MiB ones.)
 var DefaultCompactOptions = CompactOptions{
-	FanOut:    4,
-	FrameSize: 4 << 20,
-	Level:     zstd.SpeedBestCompression,
-	CacheSize: 128 << 20,
+	FanOut:     4,
+	FrameSize:  4 << 20,
+	Level:      zstd.SpeedBestCompression,
+	CacheSize:  128 << 20,
+	Neighbours: 2,
 }
 
 // RunInfo describes a run of cold frames: the frames one compaction
@@ -112,6 +121,12 @@ type CompactResult struct {
 	// FramesDeleted source frames were deleted; a frame still holding a
 	// chunk that was not rewritten stays.
 	FramesDeleted int `json:"framesDeleted"`
+	// FramesPulled cold frames of PulledBytes decoded bytes, not part of
+	// the runs merged, were rewritten for holding earlier versions of the
+	// new chunks' files (CompactOptions.Neighbours); they are counted in
+	// FramesIn and RewrittenFrom too.
+	FramesPulled int    `json:"framesPulled,omitempty"`
+	PulledBytes  uint64 `json:"pulledBytes,omitempty"`
 }
 
 // compactChunk is a chunk being compacted: its index value when planned
@@ -135,8 +150,11 @@ type compactChunk struct {
 // writes go on meanwhile; the packer waits.
 //
 // Memory: an entry per chunk rewritten (its index value: about 100 bytes,
-// the whole chunk for one stored inline) plus the frame cache; finding
-// the chunks scans the chunk index once.
+// the whole chunk for one stored inline), the source frames still to be
+// read from (at most opts.CacheSize decoded; a frame is dropped once its
+// last chunk is copied), and a zstd encoder and a frame being filled per
+// worker (about 50 MiB each at the best level); finding the chunks scans
+// the chunk index once.
 func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult, error) {
 	var res CompactResult
 	if opts.FanOut == 0 {
@@ -150,6 +168,9 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	if opts.CacheSize == 0 {
 		opts.CacheSize = DefaultCompactOptions.CacheSize
+	}
+	if opts.Neighbours == 0 {
+		opts.Neighbours = DefaultCompactOptions.Neighbours
 	}
 	if opts.FrameSize < 64<<10 || opts.FrameSize > MaxFrameSize/2 {
 		return res, fmt.Errorf("%w: compact: frame size %d not in [64 KiB, %d MiB]", castore.ErrInvalid, opts.FrameSize, MaxFrameSize/2>>20)
@@ -170,10 +191,26 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		return res, err
 	}
 	var order []castore.Digest
+	pull := opts.Neighbours > 0 && !opts.Full && !sources.full()
 	if opts.Order != nil && len(chunks) > 0 {
-		order, err = opts.Order(ctx, func(d castore.Digest) bool { return chunks[d] != nil })
+		keep := func(d castore.Digest) bool { return chunks[d] != nil }
+		if pull {
+			keep = func(castore.Digest) bool { return true }
+		}
+		order, err = opts.Order(ctx, keep)
 		if err != nil {
 			return res, err
+		}
+		if pull {
+			if res.PulledBytes, err = s.pullNeighbours(ctx, order, chunks, sources, opts); err != nil {
+				return res, err
+			}
+			res.FramesPulled = len(sources.pulled)
+			if res.FramesPulled > 0 {
+				if chunks, err = s.rescanChunks(ctx, sources); err != nil {
+					return res, err
+				}
+			}
 		}
 	}
 	plan := planCompaction(order, chunks, sources)
@@ -199,7 +236,20 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		into := sources.into
 		res.Into = &into
 	}
-	if opts.DryRun || res.Into == nil {
+	if opts.DryRun {
+		return res, nil
+	}
+	if res.Into == nil {
+		if sources.resume != nil {
+			// An interrupted compaction left nothing to take up.
+			db, err := s.acquireWrite(ctx)
+			if err != nil {
+				return res, err
+			}
+			defer s.mu.RUnlock()
+			_, err = s.retire(ctx, db, nil, compactingKey)
+			return res, err
+		}
 		return res, nil
 	}
 
@@ -209,11 +259,24 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	defer s.mu.RUnlock()
 	opts.into = res.Into
+	marker := compactMarker{cutoff: sources.cutoff, into: res.Into.Run, full: res.Into.Level == LevelBase}
+	if err := writeCompactMarker(ctx, db, marker); err != nil {
+		return res, err
+	}
+	if res.Into.Level != LevelBase {
+		// Records of a run: binaries that know only layout 2 must refuse
+		// the store rather than misread them.
+		if err := requireLayout(ctx, db, layoutRuns); err != nil {
+			return res, err
+		}
+	}
 	if err := s.writeColdFrames(ctx, db, plan, opts, &res); err != nil {
 		return res, err
 	}
 	res.Into.Frames, res.Into.StoredBytes, res.Into.DecodedBytes = res.FramesOut, res.StoredOut, res.DecodedBytes
-	deleted, err := s.retireFrames(ctx, db, sources.order)
+	// The marker goes in the batch that unregisters the source frames: a
+	// crash before it resumes this compaction, one after it finds it done.
+	deleted, err := s.retire(ctx, db, sources.order, compactingKey)
 	res.FramesDeleted = deleted
 	return res, err
 }
@@ -324,7 +387,16 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 		}
 		return nil
 	}
+	// A source frame leaves the cache as soon as its last chunk in plan is
+	// copied, rather than when newer frames push it out: memory then holds
+	// the frames still needed, not the cache's whole budget.
 	cache := newFrameCache(opts.CacheSize)
+	left := make(map[castore.Digest]int)
+	for _, c := range plan {
+		if c.framed {
+			left[c.ref.frame]++
+		}
+	}
 	var (
 		data    []byte
 		entries []queuedChunk
@@ -340,12 +412,18 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 		if ctx.Err() != nil {
 			break
 		}
+		if data == nil {
+			data = make([]byte, 0, opts.FrameSize+opts.FrameSize/8)
+		}
 		offset := len(data)
 		var err error
 		if c.framed {
 			var frame []byte
 			if frame, err = readFrame(ctx, s.objects, cache, c.ref.frame); err == nil {
 				data, err = sliceFrame(data, frame, c.ref)
+			}
+			if left[c.ref.frame]--; left[c.ref.frame] == 0 {
+				cache.forget(c.ref.frame)
 			}
 		} else {
 			data, err = castore.DecodeChunk(data, c.value)
@@ -394,19 +472,26 @@ func (s *Store) claimFrame(ctx context.Context, db kvDB, f *frameInfo) error {
 	return nil
 }
 
-// CompactDue reports whether a compaction has work: a hot frame written
-// more than olderThan ago. It reads the frame registry, not the chunks.
-func (s *Store) CompactDue(ctx context.Context, olderThan time.Duration) (bool, error) {
+// CompactDue reports whether a compaction with opts (OlderThan and FanOut
+// count) has work: a hot frame written more than opts.OlderThan ago, runs
+// of one level numbering opts.FanOut or more (left by a smaller fan-out),
+// or a compaction interrupted after it chose what to rewrite (a crash,
+// a kill, a cancel: see compact_resume.go), whatever the age of its hot
+// frames. It reads the frame registry, not the chunks.
+func (s *Store) CompactDue(ctx context.Context, opts CompactOptions) (bool, error) {
+	if opts.FanOut == 0 {
+		opts.FanOut = DefaultCompactOptions.FanOut
+	}
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer s.mu.RUnlock()
-	set, err := s.compactSources(ctx, db, CompactOptions{OlderThan: olderThan, FanOut: DefaultCompactOptions.FanOut})
+	set, err := s.compactSources(ctx, db, opts)
 	if err != nil {
 		return false, err
 	}
-	return len(set.hot) > 0, nil
+	return len(set.hot) > 0 || len(set.runs) > 0 || set.resume != nil, nil
 }
 
 // LastWrite returns when this process last stored a new chunk (the zero
@@ -428,6 +513,14 @@ type compactSet struct {
 	into RunInfo
 	// fresh: there are new chunks (old hot frames, or inline chunks).
 	fresh bool
+	// cutoff: hot frames created before it are taken.
+	cutoff time.Time
+	// resume is the marker of an interrupted compaction, nil if none.
+	resume *compactMarker
+	// coldFrames: every cold frame by name; pulled: those taken for
+	// holding neighbours of the new chunks (see pullNeighbours).
+	coldFrames map[castore.Digest]*frameInfo
+	pulled     []*frameInfo
 
 	hot       []*frameInfo            // hot frames old enough
 	cold      map[uint64][]*frameInfo // frames of each run
@@ -440,13 +533,25 @@ type compactSet struct {
 // cold frames they merge with (see chooseRuns).
 func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions) (*compactSet, error) {
 	set := &compactSet{
-		cold:      make(map[uint64][]*frameInfo),
-		levelRuns: make(map[int][]uint64),
-		runOf:     make(map[uint64]*RunInfo),
+		coldFrames: make(map[castore.Digest]*frameInfo),
+		cold:       make(map[uint64][]*frameInfo),
+		levelRuns:  make(map[int][]uint64),
+		runOf:      make(map[uint64]*RunInfo),
 	}
 	cutoff := time.Now().Add(-opts.OlderThan)
+	m, ok, err := readCompactMarker(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		set.resume = &m
+		if m.cutoff.After(cutoff) {
+			cutoff = m.cutoff
+		}
+	}
+	set.cutoff = cutoff
 	var maxRun uint64
-	err := scanFrames(ctx, db, func(f *frameInfo) error {
+	err = scanFrames(ctx, db, func(f *frameInfo) error {
 		if f.tier == FrameHot {
 			if f.created.Before(cutoff) {
 				set.hot = append(set.hot, f)
@@ -468,6 +573,7 @@ func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions
 		r.StoredBytes += f.stored
 		r.DecodedBytes += f.decoded
 		set.cold[f.run] = append(set.cold[f.run], f)
+		set.coldFrames[f.name] = f
 		return nil
 	})
 	if err != nil {
@@ -487,7 +593,9 @@ func (s *Store) compactSources(ctx context.Context, db kvDB, opts CompactOptions
 // included, number opts.FanOut or more, they are all merged into one run
 // of the next level. Without new chunks, the lowest level with that many
 // runs (left after a crash, or by a smaller fan-out) is merged the same
-// way. LevelBase is never merged but by a full compaction.
+// way. LevelBase is never merged but by a full compaction. An
+// interrupted compaction (set.resume) is taken up again: a full one as
+// full, another with the part of its run already written merged in.
 func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 	set.byName = make(map[castore.Digest]*frameInfo)
 	set.order = set.order[:0]
@@ -505,7 +613,7 @@ func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 		set.order = append(set.order, f)
 	}
 	levels := slices.Sorted(maps.Keys(set.levelRuns))
-	if opts.Full {
+	if opts.Full || set.resume != nil && set.resume.full {
 		for _, l := range levels {
 			for _, run := range set.levelRuns[l] {
 				take(run)
@@ -518,6 +626,9 @@ func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 	set.into.Level = 0
 	for l := 0; l < LevelBase; l++ {
 		n := len(set.levelRuns[l])
+		if r := set.resume; r != nil && set.runOf[r.into] != nil && set.runOf[r.into].Level == l {
+			n-- // part of the run being written, not one of its own
+		}
 		if incoming {
 			n++
 		}
@@ -535,6 +646,12 @@ func (s *Store) chooseRuns(set *compactSet, opts CompactOptions) error {
 		if len(levels) == 0 || l >= levels[len(levels)-1] {
 			break
 		}
+	}
+	if r := set.resume; r != nil && set.runOf[r.into] != nil && !slices.ContainsFunc(set.runs, func(ri RunInfo) bool { return ri.Run == r.into }) {
+		// The part of the interrupted compaction's run already written:
+		// merged into the run written now, at its level at least.
+		set.into.Level = max(set.into.Level, set.runOf[r.into].Level)
+		take(r.into)
 	}
 	if set.into.Level >= LevelBase {
 		return fmt.Errorf("%w: compact: runs reach level %d", castore.ErrInvalid, set.into.Level)
@@ -648,6 +765,12 @@ func planCompaction(order []castore.Digest, chunks map[castore.Digest]*compactCh
 // any more, in one synced batch, then deletes them. It returns how many it
 // deleted.
 func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo) (int, error) {
+	return s.retire(ctx, db, frames)
+}
+
+// retire is retireFrames, deleting the records of alsoDelete in the same
+// batch (committed even when no frame is retired).
+func (s *Store) retire(ctx context.Context, db kvDB, frames []*frameInfo, alsoDelete ...[]byte) (int, error) {
 	var dead []*frameInfo
 	for _, f := range frames {
 		// The record as it is now: a frame written meanwhile with the
@@ -682,11 +805,14 @@ func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo) 
 			dead = append(dead, f)
 		}
 	}
-	if len(dead) == 0 {
+	if len(dead) == 0 && len(alsoDelete) == 0 {
 		return 0, nil
 	}
 	b := db.newBatch()
 	defer b.close()
+	for _, k := range alsoDelete {
+		b.delete(k)
+	}
 	var delta [numCounters]uint64
 	for _, f := range dead {
 		b.delete(pebbleKey(pebbleKindFrame, f.name))

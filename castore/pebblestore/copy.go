@@ -3,6 +3,7 @@ package pebblestore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -263,12 +264,22 @@ func copyRecords(ctx context.Context, ddb, sdb kvDB, dst *Store, opts CopyOption
 	}
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
-		if bytes.Equal(k, pebbleCountersKey) || bytes.Equal(k, pebbleVersionKey) {
+		if bytes.Equal(k, pebbleCountersKey) {
 			continue
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return fmt.Errorf("castore: copy: reading record %c/%x: %w", k[0], k[1:], err)
+		}
+		if bytes.Equal(k, pebbleVersionKey) {
+			// The target takes the source's version if it is higher (the
+			// records copied may need it).
+			if version, n := binary.Uvarint(v); n == len(v) && version > layoutFrames {
+				if err := requireLayout(ctx, ddb, version); err != nil {
+					return fmt.Errorf("castore: copy: %w", err)
+				}
+			}
+			continue
 		}
 		if k[0] == pebbleKindQueue {
 			seq, err := ddb.nextSeq(ctx)

@@ -32,8 +32,10 @@
 //	                            in blob order, n ≥ 2
 //	'd' directory digest (32) → canonical snix.castore.v1.Directory bytes
 //	'm' name                  → store metadata: "version" (uvarint layout
-//	                            version), "counters" (the Stats counters,
-//	                            see below)
+//	                            version, see pebble.go), "counters" (the
+//	                            Stats counters, see below), "compacting"
+//	                            (a compaction under way, see
+//	                            compact_resume.go)
 //	'R' unix ms (8, BE) ‖ kind ‖ digest → empty: a use record of a chunk,
 //	                            blob or directory (see gcuse.go)
 //	'p' store path digest (20) → PathInfo bytes           (Nix layer, via SetMeta)

@@ -35,11 +35,22 @@ const (
 // (package store defines the Nix layer's: 'p', 'n' and 'u');
 // checkMetaKind refuses castore's own.
 
-// pebbleLayoutVersion is the layout described above, stored under 'm'
-// "version"; a database of another version is refused.
-// Version 1 had no frames; a writable open upgrades it to 2 (its inline
-// chunks stay readable, and compaction moves them into frames).
-const pebbleLayoutVersion = 2
+// Layout versions, stored under 'm' "version" (uvarint). A database of a
+// version above pebbleLayoutVersion is refused; older ones are read as
+// they are.
+//   - 1 had no frames; a writable open upgrades it to 2 (its inline chunks
+//     stay readable, and compaction moves them into frames).
+//   - 2 has frames; a store that never compacted incrementally stays at 2,
+//     so that binaries that know only 2 still open it.
+//   - 3: frame registry records may name a run of cold frames (incremental
+//     compaction). Compact writes 3 before the first such record, so that
+//     binaries that know only 2 refuse the store by its version rather than
+//     misread a record.
+const (
+	layoutFrames        = 2
+	layoutRuns          = 3
+	pebbleLayoutVersion = layoutRuns
+)
 
 var (
 	pebbleVersionKey  = []byte{pebbleKindMeta, 'v', 'e', 'r', 's', 'i', 'o', 'n'}
@@ -429,7 +440,7 @@ func checkPebbleVersion(ctx context.Context, db kvDB, dir string, readOnly bool)
 		if readOnly {
 			return nil
 		}
-		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), true); err != nil {
+		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, layoutFrames), true); err != nil {
 			return fmt.Errorf("open %s: %w", dir, err)
 		}
 		return nil
@@ -438,13 +449,42 @@ func checkPebbleVersion(ctx context.Context, db kvDB, dir string, readOnly bool)
 		return err
 	}
 	got, n := binary.Uvarint(version)
-	if n != len(version) || got < 1 || got > pebbleLayoutVersion {
-		return fmt.Errorf("%w: pebble database %s has layout version %x, want 1 to %d", castore.ErrInvalid, dir, version, pebbleLayoutVersion)
+	switch {
+	case n != len(version) || got < 1:
+		return fmt.Errorf("%w: pebble database %s: layout version record %x is not a version", castore.ErrCorrupt, dir, version)
+	case got > pebbleLayoutVersion:
+		return fmt.Errorf("%w: pebble database %s: store layout version %d is newer than this binary (%d): open it with a newer nixcas",
+			castore.ErrInvalid, dir, got, pebbleLayoutVersion)
 	}
-	if got < pebbleLayoutVersion && !readOnly {
-		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, pebbleLayoutVersion), true); err != nil {
+	if got < layoutFrames && !readOnly {
+		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, layoutFrames), true); err != nil {
 			return fmt.Errorf("open %s: %w", dir, err)
 		}
+	}
+	return nil
+}
+
+// requireLayout raises the store's layout version to at least v (synced)
+// before records that need it are written; a store already at v or above
+// is left as it is.
+func requireLayout(ctx context.Context, db kvDB, v uint64) error {
+	var got uint64
+	err := get(ctx, db, pebbleVersionKey, "layout version", func(b []byte) error {
+		x, n := binary.Uvarint(b)
+		if n != len(b) {
+			return fmt.Errorf("%w: layout version record %x is not a version", castore.ErrCorrupt, b)
+		}
+		got = x
+		return nil
+	})
+	if err != nil && !errors.Is(err, errNoKey) {
+		return err
+	}
+	if got >= v {
+		return nil
+	}
+	if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, v), true); err != nil {
+		return fmt.Errorf("castore: raising the layout version to %d: %w", v, err)
 	}
 	return nil
 }

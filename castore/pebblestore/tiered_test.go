@@ -34,7 +34,8 @@ type increment struct {
 }
 
 // TestCompactTiered: a series of increments of the same size compacted
-// one after the other with a fan-out of 3 rewrites only the new chunks
+// one after the other with a fan-out of 3 (neighbours not pulled: see
+// TestCompactPullsNeighbours) rewrites only the new chunks
 // until three runs of a level would exist, then merges them into one of
 // the next level, exactly as a counter in base 3 carries; every chunk
 // reads back byte for byte after each step and after a reopen.
@@ -79,7 +80,7 @@ func TestCompactTiered(t *testing.T) {
 		if err := s.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
-		res, err := s.Compact(ctx, pebblestore.CompactOptions{Order: listOrder(ds), FanOut: 3, FrameSize: 64 << 10})
+		res, err := s.Compact(ctx, pebblestore.CompactOptions{Order: listOrder(ds), FanOut: 3, FrameSize: 64 << 10, Neighbours: -1})
 		if err != nil {
 			t.Fatalf("compaction %d: %v", i+1, err)
 		}
@@ -141,7 +142,8 @@ func TestCompactTiered(t *testing.T) {
 
 // TestCompactBaseRun: cold frames of no incremental run (written by a
 // full compaction, byte for byte as before runs existed) stay as they are
-// while increments are compacted and merged, read back, and join the rest
+// while increments (neighbours not pulled) are compacted and merged, read
+// back, and join the rest
 // in a full compaction.
 func TestCompactBaseRun(t *testing.T) {
 	ctx := context.Background()
@@ -162,7 +164,7 @@ func TestCompactBaseRun(t *testing.T) {
 		more := versionedChunks(i+2, 8)
 		all = append(all, more...)
 		ds = append(ds, putAll(t, s, more)...)
-		res, err := s.Compact(ctx, pebblestore.CompactOptions{Order: listOrder(ds), FanOut: 2, FrameSize: 64 << 10})
+		res, err := s.Compact(ctx, pebblestore.CompactOptions{Order: listOrder(ds), FanOut: 2, FrameSize: 64 << 10, Neighbours: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -77,6 +77,7 @@ after FanOut^k inputs).`,
 				return errors.New("no inputs: give trees or NAR files, or --go-toolchains")
 			}
 			o.Log = os.Stderr
+			o.Compact.Neighbours = neighboursOption(o.Compact.Neighbours)
 			res, err := bench.Dedup(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -92,6 +93,7 @@ after FanOut^k inputs).`,
 	cmd.Flags().IntVar(&o.Jobs, "jobs", 0, "compressor processes (xz, zstd -19) running at once (default GOMAXPROCS)")
 	cmd.Flags().IntVar(&o.Frames.Size, "frame-size", pebblestore.DefaultFrameOptions.Size, "uncompressed bytes per hot frame in the framed stores")
 	cmd.Flags().StringVar(&hotLevel, "frame-level", "default", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", "))
+	cmd.Flags().Float64Var(&o.Compact.Neighbours, "neighbours", pebblestore.DefaultCompactOptions.Neighbours, "in nixcas-compact, also rewrite the cold frames holding earlier versions of the new chunks' files, up to this many times the new bytes; 0: never (see store compact --neighbours)")
 	cmd.Flags().IntVar(&o.Compact.FanOut, "fan-out", pebblestore.DefaultCompactOptions.FanOut, "runs of cold frames merged at a time in nixcas-compact (see store compact --fan-out)")
 	cmd.Flags().IntVar(&o.Compact.FrameSize, "cold-frame-size", pebblestore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame in nixcas-compact")
 	cmd.Flags().StringVar(&coldLevel, "cold-level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))

@@ -30,14 +30,15 @@ type compactOutput struct {
 
 func newStoreCompactCommand() *cobra.Command {
 	var (
-		sf        storeFlags
-		olderThan time.Duration
-		fanOut    int
-		full      bool
-		frameSize int
-		level     string
-		dryRun    bool
-		asJSON    bool
+		sf         storeFlags
+		olderThan  time.Duration
+		fanOut     int
+		neighbours float64
+		full       bool
+		frameSize  int
+		level      string
+		dryRun     bool
+		asJSON     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "compact",
@@ -59,6 +60,14 @@ compaction. Cold frames written before runs existed, and those of --full,
 form one base run that only --full rewrites. --full rewrites every frame
 into that one run. --dry-run lists the runs that would be merged and the
 bytes to rewrite.
+
+So that a new version of a file compresses against its earlier versions
+before the runs merge, the cold frames of older runs that hold them (the
+neighbours of the new chunks in that order) are rewritten with the new
+chunks, up to --neighbours times the new bytes (0: never).
+
+A compaction interrupted (killed, crashed) after it chose what to rewrite
+is taken up again by the next one, whatever the age of the hot frames.
 
 Each new frame is synced before chunks are switched to it, and the old
 frames are deleted only after the switch is synced: killed at any point,
@@ -90,7 +99,7 @@ and blob indexes and holds the digest of each distinct file and directory.`,
 			var bar progress = quietProgress{}
 			var shown int64
 			opts := pebblestore.CompactOptions{
-				Order: order, OlderThan: olderThan, FanOut: fanOut, Full: full, FrameSize: frameSize, Level: lvl, DryRun: dryRun,
+				Order: order, OlderThan: olderThan, FanOut: fanOut, Full: full, Neighbours: neighboursOption(neighbours), FrameSize: frameSize, Level: lvl, DryRun: dryRun,
 				Progress: func(done, total int64) {
 					if shown == 0 {
 						bar = newProgress(total, "compacting")
@@ -136,6 +145,9 @@ and blob indexes and holds the digest of each distinct file and directory.`,
 				rows = append(rows, row{r.DecodedBytes, fmt.Sprintf("bytes in run %d of level %s (%d frames, %d stored bytes), merged",
 					r.Run, levelText(r.Level), r.Frames, r.StoredBytes)})
 			}
+			if res.FramesPulled > 0 {
+				rows = append(rows, row{res.PulledBytes, fmt.Sprintf("bytes in %d frames of older runs holding earlier versions, rewritten with them", res.FramesPulled)})
+			}
 			if res.Into != nil {
 				rows = append(rows, row{levelText(res.Into.Level), fmt.Sprintf("level of the run written (run %d)", res.Into.Run)})
 			}
@@ -156,12 +168,23 @@ and blob indexes and holds the digest of each distinct file and directory.`,
 	sf.register(cmd)
 	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "leave hot frames younger than this as they are")
 	cmd.Flags().IntVar(&fanOut, "fan-out", pebblestore.DefaultCompactOptions.FanOut, "merge this many runs of one level into one of the next")
+	cmd.Flags().Float64Var(&neighbours, "neighbours", pebblestore.DefaultCompactOptions.Neighbours,
+		"also rewrite the cold frames holding earlier versions of the new chunks' files, up to this many times the new bytes (0: never)")
 	cmd.Flags().BoolVar(&full, "full", false, "rewrite every frame into one run, not only the new chunks and the runs they merge with")
 	cmd.Flags().IntVar(&frameSize, "frame-size", pebblestore.DefaultCompactOptions.FrameSize, "uncompressed bytes per cold frame")
 	cmd.Flags().StringVar(&level, "level", "best", "zstd level of cold frames: "+strings.Join(zstdLevelNames, ", "))
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be rewritten, change nothing (opens read-only)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// neighboursOption turns --neighbours into CompactOptions.Neighbours,
+// where 0 means the default and a negative value off.
+func neighboursOption(f float64) float64 {
+	if f <= 0 {
+		return -1
+	}
+	return f
 }
 
 // levelText names a run's level: its number, or "base".

@@ -1,0 +1,74 @@
+package pebblestore_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
+)
+
+// TestCompactPullsNeighbours: a new version of a file whose earlier
+// version is in a run of cold frames is compacted, in the order that puts
+// the versions side by side, once with neighbours pulled and once
+// without. Pulled, the cold frames of the earlier version are rewritten
+// with the new chunks (within the budget) and the new version adds less
+// than half what it adds compressed on its own; every chunk reads back,
+// and the pulled frames are gone.
+func TestCompactPullsNeighbours(t *testing.T) {
+	ctx := context.Background()
+	v0, v1 := versionedChunks(0, 24), versionedChunks(2, 24)
+	var order []castore.Digest
+	var newBytes uint64
+	for i := range v0 {
+		order = append(order, castore.Hash(v0[i]), castore.Hash(v1[i]))
+		newBytes += uint64(len(v1[i]))
+	}
+	added := map[float64]uint64{}
+	for _, neighbours := range []float64{-1, 2} {
+		s := openFramed(t, t.TempDir())
+		put := func(chunks [][]byte) {
+			for _, c := range chunks {
+				if _, err := s.PutChunk(ctx, castore.NewChunk(c)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		opts := pebblestore.CompactOptions{Order: listOrder(order), FanOut: 4, FrameSize: 64 << 10, Neighbours: neighbours}
+		put(v0)
+		if _, err := s.Compact(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+		before, err := s.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(v1)
+		res, err := s.Compact(ctx, opts)
+		if err != nil || res.Into == nil || res.Into.Level != 0 {
+			t.Fatalf("Compact of the new version (neighbours %g) = %+v, %v; want a run of level 0", neighbours, res, err)
+		}
+		switch {
+		case neighbours < 0 && (res.FramesPulled != 0 || res.RewrittenFrom["level0"] != 0):
+			t.Fatalf("neighbours off: %d frames pulled, %v rewritten", res.FramesPulled, res.RewrittenFrom)
+		case neighbours > 0 && (res.FramesPulled == 0 || res.PulledBytes > uint64(neighbours*float64(newBytes)) || res.RewrittenFrom["level0"] != res.PulledBytes || res.FramesDeleted < res.FramesPulled):
+			t.Fatalf("neighbours %g: %d frames of %d bytes pulled (budget %g × %d), %v rewritten, %d frames deleted",
+				neighbours, res.FramesPulled, res.PulledBytes, neighbours, newBytes, res.RewrittenFrom, res.FramesDeleted)
+		}
+		after, err := s.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		added[neighbours] = after.StoredBytes - before.StoredBytes
+		for _, c := range append(append([][]byte{}, v0...), v1...) {
+			if got, err := s.GetChunk(ctx, castore.Hash(c), nil); err != nil || !bytes.Equal(got, c) {
+				t.Fatalf("GetChunk (neighbours %g): %d bytes, %v", neighbours, len(got), err)
+			}
+		}
+	}
+	t.Logf("the new version (%d bytes) added %d bytes compacted on its own, %d with its neighbours pulled", newBytes, added[-1], added[2])
+	if added[2]*2 > added[-1] {
+		t.Fatalf("with neighbours pulled the new version added %d bytes, not less than half of %d", added[2], added[-1])
+	}
+}
