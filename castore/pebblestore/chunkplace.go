@@ -146,3 +146,30 @@ func (c *placeCache) len() int {
 	defer c.mu.RUnlock()
 	return len(c.places)
 }
+
+// framePlace returns the place of chunk d when it is in a frame: the one
+// remembered, else the index's (then remembered). ok is false for a chunk
+// stored inline, missing, or that cannot be looked up.
+func (s *Store) framePlace(ctx context.Context, d castore.Digest) (r frameRef, ok bool) {
+	if r, ok := s.places.lookup(d); ok {
+		return r, true
+	}
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return r, false
+	}
+	defer s.mu.RUnlock()
+	gen := s.places.generation()
+	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) (err error) {
+		if len(v) == 0 || v[0] != CodecFrame {
+			return errNoKey
+		}
+		r, err = decodeFrameRef(v)
+		return err
+	})
+	if err != nil {
+		return r, false
+	}
+	s.places.add(d, r, gen)
+	return r, true
+}

@@ -40,47 +40,9 @@ import (
 //
 //	NIXCAS_BENCH_TREE=/path/to/go1.22.0 go test -run '^$' -bench BenchmarkServeNARWarm -benchtime 10x ./server/httpcache/
 func BenchmarkServeNARWarm(b *testing.B) {
-	ctx := b.Context()
 	nar := serveBenchNAR(b)
-	dir := filepath.Join(b.TempDir(), "data")
-	s, err := pebblestore.Open(dir, pebblestore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
-		b.Fatal(err)
-	}
-	s.Close() // waits for the decoded frames to be written
-	if s, err = pebblestore.Open(dir, pebblestore.Options{}); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	index := store.NewIndex(s, s)
-	sum := sha256.Sum256(nar)
-	p := &store.PathInfo{
-		Path:      nixbase32.EncodeToString(sum[:20]) + "-bench",
-		NARSize:   uint64(len(nar)),
-		NARSha256: sum,
-	}
-	p.Root = res.Root
-	p.Root.Name = p.Path
-	if err := index.Put(ctx, p); err != nil {
-		b.Fatal(err)
-	}
-	h, err := httpcache.New(httpcache.Options{CAS: s, Index: index})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ts := httptest.NewServer(h)
-	defer ts.Close()
-	url := ts.URL + "/nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
+	w := newWarmServer(b, nar, httpcache.Options{})
+	s, url := w.store, w.url
 
 	// One GET opens and checks the decoded files; it must give the NAR.
 	resp, err := http.Get(url)
@@ -107,7 +69,7 @@ func BenchmarkServeNARWarm(b *testing.B) {
 	}
 	before := processCPU(b)
 	b.ResetTimer()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^TestServeBenchClient$")
+	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run", "^TestServeBenchClient$")
 	cmd.Env = append(os.Environ(), "NIXCAS_SERVE_BENCH_URL="+url, "NIXCAS_SERVE_BENCH_GETS="+strconv.Itoa(b.N), "NIXCAS_SERVE_BENCH_SIZE="+strconv.Itoa(len(nar)))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("client: %v\n%s", err, out)
@@ -177,4 +139,74 @@ func serveBenchNAR(b *testing.B) []byte {
 		b.Fatalf("nix-store --dump %s: %v", tree, err)
 	}
 	return out
+}
+
+// warmServer serves one NAR from a Pebble store whose decoded frames are
+// on disk, reopened since they were written (nothing in memory): what a
+// restarted server that served the NAR before has.
+type warmServer struct {
+	dir   string
+	store *pebblestore.Store
+	root  castore.Entry
+	url   string // of the NAR
+	base  string // of the server
+}
+
+// newWarmServer ingests nar into a new store, renders it once, closes the
+// store and serves it reopened with the options o (CAS and Index set
+// here).
+func newWarmServer(t testing.TB, nar []byte, o httpcache.Options) *warmServer {
+	t.Helper()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // waits for the decoded frames to be written
+	w := &warmServer{dir: dir, root: res.Root}
+	w.open(t, nar, o)
+	return w
+}
+
+// open (re)opens the store and serves it.
+func (w *warmServer) open(t testing.TB, nar []byte, o httpcache.Options) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := pebblestore.Open(w.dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	index := store.NewIndex(s, s)
+	sum := sha256.Sum256(nar)
+	p := &store.PathInfo{
+		Path:      nixbase32.EncodeToString(sum[:20]) + "-warm",
+		NARSize:   uint64(len(nar)),
+		NARSha256: sum,
+	}
+	p.Root = w.root
+	p.Root.Name = p.Path
+	if err := index.Put(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	o.CAS, o.Index = s, index
+	h, err := httpcache.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	w.store, w.base = s, ts.URL
+	w.url = ts.URL + "/nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
 }
