@@ -200,9 +200,9 @@ type rangePart struct {
 	file    *os.File
 	fileOff int64
 	ref     castore.ChunkRef
-	guess  *guessedFile
-	err    error
-	held   int64 // of the walker's read-ahead budget
+	guess   *guessedFile
+	err     error
+	held    int64 // of the walker's read-ahead budget
 }
 
 type guessedFile struct {
