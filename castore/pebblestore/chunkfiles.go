@@ -23,10 +23,16 @@ func (s *Store) ChunkFiles() castore.ChunkFiles {
 	return &chunkFiles{s: s, files: make(map[castore.Digest]*chunkFile)}
 }
 
+// maxChunkFiles bounds the files one ChunkFiles keeps open: beyond, the
+// one opened first is closed (a reader still holding it then finds it
+// closed, and reads the chunk with GetChunk).
+var maxChunkFiles = 256
+
 // chunkFiles is a Store's castore.ChunkFiles.
 type chunkFiles struct {
 	s     *Store
-	files map[castore.Digest]*chunkFile // by frame; nil: none at hand
+	files map[castore.Digest]*chunkFile // by frame
+	order []castore.Digest              // of files, first opened first
 }
 
 // chunkFile is a decoded file open for one reader.
@@ -44,8 +50,14 @@ func (c *chunkFiles) ChunkFile(ctx context.Context, d castore.Digest, size uint3
 	cf, seen := c.files[r.frame]
 	if !seen {
 		if f, n, ok := c.s.decoded.reopen(r.frame, d); ok {
+			if len(c.order) == maxChunkFiles {
+				c.files[c.order[0]].f.Close()
+				delete(c.files, c.order[0])
+				c.order = append(c.order[:0], c.order[1:]...)
+			}
 			cf = &chunkFile{f: f, size: n}
 			c.files[r.frame] = cf
+			c.order = append(c.order, r.frame)
 		}
 	}
 	if cf == nil || int64(r.offset)+int64(r.length) > cf.size {
@@ -62,6 +74,7 @@ func (c *chunkFiles) Close() error {
 		cf.f.Close()
 	}
 	clear(c.files)
+	c.order = c.order[:0]
 	return nil
 }
 

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nixcas/nixcas/castore"
 )
@@ -222,4 +224,49 @@ func TestPlacesCompactionRacing(t *testing.T) {
 	checkPlaces(t, s)
 	readAll(t, s, chunks, ds)
 	checkPlaces(t, s)
+}
+
+// TestChunkFilesBound: a ChunkFiles keeps at most maxChunkFiles files
+// open, closing the one opened first; each chunk it finds is at the
+// offset it names, byte for byte.
+func TestChunkFilesBound(t *testing.T) {
+	ctx := context.Background()
+	s, chunks, ds := placeStore(t, 40)
+	readAll(t, s, chunks, ds)
+	frames := registeredFrames(t, s)
+	for deadline := time.Now().Add(30 * time.Second); s.DecodedCacheStats().Files < len(frames); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("decoded files: %+v; want one for each of %d frames", s.DecodedCacheStats(), len(frames))
+		}
+	}
+	defer func(n int) { maxChunkFiles = n }(maxChunkFiles)
+	maxChunkFiles = 2
+	cf := s.ChunkFiles().(*chunkFiles)
+	defer cf.Close()
+	var opened []*os.File
+	for i, d := range ds {
+		f, off, ok := cf.ChunkFile(ctx, d, uint32(len(chunks[i])))
+		if !ok {
+			t.Fatalf("chunk %d: not found in a decoded file", i)
+		}
+		got := make([]byte, len(chunks[i]))
+		if _, err := f.ReadAt(got, off); err != nil || !bytes.Equal(got, chunks[i]) {
+			t.Fatalf("chunk %d at %d of its file: %v, or the bytes differ", i, off, err)
+		}
+		if len(opened) == 0 || opened[len(opened)-1] != f {
+			opened = append(opened, f)
+		}
+		if len(cf.files) > 2 {
+			t.Fatalf("%d files open, want at most 2", len(cf.files))
+		}
+	}
+	if len(opened) < 3 {
+		t.Fatalf("chunks in %d files; want several", len(opened))
+	}
+	if _, err := opened[0].Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("the file opened first is still open (%v)", err)
+	}
+	if _, _, ok := cf.ChunkFile(ctx, ds[0], uint32(len(chunks[0])+1)); ok {
+		t.Fatal("a chunk asked for with the wrong size was found")
+	}
 }
