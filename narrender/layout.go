@@ -75,7 +75,9 @@ func Size(ctx context.Context, s castore.DirectoryReader, root castore.Entry) (u
 // look-up (falling back to the index when there is no such chunk), which
 // makes RenderRange(0, size) the cheaper way to render trees of many small
 // files. Chunks are fetched ahead of the writer and checked as in
-// [Render]; after an error w holds a partial range.
+// [Render]; after an error w holds a partial range. A w with the
+// [FileSender] power is handed the chunks of large files that the store
+// keeps in local files as sections of them, to send without reading.
 func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, off, n uint64) error {
 	if n == 0 {
 		return nil
@@ -346,8 +348,8 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
 		pos += uint64(c.Size)
 		if lo < hi && rw.files != nil && hi-lo >= sendFileMin {
-			if f, at, ok := rw.files.ChunkFile(rw.ctx, c.Digest, c.Size); ok {
-				if err := rw.send(rangePart{file: f, fileOff: at + int64(lo), ref: c, lo: int(lo), hi: int(hi)}); err != nil {
+			if f, foff, ok := rw.files.ChunkFile(rw.ctx, c.Digest, c.Size); ok {
+				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), ref: c, lo: int(lo), hi: int(hi)}); err != nil {
 					return err
 				}
 				continue
