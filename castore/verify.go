@@ -25,3 +25,7 @@ func (v verifying) GetChunk(ctx context.Context, d Digest, dst []byte) ([]byte, 
 	}
 	return out, nil
 }
+
+// ChunkFiles hides the ChunkFiler power of the store v verifies: a chunk
+// sent from a file would not be hashed.
+func (v verifying) ChunkFiles() ChunkFiles { return NoChunkFiles{} }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -74,7 +75,9 @@ func Size(ctx context.Context, s castore.DirectoryReader, root castore.Entry) (u
 // look-up (falling back to the index when there is no such chunk), which
 // makes RenderRange(0, size) the cheaper way to render trees of many small
 // files. Chunks are fetched ahead of the writer and checked as in
-// [Render]; after an error w holds a partial range.
+// [Render]; after an error w holds a partial range. A w with the
+// [FileSender] power is handed the chunks of large files that the store
+// keeps in local files as sections of them, to send without reading.
 func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, off, n uint64) error {
 	if n == 0 {
 		return nil
@@ -99,9 +102,15 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	defer f.Close()
 	parts := make(chan rangePart, renderAheadParts)
 	ahead := semaphore.NewWeighted(renderAheadBytes)
+	var files castore.ChunkFiles
+	fs, sends := w.(FileSender)
+	if cf, ok := castore.As[castore.ChunkFiler](s); ok && sends {
+		files = cf.ChunkFiles()
+		defer files.Close()
+	}
 	go func() {
 		defer close(parts)
-		rw := rangeWalker{ctx: ctx, s: s, f: f, out: parts, ahead: ahead, off: off, end: end}
+		rw := rangeWalker{ctx: ctx, s: s, f: f, files: files, out: parts, ahead: ahead, off: off, end: end}
 		l := layout{ctx: ctx, s: s, lit: rw.lit, file: rw.file}
 		size, err := l.run(root)
 		switch {
@@ -116,16 +125,37 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	}()
 
 	// Small files make small parts: gather them into large writes.
-	bw := bufio.NewWriterSize(stallGuard{w, f}, int(min(end-off, 256<<10)))
+	guard := stallGuard{w, f}
+	bw := bufio.NewWriterSize(guard, int(min(end-off, 256<<10)))
 	var (
 		err     error
 		written uint64
+		run     fileRun // sections waiting to be sent from a file
 	)
+	sendRun := func() {
+		k, e := run.send(ctx, bw, bw, guard.sender(fs), s)
+		written += uint64(k)
+		if e != nil {
+			err = e
+			cancel()
+		}
+	}
 	for p := range parts {
 		if err != nil {
 			p.release()
 			ahead.Release(p.held)
 			continue // drain, so the walker ends
+		}
+		if run.n > 0 && !run.joins(p) {
+			if sendRun(); err != nil {
+				p.release()
+				ahead.Release(p.held)
+				continue
+			}
+		}
+		if p.file != nil {
+			run.add(p)
+			continue
 		}
 		var k int
 		k, err = p.write(ctx, bw, s)
@@ -134,6 +164,9 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 		if err != nil {
 			cancel()
 		}
+	}
+	if err == nil && run.n > 0 {
+		sendRun()
 	}
 	if err == nil {
 		// The walker's last part may have been dropped when ctx ended:
@@ -164,9 +197,14 @@ type rangePart struct {
 	lit    []byte
 	chunk  *castore.PendingChunk
 	lo, hi int
-	guess  *guessedFile
-	err    error
-	held   int64 // of the walker's read-ahead budget
+	// file holds bytes [lo, hi) of chunk ref from fileOff, when the
+	// chunk is to be sent from its file (see FileSender).
+	file    *os.File
+	fileOff int64
+	ref     castore.ChunkRef
+	guess   *guessedFile
+	err     error
+	held    int64 // of the walker's read-ahead budget
 }
 
 type guessedFile struct {
@@ -235,6 +273,7 @@ type rangeWalker struct {
 	ctx      context.Context
 	s        Store
 	f        *castore.Fetcher
+	files    castore.ChunkFiles // nil: every chunk is fetched
 	out      chan<- rangePart
 	ahead    *semaphore.Weighted // chunk bytes queued ahead (renderAheadBytes)
 	off, end uint64
@@ -308,6 +347,14 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		}
 		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
 		pos += uint64(c.Size)
+		if lo < hi && rw.files != nil && hi-lo >= sendFileMin {
+			if f, foff, ok := rw.files.ChunkFile(rw.ctx, c.Digest, c.Size); ok {
+				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), ref: c, lo: int(lo), hi: int(hi)}); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		if lo < hi {
 			p, held, err := rw.fetch(c)
 			if err != nil {

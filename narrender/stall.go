@@ -2,6 +2,7 @@ package narrender
 
 import (
 	"io"
+	"os"
 	"time"
 
 	"github.com/nixcas/nixcas/castore"
@@ -24,4 +25,25 @@ func (g stallGuard) Write(p []byte) (int, error) {
 	end := g.f.Blocked(StallAfter)
 	defer end()
 	return g.w.Write(p)
+}
+
+// sender returns fs guarded as Write is (nil for nil).
+func (g stallGuard) sender(fs FileSender) FileSender {
+	if fs == nil {
+		return nil
+	}
+	return stallSender{fs, g.f}
+}
+
+// stallSender tells the render's fetcher when a send to the output
+// blocks.
+type stallSender struct {
+	fs FileSender
+	f  *castore.Fetcher
+}
+
+func (g stallSender) SendFile(f *os.File, n int64) (int64, error) {
+	end := g.f.Blocked(StallAfter)
+	defer end()
+	return g.fs.SendFile(f, n)
 }

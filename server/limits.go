@@ -379,6 +379,15 @@ func (l *connLimiter) track(c net.Conn, st http.ConnState) {
 }
 
 // Close implements net.Conn; it is safe to call twice.
+// ReadFrom is the connection's own (sendfile for a file on a TCP
+// connection), which embedding net.Conn would hide.
+func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
 func (c *limitedConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()
@@ -476,6 +485,33 @@ func (w *progressWriter) Write(p []byte) (int, error) {
 			return n, err
 		}
 		p = p[k:]
+	}
+	return n, nil
+}
+
+// ReadFrom writes what src has in pieces of at most progressChunk bytes,
+// each under a fresh write deadline, as Write does, through the
+// response's own ReadFrom: an *io.LimitedReader of a file stays one, so
+// that a TCP connection sends it with sendfile.
+func (w *progressWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	lr, limited := src.(*io.LimitedReader)
+	if !ok || !limited {
+		return io.Copy(struct{ io.Writer }{w}, src)
+	}
+	var n int64
+	for lr.N > 0 {
+		if err := w.rc.SetWriteDeadline(time.Now().Add(w.d)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return n, err
+		}
+		k := min(lr.N, progressChunk)
+		piece := &io.LimitedReader{R: lr.R, N: k}
+		m, err := rf.ReadFrom(piece)
+		n += m
+		lr.N -= m
+		if err != nil || m < k {
+			return n, err
+		}
 	}
 	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nixcas/nixcas/castore"
 )
@@ -33,4 +34,142 @@ func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.Chunk
 		return p, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
 	}
 	return p, err
+}
+
+// Places of chunks in memory
+//
+// A warm render reads each chunk with one pread of a decoded file (see
+// decoded.go); the look-up of the chunk's place in the index (a Pebble
+// get: an iterator over the memtables and every level) cost more CPU than
+// that read. So a Store remembers the places of the chunks it read from
+// frames, in memory, bounded (placeCacheEntries, about 90 bytes each), an
+// arbitrary one out when full. A place stays right as long as its frame
+// exists, frames being immutable and named by their bytes: every
+// retirement of a frame (compaction, collection) and every deletion of a
+// chunk empties the cache, and a read that fails from a remembered place
+// looks the chunk up again. A generation number, moved by each of these,
+// keeps a reader that looked a chunk up before them from remembering
+// what it found after them.
+//
+// Only a store that alone changes its database remembers places (Open,
+// writable): a read-only open beside a server, or a store whose records
+// are in PostgreSQL, would not hear of another process's compactions.
+
+// placeCacheEntries bounds the places a Store remembers.
+const placeCacheEntries = 1 << 18
+
+// placeCache remembers chunk places (see above). A nil *placeCache
+// remembers nothing.
+type placeCache struct {
+	mu     sync.RWMutex
+	gen    uint64
+	places map[castore.Digest]frameRef
+	max    int
+}
+
+func newPlaceCache(max int) *placeCache {
+	return &placeCache{places: make(map[castore.Digest]frameRef), max: max}
+}
+
+// lookup returns the remembered place of chunk d.
+func (c *placeCache) lookup(d castore.Digest) (frameRef, bool) {
+	if c == nil {
+		return frameRef{}, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	r, ok := c.places[d]
+	return r, ok
+}
+
+// generation returns the generation to pass to add for a place about to
+// be looked up in the index.
+func (c *placeCache) generation() uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
+}
+
+// add remembers that chunk d is at r, as the index said when the cache
+// was at generation gen; nothing when a frame was retired or a chunk
+// deleted since.
+func (c *placeCache) add(d castore.Digest, r frameRef, gen uint64) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if _, ok := c.places[d]; !ok && len(c.places) >= c.max {
+		for old := range c.places {
+			delete(c.places, old)
+			break
+		}
+	}
+	c.places[d] = r
+}
+
+// reset forgets every place: a frame was retired or chunks deleted.
+func (c *placeCache) reset() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.places)
+}
+
+// forget forgets the place of chunk d (deleted, or not found where
+// remembered).
+func (c *placeCache) forget(d castore.Digest) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.places, d)
+}
+
+// len returns the number of places remembered.
+func (c *placeCache) len() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.places)
+}
+
+// framePlace returns the place of chunk d when it is in a frame: the one
+// remembered, else the index's (then remembered). ok is false for a chunk
+// stored inline, missing, or that cannot be looked up.
+func (s *Store) framePlace(ctx context.Context, d castore.Digest) (r frameRef, ok bool) {
+	if r, ok := s.places.lookup(d); ok {
+		return r, true
+	}
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return r, false
+	}
+	defer s.mu.RUnlock()
+	gen := s.places.generation()
+	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) (err error) {
+		if len(v) == 0 || v[0] != CodecFrame {
+			return errNoKey
+		}
+		r, err = decodeFrameRef(v)
+		return err
+	})
+	if err != nil {
+		return r, false
+	}
+	s.places.add(d, r, gen)
+	return r, true
 }

@@ -83,8 +83,11 @@ type DecodedCacheStats struct {
 	MaxBytes int64  `json:"maxBytes"`
 	Bytes    int64  `json:"bytes"`
 	Files    int    `json:"files"`
-	// Hits counts chunk reads served from a decoded file.
+	// Hits counts chunk reads served from a decoded file, Sent those
+	// among them handed out as a section of the file to be sent from it
+	// (ChunkFiles).
 	Hits uint64 `json:"hits"`
+	Sent uint64 `json:"sent"`
 	// Misses counts frames decoded for a read for want of a decoded file.
 	Misses uint64 `json:"misses"`
 	// Writes counts decoded files written; Skipped the decoded frames not
@@ -104,7 +107,7 @@ type decodedCache struct {
 	// admit asks whether the disk has room for n more bytes (nil: always).
 	admit func(n int) error
 
-	hits, misses, writes, skipped, evictions, damaged atomic.Uint64
+	hits, sent, misses, writes, skipped, evictions, damaged atomic.Uint64
 
 	mu      sync.Mutex // guards the fields below; taken before files' lock
 	pending map[castore.Digest]*decodedWrite
@@ -433,6 +436,7 @@ func (c *decodedCache) stats() DecodedCacheStats {
 		Bytes:     c.files.Used(),
 		Files:     c.files.Len(),
 		Hits:      c.hits.Load(),
+		Sent:      c.sent.Load(),
 		Misses:    c.misses.Load(),
 		Writes:    c.writes.Load(),
 		Skipped:   c.skipped.Load(),

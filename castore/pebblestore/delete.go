@@ -51,6 +51,7 @@ func (s *Store) DeleteChunk(ctx context.Context, d castore.Digest) (bool, error)
 	if err := b.commit(ctx, false); err != nil {
 		return false, pebbleError(err, "delete chunk "+d.String())
 	}
+	s.places.forget(d)
 	return true, nil
 }
 

@@ -491,8 +491,9 @@ func (s *Store) readChunkInFrame(ctx context.Context, d castore.Digest, r frameR
 }
 
 // forgetFrame drops a deleted frame's decoded bytes, in memory and on
-// disk.
+// disk, and the chunk places remembered (some may be in it).
 func (s *Store) forgetFrame(name castore.Digest) {
+	s.places.reset()
 	s.cache.forget(name)
 	s.decoded.forget(name)
 }

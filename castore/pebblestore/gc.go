@@ -619,6 +619,9 @@ func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind by
 	if err := b.commit(ctx, false); err != nil {
 		return pebbleError(err, "gc: delete")
 	}
+	if kind == pebbleKindChunk {
+		s.places.reset()
+	}
 	return nil
 }
 

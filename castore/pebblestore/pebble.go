@@ -259,6 +259,7 @@ type Store struct {
 	frameOpts FrameOptions
 	cache     *frameCache
 	decoded   *decodedCache // nil: off (or read-only)
+	places    *placeCache   // nil: off (see chunkplace.go)
 	queued    atomic.Int64  // bytes of queued chunks
 	lastWrite atomic.Int64  // unix nanoseconds of the last new chunk
 	// maxPackLag: writers wait while more queued bytes than this wait for
@@ -403,6 +404,9 @@ func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGua
 			return nil, err
 		}
 		s.decoded = decoded
+	}
+	if _, local := db.(*pebbleKV); local && !s.readOnly {
+		s.places = newPlaceCache(placeCacheEntries)
 	}
 	if !s.readOnly {
 		if err := s.sweepFrames(ctx, db); err != nil {
@@ -594,6 +598,13 @@ func (s *Store) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]b
 
 // getChunk is GetChunk on an acquired db.
 func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []byte) ([]byte, error) {
+	if r, ok := s.places.lookup(d); ok {
+		if out, err := s.readChunkInFrame(ctx, d, r, dst); err == nil {
+			return out, nil
+		}
+		// Its frame retired meanwhile, or damaged: ask the index.
+		s.places.forget(d)
+	}
 	key := pebbleKey(pebbleKindChunk, d)
 	for attempt := 0; ; attempt++ {
 		var (
@@ -601,6 +612,7 @@ func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []b
 			framed bool
 			out    = dst
 		)
+		gen := s.places.generation()
 		err := get(ctx, db, key, "chunk", func(v []byte) (err error) {
 			if len(v) > 0 && v[0] == CodecFrame {
 				framed = true
@@ -630,6 +642,7 @@ func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []b
 		if err != nil {
 			return dst, fmt.Errorf("chunk %s: %w", d, err)
 		}
+		s.places.add(d, ref, gen)
 		return out, nil
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -239,6 +240,28 @@ func (l *lazyWriter) commit() {
 func (l *lazyWriter) Write(p []byte) (int, error) {
 	l.commit()
 	return l.w.Write(p)
+}
+
+var _ narrender.FileSender = (*lazyWriter)(nil)
+
+// SendFile implements narrender.FileSender: the response writer's
+// io.ReaderFrom, found through the writers that wrap it (http.Server's
+// uses sendfile on a TCP connection), reads the n bytes as an
+// *io.LimitedReader of f, which is what lets it use sendfile.
+func (l *lazyWriter) SendFile(f *os.File, n int64) (int64, error) {
+	l.commit()
+	src := &io.LimitedReader{R: f, N: n}
+	for w := l.w; ; {
+		if rf, ok := w.(io.ReaderFrom); ok {
+			return rf.ReadFrom(src)
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
+	return io.Copy(l.w, src)
 }
 
 // parseRange interprets a Range header for a body of size bytes: one

@@ -1,0 +1,187 @@
+package narrender_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
+	"github.com/nixcas/nixcas/internal/testtree"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// sendingWriter is a writer with the FileSender power: it copies what
+// SendFile is given, counting it; damage, when set, runs on the file
+// before the first send.
+type sendingWriter struct {
+	bytes.Buffer
+	sent   int64
+	sends  int
+	damage func(f *os.File)
+}
+
+func (w *sendingWriter) SendFile(f *os.File, n int64) (int64, error) {
+	if w.damage != nil {
+		w.damage(f)
+		w.damage = nil
+	}
+	w.sends++
+	k, err := io.CopyN(&w.Buffer, f, n)
+	w.sent += k
+	if err == io.EOF {
+		err = nil
+	}
+	return k, err
+}
+
+// warmStore returns the NAR of a tree of large and small files and a
+// store it was ingested into, rendered once (so its decoded frames are on
+// disk), closed and reopened: what a restarted server renders from.
+func warmStore(t *testing.T) ([]byte, string, castore.Entry) {
+	t.Helper()
+	tree := testtree.Dir(testtree.Entries{
+		"big":   testtree.File(testtree.Random(1, 3<<20+123)),
+		"mid":   testtree.File(testtree.Random(2, 40<<10)),
+		"small": testtree.File(testtree.Text("small file\n")),
+		"sub": testtree.Dir(testtree.Entries{
+			"large": testtree.File(testtree.Mixed(3, 900<<10)),
+			"link":  testtree.Link("../big"),
+		}),
+	})
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, tree); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil { // writes the decoded frames
+		t.Fatal(err)
+	}
+	return nar.Bytes(), dir, res.Root
+}
+
+func openStore(t *testing.T, dir string) *pebblestore.Store {
+	t.Helper()
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestRenderSendsFiles: to a writer that can send files, a warm render
+// sends the chunks of large files from the decoded frames on disk, and
+// the bytes are the NAR's, whole and in ranges; a
+// writer without the power gets the same bytes, nothing sent.
+func TestRenderSendsFiles(t *testing.T) {
+	ctx := context.Background()
+	nar, dir, root := warmStore(t)
+	s := openStore(t, dir)
+	size := uint64(len(nar))
+	ranges := []struct{ off, n uint64 }{
+		{0, size},
+		{1, size - 1},
+		{200, 300},                    // framing and the first file's start
+		{100 << 10, 1 << 20},          // inside the big file, from mid-chunk
+		{size - 500<<10, 500<<10 - 1}, // the large file's end and the framing after
+		{size - 1, 1},
+	}
+	for _, r := range ranges {
+		var w sendingWriter
+		if err := narrender.RenderRange(ctx, &w, s, root, r.off, r.n); err != nil {
+			t.Fatalf("range [%d, +%d): %v", r.off, r.n, err)
+		}
+		if !bytes.Equal(w.Bytes(), nar[r.off:r.off+r.n]) {
+			t.Fatalf("range [%d, +%d): %d bytes differ from the NAR's", r.off, r.n, w.Len())
+		}
+		if r.n == size && w.sent < int64(size)*3/4 {
+			t.Fatalf("whole NAR of %d bytes: %d bytes sent from files in %d sends; want most", size, w.sent, w.sends)
+		}
+	}
+	st := s.DecodedCacheStats()
+	if st.Sent == 0 || st.Misses != 0 {
+		t.Fatalf("decoded cache after warm renders: %+v; want chunks sent and no frame decoded", st)
+	}
+
+	var plain bytes.Buffer
+	if err := narrender.Render(ctx, &plain, s, root); err != nil || !bytes.Equal(plain.Bytes(), nar) {
+		t.Fatalf("render to a plain writer: %d bytes, %v; want the NAR", plain.Len(), err)
+	}
+	if got := s.DecodedCacheStats(); got.Sent != st.Sent {
+		t.Fatalf("a render to a plain writer sent %d chunks from files", got.Sent-st.Sent)
+	}
+}
+
+// TestRenderSendsDamagedFile: a decoded file damaged after a restart is
+// dropped when first opened, before anything is sent from it; one cut
+// short while a render sends from it is finished from the frame. Either
+// way the render's bytes are the NAR's.
+func TestRenderSendsDamagedFile(t *testing.T) {
+	ctx := context.Background()
+	nar, dir, root := warmStore(t)
+	var files []string
+	err := filepath.WalkDir(filepath.Join(dir, "decoded"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil || len(files) < 2 {
+		t.Fatalf("decoded files %v, %v; want several", files, err)
+	}
+	// Damaged while the store was closed: one byte changed in each.
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/3] ^= 0x40
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := openStore(t, dir)
+	var w sendingWriter
+	if err := narrender.Render(ctx, &w, s, root); err != nil || !bytes.Equal(w.Bytes(), nar) {
+		t.Fatalf("render over damaged decoded files: %d bytes, %v; want the NAR", w.Len(), err)
+	}
+	// (Frames decoded again are kept again meanwhile, and may be sent
+	// from later in the render.)
+	if st := s.DecodedCacheStats(); st.Damaged != uint64(len(files)) {
+		t.Fatalf("decoded cache %+v; want the %d damaged files dropped", st, len(files))
+	}
+	s.Close()
+
+	// Rewritten by that render (on close), then cut short mid-render.
+	s = openStore(t, dir)
+	w = sendingWriter{damage: func(f *os.File) {
+		if err := os.Truncate(f.Name(), 1000); err != nil {
+			t.Error(err)
+		}
+	}}
+	if err := narrender.Render(ctx, &w, s, root); err != nil || !bytes.Equal(w.Bytes(), nar) {
+		t.Fatalf("render over a decoded file cut short: %d bytes, %v; want the NAR", w.Len(), err)
+	}
+	if st := s.DecodedCacheStats(); st.Damaged == 0 || st.Sent == 0 {
+		t.Fatalf("decoded cache %+v; want chunks sent and the file cut short dropped", st)
+	}
+}
