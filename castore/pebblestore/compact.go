@@ -127,6 +127,29 @@ type CompactResult struct {
 	// FramesIn and RewrittenFrom too.
 	FramesPulled int    `json:"framesPulled,omitempty"`
 	PulledBytes  uint64 `json:"pulledBytes,omitempty"`
+	// NeighboursSkipped: the store holds more than neighboursMaxChunks
+	// chunks, too many to list in memory, so no neighbours were pulled.
+	NeighboursSkipped bool `json:"neighboursSkipped,omitempty"`
+}
+
+// neighboursMaxChunks bounds the chunks of a store whose compactions pull
+// neighbours: listing every chunk in file order holds about 70 bytes a
+// chunk, 140 MB at this bound.
+var neighboursMaxChunks uint64 = 2 << 20
+
+// chunkCount returns the number of chunks the store holds, from its
+// counters.
+func (s *Store) chunkCount(ctx context.Context, readOnly bool) (uint64, error) {
+	db, err := s.acquireFor(ctx, readOnly)
+	if err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+	c, err := db.counters(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return c[counterChunks], nil
 }
 
 // compactChunk is a chunk being compacted: its index value when planned
@@ -192,6 +215,15 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	var order []castore.Digest
 	pull := opts.Neighbours > 0 && !opts.Full && !sources.full()
+	if pull && opts.Order != nil && len(chunks) > 0 {
+		n, err := s.chunkCount(ctx, opts.DryRun)
+		if err != nil {
+			return res, err
+		}
+		if n > neighboursMaxChunks {
+			pull, res.NeighboursSkipped = false, true
+		}
+	}
 	if opts.Order != nil && len(chunks) > 0 {
 		keep := func(d castore.Digest) bool { return chunks[d] != nil }
 		if pull {

@@ -72,3 +72,36 @@ func TestCompactPullsNeighbours(t *testing.T) {
 		t.Fatalf("with neighbours pulled the new version added %d bytes, not less than half of %d", added[2], added[-1])
 	}
 }
+
+// TestCompactNeighboursSkippedOnLargeStores: a store holding more chunks
+// than the bound on listing them all pulls no neighbours, and says so.
+func TestCompactNeighboursSkippedOnLargeStores(t *testing.T) {
+	ctx := context.Background()
+	defer pebblestore.SetNeighboursMaxChunks(10)()
+	v0, v1 := versionedChunks(0, 24), versionedChunks(2, 24)
+	var order []castore.Digest
+	for i := range v0 {
+		order = append(order, castore.Hash(v0[i]), castore.Hash(v1[i]))
+	}
+	s := openFramed(t, t.TempDir())
+	opts := pebblestore.CompactOptions{Order: listOrder(order), FanOut: 4, FrameSize: 64 << 10}
+	for i, version := range [][][]byte{v0, v1} {
+		for _, c := range version {
+			if _, err := s.PutChunk(ctx, castore.NewChunk(c)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := s.Compact(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && (!res.NeighboursSkipped || res.FramesPulled != 0) {
+			t.Fatalf("Compact of a store of %d chunks, bound 10: neighbours skipped %v, %d frames pulled", 2*len(v0), res.NeighboursSkipped, res.FramesPulled)
+		}
+	}
+	for _, c := range append(append([][]byte{}, v0...), v1...) {
+		if got, err := s.GetChunk(ctx, castore.Hash(c), nil); err != nil || !bytes.Equal(got, c) {
+			t.Fatalf("GetChunk: %d bytes, %v", len(got), err)
+		}
+	}
+}

@@ -148,6 +148,9 @@ and blob indexes and holds the digest of each distinct file and directory.`,
 			if res.FramesPulled > 0 {
 				rows = append(rows, row{res.PulledBytes, fmt.Sprintf("bytes in %d frames of older runs holding earlier versions, rewritten with them", res.FramesPulled)})
 			}
+			if res.NeighboursSkipped {
+				rows = append(rows, row{"none", "frames of earlier versions rewritten with them: the store has too many chunks to list in memory"})
+			}
 			if res.Into != nil {
 				rows = append(rows, row{levelText(res.Into.Level), fmt.Sprintf("level of the run written (run %d)", res.Into.Run)})
 			}
