@@ -18,20 +18,23 @@ type frameImporter interface {
 
 var _ frameImporter = (*pebblestore.Store)(nil)
 
-// Frames held by a pull.
-const (
+// Frames held by a pull (variables for tests).
+var (
 	// heldBudget: a stream that received a frame waits while the decoded
 	// frames held exceed this.
-	heldBudget = 64 << 20
+	heldBudget int64 = 64 << 20
 	// importBatch: decoded bytes of received frames gathered before they
 	// are imported into the cache together, with one sync.
-	importBatch = 16 << 20
+	importBatch int64 = 16 << 20
+)
+
+const (
 	// heldStall: a stream that waited this long for the writers to use
 	// a held frame drops imported frames (the writers then read their
 	// chunks back from the cache) rather than wait longer. It only
 	// matters when the writers need a chunk not fetched yet while the
 	// frames held wait for files written later.
-	heldStall = 250 * time.Millisecond
+	heldStall = 100 * time.Millisecond
 )
 
 // heldFrames keeps the frames a pull received whole, verified and
@@ -112,7 +115,7 @@ func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) err
 
 // waitForRoom waits while more than heldBudget is held; after heldStall
 // without a frame leaving, it drops imported frames, oldest first, down
-// to the budget.
+// to half the budget (so that the next frames do not wait again at once).
 func (h *heldFrames) waitForRoom(ctx context.Context) error {
 	for {
 		h.mu.Lock()
@@ -130,7 +133,7 @@ func (h *heldFrames) waitForRoom(ctx context.Context) error {
 		case <-time.After(heldStall):
 		}
 		h.mu.Lock()
-		h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget })
+		h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget/2 })
 		h.mu.Unlock()
 		return nil
 	}

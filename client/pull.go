@@ -787,9 +787,16 @@ func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entr
 }
 
 // cacheTree records in the cache the chunk lists and directories of a
-// tree just written (so verified), children first, synced.
+// tree just written (so verified), children first, synced; and the empty
+// chunk, when the tree has an empty file, which no pull fetches but a
+// push from the cache sends.
 func (c *Client) cacheTree(ctx context.Context, t *tree) error {
 	for _, b := range t.blobs {
+		if b.size == 0 {
+			if _, err := c.cache.PutChunk(ctx, castore.NewChunk(nil)); err != nil {
+				return err
+			}
+		}
 		if len(b.chunks) > 1 {
 			if err := c.cache.PutBlob(ctx, b.digest, b.size, b.chunks); err != nil {
 				return err
