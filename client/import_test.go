@@ -38,7 +38,9 @@ type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
-type teeWriter struct{ a, b interface{ Write([]byte) (int, error) } }
+type teeWriter struct {
+	a, b interface{ Write([]byte) (int, error) }
+}
 
 func (w *teeWriter) Write(p []byte) (int, error) {
 	w.a.Write(p)
@@ -166,7 +168,9 @@ func TestPullImportsFrames(t *testing.T) {
 	if _, err := cache.Compact(ctx, pebblestore.CompactOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	keep := func(ctx context.Context, yield func(string, castore.Entry) error) error { return yield("tree", res.Root) }
+	keep := func(ctx context.Context, yield func(string, castore.Entry) error) error {
+		return yield("tree", res.Root)
+	}
 	if _, err := cache.GC(ctx, pebblestore.GCOptions{Roots: keep, RewriteBelow: 0.5}); err != nil {
 		t.Fatal(err)
 	}
