@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,7 @@ func renderSum(t *testing.T, s castore.Store, root castore.Entry) ([sha256.Size]
 	t.Helper()
 	h := sha256.New()
 	var n countWriter
-	if err := narrender.Render(context.Background(), &teeWriter{h, &n}, s, root); err != nil {
+	if err := narrender.Render(context.Background(), io.MultiWriter(h, &n), s, root); err != nil {
 		t.Fatal(err)
 	}
 	var sum [sha256.Size]byte
@@ -37,15 +38,6 @@ func renderSum(t *testing.T, s castore.Store, root castore.Entry) ([sha256.Size]
 type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
-
-type teeWriter struct {
-	a, b interface{ Write([]byte) (int, error) }
-}
-
-func (w *teeWriter) Write(p []byte) (int, error) {
-	w.a.Write(p)
-	return w.b.Write(p)
-}
 
 // checkCacheCounters: the cache's counters agree with a recount.
 func checkCacheCounters(t *testing.T, s *pebblestore.Store) castore.Stats {
