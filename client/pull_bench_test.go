@@ -69,7 +69,7 @@ func BenchmarkPull(b *testing.B) {
 			defer stop()
 			cpu0 := cpuTime(b)
 			for b.Loop() {
-				cache, err := pebblestore.Open(filepath.Join(b.TempDir(), "cache"), pebblestore.Options{CacheSize: 16 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Off: true}})
+				cache, err := pebblestore.Open(filepath.Join(b.TempDir(), "cache"), pebblestore.Options{CacheSize: 16 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Off: true, DecodedCacheSize: -1}})
 				if err != nil {
 					b.Fatal(err)
 				}
