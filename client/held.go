@@ -29,8 +29,8 @@ var (
 )
 
 const (
-	// heldStall: a stream that waited this long for the writers to use
-	// a held frame drops imported frames (the writers then read their
+	// heldStall: a stream that waited this long while the writers read
+	// no held chunk drops imported frames (the writers then read their
 	// chunks back from the cache) rather than wait longer. It only
 	// matters when the writers need a chunk not fetched yet while the
 	// frames held wait for files written later.
@@ -60,6 +60,7 @@ type heldFrames struct {
 	pending      []*heldFrame // received, not yet being imported
 	pendingBytes int64
 	held         int64         // decoded bytes of frames
+	reads        uint64        // chunks read from held frames so far
 	dropped      chan struct{} // closed (and replaced) when a frame leaves memory
 }
 
@@ -113,9 +114,10 @@ func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) err
 	return h.importFrames(ctx, batch)
 }
 
-// waitForRoom waits while more than heldBudget is held; after heldStall
-// without a frame leaving, it drops imported frames, oldest first, down
-// to half the budget (so that the next frames do not wait again at once).
+// waitForRoom waits while more than heldBudget is held. Should the
+// writers read no held chunk for heldStall meanwhile, it drops imported
+// frames, oldest first, down to half the budget (so that the next frames
+// do not wait again at once), and returns.
 func (h *heldFrames) waitForRoom(ctx context.Context) error {
 	for {
 		h.mu.Lock()
@@ -123,7 +125,7 @@ func (h *heldFrames) waitForRoom(ctx context.Context) error {
 			h.mu.Unlock()
 			return nil
 		}
-		dropped := h.dropped
+		dropped, reads := h.dropped, h.reads
 		h.mu.Unlock()
 		select {
 		case <-dropped:
@@ -133,9 +135,14 @@ func (h *heldFrames) waitForRoom(ctx context.Context) error {
 		case <-time.After(heldStall):
 		}
 		h.mu.Lock()
-		h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget/2 })
+		stalled := h.reads == reads
+		if stalled {
+			h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget/2 })
+		}
 		h.mu.Unlock()
-		return nil
+		if stalled {
+			return nil
+		}
 	}
 }
 
@@ -210,6 +217,7 @@ func (h *heldFrames) chunk(d castore.Digest) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
+	h.reads++
 	if h.uses[d] > 0 {
 		h.uses[d]--
 		if h.uses[d] == 0 {
