@@ -55,6 +55,13 @@ func (a *arrivals) wait(ctx context.Context, d castore.Digest) error {
 	select {
 	case <-x.ch:
 		return nil
+	default:
+	}
+	a.held.waitingWriter(1)
+	defer a.held.waitingWriter(-1)
+	select {
+	case <-x.ch:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}

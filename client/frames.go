@@ -33,7 +33,12 @@ const (
 	placesBatch = 1 << 15
 	// framesCallBytes bounds the stored bytes of the frames of one
 	// ReadFrames call (a frame larger than that has a call of its own).
-	framesCallBytes = 16 << 20
+	// The streams' calls run side by side, each on frames further on in
+	// the tree, and the frames received wait in memory for the writers
+	// (heldBudget): calls of 16 MiB (about 48 MiB decoded each) made the
+	// first stream wait for room behind frames the writers needed much
+	// later, a stall that dropped frames every few calls.
+	framesCallBytes = 4 << 20
 	// framesCallFrames bounds the frames of one ReadFrames call, as the
 	// server does (grpcapi.MaxReadFrames).
 	framesCallFrames = 4096

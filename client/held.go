@@ -29,11 +29,12 @@ var (
 )
 
 const (
-	// heldStall: a stream that waited this long while the writers read
-	// no held chunk drops imported frames (the writers then read their
-	// chunks back from the cache) rather than wait longer. It only
-	// matters when the writers need a chunk not fetched yet while the
-	// frames held wait for files written later.
+	// heldStall: a stream that waited this long while a writer waited
+	// for a chunk not fetched yet and no writer read a held chunk drops
+	// imported frames (the writers then read their chunks back from the
+	// cache) rather than wait longer: the frames held then wait for
+	// files written later, and the chunk wanted may be the one the
+	// waiting stream is to receive.
 	heldStall = 100 * time.Millisecond
 )
 
@@ -61,7 +62,9 @@ type heldFrames struct {
 	pendingBytes int64
 	held         int64         // decoded bytes of frames
 	reads        uint64        // chunks read from held frames so far
-	dropped      chan struct{} // closed (and replaced) when a frame leaves memory
+	waiting      int           // writers waiting for a chunk to arrive
+	writersDone  bool          // no chunk will be read any more
+	dropped      chan struct{} // closed (and replaced) when a frame leaves memory, or the writers are done
 }
 
 type heldFrame struct {
@@ -114,14 +117,16 @@ func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) err
 	return h.importFrames(ctx, batch)
 }
 
-// waitForRoom waits while more than heldBudget is held. Should the
-// writers read no held chunk for heldStall meanwhile, it drops imported
-// frames, oldest first, down to half the budget (so that the next frames
-// do not wait again at once), and returns.
+// waitForRoom waits while more than heldBudget is held and the writers
+// are at work. Should a writer wait for a chunk to arrive while none
+// reads a held chunk for heldStall, it drops imported frames, oldest
+// first, down to half the budget (so that the next frames do not wait
+// again at once), and returns. (Writers merely slow, on a loaded
+// machine, are waited for.)
 func (h *heldFrames) waitForRoom(ctx context.Context) error {
 	for {
 		h.mu.Lock()
-		if h.held <= heldBudget {
+		if h.held <= heldBudget || h.writersDone {
 			h.mu.Unlock()
 			return nil
 		}
@@ -135,7 +140,7 @@ func (h *heldFrames) waitForRoom(ctx context.Context) error {
 		case <-time.After(heldStall):
 		}
 		h.mu.Lock()
-		stalled := h.reads == reads
+		stalled := h.reads == reads && h.waiting > 0
 		if stalled {
 			h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget/2 })
 		}
@@ -144,6 +149,30 @@ func (h *heldFrames) waitForRoom(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// waitingWriter counts a writer waiting for a chunk to arrive (delta 1)
+// and done waiting (-1). A nil *heldFrames counts nothing.
+func (h *heldFrames) waitingWriter(delta int) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.waiting += delta
+	h.mu.Unlock()
+}
+
+// doneWriting says that the writers read no more chunks: streams no
+// longer wait for them.
+func (h *heldFrames) doneWriting() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.writersDone = true
+	close(h.dropped)
+	h.dropped = make(chan struct{})
 }
 
 // finish imports the frames not yet imported.

@@ -83,10 +83,13 @@ func TestHeldFrames(t *testing.T) {
 	if _, ok := h.chunk(d1); ok {
 		t.Error("chunk 1 still held after its uses")
 	}
-	// Nobody reads chunk 2: adding f3 drops f2, imported, after heldStall.
+	// A writer waits for chunk 3, and nobody reads chunk 2: adding f3
+	// drops f2, imported, after heldStall.
+	h.waitingWriter(1)
 	if err := h.add(ctx, f3); err != nil {
 		t.Fatal(err)
 	}
+	h.waitingWriter(-1)
 	if _, ok := h.chunk(d2); ok {
 		t.Error("chunk 2 still held after a stall over the budget")
 	}
@@ -95,6 +98,30 @@ func TestHeldFrames(t *testing.T) {
 	}
 	if len(imp.imported) != 3 || h.held != 0 || len(h.frames) != 0 {
 		t.Errorf("imported %d frames, %d bytes in %d frames still held; want 3, none", len(imp.imported), h.held, len(h.frames))
+	}
+
+	// Over the budget with no writer waiting, a stream waits until the
+	// writers are done.
+	f4, _ := oneChunkFrame(t, 4, 1500)
+	f5, _ := oneChunkFrame(t, 5, 1500)
+	h.uses[f4.Chunks()[0].Digest] = 1
+	if err := h.add(ctx, f4); err != nil {
+		t.Fatal(err)
+	}
+	go func() { added <- h.add(ctx, f5) }()
+	select {
+	case err := <-added:
+		t.Fatalf("add over the budget returned (%v) while the writers were at work", err)
+	case <-time.After(3 * heldStall):
+	}
+	h.doneWriting()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("add did not return once the writers were done")
 	}
 
 	// A failed import fails the add that triggered it.

@@ -93,7 +93,10 @@ func (c *Client) fetchAndWrite(ctx context.Context, t *tree, roots []castore.Ent
 		st.BytesReceived, st.ChunksFetched = fetched.BytesReceived, fetched.ChunksFetched
 		return err
 	})
-	g.Go(func() error { return write(gctx, arr) })
+	g.Go(func() error {
+		defer arr.held.doneWriting()
+		return write(gctx, arr)
+	})
 	return st, g.Wait()
 }
 
