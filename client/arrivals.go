@@ -12,9 +12,13 @@ import (
 // chunk is cached, which a writer of a file holding it waits for. It is
 // the Progress of the fetch (the chunk paths tell it of each chunk cached
 // through chunkCached), passing the bytes on to the fetch's own Progress.
+//
+// held, when not nil, holds the frames received whole: a chunk that
+// arrived is then either there or in the cache.
 type arrivals struct {
 	Progress
 	chunks map[castore.Digest]*arrival // fixed once made
+	held   *heldFrames                 // set before the fetch and the writers start
 }
 
 type arrival struct {
@@ -51,6 +55,13 @@ func (a *arrivals) wait(ctx context.Context, d castore.Digest) error {
 	select {
 	case <-x.ch:
 		return nil
+	default:
+	}
+	a.held.waitingWriter(1)
+	defer a.held.waitingWriter(-1)
+	select {
+	case <-x.ch:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -63,4 +74,13 @@ func chunkCached(bar Progress, r castore.ChunkRef) {
 	if a, ok := bar.(*arrivals); ok {
 		a.arrived(r.Digest)
 	}
+}
+
+// heldChunk returns the bytes of chunk d when a frame held for the pull
+// has them (see heldFrames.chunk). A nil *arrivals holds nothing.
+func (a *arrivals) heldChunk(d castore.Digest) ([]byte, bool) {
+	if a == nil {
+		return nil, false
+	}
+	return a.held.chunk(d)
 }

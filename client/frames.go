@@ -33,7 +33,12 @@ const (
 	placesBatch = 1 << 15
 	// framesCallBytes bounds the stored bytes of the frames of one
 	// ReadFrames call (a frame larger than that has a call of its own).
-	framesCallBytes = 16 << 20
+	// The streams' calls run side by side, each on frames further on in
+	// the tree, and the frames received wait in memory for the writers
+	// (heldBudget): calls of 16 MiB (about 48 MiB decoded each) made the
+	// first stream wait for room behind frames the writers needed much
+	// later, a stall that dropped frames every few calls.
+	framesCallBytes = 4 << 20
 	// framesCallFrames bounds the frames of one ReadFrames call, as the
 	// server does (grpcapi.MaxReadFrames).
 	framesCallFrames = 4096
@@ -162,7 +167,7 @@ type frameBuffers struct {
 // wire, the chunks cached, and the frames it did not get because the
 // server no longer has them (compaction or garbage collection retired
 // them since ChunkPlaces): their chunks are to be read one by one.
-func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *frameBuffers, bar Progress) (wire, chunks uint64, gone []framePull, err error) {
+func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *frameBuffers, held *heldFrames, bar Progress) (wire, chunks uint64, gone []framePull, err error) {
 	var in atomic.Uint64
 	names := make([][]byte, len(frames))
 	for i := range frames {
@@ -175,15 +180,25 @@ func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *
 	k := 0 // the frame being received
 	for k < len(frames) {
 		f := &frames[k]
-		obj, err := receiveFrame(stream, f.meta, bufs.stored[:0])
+		dst := bufs.stored[:0]
+		if held != nil {
+			// Held, and imported as it is: a buffer of its own.
+			dst = make([]byte, 0, f.meta.StoredSize)
+		}
+		obj, err := receiveFrame(stream, f.meta, dst)
 		if status.Code(err) == codes.NotFound {
 			return in.Load(), chunks, frames[k:], nil
 		}
 		if err != nil {
 			return in.Load(), chunks, nil, err
 		}
-		bufs.stored = obj
-		n, err := c.cacheFrameChunks(ctx, f, obj, bufs, bar)
+		var n uint64
+		if held != nil {
+			n, err = holdFrame(ctx, f, obj, held, bar)
+		} else {
+			bufs.stored = obj
+			n, err = c.cacheFrameChunks(ctx, f, obj, bufs, bar)
+		}
 		chunks += n
 		if err != nil {
 			return in.Load(), chunks, nil, err
@@ -224,9 +239,34 @@ func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameM
 	return dst, nil
 }
 
+// holdFrame checks the frame f's stored bytes obj against its name,
+// decodes them and checks the chunks wanted from it against their
+// digests (pebblestore.VerifyFrame), then holds the frame for the pull's
+// writers and the cache's import.
+func holdFrame(ctx context.Context, f *framePull, obj []byte, held *heldFrames, bar Progress) (uint64, error) {
+	places := make([]pebblestore.FrameChunk, len(f.chunks))
+	for i, p := range f.chunks {
+		places[i] = pebblestore.FrameChunk{Digest: p.ref.Digest, Offset: p.offset, Length: p.ref.Size}
+	}
+	vf, err := pebblestore.VerifyFrame(f.meta.Name, obj, places)
+	if err != nil {
+		return 0, fmt.Errorf("client: from the server: %w", err)
+	}
+	if n := uint64(len(vf.Decoded())); n != f.meta.DecodedSize {
+		return 0, fmt.Errorf("%w: client: frame %s from the server decodes to %d bytes, the server said %d", castore.ErrCorrupt, f.meta.Name, n, f.meta.DecodedSize)
+	}
+	if err := held.add(ctx, vf); err != nil {
+		return 0, err
+	}
+	for _, p := range f.chunks {
+		chunkCached(bar, p.ref)
+	}
+	return uint64(len(f.chunks)), nil
+}
+
 // cacheFrameChunks checks the frame f's stored bytes obj against its
 // name, decodes them, and caches the chunks wanted from it, each checked
-// against its digest.
+// against its digest, one by one: for a cache that cannot import frames.
 func (c *Client) cacheFrameChunks(ctx context.Context, f *framePull, obj []byte, bufs *frameBuffers, bar Progress) (uint64, error) {
 	data, err := pebblestore.DecodeFrame(f.meta.Name, obj, bufs.decoded[:0])
 	if err != nil {

@@ -447,11 +447,19 @@ func TestPullCorruptFrame(t *testing.T) {
 			t.Fatal(err)
 		}
 		dst := filepath.Join(t.TempDir(), "out")
-		_, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t)}, res.Root, dst)
+		cache := openCache(t)
+		_, err := pullWith(t, ts.addr, client.Options{Cache: cache}, res.Root, dst)
 		if !errors.Is(err, castore.ErrCorrupt) || !strings.Contains(err.Error(), "frame ") {
 			t.Fatalf("pull of frames damaged on the way: %v; want ErrCorrupt naming the frame", err)
 		}
 		checkNothingWritten(t, dst)
+		// Nothing of a damaged frame reaches the cache.
+		if st := checkCacheCounters(t, cache); st.Chunks != 0 || st.Frames != 0 {
+			t.Errorf("the cache after the refused frames: %+v", st)
+		}
+		if files := frameFilesIn(t, cache.Dir()); len(files) != 0 {
+			t.Errorf("the cache holds %d frame files after the refused frames", len(files))
+		}
 	})
 }
 

@@ -63,7 +63,7 @@ func (c *Client) PullFrom(ctx context.Context, root castore.Entry, base *castore
 	if err := c.chunkLists(ctx, t); err != nil {
 		return st, err
 	}
-	if st, err = c.fetchAndWrite(ctx, t, base, func(ctx context.Context, arr *arrivals) error {
+	if st, err = c.fetchAndWrite(ctx, t, []castore.Entry{root}, base, func(ctx context.Context, arr *arrivals) error {
 		return c.materialize(ctx, t, dst, arr)
 	}); err != nil {
 		return st, err
@@ -72,23 +72,31 @@ func (c *Client) PullFrom(ctx context.Context, root castore.Entry, base *castore
 }
 
 // fetchAndWrite fetches the chunks of t the cache lacks (fetchChunks)
-// while write writes files from the cache, waiting through arr for each
-// chunk being fetched: a pull of many files spends as long creating them
-// as fetching their chunks, so the two overlap.
-func (c *Client) fetchAndWrite(ctx context.Context, t *tree, base *castore.Entry, write func(context.Context, *arrivals) error) (PullStats, error) {
+// while write writes the trees at roots, waiting through arr for each
+// chunk being fetched, and reading it from the frame it came in while
+// that is held (heldFrames), else from the cache: a pull of many files
+// spends as long creating them as fetching their chunks, so the two
+// overlap.
+func (c *Client) fetchAndWrite(ctx context.Context, t *tree, roots []castore.Entry, base *castore.Entry, write func(context.Context, *arrivals) error) (PullStats, error) {
 	var st PullStats
 	need, _, err := c.missingChunks(ctx, t, func(castore.ChunkRef) { st.ChunksFromCache++ })
 	if err != nil {
 		return st, err
 	}
 	arr := newArrivals(need)
+	if !c.opts.NoFrames {
+		arr.held = newHeldFrames(c.cache, chunkUses(roots, t.dirs, t.blobs))
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		fetched, err := c.fetchChunks(gctx, t, need, base, arr)
 		st.BytesReceived, st.ChunksFetched = fetched.BytesReceived, fetched.ChunksFetched
 		return err
 	})
-	g.Go(func() error { return write(gctx, arr) })
+	g.Go(func() error {
+		defer arr.held.doneWriting()
+		return write(gctx, arr)
+	})
 	return st, g.Wait()
 }
 
@@ -177,6 +185,7 @@ func (c *Client) remoteTree(ctx context.Context, root castore.Entry) (*tree, err
 		}
 	}
 	t.dirs = childrenFirst(root.Digest, t.dirs)
+	t.inNAROrder()
 	return t, nil
 }
 
@@ -332,6 +341,10 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree, need []castore.ChunkR
 		chunks [][]frame // the frame lists of ReadChunks calls
 		frames []framePull
 	}
+	var held *heldFrames
+	if arr != nil {
+		held = arr.held
+	}
 	var received, fetched atomic.Uint64
 	g, gctx := errgroup.WithContext(ctx)
 	work := make(chan job)
@@ -358,7 +371,7 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree, need []castore.ChunkR
 			var bufs frameBuffers
 			for j := range work {
 				if j.frames != nil {
-					n, chunks, gone, err := c.readWholeFrames(gctx, j.frames, &bufs, bar)
+					n, chunks, gone, err := c.readWholeFrames(gctx, j.frames, &bufs, held, bar)
 					received.Add(n)
 					fetched.Add(chunks)
 					if err != nil {
@@ -394,6 +407,11 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree, need []castore.ChunkR
 	st.BytesReceived, st.ChunksFetched = received.Load(), fetched.Load()
 	if err != nil {
 		return st, err
+	}
+	if held != nil {
+		if err := held.finish(ctx); err != nil {
+			return st, err
+		}
 	}
 	return st, c.cache.Sync(ctx)
 }
@@ -629,7 +647,7 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 	}
 	var build func(d castore.Digest, path string) error
 	build = func(d castore.Digest, path string) error {
-		for _, e := range dirs[d].Entries() {
+		for _, e := range narOrder(dirs[d]) {
 			p := filepath.Join(path, e.Name)
 			switch e.Kind {
 			case castore.KindDirectory:
@@ -719,24 +737,36 @@ func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entr
 	buf := w.bufs.Get().(*[]byte)
 	defer w.bufs.Put(buf)
 	var size uint64
+	// A file of one chunk held in a frame received whole needs no hashing:
+	// the chunk was checked against its digest, which is the file's.
+	verified := false
 	for _, r := range b.chunks {
 		if err := w.arr.wait(ctx, r.Digest); err != nil {
 			return err
 		}
-		data, err := w.cache.GetChunk(ctx, r.Digest, (*buf)[:0])
-		*buf = data[:0]
-		if err != nil {
-			return fmt.Errorf("client: %s: %w", filepath.Join(dir, name), err)
+		data, ok := w.arr.heldChunk(r.Digest)
+		if ok {
+			verified = len(b.chunks) == 1 && r.Digest == e.Digest
+		} else {
+			data, err = w.cache.GetChunk(ctx, r.Digest, (*buf)[:0])
+			*buf = data[:0]
+			if err != nil {
+				return fmt.Errorf("client: %s: %w", filepath.Join(dir, name), err)
+			}
 		}
-		h.Write(data)
+		if !verified {
+			h.Write(data)
+		}
 		if _, err := f.Write(data); err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
 		size += uint64(len(data))
 		w.bar.Add(int64(len(data)))
 	}
-	var got castore.Digest
-	h.Sum(got[:0])
+	got := e.Digest
+	if !verified {
+		h.Sum(got[:0])
+	}
 	if got != e.Digest || size != e.Size {
 		return fmt.Errorf("%w: client: %s: %d bytes hashing to %s, want %d bytes, %s", castore.ErrCorrupt, filepath.Join(dir, name), size, got, e.Size, e.Digest)
 	}
@@ -760,9 +790,16 @@ func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entr
 }
 
 // cacheTree records in the cache the chunk lists and directories of a
-// tree just written (so verified), children first, synced.
+// tree just written (so verified), children first, synced; and the empty
+// chunk, when the tree has an empty file, which no pull fetches but a
+// push from the cache sends.
 func (c *Client) cacheTree(ctx context.Context, t *tree) error {
 	for _, b := range t.blobs {
+		if b.size == 0 {
+			if _, err := c.cache.PutChunk(ctx, castore.NewChunk(nil)); err != nil {
+				return err
+			}
+		}
 		if len(b.chunks) > 1 {
 			if err := c.cache.PutBlob(ctx, b.digest, b.size, b.chunks); err != nil {
 				return err

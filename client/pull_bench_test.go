@@ -6,7 +6,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,7 +26,10 @@ import (
 // (the default) and chunk by chunk (NoFrames, as before frames could be
 // read). The tree is the one in $NIXCAS_BENCH_TREE (a Go toolchain, say),
 // else a synthetic tree of 300 files, 45 MB. Client and server share the
-// process, so -cpuprofile shows both sides:
+// process, so -cpuprofile shows both sides (and the ingest that makes
+// the server's store); NIXCAS_BENCH_PULL_PROFILE=FILE profiles the pulls
+// alone. cpu-s/op is the process's CPU time (user and system, both sides)
+// per pull, which the load of the machine does not change:
 //
 //	NIXCAS_BENCH_TREE=/path/to/go1.22.0 go test -run XXX -bench BenchmarkPull -benchtime 1x -cpuprofile cpu.prof ./client
 func BenchmarkPull(b *testing.B) {
@@ -59,8 +65,11 @@ func BenchmarkPull(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(res.NARSize))
+			stop := profilePulls(b, name)
+			defer stop()
+			cpu0 := cpuTime(b)
 			for b.Loop() {
-				cache, err := pebblestore.Open(filepath.Join(b.TempDir(), "cache"), pebblestore.Options{CacheSize: 16 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Off: true}})
+				cache, err := pebblestore.Open(filepath.Join(b.TempDir(), "cache"), pebblestore.Options{CacheSize: 16 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Off: true, DecodedCacheSize: -1}})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -74,7 +83,38 @@ func BenchmarkPull(b *testing.B) {
 				c.Close()
 				cache.Close()
 			}
+			b.ReportMetric((cpuTime(b)-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 		})
+	}
+}
+
+// cpuTime returns the CPU time, user and system, the process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// profilePulls starts a CPU profile of the pulls of sub-benchmark name
+// into $NIXCAS_BENCH_PULL_PROFILE-name, when that is set, and returns
+// the function that stops it.
+func profilePulls(b *testing.B, name string) func() {
+	file := os.Getenv("NIXCAS_BENCH_PULL_PROFILE")
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file + "-" + name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 

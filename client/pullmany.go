@@ -90,7 +90,11 @@ func (c *Client) PullMany(ctx context.Context, targets []PullTarget) (PullStats,
 			t.blobs[i].chunks = all.blobs[blobAt[t.blobs[i].digest]].chunks
 		}
 	}
-	st, err := c.fetchAndWrite(ctx, all, nil, func(ctx context.Context, arr *arrivals) error {
+	roots := make([]castore.Entry, len(targets))
+	for i, tg := range targets {
+		roots[i] = tg.Root
+	}
+	st, err := c.fetchAndWrite(ctx, all, roots, nil, func(ctx context.Context, arr *arrivals) error {
 		for i, t := range trees {
 			if err := c.materialize(ctx, t, filepath.Clean(targets[i].Dst), arr); err != nil {
 				return err

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/nixcas/nixcas/castore"
 )
@@ -85,4 +87,95 @@ func localTree(ctx context.Context, s castore.Store, root castore.Entry) (*tree,
 		return nil, fmt.Errorf("client: reading the tree from the cache: %w", err)
 	}
 	return t, nil
+}
+
+// narOrder returns d's entries in the order its NAR lists them: by name,
+// whatever their kind. A server ingests a tree in that order, so its hot
+// frames hold the tree's chunks in it; a pull writes files in it too, so
+// that the frames it receives are used as they come.
+func narOrder(d *castore.Directory) []castore.Entry {
+	es := d.Entries()
+	slices.SortFunc(es, func(a, b castore.Entry) int { return strings.Compare(a.Name, b.Name) })
+	return es
+}
+
+// inNAROrder orders t's blobs as a walk of the tree in NAR order first
+// meets them.
+func (t *tree) inNAROrder() {
+	if t.root.Kind != castore.KindDirectory {
+		return
+	}
+	dirs := make(map[castore.Digest]*castore.Directory, len(t.dirs))
+	for _, d := range t.dirs {
+		dirs[d.digest] = d.dir
+	}
+	at := make(map[castore.Digest]int, len(t.blobs))
+	for i, b := range t.blobs {
+		at[b.digest] = i
+	}
+	out := make([]blobItem, 0, len(t.blobs))
+	seenDirs := map[castore.Digest]bool{}
+	var walk func(d castore.Digest)
+	walk = func(d castore.Digest) {
+		if seenDirs[d] {
+			return
+		}
+		seenDirs[d] = true
+		for _, e := range narOrder(dirs[d]) {
+			switch e.Kind {
+			case castore.KindDirectory:
+				walk(e.Digest)
+			case castore.KindFile:
+				if i, ok := at[e.Digest]; ok {
+					out = append(out, t.blobs[i])
+					delete(at, e.Digest)
+				}
+			}
+		}
+	}
+	walk(t.root.Digest)
+	t.blobs = out
+}
+
+// chunkUses returns how many times writing the trees at roots reads each
+// chunk: once for each chunk of each file entry, a directory named twice
+// counting twice, as materialize writes it twice. dirs and blobs hold the
+// trees' directories and chunk lists.
+func chunkUses(roots []castore.Entry, dirs []dirItem, blobs []blobItem) map[castore.Digest]int {
+	byDigest := make(map[castore.Digest]*castore.Directory, len(dirs))
+	for _, d := range dirs {
+		byDigest[d.digest] = d.dir
+	}
+	chunks := make(map[castore.Digest][]castore.ChunkRef, len(blobs))
+	for _, b := range blobs {
+		chunks[b.digest] = b.chunks
+	}
+	uses := map[castore.Digest]int{}
+	file := func(d castore.Digest) {
+		for _, r := range chunks[d] {
+			uses[r.Digest]++
+		}
+	}
+	var walk func(d castore.Digest)
+	walk = func(d castore.Digest) {
+		dir := byDigest[d]
+		if dir == nil {
+			return
+		}
+		for _, e := range dir.Directories {
+			walk(e.Digest)
+		}
+		for _, e := range dir.Files {
+			file(e.Digest)
+		}
+	}
+	for _, r := range roots {
+		switch r.Kind {
+		case castore.KindDirectory:
+			walk(r.Digest)
+		case castore.KindFile:
+			file(r.Digest)
+		}
+	}
+	return uses
 }

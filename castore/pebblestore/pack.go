@@ -229,16 +229,22 @@ type queuedChunk struct {
 	size      int
 	wasInline bool   // the packer found the chunk stored inline
 	inline    []byte // a compaction's chunk: its index value when planned
+	imported  bool   // an imported frame's chunk, absent from the store when planned (import.go)
 	offset    int
 }
 
 // moving reports whether the chunk goes into the frame at all.
-func (e *queuedChunk) moving() bool { return e.wasInline || e.inline != nil }
+func (e *queuedChunk) moving() bool { return e.wasInline || e.inline != nil || e.imported }
 
 // still reports whether v, the chunk's index value now, is as it was when
 // the chunk was read: for the packer, any inline value (a chunk deleted and
-// put again is the same bytes), for a compaction the very value planned.
+// put again is the same bytes), for a compaction the very value planned;
+// an imported chunk was absent, so any value means it was stored
+// meanwhile.
 func (e *queuedChunk) still(v []byte) bool {
+	if e.imported {
+		return false
+	}
 	if e.key != nil {
 		return len(v) > 0 && v[0] != CodecFrame
 	}
@@ -411,9 +417,11 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 }
 
 // switchToFrame points every chunk of entries that is still stored as it
-// was read at the frame f (when f has a name), registers f, drops the
-// queue entries, and adjusts the counters, in one batch, holding the lock
-// stripes of the chunks.
+// was read (or, imported, still absent) at the frame f (when f has a
+// name), registers f, drops the queue entries, and adjusts the counters,
+// in one batch, holding the lock stripes of the chunks. The packer,
+// compaction, garbage collection's rewrite and ImportFrames all register
+// frames through it.
 //
 // On a shared database the batch's reads lock the chunks until it
 // commits, so that two processes packing the same queued chunk switch it
@@ -458,6 +466,9 @@ func (s *Store) switchToFrameOnce(ctx context.Context, db kvDB, f *frameInfo, en
 		}
 	}
 	same := make([]bool, len(entries))
+	for i, e := range entries {
+		same[i] = e.imported // still absent unless getMany finds it
+	}
 	inlineLen := make([]int, len(entries))
 	err := b.getMany(ctx, keys, func(j int, v []byte) error {
 		i := at[j]
@@ -487,8 +498,15 @@ func (s *Store) switchToFrameOnce(ctx context.Context, db kvDB, f *frameInfo, en
 		}
 		switched[e.digest] = true
 		ref = frameRef{frame: f.name, offset: uint32(e.offset), length: uint32(e.size)}.encode(ref[:0])
-		b.set(pebbleKey(pebbleKindChunk, e.digest), ref)
 		f.chunks = append(f.chunks, frameChunk{digest: e.digest, size: uint32(e.size)})
+		if e.imported {
+			// A new chunk: counted as a put counts it.
+			b.insert(pebbleKey(pebbleKindChunk, e.digest), ref)
+			delta[counterChunks]++
+			delta[counterUniqueChunkBytes] += uint64(e.size)
+			continue
+		}
+		b.set(pebbleKey(pebbleKindChunk, e.digest), ref)
 		// An inline value leaves the count; a frame's bytes are counted
 		// per frame.
 		delta[counterStoredBytes] -= uint64(inlineLen[i])

@@ -96,12 +96,12 @@ func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, 
 		return nil, nil, nil, err
 	}
 	cache, err := client.OpenCache(ctx, f.cache, client.CacheOptions{
-		// Chunks stay inline (lz4), not packed into zstd frames: a cache
-		// is read back at once (pull writes the files from it), and
-		// packing then unpacking every chunk pulled cost more than the
-		// transfer (a 200 MiB pull over loopback took 1.4 to 1.9 times as
-		// long with frames).
-		Pebble: pebblestore.Options{CacheSize: 16 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Off: true}},
+		// Chunks put one by one stay inline, not packed into zstd frames
+		// (packing then unpacking every chunk pulled cost more than the
+		// transfer); frames a pull receives whole are kept as they came
+		// (client/held.go). No decoded frames are kept on disk: a cache
+		// is read once or twice, not served.
+		Pebble: pebblestore.Options{CacheSize: 16 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Off: true, DecodedCacheSize: -1}},
 		Note:   func(s string) { fmt.Fprintln(os.Stderr, "nixcas: note:", s) },
 	})
 	if err != nil {
