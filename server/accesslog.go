@@ -88,6 +88,18 @@ func (l *loggingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom passes a body read from src (a file section, which the
+// connection may send with sendfile) to the wrapped writer, counted as
+// Write counts.
+func (l *loggingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if l.status == 0 {
+		l.status = http.StatusOK
+	}
+	n, err := io.Copy(l.ResponseWriter, src)
+	l.sent += n
+	return n, err
+}
+
 // Flush passes flushes through (http.ResponseController finds it via
 // Unwrap too).
 func (l *loggingWriter) Flush() {

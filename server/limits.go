@@ -378,7 +378,6 @@ func (l *connLimiter) track(c net.Conn, st http.ConnState) {
 	}
 }
 
-// Close implements net.Conn; it is safe to call twice.
 // ReadFrom is the connection's own (sendfile for a file on a TCP
 // connection), which embedding net.Conn would hide.
 func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
@@ -388,6 +387,7 @@ func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
+// Close implements net.Conn; it is safe to call twice.
 func (c *limitedConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()

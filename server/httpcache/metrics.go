@@ -3,6 +3,7 @@ package httpcache
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -218,6 +219,15 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 		s.status = http.StatusOK
 	}
 	return s.ResponseWriter.Write(p)
+}
+
+// ReadFrom passes a body read from src (a file section, which the
+// connection may send with sendfile) to the wrapped writer.
+func (s *statusWriter) ReadFrom(src io.Reader) (int64, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return io.Copy(s.ResponseWriter, src)
 }
 
 // Unwrap lets http.ResponseController reach the connection.

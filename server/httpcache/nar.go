@@ -244,24 +244,13 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 
 var _ narrender.FileSender = (*lazyWriter)(nil)
 
-// SendFile implements narrender.FileSender: the response writer's
-// io.ReaderFrom, found through the writers that wrap it (http.Server's
-// uses sendfile on a TCP connection), reads the n bytes as an
-// *io.LimitedReader of f, which is what lets it use sendfile.
+// SendFile implements narrender.FileSender: it hands the n bytes to the
+// response writer as an *io.LimitedReader of f, which every writer
+// wrapping the response passes on to the next one's ReadFrom, so that
+// http.Server's sends them with sendfile on a TCP connection.
 func (l *lazyWriter) SendFile(f *os.File, n int64) (int64, error) {
 	l.commit()
-	src := &io.LimitedReader{R: f, N: n}
-	for w := l.w; ; {
-		if rf, ok := w.(io.ReaderFrom); ok {
-			return rf.ReadFrom(src)
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			break
-		}
-		w = u.Unwrap()
-	}
-	return io.Copy(l.w, src)
+	return io.Copy(l.w, &io.LimitedReader{R: f, N: n})
 }
 
 // parseRange interprets a Range header for a body of size bytes: one
