@@ -36,21 +36,23 @@ func (s *Store) pullNeighbours(ctx context.Context, order []castore.Digest, new 
 	if budget == 0 {
 		return 0, nil
 	}
-	// The nearest chunk before and after each new one that is not new.
+	// The nearest chunk before and after each new one that is not new:
+	// one pass each way, so that a long stretch of new chunks costs no
+	// more than its length.
 	near := make(map[castore.Digest]int)
-	for i, d := range order {
-		if new[d] == nil {
-			continue
-		}
-		for _, step := range []int{-1, 1} {
-			for j := i + step; j >= 0 && j < len(order); j += step {
-				if new[order[j]] == nil {
-					near[order[j]]++
-					break
-				}
+	countNearest := func(seq func(yield func(int, castore.Digest) bool)) {
+		var last *castore.Digest
+		for _, d := range seq {
+			switch {
+			case new[d] == nil:
+				last = &d
+			case last != nil:
+				near[*last]++
 			}
 		}
 	}
+	countNearest(slices.All(order))
+	countNearest(slices.Backward(order))
 	db, err := s.acquire(ctx)
 	if err != nil {
 		return 0, err
