@@ -53,7 +53,7 @@ func (c *Client) autoBase(ctx context.Context, baseName string) (*castore.Entry,
 	if !ok {
 		return nil, ""
 	}
-	v, err := meta.GetMeta(ctx, metaKindBase, []byte(Family(pathName(baseName))))
+	v, err := meta.GetMeta(ctx, metaKindBase, []byte(Family(store.PathName(baseName))))
 	if err != nil {
 		// Not found, or a cache that cannot say: no base, which costs
 		// bytes on the wire, never correctness.
@@ -81,20 +81,11 @@ func (c *Client) rememberBase(ctx context.Context, baseName string, root castore
 	if err != nil {
 		return err
 	}
-	err = meta.SetMeta(ctx, castore.MetaRecord{Kind: metaKindBase, Key: []byte(Family(pathName(baseName))), Value: v})
+	err = meta.SetMeta(ctx, castore.MetaRecord{Kind: metaKindBase, Key: []byte(Family(store.PathName(baseName))), Value: v})
 	if err != nil {
 		return fmt.Errorf("client: remembering %s as the base of its family: %w", baseName, err)
 	}
 	return nil
-}
-
-// pathName returns the name part of a store path's base name
-// (hash-name); a string without a dash is returned as it is.
-func pathName(baseName string) string {
-	if _, name, ok := strings.Cut(baseName, "-"); ok {
-		return name
-	}
-	return baseName
 }
 
 // PullPath writes the tree of the store path info describes to dst, as

@@ -17,7 +17,7 @@ import (
 // pebblestore.CompactOptions.Order.
 func (x *Index) CompactionOrder(ctx context.Context, keep func(castore.Digest) bool) ([]castore.Digest, error) {
 	return ChunkOrder(ctx, x.cas, keep, func(yield func(name string, root castore.Entry) error) error {
-		return x.List(ctx, func(p *PathInfo) error { return yield(storePathName(p.Path), p.Root) })
+		return x.List(ctx, func(p *PathInfo) error { return yield(PathName(p.Path), p.Root) })
 	})
 }
 
@@ -119,15 +119,6 @@ func ChunkOrder(ctx context.Context, cas castore.Store, keep func(castore.Digest
 		}
 	}
 	return order, nil
-}
-
-// storePathName returns the name part of a store path's base name
-// "<hash>-<name>".
-func storePathName(base string) string {
-	if i := strings.IndexByte(base, '-'); i >= 0 {
-		return base[i+1:]
-	}
-	return base
 }
 
 // FileGroup returns the key under which compaction groups the file at rel

@@ -81,6 +81,15 @@ func (p *PathInfo) Digest() PathDigest {
 	return d
 }
 
+// PathName returns the name part of a store path's base name
+// "<hash>-<name>"; a string without a dash is returned as it is.
+func PathName(base string) string {
+	if i := strings.IndexByte(base, '-'); i >= 0 {
+		return base[i+1:]
+	}
+	return base
+}
+
 // AbsolutePath returns /nix/store/<Path>.
 func (p *PathInfo) AbsolutePath() string { return StoreDir + "/" + p.Path }
 
