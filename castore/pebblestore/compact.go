@@ -137,21 +137,6 @@ type CompactResult struct {
 // chunk, 140 MB at this bound.
 var neighboursMaxChunks uint64 = 2 << 20
 
-// chunkCount returns the number of chunks the store holds, from its
-// counters.
-func (s *Store) chunkCount(ctx context.Context, readOnly bool) (uint64, error) {
-	db, err := s.acquireFor(ctx, readOnly)
-	if err != nil {
-		return 0, err
-	}
-	defer s.mu.RUnlock()
-	c, err := db.counters(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return c[counterChunks], nil
-}
-
 // compactChunk is a chunk being compacted: its index value when planned
 // and where its bytes are.
 type compactChunk struct {
@@ -215,16 +200,16 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	}
 	var order []castore.Digest
 	pull := opts.Neighbours > 0 && !opts.Full && !sources.full()
-	if pull && opts.Order != nil && len(chunks) > 0 {
-		n, err := s.chunkCount(ctx, opts.DryRun)
-		if err != nil {
-			return res, err
-		}
-		if n > neighboursMaxChunks {
-			pull, res.NeighboursSkipped = false, true
-		}
-	}
 	if opts.Order != nil && len(chunks) > 0 {
+		if pull {
+			st, err := s.Stats(ctx)
+			if err != nil {
+				return res, err
+			}
+			if st.Chunks > neighboursMaxChunks {
+				pull, res.NeighboursSkipped = false, true
+			}
+		}
 		keep := func(d castore.Digest) bool { return chunks[d] != nil }
 		if pull {
 			keep = func(castore.Digest) bool { return true }
@@ -279,7 +264,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 				return res, err
 			}
 			defer s.mu.RUnlock()
-			_, err = s.retire(ctx, db, nil, compactingKey)
+			_, err = s.retireFrames(ctx, db, nil, compactingKey)
 			return res, err
 		}
 		return res, nil
@@ -308,7 +293,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	res.Into.Frames, res.Into.StoredBytes, res.Into.DecodedBytes = res.FramesOut, res.StoredOut, res.DecodedBytes
 	// The marker goes in the batch that unregisters the source frames: a
 	// crash before it resumes this compaction, one after it finds it done.
-	deleted, err := s.retire(ctx, db, sources.order, compactingKey)
+	deleted, err := s.retireFrames(ctx, db, sources.order, compactingKey)
 	res.FramesDeleted = deleted
 	return res, err
 }
@@ -795,14 +780,9 @@ func planCompaction(order []castore.Digest, chunks map[castore.Digest]*compactCh
 
 // retireFrames unregisters every frame of frames that no chunk refers to
 // any more, in one synced batch, then deletes them. It returns how many it
-// deleted.
-func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo) (int, error) {
-	return s.retire(ctx, db, frames)
-}
-
-// retire is retireFrames, deleting the records of alsoDelete in the same
-// batch (committed even when no frame is retired).
-func (s *Store) retire(ctx context.Context, db kvDB, frames []*frameInfo, alsoDelete ...[]byte) (int, error) {
+// deleted. The records of alsoDelete are deleted in the same batch
+// (committed even when no frame is retired).
+func (s *Store) retireFrames(ctx context.Context, db kvDB, frames []*frameInfo, alsoDelete ...[]byte) (int, error) {
 	var dead []*frameInfo
 	for _, f := range frames {
 		// The record as it is now: a frame written meanwhile with the

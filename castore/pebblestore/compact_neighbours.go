@@ -41,13 +41,14 @@ func (s *Store) pullNeighbours(ctx context.Context, order []castore.Digest, new 
 	// more than its length.
 	near := make(map[castore.Digest]int)
 	countNearest := func(seq func(yield func(int, castore.Digest) bool)) {
-		var last *castore.Digest
+		var last castore.Digest
+		have := false
 		for _, d := range seq {
 			switch {
 			case new[d] == nil:
-				last = &d
-			case last != nil:
-				near[*last]++
+				last, have = d, true
+			case have:
+				near[last]++
 			}
 		}
 	}
