@@ -61,8 +61,4 @@ type changeNotifier interface {
 }
 
 // recordAccess notes that p was read, when the index keeps access times.
-func (h *handler) recordAccess(p *store.PathInfo) {
-	if h.access != nil {
-		h.access.RecordAccess(p.Digest())
-	}
-}
+func (h *handler) recordAccess(p *store.PathInfo) { h.recordAccessOf(p.Digest()) }
