@@ -63,7 +63,7 @@ const (
 )
 
 // maxOpenDecoded bounds the decoded files kept open, checked, for reads;
-// the least recently opened is closed first.
+// the least recently used is closed first.
 const maxOpenDecoded = 512
 
 // decodedTrailer is the length of the hash that ends each file.
@@ -118,7 +118,7 @@ type decodedCache struct {
 
 	openMu sync.Mutex // guards open and openLRU; taken after files' lock
 	open   map[string]*decodedFile
-	// openLRU lists the open files, most recently opened at the front.
+	// openLRU lists the open files, most recently used at the front.
 	openLRU list.List
 }
 
@@ -228,6 +228,7 @@ func (c *decodedCache) opened(name string, e *lrudir.Entry) (*decodedFile, error
 	c.openMu.Lock()
 	df := c.open[name]
 	if df != nil && df.entry == e {
+		c.openLRU.MoveToFront(df.elem)
 		c.openMu.Unlock()
 		return df, nil
 	}
