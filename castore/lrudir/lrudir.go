@@ -189,11 +189,6 @@ func (d *Dir) CreateTemp(name string) (*os.File, error) {
 func (d *Dir) Keep(name, tmp string, size int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.KeepLocked(name, tmp, size)
-}
-
-// KeepLocked is Keep for a caller that holds the lock (see Lock).
-func (d *Dir) KeepLocked(name, tmp string, size int64) bool {
 	if _, ok := d.entries[name]; ok {
 		os.Remove(tmp)
 		return false
@@ -211,22 +206,10 @@ func (d *Dir) KeepLocked(name, tmp string, size int64) bool {
 	return true
 }
 
-// Lock holds the Dir's mutex, so that a caller can decide and keep or
-// remove in one step (KeepLocked, RemoveLocked).
-func (d *Dir) Lock() { d.mu.Lock() }
-
-// Unlock releases what Lock holds.
-func (d *Dir) Unlock() { d.mu.Unlock() }
-
 // Remove forgets name and removes its file.
 func (d *Dir) Remove(name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.RemoveLocked(name)
-}
-
-// RemoveLocked is Remove for a caller that holds the lock.
-func (d *Dir) RemoveLocked(name string) {
 	if e, ok := d.entries[name]; ok {
 		d.removeLocked(e)
 	}

@@ -71,9 +71,6 @@ func VerifyFrame(name castore.Digest, stored []byte, chunks []FrameChunk) (*Veri
 // Name returns the frame's name.
 func (f *VerifiedFrame) Name() castore.Digest { return f.name }
 
-// StoredSize returns the size of the frame's stored (compressed) bytes.
-func (f *VerifiedFrame) StoredSize() int { return len(f.stored) }
-
 // Decoded returns the decoded frame. The slice belongs to f: read it,
 // never modify it.
 func (f *VerifiedFrame) Decoded() []byte { return f.decoded }
