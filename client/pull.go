@@ -84,7 +84,7 @@ func (c *Client) fetchAndWrite(ctx context.Context, t *tree, roots []castore.Ent
 		return st, err
 	}
 	arr := newArrivals(need)
-	if !c.opts.NoFrames {
+	if !c.opts.NoFrames && len(need) > 0 {
 		arr.held = newHeldFrames(c.cache, chunkUses(roots, t.dirs, t.blobs))
 	}
 	g, gctx := errgroup.WithContext(ctx)
