@@ -2,7 +2,6 @@ package pebblestore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -30,38 +29,20 @@ func (s *Store) FrameMeta(ctx context.Context, name castore.Digest) (castore.Fra
 func frameMeta(ctx context.Context, db kvDB, name castore.Digest) (castore.FrameMeta, error) {
 	m := castore.FrameMeta{Name: name}
 	err := get(ctx, db, pebbleKey(pebbleKindFrame, name), "frame", func(v []byte) error {
-		var err error
-		m.StoredSize, m.DecodedSize, err = decodeFrameSizes(v)
+		f, err := decodeFrameInfo(name, v)
 		if err != nil {
-			return fmt.Errorf("%w: frame %s registry record: %v", castore.ErrCorrupt, frameName(name), err)
+			return err
 		}
+		if f.decoded > MaxFrameSize || f.stored > MaxFrameSize+MaxFrameSize/8 {
+			return fmt.Errorf("%w: frame %s registry record: sizes %d stored, %d decoded", castore.ErrCorrupt, frameName(name), f.stored, f.decoded)
+		}
+		m.StoredSize, m.DecodedSize = f.stored, f.decoded
 		return nil
 	})
 	if errors.Is(err, errNoKey) {
 		return m, fmt.Errorf("%w: frame %s", castore.ErrNotFound, frameName(name))
 	}
 	return m, err
-}
-
-// decodeFrameSizes reads the stored and decoded sizes of a registry
-// record (see frames.go) without its chunk list.
-func decodeFrameSizes(v []byte) (stored, decoded uint64, err error) {
-	if len(v) < 4 {
-		return 0, 0, errors.New("too short")
-	}
-	rest := v[1:] // tier
-	var vals [3]uint64
-	for i := range vals {
-		x, n := binary.Uvarint(rest)
-		if n <= 0 {
-			return 0, 0, errors.New("header")
-		}
-		vals[i], rest = x, rest[n:]
-	}
-	if vals[2] > MaxFrameSize || vals[1] > MaxFrameSize+MaxFrameSize/8 {
-		return 0, 0, fmt.Errorf("sizes %d stored, %d decoded", vals[1], vals[2])
-	}
-	return vals[1], vals[2], nil
 }
 
 // GetFrame implements castore.FrameSource: the frame must be registered,
