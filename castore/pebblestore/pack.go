@@ -263,6 +263,39 @@ const (
 	packReadBytes = 8 << 20
 )
 
+// What the packer keeps between packs, so that a store packing a frame or
+// two at a time does not allocate their buffers each time: its value
+// buffer up to maxKeptPackArena bytes, and up to maxKeptFrameBuffers frame
+// buffers.
+const (
+	maxKeptPackArena    = 16 << 20
+	maxKeptFrameBuffers = 4
+)
+
+// frameBuffer returns an empty buffer for a hot frame's chunks, with room
+// for a frame and the chunk that ends it (a frame ends with the chunk that
+// reaches Size), so that it is never copied to grow. Called holding
+// packMu.
+func (s *Store) frameBuffer() []byte {
+	if n := len(s.frameBufs); n > 0 {
+		b := s.frameBufs[n-1]
+		s.frameBufs = s.frameBufs[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, s.frameOpts.Size+castore.DefaultChunkerOptions.MaxSize)
+}
+
+// keepFrameBuffer takes back a buffer from frameBuffer once its frame is
+// written. Called holding packMu.
+func (s *Store) keepFrameBuffer(b []byte) {
+	if b != nil && len(s.frameBufs) < maxKeptFrameBuffers && cap(b) == s.frameOpts.Size+castore.DefaultChunkerOptions.MaxSize {
+		s.frameBufs = append(s.frameBufs, b[:0])
+	}
+}
+
+// valueSpan locates a value in a buffer: buf[start:end].
+type valueSpan struct{ start, end int }
+
 // pendingFrame is a frame being packed.
 type pendingFrame struct {
 	data    []byte
@@ -292,12 +325,18 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	// The queue is read a page at a time, and a page's chunks in one
 	// getMany (one query on PostgreSQL, where a get is a round trip).
 	var (
-		page []queuedChunk
-		keys [][]byte
-		full bool
+		page  []queuedChunk
+		keys  [][]byte
+		full  bool
+		arena = s.packArena // the page's inline values, one buffer for all pages
 	)
+	defer func() {
+		if cap(arena) <= maxKeptPackArena {
+			s.packArena = arena[:0]
+		}
+	}()
 	for it.First(); it.Valid() && !full; {
-		page, keys = page[:0], keys[:0]
+		page, keys, arena = page[:0], keys[:0], arena[:0]
 		pageBytes := 0
 		for ; it.Valid() && len(page) < packReadPage && pageBytes < packReadBytes; it.Next() {
 			v, err := it.ValueAndErr()
@@ -318,10 +357,14 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 			it.Close()
 			return false, pebbleError(err, "pack")
 		}
-		values := make([][]byte, len(page))
+		// values[i] is the span of arena holding page[i]'s inline value
+		// (getMany's v lives only during the call); a framed chunk has
+		// none.
+		values := make([]valueSpan, len(page))
 		err := db.getMany(ctx, keys, func(i int, v []byte) error {
 			if len(v) > 0 && v[0] != CodecFrame {
-				values[i] = bytes.Clone(v)
+				values[i] = valueSpan{start: len(arena), end: len(arena) + len(v)}
+				arena = append(arena, v...)
 			}
 			return nil
 		})
@@ -339,10 +382,13 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 				cur = &pendingFrame{}
 				frames = append(frames, cur)
 			}
+			if cur.data == nil {
+				cur.data = s.frameBuffer()
+			}
 			cur.queued += e.size
-			if v := values[i]; v != nil {
+			if v := values[i]; v.end > 0 {
 				e.offset = len(cur.data)
-				if cur.data, err = castore.DecodeChunk(cur.data, v); err != nil {
+				if cur.data, err = castore.DecodeChunk(cur.data, arena[v.start:v.end]); err != nil {
 					it.Close()
 					return false, fmt.Errorf("chunk %s: %w", e.digest, err)
 				}
@@ -354,6 +400,11 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	if err := it.Close(); err != nil {
 		return false, pebbleError(err, "pack")
 	}
+	defer func() {
+		for _, pf := range frames {
+			s.keepFrameBuffer(pf.data)
+		}
+	}()
 	defer s.notifyPacked()
 	if last := frames[len(frames)-1]; len(last.entries) == 0 || !force && len(last.data) < s.frameOpts.Size {
 		frames = frames[:len(frames)-1]
@@ -618,6 +669,8 @@ type packState struct {
 	packed      chan struct{} // closed (and replaced) after each pack
 
 	packMu       sync.Mutex // one pack or compaction at a time
+	packArena    []byte     // packOne's value buffer, kept between packs (under packMu)
+	frameBufs    [][]byte   // hot frame buffers, kept between packs (under packMu)
 	packSignal   chan struct{}
 	stopPacking  func() // nil: no packer
 	packStopOnce sync.Once
