@@ -676,7 +676,8 @@ func (d *dedupRun) totals(ctx context.Context) (map[string]int64, error) {
 // over every store path recorded so far.
 func (d *dedupRun) compact(ctx context.Context, p *pebblestore.Store) error {
 	opts := d.o.Compact
-	opts.Order = store.NewIndex(p, p).CompactionOrder
+	index := store.NewIndex(p, p)
+	opts.Order, opts.Neighbourhood = index.CompactionOrder, index.CompactionNeighbourhood
 	res, err := p.Compact(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("%s: %w", StrategyNixcasCompact, err)

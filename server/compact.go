@@ -104,7 +104,8 @@ func (c *compactor) run(ctx context.Context) {
 func (c *compactor) compact(ctx context.Context) {
 	start := time.Now()
 	res, err := c.cas.Compact(ctx, pebblestore.CompactOptions{Order: c.index.CompactionOrder,
-		OlderThan: c.policy.OlderThan, FanOut: c.policy.FanOut, DutyCycle: c.policy.DutyCycle})
+		Neighbourhood: c.index.CompactionNeighbourhood,
+		OlderThan:     c.policy.OlderThan, FanOut: c.policy.FanOut, DutyCycle: c.policy.DutyCycle})
 	if err == nil {
 		c.runs.Inc()
 		c.written.Add(float64(res.StoredOut))

@@ -21,6 +21,17 @@ func (x *Index) CompactionOrder(ctx context.Context, keep func(castore.Digest) b
 	})
 }
 
+// CompactionNeighbourhood lists, in CompactionOrder's order, the chunks of
+// every file grouped (see FileGroup) with a file holding a chunk isNew
+// accepts: the new chunks and the earlier versions of their files (see
+// ChunkNeighbourhood). Its signature is that of
+// pebblestore.CompactOptions.Neighbourhood.
+func (x *Index) CompactionNeighbourhood(ctx context.Context, isNew func(castore.Digest) bool) ([]castore.Digest, error) {
+	return ChunkNeighbourhood(ctx, x.cas, isNew, func(yield func(name string, root castore.Entry) error) error {
+		return x.List(ctx, func(p *PathInfo) error { return yield(PathName(p.Path), p.Root) })
+	})
+}
+
 // ChunkOrder lists the chunks of the trees roots yields (each with the
 // name of its store path, without the hash) so that the versions of a file
 // lie side by side: files are grouped by a key that survives a version
@@ -34,31 +45,90 @@ func (x *Index) CompactionOrder(ctx context.Context, keep func(castore.Digest) b
 // chunk keep accepts (about 70 bytes), plus the digest of every distinct
 // file and directory met (about 80 bytes each), so as to read each once.
 func ChunkOrder(ctx context.Context, cas castore.Store, keep func(castore.Digest) bool, roots func(yield func(name string, root castore.Entry) error) error) ([]castore.Digest, error) {
-	type placed struct {
-		group  string
-		offset uint64
-		path   int
-		digest castore.Digest
-	}
-	var (
-		entries []placed
-		groups  = map[string]string{} // interned group keys
-		blobs   = map[castore.Digest]bool{}
-		dirs    = map[castore.Digest]bool{}
-		paths   int
-	)
-	intern := func(s string) string {
-		if k, ok := groups[s]; ok {
-			return k
+	var o orderedChunks
+	err := walkFiles(ctx, cas, roots, func(f fileChunks) {
+		var group string
+		var off uint64
+		for _, c := range f.chunks {
+			if keep == nil || keep(c.Digest) {
+				if group == "" {
+					group = o.intern(FileGroup(f.name, f.rel))
+				}
+				o.add(group, off, f.path, c.Digest)
+			}
+			off += uint64(c.Size)
 		}
-		groups[s] = s
-		return s
+	})
+	if err != nil {
+		return nil, err
 	}
+	return o.sorted(), nil
+}
+
+// ChunkNeighbourhood lists, in ChunkOrder's order, every chunk of the
+// files that share a group (see FileGroup) with a file holding a chunk
+// isNew accepts: the new chunks, and the chunks of the other versions of
+// their files, which a compaction rewrites with them. It reads every
+// directory and blob index twice (once to find the groups of the new
+// chunks, once to list them), so that memory follows the new chunks'
+// groups: an entry per occurrence of a chunk of those groups (about 70
+// bytes), the names of the groups, and the digest of every distinct file
+// and directory met (about 80 bytes each), but not an entry per chunk of
+// the store as ChunkOrder with every chunk kept would hold.
+func ChunkNeighbourhood(ctx context.Context, cas castore.Store, isNew func(castore.Digest) bool, roots func(yield func(name string, root castore.Entry) error) error) ([]castore.Digest, error) {
+	groups := map[string]bool{}
+	err := walkFiles(ctx, cas, roots, func(f fileChunks) {
+		for _, c := range f.chunks {
+			if isNew(c.Digest) {
+				groups[FileGroup(f.name, f.rel)] = true
+				return
+			}
+		}
+	})
+	if err != nil || len(groups) == 0 {
+		return nil, err
+	}
+	var o orderedChunks
+	err = walkFiles(ctx, cas, roots, func(f fileChunks) {
+		group := FileGroup(f.name, f.rel)
+		if !groups[group] {
+			return
+		}
+		group = o.intern(group)
+		var off uint64
+		for _, c := range f.chunks {
+			o.add(group, off, f.path, c.Digest)
+			off += uint64(c.Size)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return o.sorted(), nil
+}
+
+// fileChunks is a file met by walkFiles: the name of its store path, its
+// path in it, the number of the root it was met in (from 1), its chunks.
+type fileChunks struct {
+	name, rel string
+	path      int
+	chunks    []castore.ChunkRef
+}
+
+// walkFiles calls fn with every distinct file (by digest) of the trees
+// roots yields, where it first occurs, reading each directory and blob
+// index once. fn must not keep f.chunks.
+func walkFiles(ctx context.Context, cas castore.Store, roots func(yield func(name string, root castore.Entry) error) error, fn func(f fileChunks)) error {
+	var (
+		blobs = map[castore.Digest]bool{}
+		dirs  = map[castore.Digest]bool{}
+		paths int
+	)
 	type item struct {
 		entry castore.Entry
 		rel   string
 	}
-	err := roots(func(name string, root castore.Entry) error {
+	return roots(func(name string, root castore.Entry) error {
 		paths++
 		stack := []item{{entry: root}}
 		for len(stack) > 0 {
@@ -77,17 +147,7 @@ func ChunkOrder(ctx context.Context, cas castore.Store, keep func(castore.Digest
 				if err != nil {
 					return fmt.Errorf("%s: %s: %w", name, it.rel, err)
 				}
-				var group string
-				var off uint64
-				for _, c := range chunks {
-					if keep == nil || keep(c.Digest) {
-						if group == "" {
-							group = intern(FileGroup(name, it.rel))
-						}
-						entries = append(entries, placed{group: group, offset: off, path: paths, digest: c.Digest})
-					}
-					off += uint64(c.Size)
-				}
+				fn(fileChunks{name: name, rel: it.rel, path: paths, chunks: chunks})
 			case castore.KindDirectory:
 				if dirs[it.entry.Digest] {
 					continue
@@ -104,21 +164,52 @@ func ChunkOrder(ctx context.Context, cas castore.Store, keep func(castore.Digest
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// orderedChunks gathers chunk occurrences for ChunkOrder and
+// ChunkNeighbourhood.
+type orderedChunks struct {
+	entries []placedChunk
+	groups  map[string]string // interned group keys
+}
+
+type placedChunk struct {
+	group  string
+	offset uint64
+	path   int
+	digest castore.Digest
+}
+
+func (o *orderedChunks) intern(s string) string {
+	if k, ok := o.groups[s]; ok {
+		return k
 	}
-	slices.SortFunc(entries, func(a, b placed) int {
+	if o.groups == nil {
+		o.groups = map[string]string{}
+	}
+	o.groups[s] = s
+	return s
+}
+
+func (o *orderedChunks) add(group string, offset uint64, path int, d castore.Digest) {
+	o.entries = append(o.entries, placedChunk{group: group, offset: offset, path: path, digest: d})
+}
+
+// sorted returns the digests by group, offset and path, each once, where
+// it first occurs.
+func (o *orderedChunks) sorted() []castore.Digest {
+	slices.SortFunc(o.entries, func(a, b placedChunk) int {
 		return cmp.Or(strings.Compare(a.group, b.group), cmp.Compare(a.offset, b.offset), cmp.Compare(a.path, b.path))
 	})
-	seen := make(map[castore.Digest]bool, len(entries))
-	order := make([]castore.Digest, 0, len(entries))
-	for _, e := range entries {
+	seen := make(map[castore.Digest]bool, len(o.entries))
+	order := make([]castore.Digest, 0, len(o.entries))
+	for _, e := range o.entries {
 		if !seen[e.digest] {
 			seen[e.digest] = true
 			order = append(order, e.digest)
 		}
 	}
-	return order, nil
+	return order
 }
 
 // FileGroup returns the key under which compaction groups the file at rel

@@ -2,7 +2,10 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
@@ -120,5 +123,95 @@ func TestChunkOrder(t *testing.T) {
 	})
 	if err != nil || len(none) != 0 {
 		t.Fatalf("ChunkOrder keeping nothing = %v, %v", none, err)
+	}
+}
+
+// TestChunkNeighbourhood: the neighbourhood of some new chunks is every
+// chunk of the files grouped with theirs, across all versions and in
+// ChunkOrder's order; files of other groups, of this package or another,
+// are left out.
+func TestChunkNeighbourhood(t *testing.T) {
+	ctx := context.Background()
+	cas := new(castore.MemoryStore)
+	type tree struct {
+		name  string
+		root  castore.Entry
+		files map[string][]castore.Digest // file → chunks
+	}
+	// mk stores a tree of three-chunk files, file → tag; the same tag
+	// gives the same content.
+	mk := func(name string, tags map[string]string) tree {
+		tr := tree{name: name, files: map[string][]castore.Digest{}}
+		dir := &castore.Directory{}
+		for _, file := range slices.Sorted(maps.Keys(tags)) {
+			var refs []castore.ChunkRef
+			var data []byte
+			for i := range 3 {
+				c := []byte(fmt.Sprintf("%s %s chunk %d", file, tags[file], i))
+				d := castoretest.MustPutChunk(t, cas, c)
+				refs = append(refs, castore.ChunkRef{Digest: d, Size: uint32(len(c))})
+				tr.files[file] = append(tr.files[file], d)
+				data = append(data, c...)
+			}
+			bd := castore.Hash(data)
+			if err := cas.PutBlob(ctx, bd, uint64(len(data)), refs); err != nil {
+				t.Fatal(err)
+			}
+			dir.Files = append(dir.Files, castore.FileEntry{Name: file, Digest: bd, Size: uint64(len(data))})
+		}
+		tr.root = castore.Entry{Kind: castore.KindDirectory, Digest: castoretest.MustPutDirectory(t, cas, dir)}
+		return tr
+	}
+	trees := []tree{
+		mk("pkg-1.0", map[string]string{"a": "1", "b": "1", "c": "1"}),
+		mk("other-1.0", map[string]string{"a": "o1"}),
+		mk("pkg-2.0", map[string]string{"a": "2", "b": "1", "c": "1"}),
+		mk("pkg-3.0", map[string]string{"a": "2", "b": "3", "c": "1"}),
+	}
+	roots := func(yield func(string, castore.Entry) error) error {
+		for _, tr := range trees {
+			if err := yield(tr.name, tr.root); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	all, err := store.ChunkOrder(ctx, cas, nil, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// chunksOf returns the chunks of file in the trees whose name starts
+	// with prefix.
+	chunksOf := func(prefix, file string) (ds []castore.Digest) {
+		for _, tr := range trees {
+			if strings.HasPrefix(tr.name, prefix) {
+				ds = append(ds, tr.files[file]...)
+			}
+		}
+		return ds
+	}
+	tests := []struct {
+		name   string
+		new    []castore.Digest // the chunks isNew accepts
+		groups []castore.Digest // the chunks of the groups expected
+	}{
+		{"nothing new", nil, nil},
+		{"one new chunk of b", trees[3].files["b"][1:2], chunksOf("pkg-", "b")},
+		{"the new version of a", trees[2].files["a"], chunksOf("pkg-", "a")},
+		{"a chunk of another package's a", trees[1].files["a"][:1], chunksOf("other-", "a")},
+		{"new chunks in two groups", append(slices.Clone(trees[3].files["b"]), trees[1].files["a"]...), append(chunksOf("pkg-", "b"), chunksOf("other-", "a")...)},
+		{"a chunk no file holds", []castore.Digest{castore.Hash([]byte("nowhere"))}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := store.ChunkNeighbourhood(ctx, cas, func(d castore.Digest) bool { return slices.Contains(tt.new, d) }, roots)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.DeleteFunc(slices.Clone(all), func(d castore.Digest) bool { return !slices.Contains(tt.groups, d) })
+			if !slices.Equal(got, want) {
+				t.Fatalf("ChunkNeighbourhood = %v\nwant %v", got, want)
+			}
+		})
 	}
 }

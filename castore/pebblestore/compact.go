@@ -65,6 +65,14 @@ type CompactOptions struct {
 	// compact_neighbours.go). Not with Full (everything is rewritten).
 	// 0 means the default; negative turns it off.
 	Neighbours float64
+	// Neighbourhood, when set with Order, is what pulling neighbours
+	// calls instead of Order with every chunk kept: it lists, in Order's
+	// order, the chunks of the files whose versions hold a chunk isNew
+	// accepts (the new chunks and the earlier versions of their files),
+	// so that memory follows the new chunks' files rather than the whole
+	// store, and neighbours are pulled whatever the store's size. Without
+	// it, a store of more than neighboursMaxChunks chunks pulls none.
+	Neighbourhood func(ctx context.Context, isNew func(castore.Digest) bool) ([]castore.Digest, error)
 
 	// into is the run the frames written belong to; nil: run 0 at
 	// LevelBase.
@@ -201,7 +209,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	var order []castore.Digest
 	pull := opts.Neighbours > 0 && !opts.Full && !sources.full()
 	if opts.Order != nil && len(chunks) > 0 {
-		if pull {
+		if pull && opts.Neighbourhood == nil {
 			st, err := s.Stats(ctx)
 			if err != nil {
 				return res, err
@@ -211,10 +219,14 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 			}
 		}
 		keep := func(d castore.Digest) bool { return chunks[d] != nil }
-		if pull {
-			keep = func(castore.Digest) bool { return true }
+		switch {
+		case pull && opts.Neighbourhood != nil:
+			order, err = opts.Neighbourhood(ctx, keep)
+		case pull:
+			order, err = opts.Order(ctx, func(castore.Digest) bool { return true })
+		default:
+			order, err = opts.Order(ctx, keep)
 		}
-		order, err = opts.Order(ctx, keep)
 		if err != nil {
 			return res, err
 		}

@@ -3,6 +3,7 @@ package pebblestore_test
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
@@ -25,8 +26,13 @@ func TestCompactPullsNeighbours(t *testing.T) {
 		order = append(order, castore.Hash(v0[i]), castore.Hash(v1[i]))
 		newBytes += uint64(len(v1[i]))
 	}
-	added := map[float64]uint64{}
-	for _, neighbours := range []float64{-1, 2} {
+	added := map[string]uint64{}
+	for _, mode := range []struct {
+		name          string
+		neighbours    float64
+		neighbourhood bool // listed by Neighbourhood, not Order with every chunk
+	}{{"off", -1, false}, {"order", 2, false}, {"neighbourhood", 2, true}} {
+		neighbours := mode.neighbours
 		s := openFramed(t, t.TempDir())
 		put := func(chunks [][]byte) {
 			for _, c := range chunks {
@@ -36,6 +42,9 @@ func TestCompactPullsNeighbours(t *testing.T) {
 			}
 		}
 		opts := pebblestore.CompactOptions{Order: listOrder(order), FanOut: 4, FrameSize: 64 << 10, Neighbours: neighbours}
+		if mode.neighbourhood {
+			opts.Neighbourhood = listNeighbourhood(order)
+		}
 		put(v0)
 		if _, err := s.Compact(ctx, opts); err != nil {
 			t.Fatal(err)
@@ -60,21 +69,23 @@ func TestCompactPullsNeighbours(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		added[neighbours] = after.StoredBytes - before.StoredBytes
+		added[mode.name] = after.StoredBytes - before.StoredBytes
 		for _, c := range append(append([][]byte{}, v0...), v1...) {
 			if got, err := s.GetChunk(ctx, castore.Hash(c), nil); err != nil || !bytes.Equal(got, c) {
 				t.Fatalf("GetChunk (neighbours %g): %d bytes, %v", neighbours, len(got), err)
 			}
 		}
 	}
-	t.Logf("the new version (%d bytes) added %d bytes compacted on its own, %d with its neighbours pulled", newBytes, added[-1], added[2])
-	if added[2]*2 > added[-1] {
-		t.Fatalf("with neighbours pulled the new version added %d bytes, not less than half of %d", added[2], added[-1])
+	t.Logf("the new version (%d bytes) added %d bytes compacted on its own, %d with its neighbours pulled (%d listed by Neighbourhood)", newBytes, added["off"], added["order"], added["neighbourhood"])
+	if added["order"]*2 > added["off"] || added["neighbourhood"] != added["order"] {
+		t.Fatalf("with neighbours pulled the new version added %d bytes (%d listed by Neighbourhood), not less than half of %d", added["order"], added["neighbourhood"], added["off"])
 	}
 }
 
 // TestCompactNeighboursSkippedOnLargeStores: a store holding more chunks
-// than the bound on listing them all pulls no neighbours, and says so.
+// than the bound on listing them all pulls no neighbours, and says so;
+// given Neighbourhood, which lists only the new chunks' files, it pulls
+// them whatever its size.
 func TestCompactNeighboursSkippedOnLargeStores(t *testing.T) {
 	ctx := context.Background()
 	defer pebblestore.SetNeighboursMaxChunks(10)()
@@ -99,9 +110,48 @@ func TestCompactNeighboursSkippedOnLargeStores(t *testing.T) {
 			t.Fatalf("Compact of a store of %d chunks, bound 10: neighbours skipped %v, %d frames pulled", 2*len(v0), res.NeighboursSkipped, res.FramesPulled)
 		}
 	}
-	for _, c := range append(append([][]byte{}, v0...), v1...) {
-		if got, err := s.GetChunk(ctx, castore.Hash(c), nil); err != nil || !bytes.Equal(got, c) {
-			t.Fatalf("GetChunk: %d bytes, %v", len(got), err)
+	readsBack(t, s, v0, v1)
+
+	// With Neighbourhood, which lists only the new chunks' files, the
+	// bound does not apply.
+	s = openFramed(t, t.TempDir())
+	opts.Neighbourhood = listNeighbourhood(order)
+	for i, version := range [][][]byte{v0, v1} {
+		for _, c := range version {
+			if _, err := s.PutChunk(ctx, castore.NewChunk(c)); err != nil {
+				t.Fatal(err)
+			}
 		}
+		res, err := s.Compact(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && (res.NeighboursSkipped || res.FramesPulled == 0) {
+			t.Fatalf("Compact with Neighbourhood of a store of %d chunks, bound 10: neighbours skipped %v, %d frames pulled", 2*len(v0), res.NeighboursSkipped, res.FramesPulled)
+		}
+	}
+	readsBack(t, s, v0, v1)
+}
+
+// readsBack reads back every chunk of the versions.
+func readsBack(t *testing.T, s *pebblestore.Store, versions ...[][]byte) {
+	t.Helper()
+	for _, v := range versions {
+		for _, c := range v {
+			if got, err := s.GetChunk(context.Background(), castore.Hash(c), nil); err != nil || !bytes.Equal(got, c) {
+				t.Fatalf("GetChunk: %d bytes, %v", len(got), err)
+			}
+		}
+	}
+}
+
+// listNeighbourhood is a CompactOptions.Neighbourhood for chunks of one
+// file in order: all of them when one is new.
+func listNeighbourhood(order []castore.Digest) func(context.Context, func(castore.Digest) bool) ([]castore.Digest, error) {
+	return func(_ context.Context, isNew func(castore.Digest) bool) ([]castore.Digest, error) {
+		if slices.ContainsFunc(order, isNew) {
+			return order, nil
+		}
+		return nil, nil
 	}
 }

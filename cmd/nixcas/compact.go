@@ -96,10 +96,17 @@ and blob indexes and holds the digest of each distinct file and directory.`,
 				}
 				return o, nil
 			}
+			neighbourhood := func(ctx context.Context, isNew func(castore.Digest) bool) ([]castore.Digest, error) {
+				o, err := index.CompactionNeighbourhood(ctx, isNew)
+				if err != nil {
+					return nil, fmt.Errorf("listing the chunks of the new chunks' files: %w", err)
+				}
+				return o, nil
+			}
 			var bar progress = quietProgress{}
 			var shown int64
 			opts := pebblestore.CompactOptions{
-				Order: order, OlderThan: olderThan, FanOut: fanOut, Full: full, Neighbours: neighboursOption(neighbours), FrameSize: frameSize, Level: lvl, DryRun: dryRun,
+				Order: order, Neighbourhood: neighbourhood, OlderThan: olderThan, FanOut: fanOut, Full: full, Neighbours: neighboursOption(neighbours), FrameSize: frameSize, Level: lvl, DryRun: dryRun,
 				Progress: func(done, total int64) {
 					if shown == 0 {
 						bar = newProgress(total, "compacting")
