@@ -215,3 +215,25 @@ var (
 	}
 	zstdLevelNames = []string{"fastest", "default", "better", "best"}
 )
+
+// zstdLevelValue is a flag naming a zstd level (one of zstdLevelNames);
+// 0 when unset.
+type zstdLevelValue zstd.EncoderLevel
+
+func (v *zstdLevelValue) String() string {
+	if *v == 0 {
+		return ""
+	}
+	return zstd.EncoderLevel(*v).String()
+}
+
+func (v *zstdLevelValue) Set(s string) error {
+	l, ok := zstdLevels[s]
+	if !ok {
+		return fmt.Errorf("zstd level %q: want one of %s", s, strings.Join(zstdLevelNames, ", "))
+	}
+	*v = zstdLevelValue(l)
+	return nil
+}
+
+func (v *zstdLevelValue) Type() string { return "level" }

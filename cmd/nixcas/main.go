@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -168,6 +169,10 @@ type storeFlags struct {
 	// noDecodedCache: reads go to the frames themselves, never to decoded
 	// frames kept on disk (verify checks the frames).
 	noDecodedCache bool
+	// hotFrameSize and hotLevel set the hot frames new chunks are packed
+	// into; 0 keeps the store's defaults.
+	hotFrameSize sizeValue
+	hotLevel     zstdLevelValue
 }
 
 // registerReadOnly adds the flags of commands that only read the store.
@@ -186,6 +191,9 @@ func (f *storeFlags) register(cmd *cobra.Command) {
 	// For tests of what happens when a write meets a full disk anyway.
 	cmd.Flags().BoolVar(&f.noSpaceGuard, "no-space-guard", false, "do not check free space before writing")
 	cmd.Flags().MarkHidden("no-space-guard")
+	cmd.Flags().Var(&f.hotFrameSize, "hot-frame-size",
+		fmt.Sprintf("uncompressed bytes of chunks per hot frame, the frames new chunks are packed into: `SIZE` such as 4M, from 64K to %dM (0 or unset: %d MiB)", pebblestore.MaxFrameSize/2>>20, pebblestore.DefaultFrameOptions.Size>>20))
+	cmd.Flags().Var(&f.hotLevel, "hot-level", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", ")+" (unset: default)")
 }
 
 // registerIndexCache adds --index-cache, for commands that serve.
@@ -252,6 +260,12 @@ func (f *storeFlags) options(o pebblestore.Options, readOnly bool) pebblestore.O
 		return o
 	}
 	o.MinFreeBytes, o.NoSpaceGuard, o.RecordUses = uint64(f.minFree), f.noSpaceGuard, true
+	if f.hotFrameSize != 0 {
+		o.Frames.Size = int(min(f.hotFrameSize, 1<<40))
+	}
+	if f.hotLevel != 0 {
+		o.Frames.Level = zstd.EncoderLevel(f.hotLevel)
+	}
 	return o
 }
 
