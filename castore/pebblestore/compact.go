@@ -58,9 +58,10 @@ type CompactOptions struct {
 	// (1/DutyCycle - 1). 0 means full speed.
 	DutyCycle float64
 
-	// Neighbours: when Order lists every chunk (keep accepts all of
-	// them), the cold frames holding the neighbours of the new chunks in
-	// that order (earlier versions of the same files) are rewritten with
+	// Neighbours: the cold frames holding the neighbours of the new
+	// chunks in Order's order (earlier versions of the same files), as
+	// Neighbourhood lists them, or Order with every chunk kept on a store
+	// of at most neighboursMaxChunks chunks, are rewritten with
 	// them, up to Neighbours times the new bytes (see
 	// compact_neighbours.go). Not with Full (everything is rewritten).
 	// 0 means the default; negative turns it off.
@@ -135,8 +136,9 @@ type CompactResult struct {
 	// FramesIn and RewrittenFrom too.
 	FramesPulled int    `json:"framesPulled,omitempty"`
 	PulledBytes  uint64 `json:"pulledBytes,omitempty"`
-	// NeighboursSkipped: the store holds more than neighboursMaxChunks
-	// chunks, too many to list in memory, so no neighbours were pulled.
+	// NeighboursSkipped: no Neighbourhood was given and the store holds
+	// more than neighboursMaxChunks chunks, too many to list in memory,
+	// so no neighbours were pulled.
 	NeighboursSkipped bool `json:"neighboursSkipped,omitempty"`
 }
 

@@ -15,13 +15,14 @@ import (
 // Pulling neighbours: a run of new chunks compresses only against itself,
 // so a new version of a file whose earlier versions lie in older runs
 // would be stored almost whole until the runs merge (a rebuild that
-// rewrites every store path reference adds most of its size). When the
-// order lists every chunk of the store (versions of a file side by side),
-// the cold frames that hold the neighbours of the new chunks in that
-// order, their earlier versions, are pulled into the compaction: rewritten
-// with the new chunks, so that both land in the same frames. Reads are
-// unchanged (every frame decodes on its own); the cost is rewriting, at
-// most opts.Neighbours times the new bytes per compaction.
+// rewrites every store path reference adds most of its size). Given the
+// chunks of the new chunks' files and of their other versions side by
+// side (CompactOptions.Neighbourhood, or Order listing every chunk of the
+// store), the cold frames that hold the neighbours of the new chunks in
+// that order, their earlier versions, are pulled into the compaction:
+// rewritten with the new chunks, so that both land in the same frames.
+// Reads are unchanged (every frame decodes on its own); the cost is
+// rewriting, at most opts.Neighbours times the new bytes per compaction.
 
 // pullNeighbours adds to sources the cold frames (not already taken) that
 // hold the chunks next to a new chunk in order, those named by most new
