@@ -662,7 +662,8 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 	}
 	err = build(t.root.Digest, tmp)
 	close(jobs)
-	if werr := g.Wait(); err == nil {
+	// A writer's error first: build's is then only the cancellation.
+	if werr := g.Wait(); werr != nil {
 		err = werr
 	}
 	if err != nil {
