@@ -252,29 +252,47 @@ func (c *Client) chunkLists(ctx context.Context, t *tree) error {
 		}
 		ask = append(ask, i)
 	}
-	for start := 0; start < len(ask); start += statBlobsBatch {
-		batch := ask[start:min(start+statBlobsBatch, len(ask))]
-		req := &nixcaspb.StatBlobsRequest{Digests: make([][]byte, len(batch))}
-		for k, i := range batch {
-			req.Digests[k] = t.blobs[i].digest[:]
-		}
-		resp, err := c.sync.StatBlobs(ctx, req)
-		if err != nil {
-			return fmt.Errorf("client: getting chunk lists: %w", err)
-		}
-		if len(resp.GetBlobs()) != len(batch) {
-			return fmt.Errorf("%w: client: %d chunk lists for %d blobs", castore.ErrCorrupt, len(resp.GetBlobs()), len(batch))
-		}
-		for k, i := range batch {
-			b := &t.blobs[i]
-			refs, err := chunkList(b.digest, b.size, resp.GetBlobs()[k])
-			if err != nil {
-				return err
+	// Batches side by side, one per stream, so that the server looks
+	// chunk lists up on all its cores.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Streams)
+	for _, batch := range splitBatches(ask, statBlobsBatch, minStatBlobsBatch, c.opts.Streams) {
+		g.Go(func() error {
+			req := &nixcaspb.StatBlobsRequest{Digests: make([][]byte, len(batch))}
+			for k, i := range batch {
+				req.Digests[k] = t.blobs[i].digest[:]
 			}
-			b.chunks = refs
-		}
+			resp, err := c.sync.StatBlobs(gctx, req)
+			if err != nil {
+				return fmt.Errorf("client: getting chunk lists: %w", err)
+			}
+			if len(resp.GetBlobs()) != len(batch) {
+				return fmt.Errorf("%w: client: %d chunk lists for %d blobs", castore.ErrCorrupt, len(resp.GetBlobs()), len(batch))
+			}
+			for k, i := range batch {
+				b := &t.blobs[i]
+				refs, err := chunkList(b.digest, b.size, resp.GetBlobs()[k])
+				if err != nil {
+					return err
+				}
+				b.chunks = refs
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
+}
+
+// splitBatches cuts items into batches of at most most items, and into
+// at least ways batches where that leaves each at least least items.
+func splitBatches[T any](items []T, most, least, ways int) [][]T {
+	size := max(least, (len(items)+ways-1)/ways)
+	size = min(size, most)
+	var out [][]T
+	for start := 0; start < len(items); start += size {
+		out = append(out, items[start:min(start+size, len(items))])
+	}
+	return out
 }
 
 // chunkList converts and checks the chunk list of blob d of size bytes.
