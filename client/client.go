@@ -92,7 +92,7 @@ const (
 	statBlobsBatch = 1 << 13
 	// minStatBlobsBatch: chunk lists are asked for in batches side by
 	// side, each of at least this many blobs.
-	minStatBlobsBatch = 1 << 10
+	minStatBlobsBatch = 1 << 12
 	readBatch         = 1 << 11
 	// readBatchBytes bounds the uncompressed bytes of one ReadChunks call.
 	readBatchBytes = 32 << 20

@@ -33,7 +33,7 @@ const (
 	// placesBatch: digests per ChunkPlaces request; minPlacesBatch: the
 	// requests go side by side, each of at least this many digests.
 	placesBatch    = 1 << 15
-	minPlacesBatch = 1 << 11
+	minPlacesBatch = 1 << 12
 	// framesCallBytes bounds the stored bytes of the frames of one
 	// ReadFrames call (a frame larger than that has a call of its own).
 	// The streams' calls run side by side, each on frames further on in
