@@ -57,8 +57,8 @@ func (a *arrivals) wait(ctx context.Context, d castore.Digest) error {
 		return nil
 	default:
 	}
-	a.held.waitingWriter(1)
-	defer a.held.waitingWriter(-1)
+	a.held.waitingFor(d, 1)
+	defer a.held.waitingFor(d, -1)
 	select {
 	case <-x.ch:
 		return nil

@@ -90,7 +90,10 @@ const maxMessageSize = 64 << 20
 const (
 	missingBatch   = 1 << 15
 	statBlobsBatch = 1 << 13
-	readBatch      = 1 << 11
+	// minStatBlobsBatch: chunk lists are asked for in batches side by
+	// side, each of at least this many blobs.
+	minStatBlobsBatch = 1 << 12
+	readBatch         = 1 << 11
 	// readBatchBytes bounds the uncompressed bytes of one ReadChunks call.
 	readBatchBytes = 32 << 20
 	// putChunksMessage is the payload at which PutChunks sends a message.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync/atomic"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,8 +30,10 @@ import (
 
 // Batches of the frame calls.
 const (
-	// placesBatch: digests per ChunkPlaces request.
-	placesBatch = 1 << 15
+	// placesBatch: digests per ChunkPlaces request; minPlacesBatch: the
+	// requests go side by side, each of at least this many digests.
+	placesBatch    = 1 << 15
+	minPlacesBatch = 1 << 12
 	// framesCallBytes bounds the stored bytes of the frames of one
 	// ReadFrames call (a frame larger than that has a call of its own).
 	// The streams' calls run side by side, each on frames further on in
@@ -72,15 +75,27 @@ func (c *Client) planFramePulls(ctx context.Context, need []castore.ChunkRef) ([
 		placed = make([]*framePull, len(need)) // nil: read one by one
 		offset = make([]uint32, len(need))
 	)
-	for start := 0; start < len(need); start += placesBatch {
-		batch := need[start:min(start+placesBatch, len(need))]
-		resp, err := c.sync.ChunkPlaces(ctx, &nixcaspb.ChunkPlacesRequest{Digests: digestList(batch)})
-		if status.Code(err) == codes.Unimplemented {
-			return nil, need, nil // an older server
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("client: locating chunks: %w", err)
-		}
+	// Batches side by side, one per stream, so that the server looks
+	// places up on all its cores.
+	batches := splitBatches(need, placesBatch, minPlacesBatch, c.opts.Streams)
+	resps := make([]*nixcaspb.ChunkPlacesResponse, len(batches))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Streams)
+	for i, batch := range batches {
+		g.Go(func() error {
+			resp, err := c.sync.ChunkPlaces(gctx, &nixcaspb.ChunkPlacesRequest{Digests: digestList(batch)})
+			resps[i] = resp
+			return err
+		})
+	}
+	if err := g.Wait(); status.Code(err) == codes.Unimplemented {
+		return nil, need, nil // an older server
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("client: locating chunks: %w", err)
+	}
+	start := 0
+	for bi, batch := range batches {
+		resp := resps[bi]
 		metas := make([]*framePull, len(resp.GetFrames()))
 		for k, f := range resp.GetFrames() {
 			name, err := castore.DigestFromBytes(f.GetName())
@@ -115,6 +130,7 @@ func (c *Client) planFramePulls(ctx context.Context, need []castore.ChunkRef) ([
 			}
 			placed[start+k], offset[start+k] = fp, p.GetOffset()
 		}
+		start += len(batch)
 	}
 	// A frame is worth fetching whole when at least half of it is needed.
 	needed := map[*framePull]uint64{}

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -539,4 +540,44 @@ func TestPullFramesFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPullWriterFails: a file that does not hash to its digest (the
+// server swapped two chunks of its chunk list) ends the pull with
+// ErrCorrupt naming the file while frames of the files after it are
+// still arriving and being imported; nothing is left at the
+// destination or beside it, and the cache stays consistent.
+func TestPullWriterFails(t *testing.T) {
+	ctx := context.Background()
+	swap := grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if r, ok := resp.(*nixcaspb.StatBlobsResponse); ok {
+			for _, b := range r.GetBlobs() {
+				if cs := b.GetChunks(); len(cs) > 1 && string(cs[0].GetDigest()) != string(cs[1].GetDigest()) {
+					cs[0], cs[1] = cs[1], cs[0]
+				}
+			}
+		}
+		return resp, err
+	})
+	ts := startFramedServer(t, swap)
+	tree := frameTree()
+	many := testtree.Entries{}
+	for i := range 300 {
+		many[fmt.Sprintf("f%03d", i)] = testtree.File(testtree.Mixed(uint64(100+i), 20<<10))
+	}
+	tree.Entries["zz-many"] = testtree.Dir(many)
+	res := ingestNode(t, ts.store, tree)
+	if err := ts.store.PackPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client.SetHeldLimits(t, 256<<10, 64<<10) // imports all along the pull
+	dst := filepath.Join(t.TempDir(), "out")
+	cache := openCache(t)
+	_, err := pullWith(t, ts.addr, client.Options{Cache: cache}, res.Root, dst)
+	if !errors.Is(err, castore.ErrCorrupt) || !strings.Contains(err.Error(), "tool") {
+		t.Fatalf("pull of a file whose chunks come swapped: %v; want ErrCorrupt naming bin/tool", err)
+	}
+	checkNothingWritten(t, dst)
+	checkCacheCounters(t, cache)
 }

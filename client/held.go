@@ -42,29 +42,38 @@ const (
 // decoded, in memory, so that its files are written from them rather
 // than read back from the cache, and imports them into the cache, as
 // they came, in batches (a batch costs one sync: the frames must be
-// durable before the cache's index points at them).
+// durable before the cache's index points at them). Batches are imported
+// on a goroutine of their own, one at a time, so that neither the
+// streams nor the writers wait for the cache's syncs.
 //
 // A frame leaves memory once imported and once the writers have read
 // each of its chunks as many times as the tree uses it (uses). A
 // received chunk is thus, from then on, either held here or in the
 // cache. Streams that receive frames faster than the writers write wait
 // while more than heldBudget is held, so memory stays below heldBudget
-// plus the frames not yet imported (a batch being gathered, and one
-// being imported by each stream at most). Safe for concurrent use.
+// plus the frames not yet imported (a batch being gathered and the
+// batches queued for the importer, which streams wait to queue). Safe for
+// concurrent use.
 type heldFrames struct {
 	imp frameImporter
 
+	batches  chan []*heldFrame // to the importer; closed by finish
+	imported chan struct{}     // closed when the importer returns
+	failed   chan struct{}     // closed when an import failed (importErr)
+
 	mu           sync.Mutex
+	importErr    error
 	uses         map[castore.Digest]int // reads of each chunk still to come
 	chunks       map[castore.Digest]heldChunk
 	frames       []*heldFrame // in the order received
-	pending      []*heldFrame // received, not yet being imported
+	pending      []*heldFrame // received, not yet queued for import
 	pendingBytes int64
-	held         int64         // decoded bytes of frames
-	reads        uint64        // chunks read from held frames so far
-	waiting      int           // writers waiting for a chunk to arrive
-	writersDone  bool          // no chunk will be read any more
-	dropped      chan struct{} // closed (and replaced) when a frame leaves memory, or the writers are done
+	held         int64                  // decoded bytes of frames
+	reads        uint64                 // chunks read from held frames so far
+	waiting      int                    // writers waiting for a chunk to arrive
+	wanted       map[castore.Digest]int // the chunks they wait for
+	writersDone  bool                   // no chunk will be read any more
+	changed      chan struct{}          // closed (and replaced) when a frame leaves memory, a writer waits, or the writers are done
 }
 
 type heldFrame struct {
@@ -79,22 +88,69 @@ type heldChunk struct {
 	i int
 }
 
+// importQueue is how many batches wait for the importer before a stream
+// that has another waits to queue it.
+const importQueue = 4
+
 // newHeldFrames returns the frames held for a pull into cache, whose
 // writers read each chunk as many times as uses says, or nil when the
-// cache cannot import frames (its chunks are then put one by one).
-func newHeldFrames(cache castore.Store, uses map[castore.Digest]int) *heldFrames {
+// cache cannot import frames (its chunks are then put one by one). Its
+// importer runs until finish has been called and every frame is
+// imported, or until ctx is done.
+func newHeldFrames(ctx context.Context, cache castore.Store, uses map[castore.Digest]int) *heldFrames {
 	imp, ok := castore.As[frameImporter](cache)
 	if !ok {
 		return nil
 	}
-	return &heldFrames{imp: imp, uses: uses, chunks: map[castore.Digest]heldChunk{}, dropped: make(chan struct{})}
+	return startHeldFrames(ctx, imp, uses)
+}
+
+// startHeldFrames returns the frames held for a pull importing into imp,
+// its importer started.
+func startHeldFrames(ctx context.Context, imp frameImporter, uses map[castore.Digest]int) *heldFrames {
+	h := &heldFrames{
+		imp:      imp,
+		batches:  make(chan []*heldFrame, importQueue),
+		imported: make(chan struct{}),
+		failed:   make(chan struct{}),
+		uses:     uses,
+		chunks:   map[castore.Digest]heldChunk{},
+		wanted:   map[castore.Digest]int{},
+		changed:  make(chan struct{}),
+	}
+	go h.importer(ctx)
+	return h
+}
+
+// importer imports the batches queued, in order, until finish closes
+// the queue, an import fails, or ctx is done.
+func (h *heldFrames) importer(ctx context.Context) {
+	defer close(h.imported)
+	for {
+		select {
+		case batch, ok := <-h.batches:
+			if !ok {
+				return
+			}
+			if err := h.importFrames(ctx, batch); err != nil {
+				h.mu.Lock()
+				h.importErr = err
+				h.mu.Unlock()
+				close(h.failed)
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // add holds the verified frame vf, its chunks readable with chunk at
-// once, and imports the frames received so far when a batch's worth
-// waits. It first waits while more than heldBudget is held.
+// once, and queues the frames received so far for import when a batch's
+// worth waits. It first waits while more than heldBudget is held, unless
+// a writer waits for a chunk of vf.
 func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) error {
-	if err := h.waitForRoom(ctx); err != nil {
+	if err := h.waitForRoom(ctx, vf); err != nil {
 		return err
 	}
 	f := &heldFrame{vf: vf}
@@ -114,27 +170,54 @@ func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) err
 		batch, h.pending, h.pendingBytes = h.pending, nil, 0
 	}
 	h.mu.Unlock()
-	return h.importFrames(ctx, batch)
+	return h.queue(ctx, batch)
+}
+
+// queue hands batch to the importer, waiting while importQueue batches
+// wait.
+func (h *heldFrames) queue(ctx context.Context, batch []*heldFrame) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	select {
+	case h.batches <- batch:
+		return nil
+	case <-h.failed:
+		return h.err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// err is the error of the import that failed, if one did.
+func (h *heldFrames) err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.importErr
 }
 
 // waitForRoom waits while more than heldBudget is held and the writers
-// are at work. Should a writer wait for a chunk to arrive while none
-// reads a held chunk for heldStall, it drops imported frames, oldest
-// first, down to half the budget (so that the next frames do not wait
-// again at once), and returns. (Writers merely slow, on a loaded
+// are at work, and none of them waits for a chunk of vf (that frame is
+// let in over the budget: the writers would otherwise wait for the room
+// they are to make). Should a writer wait for a chunk to arrive while
+// none reads a held chunk for heldStall, it drops imported frames,
+// oldest first, down to half the budget (so that the next frames do not
+// wait again at once), and returns. (Writers merely slow, on a loaded
 // machine, are waited for.)
-func (h *heldFrames) waitForRoom(ctx context.Context) error {
+func (h *heldFrames) waitForRoom(ctx context.Context, vf *pebblestore.VerifiedFrame) error {
 	for {
 		h.mu.Lock()
-		if h.held <= heldBudget || h.writersDone {
+		if h.held <= heldBudget || h.writersDone || h.wants(vf) {
 			h.mu.Unlock()
 			return nil
 		}
-		dropped, reads := h.dropped, h.reads
+		changed, reads := h.changed, h.reads
 		h.mu.Unlock()
 		select {
-		case <-dropped:
+		case <-changed:
 			continue
+		case <-h.failed:
+			return h.err()
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(heldStall):
@@ -151,15 +234,40 @@ func (h *heldFrames) waitForRoom(ctx context.Context) error {
 	}
 }
 
-// waitingWriter counts a writer waiting for a chunk to arrive (delta 1)
+// wants says whether a writer waits for a chunk of vf, holding h.mu.
+func (h *heldFrames) wants(vf *pebblestore.VerifiedFrame) bool {
+	if len(h.wanted) == 0 {
+		return false
+	}
+	for _, c := range vf.Chunks() {
+		if h.wanted[c.Digest] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// waitingFor counts a writer waiting for chunk d to arrive (delta 1)
 // and done waiting (-1). A nil *heldFrames counts nothing.
-func (h *heldFrames) waitingWriter(delta int) {
+func (h *heldFrames) waitingFor(d castore.Digest, delta int) {
 	if h == nil {
 		return
 	}
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.waiting += delta
-	h.mu.Unlock()
+	if h.wanted[d] += delta; h.wanted[d] == 0 {
+		delete(h.wanted, d)
+	}
+	if delta > 0 {
+		h.signal()
+	}
+}
+
+// signal wakes the streams waiting for room, holding h.mu.
+func (h *heldFrames) signal() {
+	close(h.changed)
+	h.changed = make(chan struct{})
 }
 
 // doneWriting says that the writers read no more chunks: streams no
@@ -171,25 +279,38 @@ func (h *heldFrames) doneWriting() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.writersDone = true
-	close(h.dropped)
-	h.dropped = make(chan struct{})
+	h.signal()
 }
 
-// finish imports the frames not yet imported.
+// finish queues the frames not yet imported, as the last batch, and
+// waits until the importer has imported every frame. No frame may be
+// added after it. A nil *heldFrames has nothing to import.
 func (h *heldFrames) finish(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
 	h.mu.Lock()
 	batch := h.pending
 	h.pending, h.pendingBytes = nil, 0
 	h.mu.Unlock()
-	return h.importFrames(ctx, batch)
+	if err := h.queue(ctx, batch); err != nil {
+		return err
+	}
+	close(h.batches)
+	select {
+	case <-h.imported:
+		if err := h.err(); err != nil {
+			return err
+		}
+		return ctx.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // importFrames imports batch into the cache, then drops the frames of
 // the batch the writers are done with.
 func (h *heldFrames) importFrames(ctx context.Context, batch []*heldFrame) error {
-	if len(batch) == 0 {
-		return nil
-	}
 	vfs := make([]*pebblestore.VerifiedFrame, len(batch))
 	for i, f := range batch {
 		vfs[i] = f.vf
@@ -227,8 +348,7 @@ func (h *heldFrames) dropFrames(drop func(*heldFrame) bool) {
 	clear(h.frames[len(kept):])
 	h.frames = kept
 	if n > 0 {
-		close(h.dropped)
-		h.dropped = make(chan struct{})
+		h.signal()
 	}
 }
 

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 // recordingImporter records the frames imported, failing when told to.
 type recordingImporter struct {
+	mu       sync.Mutex
 	imported []castore.Digest
 	fail     error
 }
@@ -22,10 +24,32 @@ func (r *recordingImporter) ImportFrames(_ context.Context, frames []*pebblestor
 	if r.fail != nil {
 		return 0, r.fail
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, f := range frames {
 		r.imported = append(r.imported, f.Name())
 	}
 	return len(frames), nil
+}
+
+// waitImported waits until imp has imported the frame name.
+func waitImported(t *testing.T, imp *recordingImporter, name castore.Digest) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for _, n := range imp.names() {
+			if n == name {
+				return
+			}
+		}
+	}
+	t.Fatalf("frame %s not imported within a minute", name)
+}
+
+// names returns the names of the frames imported so far.
+func (r *recordingImporter) names() []castore.Digest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]castore.Digest(nil), r.imported...)
 }
 
 // oneChunkFrame returns a verified frame holding one chunk of n bytes.
@@ -51,20 +75,23 @@ func oneChunkFrame(t *testing.T, seed byte, n int) (*pebblestore.VerifiedFrame, 
 // TestHeldFrames: a frame leaves memory once imported and once its chunks
 // were read as often as the tree uses them; a stream over the budget
 // waits for that, and drops imported frames after heldStall when the
-// writers read nothing meanwhile; a failed import is the pull's error.
+// writers read nothing meanwhile, but lets in at once a frame a writer
+// waits for; finish returns once every frame is imported.
 func TestHeldFrames(t *testing.T) {
-	ctx := context.Background()
-	SetHeldLimits(t, 1000, 1) // over the budget with one frame; each frame imported at once
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	SetHeldLimits(t, 1000, 1) // over the budget with one frame; each frame queued for import at once
 	f1, d1 := oneChunkFrame(t, 1, 1500)
 	f2, d2 := oneChunkFrame(t, 2, 1500)
 	f3, d3 := oneChunkFrame(t, 3, 1500)
 	imp := &recordingImporter{}
-	h := &heldFrames{imp: imp, uses: map[castore.Digest]int{d1: 2, d2: 1, d3: 1}, chunks: map[castore.Digest]heldChunk{}, dropped: make(chan struct{})}
+	h := startHeldFrames(ctx, imp, map[castore.Digest]int{d1: 2, d2: 1, d3: 1})
 
 	if err := h.add(ctx, f1); err != nil {
 		t.Fatal(err)
 	}
-	// f2 waits for room: the writers read chunk 1 twice, which drops f1.
+	// f2 waits for room: the writers read chunk 1 twice, which drops f1
+	// once it is imported.
 	added := make(chan error, 1)
 	go func() { added <- h.add(ctx, f2) }()
 	for range 2 {
@@ -85,23 +112,64 @@ func TestHeldFrames(t *testing.T) {
 	}
 	// A writer waits for chunk 3, and nobody reads chunk 2: adding f3
 	// drops f2, imported, after heldStall.
-	h.waitingWriter(1)
+	waitImported(t, imp, f2.Name())
+	var elsewhere castore.Digest // a chunk of a frame not received yet
+	elsewhere[0] = 9
+	h.waitingFor(elsewhere, 1)
 	if err := h.add(ctx, f3); err != nil {
 		t.Fatal(err)
 	}
-	h.waitingWriter(-1)
 	if _, ok := h.chunk(d2); ok {
 		t.Error("chunk 2 still held after a stall over the budget")
+	}
+	h.waitingFor(elsewhere, -1)
+	// A writer waits for chunk 6: its frame is let in over the budget at
+	// once, nothing dropped (f3 is still held, its chunk unread).
+	waitImported(t, imp, f3.Name())
+	f6, d6 := oneChunkFrame(t, 6, 1500)
+	h.uses[d6] = 1
+	h.waitingFor(d6, 1)
+	go func() { added <- h.add(ctx, f6) }()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("add of a frame a writer waits for did not return")
+	}
+	h.waitingFor(d6, -1)
+	h.mu.Lock()
+	_, held3 := h.chunks[d3]
+	h.mu.Unlock()
+	if !held3 {
+		t.Error("chunk 3 dropped to let in a frame a writer waits for")
+	}
+	if b, ok := h.chunk(d6); !ok || castore.Hash(b) != d6 {
+		t.Errorf("chunk 6 held: %v", ok)
 	}
 	if b, ok := h.chunk(d3); !ok || castore.Hash(b) != d3 {
 		t.Errorf("chunk 3 held: %v", ok)
 	}
-	if len(imp.imported) != 3 || h.held != 0 || len(h.frames) != 0 {
-		t.Errorf("imported %d frames, %d bytes in %d frames still held; want 3, none", len(imp.imported), h.held, len(h.frames))
+	if err := h.finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h.held != 0 || len(h.frames) != 0 {
+		t.Errorf("%d bytes in %d frames still held after finish; want none", h.held, len(h.frames))
+	}
+	seen := map[castore.Digest]bool{}
+	for _, n := range imp.names() {
+		seen[n] = true
+	}
+	for _, f := range []*pebblestore.VerifiedFrame{f1, f2, f3, f6} {
+		if !seen[f.Name()] {
+			t.Errorf("frame %s not imported", f.Name())
+		}
 	}
 
 	// Over the budget with no writer waiting, a stream waits until the
 	// writers are done.
+	h = startHeldFrames(ctx, imp, map[castore.Digest]int{})
 	f4, _ := oneChunkFrame(t, 4, 1500)
 	f5, _ := oneChunkFrame(t, 5, 1500)
 	h.uses[f4.Chunks()[0].Digest] = 1
@@ -123,11 +191,46 @@ func TestHeldFrames(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("add did not return once the writers were done")
 	}
+	if err := h.finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
 
-	// A failed import fails the add that triggered it.
-	imp.fail = errors.New("disk full")
-	h = &heldFrames{imp: imp, uses: map[castore.Digest]int{}, chunks: map[castore.Digest]heldChunk{}, dropped: make(chan struct{})}
-	if err := h.add(ctx, f1); !errors.Is(err, imp.fail) {
-		t.Errorf("add with a failing import = %v", err)
+// TestHeldFramesImportFails: a failed import is the error of finish and
+// of the adds after it, and a stream waiting for room stops waiting.
+func TestHeldFramesImportFails(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	SetHeldLimits(t, 1000, 1)
+	imp := &recordingImporter{fail: errors.New("disk full")}
+	f1, d1 := oneChunkFrame(t, 1, 1500)
+	f2, _ := oneChunkFrame(t, 2, 1500)
+	h := startHeldFrames(ctx, imp, map[castore.Digest]int{d1: 1})
+	if err := h.add(ctx, f1); err != nil {
+		t.Fatal(err) // queued; the import fails on the importer
+	}
+	// Over the budget, f1 never imported: the add waits for room until
+	// the import fails.
+	if err := h.add(ctx, f2); !errors.Is(err, imp.fail) {
+		t.Errorf("add after a failed import = %v", err)
+	}
+	if err := h.finish(ctx); !errors.Is(err, imp.fail) {
+		t.Errorf("finish after a failed import = %v", err)
+	}
+}
+
+// TestHeldFramesCancelled: the importer stops with the pull's context,
+// and finish then returns.
+func TestHeldFramesCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := startHeldFrames(ctx, &recordingImporter{}, map[castore.Digest]int{})
+	cancel()
+	select {
+	case <-h.imported:
+	case <-time.After(time.Minute):
+		t.Fatal("the importer did not stop with its context")
+	}
+	if err := h.finish(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("finish after the pull was cancelled = %v", err)
 	}
 }

@@ -7,13 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
 	"github.com/nixcas/nixcas/proto/castorepb"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 )
@@ -84,14 +84,23 @@ func (c *Client) fetchAndWrite(ctx context.Context, t *tree, roots []castore.Ent
 		return st, err
 	}
 	arr := newArrivals(need)
-	if !c.opts.NoFrames && len(need) > 0 {
-		arr.held = newHeldFrames(c.cache, chunkUses(roots, t.dirs, t.blobs))
-	}
 	g, gctx := errgroup.WithContext(ctx)
+	if !c.opts.NoFrames && len(need) > 0 {
+		arr.held = newHeldFrames(gctx, c.cache, chunkUses(roots, t.dirs, t.blobs))
+	}
 	g.Go(func() error {
 		fetched, err := c.fetchChunks(gctx, t, need, base, arr)
 		st.BytesReceived, st.ChunksFetched = fetched.BytesReceived, fetched.ChunksFetched
-		return err
+		if err != nil {
+			return err
+		}
+		// The frames received whole, then the chunks put one by one,
+		// durable before the tree's chunk lists and directories are
+		// cached (cacheTree).
+		if err := arr.held.finish(gctx); err != nil {
+			return err
+		}
+		return c.cache.Sync(gctx)
 	})
 	g.Go(func() error {
 		defer arr.held.doneWriting()
@@ -243,29 +252,47 @@ func (c *Client) chunkLists(ctx context.Context, t *tree) error {
 		}
 		ask = append(ask, i)
 	}
-	for start := 0; start < len(ask); start += statBlobsBatch {
-		batch := ask[start:min(start+statBlobsBatch, len(ask))]
-		req := &nixcaspb.StatBlobsRequest{Digests: make([][]byte, len(batch))}
-		for k, i := range batch {
-			req.Digests[k] = t.blobs[i].digest[:]
-		}
-		resp, err := c.sync.StatBlobs(ctx, req)
-		if err != nil {
-			return fmt.Errorf("client: getting chunk lists: %w", err)
-		}
-		if len(resp.GetBlobs()) != len(batch) {
-			return fmt.Errorf("%w: client: %d chunk lists for %d blobs", castore.ErrCorrupt, len(resp.GetBlobs()), len(batch))
-		}
-		for k, i := range batch {
-			b := &t.blobs[i]
-			refs, err := chunkList(b.digest, b.size, resp.GetBlobs()[k])
-			if err != nil {
-				return err
+	// Batches side by side, one per stream, so that the server looks
+	// chunk lists up on all its cores.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Streams)
+	for _, batch := range splitBatches(ask, statBlobsBatch, minStatBlobsBatch, c.opts.Streams) {
+		g.Go(func() error {
+			req := &nixcaspb.StatBlobsRequest{Digests: make([][]byte, len(batch))}
+			for k, i := range batch {
+				req.Digests[k] = t.blobs[i].digest[:]
 			}
-			b.chunks = refs
-		}
+			resp, err := c.sync.StatBlobs(gctx, req)
+			if err != nil {
+				return fmt.Errorf("client: getting chunk lists: %w", err)
+			}
+			if len(resp.GetBlobs()) != len(batch) {
+				return fmt.Errorf("%w: client: %d chunk lists for %d blobs", castore.ErrCorrupt, len(resp.GetBlobs()), len(batch))
+			}
+			for k, i := range batch {
+				b := &t.blobs[i]
+				refs, err := chunkList(b.digest, b.size, resp.GetBlobs()[k])
+				if err != nil {
+					return err
+				}
+				b.chunks = refs
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
+}
+
+// splitBatches cuts items into batches of at most most items, and into
+// at least ways batches where that leaves each at least least items.
+func splitBatches[T any](items []T, most, least, ways int) [][]T {
+	size := max(least, (len(items)+ways-1)/ways)
+	size = min(size, most)
+	var out [][]T
+	for start := 0; start < len(items); start += size {
+		out = append(out, items[start:min(start+size, len(items))])
+	}
+	return out
 }
 
 // chunkList converts and checks the chunk list of blob d of size bytes.
@@ -299,7 +326,8 @@ func chunkList(d castore.Digest, size uint64, pb *nixcaspb.Blob) ([]castore.Chun
 }
 
 // fetchChunks fetches the chunks of t missing from the cache and caches
-// them, each verified on the way in: whole frames where the server keeps
+// them (the caller then syncs the cache, and finishes arr's held frames),
+// each verified on the way in: whole frames where the server keeps
 // them in frames and at least half of a frame is needed (see frames.go),
 // the others in batches of ReadChunks calls, all on parallel streams.
 // With a base tree and chunk streams, every chunk is read with ReadChunks,
@@ -405,15 +433,7 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree, need []castore.ChunkR
 	}
 	err = g.Wait()
 	st.BytesReceived, st.ChunksFetched = received.Load(), fetched.Load()
-	if err != nil {
-		return st, err
-	}
-	if held != nil {
-		if err := held.finish(ctx); err != nil {
-			return st, err
-		}
-	}
-	return st, c.cache.Sync(ctx)
+	return st, err
 }
 
 // missingChunks returns the distinct chunks of t the cache lacks, in tree
@@ -577,11 +597,11 @@ func (c *Client) cacheChunks(ctx context.Context, first *nixcaspb.ReadChunksResp
 	return nil
 }
 
-// materialize writes the tree t to dst from the cache, waiting through
-// arr, when not nil, for each chunk still being fetched.
+// materialize writes the tree t to dst, from the frames held for the
+// pull or from the cache, waiting through arr for each chunk still being
+// fetched.
 func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arrivals) error {
 	blobs := make(map[castore.Digest]*blobItem, len(t.blobs))
-	var total int64
 	for i := range t.blobs {
 		blobs[t.blobs[i].digest] = &t.blobs[i]
 	}
@@ -593,27 +613,16 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 	if parent == "" {
 		parent = "."
 	}
+	w := c.newFileWriter(arr)
 	switch t.root.Kind {
 	case castore.KindSymlink:
 		return os.Symlink(t.root.Target, dst)
 	case castore.KindFile:
-		w := c.newFileWriter(c.writeProgress(int64(t.root.Size), arr), arr)
-		defer w.bar.Finish()
 		return w.write(ctx, parent, base, t.root, blobs[t.root.Digest], false)
 	}
 
-	// A directory: count the bytes to write, then build the tree in a
-	// temporary directory, writing files on parallel workers.
-	var count func(d castore.Digest)
-	count = func(d castore.Digest) {
-		for _, e := range dirs[d].Files {
-			total += int64(e.Size)
-		}
-		for _, e := range dirs[d].Directories {
-			count(e.Digest)
-		}
-	}
-	count(t.root.Digest)
+	// A directory: build the tree in a temporary directory, writing files
+	// on parallel workers.
 	tmp, err := os.MkdirTemp(parent, "."+base+".nixcas-pull-")
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
@@ -627,15 +636,13 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
-	w := c.newFileWriter(c.writeProgress(total, arr), arr)
-	defer w.bar.Finish()
 	type job struct {
 		dir string
 		e   castore.Entry
 	}
 	jobs := make(chan job, 256)
 	g, gctx := errgroup.WithContext(ctx)
-	for range max(4, 2*runtime.GOMAXPROCS(0)) {
+	for range fileWriters {
 		g.Go(func() error {
 			for j := range jobs {
 				if err := w.write(gctx, j.dir, j.e.Name, j.e, blobs[j.e.Digest], true); err != nil {
@@ -647,7 +654,7 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 	}
 	var build func(d castore.Digest, path string) error
 	build = func(d castore.Digest, path string) error {
-		for _, e := range narOrder(dirs[d]) {
+		for _, e := range narrender.SortedEntries(dirs[d]) {
 			p := filepath.Join(path, e.Name)
 			switch e.Kind {
 			case castore.KindDirectory:
@@ -673,7 +680,8 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 	}
 	err = build(t.root.Digest, tmp)
 	close(jobs)
-	if werr := g.Wait(); err == nil {
+	// A writer's error first: build's is then only the cancellation.
+	if werr := g.Wait(); werr != nil {
 		err = werr
 	}
 	if err != nil {
@@ -686,27 +694,23 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 	return nil
 }
 
-// writeProgress is the Progress of writing total bytes of files: none
-// while chunks are fetched (arr not nil), whose progress is shown.
-func (c *Client) writeProgress(total int64, arr *arrivals) Progress {
-	if arr != nil {
-		return noProgress{}
-	}
-	return c.progress("writing", total)
-}
+// fileWriters is how many files a pull writes at once. Creating a file
+// is most of the cost of a small one, in the kernel, and runs in
+// parallel across directories; on two cores 4 writers were faster than
+// 1, 2 or 8 (BenchmarkPull).
+const fileWriters = 4
 
-// fileWriter writes files from the cache, checking each against its
-// digest, waiting through arr (when not nil) for chunks still being
-// fetched. It is safe for concurrent use.
+// fileWriter writes files from the frames held for a pull or from the
+// cache, checking each against its digest, waiting through arr for
+// chunks still being fetched. It is safe for concurrent use.
 type fileWriter struct {
 	cache castore.Store
-	bar   Progress
 	arr   *arrivals
 	bufs  sync.Pool
 }
 
-func (c *Client) newFileWriter(bar Progress, arr *arrivals) *fileWriter {
-	w := &fileWriter{cache: c.cache, bar: bar, arr: arr}
+func (c *Client) newFileWriter(arr *arrivals) *fileWriter {
+	w := &fileWriter{cache: c.cache, arr: arr}
 	w.bufs.New = func() any { b := make([]byte, 0, castore.DefaultChunkerOptions.MaxSize); return &b }
 	return w
 }
@@ -718,19 +722,19 @@ func (c *Client) newFileWriter(bar Progress, arr *arrivals) *fileWriter {
 // and the rename of each file cost a pull of thousands of files a third
 // of its CPU, in the kernel).
 func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entry, b *blobItem, inTemp bool) (err error) {
-	var f *os.File
+	var f *newFile
 	if inTemp {
-		f, err = os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err = createFile(filepath.Join(dir, name), e.Executable)
 	} else {
-		f, err = os.CreateTemp(dir, ".nixcas-")
+		f, err = createTemp(dir, e.Executable)
 	}
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			f.close()
+			os.Remove(f.path)
 		}
 	}()
 	h := castore.NewHasher()
@@ -757,11 +761,10 @@ func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entr
 		if !verified {
 			h.Write(data)
 		}
-		if _, err := f.Write(data); err != nil {
+		if err := f.write(data); err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
 		size += uint64(len(data))
-		w.bar.Add(int64(len(data)))
 	}
 	got := e.Digest
 	if !verified {
@@ -770,20 +773,13 @@ func (w *fileWriter) write(ctx context.Context, dir, name string, e castore.Entr
 	if got != e.Digest || size != e.Size {
 		return fmt.Errorf("%w: client: %s: %d bytes hashing to %s, want %d bytes, %s", castore.ErrCorrupt, filepath.Join(dir, name), size, got, e.Size, e.Digest)
 	}
-	mode := os.FileMode(0o644)
-	if e.Executable {
-		mode = 0o755
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	if err := f.Close(); err != nil {
+	if err := f.close(); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	if inTemp {
 		return nil
 	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+	if err := os.Rename(f.path, filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	return nil

@@ -3,10 +3,8 @@ package client
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
-
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/narrender"
 )
 
 // tree is the metadata of a tree: its directories, children before
@@ -89,18 +87,10 @@ func localTree(ctx context.Context, s castore.Store, root castore.Entry) (*tree,
 	return t, nil
 }
 
-// narOrder returns d's entries in the order its NAR lists them: by name,
-// whatever their kind. A server ingests a tree in that order, so its hot
-// frames hold the tree's chunks in it; a pull writes files in it too, so
-// that the frames it receives are used as they come.
-func narOrder(d *castore.Directory) []castore.Entry {
-	es := d.Entries()
-	slices.SortFunc(es, func(a, b castore.Entry) int { return strings.Compare(a.Name, b.Name) })
-	return es
-}
-
 // inNAROrder orders t's blobs as a walk of the tree in NAR order first
-// meets them.
+// meets them. A server ingests a tree in that order, so its hot frames
+// hold the tree's chunks in it; a pull writes files in it too, so that
+// the frames it receives are used as they come.
 func (t *tree) inNAROrder() {
 	if t.root.Kind != castore.KindDirectory {
 		return
@@ -121,7 +111,7 @@ func (t *tree) inNAROrder() {
 			return
 		}
 		seenDirs[d] = true
-		for _, e := range narOrder(dirs[d]) {
+		for _, e := range narrender.SortedEntries(dirs[d]) {
 			switch e.Kind {
 			case castore.KindDirectory:
 				walk(e.Digest)

@@ -562,11 +562,17 @@ func (l *layout) directory(n Node) (*layoutFrame, error) {
 		return nil, fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", castore.ErrCorrupt, n.Path(), e.Digest, got, e.Size)
 	}
 	l.buf = appendString(l.buf, "directory")
-	entries := dir.Entries()
-	slices.SortFunc(entries, func(a, b castore.Entry) int { return strings.Compare(a.Name, b.Name) })
 	return &layoutFrame{
-		entries: entries,
+		entries: SortedEntries(dir),
 		here:    &dirPath{parent: n.parent, name: e.Name, depth: n.Depth + 1},
 		depth:   n.Depth + 1,
 	}, nil
+}
+
+// SortedEntries returns d's entries in the order a NAR lists them: by
+// name, whatever their kind.
+func SortedEntries(d *castore.Directory) []castore.Entry {
+	entries := d.Entries()
+	slices.SortFunc(entries, func(a, b castore.Entry) int { return strings.Compare(a.Name, b.Name) })
+	return entries
 }

@@ -9,6 +9,13 @@
 #     default, timed and scaled to 1000), and one `nix copy --from` of all.
 #
 # Usage: scripts/bench-pull.sh [WORK]   (default $TMPDIR/nixcas-bench-pull)
+# OLD_NIXCAS=BINARY also times a cold pull of the large path with that
+# binary (another version of nixcas, say), from the same server, after
+# the others. The timed steps wait SETTLE seconds (default 40) after the
+# set-up first: on ext4 without a journal (this project's VM), creating
+# files within about 35 s of deleting many (the last run's trees) scans
+# the inodes deleted (recently_deleted in a perf profile of the kernel),
+# which slowed whichever client came first.
 # The Go toolchain comes from the Go module proxy, kept in
 # NIXCAS_BENCH_DIR/corpus (default $TMPDIR/nixcas-bench-http, shared with
 # scripts/bench-http.sh). Not part of the test suite; the load average is
@@ -61,39 +68,53 @@ log "nixcas serve: gRPC $grpc, HTTP $http"
 "$nixcas" push --server "$grpc" --cache "$work/push-cache" --nix-store "$nixstore" "$large" "${small[@]}" >/dev/null
 log "pushed"
 
-# seconds runs a command and prints its wall time in seconds.
+# seconds runs a command and prints its wall time in seconds; cpu then
+# holds its user and system CPU seconds.
 seconds() {
-	local start end
+	local start end times
+	times=$(mktemp)
 	start=$(date +%s.%N)
-	"$@" >/dev/null
+	{ TIMEFORMAT='%U %S'; time "$@" >/dev/null; } 2>"$times"
 	end=$(date +%s.%N)
+	cpu=$(tail -1 "$times" | awk '{printf "%.2f user + %.2f sys", $1, $2}')
+	rm -f "$times"
 	echo "$end - $start" | bc -l
 }
+cpu=
+sleep "${SETTLE:-40}"
 
 nar_mb=$(nix-store --store "$nixstore" --query --size "$large" | awk '{printf "%.1f", $1/1e6}')
-echo "| step | seconds | MB/s or paths/s | load |"
-echo "|---|---:|---:|---:|"
-t=$(seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1" "$large" --to "$work/out-large")
-printf '| nixcas pull, %s MB path, cold cache | %.2f | %.0f MB/s | %s |\n' "$nar_mb" "$t" "$(echo "$nar_mb / $t" | bc -l)" "$(load)"
-t=$(seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1" "$large")
-printf '| nix copy --from (HTTP), same path, empty store | %.2f | %.0f MB/s | %s |\n' "$t" "$(echo "$nar_mb / $t" | bc -l)" "$(load)"
+echo "| step | seconds | MB/s or paths/s | client CPU s | load |"
+echo "|---|---:|---:|---:|---:|"
+seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1" "$large" --to "$work/out-large" >"$work/t"
+printf '| nixcas pull, %s MB path, cold cache | %.2f | %.0f MB/s | %s | %s |\n' "$nar_mb" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1" "$large" >"$work/t"
+printf '| nix copy --from (HTTP), same path, empty store | %.2f | %.0f MB/s | %s | %s |\n' "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+if [[ -n ${OLD_NIXCAS:-} ]]; then
+	seconds "$OLD_NIXCAS" pull --server "$grpc" --cache "$work/pull-cache-old" "$large" --to "$work/out-large-old" >"$work/t"
+	printf '| %s pull, same path, cold cache | %.2f | %.0f MB/s | %s | %s |\n' "$OLD_NIXCAS" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+fi
 
-t=$(seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-2" --to "$work/out-many" "${small[@]}")
-printf '| nixcas pull of 1000 paths of 10 KiB, one run | %.2f | %.0f paths/s | %s |\n' "$t" "$(echo "1000 / $t" | bc -l)" "$(load)"
+seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-2" --to "$work/out-many" "${small[@]}" >"$work/t"
+printf '| nixcas pull of 1000 paths of 10 KiB, one run | %.2f | %.0f paths/s | %s | %s |\n' "$(cat "$work/t")" "$(echo "1000 / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
 mkdir "$work/out-one"
 start=$(date +%s.%N)
 for ((i = 0; i < per_path; i++)); do
 	"$nixcas" pull --server "$grpc" --cache "$work/pull-cache-3" "${small[$i]}" --to "$work/out-one/$i" >/dev/null
 done
 t=$(echo "$(date +%s.%N) - $start" | bc -l)
-printf '| nixcas pull, one run per path (%d timed, x%d) | %.2f | %.0f paths/s | %s |\n' "$per_path" "$((1000 / per_path))" "$(echo "$t * 1000 / $per_path" | bc -l)" "$(echo "$per_path / $t" | bc -l)" "$(load)"
-t=$(seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-2" "${small[@]}")
-printf '| nix copy --from (HTTP) of the 1000 paths | %.2f | %.0f paths/s | %s |\n' "$t" "$(echo "1000 / $t" | bc -l)" "$(load)"
+printf '| nixcas pull, one run per path (%d timed, x%d) | %.2f | %.0f paths/s | | %s |\n' "$per_path" "$((1000 / per_path))" "$(echo "$t * 1000 / $per_path" | bc -l)" "$(echo "$per_path / $t" | bc -l)" "$(load)"
+seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-2" "${small[@]}" >"$work/t"
+printf '| nix copy --from (HTTP) of the 1000 paths | %.2f | %.0f paths/s | %s | %s |\n' "$(cat "$work/t")" "$(echo "1000 / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
 
 # The pulled trees are the ones Nix has.
 want=$(nix-store --store "$nixstore" --query --hash "$large")
 got=sha256:$(nix-hash --type sha256 --base32 "$work/out-large")
 [[ $got == "$want" ]] || { log "the pulled large path hashes to $got, want $want"; exit 1; }
+if [[ -n ${OLD_NIXCAS:-} ]]; then
+	got=sha256:$(nix-hash --type sha256 --base32 "$work/out-large-old")
+	[[ $got == "$want" ]] || { log "the large path pulled by $OLD_NIXCAS hashes to $got, want $want"; exit 1; }
+fi
 for i in 0 500 999; do
 	b=$(basename "${small[$i]}")
 	cmp -s "$work/out-many/$b/data" "$work/small/p$(printf %03d "$i")/data" || { log "$b differs"; exit 1; }
