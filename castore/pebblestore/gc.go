@@ -163,6 +163,14 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		}
 		defer unlock()
 	}
+	if db.shared() {
+		// A newer binary's process may have raised the layout since
+		// this store opened: its records are not this binary's to
+		// collect.
+		if err := s.recheckLayout(ctx, db); err != nil {
+			return res, err
+		}
+	}
 	// On a shared database, the use records are read again before each
 	// deletion batch (deleteUnmarked), from those of the grace period on.
 	s.gcCutoff, s.gcRescan = start.Add(-opts.Grace), start

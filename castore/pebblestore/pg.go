@@ -369,6 +369,8 @@ func (p *pgKV) sync(ctx context.Context) error {
 
 func (p *pgKV) shared() bool { return true }
 
+func (p *pgKV) name() string { return "postgres database " + p.where }
+
 // recordUse runs as one pipelined batch, which PostgreSQL runs as one
 // implicit transaction: it takes the uses lock shared (so no deletion
 // batch of a collection runs meanwhile), inserts the record and looks the
