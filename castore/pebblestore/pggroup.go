@@ -18,10 +18,11 @@ import (
 // commit. pgGroup sends those that wait together as one pipeline, in
 // one implicit transaction: the use records in one INSERT, the lookups in
 // one SELECT, the batches' writes merged into one of each kind
-// (queueWrites) and their counters summed into one row update. While one
-// pipeline is out, the calls that arrive wait and go in the next, sent by
-// the first of them; a call that finds none out is sent at once, alone,
-// so nothing waits for a timer.
+// (queueWrites) and their counters summed into one row update. While
+// pgGroupPipelines pipelines are out, the calls that arrive wait and go
+// together in the next, sent by the first of them when a pipeline
+// returns; a call that finds fewer out is sent at once, so nothing waits
+// for a timer.
 //
 // A merged pipeline applies all of its calls or none. When it fails (an
 // insert that met an existing key, errKeyExists, which may be one call's
@@ -37,11 +38,20 @@ const (
 	pgGroupMaxBytes = 8 << 20
 )
 
+// pgGroupPipelines is how many pipelines of grouped calls a process has
+// out at once. One groups the most: ingest of a 52 MB NAR (the Go 1.26
+// sources of cmd/) into PostgreSQL 15 and MinIO on two cores cost 120
+// round trips a MiB and 48 to 52 s of the server's CPU a GiB with one,
+// 233 to 240 and 71 to 78 s with four, 330 and 84 to 102 s ungrouped
+// (BenchmarkPostgresIngest); the wall-clock times of the three, on a
+// machine loaded by other work, were within their noise.
+const pgGroupPipelines = 1
+
 // pgGroup is the group of one pgKV (see above). Its zero value is ready.
 type pgGroup struct {
 	mu      sync.Mutex
-	sending bool // a pipeline is out; the next one is sent by its sender or a waiter
-	waiting []*pgGroupCall
+	out     int            // pipelines out; calls wait only when pgGroupPipelines are
+	waiting []*pgGroupCall // calls waiting, oldest first; only when out is at its bound
 }
 
 // pgGroupCall is one recordUse (useKey set; item, when set, looked up)
@@ -52,19 +62,19 @@ type pgGroupCall struct {
 
 	found bool
 	err   error
-	// wake is signalled when the call is done, or, not done, when it
-	// is to send the next pipeline.
+	// wake is signalled once, when the call is done or, not done, when
+	// it is handed a pipeline to send (it is then no longer waiting).
 	wake chan struct{}
 	done bool
 }
 
-// do runs c, grouped with the calls waiting meanwhile, and returns
-// whether c.item exists (for a use record) and its error.
+// do runs c, with the calls waiting when it is sent, and returns whether
+// c.item exists (for a use record) and its error.
 func (g *pgGroup) do(ctx context.Context, p *pgKV, c *pgGroupCall) (bool, error) {
 	c.wake = make(chan struct{}, 1)
 	g.mu.Lock()
-	g.waiting = append(g.waiting, c)
-	if g.sending {
+	if g.out >= pgGroupPipelines {
+		g.waiting = append(g.waiting, c)
 		g.mu.Unlock()
 		<-c.wake
 		g.mu.Lock()
@@ -72,47 +82,50 @@ func (g *pgGroup) do(ctx context.Context, p *pgKV, c *pgGroupCall) (bool, error)
 			g.mu.Unlock()
 			return c.found, c.err
 		}
-		// c is to send the next pipeline, with itself in it.
+		// c was handed the pipeline of a call done.
+	} else {
+		g.out++
 	}
-	g.sending = true
-	for {
-		n, bytes := 0, 0
-		for n < len(g.waiting) && n < pgGroupMax && bytes < pgGroupMaxBytes {
-			if t := g.waiting[n].then; t != nil {
-				bytes += t.size()
-			}
-			n++
-		}
-		calls := append([]*pgGroupCall(nil), g.waiting[:n]...)
-		g.waiting = append(g.waiting[:0], g.waiting[n:]...)
-		g.mu.Unlock()
-		// A pipeline that carries other callers' writes is not
-		// cancelled with the sender's context. (A waiting call is not
-		// bounded by its own either: it waits for a pipeline out.)
-		sctx := ctx
-		if len(calls) > 1 || calls[0] != c {
-			sctx = context.WithoutCancel(ctx)
-		}
-		p.sendGroup(sctx, calls)
-		g.mu.Lock()
-		for _, d := range calls {
-			d.done = true
-			if d != c {
-				d.wake <- struct{}{}
-			}
-		}
-		if len(g.waiting) == 0 {
-			g.sending = false
-			g.mu.Unlock()
-			return c.found, c.err
-		}
-		if c.done {
-			// The next pipeline is the first waiter's to send.
-			g.waiting[0].wake <- struct{}{}
-			g.mu.Unlock()
-			return c.found, c.err
-		}
+	calls, bytes := []*pgGroupCall{c}, c.size()
+	n := 0
+	for n < len(g.waiting) && len(calls) < pgGroupMax && bytes < pgGroupMaxBytes {
+		calls = append(calls, g.waiting[n])
+		bytes += g.waiting[n].size()
+		n++
 	}
+	g.waiting = append(g.waiting[:0], g.waiting[n:]...)
+	g.mu.Unlock()
+	// A pipeline that carries other callers' writes is not cancelled
+	// with the sender's context. (A waiting call is not bounded by its
+	// own either: it waits for pipelines out.)
+	sctx := ctx
+	if len(calls) > 1 {
+		sctx = context.WithoutCancel(ctx)
+	}
+	p.sendGroup(sctx, calls)
+	g.mu.Lock()
+	for _, d := range calls[1:] {
+		d.done = true
+		d.wake <- struct{}{}
+	}
+	if len(g.waiting) > 0 {
+		// This pipeline is the first waiting call's to send.
+		next := g.waiting[0]
+		g.waiting = g.waiting[1:]
+		next.wake <- struct{}{}
+	} else {
+		g.out--
+	}
+	g.mu.Unlock()
+	return c.found, c.err
+}
+
+// size is the bytes of c's writes.
+func (c *pgGroupCall) size() int {
+	if c.then == nil {
+		return 0
+	}
+	return c.then.size()
 }
 
 // sendGroup sends calls as one pipeline, or, should that fail, each on
