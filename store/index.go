@@ -165,7 +165,9 @@ func (x *Index) record(ctx context.Context, d PathDigest, p *PathInfo) (isNew bo
 		if old != nil {
 			// A record that does not decode is replaced whole.
 			if o, err := decodePathInfo(old); err == nil && o.NARSha256 == p.NARSha256 {
-				q = x.signer.Sign(mergeSignatures(p, x.signer.SignMissing(o).Signatures))
+				// Sign drops what o holds under the index's key
+				// names and is not the key's own signature of q.
+				q = x.signer.Sign(mergeSignatures(p, o.Signatures))
 			}
 		}
 		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(q.ToProto())

@@ -39,12 +39,15 @@ import (
 //     RewriteBelow has its live chunks written into new frames, switched
 //     to in synced batches, and is then retired the same way (the
 //     compaction machinery); the rest keep their dead bytes, reported.
-//  4. Use records older than the grace period are deleted.
+//  4. On a shared database, frame objects no record names that are older
+//     than StrayAge are deleted (gcStrayFrames).
+//  5. Use records older than the grace period are deleted.
 //
 // A crash at any point leaves every live tree whole: deletions only remove
 // what is unreachable, a new frame is synced before chunks switch to it,
 // and a frame is unregistered before its object is deleted (the next
-// writable open deletes objects no record names). The mark set a crash
+// writable open deletes objects no record names; on a shared database,
+// step 4 of a later collection). The mark set a crash
 // leaves is removed by the next collection. Memory is bounded by the mark
 // set's (markSetMemory), the frame cache of a rewrite and one frame's
 // chunk list at a time, whatever the number of chunks.
@@ -67,6 +70,10 @@ type GCOptions struct {
 	// DryRun marks and counts what would be freed, and changes nothing in
 	// the store (the mark set is still written under the data directory).
 	DryRun bool
+	// StrayAge: on a shared database, frame objects that no registry
+	// record names and that were last written longer ago than this are
+	// deleted (strays: see gcStrayFrames); 0 is DefaultStrayAge.
+	StrayAge time.Duration
 	// Progress, when set, is called with the step ("marking",
 	// "sweeping", "rewriting"), the work done and the work in all (0 when
 	// not known).
@@ -107,9 +114,13 @@ type GCResult struct {
 	StoredBytesWritten uint64 `json:"storedBytesWritten"`
 	// DeadBytesLeft is the decoded size of the dead chunks left in
 	// FramesWithDeadBytes frames above the threshold.
-	DeadBytesLeft       uint64  `json:"deadBytesLeft"`
-	FramesWithDeadBytes int     `json:"framesWithDeadBytes"`
-	Seconds             float64 `json:"seconds"`
+	DeadBytesLeft       uint64 `json:"deadBytesLeft"`
+	FramesWithDeadBytes int    `json:"framesWithDeadBytes"`
+	// StrayFramesDeleted objects of StrayBytesFreed bytes were frames no
+	// record named (on a shared database; see GCOptions.StrayAge).
+	StrayFramesDeleted int     `json:"strayFramesDeleted"`
+	StrayBytesFreed    int64   `json:"strayBytesFreed"`
+	Seconds            float64 `json:"seconds"`
 }
 
 // ErrGCRunning: a collection is already running on the store.
@@ -138,6 +149,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, fmt.Errorf("%w: gc: rewrite threshold %g not in [0, 1]", castore.ErrInvalid, opts.RewriteBelow)
 	case opts.Grace < 0:
 		return res, fmt.Errorf("%w: gc: negative grace period %s", castore.ErrInvalid, opts.Grace)
+	case opts.StrayAge < 0:
+		return res, fmt.Errorf("%w: gc: negative stray frame age %s", castore.ErrInvalid, opts.StrayAge)
+	}
+	if opts.StrayAge == 0 {
+		opts.StrayAge = DefaultStrayAge
 	}
 	if opts.Level == 0 {
 		opts.Level = DefaultGCOptions.Level
@@ -162,6 +178,14 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 			return res, err
 		}
 		defer unlock()
+	}
+	if db.shared() {
+		// A newer binary's process may have raised the layout since
+		// this store opened: its records are not this binary's to
+		// collect.
+		if err := s.recheckLayout(ctx, db); err != nil {
+			return res, err
+		}
 	}
 	// On a shared database, the use records are read again before each
 	// deletion batch (deleteUnmarked), from those of the grace period on.
@@ -220,6 +244,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 	}
 	if err = s.gcFrames(ctx, db, frameMarks, opts, &res); err != nil {
 		return res, err
+	}
+	if db.shared() {
+		if err = s.gcStrayFrames(ctx, db, start.Add(-opts.StrayAge), opts.DryRun, &res); err != nil {
+			return res, err
+		}
 	}
 	if !opts.DryRun {
 		if err = s.pruneUses(ctx, db, cutoff); err != nil {
@@ -748,6 +777,100 @@ func (s *Store) gcFrames(ctx context.Context, db kvDB, marks *markSet, opts GCOp
 		return err
 	}
 	return process()
+}
+
+// Stray frames on a shared database
+//
+// A frame object that no registry record names is a stray: its process
+// stopped between putting it and the batch that registers it (packer,
+// compaction, rewrite, import), or between unregistering a frame and
+// deleting it (retireFrames). A store of one process deletes its strays
+// when it opens (sweepFrames). On a shared database it cannot: another
+// process may be, right now, between its put and its registration. So a
+// collection deletes only strays last written before the cutoff, which
+// StrayAge puts far beyond that gap: a put and its registration are
+// seconds apart, a minute or so with the object store retrying; the
+// default (DefaultStrayAge) is a day, so that a process stopped (paused
+// VM, SIGSTOP) for hours or a clock of the object store some minutes off
+// keeps its frames, while a stray costs a day of its bytes. Putting an
+// object again, as a packer does repacking the same queued chunks, writes
+// it anew: its age starts again.
+//
+// Each page of old objects is looked up in the registry in one read;
+// each one named by no record has its time asked again (a put since the
+// listing makes it young) and is then deleted. What remains is a put of
+// the same bytes (the same name) by another process between that last
+// look and the delete, one round trip: the window retireFrames has too.
+
+// DefaultStrayAge is GCOptions.StrayAge when it is 0.
+const DefaultStrayAge = 24 * time.Hour
+
+// gcStrayFrames deletes (on a dry run, counts) the frame objects last
+// written before cutoff that no registry record names. An object store
+// that cannot tell the objects' ages (not an ObjectTimer) keeps them all.
+func (s *Store) gcStrayFrames(ctx context.Context, db kvDB, cutoff time.Time, dry bool, res *GCResult) error {
+	timer := objectTimer(s.objects)
+	if timer == nil {
+		return nil
+	}
+	type stray struct {
+		name string
+		size int64
+	}
+	var (
+		page []stray
+		keys [][]byte
+	)
+	sweep := func() error {
+		keys = keys[:0]
+		for _, o := range page {
+			d, _ := parseFrameName(o.name)
+			keys = append(keys, pebbleKey(pebbleKindFrame, d))
+		}
+		registered := make([]bool, len(page))
+		err := db.getMany(ctx, keys, func(i int, _ []byte) error {
+			registered[i] = true
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("castore: gc: stray frames: %w", err)
+		}
+		for i, o := range page {
+			if registered[i] {
+				continue
+			}
+			if !dry {
+				written, err := timer.ObjectTime(ctx, o.name)
+				if errors.Is(err, castore.ErrNotFound) || err == nil && !written.Before(cutoff) {
+					continue // deleted, or put again, meanwhile
+				}
+				if err != nil {
+					return fmt.Errorf("castore: gc: stray frames: %w", err)
+				}
+				if err := s.objects.DeleteObject(ctx, o.name); err != nil {
+					return fmt.Errorf("castore: gc: stray frame %s: %w", o.name, err)
+				}
+			}
+			res.StrayFramesDeleted++
+			res.StrayBytesFreed += o.size
+		}
+		page = page[:0]
+		return nil
+	}
+	err := timer.ListObjectTimes(ctx, func(name string, size int64, written time.Time) error {
+		if _, ok := parseFrameName(name); !ok || !written.Before(cutoff) {
+			return nil
+		}
+		page = append(page, stray{name, size})
+		if len(page) == pgGetPage {
+			return sweep()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("castore: gc: stray frames: %w", err)
+	}
+	return sweep()
 }
 
 // pruneUses deletes the use records from before cutoff.

@@ -89,6 +89,9 @@ type kvDB interface {
 	// With exclusive it also returns the database to use while it is
 	// held (the same one, or a view through the lock's connection).
 	gcLock(ctx context.Context, exclusive bool) (db kvDB, unlock func(), err error)
+	// name says which database this is, for errors: "pebble database
+	// DIR", "postgres database HOST/NAME".
+	name() string
 	// close closes the database.
 	close() error
 }
@@ -134,6 +137,7 @@ type kvBatch interface {
 // pebbleKV is a kvDB in one Pebble database, open in one process.
 type pebbleKV struct {
 	db        *pebble.DB
+	dir       string
 	seq       atomic.Uint64 // last queue sequence number used
 	cacheSize int64         // of the block cache
 }
@@ -250,6 +254,8 @@ func (p *pebbleKV) sync(context.Context) error {
 }
 
 func (p *pebbleKV) shared() bool { return false }
+
+func (p *pebbleKV) name() string { return "pebble database " + p.dir }
 
 // recordUse needs no lock: a collection in this process, the only one,
 // learns of uses at once (gcuse.go).

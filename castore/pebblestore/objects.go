@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nixcas/nixcas/castore"
 )
@@ -61,6 +62,39 @@ func (s *Store) ProbeObjects(ctx context.Context) error {
 	}
 }
 
+// ObjectTimer is an ObjectStore that can tell when each object was last
+// written (put), by its own clock: the modification time of a file,
+// S3's Last-Modified. A collection on a shared database deletes by it
+// the frames no record names that are old enough to be no other
+// process's frame between its put and its registration (see
+// GCOptions.StrayAge).
+type ObjectTimer interface {
+	// ListObjectTimes is ListObjects with the time each object was last
+	// written. It only lists: it removes nothing (DirObjects'
+	// ListObjects removes the temporary files of a crash, which on a
+	// directory shared by several processes may be another's put in
+	// progress).
+	ListObjectTimes(ctx context.Context, fn func(name string, size int64, written time.Time) error) error
+	// ObjectTime returns when the object was last written; a missing
+	// object is ErrNotFound.
+	ObjectTime(ctx context.Context, name string) (time.Time, error)
+}
+
+// objectTimer returns the ObjectTimer that o is or wraps (through Unwrap
+// methods, as ProbeObjects finds an ObjectProber), or nil.
+func objectTimer(o ObjectStore) ObjectTimer {
+	for {
+		if t, ok := o.(ObjectTimer); ok {
+			return t
+		}
+		u, ok := o.(interface{ Unwrap() ObjectStore })
+		if !ok {
+			return nil
+		}
+		o = u.Unwrap()
+	}
+}
+
 // DirObjects is an ObjectStore of files in a directory, spread over 256
 // subdirectories by the first two characters of the name. Names are
 // lower-case hexadecimal digests. A put writes a temporary file and
@@ -78,7 +112,10 @@ type DirObjects struct {
 	syncMu sync.Mutex // one sync at a time: a sync that returns covers every put before it
 }
 
-var _ ObjectStore = (*DirObjects)(nil)
+var (
+	_ ObjectStore = (*DirObjects)(nil)
+	_ ObjectTimer = (*DirObjects)(nil)
+)
 
 // NewDirObjects returns the object store in dir, which is created on the
 // first put.
@@ -255,6 +292,38 @@ func (o *DirObjects) DeleteObject(ctx context.Context, name string) error {
 // ListObjects implements ObjectStore. Temporary files a crash left behind
 // are removed, not listed.
 func (o *DirObjects) ListObjects(ctx context.Context, fn func(name string, size int64) error) error {
+	return o.walk(ctx, true, func(name string, info fs.FileInfo) error {
+		return fn(name, info.Size())
+	})
+}
+
+// ListObjectTimes implements ObjectTimer: the files' modification times
+// (a put renames a file written just before into place). Temporary files
+// are neither listed nor removed.
+func (o *DirObjects) ListObjectTimes(ctx context.Context, fn func(name string, size int64, written time.Time) error) error {
+	return o.walk(ctx, false, func(name string, info fs.FileInfo) error {
+		return fn(name, info.Size(), info.ModTime())
+	})
+}
+
+// ObjectTime implements ObjectTimer.
+func (o *DirObjects) ObjectTime(ctx context.Context, name string) (time.Time, error) {
+	if err := CheckObjectName(name); err != nil {
+		return time.Time{}, err
+	}
+	info, err := os.Stat(o.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return time.Time{}, fmt.Errorf("%w: object %s", castore.ErrNotFound, name)
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("castore: objects: %w", err)
+	}
+	return info.ModTime(), nil
+}
+
+// walk calls fn with every object's file, removing temporary files when
+// removeTemp is set and skipping them otherwise.
+func (o *DirObjects) walk(ctx context.Context, removeTemp bool, fn func(name string, info fs.FileInfo) error) error {
 	subs, err := os.ReadDir(o.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -275,7 +344,9 @@ func (o *DirObjects) ListObjects(ctx context.Context, fn func(name string, size 
 				return err
 			}
 			if strings.Contains(e.Name(), ".tmp") {
-				os.Remove(filepath.Join(o.dir, sub.Name(), e.Name()))
+				if removeTemp {
+					os.Remove(filepath.Join(o.dir, sub.Name(), e.Name()))
+				}
 				continue
 			}
 			info, err := e.Info()
@@ -285,7 +356,7 @@ func (o *DirObjects) ListObjects(ctx context.Context, fn func(name string, size 
 			if err != nil {
 				return fmt.Errorf("castore: objects: %w", err)
 			}
-			if err := fn(e.Name(), info.Size()); err != nil {
+			if err := fn(e.Name(), info); err != nil {
 				return err
 			}
 		}

@@ -630,7 +630,8 @@ func (s *Store) lockStripes(digests func(yield func(castore.Digest) bool)) func(
 // anything else can write.
 //
 // On a shared database it does nothing: another process may be between
-// writing a frame and switching chunks to it. (Such strays then stay.)
+// writing a frame and switching chunks to it. A collection deletes such
+// strays once they are old enough (gcStrayFrames).
 func (s *Store) sweepFrames(ctx context.Context, db kvDB) error {
 	if db.shared() {
 		return nil

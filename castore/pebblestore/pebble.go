@@ -267,6 +267,12 @@ type Store struct {
 	maxPackLag int64
 	packState
 	gcState
+
+	// layoutErr, once set, refuses every operation: another process
+	// raised the shared database's layout version above this binary's
+	// (checkSharedLayout, last run at layoutChecked, unix nanoseconds).
+	layoutErr     atomic.Pointer[error]
+	layoutChecked atomic.Int64
 }
 
 var (
@@ -357,13 +363,13 @@ func openPebble(dir string, opts Options, fsys *storeFS, space *spaceGuard) (*St
 	// Half a memtable: the queued chunks' inline values (at most as
 	// large) stay in memory until the packer has read them.
 	maxPackLag := max(int64(opts.MemTableSize)/2, int64(4*opts.Frames.Size))
-	return openStore(dir, opts, &pebbleKV{db: db, cacheSize: opts.CacheSize}, fsys, space, maxPackLag)
+	return openStore(dir, opts, &pebbleKV{db: db, dir: dir, cacheSize: opts.CacheSize}, fsys, space, maxPackLag)
 }
 
 // openStore opens a Store on the database db, which it closes on failure.
 func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGuard, maxPackLag int64) (*Store, error) {
 	ctx := context.Background()
-	if err := checkPebbleVersion(ctx, db, dir, fsys.readOnly); err != nil {
+	if err := checkLayoutVersion(ctx, db, fsys.readOnly); err != nil {
 		db.close()
 		return nil, err
 	}
@@ -421,77 +427,135 @@ func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGua
 	return s, nil
 }
 
-// checkPebbleVersion checks the layout version of the database in dir,
+// checkLayoutVersion checks the layout version of the database db,
 // recording it in a new database unless readOnly.
-func checkPebbleVersion(ctx context.Context, db kvDB, dir string, readOnly bool) error {
-	var version []byte
-	err := get(ctx, db, pebbleVersionKey, "layout version", func(v []byte) error {
-		version = bytes.Clone(v)
-		return nil
-	})
-	if errors.Is(err, errNoKey) {
+func checkLayoutVersion(ctx context.Context, db kvDB, readOnly bool) error {
+	got, found, err := readLayoutVersion(ctx, db.get, db)
+	if err != nil {
+		return err
+	}
+	if !found {
 		it, err := db.newIter(ctx, nil, nil)
 		if err != nil {
-			return fmt.Errorf("open %s: %w", dir, err)
+			return fmt.Errorf("open %s: %w", db.name(), err)
 		}
 		empty := !it.First()
 		if err := it.Close(); err != nil {
-			return fmt.Errorf("open %s: %w", dir, err)
+			return fmt.Errorf("open %s: %w", db.name(), err)
 		}
 		if !empty {
-			return fmt.Errorf("%w: pebble database %s has data but no layout version", castore.ErrCorrupt, dir)
+			return fmt.Errorf("%w: %s has data but no layout version", castore.ErrCorrupt, db.name())
 		}
 		if readOnly {
 			return nil
 		}
 		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, layoutFrames), true); err != nil {
-			return fmt.Errorf("open %s: %w", dir, err)
+			return fmt.Errorf("open %s: %w", db.name(), err)
 		}
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	got, n := binary.Uvarint(version)
-	switch {
-	case n != len(version) || got < 1:
-		return fmt.Errorf("%w: pebble database %s: layout version record %x is not a version", castore.ErrCorrupt, dir, version)
-	case got > pebbleLayoutVersion:
-		return fmt.Errorf("%w: pebble database %s: store layout version %d is newer than this binary (%d): open it with a newer nixcas",
-			castore.ErrInvalid, dir, got, pebbleLayoutVersion)
-	}
 	if got < layoutFrames && !readOnly {
 		if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, layoutFrames), true); err != nil {
-			return fmt.Errorf("open %s: %w", dir, err)
+			return fmt.Errorf("open %s: %w", db.name(), err)
 		}
 	}
 	return nil
 }
 
-// requireLayout raises the store's layout version to at least v (synced)
-// before records that need it are written; a store already at v or above
-// is left as it is.
-func requireLayout(ctx context.Context, db kvDB, v uint64) error {
-	var got uint64
-	err := get(ctx, db, pebbleVersionKey, "layout version", func(b []byte) error {
+// readLayoutVersion reads the layout version of db with get (db's, or a
+// batch's, which locks the record on a shared database). found is false
+// when no version is recorded. A version above pebbleLayoutVersion is
+// refused (ErrInvalid), as is a record that is not a version
+// (ErrCorrupt).
+func readLayoutVersion(ctx context.Context, get func(context.Context, []byte, func([]byte) error) error, db kvDB) (v uint64, found bool, err error) {
+	err = get(ctx, pebbleVersionKey, func(b []byte) error {
 		x, n := binary.Uvarint(b)
-		if n != len(b) {
-			return fmt.Errorf("%w: layout version record %x is not a version", castore.ErrCorrupt, b)
+		if n != len(b) || x < 1 {
+			return fmt.Errorf("%w: %s: layout version record %x is not a version", castore.ErrCorrupt, db.name(), b)
 		}
-		got = x
+		v = x
 		return nil
 	})
-	if err != nil && !errors.Is(err, errNoKey) {
+	switch {
+	case errors.Is(err, errNoKey):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	case v > pebbleLayoutVersion:
+		return v, true, newerLayoutError(db, v)
+	}
+	return v, true, nil
+}
+
+// newerLayoutError is the refusal of a store whose layout version v is
+// above this binary's.
+func newerLayoutError(db kvDB, v uint64) error {
+	return fmt.Errorf("%w: %s: store layout version %d is newer than this binary (%d): open it with a newer nixcas",
+		castore.ErrInvalid, db.name(), v, pebbleLayoutVersion)
+}
+
+// requireLayout raises the store's layout version to at least v (synced)
+// before records that need it are written; a store already at v or above
+// is left as it is. The version is read and raised in one batch, whose
+// read locks it on a shared database, so a version another process raised
+// meanwhile is never lowered. A version above this binary's, recorded or
+// asked for, is refused.
+func requireLayout(ctx context.Context, db kvDB, v uint64) error {
+	if v > pebbleLayoutVersion {
+		return newerLayoutError(db, v)
+	}
+	b := db.newBatch()
+	defer b.close()
+	got, _, err := readLayoutVersion(ctx, b.get, db)
+	if err != nil {
 		return err
 	}
 	if got >= v {
 		return nil
 	}
-	if err := db.set(ctx, pebbleVersionKey, binary.AppendUvarint(nil, v), true); err != nil {
-		return fmt.Errorf("castore: raising the layout version to %d: %w", v, err)
+	b.set(pebbleVersionKey, binary.AppendUvarint(nil, v))
+	if err := b.commit(ctx, true); err != nil {
+		return fmt.Errorf("castore: raising the layout version of %s to %d: %w", db.name(), v, err)
 	}
 	return nil
 }
+
+// checkSharedLayout re-reads the layout version of a shared database at
+// most once every layoutRecheck (a process of a newer binary may have
+// raised it since this store opened), and from then on refuses every
+// operation if it is above this binary's. A database of one process
+// returns at once: its version changes only through this store.
+func (s *Store) checkSharedLayout(ctx context.Context, db kvDB) error {
+	if !db.shared() {
+		return nil
+	}
+	if e := s.layoutErr.Load(); e != nil {
+		return *e
+	}
+	now := time.Now().UnixNano()
+	last := s.layoutChecked.Load()
+	if now-last < int64(layoutRecheck) || !s.layoutChecked.CompareAndSwap(last, now) {
+		return nil
+	}
+	return s.recheckLayout(ctx, db)
+}
+
+// recheckLayout reads the layout version of s's database again, and
+// refuses every later operation if it is above this binary's.
+func (s *Store) recheckLayout(ctx context.Context, db kvDB) error {
+	_, _, err := readLayoutVersion(ctx, db.get, db)
+	if errors.Is(err, castore.ErrInvalid) {
+		s.layoutErr.CompareAndSwap(nil, &err)
+	}
+	return err
+}
+
+// layoutRecheck is how often a store on a shared database reads its
+// layout version again (checkSharedLayout): for that long after a newer
+// binary raised it, this one may still write records of its own layout.
+// A collection reads it when it starts, and an incremental compaction
+// when it raises it (requireLayout).
+const layoutRecheck = 10 * time.Second
 
 // Dir returns the store's data directory.
 func (s *Store) Dir() string { return s.dir }
@@ -516,6 +580,10 @@ func (s *Store) acquire(ctx context.Context) (kvDB, error) {
 	if s.db == nil {
 		s.mu.RUnlock()
 		return nil, errPebbleClosed
+	}
+	if err := s.checkSharedLayout(ctx, s.db); err != nil {
+		s.mu.RUnlock()
+		return nil, err
 	}
 	return s.db, nil
 }

@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -45,6 +47,10 @@ import (
 //
 // Advisory locks (pgLockGC, pgLockUses) stand in for the in-process locks
 // a collection takes across processes; see gcuse.go for the rule.
+
+// pgTracer, when set (by tests), traces every query of the stores opened
+// after.
+var pgTracer pgx.QueryTracer
 
 // pgSeqBlock is how many queue sequence numbers a process takes at once.
 const pgSeqBlock = 1024
@@ -109,6 +115,9 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 	}
 	// Writes are unsynced unless a batch asks (see above).
 	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	if pgTracer != nil {
+		cfg.ConnConfig.Tracer = pgTracer
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("castore: postgres: %w", err)
@@ -167,6 +176,10 @@ type pgKV struct {
 	seqMu   sync.Mutex
 	seqNext uint64 // next number of the block taken
 	seqEnd  uint64 // end of the block taken (exclusive)
+
+	// group sends the use records and read-free commits that wait
+	// together, one pipeline at a time (pggroup.go).
+	group pgGroup
 }
 
 var _ kvDB = (*pgKV)(nil)
@@ -369,11 +382,14 @@ func (p *pgKV) sync(ctx context.Context) error {
 
 func (p *pgKV) shared() bool { return true }
 
+func (p *pgKV) name() string { return "postgres database " + p.where }
+
 // recordUse runs as one pipelined batch, which PostgreSQL runs as one
 // implicit transaction: it takes the uses lock shared (so no deletion
 // batch of a collection runs meanwhile), inserts the record and looks the
 // item up, then commits then's writes (a batch that read nothing; one
-// that did is committed on its own after).
+// that did is committed on its own after). Calls made while another
+// pipeline of the process is out go together in the next (pggroup.go).
 func (p *pgKV) recordUse(ctx context.Context, useKey, item []byte, then kvBatch) (bool, error) {
 	pb, _ := then.(*pgBatch)
 	if then != nil && (pb == nil || pb.tx != nil || pb.err != nil) {
@@ -383,6 +399,15 @@ func (p *pgKV) recordUse(ctx context.Context, useKey, item []byte, then kvBatch)
 		}
 		return ok, then.commit(ctx, false)
 	}
+	if p.pool == nil {
+		return p.recordUseAlone(ctx, useKey, item, pb)
+	}
+	return p.group.do(ctx, p, &pgGroupCall{useKey: useKey, item: item, then: pb})
+}
+
+// recordUseAlone is recordUse in a pipeline of its own: then is nil or a
+// batch that read nothing.
+func (p *pgKV) recordUseAlone(ctx context.Context, useKey, item []byte, pb *pgBatch) (bool, error) {
 	var qb pgx.Batch
 	qb.Queue("SELECT pg_advisory_xact_lock_shared($1)", pgLockUses)
 	qb.Queue("INSERT INTO nixcas_kv (k, v) VALUES ($1, '') ON CONFLICT (k) DO NOTHING", useKey)
@@ -623,7 +648,8 @@ func (b *pgBatch) empty() bool { return len(b.ops) == 0 && len(b.delta) == 0 }
 
 // commit sends the writes in one round trip. A batch that read nothing
 // (no transaction open) and is not synced is one pipeline, which
-// PostgreSQL runs as one implicit transaction; otherwise the pipeline
+// PostgreSQL runs as one implicit transaction, shared with the commits
+// and use records waiting at the same time (pggroup.go); otherwise the pipeline
 // runs in the batch's transaction, committed after it (two more round
 // trips). Runs of writes of one kind are one statement each (see
 // queueWrites); an insert that meets an existing key fails the statement
@@ -647,8 +673,11 @@ func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 		if b.empty() {
 			return nil
 		}
-		b.queueWrites(&qb)
-		return b.sendWrites(b.p.q.SendBatch(ctx, &qb))
+		if b.p.pool != nil {
+			_, err := b.p.group.do(ctx, b.p, &pgGroupCall{then: b})
+			return err
+		}
+		return b.commitAlone(ctx)
 	}
 	if err := b.begin(ctx); err != nil {
 		return err
@@ -663,6 +692,14 @@ func (b *pgBatch) commitTx(ctx context.Context, sync bool) error {
 	err := b.tx.Commit(ctx)
 	b.tx = nil
 	return b.p.err(err, "commit")
+}
+
+// commitAlone commits a batch that read nothing, unsynced, in a pipeline
+// of its own.
+func (b *pgBatch) commitAlone(ctx context.Context) error {
+	var qb pgx.Batch
+	b.queueWrites(&qb)
+	return b.sendWrites(b.p.q.SendBatch(ctx, &qb))
 }
 
 // sendWrites reads the results of a pipeline of queueWrites.
@@ -695,6 +732,9 @@ func (b *pgBatch) queueWrites(qb *pgx.Batch) {
 		}
 	}
 	if len(ins) > 0 {
+		// In key order, so that two pipelines inserting overlapping
+		// keys never wait for each other in a cycle.
+		slices.SortFunc(ins, func(a, b [2][]byte) int { return bytes.Compare(a[0], b[0]) })
 		ks, vs := make([][]byte, len(ins)), make([][]byte, len(ins))
 		for i, kv := range ins {
 			ks[i], vs[i] = kv[0], kv[1]

@@ -31,7 +31,10 @@ type Store struct {
 	m      *metrics
 }
 
-var _ pebblestore.ObjectStore = (*Store)(nil)
+var (
+	_ pebblestore.ObjectStore = (*Store)(nil)
+	_ pebblestore.ObjectTimer = (*Store)(nil)
+)
 
 // Options are what a Store needs beyond its Config.
 type Options struct {
@@ -264,6 +267,14 @@ func (s *Store) DeleteObject(ctx context.Context, name string) error {
 // ListObjects implements pebblestore.ObjectStore: the objects under the
 // prefix, in key order, one LIST request per thousand.
 func (s *Store) ListObjects(ctx context.Context, fn func(name string, size int64) error) error {
+	return s.ListObjectTimes(ctx, func(name string, size int64, _ time.Time) error { return fn(name, size) })
+}
+
+// ListObjectTimes implements pebblestore.ObjectTimer: the objects under
+// the prefix, in key order, one LIST request per thousand, with each
+// object's Last-Modified (for an object S3 holds, the start of the
+// put that wrote it last, by the service's clock).
+func (s *Store) ListObjectTimes(ctx context.Context, fn func(name string, size int64, written time.Time) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the listing goroutine when fn fails
 	s.m.requests.WithLabelValues("list").Inc()
@@ -275,11 +286,24 @@ func (s *Store) ListObjects(ctx context.Context, fn func(name string, size int64
 		if !ok {
 			continue
 		}
-		if err := fn(name, obj.Size); err != nil {
+		if err := fn(name, obj.Size, obj.LastModified); err != nil {
 			return err
 		}
 	}
 	return ctx.Err()
+}
+
+// ObjectTime implements pebblestore.ObjectTimer with one HEAD request.
+func (s *Store) ObjectTime(ctx context.Context, name string) (time.Time, error) {
+	if err := pebblestore.CheckObjectName(name); err != nil {
+		return time.Time{}, err
+	}
+	s.m.requests.WithLabelValues("stat").Inc()
+	info, err := s.client.StatObject(ctx, s.cfg.Bucket, s.key(name), minio.StatObjectOptions{})
+	if err != nil {
+		return time.Time{}, s.fail("stat", name, err)
+	}
+	return info.LastModified, nil
 }
 
 // ProbeObjects implements pebblestore.ObjectProber: one request asking

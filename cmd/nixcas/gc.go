@@ -22,6 +22,7 @@ func newGCCommand() *cobra.Command {
 	var (
 		sf           storeFlags
 		grace        time.Duration
+		strayAge     time.Duration
 		rewriteBelow float64
 		level        string
 		dryRun       bool
@@ -40,7 +41,11 @@ realisation) reaches, and that nothing wrote or deduplicated against in the
 Frames whose live share (live chunk bytes over decoded bytes) falls below
 --rewrite-below have their live chunks rewritten into new frames and are
 deleted; a frame with no live chunk is deleted; the others keep their dead
-bytes (deadBytesLeft).
+bytes (deadBytesLeft). With --meta (a database several servers share),
+frame objects that no record names and that were last written more than
+--stray-age ago are deleted too (a process stopped between putting a frame
+and registering it left them; younger ones may be another server's frame
+about to be registered).
 
 Marking writes the reachable digests into a temporary database under the
 data directory (gc-marks, removed at the end and by the next run after a
@@ -84,7 +89,7 @@ would be deleted, but its collection figures still count them as live.`,
 			}
 			bars := newGCProgress()
 			res, err := x.GC(ctx, s, pebblestore.GCOptions{
-				Grace: grace, RewriteBelow: rewriteBelow, Level: lvl, DryRun: dryRun, Progress: bars.update,
+				Grace: grace, RewriteBelow: rewriteBelow, Level: lvl, DryRun: dryRun, Progress: bars.update, StrayAge: strayAge,
 			})
 			bars.finish()
 			if err != nil {
@@ -114,6 +119,7 @@ would be deleted, but its collection figures still count them as live.`,
 				{res.FramesRewritten, "frames below the threshold " + rewritten},
 				{res.FramesWritten, "frames written"},
 				{res.StoredBytesFreed, "stored bytes freed"},
+				{res.StrayFramesDeleted, "stray frames " + verb + " (" + fmt.Sprint(res.StrayBytesFreed) + " bytes)"},
 				{res.DeadBytesLeft, "dead bytes left in " + fmt.Sprint(res.FramesWithDeadBytes) + " frames"},
 			}
 			for _, r := range rows {
@@ -125,6 +131,7 @@ would be deleted, but its collection figures still count them as live.`,
 	}
 	sf.register(cmd)
 	cmd.Flags().DurationVar(&grace, "grace", pebblestore.DefaultGCOptions.Grace, "keep what was written or deduplicated against this long before the collection")
+	cmd.Flags().DurationVar(&strayAge, "stray-age", pebblestore.DefaultStrayAge, "with --meta: delete frame objects no record names once last written this long ago")
 	cmd.Flags().Float64Var(&rewriteBelow, "rewrite-below", pebblestore.DefaultGCOptions.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
 	cmd.Flags().StringVar(&level, "level", "default", "zstd level of rewritten frames: fastest, default, better, best")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed, change nothing (opens read-only)")

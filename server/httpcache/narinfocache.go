@@ -82,10 +82,7 @@ func (c *narInfoCache) get(d store.PathDigest) ([]byte, uint64) {
 	s.mu.Lock()
 	e, ok := s.cur[d]
 	if !ok {
-		if e, ok = s.old[d]; ok {
-			delete(s.old, d)
-			s.oldBytes -= e.bytes()
-			c.size.Add(-e.bytes())
+		if e, ok = c.removeLocked(s.old, &s.oldBytes, d); ok {
 			if !c.fresh(e) {
 				ok = false
 			} else {
@@ -93,9 +90,7 @@ func (c *narInfoCache) get(d store.PathDigest) ([]byte, uint64) {
 			}
 		}
 	} else if !c.fresh(e) {
-		delete(s.cur, d)
-		s.curBytes -= e.bytes()
-		c.size.Add(-e.bytes())
+		c.removeLocked(s.cur, &s.curBytes, d)
 		ok = false
 	}
 	s.mu.Unlock()
@@ -128,11 +123,7 @@ func (c *narInfoCache) add(d store.PathDigest, text []byte, epoch uint64) {
 	if c.epoch.Load() != epoch {
 		return
 	}
-	if old, ok := s.cur[d]; ok {
-		delete(s.cur, d)
-		s.curBytes -= old.bytes()
-		c.size.Add(-old.bytes())
-	}
+	c.removeLocked(s.cur, &s.curBytes, d)
 	c.insertLocked(s, d, e)
 }
 
@@ -157,14 +148,19 @@ func (c *narInfoCache) invalidate(d store.PathDigest) {
 	s := c.shard(d)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.cur[d]; ok {
-		delete(s.cur, d)
-		s.curBytes -= e.bytes()
-		c.size.Add(-e.bytes())
+	c.removeLocked(s.cur, &s.curBytes, d)
+	c.removeLocked(s.old, &s.oldBytes, d)
+}
+
+// removeLocked forgets d in one of s's generations, gen with its byte
+// count genBytes, and returns the entry it held; s.mu is held.
+func (c *narInfoCache) removeLocked(gen map[store.PathDigest]narInfoEntry, genBytes *int64, d store.PathDigest) (narInfoEntry, bool) {
+	e, ok := gen[d]
+	if !ok {
+		return narInfoEntry{}, false
 	}
-	if e, ok := s.old[d]; ok {
-		delete(s.old, d)
-		s.oldBytes -= e.bytes()
-		c.size.Add(-e.bytes())
-	}
+	delete(gen, d)
+	*genBytes -= e.bytes()
+	c.size.Add(-e.bytes())
+	return e, true
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
@@ -39,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) pebblestore.ObjectStore) {
 		{"Canceled", testCanceled},
 		{"Large", testLarge},
 		{"EmptyObject", testEmptyObject},
+		{"Times", testTimes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -344,5 +346,51 @@ func testEmptyObject(t *testing.T, s pebblestore.ObjectStore) {
 	}
 	if got := list(t, s); got[name] != 0 || len(got) != 1 {
 		t.Fatalf("listing of one empty object: %v", got)
+	}
+}
+
+// testTimes checks an ObjectTimer (skipped for a store that is not one):
+// ListObjectTimes lists what ListObjects does, with the time of the last
+// put, which ObjectTime gives too; a put again moves it on; a missing
+// object is ErrNotFound.
+func testTimes(t *testing.T, s pebblestore.ObjectStore) {
+	timer, ok := s.(pebblestore.ObjectTimer)
+	if !ok {
+		t.Skip("not an ObjectTimer")
+	}
+	ctx := context.Background()
+	// Object stores keep times to the second (S3's Last-Modified).
+	before := time.Now().Add(-2 * time.Second)
+	name, data := Object(7, 100)
+	MustPut(t, s, name, data)
+	times := map[string]time.Time{}
+	err := timer.ListObjectTimes(ctx, func(n string, size int64, written time.Time) error {
+		if size != int64(len(data)) {
+			t.Errorf("ListObjectTimes: %s has %d bytes, want %d", n, size, len(data))
+		}
+		times[n] = written
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, ok := times[name]
+	if len(times) != 1 || !ok || listed.Before(before) || listed.After(time.Now().Add(2*time.Second)) {
+		t.Fatalf("ListObjectTimes gave %v, want %s written about now", times, name)
+	}
+	// S3 lists milliseconds, and HEAD answers whole seconds.
+	got, err := timer.ObjectTime(ctx, name)
+	if err != nil || !got.Truncate(time.Second).Equal(listed.Truncate(time.Second)) {
+		t.Errorf("ObjectTime = %v, %v; want %v as listed, to the second", got, err, listed)
+	}
+	// Put again (a packer repacking the same chunks): written anew.
+	time.Sleep(1100 * time.Millisecond)
+	MustPut(t, s, name, data)
+	if again, err := timer.ObjectTime(ctx, name); err != nil || !again.Truncate(time.Second).After(listed.Truncate(time.Second)) {
+		t.Errorf("ObjectTime after a second put = %v, %v; want after %v", again, err, listed)
+	}
+	missing, _ := Object(8, 100)
+	if _, err := timer.ObjectTime(ctx, missing); !errors.Is(err, castore.ErrNotFound) {
+		t.Errorf("ObjectTime of a missing object: %v, want ErrNotFound", err)
 	}
 }

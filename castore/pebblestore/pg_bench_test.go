@@ -1,0 +1,195 @@
+package pebblestore_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
+	"github.com/nixcas/nixcas/castore/s3objects"
+	"github.com/nixcas/nixcas/internal/testminio"
+	"github.com/nixcas/nixcas/internal/testpg"
+	"github.com/nixcas/nixcas/internal/testtree"
+	"github.com/nixcas/nixcas/narrender"
+)
+
+// roundTrips counts what a store sends PostgreSQL: round trips (a query,
+// or a pipeline of them) and statements.
+type roundTrips struct {
+	trips, statements atomic.Int64
+	mu                sync.Mutex
+	by                map[string]int // trips by their first statement
+}
+
+func (r *roundTrips) count(sql string) {
+	sql = strings.Join(strings.Fields(sql), " ")
+	if len(sql) > 70 {
+		sql = sql[:70]
+	}
+	r.mu.Lock()
+	if r.by == nil {
+		r.by = map[string]int{}
+	}
+	r.by[sql]++
+	r.mu.Unlock()
+}
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.trips.Add(1)
+	r.statements.Add(1)
+	r.count(d.SQL)
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.trips.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	r.statements.Add(1)
+	r.count("batch: " + d.SQL)
+}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// serverCPU returns the CPU time of the PostgreSQL server at url: its
+// postmaster and every process it started that is still running.
+func serverCPU(b *testing.B, url string) time.Duration {
+	b.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var dataDir string
+	if err := conn.QueryRow(context.Background(), "SHOW data_directory").Scan(&dataDir); err != nil {
+		b.Fatal(err)
+	}
+	pidFile, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	master, _ := strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0])
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, p := range procs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime(14) stime(15)
+		s := string(raw)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		pid, _ := strconv.Atoi(strings.Fields(s)[0])
+		ppid, _ := strconv.Atoi(f[1])
+		if pid != master && ppid != master {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ 100
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPostgresIngest ingests a NAR (NIXCAS_BENCH_NAR, else a
+// synthetic tree of many small files and some large ones) into a fresh
+// store on PostgreSQL with its frames in MinIO, packing every chunk, as
+// `nixcas nar ingest --meta --blobs` does, and reports the round trips
+// and statements sent per MiB of NAR, and the CPU time of this process
+// and of the PostgreSQL server per GiB.
+func BenchmarkPostgresIngest(b *testing.B) {
+	var nar []byte
+	if f := os.Getenv("NIXCAS_BENCH_NAR"); f != "" {
+		var err error
+		if nar, err = os.ReadFile(f); err != nil {
+			b.Fatal(err)
+		}
+	} else {
+		files := testtree.Entries{}
+		for i := range 300 {
+			files[fmt.Sprintf("small%03d", i)] = testtree.File(testtree.Random(uint64(i), int64(3000+i*20)))
+		}
+		for i := range 8 {
+			files[fmt.Sprintf("large%d", i)] = testtree.File(testtree.Random(uint64(1000+i), 1<<20))
+		}
+		var buf bytes.Buffer
+		if err := testtree.WriteNAR(&buf, testtree.Dir(testtree.Entries{"a": testtree.Dir(files)})); err != nil {
+			b.Fatal(err)
+		}
+		nar = buf.Bytes()
+	}
+	m := testminio.Start(b)
+	ctx := context.Background()
+	var rt roundTrips
+	pebblestore.SetPostgresTracer(&rt)
+	defer pebblestore.SetPostgresTracer(nil)
+	b.SetBytes(int64(len(nar)))
+	var trips, statements int64
+	var client, server time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		url := testpg.New(b)
+		c, err := s3objects.ParseURL(m.URL(fmt.Sprintf("bench%d", i), ""))
+		if err != nil {
+			b.Fatal(err)
+		}
+		objects, err := s3objects.Open(ctx, c, s3objects.Options{Credentials: m.Credentials()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := pebblestore.OpenPostgres(ctx, url, b.TempDir(), pebblestore.Options{Objects: objects, RecordUses: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rt.trips.Store(0)
+		rt.statements.Store(0)
+		cpu0, srv0 := selfCPU(), serverCPU(b, url)
+		b.StartTimer()
+		if _, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.PackPending(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		client += selfCPU() - cpu0
+		server += serverCPU(b, url) - srv0
+		trips += rt.trips.Load()
+		statements += rt.statements.Load()
+		s.Close()
+		b.StartTimer()
+	}
+	if testing.Verbose() {
+		for sql, n := range rt.by {
+			b.Logf("%8d  %s", n, sql)
+		}
+	}
+	mib := float64(len(nar)) / (1 << 20) * float64(b.N)
+	gib := mib / 1024
+	b.ReportMetric(float64(trips)/mib, "trips/MiB")
+	b.ReportMetric(float64(statements)/mib, "statements/MiB")
+	b.ReportMetric(client.Seconds()/gib, "client-cpu-s/GiB")
+	b.ReportMetric(server.Seconds()/gib, "pg-cpu-s/GiB")
+}
