@@ -109,5 +109,5 @@ func (c *decodedCache) reopen(frame, d castore.Digest) (*os.File, int64, bool) {
 		f.Close()
 		return nil, 0, false
 	}
-	return f, e.Size() - decodedTrailer, true
+	return f, e.Size() - int64(decodedTrailer), true
 }
