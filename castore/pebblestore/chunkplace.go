@@ -11,29 +11,45 @@ import (
 
 // ChunkPlace returns where chunk d is stored, without reading it, so that
 // a reader of many chunks can read them frame by frame, each frame
-// decoded once. A missing chunk is ErrNotFound.
+// decoded once. A missing chunk is ErrNotFound. It always asks the index
+// (never the places remembered): verify and pulls want what it says now.
 func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.ChunkPlace, error) {
-	var p castore.ChunkPlace
 	db, err := s.acquire(ctx)
 	if err != nil {
-		return p, err
+		return castore.ChunkPlace{}, err
 	}
 	defer s.mu.RUnlock()
+	r, framed, err := lookupChunk(ctx, db, d, nil)
+	switch {
+	case errors.Is(err, errNoKey):
+		return castore.ChunkPlace{}, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
+	case err != nil || !framed:
+		return castore.ChunkPlace{}, err
+	}
+	return castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset, Length: r.length}, nil
+}
+
+// lookupChunk reads chunk d's record in the chunk index of db: the one
+// look-up of a chunk that ChunkPlace, framePlace and getChunk share. For
+// a chunk in a frame it returns its place (framed); for a chunk stored
+// inline it calls inline (when not nil) with the stored value, valid only
+// during the call, and returns inline's error. A missing chunk is errNoKey.
+func lookupChunk(ctx context.Context, db kvDB, d castore.Digest, inline func(v []byte) error) (r frameRef, framed bool, err error) {
 	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
-		if len(v) == 0 || v[0] != CodecFrame {
+		if len(v) > 0 && v[0] == CodecFrame {
+			framed = true
+			var err error
+			if r, err = decodeFrameRef(v); err != nil {
+				return fmt.Errorf("chunk %s: %w", d, err)
+			}
 			return nil
 		}
-		r, err := decodeFrameRef(v)
-		if err != nil {
-			return fmt.Errorf("chunk %s: %w", d, err)
+		if inline != nil {
+			return inline(v)
 		}
-		p = castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset, Length: r.length}
 		return nil
 	})
-	if errors.Is(err, errNoKey) {
-		return p, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
-	}
-	return p, err
+	return r, framed, err
 }
 
 // Places of chunks in memory
@@ -160,14 +176,8 @@ func (s *Store) framePlace(ctx context.Context, d castore.Digest) (r frameRef, o
 	}
 	defer s.mu.RUnlock()
 	gen := s.places.generation()
-	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) (err error) {
-		if len(v) == 0 || v[0] != CodecFrame {
-			return errNoKey
-		}
-		r, err = decodeFrameRef(v)
-		return err
-	})
-	if err != nil {
+	r, framed, err := lookupChunk(ctx, db, d, nil)
+	if err != nil || !framed {
 		return r, false
 	}
 	s.places.add(d, r, gen)

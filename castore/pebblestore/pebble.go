@@ -605,28 +605,18 @@ func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []b
 		// Its frame retired meanwhile, or damaged: ask the index.
 		s.places.forget(d)
 	}
-	key := pebbleKey(pebbleKindChunk, d)
 	for attempt := 0; ; attempt++ {
-		var (
-			ref    frameRef
-			framed bool
-			out    = dst
-		)
+		out := dst
 		gen := s.places.generation()
-		err := get(ctx, db, key, "chunk", func(v []byte) (err error) {
-			if len(v) > 0 && v[0] == CodecFrame {
-				framed = true
-				ref, err = decodeFrameRef(v)
-				return err
+		ref, framed, err := lookupChunk(ctx, db, d, func(v []byte) (err error) {
+			if out, err = castore.DecodeChunk(dst, v); err != nil {
+				return fmt.Errorf("%w (chunk %s)", err, d)
 			}
-			out, err = castore.DecodeChunk(dst, v)
-			return err
+			return nil
 		})
 		switch {
 		case errors.Is(err, errNoKey):
 			return dst, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
-		case errors.Is(err, castore.ErrCorrupt):
-			return dst, fmt.Errorf("%w (chunk %s)", err, d)
 		case err != nil:
 			return dst, err
 		case !framed:
