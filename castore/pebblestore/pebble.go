@@ -405,8 +405,12 @@ func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGua
 		}
 		s.decoded = decoded
 	}
-	if _, local := db.(*pebbleKV); local && !s.readOnly {
+	switch _, local := db.(*pebbleKV); {
+	case s.readOnly:
+	case local:
 		s.places = newPlaceCache(placeCacheEntries)
+	case s.decoded != nil:
+		s.places = newPlaceHandoff(placeHandoffEntries)
 	}
 	if !s.readOnly {
 		if err := s.sweepFrames(ctx, db); err != nil {
@@ -598,7 +602,11 @@ func (s *Store) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]b
 
 // getChunk is GetChunk on an acquired db.
 func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []byte) ([]byte, error) {
-	if r, ok := s.places.lookup(d); ok {
+	r, ok := s.places.lookup(d)
+	if !ok {
+		r, ok = s.places.take(d) // left by ChunkFiles
+	}
+	if ok {
 		if out, err := s.readChunkInFrame(ctx, d, r, dst); err == nil {
 			return out, nil
 		}
