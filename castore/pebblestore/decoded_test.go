@@ -422,3 +422,48 @@ func TestDecodedCacheEarlierFormat(t *testing.T) {
 		t.Fatalf("after the files were written again: %+v", st)
 	}
 }
+
+// TestDecodedCachePacked: frames the packer writes are kept decoded
+// while the cache has room for them, so the first reads decode nothing
+// and are exact; a cache without room for them keeps none as packed
+// (what reads decoded is not evicted for them).
+func TestDecodedCachePacked(t *testing.T) {
+	ctx := context.Background()
+	chunks := versionedChunks(3, 40)
+	for _, tc := range []struct {
+		name string
+		size int64
+		kept bool
+	}{
+		{"room", 64 << 20, true},
+		{"no room", 8 << 10, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openDecoded(t, dir, tc.size)
+			ds := putAll(t, s, chunks)
+			if err := s.PackPending(ctx); err != nil {
+				t.Fatal(err)
+			}
+			frames, _ := frameFiles(t, dir)
+			if len(frames) < 3 {
+				t.Fatalf("%d frames; want several", len(frames))
+			}
+			st := s.DecodedCacheStats()
+			if !tc.kept {
+				if st.Packed != 0 || st.Writes != 0 {
+					t.Fatalf("a cache of %d bytes kept packed frames: %+v", tc.size, st)
+				}
+				return
+			}
+			if st.Packed != uint64(len(frames)) {
+				t.Fatalf("%d frames packed, %d queued to be kept: %+v", len(frames), st.Packed, st)
+			}
+			waitWrites(t, s, uint64(len(frames)))
+			checkAll(t, s, ds, chunks)
+			if st := s.DecodedCacheStats(); st.Misses != 0 || st.Hits != uint64(len(ds)) {
+				t.Fatalf("first reads after packing: %+v; want every chunk from a decoded file", st)
+			}
+		})
+	}
+}
