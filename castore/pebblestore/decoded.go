@@ -114,8 +114,8 @@ type DecodedCacheStats struct {
 	Bytes    int64  `json:"bytes"`
 	Files    int    `json:"files"`
 	// Hits counts chunk reads served from a decoded file, Sent those
-	// among them handed out as a section of the file to be sent from it
-	// (ChunkFiles).
+	// among them handed out as a section of the file (ChunkFiles), to be
+	// sent from it or read by the renderer.
 	Hits uint64 `json:"hits"`
 	Sent uint64 `json:"sent"`
 	// Misses counts frames decoded for a read for want of a decoded file.
