@@ -53,9 +53,8 @@ import (
 // Frames deleted by compaction or collection drop their decoded files
 // (forget), and a write still in flight for such a frame is not kept.
 //
-// Reads through GetChunk fill the cache, and so does the packer while the
-// cache has room to spare (keepPacked): compaction and collection read
-// the frames they are about to delete, and a store opened read-only
+// Only reads through GetChunk fill the cache: compaction and collection
+// read the frames they are about to delete, and a store opened read-only
 // neither reads nor writes decoded files (it changes nothing on disk).
 
 // DefaultDecodedCacheSize bounds the decoded frames a store keeps on disk
@@ -120,9 +119,6 @@ type DecodedCacheStats struct {
 	Sent uint64 `json:"sent"`
 	// Misses counts frames decoded for a read for want of a decoded file.
 	Misses uint64 `json:"misses"`
-	// Packed counts frames queued to be kept as the packer wrote them
-	// (while the cache had room), before any read.
-	Packed uint64 `json:"packed"`
 	// Writes counts decoded files written; Skipped the decoded frames not
 	// written because the writer was behind or the disk nearly full.
 	Writes  uint64 `json:"writes"`
@@ -140,7 +136,7 @@ type decodedCache struct {
 	// admit asks whether the disk has room for n more bytes (nil: always).
 	admit func(n int) error
 
-	hits, sent, misses, packed, writes, skipped, evictions, damaged atomic.Uint64
+	hits, sent, misses, writes, skipped, evictions, damaged atomic.Uint64
 
 	mu      sync.Mutex // guards the fields below; taken before files' lock
 	pending map[castore.Digest]*decodedWrite
@@ -366,30 +362,6 @@ func (c *decodedCache) keep(name castore.Digest, data []byte) {
 	c.misses.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.enqueueLocked(name, data)
-}
-
-// keepPacked queues the decoded bytes of a frame the packer just wrote to
-// be kept, so that the first read of what was just stored (a push, then a
-// pull) is not a decode, but only while the cache has room for them
-// without evicting anything: frames decoded for reads are worth more
-// than frames nobody read yet. data is not modified.
-func (c *decodedCache) keepPacked(name castore.Digest, data []byte) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.files.Used()+c.queued+int64(len(data)+decodedTrailer) > c.files.Max() {
-		return
-	}
-	c.packed.Add(1)
-	c.enqueueLocked(name, data)
-}
-
-// enqueueLocked queues frame name's decoded bytes for the writer, unless
-// they are kept or queued already, or the writer is behind.
-func (c *decodedCache) enqueueLocked(name castore.Digest, data []byte) {
 	if c.closed || c.pending[name] != nil || c.files.Has(frameName(name)) || int64(len(data)) > c.files.Max() {
 		return
 	}
@@ -507,7 +479,6 @@ func (c *decodedCache) stats() DecodedCacheStats {
 		Hits:      c.hits.Load(),
 		Sent:      c.sent.Load(),
 		Misses:    c.misses.Load(),
-		Packed:    c.packed.Load(),
 		Writes:    c.writes.Load(),
 		Skipped:   c.skipped.Load(),
 		Evictions: c.evictions.Load(),

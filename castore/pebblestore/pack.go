@@ -411,9 +411,6 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 			done = true
 			return false, err
 		}
-		if infos[i].stored > 0 {
-			s.decoded.keepPacked(infos[i].name, pf.data)
-		}
 	}
 	done = true
 	return true, nil
