@@ -130,7 +130,8 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	var (
 		err     error
 		written uint64
-		run     fileRun // sections waiting to be sent from a file
+		run     fileRun    // sections waiting to be sent from a file
+		win     fileWindow // bytes read ahead from a file, for small sections
 	)
 	sendRun := func() {
 		k, e := run.send(ctx, bw, bw, guard.sender(fs), s)
@@ -153,8 +154,17 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 				continue
 			}
 		}
-		if p.file != nil {
+		if p.file != nil && !p.read {
 			run.add(p)
+			continue
+		}
+		if p.file != nil {
+			var k int
+			k, err = win.write(ctx, bw, p, s)
+			written += uint64(k)
+			if err != nil {
+				cancel()
+			}
 			continue
 		}
 		var k int
@@ -198,9 +208,11 @@ type rangePart struct {
 	chunk  *castore.PendingChunk
 	lo, hi int
 	// file holds bytes [lo, hi) of chunk ref from fileOff, when the
-	// chunk is to be sent from its file (see FileSender).
+	// chunk is to be sent from its file (see FileSender), or, with read
+	// set, read from it (a section too small to be worth a send).
 	file    *os.File
 	fileOff int64
+	read    bool
 	ref     castore.ChunkRef
 	guess   *guessedFile
 	err     error
@@ -324,6 +336,17 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 	if e.Size <= SingleChunkMax {
 		lo, hi := clip(at, e.Size, rw.off, rw.end)
 		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
+		if rw.files != nil {
+			if f, foff, ok := rw.files.ChunkFile(rw.ctx, ref.Digest, ref.Size); ok {
+				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: true, ref: ref, lo: int(lo), hi: int(hi)}); err != nil {
+					return err
+				}
+				if at+e.Size >= rw.end {
+					return errRangeDone
+				}
+				return nil
+			}
+		}
 		p, held, err := rw.fetch(ref)
 		if err != nil {
 			return err
@@ -347,9 +370,10 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		}
 		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
 		pos += uint64(c.Size)
-		if lo < hi && rw.files != nil && hi-lo >= sendFileMin {
+		if lo < hi && rw.files != nil {
 			if f, foff, ok := rw.files.ChunkFile(rw.ctx, c.Digest, c.Size); ok {
-				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), ref: c, lo: int(lo), hi: int(hi)}); err != nil {
+				read := hi-lo < sendFileMin
+				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: read, ref: c, lo: int(lo), hi: int(hi)}); err != nil {
 					return err
 				}
 				continue

@@ -20,7 +20,10 @@ import (
 // files (castore.ChunkFiler), [RenderRange] writes the framing itself and
 // hands the writer the chunks of files of more than [SingleChunkMax]
 // bytes as sections of those files, adjacent sections joined into one,
-// rather than reading them.
+// rather than reading them. Smaller sections (small files, the ends of
+// large ones) it reads from those files itself, in windows of
+// fileWindowSize bytes, so that the small files that follow one another
+// in a file (as ingest stores them) cost one read between them.
 type FileSender interface {
 	SendFile(f *os.File, n int64) (int64, error)
 }
@@ -46,7 +49,58 @@ type fileSeg struct {
 
 // joins reports whether p continues the run.
 func (r *fileRun) joins(p rangePart) bool {
-	return r.n > 0 && p.file == r.f && p.fileOff == r.off+r.n
+	return r.n > 0 && !p.read && p.file == r.f && p.fileOff == r.off+r.n
+}
+
+// fileWindowSize is how much a fileWindow reads at once.
+const fileWindowSize = 128 << 10
+
+// fileWindow holds bytes read ahead from one chunk file, so that the
+// small sections that follow one another in it are copied from memory.
+type fileWindow struct {
+	f   *os.File
+	off int64  // in f, of buf[0]
+	buf []byte // bytes read from f at off
+}
+
+// write writes p's section, read from its file (through the window), to
+// w. A file that ends before the section does (damaged since it was
+// checked, or closed by its ChunkFiles) has the chunk read from s
+// instead. It returns the bytes written.
+func (win *fileWindow) write(ctx context.Context, w io.Writer, p rangePart, s Store) (int, error) {
+	n := p.hi - p.lo
+	if b, ok := win.bytes(p.file, p.fileOff, n); ok {
+		return w.Write(b)
+	}
+	buf, err := s.GetChunk(ctx, p.ref.Digest, nil)
+	if err != nil {
+		return 0, err
+	}
+	if len(buf) != int(p.ref.Size) {
+		return 0, fmt.Errorf("%w: chunk %s has %d bytes, want %d", castore.ErrCorrupt, p.ref.Digest, len(buf), p.ref.Size)
+	}
+	return w.Write(buf[p.lo:p.hi])
+}
+
+// bytes returns the n bytes of f at off, valid until the next call; ok is
+// false when f holds fewer.
+func (win *fileWindow) bytes(f *os.File, off int64, n int) ([]byte, bool) {
+	if win.f == f && off >= win.off && off+int64(n) <= win.off+int64(len(win.buf)) {
+		at := int(off - win.off)
+		return win.buf[at : at+n], true
+	}
+	size := max(n, fileWindowSize)
+	if cap(win.buf) < size {
+		win.buf = make([]byte, size)
+	}
+	win.buf = win.buf[:size]
+	k, _ := f.ReadAt(win.buf, off) // k < size at the end of f
+	if k < n {
+		win.f, win.buf = nil, win.buf[:0]
+		return nil, false
+	}
+	win.f, win.off, win.buf = f, off, win.buf[:k]
+	return win.buf[:n], true
 }
 
 // add appends p's section to the run.

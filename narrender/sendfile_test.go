@@ -3,9 +3,11 @@ package narrender_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
@@ -183,5 +185,99 @@ func TestRenderSendsDamagedFile(t *testing.T) {
 	}
 	if st := s.DecodedCacheStats(); st.Damaged == 0 || st.Sent == 0 {
 		t.Fatalf("decoded cache %+v; want chunks sent and the file cut short dropped", st)
+	}
+}
+
+// smallFilesStore wraps a store to count its chunk reads and, with cut
+// set, to cut short the file of the first chunk ChunkFiles hands out,
+// right after handing it out.
+type smallFilesStore struct {
+	*pebblestore.Store
+	gets atomic.Int64
+	cut  bool
+}
+
+func (s *smallFilesStore) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
+	s.gets.Add(1)
+	return s.Store.GetChunk(ctx, d, dst)
+}
+
+func (s *smallFilesStore) ChunkFiles() castore.ChunkFiles {
+	return &cuttingFiles{ChunkFiles: s.Store.ChunkFiles(), cut: s.cut}
+}
+
+type cuttingFiles struct {
+	castore.ChunkFiles
+	cut bool
+}
+
+func (c *cuttingFiles) ChunkFile(ctx context.Context, d castore.Digest, size uint32) (*os.File, int64, bool) {
+	f, off, ok := c.ChunkFiles.ChunkFile(ctx, d, size)
+	if ok && c.cut {
+		c.cut = false
+		if err := os.Truncate(f.Name(), 0); err != nil {
+			panic(err)
+		}
+	}
+	return f, off, ok
+}
+
+// TestRenderReadsSmallFromFiles: to a writer that can send files, a warm
+// render of a tree of many small files reads them from the decoded
+// frames on disk (in windows), fetching no chunk, and its bytes are the
+// NAR's, whole and in ranges that start and end inside small files; a
+// file cut short between being handed out and read has its chunks read
+// from the store, and the bytes are still the NAR's.
+func TestRenderReadsSmallFromFiles(t *testing.T) {
+	ctx := context.Background()
+	entries := testtree.Entries{"big": testtree.File(testtree.Random(1, 1<<20+5))}
+	for i := range 300 {
+		entries[fmt.Sprintf("f%03d", i)] = testtree.File(testtree.Random(uint64(10+i), int64(1+i*37%9000)))
+	}
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(entries)); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	s0, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s0, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := narrender.Render(ctx, io.Discard, s0, res.Root); err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := &smallFilesStore{Store: openStore(t, dir)}
+	size := uint64(nar.Len())
+	for _, r := range []struct{ off, n uint64 }{{0, size}, {1 << 20, 20000}, {size - 30000, 29999}, {size / 2, 1}} {
+		var w sendingWriter
+		if err := narrender.RenderRange(ctx, &w, s, res.Root, r.off, r.n); err != nil {
+			t.Fatalf("range [%d, +%d): %v", r.off, r.n, err)
+		}
+		if !bytes.Equal(w.Bytes(), nar.Bytes()[r.off:r.off+r.n]) {
+			t.Fatalf("range [%d, +%d): %d bytes differ from the NAR's", r.off, r.n, w.Len())
+		}
+	}
+	if s.gets.Load() != 0 {
+		t.Fatalf("warm renders of small files fetched %d chunks; want every one read from its decoded file", s.gets.Load())
+	}
+
+	cut := &smallFilesStore{Store: s.Store, cut: true}
+	var w sendingWriter
+	if err := narrender.Render(ctx, &w, cut, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
+		t.Fatalf("render over a decoded file cut short: %d bytes, %v; want the NAR", w.Len(), err)
+	}
+	if cut.gets.Load() == 0 {
+		t.Fatalf("a decoded file cut short under the render: no chunk read from the store; the test shows nothing")
 	}
 }

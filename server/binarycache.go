@@ -22,6 +22,13 @@ func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.In
 	case narInfoCacheSize < 0:
 		narInfoCacheSize = 0
 	}
+	treeCacheSize := o.TreeCacheSize
+	switch {
+	case treeCacheSize == 0:
+		treeCacheSize = DefaultTreeCacheSize
+	case treeCacheSize < 0:
+		treeCacheSize = 0
+	}
 	var narInfoTTL time.Duration
 	if o.Meta != "" {
 		narInfoTTL = SharedNarInfoTTL
@@ -41,5 +48,6 @@ func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.In
 		RenderTimeout:         o.Limits.RenderTimeout,
 		NarInfoCacheSize:      narInfoCacheSize,
 		NarInfoCacheTTL:       narInfoTTL,
+		TreeCacheSize:         treeCacheSize,
 	})
 }

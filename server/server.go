@@ -83,7 +83,16 @@ type Options struct {
 	// set, where other servers change the same database unseen, a kept
 	// narinfo is served for at most SharedNarInfoTTL.
 	NarInfoCacheSize int64
+	// TreeCacheSize bounds the memory, in bytes, of the directories and
+	// blob indexes kept for NAR responses over HTTP, so that a NAR served
+	// again reads them from memory (0: DefaultTreeCacheSize; negative:
+	// none kept).
+	TreeCacheSize int64
 }
+
+// DefaultTreeCacheSize is Options.TreeCacheSize's default: the trees of
+// about 50 NARs of a Go toolchain's size (10,000 files).
+const DefaultTreeCacheSize = 64 << 20
 
 // DefaultNarInfoCacheSize is Options.NarInfoCacheSize's default: the
 // last 24,000 to 48,000 narinfos served, at about 680 bytes each (600 of

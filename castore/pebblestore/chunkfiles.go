@@ -43,6 +43,7 @@ type chunkFile struct {
 
 // ChunkFile implements castore.ChunkFiles.
 func (c *chunkFiles) ChunkFile(ctx context.Context, d castore.Digest, size uint32) (*os.File, int64, bool) {
+	gen := c.s.places.generation()
 	r, ok := c.s.framePlace(ctx, d)
 	if !ok || r.length != size {
 		return nil, 0, false
@@ -61,6 +62,8 @@ func (c *chunkFiles) ChunkFile(ctx context.Context, d castore.Digest, size uint3
 		}
 	}
 	if cf == nil || int64(r.offset)+int64(r.length) > cf.size {
+		// Read with GetChunk next: spare it a second look-up.
+		c.s.places.handOff(d, r, gen)
 		return nil, 0, false
 	}
 	c.s.decoded.hits.Add(1)
@@ -109,5 +112,5 @@ func (c *decodedCache) reopen(frame, d castore.Digest) (*os.File, int64, bool) {
 		f.Close()
 		return nil, 0, false
 	}
-	return f, e.Size() - decodedTrailer, true
+	return f, e.Size() - int64(decodedTrailer), true
 }

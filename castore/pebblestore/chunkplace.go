@@ -11,29 +11,45 @@ import (
 
 // ChunkPlace returns where chunk d is stored, without reading it, so that
 // a reader of many chunks can read them frame by frame, each frame
-// decoded once. A missing chunk is ErrNotFound.
+// decoded once. A missing chunk is ErrNotFound. It always asks the index
+// (never the places remembered): verify and pulls want what it says now.
 func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.ChunkPlace, error) {
-	var p castore.ChunkPlace
 	db, err := s.acquire(ctx)
 	if err != nil {
-		return p, err
+		return castore.ChunkPlace{}, err
 	}
 	defer s.mu.RUnlock()
+	r, framed, err := lookupChunk(ctx, db, d, nil)
+	switch {
+	case errors.Is(err, errNoKey):
+		return castore.ChunkPlace{}, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
+	case err != nil || !framed:
+		return castore.ChunkPlace{}, err
+	}
+	return castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset, Length: r.length}, nil
+}
+
+// lookupChunk reads chunk d's record in the chunk index of db: the one
+// look-up of a chunk that ChunkPlace, framePlace and getChunk share. For
+// a chunk in a frame it returns its place (framed); for a chunk stored
+// inline it calls inline (when not nil) with the stored value, valid only
+// during the call, and returns inline's error. A missing chunk is errNoKey.
+func lookupChunk(ctx context.Context, db kvDB, d castore.Digest, inline func(v []byte) error) (r frameRef, framed bool, err error) {
 	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) error {
-		if len(v) == 0 || v[0] != CodecFrame {
+		if len(v) > 0 && v[0] == CodecFrame {
+			framed = true
+			var err error
+			if r, err = decodeFrameRef(v); err != nil {
+				return fmt.Errorf("chunk %s: %w", d, err)
+			}
 			return nil
 		}
-		r, err := decodeFrameRef(v)
-		if err != nil {
-			return fmt.Errorf("chunk %s: %w", d, err)
+		if inline != nil {
+			return inline(v)
 		}
-		p = castore.ChunkPlace{Framed: true, Frame: r.frame, Offset: r.offset, Length: r.length}
 		return nil
 	})
-	if errors.Is(err, errNoKey) {
-		return p, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
-	}
-	return p, err
+	return r, framed, err
 }
 
 // Places of chunks in memory
@@ -54,9 +70,23 @@ func (s *Store) ChunkPlace(ctx context.Context, d castore.Digest) (castore.Chunk
 // Only a store that alone changes its database remembers places (Open,
 // writable): a read-only open beside a server, or a store whose records
 // are in PostgreSQL, would not hear of another process's compactions.
+//
+// A writable store whose records are in PostgreSQL keeps places only to
+// hand them on (handoff): ChunkFiles looks a chunk's place up to find its
+// decoded file, and when there is none the reader reads the chunk with
+// GetChunk next, which takes the place ChunkFiles left (once) rather than
+// asking the database again, a round trip each. A place so handed on is
+// at most as old as the reader's own look-up would have been a moment
+// before, and a read from it that fails (its frame retired meanwhile by
+// another server) asks the database, as for a remembered place.
 
-// placeCacheEntries bounds the places a Store remembers.
-const placeCacheEntries = 1 << 18
+// placeCacheEntries bounds the places a Store remembers, and
+// placeHandoffEntries those it hands on (the chunks of a few renders'
+// read-ahead).
+const (
+	placeCacheEntries   = 1 << 18
+	placeHandoffEntries = 1 << 12
+)
 
 // placeCache remembers chunk places (see above). A nil *placeCache
 // remembers nothing.
@@ -65,15 +95,25 @@ type placeCache struct {
 	gen    uint64
 	places map[castore.Digest]frameRef
 	max    int
+	// handoff: places are not remembered, only handed from ChunkFiles to
+	// the GetChunk that follows (handOff, take).
+	handoff bool
 }
 
 func newPlaceCache(max int) *placeCache {
 	return &placeCache{places: make(map[castore.Digest]frameRef), max: max}
 }
 
+// newPlaceHandoff returns a placeCache that only hands places on.
+func newPlaceHandoff(max int) *placeCache {
+	c := newPlaceCache(max)
+	c.handoff = true
+	return c
+}
+
 // lookup returns the remembered place of chunk d.
 func (c *placeCache) lookup(d castore.Digest) (frameRef, bool) {
-	if c == nil {
+	if c == nil || c.handoff {
 		return frameRef{}, false
 	}
 	c.mu.RLock()
@@ -97,9 +137,38 @@ func (c *placeCache) generation() uint64 {
 // was at generation gen; nothing when a frame was retired or a chunk
 // deleted since.
 func (c *placeCache) add(d castore.Digest, r frameRef, gen uint64) {
-	if c == nil {
+	if c == nil || c.handoff {
 		return
 	}
+	c.put(d, r, gen)
+}
+
+// handOff leaves chunk d's place r, looked up at generation gen, for the
+// next take of d, when c only hands places on.
+func (c *placeCache) handOff(d castore.Digest, r frameRef, gen uint64) {
+	if c == nil || !c.handoff {
+		return
+	}
+	c.put(d, r, gen)
+}
+
+// take returns, once, the place of chunk d that handOff left.
+func (c *placeCache) take(d castore.Digest) (frameRef, bool) {
+	if c == nil || !c.handoff {
+		return frameRef{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.places[d]
+	if ok {
+		delete(c.places, d)
+	}
+	return r, ok
+}
+
+// put stores d's place unless generations turned since gen, making room
+// first.
+func (c *placeCache) put(d castore.Digest, r frameRef, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
@@ -160,14 +229,8 @@ func (s *Store) framePlace(ctx context.Context, d castore.Digest) (r frameRef, o
 	}
 	defer s.mu.RUnlock()
 	gen := s.places.generation()
-	err = get(ctx, db, pebbleKey(pebbleKindChunk, d), "chunk", func(v []byte) (err error) {
-		if len(v) == 0 || v[0] != CodecFrame {
-			return errNoKey
-		}
-		r, err = decodeFrameRef(v)
-		return err
-	})
-	if err != nil {
+	r, framed, err := lookupChunk(ctx, db, d, nil)
+	if err != nil || !framed {
 		return r, false
 	}
 	s.places.add(d, r, gen)

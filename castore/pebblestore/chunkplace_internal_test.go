@@ -270,3 +270,72 @@ func TestChunkFilesBound(t *testing.T) {
 		t.Fatal("a chunk asked for with the wrong size was found")
 	}
 }
+
+// chunkGets counts the look-ups of chunk index records.
+type chunkGets struct {
+	kvDB
+	n int
+}
+
+func (c *chunkGets) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
+	if len(key) > 0 && key[0] == pebbleKindChunk {
+		c.n++
+	}
+	return c.kvDB.get(ctx, key, fn)
+}
+
+// TestPlacesHandedOff: in a store that only hands places on (records in
+// PostgreSQL), a chunk that ChunkFiles looked up and found no decoded
+// file for is read by GetChunk without a second look-up; without the
+// hand-off it is looked up twice. A place handed on that is wrong by the
+// time it is taken (its frame gone) is looked up again, and the read is
+// exact.
+func TestPlacesHandedOff(t *testing.T) {
+	ctx := context.Background()
+	for _, handoff := range []bool{true, false} {
+		t.Run(fmt.Sprintf("handoff=%v", handoff), func(t *testing.T) {
+			s, chunks, ds := placeStore(t, 20)
+			s.places = nil
+			if handoff {
+				s.places = newPlaceHandoff(placeHandoffEntries)
+			}
+			gets := &chunkGets{kvDB: s.db}
+			s.db = gets
+			files := s.ChunkFiles()
+			defer files.Close()
+			twice := 0
+			for i, d := range ds {
+				before := gets.n
+				if _, _, ok := files.ChunkFile(ctx, d, uint32(len(chunks[i]))); ok {
+					continue // its frame's decoded file was written meanwhile
+				}
+				got, err := s.GetChunk(ctx, d, nil)
+				if err != nil || !bytes.Equal(got, chunks[i]) {
+					t.Fatalf("chunk %d: %d bytes, %v", i, len(got), err)
+				}
+				if gets.n-before == 2 {
+					twice++
+				}
+			}
+			switch {
+			case handoff && twice != 0:
+				t.Fatalf("%d chunks looked up twice with the hand-off", twice)
+			case !handoff && twice == 0:
+				t.Fatalf("no chunk looked up twice without the hand-off: the test shows nothing")
+			}
+			if !handoff {
+				return
+			}
+			// A place wrong by the time it is taken.
+			gen := s.places.generation()
+			s.places.handOff(ds[0], frameRef{frame: castore.Hash([]byte("no such frame")), length: uint32(len(chunks[0]))}, gen)
+			got, err := s.GetChunk(ctx, ds[0], nil)
+			if err != nil || !bytes.Equal(got, chunks[0]) {
+				t.Fatalf("chunk 0 after a stale place was handed on: %d bytes, %v", len(got), err)
+			}
+			if _, ok := s.places.take(ds[0]); ok {
+				t.Fatalf("a place handed on was left after it was taken")
+			}
+		})
+	}
+}

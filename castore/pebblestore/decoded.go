@@ -3,12 +3,15 @@ package pebblestore
 import (
 	"bytes"
 	"container/list"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/lrudir"
@@ -31,9 +34,13 @@ import (
 // into place, never synced. Open indexes what a previous process left (so
 // the cache survives restarts) and removes temporary files a crash left.
 //
-// A file is the decoded bytes followed by the BLAKE3 (32 bytes) of those
-// bytes and the frame's name (so that another frame's file, whole, is
-// refused too).
+// A file is the decoded bytes followed by a trailer: the XXH64 (8 bytes,
+// little-endian) of those bytes and the frame's name (so that another
+// frame's file, whole, is refused too), then decodedMagic. The check is
+// against accidental damage (a crash, a full disk, a copy cut short), as
+// Pebble's block checksums are; the frame itself, not its decoded file,
+// is what is checked against its name. XXH64 rather than BLAKE3: the hash
+// of every decoded frame written was a sixth of a first render's CPU.
 // Integrity: a file this process did not write is read whole and checked
 // against that hash when it is first opened (after a restart, or after it
 // was closed to stay within maxOpenDecoded), before any chunk is served
@@ -66,16 +73,38 @@ const (
 // the least recently used is closed first.
 const maxOpenDecoded = 512
 
-// decodedTrailer is the length of the hash that ends each file.
-const decodedTrailer = castore.DigestSize
+// decodedMagic ends each decoded file, after its hash: a file without it
+// was written by an earlier version (which ended files with a BLAKE3),
+// and is dropped as stale rather than damaged.
+const decodedMagic = "nixcasD2"
 
-// decodedSum is the hash that ends the decoded file of frame name.
+// decodedTrailer is the length of the trailer that ends each file.
+const decodedTrailer = 8 + len(decodedMagic)
+
+// decodedSum is the trailer that ends the decoded file of frame name.
 func decodedSum(name castore.Digest, data []byte) []byte {
-	h := castore.NewHasher()
+	h := xxhash.New()
 	h.Write(data)
 	h.Write(name[:])
-	return h.Sum(nil)
+	return append(binary.LittleEndian.AppendUint64(make([]byte, 0, decodedTrailer), h.Sum64()), decodedMagic...)
 }
+
+// isBLAKE3DecodedFile reports whether file b is a whole decoded file of
+// frame as earlier versions wrote them: the decoded bytes, then the
+// BLAKE3 of them and the frame's name.
+func isBLAKE3DecodedFile(frame castore.Digest, b []byte) bool {
+	if len(b) < castore.DigestSize {
+		return false
+	}
+	data := b[:len(b)-castore.DigestSize]
+	h := castore.NewHasher()
+	h.Write(data)
+	h.Write(frame[:])
+	return bytes.Equal(h.Sum(nil), b[len(data):])
+}
+
+// errDecodedFormat: a decoded file written by an earlier version.
+var errDecodedFormat = errors.New("castore: decoded frame file of an earlier format")
 
 // DecodedCacheStats describe a store's cache of decoded frames on disk.
 type DecodedCacheStats struct {
@@ -84,8 +113,8 @@ type DecodedCacheStats struct {
 	Bytes    int64  `json:"bytes"`
 	Files    int    `json:"files"`
 	// Hits counts chunk reads served from a decoded file, Sent those
-	// among them handed out as a section of the file to be sent from it
-	// (ChunkFiles).
+	// among them handed out as a section of the file (ChunkFiles), to be
+	// sent from it or read by the renderer.
 	Hits uint64 `json:"hits"`
 	Sent uint64 `json:"sent"`
 	// Misses counts frames decoded for a read for want of a decoded file.
@@ -198,8 +227,8 @@ func (c *decodedCache) read(r frameRef, d castore.Digest, dst []byte) (out []byt
 		return dst, false
 	}
 	start := len(dst)
-	if end := int64(r.offset) + int64(r.length); end > e.Size()-decodedTrailer {
-		c.damagedFile(e, d, fmt.Errorf("chunk at %d+%d beyond its %d bytes", r.offset, r.length, e.Size()-decodedTrailer))
+	if end := int64(r.offset) + int64(r.length); end > e.Size()-int64(decodedTrailer) {
+		c.damagedFile(e, d, fmt.Errorf("chunk at %d+%d beyond its %d bytes", r.offset, r.length, e.Size()-int64(decodedTrailer)))
 		return dst, false
 	}
 	dst = castore.Grow(dst, int(r.length))
@@ -217,6 +246,11 @@ func (c *decodedCache) read(r frameRef, d castore.Digest, dst []byte) (out []byt
 // damagedFile logs, counts and drops the decoded file e, found damaged
 // while reading chunk d.
 func (c *decodedCache) damagedFile(e *lrudir.Entry, d castore.Digest, err error) {
+	if errors.Is(err, errDecodedFormat) {
+		slog.Debug("castore: decoded frame cache: dropping a file of an earlier format", "file", c.files.Path(e.Name()))
+		c.drop(e)
+		return
+	}
 	slog.Warn("castore: decoded frame cache: dropping a damaged file", "file", c.files.Path(e.Name()), "chunk", d.String(), "err", err)
 	c.damaged.Add(1)
 	c.drop(e)
@@ -253,14 +287,20 @@ func checkDecodedFile(f *os.File, frame castore.Digest, size int64) error {
 	if err != nil {
 		return err
 	}
-	if info.Size() != size || size < decodedTrailer {
+	if info.Size() != size || size < int64(decodedTrailer) {
 		return fmt.Errorf("%w: %d bytes, indexed with %d", castore.ErrCorrupt, info.Size(), size)
 	}
 	b := make([]byte, size)
 	if _, err := f.ReadAt(b, 0); err != nil {
 		return err
 	}
-	data, sum := b[:size-decodedTrailer], b[size-decodedTrailer:]
+	data, sum := b[:size-int64(decodedTrailer)], b[size-int64(decodedTrailer):]
+	if !bytes.HasSuffix(sum, []byte(decodedMagic)) {
+		if isBLAKE3DecodedFile(frame, b) {
+			return errDecodedFormat
+		}
+		return fmt.Errorf("%w: its %d bytes do not end with %q", castore.ErrCorrupt, len(b), decodedMagic)
+	}
 	if got := decodedSum(frame, data); !bytes.Equal(got, sum) {
 		return fmt.Errorf("%w: its %d bytes and frame name hash to %x, not to the %x it ends with", castore.ErrCorrupt, len(data), got, sum)
 	}
@@ -366,7 +406,7 @@ func (c *decodedCache) write() {
 		case w.dropped:
 			tmp.Close()
 			os.Remove(tmp.Name())
-		case c.files.Keep(name, tmp.Name(), int64(len(w.data))+decodedTrailer):
+		case c.files.Keep(name, tmp.Name(), int64(len(w.data))+int64(decodedTrailer)):
 			c.writes.Add(1)
 			// Written from bytes decoded and checked: open for reads
 			// without reading it back.

@@ -368,3 +368,57 @@ func TestDecodedCacheOff(t *testing.T) {
 		t.Fatalf("decoded directory: %v; want none", err)
 	}
 }
+
+// TestDecodedCacheEarlierFormat: decoded files as earlier versions wrote
+// them (ending with a BLAKE3 rather than an XXH64 and a magic) are
+// dropped after a restart without being counted as damaged, the frames
+// are decoded again, and their files written anew.
+func TestDecodedCacheEarlierFormat(t *testing.T) {
+	chunks := versionedChunks(3, 20)
+	dir, ds, frames := packedStore(t, chunks)
+	{
+		s := openDecoded(t, dir, 0)
+		checkAll(t, s, ds, chunks)
+		s.Close()
+	}
+	files, _ := decodedFiles(t, dir)
+	if len(files) != frames {
+		t.Fatalf("%d decoded files for %d frames", len(files), frames)
+	}
+	const trailer = 16 // XXH64 and "nixcasD2"
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasSuffix(b, []byte("nixcasD2")) {
+			t.Fatalf("%s does not end with the format's magic", p)
+		}
+		frame, err := castore.ParseDigest(filepath.Base(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := b[:len(b)-trailer]
+		sum := castore.Hash(append(bytes.Clone(data), frame[:]...))
+		if err := os.WriteFile(p, append(bytes.Clone(data), sum[:]...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := openDecoded(t, dir, 0)
+	checkAll(t, s, ds, chunks)
+	if st := s.DecodedCacheStats(); st.Damaged != 0 || st.Misses == 0 {
+		t.Fatalf("after files of the earlier format: %+v; want frames decoded again, none counted damaged", st)
+	}
+	s.Close()
+	files, _ = decodedFiles(t, dir)
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err != nil || !bytes.HasSuffix(b, []byte("nixcasD2")) {
+			t.Fatalf("%s not written again in this format: %v", p, err)
+		}
+	}
+	s = openDecoded(t, dir, 0)
+	checkAll(t, s, ds, chunks)
+	if st := s.DecodedCacheStats(); st.Misses != 0 || st.Damaged != 0 {
+		t.Fatalf("after the files were written again: %+v", st)
+	}
+}

@@ -411,8 +411,12 @@ func openStore(dir string, opts Options, db kvDB, fsys *storeFS, space *spaceGua
 		}
 		s.decoded = decoded
 	}
-	if _, local := db.(*pebbleKV); local && !s.readOnly {
+	switch _, local := db.(*pebbleKV); {
+	case s.readOnly:
+	case local:
 		s.places = newPlaceCache(placeCacheEntries)
+	case s.decoded != nil:
+		s.places = newPlaceHandoff(placeHandoffEntries)
 	}
 	if !s.readOnly {
 		if err := s.sweepFrames(ctx, db); err != nil {
@@ -666,35 +670,29 @@ func (s *Store) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]b
 
 // getChunk is GetChunk on an acquired db.
 func (s *Store) getChunk(ctx context.Context, db kvDB, d castore.Digest, dst []byte) ([]byte, error) {
-	if r, ok := s.places.lookup(d); ok {
+	r, ok := s.places.lookup(d)
+	if !ok {
+		r, ok = s.places.take(d) // left by ChunkFiles
+	}
+	if ok {
 		if out, err := s.readChunkInFrame(ctx, d, r, dst); err == nil {
 			return out, nil
 		}
 		// Its frame retired meanwhile, or damaged: ask the index.
 		s.places.forget(d)
 	}
-	key := pebbleKey(pebbleKindChunk, d)
 	for attempt := 0; ; attempt++ {
-		var (
-			ref    frameRef
-			framed bool
-			out    = dst
-		)
+		out := dst
 		gen := s.places.generation()
-		err := get(ctx, db, key, "chunk", func(v []byte) (err error) {
-			if len(v) > 0 && v[0] == CodecFrame {
-				framed = true
-				ref, err = decodeFrameRef(v)
-				return err
+		ref, framed, err := lookupChunk(ctx, db, d, func(v []byte) (err error) {
+			if out, err = castore.DecodeChunk(dst, v); err != nil {
+				return fmt.Errorf("%w (chunk %s)", err, d)
 			}
-			out, err = castore.DecodeChunk(dst, v)
-			return err
+			return nil
 		})
 		switch {
 		case errors.Is(err, errNoKey):
 			return dst, fmt.Errorf("%w: chunk %s", castore.ErrNotFound, d)
-		case errors.Is(err, castore.ErrCorrupt):
-			return dst, fmt.Errorf("%w (chunk %s)", err, d)
 		case err != nil:
 			return dst, err
 		case !framed:

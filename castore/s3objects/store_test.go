@@ -99,7 +99,9 @@ func openPebbleS3(t *testing.T, m *testminio.Server) *pebblestore.Store {
 		CacheSize:    8 << 20,
 		MemTableSize: 16 << 20,
 		Objects:      objects,
-		Frames:       pebblestore.FrameOptions{CacheSize: 1},
+		// No frame kept decoded in memory or on local disk: reads go to
+		// the objects.
+		Frames: pebblestore.FrameOptions{CacheSize: 1, DecodedCacheSize: -1},
 	})
 	if err != nil {
 		t.Fatal(err)

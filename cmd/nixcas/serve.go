@@ -29,6 +29,7 @@ func newServeCommand() *cobra.Command {
 		decodedSize   sizeValue
 		decodedDir    string
 		narInfoCache  sizeValue
+		treeCache     sizeValue
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -94,6 +95,10 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 			if narInfoCache == 0 {
 				o.NarInfoCacheSize = -1
 			}
+			o.TreeCacheSize = int64(min(uint64(treeCache), math.MaxInt64))
+			if treeCache == 0 {
+				o.TreeCacheSize = -1
+			}
 			if o.Pebble.Objects, err = sf.blobs.objects(cmd.Context(), sf.data, false); err != nil {
 				return err
 			}
@@ -122,6 +127,8 @@ listeners, TLS, the tokens set, who may write and the signing keys.`,
 	f.StringVar(&decodedDir, "decoded-cache-dir", "", "directory of the decoded frames kept for reads (default DATA/decoded)")
 	narInfoCache = server.DefaultNarInfoCacheSize
 	f.Var(&narInfoCache, "narinfo-cache", "memory for narinfos kept as served, so that serving one again reads nothing from the store: `SIZE` such as 64M (0: none); with --meta, each is served for at most 1 s before the database is read again")
+	treeCache = server.DefaultTreeCacheSize
+	f.Var(&treeCache, "tree-cache", "memory for the directories and blob indexes of the NARs served over HTTP, kept so that serving a NAR again reads them from memory: `SIZE` such as 256M (0: none)")
 	f.IntVar(&o.Priority, "priority", 40, "binary cache priority announced in nix-cache-info")
 	f.StringVar(&pushTokenFile, "push-token-file", "", "file holding the bearer token writes need")
 	f.StringVar(&readTokenFile, "read-token-file", "", "file holding the bearer token reads need")

@@ -20,6 +20,15 @@ package httpcache_test
 // (bench.GoToolchain), one store path per top-level entry;
 // NIXCAS_BENCH_DIR (default $TMPDIR/nixcas-bench-http) keeps it between
 // runs.
+//
+// NIXCAS_BENCH_BASELINE names the test binary of another version of this
+// package (go test -tags benchhttp -c): it then serves a store of its own,
+// filled the same way, as a third server "nixcas-base" in every round, so
+// that two versions are compared in one run. NIXCAS_BENCH_SERVE_CPUPROFILE
+// names a file prefix: each nixcas server writes a CPU profile of itself
+// per round, PREFIX-NAME.R (R 0 the upload, 1 the first nix copy, ...).
+// The server CPU per GiB is printed for the first round and for the
+// others apart: the first decodes the frames the upload packed.
 
 import (
 	"context"
@@ -31,9 +40,11 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,16 +97,25 @@ func BenchmarkNixCopy(b *testing.B) {
 
 	// nixcas in a process of its own (this test binary, see TestMain),
 	// filled by nix copy --to.
-	nixcasURL, nixcasPID := startNixcas(b, filepath.Join(run, "data"))
-	start := time.Now()
-	n.run("nix", append([]string{"copy", "--from", src, "--to", nixcasURL + "?compression=none"}, paths...)...)
-	upload := time.Since(start)
-
 	type server struct {
 		name, url string
 		pid       int
 	}
-	servers := []server{{"nginx", nginxURL, nginxPID}, {"nixcas", nixcasURL, nixcasPID}}
+	servers := []server{{"nginx", nginxURL, nginxPID}}
+	nixcasServers := []string{"nixcas"}
+	if os.Getenv("NIXCAS_BENCH_BASELINE") != "" {
+		nixcasServers = append(nixcasServers, "nixcas-base")
+	}
+	var upload time.Duration
+	for _, name := range nixcasServers {
+		url, pid := startNixcas(b, name, filepath.Join(run, "data-"+name))
+		start := time.Now()
+		n.run("nix", append([]string{"copy", "--from", src, "--to", url + "?compression=none"}, paths...)...)
+		if name == "nixcas" {
+			upload = time.Since(start)
+		}
+		servers = append(servers, server{name, url, pid})
+	}
 	narURLs := map[string][]string{}
 	var hashes []string
 	for _, p := range paths {
@@ -122,12 +142,17 @@ func BenchmarkNixCopy(b *testing.B) {
 	}
 	copySecs := map[string][]float64{}
 	serverCPU := map[string]time.Duration{} // during all rounds
+	firstCPU := map[string]time.Duration{}  // during the first round
 	for r := range benchRounds {
 		order := servers
 		if r%2 == 1 {
-			order = []server{servers[1], servers[0]}
+			order = slices.Clone(servers)
+			slices.Reverse(order)
 		}
 		for _, s := range order {
+			if s.name != "nginx" {
+				syscall.Kill(s.pid, syscall.SIGUSR1) // the next profile
+			}
 			dst := filepath.Join(dstDir, fmt.Sprintf("dst-%s-%d", s.name, r))
 			c := newNix(b)
 			exec.Command("sync").Run()
@@ -135,7 +160,11 @@ func BenchmarkNixCopy(b *testing.B) {
 			start := time.Now()
 			c.run("nix", append([]string{"copy", "--no-check-sigs", "--from", s.url, "--to", dst}, paths...)...)
 			copySecs[s.name] = append(copySecs[s.name], time.Since(start).Seconds())
-			serverCPU[s.name] += procCPU(s.pid) - cpu0
+			cpu := procCPU(s.pid) - cpu0
+			serverCPU[s.name] += cpu
+			if r == 0 {
+				firstCPU[s.name] = cpu
+			}
 			removeStore(dst)
 		}
 	}
@@ -177,6 +206,12 @@ func BenchmarkNixCopy(b *testing.B) {
 		serverCPU["nginx"].Seconds()*1024/mib/benchRounds, serverCPU["nixcas"].Seconds()*1024/mib/benchRounds,
 		serverCPU["nixcas"].Seconds()/serverCPU["nginx"].Seconds())
 	fmt.Printf("| GET every NAR, MiB/s, median | %.0f | %.0f | %.2fx |\n", gt[0], gt[1], gt[1]/gt[0])
+	perGiB := func(d time.Duration, rounds int) float64 { return d.Seconds() * 1024 / mib / float64(rounds) }
+	fmt.Printf("\n| server | nix copy MiB/s, median | CPU s/GiB, first round | CPU s/GiB, later rounds |\n|---|---|---|---|\n")
+	for _, s := range servers {
+		fmt.Printf("| %s | %.0f | %.2f | %.2f |\n", s.name, median(copySecs[s.name]),
+			perGiB(firstCPU[s.name], 1), perGiB(serverCPU[s.name]-firstCPU[s.name], benchRounds-1))
+	}
 	for _, conc := range []int{1, 16} {
 		g, x := lats[fmt.Sprintf("nginx-c%d", conc)], lats[fmt.Sprintf("nixcas-c%d", conc)]
 		fmt.Printf("| narinfo, %d connection(s): mean / p50 / p99 us, req/s | %.0f / %.0f / %.0f, %.0f | %.0f / %.0f / %.0f, %.0f | %.2fx req/s |\n",
@@ -225,7 +260,7 @@ func BenchmarkNarInfoServers(b *testing.B) {
 	static := filepath.Join(work, "static")
 	n.run("nix", append([]string{"copy", "--from", src, "--to", "file://" + static + "?compression=none"}, paths...)...)
 	nginxURL, nginxPID := startNginx(b, work, static)
-	nixcasURL, nixcasPID := startNixcas(b, filepath.Join(work, "data"))
+	nixcasURL, nixcasPID := startNixcas(b, "nixcas", filepath.Join(work, "data"))
 	n.run("nix", append([]string{"copy", "--from", src, "--to", nixcasURL + "?compression=none"}, paths...)...)
 	servers := []struct {
 		name, url string
@@ -310,13 +345,62 @@ http {
 // the benchmark runs the server in a process of its own.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("NIXCAS_BENCH_SERVE"); dir != "" {
-		if err := benchServe(dir, os.Getenv("NIXCAS_BENCH_ADDR")); err != nil {
+		stop := func() {}
+		if prefix := os.Getenv("NIXCAS_BENCH_SERVE_CPUPROFILE"); prefix != "" {
+			stop = profileRounds(prefix)
+		}
+		err := benchServe(dir, os.Getenv("NIXCAS_BENCH_ADDR"))
+		stop()
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// profileRounds writes a CPU profile of this process to prefix.0, and on
+// each SIGUSR1 ends it and starts the next (prefix.1, ...). The returned
+// function ends the last.
+func profileRounds(prefix string) (stop func()) {
+	var (
+		mu sync.Mutex
+		f  *os.File
+		n  int
+	)
+	next := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if f != nil {
+			pprof.StopCPUProfile()
+			f.Close()
+			f = nil
+		}
+		if n < 0 {
+			return
+		}
+		var err error
+		if f, err = os.Create(fmt.Sprintf("%s.%d", prefix, n)); err == nil {
+			pprof.StartCPUProfile(f)
+		}
+		n++
+	}
+	next()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	go func() {
+		for range sig {
+			next()
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		mu.Lock()
+		n = -1
+		mu.Unlock()
+		next()
+	}
 }
 
 // benchServe runs the server `nixcas serve` runs (server.New with its
@@ -333,17 +417,25 @@ func benchServe(dir, addr string) error {
 	return srv.Serve(ctx)
 }
 
-// startNixcas runs a nixcas server over the store in dir until the
-// benchmark ends, and returns its URL and process id.
-func startNixcas(b *testing.B, dir string) (string, int) {
+// startNixcas runs a nixcas server called name over the store in dir
+// until the benchmark ends, and returns its URL and process id. The server
+// "nixcas-base" is NIXCAS_BENCH_BASELINE's binary, the others this one.
+func startNixcas(b *testing.B, name, dir string) (string, int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	bin := os.Args[0]
+	if name == "nixcas-base" {
+		bin = os.Getenv("NIXCAS_BENCH_BASELINE")
+	}
+	cmd := exec.Command(bin, "-test.run", "^$")
 	cmd.Env = append(os.Environ(), "NIXCAS_BENCH_SERVE="+dir, "NIXCAS_BENCH_ADDR="+addr)
+	if prefix := os.Getenv("NIXCAS_BENCH_SERVE_CPUPROFILE"); prefix != "" {
+		cmd.Env = append(cmd.Env, "NIXCAS_BENCH_SERVE_CPUPROFILE="+prefix+"-"+name)
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

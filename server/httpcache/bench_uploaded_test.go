@@ -78,7 +78,7 @@ func BenchmarkNixCopyUploaded(b *testing.B) {
 		len(paths), mib, rounds)
 	fmt.Printf("\n| uploaded with | upload, s | via uploaded URL, MiB/s | server CPU, s/GiB | via nar/<narhash>.nar, MiB/s | server CPU, s/GiB |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, c := range compressions {
-		url, pid := startNixcas(b, filepath.Join(run, "data-"+c))
+		url, pid := startNixcas(b, "nixcas", filepath.Join(run, "data-"+c))
 		uploader := newNix(b)
 		to := url + "?compression=" + c
 		if c != "br" && c != "none" {

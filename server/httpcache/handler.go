@@ -71,6 +71,10 @@ type Options struct {
 	// that other processes change too (several servers on one database),
 	// whose changes it does not report.
 	NarInfoCacheTTL time.Duration
+	// TreeCacheSize bounds the memory, in bytes, of the directories and
+	// blob indexes that NAR responses read, kept so that a NAR served
+	// again reads them from memory (castore.TreeCache; 0: none kept).
+	TreeCacheSize int64
 }
 
 // DefaultRenderTimeout is the default Options.RenderTimeout: a 4 GiB NAR
@@ -128,6 +132,9 @@ func (o Options) validate() (Options, error) {
 	if o.Priority < 0 {
 		return o, fmt.Errorf("%w: options: negative priority %d", ErrInvalid, o.Priority)
 	}
+	if o.TreeCacheSize < 0 {
+		return o, fmt.Errorf("%w: options: tree cache of %d bytes", ErrInvalid, o.TreeCacheSize)
+	}
 	if o.NarInfoCacheSize < 0 || o.NarInfoCacheTTL < 0 {
 		return o, fmt.Errorf("%w: options: narinfo cache of %d bytes, TTL %v", ErrInvalid, o.NarInfoCacheSize, o.NarInfoCacheTTL)
 	}
@@ -141,8 +148,9 @@ type handler struct {
 	sigs      *store.Signer // nil without keys
 	uploads   *uploads
 	m         *metrics
-	narInfos  *narInfoCache  // nil: none kept
-	access    accessRecorder // nil: the index keeps no access times
+	narInfos  *narInfoCache     // nil: none kept
+	tree      castore.ReadStore // what NARs are rendered from: o.CAS, or a TreeCache over it
+	access    accessRecorder    // nil: the index keeps no access times
 	zstd      zstdPool
 	// lastPrune: unix seconds of the last pruning of expired pending
 	// uploads in the store (see putNAR).
@@ -172,6 +180,14 @@ func New(o Options) (http.Handler, error) {
 		sigs:      sigs,
 		uploads:   newUploads(maxUploads, uploadTTL),
 		m:         m,
+		tree:      o.CAS,
+	}
+	if o.TreeCacheSize > 0 {
+		tc := castore.NewTreeCache(o.CAS, o.TreeCacheSize)
+		if err := m.registerTreeCache(o.Registerer, tc); err != nil {
+			return nil, err
+		}
+		h.tree = tc
 	}
 	h.access, _ = o.Index.(accessRecorder)
 	if o.NarInfoCacheSize > 0 {

@@ -386,6 +386,11 @@ type failingStore struct {
 	bad castore.Digest
 }
 
+// ChunkFiles finds no chunk in a file: every chunk is read with GetChunk,
+// where the failure is (the store keeps the frames it packed decoded, so
+// they would be sent from their files).
+func (f *failingStore) ChunkFiles() castore.ChunkFiles { return castore.NoChunkFiles{} }
+
 func (f *failingStore) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
 	if d == f.bad {
 		return nil, fmt.Errorf("%w: chunk %s (injected)", castore.ErrCorrupt, d)

@@ -105,11 +105,11 @@ func (h *handler) getCastoreNAR(w http.ResponseWriter, r *http.Request) {
 		httpError(w, r, err)
 		return
 	}
-	if _, err := castore.MeasureTree(r.Context(), h.o.CAS, root, h.o.Tree); err != nil {
+	if _, err := castore.MeasureTree(r.Context(), h.tree, root, h.o.Tree); err != nil {
 		httpError(w, r, err)
 		return
 	}
-	size, err := narrender.Size(r.Context(), h.o.CAS, root)
+	size, err := narrender.Size(r.Context(), h.tree, root)
 	if err != nil {
 		httpError(w, r, err)
 		return
@@ -138,7 +138,7 @@ func (h *handler) serveNAR(w http.ResponseWriter, r *http.Request, root castore.
 		return
 	}
 	render := func(w io.Writer, off, n uint64) error {
-		return narrender.RenderRange(r.Context(), w, h.o.CAS, root, off, n)
+		return narrender.RenderRange(r.Context(), w, h.tree, root, off, n)
 	}
 	switch f := storedFormats[enc]; {
 	case enc == encodeNone:

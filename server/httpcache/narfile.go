@@ -106,7 +106,7 @@ func (h *handler) serveBzip2(w http.ResponseWriter, r *http.Request, root castor
 	lw := &lazyWriter{w: w, status: http.StatusOK}
 	zw, err := bzip2.NewWriter(lw, &bzip2.WriterConfig{Level: bzip2.BestSpeed})
 	if err == nil {
-		err = narrender.RenderRange(r.Context(), zw, h.o.CAS, root, 0, size)
+		err = narrender.RenderRange(r.Context(), zw, h.tree, root, 0, size)
 		if cerr := zw.Close(); err == nil {
 			err = cerr
 		}

@@ -41,7 +41,7 @@ import (
 //	NIXCAS_BENCH_TREE=/path/to/go1.22.0 go test -run '^$' -bench BenchmarkServeNARWarm -benchtime 10x ./server/httpcache/
 func BenchmarkServeNARWarm(b *testing.B) {
 	nar := serveBenchNAR(b)
-	w := newWarmServer(b, nar, httpcache.Options{})
+	w := newWarmServer(b, nar, httpcache.Options{TreeCacheSize: 64 << 20}) // as nixcas serve does
 	s, url := w.store, w.url
 
 	// One GET opens and checks the decoded files; it must give the NAR.
