@@ -259,7 +259,7 @@ func (h *heldFrames) waitingFor(d castore.Digest, delta int) {
 	if h.wanted[d] += delta; h.wanted[d] == 0 {
 		delete(h.wanted, d)
 	}
-	if delta > 0 {
+	if delta > 0 && h.held > heldBudget { // else no stream waits for room
 		h.signal()
 	}
 }

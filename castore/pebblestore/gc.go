@@ -809,8 +809,8 @@ const DefaultStrayAge = 24 * time.Hour
 // written before cutoff that no registry record names. An object store
 // that cannot tell the objects' ages (not an ObjectTimer) keeps them all.
 func (s *Store) gcStrayFrames(ctx context.Context, db kvDB, cutoff time.Time, dry bool, res *GCResult) error {
-	timer := objectTimer(s.objects)
-	if timer == nil {
+	timer, ok := objectsAs[ObjectTimer](s.objects)
+	if !ok {
 		return nil
 	}
 	type stray struct {

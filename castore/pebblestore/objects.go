@@ -49,17 +49,10 @@ type ObjectProber interface {
 // it can be asked (through wrappers with an Unwrap method, such as
 // objectcache.Cache). It returns nil for frames on local disk.
 func (s *Store) ProbeObjects(ctx context.Context) error {
-	o := s.objects
-	for {
-		if p, ok := o.(ObjectProber); ok {
-			return p.ProbeObjects(ctx)
-		}
-		u, ok := o.(interface{ Unwrap() ObjectStore })
-		if !ok {
-			return nil
-		}
-		o = u.Unwrap()
+	if p, ok := objectsAs[ObjectProber](s.objects); ok {
+		return p.ProbeObjects(ctx)
 	}
+	return nil
 }
 
 // ObjectTimer is an ObjectStore that can tell when each object was last
@@ -80,16 +73,17 @@ type ObjectTimer interface {
 	ObjectTime(ctx context.Context, name string) (time.Time, error)
 }
 
-// objectTimer returns the ObjectTimer that o is or wraps (through Unwrap
-// methods, as ProbeObjects finds an ObjectProber), or nil.
-func objectTimer(o ObjectStore) ObjectTimer {
+// objectsAs returns the T that o is or wraps, through Unwrap methods
+// that return an ObjectStore (objectcache.Cache's).
+func objectsAs[T any](o ObjectStore) (T, bool) {
 	for {
-		if t, ok := o.(ObjectTimer); ok {
-			return t
+		if t, ok := o.(T); ok {
+			return t, true
 		}
 		u, ok := o.(interface{ Unwrap() ObjectStore })
 		if !ok {
-			return nil
+			var zero T
+			return zero, false
 		}
 		o = u.Unwrap()
 	}

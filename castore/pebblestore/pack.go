@@ -400,11 +400,11 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	if err := it.Close(); err != nil {
 		return false, pebbleError(err, "pack")
 	}
-	defer func() {
-		for _, pf := range frames {
+	defer func(all []*pendingFrame) {
+		for _, pf := range all {
 			s.keepFrameBuffer(pf.data)
 		}
-	}()
+	}(frames) // all of them, the last one dropped below too
 	defer s.notifyPacked()
 	if last := frames[len(frames)-1]; len(last.entries) == 0 || !force && len(last.data) < s.frameOpts.Size {
 		frames = frames[:len(frames)-1]

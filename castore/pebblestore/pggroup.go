@@ -71,9 +71,9 @@ type pgGroupCall struct {
 // do runs c, with the calls waiting when it is sent, and returns whether
 // c.item exists (for a use record) and its error.
 func (g *pgGroup) do(ctx context.Context, p *pgKV, c *pgGroupCall) (bool, error) {
-	c.wake = make(chan struct{}, 1)
 	g.mu.Lock()
 	if g.out >= pgGroupPipelines {
+		c.wake = make(chan struct{}, 1) // only a call that waits is woken
 		g.waiting = append(g.waiting, c)
 		g.mu.Unlock()
 		<-c.wake
