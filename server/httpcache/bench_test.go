@@ -207,15 +207,15 @@ func BenchmarkNixCopy(b *testing.B) {
 		serverCPU["nixcas"].Seconds()/serverCPU["nginx"].Seconds())
 	fmt.Printf("| GET every NAR, MiB/s, median | %.0f | %.0f | %.2fx |\n", gt[0], gt[1], gt[1]/gt[0])
 	perGiB := func(d time.Duration, rounds int) float64 { return d.Seconds() * 1024 / mib / float64(rounds) }
-	fmt.Printf("\n| server | nix copy MiB/s, median | CPU s/GiB, first round | CPU s/GiB, later rounds |\n|---|---|---|---|\n")
-	for _, s := range servers {
-		fmt.Printf("| %s | %.0f | %.2f | %.2f |\n", s.name, median(copySecs[s.name]),
-			perGiB(firstCPU[s.name], 1), perGiB(serverCPU[s.name]-firstCPU[s.name], benchRounds-1))
-	}
 	for _, conc := range []int{1, 16} {
 		g, x := lats[fmt.Sprintf("nginx-c%d", conc)], lats[fmt.Sprintf("nixcas-c%d", conc)]
 		fmt.Printf("| narinfo, %d connection(s): mean / p50 / p99 us, req/s | %.0f / %.0f / %.0f, %.0f | %.0f / %.0f / %.0f, %.0f | %.2fx req/s |\n",
 			conc, g.mean, g.p50, g.p99, g.rps, x.mean, x.p50, x.p99, x.rps, x.rps/g.rps)
+	}
+	fmt.Printf("\n| server | nix copy MiB/s, median | CPU s/GiB, first round | CPU s/GiB, later rounds |\n|---|---|---|---|\n")
+	for _, s := range servers {
+		fmt.Printf("| %s | %.0f | %.2f | %.2f |\n", s.name, median(copySecs[s.name]),
+			perGiB(firstCPU[s.name], 1), perGiB(serverCPU[s.name]-firstCPU[s.name], benchRounds-1))
 	}
 	b.ReportMetric(cp[1], "nixcas-copy-MiB/s")
 	b.ReportMetric(cp[0], "nginx-copy-MiB/s")
