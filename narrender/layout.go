@@ -327,6 +327,15 @@ func (rw *rangeWalker) lit(at uint64, b []byte) error {
 	return nil
 }
 
+// chunkFile returns the decoded file holding ref and its offset there,
+// when the store has one (castore.ChunkFiles).
+func (rw *rangeWalker) chunkFile(ref castore.ChunkRef) (*os.File, int64, bool) {
+	if rw.files == nil {
+		return nil, 0, false
+	}
+	return rw.files.ChunkFile(rw.ctx, ref.Digest, ref.Size)
+}
+
 // file takes a file's contents at NAR offset at.
 func (rw *rangeWalker) file(at uint64, n Node) error {
 	e := n.Entry
@@ -336,22 +345,17 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 	if e.Size <= SingleChunkMax {
 		lo, hi := clip(at, e.Size, rw.off, rw.end)
 		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
-		if rw.files != nil {
-			if f, foff, ok := rw.files.ChunkFile(rw.ctx, ref.Digest, ref.Size); ok {
-				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: true, ref: ref, lo: int(lo), hi: int(hi)}); err != nil {
-					return err
-				}
-				if at+e.Size >= rw.end {
-					return errRangeDone
-				}
-				return nil
+		var part rangePart
+		if f, foff, ok := rw.chunkFile(ref); ok {
+			part = rangePart{file: f, fileOff: foff + int64(lo), read: true, ref: ref, lo: int(lo), hi: int(hi)}
+		} else {
+			p, held, err := rw.fetch(ref)
+			if err != nil {
+				return err
 			}
+			part = rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi), guess: &guessedFile{n}}
 		}
-		p, held, err := rw.fetch(ref)
-		if err != nil {
-			return err
-		}
-		if err := rw.send(rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi), guess: &guessedFile{n}}); err != nil {
+		if err := rw.send(part); err != nil {
 			return err
 		}
 		if at+e.Size >= rw.end {
@@ -370,8 +374,8 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		}
 		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
 		pos += uint64(c.Size)
-		if lo < hi && rw.files != nil {
-			if f, foff, ok := rw.files.ChunkFile(rw.ctx, c.Digest, c.Size); ok {
+		if lo < hi {
+			if f, foff, ok := rw.chunkFile(c); ok {
 				read := hi-lo < sendFileMin
 				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: read, ref: c, lo: int(lo), hi: int(hi)}); err != nil {
 					return err

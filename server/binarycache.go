@@ -15,20 +15,8 @@ import (
 // newBinaryCache returns the Nix binary-cache handler served at "/". It
 // signs nothing itself: the index signs with o.SignKeys.
 func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.Index, reg prometheus.Registerer) (http.Handler, error) {
-	narInfoCacheSize := o.NarInfoCacheSize
-	switch {
-	case narInfoCacheSize == 0:
-		narInfoCacheSize = DefaultNarInfoCacheSize
-	case narInfoCacheSize < 0:
-		narInfoCacheSize = 0
-	}
-	treeCacheSize := o.TreeCacheSize
-	switch {
-	case treeCacheSize == 0:
-		treeCacheSize = DefaultTreeCacheSize
-	case treeCacheSize < 0:
-		treeCacheSize = 0
-	}
+	narInfoCacheSize := cacheSize(o.NarInfoCacheSize, DefaultNarInfoCacheSize)
+	treeCacheSize := cacheSize(o.TreeCacheSize, DefaultTreeCacheSize)
 	var narInfoTTL time.Duration
 	if o.Meta != "" {
 		narInfoTTL = SharedNarInfoTTL
@@ -50,4 +38,16 @@ func newBinaryCache(o Options, a auth.Policy, cas castore.Store, index *store.In
 		NarInfoCacheTTL:       narInfoTTL,
 		TreeCacheSize:         treeCacheSize,
 	})
+}
+
+// cacheSize is an Options cache size as the handler takes it: 0 is the
+// default, negative none.
+func cacheSize(size, def int64) int64 {
+	switch {
+	case size == 0:
+		return def
+	case size < 0:
+		return 0
+	}
+	return size
 }

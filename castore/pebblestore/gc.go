@@ -822,11 +822,6 @@ func (s *Store) gcStrayFrames(ctx context.Context, db kvDB, cutoff time.Time, dr
 		keys [][]byte
 	)
 	sweep := func() error {
-		keys = keys[:0]
-		for _, o := range page {
-			d, _ := parseFrameName(o.name)
-			keys = append(keys, pebbleKey(pebbleKindFrame, d))
-		}
 		registered := make([]bool, len(page))
 		err := db.getMany(ctx, keys, func(i int, _ []byte) error {
 			registered[i] = true
@@ -854,14 +849,16 @@ func (s *Store) gcStrayFrames(ctx context.Context, db kvDB, cutoff time.Time, dr
 			res.StrayFramesDeleted++
 			res.StrayBytesFreed += o.size
 		}
-		page = page[:0]
+		page, keys = page[:0], keys[:0]
 		return nil
 	}
 	err := timer.ListObjectTimes(ctx, func(name string, size int64, written time.Time) error {
-		if _, ok := parseFrameName(name); !ok || !written.Before(cutoff) {
+		d, ok := parseFrameName(name)
+		if !ok || !written.Before(cutoff) {
 			return nil
 		}
 		page = append(page, stray{name, size})
+		keys = append(keys, pebbleKey(pebbleKindFrame, d))
 		if len(page) == pgGetPage {
 			return sweep()
 		}
