@@ -308,6 +308,16 @@ func (h *heldFrames) finish(ctx context.Context) error {
 	}
 }
 
+// stopped waits until the importer has returned, which it does once
+// finish has, or once the context it was started with is done. A nil
+// *heldFrames has no importer.
+func (h *heldFrames) stopped() {
+	if h == nil {
+		return
+	}
+	<-h.imported
+}
+
 // importFrames imports batch into the cache, then drops the frames of
 // the batch the writers are done with.
 func (h *heldFrames) importFrames(ctx context.Context, batch []*heldFrame) error {

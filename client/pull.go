@@ -106,7 +106,11 @@ func (c *Client) fetchAndWrite(ctx context.Context, t *tree, roots []castore.Ent
 		defer arr.held.doneWriting()
 		return write(gctx, arr)
 	})
-	return st, g.Wait()
+	err = g.Wait()
+	// gctx is done now: an importer left running by a failure returns
+	// once its import in flight has, before the caller reads the cache.
+	arr.held.stopped()
+	return st, err
 }
 
 // remoteTree fetches the directories of the tree at root in one recursive
