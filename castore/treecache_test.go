@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nixcas/nixcas/castore"
@@ -141,4 +142,39 @@ func TestTreeCache(t *testing.T) {
 	if st := c.Stats(); st.Bytes > max {
 		t.Fatalf("%d bytes held, bound %d", st.Bytes, max)
 	}
+}
+
+// BenchmarkTreeCacheParallel: concurrent look-ups of directories that
+// are all held, as parallel NAR responses of warm trees make them.
+func BenchmarkTreeCacheParallel(b *testing.B) {
+	ctx := context.Background()
+	seed := new(castore.MemoryStore)
+	c := castore.NewTreeCache(seed, 64<<20)
+	var ds []castore.Digest
+	for i := range 1024 {
+		var dir castore.Directory
+		name := fmt.Sprintf("file-%04d", i)
+		dir.Add(castore.Entry{Name: name, Kind: castore.KindFile, Digest: castore.Hash([]byte(name)), Size: uint64(len(name))})
+		d, err := seed.PutDirectory(ctx, &dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.GetDirectory(ctx, d); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var start atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(start.Add(389)) // each goroutine on keys of its own
+		for pb.Next() {
+			if _, err := c.GetDirectory(ctx, ds[i%len(ds)]); err != nil {
+				b.Error(err)
+				return
+			}
+			i += 7
+		}
+	})
 }
