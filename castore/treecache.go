@@ -2,8 +2,9 @@ package castore
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
+	"encoding/binary"
+
+	"github.com/nixcas/nixcas/internal/twogen"
 )
 
 // TreeCache is a ReadStore that keeps, in memory, the directories and
@@ -20,27 +21,21 @@ import (
 // never affected: nothing the store does to other trees, or to the
 // places of chunks (compaction), changes a directory or a chunk list.
 //
-// Memory is bounded by max bytes (about the decoded size of what is kept),
-// in two generations that take turns: entries are added to the current
-// one, an entry found in the previous one moves to the current one, and
-// when the current one holds max/2 bytes the previous one is dropped and
-// the current one becomes the previous. So at most max bytes are kept,
-// and whatever was used since the last turn is. An entry larger than
-// max/2 is not kept.
+// Memory is bounded by max bytes (about the decoded size of what is
+// kept), in the shards of a two-generation cache (internal/twogen): what
+// was used since its shard last turned stays, at most max bytes are
+// kept, and an entry larger than max/32 (a generation of one of the 16
+// shards) is not kept. Look-ups of different entries rarely wait for
+// each other.
 //
 // Directories it returns are shared by every caller that reads them:
 // read them, never modify them (narrender only reads). Blob indexes are
 // copied, as BlobIndexReader promises. It reads through every error;
 // missing items are not remembered. Safe for concurrent use.
 type TreeCache struct {
-	s   ReadStore
-	max int64
-
-	mu         sync.Mutex
-	cur, prev  map[treeKey]treeItem
-	curBytes   int64
-	prevBytes  int64
-	hits, miss atomic.Uint64
+	s     ReadStore
+	max   int64
+	items *twogen.Cache[treeKey, treeItem]
 }
 
 var (
@@ -58,13 +53,14 @@ type treeKey struct {
 type treeItem struct {
 	dir    *Directory
 	chunks []ChunkRef
-	bytes  int64
 }
+
+func treeShard(k treeKey) uint32 { return binary.LittleEndian.Uint32(k.d[:4]) }
 
 // NewTreeCache returns a TreeCache over s holding at most max bytes; with
 // max 0 it keeps nothing and only reads through.
 func NewTreeCache(s ReadStore, max int64) *TreeCache {
-	return &TreeCache{s: s, max: max, cur: map[treeKey]treeItem{}, prev: map[treeKey]treeItem{}}
+	return &TreeCache{s: s, max: max, items: twogen.New[treeKey, treeItem](max, treeShard, nil)}
 }
 
 // Unwrap implements Wrapper: the wrapped store's powers (ChunkFiler, ...)
@@ -92,7 +88,7 @@ func (c *TreeCache) GetDirectory(ctx context.Context, d Digest) (*Directory, err
 	if err != nil {
 		return nil, err
 	}
-	c.add(k, treeItem{dir: dir, bytes: directoryBytes(dir)})
+	c.add(k, treeItem{dir: dir}, directoryBytes(dir))
 	return dir, nil
 }
 
@@ -106,7 +102,7 @@ func (c *TreeCache) GetBlobIndex(ctx context.Context, d Digest) ([]ChunkRef, err
 	if err != nil {
 		return nil, err
 	}
-	c.add(k, treeItem{chunks: append([]ChunkRef(nil), chunks...), bytes: blobIndexBytes(chunks)})
+	c.add(k, treeItem{chunks: append([]ChunkRef(nil), chunks...)}, blobIndexBytes(chunks))
 	return chunks, nil
 }
 
@@ -119,58 +115,21 @@ type TreeCacheStats struct {
 
 // Stats returns the cache's counters.
 func (c *TreeCache) Stats() TreeCacheStats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return TreeCacheStats{Hits: c.hits.Load(), Misses: c.miss.Load(), Bytes: c.curBytes + c.prevBytes, Entries: len(c.cur) + len(c.prev)}
+	st := c.items.Stats()
+	return TreeCacheStats{Hits: st.Hits, Misses: st.Misses, Bytes: st.Bytes, Entries: st.Entries}
 }
 
 func (c *TreeCache) lookup(k treeKey) (treeItem, bool) {
 	if c.max <= 0 {
 		return treeItem{}, false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if it, ok := c.cur[k]; ok {
-		c.hits.Add(1)
-		return it, true
-	}
-	it, ok := c.prev[k]
-	if !ok {
-		c.miss.Add(1)
-		return treeItem{}, false
-	}
-	c.hits.Add(1)
-	delete(c.prev, k)
-	c.prevBytes -= it.bytes
-	c.addLocked(k, it)
-	return it, true
+	return c.items.Get(k)
 }
 
-func (c *TreeCache) add(k treeKey, it treeItem) {
-	if c.max <= 0 || it.bytes > c.max/2 {
-		return
+func (c *TreeCache) add(k treeKey, it treeItem, bytes int64) {
+	if c.max > 0 {
+		c.items.Add(k, it, bytes, nil)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.cur[k]; ok {
-		return // another reader added it meanwhile
-	}
-	if old, ok := c.prev[k]; ok {
-		delete(c.prev, k)
-		c.prevBytes -= old.bytes
-	}
-	c.addLocked(k, it)
-}
-
-// addLocked adds it to the current generation, turning generations first
-// when it would not fit.
-func (c *TreeCache) addLocked(k treeKey, it treeItem) {
-	if c.curBytes+it.bytes > c.max/2 {
-		c.prev, c.prevBytes = c.cur, c.curBytes
-		c.cur, c.curBytes = make(map[treeKey]treeItem, len(c.prev)), 0
-	}
-	c.cur[k] = it
-	c.curBytes += it.bytes
 }
 
 // treeEntryOverhead is about what an entry costs beyond its name and

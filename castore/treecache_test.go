@@ -137,7 +137,7 @@ func TestTreeCache(t *testing.T) {
 		}
 	}
 	if seed.dirs-n != 2 {
-		t.Fatalf("two reads of a directory larger than half the bound reached the store %d times; want 2", seed.dirs-n)
+		t.Fatalf("two reads of a directory larger than a generation of a shard (max/32) reached the store %d times; want 2", seed.dirs-n)
 	}
 	if st := c.Stats(); st.Bytes > max {
 		t.Fatalf("%d bytes held, bound %d", st.Bytes, max)
