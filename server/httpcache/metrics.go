@@ -246,9 +246,10 @@ func (n narInfoCacheCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (n narInfoCacheCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(n.hits, prometheus.CounterValue, float64(n.c.hits.Load()))
-	ch <- prometheus.MustNewConstMetric(n.misses, prometheus.CounterValue, float64(n.c.misses.Load()))
-	ch <- prometheus.MustNewConstMetric(n.bytes, prometheus.GaugeValue, float64(n.c.size.Load()))
+	st := n.c.entries.Stats()
+	ch <- prometheus.MustNewConstMetric(n.hits, prometheus.CounterValue, float64(st.Hits))
+	ch <- prometheus.MustNewConstMetric(n.misses, prometheus.CounterValue, float64(st.Misses))
+	ch <- prometheus.MustNewConstMetric(n.bytes, prometheus.GaugeValue, float64(st.Bytes))
 }
 
 // registerNarInfoCache registers c's metrics with reg (nil: none). When a

@@ -41,8 +41,8 @@ func TestNarInfoCacheEpoch(t *testing.T) {
 	if text, _ := c.get(d); text != nil {
 		t.Fatalf("after invalidate: %q", text)
 	}
-	if c.size.Load() != 0 {
-		t.Errorf("size %d with nothing kept", c.size.Load())
+	if st := c.entries.Stats(); st.Bytes != 0 {
+		t.Errorf("%d bytes held with nothing kept", st.Bytes)
 	}
 }
 
@@ -59,22 +59,10 @@ func TestNarInfoCacheBound(t *testing.T) {
 		if got, _ := c.get(hot); got == nil && i > 0 {
 			t.Fatalf("after %d adds the narinfo used on every add was dropped", i)
 		}
-		if s := c.size.Load(); s > max || s < 0 {
-			t.Fatalf("after %d adds: %d bytes held, bound %d", i, s, max)
+		st := c.entries.Stats()
+		if st.Bytes > max || st.Bytes != int64(st.Entries)*(500+narInfoEntryOverhead) {
+			t.Fatalf("after %d adds: %+v, bound %d", i, st, max)
 		}
-	}
-	var n int64
-	for i := range c.shards {
-		s := &c.shards[i]
-		for _, e := range s.cur {
-			n += e.bytes()
-		}
-		for _, e := range s.old {
-			n += e.bytes()
-		}
-	}
-	if n != c.size.Load() {
-		t.Errorf("entries add up to %d bytes, size says %d", n, c.size.Load())
 	}
 	// Larger than a generation: not kept.
 	big := testDigest(-1)
