@@ -2,7 +2,6 @@ package narrender
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 
@@ -72,12 +71,9 @@ func (win *fileWindow) write(ctx context.Context, w io.Writer, p rangePart, s St
 	if b, ok := win.bytes(p.file, p.fileOff, n); ok {
 		return w.Write(b)
 	}
-	buf, err := s.GetChunk(ctx, p.ref.Digest, nil)
+	buf, err := readChunk(ctx, s, p.ref, nil)
 	if err != nil {
 		return 0, err
-	}
-	if len(buf) != int(p.ref.Size) {
-		return 0, fmt.Errorf("%w: chunk %s has %d bytes, want %d", castore.ErrCorrupt, p.ref.Digest, len(buf), p.ref.Size)
 	}
 	return w.Write(buf[p.lo:p.hi])
 }
@@ -143,11 +139,8 @@ func (r *fileRun) send(ctx context.Context, bw interface{ Flush() error }, w io.
 			continue
 		}
 		var err error
-		if buf, err = s.GetChunk(ctx, g.ref.Digest, buf[:0]); err != nil {
+		if buf, err = readChunk(ctx, s, g.ref, buf); err != nil {
 			return written, err
-		}
-		if len(buf) != int(g.ref.Size) {
-			return written, fmt.Errorf("%w: chunk %s has %d bytes, want %d", castore.ErrCorrupt, g.ref.Digest, len(buf), g.ref.Size)
 		}
 		lo := g.lo + int(max(0, sent-at))
 		k, err := w.Write(buf[lo:g.hi])
