@@ -72,7 +72,7 @@ type GCOptions struct {
 	DryRun bool
 	// StrayAge: on a shared database, frame objects that no registry
 	// record names and that were last written longer ago than this are
-	// deleted (strays: see gcStrayFrames); 0 is DefaultStrayAge.
+	// deleted (strays: see gcStrayFrames); 0 is DefaultGCOptions.StrayAge.
 	StrayAge time.Duration
 	// Progress, when set, is called with the step ("marking",
 	// "sweeping", "rewriting"), the work done and the work in all (0 when
@@ -81,11 +81,13 @@ type GCOptions struct {
 }
 
 // DefaultGCOptions: one hour of grace, frames less than half live
-// rewritten at zstd's default level.
+// rewritten at zstd's default level, strays deleted once a day old (see
+// gcStrayFrames for why a day).
 var DefaultGCOptions = GCOptions{
 	Grace:        time.Hour,
 	RewriteBelow: 0.5,
 	Level:        zstd.SpeedDefault,
+	StrayAge:     24 * time.Hour,
 }
 
 // GCResult says what GC freed (or would free, on a dry run).
@@ -153,7 +155,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 		return res, fmt.Errorf("%w: gc: negative stray frame age %s", castore.ErrInvalid, opts.StrayAge)
 	}
 	if opts.StrayAge == 0 {
-		opts.StrayAge = DefaultStrayAge
+		opts.StrayAge = DefaultGCOptions.StrayAge
 	}
 	if opts.Level == 0 {
 		opts.Level = DefaultGCOptions.Level
@@ -790,20 +792,18 @@ func (s *Store) gcFrames(ctx context.Context, db kvDB, marks *markSet, opts GCOp
 // collection deletes only strays last written before the cutoff, which
 // StrayAge puts far beyond that gap: a put and its registration are
 // seconds apart, a minute or so with the object store retrying; the
-// default (DefaultStrayAge) is a day, so that a process stopped (paused
+// default (DefaultGCOptions.StrayAge) is a day, so that a process stopped (paused
 // VM, SIGSTOP) for hours or a clock of the object store some minutes off
 // keeps its frames, while a stray costs a day of its bytes. Putting an
 // object again, as a packer does repacking the same queued chunks, writes
 // it anew: its age starts again.
 //
-// Each page of old objects is looked up in the registry in one read;
+// Each page of old objects is looked up in the registry in one read of
+// which records exist (hasMany: the records themselves are not read);
 // each one named by no record has its time asked again (a put since the
 // listing makes it young) and is then deleted. What remains is a put of
 // the same bytes (the same name) by another process between that last
 // look and the delete, one round trip: the window retireFrames has too.
-
-// DefaultStrayAge is GCOptions.StrayAge when it is 0.
-const DefaultStrayAge = 24 * time.Hour
 
 // gcStrayFrames deletes (on a dry run, counts) the frame objects last
 // written before cutoff that no registry record names. An object store
@@ -823,7 +823,7 @@ func (s *Store) gcStrayFrames(ctx context.Context, db kvDB, cutoff time.Time, dr
 	)
 	sweep := func() error {
 		registered := make([]bool, len(page))
-		err := db.getMany(ctx, keys, func(i int, _ []byte) error {
+		err := db.hasMany(ctx, keys, func(i int) error {
 			registered[i] = true
 			return nil
 		})

@@ -50,6 +50,11 @@ type kvDB interface {
 	// has reports whether key exists, without reading its value where
 	// that costs more than the key.
 	has(ctx context.Context, key []byte) (bool, error)
+	// hasMany calls fn(i) for each keys[i] that exists, in no particular
+	// order, reading no values: what getMany does for a caller that
+	// needs only to know which exist. A key given twice is reported at
+	// each of its places.
+	hasMany(ctx context.Context, keys [][]byte, fn func(i int) error) error
 	// newIter iterates over the keys in [lower, upper) in bytewise
 	// order; upper nil means no upper bound. The iterator sees writes
 	// committed before it was made, and possibly later ones.
@@ -194,6 +199,26 @@ func (p *pebbleKV) has(ctx context.Context, key []byte) (bool, error) {
 		return false, pebbleError(err, "lookup")
 	}
 	return found, nil
+}
+
+// hasMany is has for each key, through one iterator.
+func (p *pebbleKV) hasMany(ctx context.Context, keys [][]byte, fn func(i int) error) error {
+	it, err := p.db.NewIterWithContext(ctx, &hasIterOptions)
+	if err != nil {
+		return pebbleError(err, "lookup")
+	}
+	for i, key := range keys {
+		if it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key) {
+			if err := fn(i); err != nil {
+				it.Close()
+				return err
+			}
+		}
+	}
+	if err := it.Close(); err != nil {
+		return pebbleError(err, "lookup")
+	}
+	return nil
 }
 
 // hasIterOptions: a lookup reads the bloom filters of every level, the

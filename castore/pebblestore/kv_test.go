@@ -132,7 +132,8 @@ func TestPostgresBatchConflict(t *testing.T) {
 
 // TestPostgresGetMany: getMany reports each present key at each of its
 // places, with its value, and no missing key, over more keys than one
-// query reads, on either database, and in a batch as out of it.
+// query reads, on either database, and in a batch as out of it; hasMany
+// reports the same keys, without values.
 func TestPostgresGetMany(t *testing.T) {
 	ctx := context.Background()
 	for _, kind := range []string{"pebble", "postgres"} {
@@ -153,7 +154,7 @@ func TestPostgresGetMany(t *testing.T) {
 				keys = append(keys, fmt.Appendf(nil, "k%05d", i))
 			}
 			keys = append(keys, []byte("k00001"), []byte("k00003"), []byte("absent"))
-			for _, inBatch := range []bool{false, true} {
+			for _, how := range []string{"db", "batch", "hasMany"} {
 				got := make([][]byte, len(keys))
 				calls := 0
 				fn := func(i int, v []byte) error {
@@ -165,11 +166,14 @@ func TestPostgresGetMany(t *testing.T) {
 					return nil
 				}
 				var err error
-				if inBatch {
+				switch how {
+				case "batch":
 					b := db.newBatch()
 					err = b.getMany(ctx, keys, fn)
 					b.close()
-				} else {
+				case "hasMany":
+					err = db.hasMany(ctx, keys, func(i int) error { return fn(i, []byte("present")) })
+				default:
 					err = db.getMany(ctx, keys, fn)
 				}
 				if err != nil {
@@ -181,14 +185,17 @@ func TestPostgresGetMany(t *testing.T) {
 					var w []byte
 					if _, err := fmt.Sscanf(string(k), "k%05d", &n); err == nil && n%3 != 0 {
 						w = fmt.Appendf(nil, "v%d", n)
+						if how == "hasMany" {
+							w = []byte("present")
+						}
 						want++
 					}
 					if !bytes.Equal(got[i], w) {
-						t.Errorf("in batch %v: key %s = %q, want %q", inBatch, k, got[i], w)
+						t.Errorf("%s: key %s = %q, want %q", how, k, got[i], w)
 					}
 				}
 				if calls != want {
-					t.Errorf("in batch %v: %d calls, want %d", inBatch, calls, want)
+					t.Errorf("%s: %d calls, want %d", how, calls, want)
 				}
 			}
 		})

@@ -226,12 +226,17 @@ func (p *pgKV) get(ctx context.Context, key []byte, fn func(v []byte) error) err
 }
 
 func (p *pgKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
-	return pgGetMany(ctx, p.q, keys, "", fn, p)
+	return pgGetMany(ctx, p.q, keys, "", true, fn, p)
 }
 
 // pgGetMany reads keys in pages of one query each; suffix is appended to
-// each query (a lock clause).
-func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix string, fn func(i int, v []byte) error, p *pgKV) error {
+// each query (a lock clause). Without values it reads only which keys
+// exist, and fn is called with nil values.
+func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix string, values bool, fn func(i int, v []byte) error, p *pgKV) error {
+	sel, what := "SELECT k, v", "get"
+	if !values {
+		sel, what = "SELECT k", "look up"
+	}
 	for base := 0; base < len(keys); base += pgGetPage {
 		page := keys[base:min(len(keys), base+pgGetPage)]
 		at := make(map[string][]int, len(page))
@@ -240,15 +245,20 @@ func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix strin
 		}
 		// In key order, so that two batches locking overlapping keys
 		// never wait for each other in a cycle.
-		rows, err := q.Query(ctx, "SELECT k, v FROM nixcas_kv WHERE k = ANY($1::bytea[]) ORDER BY k"+suffix, page)
+		rows, err := q.Query(ctx, sel+" FROM nixcas_kv WHERE k = ANY($1::bytea[]) ORDER BY k"+suffix, page)
 		if err != nil {
-			return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+			return p.err(err, fmt.Sprintf("%s %d keys", what, len(page)))
 		}
 		for rows.Next() {
 			var k, v []byte
-			if err := rows.Scan(&k, &v); err != nil {
+			if values {
+				err = rows.Scan(&k, &v)
+			} else {
+				err = rows.Scan(&k)
+			}
+			if err != nil {
 				rows.Close()
-				return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+				return p.err(err, fmt.Sprintf("%s %d keys", what, len(page)))
 			}
 			for _, i := range at[string(k)] {
 				if err := fn(base+i, v); err != nil {
@@ -259,7 +269,7 @@ func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix strin
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return p.err(err, fmt.Sprintf("get %d keys", len(page)))
+			return p.err(err, fmt.Sprintf("%s %d keys", what, len(page)))
 		}
 	}
 	return nil
@@ -303,6 +313,10 @@ func (p *pgKV) has(ctx context.Context, key []byte) (bool, error) {
 	var ok bool
 	err := p.q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM nixcas_kv WHERE k = $1)", key).Scan(&ok)
 	return ok, p.err(err, "lookup")
+}
+
+func (p *pgKV) hasMany(ctx context.Context, keys [][]byte, fn func(i int) error) error {
+	return pgGetMany(ctx, p.q, keys, "", false, func(i int, _ []byte) error { return fn(i) }, p)
 }
 
 func (p *pgKV) newIter(ctx context.Context, lower, upper []byte) (kvIter, error) {
@@ -622,7 +636,7 @@ func (b *pgBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v [
 	if err := b.begin(ctx); err != nil {
 		return err
 	}
-	return pgGetMany(ctx, b.tx, keys, " FOR UPDATE", fn, b.p)
+	return pgGetMany(ctx, b.tx, keys, " FOR UPDATE", true, fn, b.p)
 }
 
 func (b *pgBatch) add(kind pgOpKind, key, value []byte) {

@@ -131,7 +131,7 @@ would be deleted, but its collection figures still count them as live.`,
 	}
 	sf.register(cmd)
 	cmd.Flags().DurationVar(&grace, "grace", pebblestore.DefaultGCOptions.Grace, "keep what was written or deduplicated against this long before the collection")
-	cmd.Flags().DurationVar(&strayAge, "stray-age", pebblestore.DefaultStrayAge, "with --meta: delete frame objects no record names once last written this long ago")
+	cmd.Flags().DurationVar(&strayAge, "stray-age", pebblestore.DefaultGCOptions.StrayAge, "with --meta: delete frame objects no record names once last written this long ago")
 	cmd.Flags().Float64Var(&rewriteBelow, "rewrite-below", pebblestore.DefaultGCOptions.RewriteBelow, "rewrite frames whose live share is below this (0: only delete frames with nothing live)")
 	cmd.Flags().StringVar(&level, "level", "default", "zstd level of rewritten frames: fastest, default, better, best")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed, change nothing (opens read-only)")
