@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -192,4 +193,104 @@ func BenchmarkPostgresIngest(b *testing.B) {
 	b.ReportMetric(float64(statements)/mib, "statements/MiB")
 	b.ReportMetric(client.Seconds()/gib, "client-cpu-s/GiB")
 	b.ReportMetric(server.Seconds()/gib, "pg-cpu-s/GiB")
+}
+
+// BenchmarkPostgresRenderSmallFiles renders a NAR of 2,000 small files
+// in 20 directories from a store on PostgreSQL (frames packed and
+// decoded on local disk), each iteration on the store opened afresh, so
+// that nothing of the tree is in memory, to a writer that sends files as
+// the HTTP server's does (narrender.FileSender), so that small files are
+// read from the decoded frame files: "cold" is the first render
+// after the open, "warm" a second one on the same open store (which, on
+// PostgreSQL, remembers no chunk place either: see chunkplace.go). It
+// reports the round trips per file of the render measured, the wall time
+// per file, and the CPU time of this process and of the PostgreSQL
+// server per file; with -v, the statements sent.
+func BenchmarkPostgresRenderSmallFiles(b *testing.B) {
+	const dirs, perDir = 20, 100
+	tree := testtree.Entries{}
+	for i := range dirs {
+		files := testtree.Entries{}
+		for j := range perDir {
+			files[fmt.Sprintf("f%03d", j)] = testtree.File(testtree.Random(uint64(i*perDir+j), int64(1000+(i*perDir+j)%3000)))
+		}
+		tree[fmt.Sprintf("d%02d", i)] = testtree.Dir(files)
+	}
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(tree)); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	url, dir := testpg.New(b), b.TempDir()
+	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.PackPending(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := narrender.Render(ctx, discardSender{}, s, res.Root); err != nil { // decodes the frames onto disk
+		b.Fatal(err)
+	}
+	s.Close()
+
+	var rt roundTrips
+	pebblestore.SetPostgresTracer(&rt)
+	defer pebblestore.SetPostgresTracer(nil)
+	for _, kind := range []string{"cold", "warm"} {
+		b.Run(kind, func(b *testing.B) {
+			var trips int64
+			var wall, client, server time.Duration
+			for range b.N {
+				s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				renders := 1
+				if kind == "warm" {
+					renders = 2
+				}
+				for r := range renders {
+					rt.trips.Store(0)
+					rt.mu.Lock()
+					rt.by = nil
+					rt.mu.Unlock()
+					cpu0, srv0, t0 := selfCPU(), serverCPU(b, url), time.Now()
+					if err := narrender.Render(ctx, discardSender{}, s, res.Root); err != nil {
+						b.Fatal(err)
+					}
+					if r == renders-1 {
+						wall += time.Since(t0)
+						client += selfCPU() - cpu0
+						server += serverCPU(b, url) - srv0
+						trips += rt.trips.Load()
+					}
+				}
+				s.Close()
+			}
+			if testing.Verbose() {
+				for sql, n := range rt.by {
+					b.Logf("%8d  %s", n, sql)
+				}
+			}
+			files := float64(b.N * dirs * perDir)
+			b.ReportMetric(float64(trips)/files, "trips/file")
+			b.ReportMetric(float64(wall.Microseconds())/files, "wall-us/file")
+			b.ReportMetric(float64(client.Microseconds())/files, "client-cpu-us/file")
+			b.ReportMetric(float64(server.Microseconds())/files, "pg-cpu-us/file")
+		})
+	}
+}
+
+// discardSender is a narrender.FileSender that discards what it is sent.
+type discardSender struct{}
+
+func (discardSender) Write(p []byte) (int, error) { return len(p), nil }
+
+func (discardSender) SendFile(f *os.File, n int64) (int64, error) {
+	return io.CopyN(io.Discard, f, n)
 }
