@@ -112,6 +112,9 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 		defer close(parts)
 		rw := rangeWalker{ctx: ctx, s: s, f: f, files: files, out: parts, ahead: ahead, off: off, end: end}
 		l := layout{ctx: ctx, s: s, lit: rw.lit, file: rw.file}
+		if rw.prefetch, _ = files.(chunkFilesPrefetcher); rw.prefetch != nil {
+			l.dir = rw.prefetchDir
+		}
 		size, err := l.run(root)
 		switch {
 		case errors.Is(err, errRangeDone):
@@ -286,6 +289,9 @@ type rangeWalker struct {
 	out      chan<- rangePart
 	ahead    *semaphore.Weighted // chunk bytes queued ahead (renderAheadBytes)
 	off, end uint64
+
+	prefetch   chunkFilesPrefetcher // files' power, or nil
+	prefetchDs []castore.Digest     // prefetchDir's buffer
 }
 
 func (rw *rangeWalker) send(p rangePart) error {
@@ -322,6 +328,26 @@ func (rw *rangeWalker) lit(at uint64, b []byte) error {
 		return errRangeDone
 	}
 	return nil
+}
+
+// chunkFilesPrefetcher is an optional power of a castore.ChunkFiles:
+// looking up in one go the chunks ChunkFile is about to be asked for,
+// where each look-up would be a round trip (an index in PostgreSQL).
+type chunkFilesPrefetcher interface {
+	PrefetchChunkFiles(ctx context.Context, ds []castore.Digest)
+}
+
+// prefetchDir hands the chunks of a directory's small files, which
+// chunkFile is about to be asked for, to the ChunkFiles' prefetcher.
+func (rw *rangeWalker) prefetchDir(entries []castore.Entry) {
+	ds := rw.prefetchDs[:0]
+	for _, e := range entries {
+		if e.Kind == castore.KindFile && e.Size > 0 && e.Size <= SingleChunkMax {
+			ds = append(ds, e.Digest)
+		}
+	}
+	rw.prefetchDs = ds
+	rw.prefetch.PrefetchChunkFiles(rw.ctx, ds)
 }
 
 // chunkFile returns the decoded file holding ref and its offset there,
@@ -418,6 +444,7 @@ type layout struct {
 	node func(Node) error
 	lit  func(at uint64, b []byte) error
 	file func(at uint64, n Node) error
+	dir  func(entries []castore.Entry) // a directory's entries, before they are laid out
 
 	buf    []byte // framing not yet handed to lit
 	pos    uint64 // NAR offset of buf[0]
@@ -587,8 +614,12 @@ func (l *layout) directory(n Node) (*layoutFrame, error) {
 		return nil, fmt.Errorf("%w: %q: directory %s has size %d, its entry says %d", castore.ErrCorrupt, n.Path(), e.Digest, got, e.Size)
 	}
 	l.buf = appendString(l.buf, "directory")
+	entries := SortedEntries(dir)
+	if l.dir != nil {
+		l.dir(entries)
+	}
 	return &layoutFrame{
-		entries: SortedEntries(dir),
+		entries: entries,
 		here:    &dirPath{parent: n.parent, name: e.Name, depth: n.Depth + 1},
 		depth:   n.Depth + 1,
 	}, nil

@@ -33,6 +33,54 @@ type chunkFiles struct {
 	s     *Store
 	files map[castore.Digest]*chunkFile // by frame
 	order []castore.Digest              // of files, first opened first
+	// ahead holds places looked up by PrefetchChunkFiles, at generation
+	// aheadGen, each taken once by ChunkFile.
+	ahead    map[castore.Digest]frameRef
+	aheadGen uint64
+}
+
+// PrefetchChunkFiles looks up, in one read, the places of the chunks ds
+// that the reader is about to ask ChunkFile for, replacing those of an
+// earlier call, on a database that other processes share (PostgreSQL),
+// where each ChunkFile would otherwise be a round trip of its own (the
+// store remembers no places there: see chunkplace.go). A place so taken
+// is at most as old as the reader's walk from this call to the chunk; a
+// frame retired meanwhile by another server fails the read from it, and
+// the chunk is then looked up again, as for a place handed on. On a
+// database of one process it does nothing: places are remembered there.
+// Errors are not reported: ChunkFile then looks each chunk up alone.
+func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest) {
+	clear(c.ahead)
+	if len(ds) == 0 {
+		return
+	}
+	db, err := c.s.acquire(ctx)
+	if err != nil {
+		return
+	}
+	defer c.s.mu.RUnlock()
+	if !db.shared() {
+		return
+	}
+	if c.ahead == nil {
+		c.ahead = make(map[castore.Digest]frameRef, len(ds))
+	}
+	c.aheadGen = c.s.places.generation()
+	keys := make([][]byte, len(ds))
+	for i, d := range ds {
+		keys[i] = pebbleKey(pebbleKindChunk, d)
+	}
+	err = db.getMany(ctx, keys, func(i int, v []byte) error {
+		if len(v) > 0 && v[0] == CodecFrame {
+			if r, err := decodeFrameRef(v); err == nil {
+				c.ahead[ds[i]] = r
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		clear(c.ahead)
+	}
 }
 
 // chunkFile is a decoded file open for one reader.
@@ -44,7 +92,14 @@ type chunkFile struct {
 // ChunkFile implements castore.ChunkFiles.
 func (c *chunkFiles) ChunkFile(ctx context.Context, d castore.Digest, size uint32) (*os.File, int64, bool) {
 	gen := c.s.places.generation()
-	r, ok := c.s.framePlace(ctx, d)
+	r, ok := c.ahead[d]
+	if ok {
+		delete(c.ahead, d)
+		ok = gen == c.aheadGen
+	}
+	if !ok {
+		r, ok = c.s.framePlace(ctx, d)
+	}
 	if !ok || r.length != size {
 		return nil, 0, false
 	}
