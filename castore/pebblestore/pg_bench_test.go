@@ -216,27 +216,8 @@ func BenchmarkPostgresRenderSmallFiles(b *testing.B) {
 		}
 		tree[fmt.Sprintf("d%02d", i)] = testtree.Dir(files)
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(tree)); err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
-	url, dir := testpg.New(b), b.TempDir()
-	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.PackPending(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := narrender.Render(ctx, discardSender{}, s, res.Root); err != nil { // decodes the frames onto disk
-		b.Fatal(err)
-	}
-	s.Close()
+	url, dir, root, _ := packedPostgresTree(b, testtree.Dir(tree))
 
 	var rt roundTrips
 	pebblestore.SetPostgresTracer(&rt)
@@ -260,7 +241,7 @@ func BenchmarkPostgresRenderSmallFiles(b *testing.B) {
 					rt.by = nil
 					rt.mu.Unlock()
 					cpu0, srv0, t0 := selfCPU(), serverCPU(b, url), time.Now()
-					if err := narrender.Render(ctx, discardSender{}, s, res.Root); err != nil {
+					if err := narrender.Render(ctx, discardSender{}, s, root); err != nil {
 						b.Fatal(err)
 					}
 					if r == renders-1 {

@@ -36,30 +36,11 @@ func TestPostgresRenderPrefetch(t *testing.T) {
 		sub[fmt.Sprintf("g%02d", i)] = testtree.File(testtree.Random(uint64(1000+i), 2000))
 	}
 	files["sub"] = testtree.Dir(sub)
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(files)); err != nil {
-		t.Fatal(err)
-	}
-	url, dir := testpg.New(t), t.TempDir()
-	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PackPending(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := narrender.Render(ctx, new(keepingSender), s, res.Root); err != nil { // decodes the frames
-		t.Fatal(err)
-	}
-	s.Close()
+	url, dir, root, nar := packedPostgresTree(t, testtree.Dir(files))
 
 	var rt roundTrips
 	pebblestore.SetPostgresTracer(&rt)
-	s, err = pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
+	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
 	pebblestore.SetPostgresTracer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -67,15 +48,45 @@ func TestPostgresRenderPrefetch(t *testing.T) {
 	defer s.Close()
 	rt.trips.Store(0)
 	var w keepingSender
-	if err := narrender.Render(ctx, &w, s, res.Root); err != nil {
+	if err := narrender.Render(ctx, &w, s, root); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(w.Bytes(), nar.Bytes()) {
-		t.Fatalf("rendered %d bytes unlike the %d of the NAR", w.Len(), nar.Len())
+	if !bytes.Equal(w.Bytes(), nar) {
+		t.Fatalf("rendered %d bytes unlike the %d of the NAR", w.Len(), len(nar))
 	}
 	// Two directories read, two look-ups of their small files' chunks;
 	// a few more allowed, far from one a file.
 	if n := rt.trips.Load(); n > 10 {
 		t.Errorf("the render of 350 small files sent PostgreSQL %d round trips; want at most 10", n)
 	}
+}
+
+// packedPostgresTree ingests tree into a new store on a private
+// PostgreSQL with its frames in dir, packs every chunk, renders it once
+// (so that its frames are decoded onto disk) and closes the store. It
+// returns the database, dir, the tree's root entry and its NAR.
+func packedPostgresTree(tb testing.TB, tree *testtree.Node) (url, dir string, root castore.Entry, nar []byte) {
+	tb.Helper()
+	var buf bytes.Buffer
+	if err := testtree.WriteNAR(&buf, tree); err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	url, dir = testpg.New(tb), tb.TempDir()
+	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer s.Close()
+	res, err := narrender.Ingest(ctx, bytes.NewReader(buf.Bytes()), s, castore.WriterOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.PackPending(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	if err := narrender.Render(ctx, new(keepingSender), s, res.Root); err != nil {
+		tb.Fatal(err)
+	}
+	return url, dir, res.Root, buf.Bytes()
 }
