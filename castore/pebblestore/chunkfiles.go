@@ -40,8 +40,9 @@ type chunkFiles struct {
 }
 
 // PrefetchChunkFiles looks up, in one read, the places of the chunks ds
-// that the reader is about to ask ChunkFile for, replacing those of an
-// earlier call, on a database that other processes share (PostgreSQL),
+// that the reader is about to ask ChunkFile for, beside those of earlier
+// calls not yet taken (a walk comes back to a directory's later files
+// after a subdirectory), on a database that other processes share (PostgreSQL),
 // where each ChunkFile would otherwise be a round trip of its own (the
 // store remembers no places there: see chunkplace.go). A place so taken
 // is at most as old as the reader's walk from this call to the chunk; a
@@ -50,7 +51,6 @@ type chunkFiles struct {
 // database of one process it does nothing: places are remembered there.
 // Errors are not reported: ChunkFile then looks each chunk up alone.
 func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest) {
-	clear(c.ahead)
 	if len(ds) == 0 {
 		return
 	}
@@ -65,12 +65,16 @@ func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest
 	if c.ahead == nil {
 		c.ahead = make(map[castore.Digest]frameRef, len(ds))
 	}
-	c.aheadGen = c.s.places.generation()
+	if gen := c.s.places.generation(); gen != c.aheadGen {
+		clear(c.ahead) // places from before a frame retirement
+		c.aheadGen = gen
+	}
 	keys := make([][]byte, len(ds))
 	for i, d := range ds {
 		keys[i] = pebbleKey(pebbleKindChunk, d)
 	}
-	err = db.getMany(ctx, keys, func(i int, v []byte) error {
+	// On an error, the places found before it are kept, as good as any.
+	_ = db.getMany(ctx, keys, func(i int, v []byte) error {
 		if len(v) > 0 && v[0] == CodecFrame {
 			if r, err := decodeFrameRef(v); err == nil {
 				c.ahead[ds[i]] = r
@@ -78,9 +82,6 @@ func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest
 		}
 		return nil
 	})
-	if err != nil {
-		clear(c.ahead)
-	}
 }
 
 // chunkFile is a decoded file open for one reader.
@@ -132,6 +133,7 @@ func (c *chunkFiles) Close() error {
 		cf.f.Close()
 	}
 	clear(c.files)
+	clear(c.ahead)
 	c.order = c.order[:0]
 	return nil
 }
