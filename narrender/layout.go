@@ -363,6 +363,23 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		}
 		return nil
 	}
+	// A file that is one chunk is the chunk named by its own digest: when
+	// the store has that chunk in a local file, send it from there
+	// without reading the blob index.
+	if e.Size <= castore.MaxChunkSize {
+		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
+		if f, foff, ok := rw.chunkFile(ref); ok {
+			lo, hi := clip(at, e.Size, rw.off, rw.end)
+			read := hi-lo < sendFileMin
+			if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: read, ref: ref, lo: int(lo), hi: int(hi)}); err != nil {
+				return err
+			}
+			if at+e.Size >= rw.end {
+				return errRangeDone
+			}
+			return nil
+		}
+	}
 	chunks, err := castore.BlobChunks(rw.ctx, rw.s, e.Digest, e.Size)
 	if err != nil {
 		return fmt.Errorf("narrender: %q: %w", n.Path(), err)
