@@ -34,7 +34,8 @@ import (
 // then each iteration GETs the NAR over loopback from a client in a child
 // process (this test binary, see TestServeBenchClient), so that the CPU
 // time of the benchmark process is the server's alone. It reports the
-// server's CPU seconds (user + system) per GiB served, beside MB/s;
+// server's CPU seconds (user + system) per GiB served and its voluntary
+// context switches per GET, beside MB/s;
 // NIXCAS_BENCH_CPUPROFILE=FILE writes a CPU profile of the timed GETs
 // alone:
 //
@@ -67,7 +68,7 @@ func BenchmarkServeNARWarm(b *testing.B) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	before := processCPU(b)
+	before, switchesBefore := processCPU(b)
 	b.ResetTimer()
 	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run", "^TestServeBenchClient$")
 	cmd.Env = append(os.Environ(), "NIXCAS_SERVE_BENCH_URL="+url, "NIXCAS_SERVE_BENCH_GETS="+strconv.Itoa(b.N), "NIXCAS_SERVE_BENCH_SIZE="+strconv.Itoa(len(nar)))
@@ -75,8 +76,10 @@ func BenchmarkServeNARWarm(b *testing.B) {
 		b.Fatalf("client: %v\n%s", err, out)
 	}
 	b.StopTimer()
-	cpu := processCPU(b) - before
+	after, switchesAfter := processCPU(b)
+	cpu := after - before
 	b.ReportMetric(cpu.Seconds()/(float64(b.N)*float64(len(nar))/(1<<30)), "cpu-s/GiB")
+	b.ReportMetric(float64(switchesAfter-switchesBefore)/float64(b.N), "vcsw/op")
 	if st := s.DecodedCacheStats(); st.Misses != 0 {
 		b.Fatalf("warm GETs decoded frames: %+v", st)
 	}
@@ -105,13 +108,16 @@ func TestServeBenchClient(t *testing.T) {
 	}
 }
 
-// processCPU returns the CPU time (user + system) this process has used.
-func processCPU(b *testing.B) time.Duration {
+// processCPU returns the CPU time (user + system) this process has used,
+// and the voluntary context switches of its threads: how often a thread
+// gave up its core to wait (preemptions, which follow the machine's load,
+// are left out).
+func processCPU(b *testing.B) (time.Duration, int64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw
 }
 
 // serveBenchNAR is nix-store --dump of $NIXCAS_BENCH_TREE, or of a
