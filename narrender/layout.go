@@ -100,7 +100,7 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	// parts queued ahead.
 	f := castore.NewFetcher(ctx, s, 4*runtime.GOMAXPROCS(0))
 	defer f.Close()
-	parts := make(chan rangePart, renderAheadParts)
+	parts := make(chan []rangePart, renderAheadParts/partBatch)
 	ahead := semaphore.NewWeighted(renderAheadBytes)
 	var files castore.ChunkFiles
 	fs, sends := w.(FileSender)
@@ -124,6 +124,8 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 		}
 		if err != nil {
 			rw.send(rangePart{err: err})
+		} else {
+			rw.flush()
 		}
 	}()
 
@@ -144,38 +146,40 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 			cancel()
 		}
 	}
-	for p := range parts {
-		if err != nil {
-			p.release()
-			ahead.Release(p.held)
-			continue // drain, so the walker ends
-		}
-		if run.n > 0 && !run.joins(p) {
-			if sendRun(); err != nil {
+	for batch := range parts {
+		for _, p := range batch {
+			if err != nil {
 				p.release()
 				ahead.Release(p.held)
+				continue // drain, so the walker ends
+			}
+			if run.n > 0 && !run.joins(p) {
+				if sendRun(); err != nil {
+					p.release()
+					ahead.Release(p.held)
+					continue
+				}
+			}
+			if p.file != nil && !p.read {
+				run.add(p)
 				continue
 			}
-		}
-		if p.file != nil && !p.read {
-			run.add(p)
-			continue
-		}
-		if p.file != nil {
+			if p.file != nil {
+				var k int
+				k, err = win.write(ctx, bw, p, s)
+				written += uint64(k)
+				if err != nil {
+					cancel()
+				}
+				continue
+			}
 			var k int
-			k, err = win.write(ctx, bw, p, s)
+			k, err = p.write(ctx, bw, s)
+			ahead.Release(p.held)
 			written += uint64(k)
 			if err != nil {
 				cancel()
 			}
-			continue
-		}
-		var k int
-		k, err = p.write(ctx, bw, s)
-		ahead.Release(p.held)
-		written += uint64(k)
-		if err != nil {
-			cancel()
 		}
 	}
 	if err == nil && run.n > 0 {
@@ -280,38 +284,70 @@ func (g *guessedFile) write(ctx context.Context, w io.Writer, s Store, lo, hi in
 }
 
 // rangeWalker turns the layout of a NAR into the parts of the range
-// [off, end).
+// [off, end), handed to the writer in batches.
 type rangeWalker struct {
 	ctx      context.Context
 	s        Store
 	f        *castore.Fetcher
 	files    castore.ChunkFiles // nil: every chunk is fetched
-	out      chan<- rangePart
+	out      chan<- []rangePart
 	ahead    *semaphore.Weighted // chunk bytes queued ahead (renderAheadBytes)
 	off, end uint64
 
 	prefetch   chunkFilesPrefetcher // files' power, or nil
 	prefetchDs []castore.Digest     // prefetchDir's buffer
+	batch      []rangePart          // parts not yet handed to the writer
 }
 
+// partBatch is the most parts the walker gathers before handing them to
+// the writer. While the writer has batches waiting, the walker gathers;
+// a part handed over one at a time to a writer that is behind would wake
+// the walker once per part (the walker blocks on a full queue, and each
+// part taken off it lets the walker run for one more).
+const partBatch = 64
+
+// send queues p for the writer: at once when the writer has nothing
+// waiting, when p is an error, or when the batch is full; else with the
+// parts that follow it.
 func (rw *rangeWalker) send(p rangePart) error {
+	rw.batch = append(rw.batch, p)
+	if len(rw.batch) < partBatch && p.err == nil && len(rw.out) > 0 {
+		return nil
+	}
+	return rw.flush()
+}
+
+// flush hands the parts gathered to the writer.
+func (rw *rangeWalker) flush() error {
+	if len(rw.batch) == 0 {
+		return nil
+	}
+	b := rw.batch
+	rw.batch = make([]rangePart, 0, partBatch)
 	select {
-	case rw.out <- p:
+	case rw.out <- b:
 		return nil
 	case <-rw.ctx.Done():
-		rw.ahead.Release(p.held)
-		p.release()
+		for _, p := range b {
+			rw.ahead.Release(p.held)
+			p.release()
+		}
 		return rw.ctx.Err()
 	}
 }
 
 // fetch takes the bytes of ref's fetch buffer from the read-ahead budget,
-// waiting for the writer to give some back if need be, and starts
-// fetching ref.
+// waiting for the writer to give some back if need be (after handing it
+// the parts gathered, which hold some), and starts fetching ref.
 func (rw *rangeWalker) fetch(ref castore.ChunkRef) (*castore.PendingChunk, int64, error) {
 	held := min(castore.FetchBufferSize(ref.Size), renderAheadBytes)
-	if err := rw.ahead.Acquire(rw.ctx, held); err != nil {
-		return nil, 0, err
+	if !rw.ahead.TryAcquire(held) {
+		if err := rw.flush(); err != nil {
+			return nil, 0, err
+		}
+		if err := rw.ahead.Acquire(rw.ctx, held); err != nil {
+			return nil, 0, err
+		}
 	}
 	return rw.f.Fetch(ref), held, nil
 }
@@ -385,6 +421,23 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 			return errRangeDone
 		}
 		return nil
+	}
+	// A file that is one chunk is the chunk named by its own digest: when
+	// the store has that chunk in a local file, send it from there
+	// without reading the blob index.
+	if e.Size <= castore.MaxChunkSize {
+		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
+		if f, foff, ok := rw.chunkFile(ref); ok {
+			lo, hi := clip(at, e.Size, rw.off, rw.end)
+			read := hi-lo < sendFileMin
+			if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: read, ref: ref, lo: int(lo), hi: int(hi)}); err != nil {
+				return err
+			}
+			if at+e.Size >= rw.end {
+				return errRangeDone
+			}
+			return nil
+		}
 	}
 	chunks, err := castore.BlobChunks(rw.ctx, rw.s, e.Digest, e.Size)
 	if err != nil {

@@ -14,7 +14,8 @@ import (
 type Store = castore.ReadStore
 
 // renderAheadParts bounds the parts of a NAR (framing, chunks being
-// fetched) queued ahead of the writer, and renderAheadBytes the bytes of
+// fetched) queued ahead of the writer (in batches of at most partBatch,
+// and one being gathered), and renderAheadBytes the bytes of
 // the buffers of the chunks among them (castore.FetchBufferSize): a render
 // holds at most that many bytes of chunks fetched ahead, and looks far
 // enough ahead in a tree of small files for the frames after the one being

@@ -19,10 +19,12 @@ import (
 // files (castore.ChunkFiler), [RenderRange] writes the framing itself and
 // hands the writer the chunks of files of more than [SingleChunkMax]
 // bytes as sections of those files, adjacent sections joined into one,
-// rather than reading them. Smaller sections (small files, the ends of
-// large ones) it reads from those files itself, in windows of
-// fileWindowSize bytes, so that the small files that follow one another
-// in a file (as ingest stores them) cost one read between them.
+// rather than reading them; a file that is one chunk it finds as the
+// chunk named by the file's digest, without reading a blob index.
+// Smaller sections (small files, the ends of large ones) it reads from
+// those files itself, in windows of fileWindowSize bytes, so that the
+// small files that follow one another in a file (as ingest stores them)
+// cost one read between them.
 type FileSender interface {
 	SendFile(f *os.File, n int64) (int64, error)
 }

@@ -281,3 +281,91 @@ func TestRenderReadsSmallFromFiles(t *testing.T) {
 		t.Fatalf("a decoded file cut short under the render: no chunk read from the store; the test shows nothing")
 	}
 }
+
+// indexCountingStore wraps a store to count its blob index reads.
+type indexCountingStore struct {
+	*pebblestore.Store
+	indexReads atomic.Int64
+}
+
+func (s *indexCountingStore) GetBlobIndex(ctx context.Context, d castore.Digest) ([]castore.ChunkRef, error) {
+	s.indexReads.Add(1)
+	return s.Store.GetBlobIndex(ctx, d)
+}
+
+// TestRenderSendsOneChunkFiles: to a writer that can send files, a warm
+// render takes a file over SingleChunkMax that is one chunk from the
+// chunk named by the file's own digest, reading no blob index: blob
+// indexes are read only for the files cut into several chunks. The
+// bytes are the NAR's, whole and in ranges starting inside such files.
+func TestRenderSendsOneChunkFiles(t *testing.T) {
+	ctx := context.Background()
+	entries := testtree.Entries{"big": testtree.File(testtree.Random(1, 1<<20+5))}
+	for i := range 40 {
+		entries[fmt.Sprintf("f%02d", i)] = testtree.File(testtree.Random(uint64(10+i), int64(17<<10+i*3001)))
+	}
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(entries)); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	s0, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s0, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := narrender.Render(ctx, io.Discard, s0, res.Root); err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := &indexCountingStore{Store: openStore(t, dir)}
+	dirEntries, err := s.GetDirectory(ctx, res.Root.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var split, whole int // files over SingleChunkMax cut in several chunks, and not
+	for _, e := range dirEntries.Entries() {
+		if e.Kind != castore.KindFile || e.Size <= narrender.SingleChunkMax {
+			continue
+		}
+		chunks, err := castore.BlobChunks(ctx, s.Store, e.Digest, e.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(chunks) > 1 {
+			split++
+		} else {
+			whole++
+		}
+	}
+	if whole < 5 || split == 0 {
+		t.Fatalf("%d files over %d bytes are one chunk and %d several; the test needs some of each", whole, narrender.SingleChunkMax, split)
+	}
+
+	size := uint64(nar.Len())
+	var w sendingWriter
+	if err := narrender.RenderRange(ctx, &w, s, res.Root, 0, size); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
+		t.Fatalf("warm render: %d bytes, %v; want the NAR", w.Len(), err)
+	}
+	if got := s.indexReads.Load(); got != int64(split) {
+		t.Fatalf("warm render read %d blob indexes; want %d, one per file cut in several chunks", got, split)
+	}
+	for _, r := range []struct{ off, n uint64 }{{size / 2, 50000}, {size / 3, 1}, {size - 70000, 69999}} {
+		var w sendingWriter
+		if err := narrender.RenderRange(ctx, &w, s, res.Root, r.off, r.n); err != nil {
+			t.Fatalf("range [%d, +%d): %v", r.off, r.n, err)
+		}
+		if !bytes.Equal(w.Bytes(), nar.Bytes()[r.off:r.off+r.n]) {
+			t.Fatalf("range [%d, +%d): %d bytes differ from the NAR's", r.off, r.n, w.Len())
+		}
+	}
+}
