@@ -50,8 +50,9 @@ const (
 // each of its chunks as many times as the tree uses it (uses). A
 // received chunk is thus, from then on, either held here or in the
 // cache. Streams that receive frames faster than the writers write wait
-// while more than heldBudget is held, so memory stays below heldBudget
-// plus the frames not yet imported (a batch being gathered and the
+// while more than heldBudget is held (twice that after a stall, see
+// waitForRoom), so memory stays below twice heldBudget plus the frames
+// not yet imported (a batch being gathered and the
 // batches queued for the importer, which streams wait to queue). Safe for
 // concurrent use.
 type heldFrames struct {
@@ -200,10 +201,14 @@ func (h *heldFrames) err() error {
 // are at work, and none of them waits for a chunk of vf (that frame is
 // let in over the budget: the writers would otherwise wait for the room
 // they are to make). Should a writer wait for a chunk to arrive while
-// none reads a held chunk for heldStall, it drops imported frames,
-// oldest first, down to half the budget (so that the next frames do not
-// wait again at once), and returns. (Writers merely slow, on a loaded
-// machine, are waited for.)
+// none reads a held chunk for heldStall, it lets vf in over the budget
+// while that keeps at most twice the budget held; past that, it drops
+// imported frames, oldest first, down to half the budget (so that the
+// next frames do not wait again at once), and returns. (Writers merely
+// slow, on a loaded machine, are waited for.) A frame dropped with
+// chunks still to be written is decoded again from the cache for them:
+// with drops at the budget, a cold pull of a 200 MiB tree at load 16
+// spent 0.28 s of its 4.8 s of CPU decoding frames again.
 func (h *heldFrames) waitForRoom(ctx context.Context, vf *pebblestore.VerifiedFrame) error {
 	for {
 		h.mu.Lock()
@@ -224,7 +229,7 @@ func (h *heldFrames) waitForRoom(ctx context.Context, vf *pebblestore.VerifiedFr
 		}
 		h.mu.Lock()
 		stalled := h.reads == reads && h.waiting > 0
-		if stalled {
+		if stalled && h.held+int64(len(vf.Decoded())) > 2*heldBudget {
 			h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget/2 })
 		}
 		h.mu.Unlock()

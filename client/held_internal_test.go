@@ -234,3 +234,61 @@ func TestHeldFramesCancelled(t *testing.T) {
 		t.Errorf("finish after the pull was cancelled = %v", err)
 	}
 }
+
+// TestHeldFramesStallUnderTwiceBudget: after a stall (a writer waits for
+// a chunk of a frame not received, no held chunk read), a stream lets its
+// frame in over the budget without dropping a frame while at most twice
+// the budget is then held; past that it drops imported frames, whose
+// chunks the writers would otherwise read back from the cache.
+func TestHeldFramesStallUnderTwiceBudget(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	SetHeldLimits(t, 1000, 1) // each frame queued for import at once
+	f1, d1 := oneChunkFrame(t, 1, 600)
+	f2, d2 := oneChunkFrame(t, 2, 600)
+	f3, d3 := oneChunkFrame(t, 3, 600)
+	f4, d4 := oneChunkFrame(t, 4, 600)
+	imp := &recordingImporter{}
+	h := startHeldFrames(ctx, imp, map[castore.Digest]int{d1: 1, d2: 1, d3: 1, d4: 1})
+	for _, f := range []*pebblestore.VerifiedFrame{f1, f2} { // 1200 held, over the budget
+		if err := h.add(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		waitImported(t, imp, f.Name())
+	}
+	var elsewhere castore.Digest // a chunk of a frame not received yet
+	elsewhere[0] = 9
+	h.waitingFor(elsewhere, 1)
+	held := func(d castore.Digest) bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		_, ok := h.chunks[d]
+		return ok
+	}
+	// 1800 held after f3: under twice the budget, nothing dropped.
+	if err := h.add(ctx, f3); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range []castore.Digest{d1, d2, d3} {
+		if !held(d) {
+			t.Errorf("chunk %d dropped letting in a frame within twice the budget", i+1)
+		}
+	}
+	// 2400 would be over twice the budget: imported frames are dropped,
+	// oldest first, down to half the budget.
+	waitImported(t, imp, f3.Name())
+	if err := h.add(ctx, f4); err != nil {
+		t.Fatal(err)
+	}
+	if held(d1) || held(d2) || held(d3) {
+		t.Errorf("chunks held after a stall past twice the budget: %v %v %v; want none", held(d1), held(d2), held(d3))
+	}
+	if !held(d4) {
+		t.Error("chunk 4 not held")
+	}
+	h.waitingFor(elsewhere, -1)
+	h.doneWriting()
+	if err := h.finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

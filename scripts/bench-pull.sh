@@ -19,7 +19,10 @@
 # The Go toolchain comes from the Go module proxy, kept in
 # NIXCAS_BENCH_DIR/corpus (default $TMPDIR/nixcas-bench-http, shared with
 # scripts/bench-http.sh). Not part of the test suite; the load average is
-# printed with every figure.
+# printed with every figure, and beside each timed command the CPU seconds
+# (user and system) it used and those the server used meanwhile. The
+# timed commands' messages go to WORK/steps.log.
+# NIXCAS_CPUPROFILE=DIR/%p.pprof profiles the server and every client.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -69,43 +72,51 @@ log "nixcas serve: gRPC $grpc, HTTP $http"
 log "pushed"
 
 # seconds runs a command and prints its wall time in seconds; cpu then
-# holds its user and system CPU seconds.
+# holds its user and system CPU seconds (bash's time), srv the CPU
+# seconds (user + system) the server used meanwhile (/proc/PID/stat).
 seconds() {
-	local start end times
+	local start end times s0 s1
 	times=$(mktemp)
+	s0=$(server_ticks)
 	start=$(date +%s.%N)
-	{ TIMEFORMAT='%U %S'; time "$@" >/dev/null; } 2>"$times"
+	{ TIMEFORMAT='%U %S'; time "$@" >/dev/null 2>>"$work/steps.log"; } 2>"$times"
 	end=$(date +%s.%N)
+	s1=$(server_ticks)
 	cpu=$(tail -1 "$times" | awk '{printf "%.2f user + %.2f sys", $1, $2}')
+	srv=$(echo "($s1 - $s0) / $(getconf CLK_TCK)" | bc -l | awk '{printf "%.2f", $1}')
 	rm -f "$times"
 	echo "$end - $start" | bc -l
 }
+# server_ticks prints the CPU time, user and system, the server has used,
+# in clock ticks.
+server_ticks() { awk '{print $14 + $15}' "/proc/$serve_pid/stat"; }
 cpu=
+srv=
 sleep "${SETTLE:-40}"
 
 nar_mb=$(nix-store --store "$nixstore" --query --size "$large" | awk '{printf "%.1f", $1/1e6}')
-echo "| step | seconds | MB/s or paths/s | client CPU s | load |"
-echo "|---|---:|---:|---:|---:|"
+echo "| step | seconds | MB/s or paths/s | client CPU s | server CPU s | load |"
+echo "|---|---:|---:|---:|---:|---:|"
 seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1" "$large" --to "$work/out-large" >"$work/t"
-printf '| nixcas pull, %s MB path, cold cache | %.2f | %.0f MB/s | %s | %s |\n' "$nar_mb" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+printf '| nixcas pull, %s MB path, cold cache | %.2f | %.0f MB/s | %s | %s | %s |\n' "$nar_mb" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
 seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1" "$large" >"$work/t"
-printf '| nix copy --from (HTTP), same path, empty store | %.2f | %.0f MB/s | %s | %s |\n' "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+printf '| nix copy --from (HTTP), same path, empty store | %.2f | %.0f MB/s | %s | %s | %s |\n' "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
 if [[ -n ${OLD_NIXCAS:-} ]]; then
 	seconds "$OLD_NIXCAS" pull --server "$grpc" --cache "$work/pull-cache-old" "$large" --to "$work/out-large-old" >"$work/t"
-	printf '| %s pull, same path, cold cache | %.2f | %.0f MB/s | %s | %s |\n' "$OLD_NIXCAS" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+	printf '| %s pull, same path, cold cache | %.2f | %.0f MB/s | %s | %s | %s |\n' "$OLD_NIXCAS" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
 fi
 
 seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-2" --to "$work/out-many" "${small[@]}" >"$work/t"
-printf '| nixcas pull of 1000 paths of 10 KiB, one run | %.2f | %.0f paths/s | %s | %s |\n' "$(cat "$work/t")" "$(echo "1000 / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+printf '| nixcas pull of 1000 paths of 10 KiB, one run | %.2f | %.0f paths/s | %s | %s | %s |\n' "$(cat "$work/t")" "$(echo "1000 / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
 mkdir "$work/out-one"
 start=$(date +%s.%N)
 for ((i = 0; i < per_path; i++)); do
 	"$nixcas" pull --server "$grpc" --cache "$work/pull-cache-3" "${small[$i]}" --to "$work/out-one/$i" >/dev/null
 done
 t=$(echo "$(date +%s.%N) - $start" | bc -l)
-printf '| nixcas pull, one run per path (%d timed, x%d) | %.2f | %.0f paths/s | | %s |\n' "$per_path" "$((1000 / per_path))" "$(echo "$t * 1000 / $per_path" | bc -l)" "$(echo "$per_path / $t" | bc -l)" "$(load)"
+printf '| nixcas pull, one run per path (%d timed, x%d) | %.2f | %.0f paths/s | | | %s |\n' "$per_path" "$((1000 / per_path))" "$(echo "$t * 1000 / $per_path" | bc -l)" "$(echo "$per_path / $t" | bc -l)" "$(load)"
 seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-2" "${small[@]}" >"$work/t"
-printf '| nix copy --from (HTTP) of the 1000 paths | %.2f | %.0f paths/s | %s | %s |\n' "$(cat "$work/t")" "$(echo "1000 / $(cat "$work/t")" | bc -l)" "$cpu" "$(load)"
+printf '| nix copy --from (HTTP) of the 1000 paths | %.2f | %.0f paths/s | %s | %s | %s |\n' "$(cat "$work/t")" "$(echo "1000 / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
 
 # The pulled trees are the ones Nix has.
 want=$(nix-store --store "$nixstore" --query --hash "$large")

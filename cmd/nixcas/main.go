@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +38,13 @@ const shutdownGrace = 10 * time.Second
 // one stuck in a write waiting for disk space: the store is then left as
 // after a crash, which its write-ahead log recovers from.
 func run(args []string) error {
+	if path := os.Getenv("NIXCAS_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	root := newRootCommand()
 	root.SetArgs(args)
 	sig := make(chan os.Signal, 2)
@@ -63,6 +72,26 @@ func run(args []string) error {
 			return fmt.Errorf("%v, then %v: exiting without waiting for the command", s, s2)
 		}
 	}
+}
+
+// startCPUProfile starts a CPU profile of the process into the file
+// path, with every "%p" in it replaced by the process id (so that the
+// commands of one run, a server and its clients, each write their own),
+// and returns what stops it and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	path = strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid()))
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("NIXCAS_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("NIXCAS_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func newRootCommand() *cobra.Command {
