@@ -208,11 +208,18 @@ func (p *pebbleKV) hasMany(ctx context.Context, keys [][]byte, fn func(i int) er
 		return pebbleError(err, "lookup")
 	}
 	for i, key := range keys {
-		if it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key) {
-			if err := fn(i); err != nil {
+		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
+			// Each seek clears the iterator's error, so a miss is
+			// checked at once: a failed read is not an absent key.
+			if err := it.Error(); err != nil {
 				it.Close()
-				return err
+				return pebbleError(err, "lookup")
 			}
+			continue
+		}
+		if err := fn(i); err != nil {
+			it.Close()
+			return err
 		}
 	}
 	if err := it.Close(); err != nil {

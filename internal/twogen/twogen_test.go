@@ -151,3 +151,27 @@ func TestShardSize(t *testing.T) {
 		t.Fatalf("a shard is %d bytes, want 128", n)
 	}
 }
+
+// TestAddRefusedForgets: an Add that is refused (too large, or keep
+// false) leaves nothing under its key, not the value it would replace;
+// entries of no size still count, so they turn generations.
+func TestAddRefusedForgets(t *testing.T) {
+	const max = 64 << 10
+	c := twogen.New[int, string](max, shardOf, nil)
+	c.Add(1, "old", 10, nil)
+	c.Add(1, "new", max, nil)
+	if v, ok := c.Get(1); ok {
+		t.Errorf("a refused, too large add left %q", v)
+	}
+	c.Add(2, "old", 10, nil)
+	c.Add(2, "new", 10, func() bool { return false })
+	if v, ok := c.Get(2); ok {
+		t.Errorf("an add refused by keep left %q", v)
+	}
+	for i := range 100000 {
+		c.Add(i, "", 0, nil)
+	}
+	if st := c.Stats(); st.Entries > max {
+		t.Errorf("100000 entries of no size in a cache of %d bytes: %+v kept", max, st)
+	}
+}
