@@ -28,7 +28,7 @@ var (
 	importBatch int64 = 16 << 20
 )
 
-const (
+var (
 	// heldStall: a stream that waited this long while a writer waited
 	// for a chunk not fetched yet and no writer read a held chunk drops
 	// imported frames (the writers then read their chunks back from the
@@ -74,6 +74,8 @@ type heldFrames struct {
 	waiting      int                    // writers waiting for a chunk to arrive
 	wanted       map[castore.Digest]int // the chunks they wait for
 	writersDone  bool                   // no chunk will be read any more
+	stalled      bool                   // a stall was found (waitForRoom) …
+	stallReads   uint64                 // … when reads was this
 	changed      chan struct{}          // closed (and replaced) when a frame leaves memory, a writer waits, or the writers are done
 }
 
@@ -212,7 +214,7 @@ func (h *heldFrames) err() error {
 func (h *heldFrames) waitForRoom(ctx context.Context, vf *pebblestore.VerifiedFrame) error {
 	for {
 		h.mu.Lock()
-		if h.held <= heldBudget || h.writersDone || h.wants(vf) {
+		if h.held <= heldBudget || h.writersDone || h.wants(vf) || h.stillStalled(vf) {
 			h.mu.Unlock()
 			return nil
 		}
@@ -229,14 +231,26 @@ func (h *heldFrames) waitForRoom(ctx context.Context, vf *pebblestore.VerifiedFr
 		}
 		h.mu.Lock()
 		stalled := h.reads == reads && h.waiting > 0
-		if stalled && h.held+int64(len(vf.Decoded())) > 2*heldBudget {
-			h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget/2 })
+		if stalled {
+			h.stalled, h.stallReads = true, h.reads
+			if h.held+int64(len(vf.Decoded())) > 2*heldBudget {
+				h.dropFrames(func(f *heldFrame) bool { return h.held > heldBudget/2 })
+			}
 		}
 		h.mu.Unlock()
 		if stalled {
 			return nil
 		}
 	}
+}
+
+// stillStalled says, holding h.mu, whether the stall last found goes on
+// (a writer still waits and no held chunk has been read since), and vf
+// fits in twice the budget: the frames that follow a stall are let in
+// without waiting heldStall each.
+func (h *heldFrames) stillStalled(vf *pebblestore.VerifiedFrame) bool {
+	return h.stalled && h.stallReads == h.reads && h.waiting > 0 &&
+		h.held+int64(len(vf.Decoded())) <= 2*heldBudget
 }
 
 // wants says whether a writer waits for a chunk of vf, holding h.mu.

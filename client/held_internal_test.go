@@ -248,8 +248,9 @@ func TestHeldFramesStallUnderTwiceBudget(t *testing.T) {
 	f2, d2 := oneChunkFrame(t, 2, 600)
 	f3, d3 := oneChunkFrame(t, 3, 600)
 	f4, d4 := oneChunkFrame(t, 4, 600)
+	f5, d5 := oneChunkFrame(t, 5, 100)
 	imp := &recordingImporter{}
-	h := startHeldFrames(ctx, imp, map[castore.Digest]int{d1: 1, d2: 1, d3: 1, d4: 1})
+	h := startHeldFrames(ctx, imp, map[castore.Digest]int{d1: 1, d2: 1, d3: 1, d4: 1, d5: 1})
 	for _, f := range []*pebblestore.VerifiedFrame{f1, f2} { // 1200 held, over the budget
 		if err := h.add(ctx, f); err != nil {
 			t.Fatal(err)
@@ -274,9 +275,25 @@ func TestHeldFramesStallUnderTwiceBudget(t *testing.T) {
 			t.Errorf("chunk %d dropped letting in a frame within twice the budget", i+1)
 		}
 	}
-	// 2400 would be over twice the budget: imported frames are dropped,
+	// The stall goes on: the next frame within twice the budget (1900)
+	// is let in without a wait of its own (with a wait of an hour, a
+	// stream would otherwise take in one frame an hour).
+	heldStall = time.Hour
+	added := make(chan error, 1)
+	go func() { added <- h.add(ctx, f5) }()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a frame within twice the budget waited again while the stall went on")
+	}
+	heldStall = 100 * time.Millisecond
+	// 2500 would be over twice the budget: imported frames are dropped,
 	// oldest first, down to half the budget.
 	waitImported(t, imp, f3.Name())
+	waitImported(t, imp, f5.Name())
 	if err := h.add(ctx, f4); err != nil {
 		t.Fatal(err)
 	}
