@@ -323,7 +323,7 @@ func (rw *rangeWalker) flush() error {
 		return nil
 	}
 	b := rw.batch
-	rw.batch = make([]rangePart, 0, partBatch)
+	rw.batch = nil // grows with what is gathered: most batches are of one part
 	select {
 	case rw.out <- b:
 		return nil
@@ -424,8 +424,11 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 	}
 	// A file that is one chunk is the chunk named by its own digest: when
 	// the store has that chunk in a local file, send it from there
-	// without reading the blob index.
-	if e.Size <= castore.MaxChunkSize {
+	// without reading the blob index. Only files up to the default
+	// chunker's largest chunk are looked for (a look-up that misses is a
+	// round trip on a shared database); a store cut in larger chunks
+	// reads the blob indexes of its larger files, as before.
+	if e.Size <= uint64(castore.DefaultChunkerOptions.MaxSize) {
 		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
 		if f, foff, ok := rw.chunkFile(ref); ok {
 			lo, hi := clip(at, e.Size, rw.off, rw.end)
