@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,12 +275,12 @@ func TestChunkFilesBound(t *testing.T) {
 // chunkGets counts the look-ups of chunk index records.
 type chunkGets struct {
 	kvDB
-	n int
+	n atomic.Int64 // chunk records read, by any goroutine
 }
 
 func (c *chunkGets) get(ctx context.Context, key []byte, fn func(v []byte) error) error {
 	if len(key) > 0 && key[0] == pebbleKindChunk {
-		c.n++
+		c.n.Add(1)
 	}
 	return c.kvDB.get(ctx, key, fn)
 }
@@ -295,17 +296,20 @@ func TestPlacesHandedOff(t *testing.T) {
 	for _, handoff := range []bool{true, false} {
 		t.Run(fmt.Sprintf("handoff=%v", handoff), func(t *testing.T) {
 			s, chunks, ds := placeStore(t, 20)
+			// The packer may still run: swap under the store's lock.
+			s.mu.Lock()
 			s.places = nil
 			if handoff {
 				s.places = newPlaceHandoff(placeHandoffEntries)
 			}
 			gets := &chunkGets{kvDB: s.db}
 			s.db = gets
+			s.mu.Unlock()
 			files := s.ChunkFiles()
 			defer files.Close()
 			twice := 0
 			for i, d := range ds {
-				before := gets.n
+				before := gets.n.Load()
 				if _, _, ok := files.ChunkFile(ctx, d, uint32(len(chunks[i]))); ok {
 					continue // its frame's decoded file was written meanwhile
 				}
@@ -313,7 +317,7 @@ func TestPlacesHandedOff(t *testing.T) {
 				if err != nil || !bytes.Equal(got, chunks[i]) {
 					t.Fatalf("chunk %d: %d bytes, %v", i, len(got), err)
 				}
-				if gets.n-before == 2 {
+				if gets.n.Load()-before == 2 {
 					twice++
 				}
 			}
