@@ -234,28 +234,7 @@ func TestRenderReadsSmallFromFiles(t *testing.T) {
 	for i := range 300 {
 		entries[fmt.Sprintf("f%03d", i)] = testtree.File(testtree.Random(uint64(10+i), int64(1+i*37%9000)))
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(entries)); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "data")
-	s0, err := pebblestore.Open(dir, pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s0, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s0.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := narrender.Render(ctx, io.Discard, s0, res.Root); err != nil {
-		t.Fatal(err)
-	}
-	if err := s0.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir, nar, res := warmStoreDir(t, entries)
 
 	s := &smallFilesStore{Store: openStore(t, dir)}
 	size := uint64(nar.Len())
@@ -304,28 +283,7 @@ func TestRenderSendsOneChunkFiles(t *testing.T) {
 	for i := range 40 {
 		entries[fmt.Sprintf("f%02d", i)] = testtree.File(testtree.Random(uint64(10+i), int64(17<<10+i*3001)))
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(entries)); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(t.TempDir(), "data")
-	s0, err := pebblestore.Open(dir, pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s0, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s0.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := narrender.Render(ctx, io.Discard, s0, res.Root); err != nil {
-		t.Fatal(err)
-	}
-	if err := s0.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir, nar, res := warmStoreDir(t, entries)
 
 	s := &indexCountingStore{Store: openStore(t, dir)}
 	dirEntries, err := s.GetDirectory(ctx, res.Root.Digest)
@@ -368,4 +326,35 @@ func TestRenderSendsOneChunkFiles(t *testing.T) {
 			t.Fatalf("range [%d, +%d): %d bytes differ from the NAR's", r.off, r.n, w.Len())
 		}
 	}
+}
+
+// warmStoreDir ingests the NAR of a directory of entries into a new
+// store, renders it once so that its frames are kept decoded, and closes
+// the store: the store's directory, the NAR and the ingest's result.
+func warmStoreDir(t *testing.T, entries testtree.Entries) (string, *bytes.Buffer, narrender.Result) {
+	t.Helper()
+	ctx := context.Background()
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(entries)); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	s0, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s0, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := narrender.Render(ctx, io.Discard, s0, res.Root); err != nil {
+		t.Fatal(err)
+	}
+	if err := s0.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, &nar, res
 }
