@@ -143,7 +143,7 @@ func TestReplicasPushAndCollect(t *testing.T) {
 	e2eRequireNix(t)
 	const n = 8
 	dir := t.TempDir()
-	r1, r2 := replicaPair(t, dir, []string{"--gc-interval", "50ms", "--gc-grace", "200ms"}, nil)
+	r1, r2 := replicaPair(t, dir, []string{"--gc-interval", "50ms", "--gc-grace", "3s"}, nil)
 	servers := []*grpcServe{r1, r2}
 	srcs, wants := buildConcurrentTrees(t, filepath.Join(dir, "src"), 2*n)
 	push := func(round int, args func(i int) string) []grpcPushOutput {
