@@ -78,11 +78,10 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 // Add keeps v under k, counted as size bytes (at least one), replacing
 // what k held. When v alone is larger than a generation's share of the
 // bound, or keep, when not nil, returns false, k holds nothing after it.
-// keep is called under the shard's
-// lock, which Remove takes too: a caller that moves a version of its
-// own before each Remove, and has keep compare it with the one it read
-// before making v, never keeps a v made from data a Remove has since
-// declared out of date.
+// keep is called under the shard's lock, which Remove takes too: a
+// caller that moves a version of its own before each Remove, and has
+// keep compare it with the one it read before making v, never keeps a v
+// made from data a Remove has since declared out of date.
 func (c *Cache[K, V]) Add(k K, v V, size int64, keep func() bool) {
 	size = max(size, 1) // an entry of no size would never turn a generation
 	s := c.shard(k)
