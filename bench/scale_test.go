@@ -3,6 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
+	"io"
+	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -167,5 +170,20 @@ func TestScaleStepsInvalid(t *testing.T) {
 		if _, err := Scale(context.Background(), ScaleOptions{Steps: steps, WorkDir: t.TempDir()}); err == nil {
 			t.Errorf("steps %v: no error", steps)
 		}
+	}
+}
+
+// TestLoadGETsLateStart checks that a window over before the connections
+// start (as on a busy machine) still measures one request per connection.
+func TestLoadGETsLateStart(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer srv.Close()
+	next := func(*rand.Rand) string { return srv.URL + "/x.narinfo" }
+	lat, err := LoadGETs(context.Background(), srv.Client(), 4, 0, next, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lat.Requests != 4 || !(lat.RPS > 0) {
+		t.Fatalf("window 0 on 4 connections: %d requests at %v/s, want 4 at a rate above 0", lat.Requests, lat.RPS)
 	}
 }

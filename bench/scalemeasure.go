@@ -206,7 +206,9 @@ func narInfoLoad(ctx context.Context, hc *http.Client, base string, paths, conns
 // LoadGETs sends GET requests through hc on conns connections at once for
 // window, the URL of each from next (given the connection's own random
 // source), every answer read whole and judged by check (nil: any 200),
-// and returns their latencies and rate. It stops at the first failure.
+// and returns their latencies and rate. Each connection sends at least
+// one request, even when it starts after the window on a busy machine, and
+// the rate is over the time they all took. It stops at the first failure.
 func LoadGETs(ctx context.Context, hc *http.Client, conns int, window time.Duration, next func(*rand.Rand) string, check func(url string, body []byte) error) (Latency, error) {
 	var (
 		wg   sync.WaitGroup
@@ -216,7 +218,8 @@ func LoadGETs(ctx context.Context, hc *http.Client, conns int, window time.Durat
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	deadline := time.Now().Add(window)
+	start := time.Now()
+	deadline := start.Add(window)
 	for c := range conns {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(c), uint64(conns)))
@@ -224,7 +227,7 @@ func LoadGETs(ctx context.Context, hc *http.Client, conns int, window time.Durat
 				lat  []time.Duration
 				body bytes.Buffer
 			)
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			for first := true; first || time.Now().Before(deadline) && ctx.Err() == nil; first = false {
 				url := next(rng)
 				body.Reset()
 				start := time.Now()
@@ -252,10 +255,10 @@ func LoadGETs(ctx context.Context, hc *http.Client, conns int, window time.Durat
 	if ferr != nil {
 		return Latency{}, ferr
 	}
-	return latencyOf(all, window), nil
+	return latencyOf(all, time.Since(start)), nil
 }
 
-func latencyOf(all []time.Duration, window time.Duration) Latency {
+func latencyOf(all []time.Duration, took time.Duration) Latency {
 	if len(all) == 0 {
 		return Latency{}
 	}
@@ -265,7 +268,7 @@ func latencyOf(all []time.Duration, window time.Duration) Latency {
 		Requests: len(all),
 		P50us:    us(all[len(all)/2]),
 		P99us:    us(all[len(all)*99/100]),
-		RPS:      float64(len(all)) / window.Seconds(),
+		RPS:      float64(len(all)) / took.Seconds(),
 	}
 }
 
