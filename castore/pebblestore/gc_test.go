@@ -38,7 +38,6 @@ func gcKeepsUsed(t *testing.T, collector, s *pebblestore.Store, rounds, n int) {
 		binary.LittleEndian.PutUint64(b, uint64(i))
 		return castore.NewChunk(b)
 	}
-	noRoots := func(context.Context, func(string, castore.Entry) error) error { return nil }
 	for round := range rounds {
 		for i := range n {
 			if _, err := s.PutChunk(ctx, chunk(round*n+i)); err != nil {
@@ -57,13 +56,27 @@ func gcKeepsUsed(t *testing.T, collector, s *pebblestore.Store, rounds, n int) {
 		var res pebblestore.GCResult
 		var gcErr error
 		done := make(chan struct{})
+		// The collection asks for its roots once its epoch has begun: uses
+		// from then on are during the collection. (A use before it, on a
+		// machine slow enough that the collection starts more than the
+		// grace period later, is rightly older than the grace.)
+		marking := make(chan struct{})
+		roots := func(context.Context, func(string, castore.Entry) error) error {
+			close(marking)
+			return nil
+		}
 		go func() {
 			defer close(done)
-			res, gcErr = collector.GC(ctx, pebblestore.GCOptions{Roots: noRoots, Grace: grace, RewriteBelow: 0.5})
+			res, gcErr = collector.GC(ctx, pebblestore.GCOptions{Roots: roots, Grace: grace, RewriteBelow: 0.5})
 		}()
 		for w := range 4 {
 			wg.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+				select {
+				case <-marking:
+				case <-done:
+					return
+				}
 				for {
 					select {
 					case <-stop:
