@@ -30,7 +30,10 @@
 // written, stored MB, the ratio to the xz total (-xz-bytes), zstd CPU in
 // ns per NAR byte (compression, and the classification the strategy
 // needs), and the mean CPU of a frame decode per chunk read (each chunk
-// weighted once: what a first read of a random chunk costs). CPU is the
+// weighted once: what a first read of a random chunk costs), the largest
+// frame, the most bytes open frames held at once, and the bytes decoded to
+// read each file alone with nothing cached (the frames holding its new
+// chunks) over the bytes of the files. CPU is the
 // thread's CPU time (CLOCK_THREAD_CPUTIME_ID on Linux) around each call,
 // so what else runs on the machine changes it less than wall time.
 //

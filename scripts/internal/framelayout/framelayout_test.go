@@ -124,6 +124,10 @@ func TestRunCutsFramesAsThePacker(t *testing.T) {
 	if r.frames != 3 || r.maxDecoded != 80*k {
 		t.Errorf("%d frames, largest %d bytes; want 3, %d", r.frames, r.maxDecoded, 80*k)
 	}
+	// Each chunk is a file: two files read 80 KiB each, two 50, one 30.
+	if want := int64(2*80*k + 2*50*k + 30*k); r.fileReadBytes != want {
+		t.Errorf("reading each file decodes %d bytes, want %d", r.fileReadBytes, want)
+	}
 	if r.stored <= 0 || r.stored >= c.narBytes {
 		t.Errorf("stored %d bytes of %d", r.stored, c.narBytes)
 	}

@@ -62,6 +62,10 @@ type result struct {
 	chunkReadCPU time.Duration
 	maxDecoded   int // the largest frame
 	maxOpen      int // the most frames open at once
+	// fileReadBytes is, summed over the files, the decoded bytes of the
+	// frames holding the file's new chunks: what reading every file on
+	// its own, with nothing cached, decodes.
+	fileReadBytes int64
 	// maxOpenBytes is the most bytes in open frames at once, or held for
 	// reordering.
 	maxOpenBytes int
@@ -110,7 +114,12 @@ func (c *corpus) run(s strategy) (*result, error) {
 	type openFrame struct {
 		data   []byte
 		chunks int
+		files  []int32 // the file of each chunk
 	}
+	// frameBytes[i] is the size of frame i decoded; fileFrames the frames
+	// holding each file's new chunks.
+	var frameBytes []int
+	fileFrames := map[int32][]int32{}
 	open := map[int]*openFrame{}
 	openBytes, busy := 0, 0 // in open frames, frames holding chunks
 	var obj, back, filtered []byte
@@ -152,6 +161,13 @@ func (c *corpus) run(s strategy) (*result, error) {
 		res.zstdCPU += t1 - t0
 		res.decodeCPU += t2 - t1
 		res.chunkReadCPU += (t2 - t1) * time.Duration(f.chunks)
+		for _, file := range f.files {
+			ff := fileFrames[file]
+			if n := len(ff); n == 0 || ff[n-1] != int32(res.frames) {
+				fileFrames[file] = append(ff, int32(res.frames))
+			}
+		}
+		frameBytes = append(frameBytes, len(f.data))
 		res.frames++
 		res.stored += int64(len(obj))
 		res.maxDecoded = max(res.maxDecoded, len(f.data))
@@ -165,7 +181,7 @@ func (c *corpus) run(s strategy) (*result, error) {
 		ct.stored += int64(len(obj))
 		openBytes -= len(f.data)
 		busy--
-		f.data, f.chunks = f.data[:0], 0
+		f.data, f.chunks, f.files = f.data[:0], 0, f.files[:0]
 		return nil
 	}
 	start := 0
@@ -190,6 +206,7 @@ func (c *corpus) run(s strategy) (*result, error) {
 			}
 			f.data = append(f.data, c.data(ch)...)
 			f.chunks++
+			f.files = append(f.files, ch.file)
 			openBytes += ch.size
 			if len(f.data) == ch.size {
 				busy++
@@ -229,6 +246,16 @@ func (c *corpus) run(s strategy) (*result, error) {
 	for _, e := range encs {
 		e.Close()
 	}
+	// A file's frames, each counted once: its chunks can come back to an
+	// open frame after going to others.
+	var touched int64
+	for _, ff := range fileFrames {
+		slices.Sort(ff)
+		for _, fr := range slices.Compact(ff) {
+			touched += int64(frameBytes[fr])
+		}
+	}
+	res.fileReadBytes = touched
 	return res, nil
 }
 
