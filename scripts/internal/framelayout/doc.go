@@ -33,7 +33,8 @@
 // weighted once: what a first read of a random chunk costs), the largest
 // frame, the most bytes open frames held at once, and the bytes decoded to
 // read each file alone with nothing cached (the frames holding its new
-// chunks) over the bytes of the files. CPU is the
+// chunks) over the bytes of the files, for all files and for those with
+// at least 1 MiB of new bytes. CPU is the
 // thread's CPU time (CLOCK_THREAD_CPUTIME_ID on Linux) around each call,
 // so what else runs on the machine changes it less than wall time.
 //

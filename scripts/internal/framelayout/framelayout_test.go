@@ -128,6 +128,22 @@ func TestRunCutsFramesAsThePacker(t *testing.T) {
 	if want := int64(2*80*k + 2*50*k + 30*k); r.fileReadBytes != want {
 		t.Errorf("reading each file decodes %d bytes, want %d", r.fileReadBytes, want)
 	}
+	if r.largeFileBytes != 0 || r.largeFileReadBytes != 0 {
+		t.Errorf("large files: %d bytes, %d decoded; there are none", r.largeFileBytes, r.largeFileReadBytes)
+	}
+	// One file of 1200 KiB and one of 400 KiB in 1 MiB frames: the first
+	// fills a frame, the second the next.
+	c = testCorpus([][]int{{400 * k, 400 * k, 400 * k, 400 * k}}, nil)
+	for i := range c.chunks[:3] {
+		c.chunks[i].file = 0
+	}
+	if r, err = c.run(strategy{name: "t", size: func(int) int { return 1 << 20 }}); err != nil {
+		t.Fatal(err)
+	}
+	if r.largeFileBytes != 1200*k || r.largeFileReadBytes != 1200*k || r.fileReadBytes != 1600*k {
+		t.Errorf("large files: %d bytes, %d decoded, all files %d decoded; want %d, %d, %d",
+			r.largeFileBytes, r.largeFileReadBytes, r.fileReadBytes, 1200*k, 1200*k, 1600*k)
+	}
 	if r.stored <= 0 || r.stored >= c.narBytes {
 		t.Errorf("stored %d bytes of %d", r.stored, c.narBytes)
 	}

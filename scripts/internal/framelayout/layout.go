@@ -66,11 +66,17 @@ type result struct {
 	// frames holding the file's new chunks: what reading every file on
 	// its own, with nothing cached, decodes.
 	fileReadBytes int64
+	// largeFileReadBytes is the same over the files with at least
+	// largeFile new bytes, largeFileBytes their new bytes.
+	largeFileReadBytes, largeFileBytes int64
 	// maxOpenBytes is the most bytes in open frames at once, or held for
 	// reordering.
 	maxOpenBytes int
 	classes      map[int]*classTotals
 }
+
+// largeFile is the least new bytes of a file counted as large.
+const largeFile = 1 << 20
 
 // storeWindow is the window the store's packer gives a frame of n bytes:
 // 1 MiB, doubled until it covers the frame, at most 8 MiB.
@@ -248,14 +254,22 @@ func (c *corpus) run(s strategy) (*result, error) {
 	}
 	// A file's frames, each counted once: its chunks can come back to an
 	// open frame after going to others.
-	var touched int64
-	for _, ff := range fileFrames {
+	fileBytes := map[int32]int64{}
+	for _, ch := range c.chunks {
+		fileBytes[ch.file] += int64(ch.size)
+	}
+	for file, ff := range fileFrames {
 		slices.Sort(ff)
+		var touched int64
 		for _, fr := range slices.Compact(ff) {
 			touched += int64(frameBytes[fr])
 		}
+		res.fileReadBytes += touched
+		if fileBytes[file] >= largeFile {
+			res.largeFileReadBytes += touched
+			res.largeFileBytes += fileBytes[file]
+		}
 	}
-	res.fileReadBytes = touched
 	return res, nil
 }
 

@@ -72,15 +72,16 @@ func run(xzBytes int64, only string, jobs int, nars []string) error {
 		}
 	}
 
-	fmt.Println("| # | strategy | frame size | open frames | frames | stored MB | ÷ xz | zstd CPU ns/NAR B | class CPU ns/NAR B | decode CPU per first chunk read, ms | largest frame MiB | open frames' peak MiB | decoded ÷ file bytes, each file read alone |")
-	fmt.Println("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| # | strategy | frame size | open frames | frames | stored MB | ÷ xz | zstd CPU ns/NAR B | class CPU ns/NAR B | decode CPU per first chunk read, ms | largest frame MiB | open frames' peak MiB | decoded ÷ file bytes, each file read alone | the same, files of 1 MiB or more |")
+	fmt.Println("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	nb := float64(c.narBytes)
 	for _, i := range rows {
 		r := results[i]
-		fmt.Printf("| %d | %s | %s | %d | %d | %.1f | %.3f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f |\n",
+		fmt.Printf("| %d | %s | %s | %d | %d | %.1f | %.3f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f |\n",
 			i+1, r.s.name, sizeText(r), r.maxOpen, r.frames, float64(r.stored)/1e6, float64(r.stored)/float64(xzBytes),
 			float64(r.zstdCPU)/nb, float64(r.classifyCPU)/nb,
-			float64(r.chunkReadCPU)/float64(len(c.chunks))/1e6, float64(r.maxDecoded)/(1<<20), float64(r.maxOpenBytes)/(1<<20), float64(r.fileReadBytes)/float64(len(c.arena)))
+			float64(r.chunkReadCPU)/float64(len(c.chunks))/1e6, float64(r.maxDecoded)/(1<<20), float64(r.maxOpenBytes)/(1<<20), float64(r.fileReadBytes)/float64(len(c.arena)),
+			float64(r.largeFileReadBytes)/float64(max(1, r.largeFileBytes)))
 	}
 	fmt.Println()
 	fmt.Printf("Per class (strategies with 2 to %d classes):\n", maxClassRows)
