@@ -199,7 +199,7 @@ func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *
 		dst := bufs.stored[:0]
 		if held != nil {
 			// Held, and imported as it is: a buffer of its own.
-			dst = make([]byte, 0, f.meta.StoredSize)
+			dst = held.storedBuffer(int(f.meta.StoredSize))
 		}
 		obj, err := receiveFrame(stream, f.meta, dst)
 		if status.Code(err) == codes.NotFound {
@@ -264,7 +264,7 @@ func holdFrame(ctx context.Context, f *framePull, obj []byte, held *heldFrames, 
 	for i, p := range f.chunks {
 		places[i] = pebblestore.FrameChunk{Digest: p.ref.Digest, Offset: p.offset, Length: p.ref.Size}
 	}
-	vf, err := pebblestore.VerifyFrame(f.meta.Name, obj, places)
+	vf, err := pebblestore.VerifyFrameInto(f.meta.Name, obj, held.decodedBuffer(int(f.meta.DecodedSize)), places)
 	if err != nil {
 		return 0, fmt.Errorf("client: from the server: %w", err)
 	}
