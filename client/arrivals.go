@@ -76,15 +76,16 @@ func chunkCached(bar Progress, r castore.ChunkRef) {
 	}
 }
 
-// heldChunk returns the bytes of chunk d when a frame held for the pull
-// has them (see heldFrames.chunk). A nil *arrivals holds nothing, nor
-// does a frame hold a chunk the pull does not fetch (the cache had it).
-func (a *arrivals) heldChunk(d castore.Digest) ([]byte, bool) {
+// heldChunk appends the bytes of chunk d to dst when a frame held for
+// the pull has them (see heldFrames.copyChunk). A nil *arrivals holds
+// nothing, nor does a frame hold a chunk the pull does not fetch (the
+// cache had it).
+func (a *arrivals) heldChunk(d castore.Digest, dst []byte) ([]byte, bool) {
 	if a == nil {
-		return nil, false
+		return dst, false
 	}
 	if _, fetched := a.chunks[d]; !fetched {
-		return nil, false
+		return dst, false
 	}
-	return a.held.chunk(d)
+	return a.held.copyChunk(d, dst)
 }

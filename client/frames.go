@@ -189,7 +189,7 @@ func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *
 	for i := range frames {
 		names[i] = frames[i].meta.Name[:]
 	}
-	stream, err := c.sync.ReadFrames(countWire(ctx, nil, &in), &nixcaspb.ReadFramesRequest{Names: names})
+	stream, err := c.sync.ReadFrames(countWire(ctx, nil, &in), &nixcaspb.ReadFramesRequest{Names: names}, framesCallOption)
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("client: reading frames: %w", err)
 	}
@@ -199,7 +199,7 @@ func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *
 		dst := bufs.stored[:0]
 		if held != nil {
 			// Held, and imported as it is: a buffer of its own.
-			dst = make([]byte, 0, f.meta.StoredSize)
+			dst = held.storedBuffer(int(f.meta.StoredSize))
 		}
 		obj, err := receiveFrame(stream, f.meta, dst)
 		if status.Code(err) == codes.NotFound {
@@ -231,10 +231,16 @@ func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *
 }
 
 // receiveFrame receives the frame m from stream into dst (its bytes are
-// checked against its name when it is decoded).
+// checked against its name when it is decoded): on a stream made with
+// framesCallOption, straight into dst's array while it has room.
 func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameMeta, dst []byte) ([]byte, error) {
+	msg := &nixcaspb.ReadFramesResponse{}
 	for first := true; first || uint64(len(dst)) < m.StoredSize; first = false {
-		msg, err := stream.Recv()
+		// framesCodec appends the message's bytes to Data (another
+		// codec replaces Data).
+		msg.Reset()
+		msg.Data = dst[len(dst):]
+		err := stream.RecvMsg(msg)
 		if err == io.EOF {
 			return dst, fmt.Errorf("%w: client: frame %s: the server ended the stream after %d of its %d bytes", castore.ErrCorrupt, m.Name, len(dst), m.StoredSize)
 		}
@@ -250,9 +256,18 @@ func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameM
 		if uint64(len(dst))+uint64(len(msg.GetData())) > m.StoredSize {
 			return dst, fmt.Errorf("%w: client: frame %s: the server sent more than its %d bytes", castore.ErrCorrupt, m.Name, m.StoredSize)
 		}
-		dst = append(dst, msg.GetData()...)
+		dst = appendReceived(dst, msg.GetData())
 	}
 	return dst, nil
+}
+
+// appendReceived appends data to dst, unless framesCodec received it into
+// dst's array already, right after dst's bytes.
+func appendReceived(dst, data []byte) []byte {
+	if n := len(dst); len(data) > 0 && cap(dst) > n && &dst[:n+1][n] == &data[0] {
+		return dst[:n+len(data)]
+	}
+	return append(dst, data...)
 }
 
 // holdFrame checks the frame f's stored bytes obj against its name,
@@ -264,7 +279,7 @@ func holdFrame(ctx context.Context, f *framePull, obj []byte, held *heldFrames, 
 	for i, p := range f.chunks {
 		places[i] = pebblestore.FrameChunk{Digest: p.ref.Digest, Offset: p.offset, Length: p.ref.Size}
 	}
-	vf, err := pebblestore.VerifyFrame(f.meta.Name, obj, places)
+	vf, err := pebblestore.VerifyFrameInto(f.meta.Name, obj, held.decodedBuffer(int(f.meta.DecodedSize)), places)
 	if err != nil {
 		return 0, fmt.Errorf("client: from the server: %w", err)
 	}

@@ -77,12 +77,17 @@ type heldFrames struct {
 	stalled      bool                   // a stall was found (waitForRoom) …
 	stallReads   uint64                 // … when reads was this
 	changed      chan struct{}          // closed (and replaced) when a frame leaves memory, a writer waits, or the writers are done
+	decodedFree  bufferPool             // decoded buffers of frames gone, for the next frames
+	storedFree   bufferPool             // stored buffers of frames imported, for the next frames
 }
 
 type heldFrame struct {
 	vf       *pebblestore.VerifiedFrame
-	live     int // chunks with reads still to come
-	imported bool
+	live     int  // chunks with reads still to come
+	readers  int  // copyChunk calls reading the frame now
+	imported bool // in the cache: its stored buffer is free
+	dropped  bool // out of memory: its decoded buffer is free once readers is 0
+	recycled bool // its decoded buffer went to the pool
 }
 
 // heldChunk is the i-th chunk of the frame f.
@@ -94,6 +99,81 @@ type heldChunk struct {
 // importQueue is how many batches wait for the importer before a stream
 // that has another waits to queue it.
 const importQueue = 4
+
+// A pull decodes its frames into the buffers of frames that left memory,
+// and receives their stored bytes into the buffers of frames imported,
+// so that it reuses the memory of a few dozen frames rather than taking
+// fresh pages for every frame: on this project's VM a page touched for
+// the first time cost more than decoding into it (page faults and the
+// zeroing of pages were a quarter of a cold pull's CPU), and the kernel
+// copied a frame into the cache's file slower out of a fresh buffer than
+// out of one it had copied from before.
+const (
+	// bufferRound rounds the capacity of a new buffer up, so that
+	// frames of about the same size fit each other's buffers.
+	bufferRound = 64 << 10
+	// maxFreeBuffers bounds the capacity of the buffers a pool keeps.
+	maxFreeBuffers = 16 << 20
+)
+
+// bufferPool keeps buffers for reuse, up to maxFreeBuffers bytes of
+// capacity. Its zero value is empty; it is not safe for concurrent use.
+type bufferPool struct {
+	free  [][]byte
+	bytes int64
+}
+
+// get returns an empty buffer of at least n bytes of capacity: a free
+// one when one is large enough, else a new one.
+func (p *bufferPool) get(n int) []byte {
+	for i, b := range p.free {
+		if cap(b) >= n {
+			last := len(p.free) - 1
+			p.free[i], p.free[last] = p.free[last], nil
+			p.free = p.free[:last]
+			p.bytes -= int64(cap(b))
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, (n+bufferRound-1)/bufferRound*bufferRound)
+}
+
+// put keeps b for reuse, unless the pool is full. Nothing may use b
+// afterwards.
+func (p *bufferPool) put(b []byte) {
+	if p.bytes+int64(cap(b)) > maxFreeBuffers {
+		return
+	}
+	p.free = append(p.free, b[:0])
+	p.bytes += int64(cap(b))
+}
+
+// decodedBuffer returns a buffer of at least n bytes of capacity for a
+// frame to decode into.
+func (h *heldFrames) decodedBuffer(n int) []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.decodedFree.get(n)
+}
+
+// storedBuffer returns a buffer of at least n bytes of capacity for a
+// frame's stored bytes, which add and the import keep until the frame is
+// imported.
+func (h *heldFrames) storedBuffer(n int) []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.storedFree.get(n)
+}
+
+// recycle frees the decoded buffer of f, once dropped and read by no
+// one, for the next frames, holding h.mu.
+func (h *heldFrames) recycle(f *heldFrame) {
+	if f.readers > 0 || !f.dropped || f.recycled {
+		return
+	}
+	f.recycled = true
+	h.decodedFree.put(f.vf.Decoded())
+}
 
 // newHeldFrames returns the frames held for a pull into cache, whose
 // writers read each chunk as many times as uses says, or nil when the
@@ -351,6 +431,7 @@ func (h *heldFrames) importFrames(ctx context.Context, batch []*heldFrame) error
 	defer h.mu.Unlock()
 	for _, f := range batch {
 		f.imported = true
+		h.storedFree.put(f.vf.Stored())
 	}
 	h.dropFrames(func(f *heldFrame) bool { return f.live == 0 })
 	return nil
@@ -372,6 +453,8 @@ func (h *heldFrames) dropFrames(drop func(*heldFrame) bool) {
 			}
 		}
 		h.held -= int64(len(f.vf.Decoded()))
+		f.dropped = true
+		h.recycle(f)
 		n++
 	}
 	clear(h.frames[len(kept):])
@@ -381,28 +464,38 @@ func (h *heldFrames) dropFrames(drop func(*heldFrame) bool) {
 	}
 }
 
-// chunk returns the bytes of chunk d when a held frame has them, and
-// whether it did, counting one of the chunk's uses. The slice is the
-// frame's: read it, never modify it (it stays valid after the frame
-// leaves memory). A nil *heldFrames holds nothing.
-func (h *heldFrames) chunk(d castore.Digest) ([]byte, bool) {
+// copyChunk appends the bytes of chunk d to dst when a held frame has
+// them, and says whether it did, counting one of the chunk's uses. The
+// bytes are copied out of the frame, whose buffer the next frames reuse
+// once it has left memory. A nil *heldFrames holds nothing.
+func (h *heldFrames) copyChunk(d castore.Digest, dst []byte) ([]byte, bool) {
 	if h == nil {
-		return nil, false
+		return dst, false
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	hc, ok := h.chunks[d]
 	if !ok {
-		return nil, false
+		h.mu.Unlock()
+		return dst, false
 	}
+	f := hc.f
 	h.reads++
+	f.readers++
 	if h.uses[d] > 0 {
 		h.uses[d]--
 		if h.uses[d] == 0 {
-			if hc.f.live--; hc.f.live == 0 && hc.f.imported {
-				h.dropFrames(func(f *heldFrame) bool { return f == hc.f })
+			if f.live--; f.live == 0 && f.imported {
+				h.dropFrames(func(g *heldFrame) bool { return g == f })
 			}
 		}
 	}
-	return hc.f.vf.Chunk(hc.i), true
+	h.mu.Unlock()
+	// Copied without the lock, so that the writers copy side by side:
+	// the frame's buffer is not reused while readers counts this call.
+	dst = append(dst, f.vf.Chunk(hc.i)...)
+	h.mu.Lock()
+	f.readers--
+	h.recycle(f)
+	h.mu.Unlock()
+	return dst, true
 }

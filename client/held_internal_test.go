@@ -95,7 +95,7 @@ func TestHeldFrames(t *testing.T) {
 	added := make(chan error, 1)
 	go func() { added <- h.add(ctx, f2) }()
 	for range 2 {
-		if b, ok := h.chunk(d1); !ok || castore.Hash(b) != d1 {
+		if b, ok := h.copyChunk(d1, nil); !ok || castore.Hash(b) != d1 {
 			t.Fatalf("chunk 1 held: %v", ok)
 		}
 	}
@@ -107,7 +107,7 @@ func TestHeldFrames(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("add did not return once the frame held was used up")
 	}
-	if _, ok := h.chunk(d1); ok {
+	if _, ok := h.copyChunk(d1, nil); ok {
 		t.Error("chunk 1 still held after its uses")
 	}
 	// A writer waits for chunk 3, and nobody reads chunk 2: adding f3
@@ -119,7 +119,7 @@ func TestHeldFrames(t *testing.T) {
 	if err := h.add(ctx, f3); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := h.chunk(d2); ok {
+	if _, ok := h.copyChunk(d2, nil); ok {
 		t.Error("chunk 2 still held after a stall over the budget")
 	}
 	h.waitingFor(elsewhere, -1)
@@ -145,10 +145,10 @@ func TestHeldFrames(t *testing.T) {
 	if !held3 {
 		t.Error("chunk 3 dropped to let in a frame a writer waits for")
 	}
-	if b, ok := h.chunk(d6); !ok || castore.Hash(b) != d6 {
+	if b, ok := h.copyChunk(d6, nil); !ok || castore.Hash(b) != d6 {
 		t.Errorf("chunk 6 held: %v", ok)
 	}
-	if b, ok := h.chunk(d3); !ok || castore.Hash(b) != d3 {
+	if b, ok := h.copyChunk(d3, nil); !ok || castore.Hash(b) != d3 {
 		t.Errorf("chunk 3 held: %v", ok)
 	}
 	if err := h.finish(ctx); err != nil {
@@ -308,4 +308,96 @@ func TestHeldFramesStallUnderTwiceBudget(t *testing.T) {
 	if err := h.finish(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// heldFrameInto returns a frame holding one chunk of n bytes, its stored
+// bytes and its decoded bytes in the buffers h gives for them, as a pull
+// receives and decodes it.
+func heldFrameInto(t *testing.T, h *heldFrames, seed byte, n int) (*pebblestore.VerifiedFrame, castore.Digest) {
+	t.Helper()
+	f, d := oneChunkFrame(t, seed, n)
+	stored := append(h.storedBuffer(len(f.Stored())), f.Stored()...)
+	vf, err := pebblestore.VerifyFrameInto(f.Name(), stored, h.decodedBuffer(n), f.Chunks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vf, d
+}
+
+// sameArray says whether a and b start at the same byte of memory.
+func sameArray(a, b []byte) bool {
+	return cap(a) > 0 && cap(b) > 0 && &a[:1][0] == &b[:1][0]
+}
+
+// TestHeldFramesReuseBuffers: the next frames decode into the buffer of
+// a frame that left memory, once no writer copies out of it any more,
+// and receive their stored bytes into the buffer of a frame imported;
+// the chunks copied out are the frame's whatever happens to it next.
+func TestHeldFramesReuseBuffers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	SetHeldLimits(t, 1<<30, 1) // each frame queued for import at once
+	imp := &recordingImporter{}
+	h := startHeldFrames(ctx, imp, map[castore.Digest]int{})
+	f1, d1 := heldFrameInto(t, h, 1, 5000)
+	h.uses[d1] = 1
+	if err := h.add(ctx, f1); err != nil {
+		t.Fatal(err)
+	}
+	waitImported(t, imp, f1.Name())
+	waitFor(t, "stored buffer of frame 1 free after its import", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.storedFree.free) == 1 && sameArray(h.storedFree.free[0], f1.Stored())
+	})
+
+	// A writer still copying out of frame 1 when its last use drops it:
+	// its buffer is not reused until that copy is done.
+	h.mu.Lock()
+	f := h.chunks[d1].f
+	f.readers++
+	h.mu.Unlock()
+	got, ok := h.copyChunk(d1, nil)
+	if !ok || castore.Hash(got) != d1 {
+		t.Fatalf("chunk 1 held: %v", ok)
+	}
+	if b := h.decodedBuffer(5000); sameArray(b, f1.Decoded()) {
+		t.Fatal("frame 1's decoded buffer reused while a writer copies out of it")
+	}
+	h.mu.Lock()
+	f.readers--
+	h.recycle(f)
+	h.mu.Unlock()
+
+	f2, d2 := heldFrameInto(t, h, 2, 5000)
+	if !sameArray(f2.Decoded(), f1.Decoded()) {
+		t.Error("frame 2 not decoded into the buffer of frame 1, which left memory")
+	}
+	if !sameArray(f2.Stored(), f1.Stored()) {
+		t.Error("frame 2 not received into the stored buffer of frame 1, imported")
+	}
+	if castore.Hash(got) != d1 {
+		t.Error("the copy of chunk 1 changed when its frame's buffer was reused")
+	}
+	h.uses[d2] = 1
+	if err := h.add(ctx, f2); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := h.copyChunk(d2, nil); !ok || castore.Hash(b) != d2 {
+		t.Fatalf("chunk 2 held: %v", ok)
+	}
+	if err := h.finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor waits up to a minute for cond, failing with what otherwise.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("not within a minute: %s", what)
 }

@@ -237,10 +237,56 @@ func TestVerifyFrameRefuses(t *testing.T) {
 			if !strings.Contains(err.Error(), hexName(tc.f)) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not name frame %s (and %q)", err, hexName(tc.f), tc.want)
 			}
+			// Into a buffer that held another frame: refused the same.
+			reused := bytes.Repeat([]byte{0xee}, 1<<20)
+			if vf, err := pebblestore.VerifyFrameInto(tc.f.name, tc.f.stored, reused, tc.f.chunks); !errors.Is(err, castore.ErrCorrupt) || vf != nil {
+				t.Fatalf("VerifyFrameInto = %v, %v; want ErrCorrupt", vf, err)
+			}
 		})
 	}
 	if _, err := pebblestore.VerifyFrame(good.name, good.stored, good.chunks); err != nil {
 		t.Fatalf("the good frame: %v", err)
+	}
+}
+
+// TestVerifyFrameInto: a frame verified into a buffer with room decodes
+// into that buffer's memory, whatever it held before, and holds the same
+// chunks as one verified into fresh memory; a buffer too small is not
+// used.
+func TestVerifyFrameInto(t *testing.T) {
+	f := makeFrame(t, versionedChunks(3, 3))
+	fresh := verified(t, f)
+	n := len(fresh.Decoded())
+	for _, tc := range []struct {
+		name   string
+		dst    []byte
+		inDest bool
+	}{
+		{"room, garbage in it", bytes.Repeat([]byte{0xee}, n+100), true},
+		{"room past its length", make([]byte, 3, n), true},
+		{"too small", make([]byte, n/2), false},
+		{"none", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vf, err := pebblestore.VerifyFrameInto(f.name, f.stored, tc.dst, f.chunks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(vf.Decoded(), fresh.Decoded()) {
+				t.Fatal("decoded bytes differ from those decoded into fresh memory")
+			}
+			if got := cap(tc.dst) > 0 && &vf.Decoded()[0] == &tc.dst[:1][0]; got != tc.inDest {
+				t.Errorf("decoded into the buffer given: %v, want %v", got, tc.inDest)
+			}
+			for i, c := range f.data {
+				if !bytes.Equal(vf.Chunk(i), c) {
+					t.Errorf("chunk %d differs", i)
+				}
+			}
+			if !bytes.Equal(vf.Stored(), f.stored) {
+				t.Error("Stored is not the stored bytes given")
+			}
+		})
 	}
 }
 
