@@ -401,26 +401,30 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 	if at+e.Size <= rw.off {
 		return nil
 	}
+	if err := rw.contents(at, n); err != nil {
+		return err
+	}
+	if at+e.Size >= rw.end {
+		return errRangeDone
+	}
+	return nil
+}
+
+// contents sends the part of file n's contents, at NAR offset at, that
+// falls in the range.
+func (rw *rangeWalker) contents(at uint64, n Node) error {
+	e := n.Entry
+	ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
 	if e.Size <= SingleChunkMax {
 		lo, hi := clip(at, e.Size, rw.off, rw.end)
-		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
-		var part rangePart
 		if f, foff, ok := rw.chunkFile(ref); ok {
-			part = rangePart{file: f, fileOff: foff + int64(lo), read: true, ref: ref, lo: int(lo), hi: int(hi)}
-		} else {
-			p, held, err := rw.fetch(ref)
-			if err != nil {
-				return err
-			}
-			part = rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi), guess: &guessedFile{n}}
+			return rw.send(fileSection(f, foff, ref, lo, hi))
 		}
-		if err := rw.send(part); err != nil {
+		p, held, err := rw.fetch(ref)
+		if err != nil {
 			return err
 		}
-		if at+e.Size >= rw.end {
-			return errRangeDone
-		}
-		return nil
+		return rw.send(rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi), guess: &guessedFile{n}})
 	}
 	// A file that is one chunk is the chunk named by its own digest: when
 	// the store has that chunk in a local file, send it from there
@@ -429,17 +433,9 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 	// round trip on a shared database); a store cut in larger chunks
 	// reads the blob indexes of its larger files, as before.
 	if e.Size <= uint64(castore.DefaultChunkerOptions.MaxSize) {
-		ref := castore.ChunkRef{Digest: e.Digest, Size: uint32(e.Size)}
 		if f, foff, ok := rw.chunkFile(ref); ok {
 			lo, hi := clip(at, e.Size, rw.off, rw.end)
-			read := hi-lo < sendFileMin
-			if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: read, ref: ref, lo: int(lo), hi: int(hi)}); err != nil {
-				return err
-			}
-			if at+e.Size >= rw.end {
-				return errRangeDone
-			}
-			return nil
+			return rw.send(fileSection(f, foff, ref, lo, hi))
 		}
 	}
 	chunks, err := castore.BlobChunks(rw.ctx, rw.s, e.Digest, e.Size)
@@ -453,29 +449,31 @@ func (rw *rangeWalker) file(at uint64, n Node) error {
 		}
 		lo, hi := clip(pos, uint64(c.Size), rw.off, rw.end)
 		pos += uint64(c.Size)
-		if lo < hi {
-			if f, foff, ok := rw.chunkFile(c); ok {
-				read := hi-lo < sendFileMin
-				if err := rw.send(rangePart{file: f, fileOff: foff + int64(lo), read: read, ref: c, lo: int(lo), hi: int(hi)}); err != nil {
-					return err
-				}
-				continue
-			}
+		if lo == hi {
+			continue
 		}
-		if lo < hi {
-			p, held, err := rw.fetch(c)
-			if err != nil {
+		if f, foff, ok := rw.chunkFile(c); ok {
+			if err := rw.send(fileSection(f, foff, c, lo, hi)); err != nil {
 				return err
 			}
-			if err := rw.send(rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi)}); err != nil {
-				return err
-			}
+			continue
 		}
-	}
-	if at+e.Size >= rw.end {
-		return errRangeDone
+		p, held, err := rw.fetch(c)
+		if err != nil {
+			return err
+		}
+		if err := rw.send(rangePart{chunk: p, held: held, lo: int(lo), hi: int(hi)}); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// fileSection is the part of bytes [lo, hi) of chunk ref, which is at
+// offset foff of f: sent from f, or read from it when it is too small to
+// be worth a send.
+func fileSection(f *os.File, foff int64, ref castore.ChunkRef, lo, hi uint64) rangePart {
+	return rangePart{file: f, fileOff: foff + int64(lo), read: hi-lo < sendFileMin, ref: ref, lo: int(lo), hi: int(hi)}
 }
 
 // clip returns the part of the n bytes at offset at that falls in
