@@ -432,11 +432,15 @@ func (rw *rangeWalker) contents(at uint64, n Node) error {
 	// chunker's largest chunk are looked for (a look-up that misses is a
 	// round trip on a shared database); a store cut in larger chunks
 	// reads the blob indexes of its larger files, as before.
+	// When it is not there, the chunk is not asked for again if the blob
+	// index says the file is that one chunk.
+	asked := false
 	if e.Size <= uint64(castore.DefaultChunkerOptions.MaxSize) {
 		if f, foff, ok := rw.chunkFile(ref); ok {
 			lo, hi := clip(at, e.Size, rw.off, rw.end)
 			return rw.send(fileSection(f, foff, ref, lo, hi))
 		}
+		asked = true
 	}
 	chunks, err := castore.BlobChunks(rw.ctx, rw.s, e.Digest, e.Size)
 	if err != nil {
@@ -452,11 +456,13 @@ func (rw *rangeWalker) contents(at uint64, n Node) error {
 		if lo == hi {
 			continue
 		}
-		if f, foff, ok := rw.chunkFile(c); ok {
-			if err := rw.send(fileSection(f, foff, c, lo, hi)); err != nil {
-				return err
+		if !asked || c != ref {
+			if f, foff, ok := rw.chunkFile(c); ok {
+				if err := rw.send(fileSection(f, foff, c, lo, hi)); err != nil {
+					return err
+				}
+				continue
 			}
-			continue
 		}
 		p, held, err := rw.fetch(c)
 		if err != nil {
