@@ -66,3 +66,147 @@ func TestRenderAsksChunkFileOnce(t *testing.T) {
 		}
 	}
 }
+
+// prefetchingStore is a store whose ChunkFiles hold no chunk but look
+// chunks up ahead (as on PostgreSQL), recording what they are asked to.
+type prefetchingStore struct {
+	*castore.MemoryStore
+	asked   map[castore.Digest]int // by PrefetchChunkFiles, ever
+	live    map[castore.Digest]int // asked and not dropped
+	held    int                    // sum of live
+	maxHeld int
+}
+
+func newPrefetchingStore() *prefetchingStore {
+	return &prefetchingStore{MemoryStore: new(castore.MemoryStore), asked: map[castore.Digest]int{}, live: map[castore.Digest]int{}}
+}
+
+func (s *prefetchingStore) ChunkFiles() castore.ChunkFiles { return prefetchingFiles{s} }
+
+type prefetchingFiles struct{ s *prefetchingStore }
+
+func (prefetchingFiles) ChunkFile(context.Context, castore.Digest, uint32) (*os.File, int64, bool) {
+	return nil, 0, false
+}
+
+func (prefetchingFiles) Close() error { return nil }
+
+func (c prefetchingFiles) PrefetchChunkFiles(_ context.Context, ds []castore.Digest) {
+	for _, d := range ds {
+		c.s.asked[d]++
+		c.s.live[d]++
+	}
+	c.s.held += len(ds)
+	c.s.maxHeld = max(c.s.maxHeld, c.s.held)
+}
+
+func (c prefetchingFiles) DropChunkFiles(ds []castore.Digest) {
+	for _, d := range ds {
+		if c.s.live[d] == 0 {
+			panic(fmt.Sprintf("chunk %s dropped more often than asked", d))
+		}
+		c.s.live[d]--
+		c.s.held--
+	}
+}
+
+// TestRenderRangePrefetch: a range render looks ahead only the chunks of
+// files from the first one it sends (none of the files before the range,
+// which it skips), and drops every window it looked up once the walk has
+// passed it: at the end of a render nothing is held.
+func TestRenderRangePrefetch(t *testing.T) {
+	ctx := context.Background()
+	tree := testtree.Entries{}
+	for i := range 10 {
+		files := testtree.Entries{}
+		for j := range 30 {
+			files[fmt.Sprintf("f%02d", j)] = testtree.File(testtree.Random(uint64(i*100+j), int64(200+j*50)))
+		}
+		tree[fmt.Sprintf("d%d", i)] = testtree.Dir(files)
+	}
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(tree)); err != nil {
+		t.Fatal(err)
+	}
+	ingest := newPrefetchingStore()
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), ingest, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	contents := map[castore.Digest]uint64{} // each file's end in the NAR
+	if _, err := narrender.Walk(ctx, ingest, res.Root, func(n narrender.Node) error {
+		if n.Entry.Kind == castore.KindFile {
+			contents[n.Entry.Digest] = n.Contents + n.Entry.Size
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	size := uint64(nar.Len())
+	for _, r := range []struct{ off, n uint64 }{{0, size}, {size - 300, 300}, {size / 2, size / 10}, {size / 3, 1}} {
+		s := newPrefetchingStore()
+		s.MemoryStore = ingest.MemoryStore
+		var w sendingWriter
+		if err := narrender.RenderRange(ctx, &w, s, res.Root, r.off, r.n); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(w.Bytes(), nar.Bytes()[r.off:r.off+r.n]) {
+			t.Fatalf("range [%d, +%d): %d bytes unlike the NAR's", r.off, r.n, w.Len())
+		}
+		if len(s.asked) == 0 {
+			t.Errorf("range [%d, +%d): no chunk looked up ahead", r.off, r.n)
+		}
+		for d := range s.asked {
+			if end := contents[d]; end <= r.off {
+				t.Errorf("range [%d, +%d): chunk of a file ending at %d, before the range, looked up", r.off, r.n, end)
+			}
+		}
+		if r.off+r.n == size && s.held != 0 {
+			t.Errorf("range [%d, +%d) to the NAR's end: %d chunks looked up ahead still held at its end; want none", r.off, r.n, s.held)
+		}
+	}
+}
+
+// TestRenderPrefetchBounded: the chunks of a huge directory are looked
+// up a bounded window at a time, not all before its first file is sent:
+// a range of its first file looks up 256 at most, and a whole render
+// never holds more than 1,024.
+func TestRenderPrefetchBounded(t *testing.T) {
+	ctx := context.Background()
+	files := testtree.Entries{}
+	for i := range 5000 {
+		files[fmt.Sprintf("f%04d", i)] = testtree.File(testtree.Random(uint64(i), int64(100+i%50)))
+	}
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(files)); err != nil {
+		t.Fatal(err)
+	}
+	s := newPrefetchingStore()
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first uint64
+	if _, err := narrender.Walk(ctx, s, res.Root, func(n narrender.Node) error {
+		if n.Entry.Kind == castore.KindFile && first == 0 {
+			first = n.Contents
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := narrender.RenderRange(ctx, new(sendingWriter), s, res.Root, first, 10); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.asked) > 256 {
+		t.Errorf("a range of the first file of 5,000 looked %d chunks up ahead; want at most 256", len(s.asked))
+	}
+	s.asked, s.live, s.held, s.maxHeld = map[castore.Digest]int{}, map[castore.Digest]int{}, 0, 0
+	var w sendingWriter
+	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
+		t.Fatalf("render: %d bytes, %v; want the NAR", w.Len(), err)
+	}
+	if len(s.asked) != 5000 || s.maxHeld > 1024 || s.held != 0 {
+		t.Errorf("render of 5,000 files looked up %d chunks ahead, at most %d at once, %d held at its end; want 5,000, at most 1,024, none", len(s.asked), s.maxHeld, s.held)
+	}
+}
