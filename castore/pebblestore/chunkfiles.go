@@ -44,12 +44,15 @@ type chunkFiles struct {
 
 // aheadPlace is what a look-up ahead found of a chunk: its place in a
 // frame, or that it is in none (framed false; missing, or stored
-// inline), when known (false after a look-up that failed). refs counts the
-// PrefetchChunkFiles calls that named it and no DropChunkFiles dropped.
+// inline), when known (false after a look-up that failed, or before a
+// frame retirement: looked up again by the next PrefetchChunkFiles naming
+// it). refs counts the PrefetchChunkFiles calls that named it and no
+// DropChunkFiles dropped; asking is true while it is being looked up.
 type aheadPlace struct {
 	r      frameRef
 	framed bool
 	known  bool
+	asking bool
 	refs   int
 }
 
@@ -63,42 +66,50 @@ const frameRefMaxSize = 1 + castore.DigestSize + 2*binary.MaxVarintLen32
 // round trip of its own (the store remembers no places there: see
 // chunkplace.go). It reads of each chunk's record only as much as a frame
 // reference takes. What it finds is kept, beside what earlier calls found,
-// until DropChunkFiles drops ds: each place, and each chunk found in no
-// frame, which ChunkFile then reports at once as in no file. A place so
-// taken is at most as old as the reader's walk from this call to the
+// until DropChunkFiles drops ds or Close: each place, and each chunk found
+// in no frame, which ChunkFile then reports at once as in no file. A place
+// so taken is at most as old as the reader's walk from this call to the
 // chunk; a frame retired meanwhile by another server fails the read from
 // it, and the chunk is then looked up again, as for a place handed on (a
-// chunk packed meanwhile is read with GetChunk). On a database of one
+// chunk packed meanwhile is read with GetChunk). After a frame retirement
+// in this process, the places found before it are not used, and the
+// chunks are looked up again when a call names them. On a database of one
 // process it does nothing: places are remembered there. Errors are not
-// reported: ChunkFile then looks each chunk not found up alone.
+// reported: ChunkFile then looks each chunk not found up alone; ds is
+// counted all the same, for DropChunkFiles(ds). ds is not kept.
 func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest) {
 	if len(ds) == 0 {
 		return
 	}
 	db, err := c.s.acquire(ctx)
 	if err != nil {
+		c.count(ds)
 		return
 	}
 	defer c.s.mu.RUnlock()
 	if !db.shared() {
 		return
 	}
-	if c.ahead == nil {
-		c.ahead = make(map[castore.Digest]aheadPlace, len(ds))
-	}
+	c.count(ds)
 	if gen := c.s.places.generation(); gen != c.aheadGen {
-		clear(c.ahead) // places from before a frame retirement
+		// Places from before a frame retirement: looked up again, the
+		// counts of windows not yet dropped kept.
+		for d, p := range c.ahead {
+			p.known = false
+			c.ahead[d] = p
+		}
 		c.aheadGen = gen
 	}
 	keys, looked := c.keys[:0], c.looked[:0]
 	for _, d := range ds {
-		p, seen := c.ahead[d]
-		p.refs++
-		c.ahead[d] = p
-		if !seen {
-			keys = append(keys, pebbleKey(pebbleKindChunk, d))
-			looked = append(looked, d)
+		p := c.ahead[d]
+		if p.known || p.asking {
+			continue
 		}
+		p.asking = true
+		c.ahead[d] = p
+		keys = append(keys, pebbleKey(pebbleKindChunk, d))
+		looked = append(looked, d)
 	}
 	c.keys, c.looked = keys, looked
 	if len(keys) == 0 {
@@ -115,20 +126,31 @@ func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest
 		}
 		return nil
 	})
-	if err != nil {
-		return
-	}
 	for _, d := range looked {
-		if p := c.ahead[d]; !p.known {
-			p.known = true // in no frame
-			c.ahead[d] = p
+		p := c.ahead[d]
+		p.asking = false
+		if err == nil {
+			p.known = true // in no frame, when not found in one
 		}
+		c.ahead[d] = p
+	}
+}
+
+// count counts one more PrefetchChunkFiles call naming each of ds.
+func (c *chunkFiles) count(ds []castore.Digest) {
+	if c.ahead == nil {
+		c.ahead = make(map[castore.Digest]aheadPlace, len(ds))
+	}
+	for _, d := range ds {
+		p := c.ahead[d]
+		p.refs++
+		c.ahead[d] = p
 	}
 }
 
 // DropChunkFiles forgets what PrefetchChunkFiles(ds) found, each chunk
 // once for each time ds names it, but what other calls not yet dropped
-// found too.
+// found too. ds is not kept.
 func (c *chunkFiles) DropChunkFiles(ds []castore.Digest) {
 	if len(c.ahead) == 0 {
 		return
