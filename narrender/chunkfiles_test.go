@@ -3,6 +3,7 @@ package narrender_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -112,8 +113,9 @@ func (c prefetchingFiles) DropChunkFiles(ds []castore.Digest) {
 
 // TestRenderRangePrefetch: a range render looks ahead only the chunks of
 // files from the first one it sends (none of the files before the range,
-// which it skips), and drops every window it looked up once the walk has
-// passed it: at the end of a render nothing is held.
+// which it skips), and drops every window it looked up: at the end of a
+// render nothing is held, whether the range ends at the NAR's end or
+// within it.
 func TestRenderRangePrefetch(t *testing.T) {
 	ctx := context.Background()
 	tree := testtree.Entries{}
@@ -161,11 +163,49 @@ func TestRenderRangePrefetch(t *testing.T) {
 				t.Errorf("range [%d, +%d): chunk of a file ending at %d, before the range, looked up", r.off, r.n, end)
 			}
 		}
-		if r.off+r.n == size && s.held != 0 {
-			t.Errorf("range [%d, +%d) to the NAR's end: %d chunks looked up ahead still held at its end; want none", r.off, r.n, s.held)
+		if s.held != 0 {
+			t.Errorf("range [%d, +%d): %d chunks looked up ahead still held at its end; want none", r.off, r.n, s.held)
 		}
 	}
 }
+
+// TestRenderPrefetchDroppedOnError: a render its writer fails, stopped
+// within directories, drops their windows all the same.
+func TestRenderPrefetchDroppedOnError(t *testing.T) {
+	ctx := context.Background()
+	tree := testtree.Entries{}
+	for i := range 20 { // more parts than the render queues ahead
+		files := testtree.Entries{}
+		for j := range 200 {
+			files[fmt.Sprintf("f%03d", j)] = testtree.File(testtree.Random(uint64(i*1000+j), int64(100+j)))
+		}
+		tree[fmt.Sprintf("d%02d", i)] = testtree.Dir(files)
+	}
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(tree)); err != nil {
+		t.Fatal(err)
+	}
+	s := newPrefetchingStore()
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(s.asked)
+	if err := narrender.Render(ctx, failingSender{}, s, res.Root); !errors.Is(err, errSend) {
+		t.Fatalf("render to a failing writer: %v; want %v", err, errSend)
+	}
+	if len(s.asked) == 0 || s.held != 0 {
+		t.Errorf("render to a failing writer: %d chunks looked up ahead, %d still held at its end; want some, none held", len(s.asked), s.held)
+	}
+}
+
+var errSend = errors.New("send failed")
+
+// failingSender is a narrender.FileSender that fails every write.
+type failingSender struct{}
+
+func (failingSender) Write([]byte) (int, error)               { return 0, errSend }
+func (failingSender) SendFile(*os.File, int64) (int64, error) { return 0, errSend }
 
 // TestRenderPrefetchBounded: the chunks of a huge directory are looked
 // up a bounded window at a time, not all before its first file is sent:

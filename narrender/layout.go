@@ -116,6 +116,11 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 			l.enter, l.leave = rw.enter, rw.leave
 		}
 		size, err := l.run(root)
+		// A range that ends, an error or a cancel stops the walk within
+		// directories: their windows are dropped all the same.
+		for len(rw.dirs) > 0 {
+			rw.leave()
+		}
 		switch {
 		case errors.Is(err, errRangeDone):
 			err = nil
@@ -369,7 +374,8 @@ func (rw *rangeWalker) lit(at uint64, b []byte) error {
 // chunkFilesPrefetcher is an optional power of a castore.ChunkFiles:
 // looking up in one go the chunks ChunkFile is about to be asked for,
 // where each look-up would be a round trip (an index in PostgreSQL).
-// What PrefetchChunkFiles(ds) finds is kept until DropChunkFiles(ds).
+// What PrefetchChunkFiles(ds) finds is kept until DropChunkFiles(ds) or
+// Close; neither keeps ds.
 type chunkFilesPrefetcher interface {
 	PrefetchChunkFiles(ctx context.Context, ds []castore.Digest)
 	DropChunkFiles(ds []castore.Digest)
