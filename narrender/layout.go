@@ -499,7 +499,10 @@ func (rw *rangeWalker) contents(at uint64, n Node) error {
 	if e.Size <= SingleChunkMax {
 		lo, hi := clip(at, e.Size, rw.off, rw.end)
 		if f, foff, ok := rw.chunkFile(ref); ok {
-			return rw.send(fileSection(f, foff, ref, lo, hi))
+			// Read, whatever its size, to be read with its neighbours.
+			p := fileSection(f, foff, ref, lo, hi)
+			p.read = true
+			return rw.send(p)
 		}
 		p, held, err := rw.fetch(ref)
 		if err != nil {
