@@ -73,13 +73,14 @@ func TestRenderAsksChunkFileOnce(t *testing.T) {
 type prefetchingStore struct {
 	*castore.MemoryStore
 	asked   map[castore.Digest]int // by PrefetchChunkFiles, ever
+	fresh   map[castore.Digest]int // asked while not held: looked up
 	live    map[castore.Digest]int // asked and not dropped
 	held    int                    // sum of live
 	maxHeld int
 }
 
 func newPrefetchingStore() *prefetchingStore {
-	return &prefetchingStore{MemoryStore: new(castore.MemoryStore), asked: map[castore.Digest]int{}, live: map[castore.Digest]int{}}
+	return &prefetchingStore{MemoryStore: new(castore.MemoryStore), asked: map[castore.Digest]int{}, fresh: map[castore.Digest]int{}, live: map[castore.Digest]int{}}
 }
 
 func (s *prefetchingStore) ChunkFiles() castore.ChunkFiles { return prefetchingFiles{s} }
@@ -95,6 +96,9 @@ func (prefetchingFiles) Close() error { return nil }
 func (c prefetchingFiles) PrefetchChunkFiles(_ context.Context, ds []castore.Digest) {
 	for _, d := range ds {
 		c.s.asked[d]++
+		if c.s.live[d] == 0 {
+			c.s.fresh[d]++
+		}
 		c.s.live[d]++
 	}
 	c.s.held += len(ds)
@@ -210,7 +214,8 @@ func (failingSender) SendFile(*os.File, int64) (int64, error) { return 0, errSen
 // TestRenderPrefetchBounded: the chunks of a huge directory are looked
 // up a bounded window at a time, not all before its first file is sent:
 // a range of its first file looks up 256 at most, and a whole render
-// never holds more than 1,024.
+// never holds more than two windows of 1,024 (the next one is looked up
+// before the one passed is dropped).
 func TestRenderPrefetchBounded(t *testing.T) {
 	ctx := context.Background()
 	files := testtree.Entries{}
@@ -246,7 +251,39 @@ func TestRenderPrefetchBounded(t *testing.T) {
 	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
 		t.Fatalf("render: %d bytes, %v; want the NAR", w.Len(), err)
 	}
-	if len(s.asked) != 5000 || s.maxHeld > 1024 || s.held != 0 {
-		t.Errorf("render of 5,000 files looked up %d chunks ahead, at most %d at once, %d held at its end; want 5,000, at most 1,024, none", len(s.asked), s.maxHeld, s.held)
+	if len(s.asked) != 5000 || s.maxHeld > 2*1024 || s.held != 0 {
+		t.Errorf("render of 5,000 files looked up %d chunks ahead, at most %d at once, %d held at its end; want 5,000, at most 2,048, none", len(s.asked), s.maxHeld, s.held)
+	}
+}
+
+// TestRenderPrefetchKeepsOverlap: a chunk in a directory's window and in
+// the next one is held from one to the other, looked up once, not
+// dropped and looked up again.
+func TestRenderPrefetchKeepsOverlap(t *testing.T) {
+	ctx := context.Background()
+	files := testtree.Entries{}
+	for i := range 600 { // two windows, every file the same
+		files[fmt.Sprintf("f%03d", i)] = testtree.File(testtree.Text("the same small file\n"))
+	}
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, testtree.Dir(files)); err != nil {
+		t.Fatal(err)
+	}
+	s := newPrefetchingStore()
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w sendingWriter
+	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
+		t.Fatalf("render: %d bytes, %v; want the NAR", w.Len(), err)
+	}
+	if len(s.fresh) != 1 || s.held != 0 {
+		t.Fatalf("render of 600 files of one chunk: %d chunks looked up, %d held at its end; want 1, none", len(s.fresh), s.held)
+	}
+	for d, n := range s.fresh {
+		if n != 1 || s.asked[d] < 600 {
+			t.Errorf("chunk named %d times in windows, looked up %d times; want 600, once", s.asked[d], n)
+		}
 	}
 }

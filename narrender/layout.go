@@ -406,6 +406,7 @@ type prefetchDir struct {
 	upto    int              // the entries before upto were looked up
 	window  int              // the files of the next window
 	ds      []castore.Digest // the chunks of the window looked up
+	next    []castore.Digest // the buffer of the next window's chunks
 }
 
 // prefetched reports whether the walker looks up e's chunk ahead: a file
@@ -422,22 +423,29 @@ func (rw *rangeWalker) enter(entries []castore.Entry) {
 		rw.dirs = append(rw.dirs, prefetchDir{})
 	}
 	d := &rw.dirs[len(rw.dirs)-1]
-	*d = prefetchDir{entries: entries, window: prefetchFirst, ds: d.ds[:0]}
+	*d = prefetchDir{entries: entries, window: prefetchFirst, ds: d.ds[:0], next: d.next[:0]}
 }
 
 // leave ends the directory entered last, dropping its window.
 func (rw *rangeWalker) leave() {
 	d := &rw.dirs[len(rw.dirs)-1]
+	rw.drop(d)
+	d.entries = nil
+	rw.dirs = rw.dirs[:len(rw.dirs)-1]
+}
+
+// drop drops d's window.
+func (rw *rangeWalker) drop(d *prefetchDir) {
 	if len(d.ds) > 0 {
 		rw.prefetch.DropChunkFiles(d.ds)
 	}
-	d.entries, d.ds = nil, d.ds[:0]
-	rw.dirs = rw.dirs[:len(rw.dirs)-1]
+	d.ds = d.ds[:0]
 }
 
 // lookAhead makes sure that the chunk of e, a file of the directory
 // entered last about to be sent, is in its window: when it is past the
-// window's end, the window is dropped and the next one, from e, looked up.
+// window's end, the next one, from e, is looked up, then the window
+// dropped (a chunk in both is kept, not dropped and asked again).
 func (rw *rangeWalker) lookAhead(e castore.Entry) {
 	if rw.prefetch == nil || len(rw.dirs) == 0 {
 		return
@@ -449,19 +457,18 @@ func (rw *rangeWalker) lookAhead(e castore.Entry) {
 	if d.at < d.upto || d.at == len(d.entries) {
 		return
 	}
-	if len(d.ds) > 0 {
-		rw.prefetch.DropChunkFiles(d.ds)
-		d.ds = d.ds[:0]
-	}
+	next := d.next[:0]
 	i := d.at
-	for ; i < len(d.entries) && len(d.ds) < d.window; i++ {
+	for ; i < len(d.entries) && len(next) < d.window; i++ {
 		if prefetched(d.entries[i]) {
-			d.ds = append(d.ds, d.entries[i].Digest)
+			next = append(next, d.entries[i].Digest)
 		}
 	}
 	d.upto = i
 	d.window = min(2*d.window, prefetchMost)
-	rw.prefetch.PrefetchChunkFiles(rw.ctx, d.ds)
+	rw.prefetch.PrefetchChunkFiles(rw.ctx, next)
+	rw.drop(d)
+	d.ds, d.next = next, d.ds
 }
 
 // chunkFile returns the decoded file holding ref and its offset there,
