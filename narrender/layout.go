@@ -386,13 +386,16 @@ type chunkFilesPrefetcher interface {
 // skips, and never a whole huge directory before its first file is sent.
 // A directory's first window holds prefetchFirst files, each next one
 // twice as many as the one before, up to prefetchMost (a query on
-// PostgreSQL reads at most 1,024 keys); a window is dropped when the walk
-// passes its end or leaves the directory. Most directories fit in the
-// first window, one look-up each (BenchmarkPostgresRenderSmallFiles, of
-// directories of 100 files: 0.041 round trips a file with a first window
-// of 16, 0.031 with 64, 0.021 with 256); CPU time and the time to the
-// first write (BenchmarkPostgresRenderHugeDir) did not tell 16, 64, 256
-// and 1,024 apart on a loaded machine.
+// PostgreSQL reads at most 1,024 keys). A window is held, through the
+// walk of any subdirectory, until the directory's next file that may be
+// one chunk lies past its end (the next window is then looked up, and it
+// dropped) or the walk leaves the directory or stops. Most directories
+// fit in the first window, one look-up each
+// (BenchmarkPostgresRenderSmallFiles, of directories of 100 files: 0.041
+// round trips a file with a first window of 16, 0.031 with 64, 0.021
+// with 256); CPU time and the time to the first write
+// (BenchmarkPostgresRenderHugeDir) did not tell 16, 64, 256 and 1,024
+// apart on a loaded machine.
 const (
 	prefetchFirst = 256
 	prefetchMost  = 1024
