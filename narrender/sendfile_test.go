@@ -45,7 +45,7 @@ func (w *sendingWriter) SendFile(f *os.File, n int64) (int64, error) {
 // disk), closed and reopened: what a restarted server renders from.
 func warmStore(t *testing.T) ([]byte, string, castore.Entry) {
 	t.Helper()
-	tree := testtree.Dir(testtree.Entries{
+	return warmTree(t, testtree.Dir(testtree.Entries{
 		"big":   testtree.File(testtree.Random(1, 3<<20+123)),
 		"mid":   testtree.File(testtree.Random(2, 40<<10)),
 		"small": testtree.File(testtree.Text("small file\n")),
@@ -53,7 +53,12 @@ func warmStore(t *testing.T) ([]byte, string, castore.Entry) {
 			"large": testtree.File(testtree.Mixed(3, 900<<10)),
 			"link":  testtree.Link("../big"),
 		}),
-	})
+	}))
+}
+
+// warmTree is warmStore of tree.
+func warmTree(t *testing.T, tree *testtree.Node) ([]byte, string, castore.Entry) {
+	t.Helper()
 	var nar bytes.Buffer
 	if err := testtree.WriteNAR(&nar, tree); err != nil {
 		t.Fatal(err)
@@ -88,6 +93,28 @@ func openStore(t *testing.T, dir string) *pebblestore.Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TestRenderReadsSmallFiles: files of at most SingleChunkMax bytes, one
+// of exactly that size included, are read from the decoded frames (with
+// their neighbours), not sent.
+func TestRenderReadsSmallFiles(t *testing.T) {
+	nar, dir, root := warmTree(t, testtree.Dir(testtree.Entries{
+		"a": testtree.File(testtree.Random(1, narrender.SingleChunkMax)),
+		"b": testtree.File(testtree.Random(2, narrender.SingleChunkMax-1)),
+		"c": testtree.File(testtree.Random(3, narrender.SingleChunkMax)),
+	}))
+	s := openStore(t, dir)
+	var w sendingWriter
+	if err := narrender.Render(context.Background(), &w, s, root); err != nil || !bytes.Equal(w.Bytes(), nar) {
+		t.Fatalf("render: %d bytes, %v; want the NAR", w.Len(), err)
+	}
+	if st := s.DecodedCacheStats(); st.Sent == 0 {
+		t.Fatalf("decoded cache after a warm render: %+v; want chunks read from it", st)
+	}
+	if w.sends != 0 {
+		t.Errorf("render of small files: %d bytes sent from files in %d sends; want none, all read", w.sent, w.sends)
+	}
 }
 
 // TestRenderSendsFiles: to a writer that can send files, a warm render

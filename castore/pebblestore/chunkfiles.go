@@ -2,6 +2,7 @@ package pebblestore
 
 import (
 	"context"
+	"encoding/binary"
 	"os"
 
 	"github.com/nixcas/nixcas/castore"
@@ -33,55 +34,138 @@ type chunkFiles struct {
 	s     *Store
 	files map[castore.Digest]*chunkFile // by frame
 	order []castore.Digest              // of files, first opened first
-	// ahead holds places looked up by PrefetchChunkFiles, at generation
-	// aheadGen, each taken once by ChunkFile.
-	ahead    map[castore.Digest]frameRef
+	// ahead holds what PrefetchChunkFiles found, at generation aheadGen,
+	// until DropChunkFiles.
+	ahead    map[castore.Digest]aheadPlace
 	aheadGen uint64
+	keys     [][]byte // PrefetchChunkFiles' buffers
+	looked   []castore.Digest
 }
 
+// aheadPlace is what a look-up ahead found of a chunk: its place in a
+// frame, or that it is in none (framed false; missing, or stored
+// inline), when known (false after a look-up that failed, or before a
+// frame retirement: looked up again by the next PrefetchChunkFiles naming
+// it). refs counts the PrefetchChunkFiles calls that named it and no
+// DropChunkFiles dropped; asking is true while it is being looked up.
+type aheadPlace struct {
+	r      frameRef
+	framed bool
+	known  bool
+	asking bool
+	refs   int
+}
+
+// frameRefMaxSize is the most bytes a frame reference takes: the codec
+// byte, the frame's digest and two uvarints of at most 32 bits.
+const frameRefMaxSize = 1 + castore.DigestSize + 2*binary.MaxVarintLen32
+
 // PrefetchChunkFiles looks up, in one read, the places of the chunks ds
-// that the reader is about to ask ChunkFile for, beside those of earlier
-// calls not yet taken (a walk comes back to a directory's later files
-// after a subdirectory), on a database that other processes share (PostgreSQL),
-// where each ChunkFile would otherwise be a round trip of its own (the
-// store remembers no places there: see chunkplace.go). A place so taken
-// is at most as old as the reader's walk from this call to the chunk; a
-// frame retired meanwhile by another server fails the read from it, and
-// the chunk is then looked up again, as for a place handed on. On a
-// database of one process it does nothing: places are remembered there.
-// Errors are not reported: ChunkFile then looks each chunk up alone.
+// that the reader is about to ask ChunkFile for, on a database that other
+// processes share (PostgreSQL), where each ChunkFile would otherwise be a
+// round trip of its own (the store remembers no places there: see
+// chunkplace.go). It reads of each chunk's record only as much as a frame
+// reference takes. What it finds is kept, beside what earlier calls found,
+// until DropChunkFiles drops ds or Close: each place, and each chunk found
+// in no frame, which ChunkFile then reports at once as in no file. A place
+// so taken is at most as old as the reader's walk from this call to the
+// chunk; a frame retired meanwhile by another server fails the read from
+// it, and the chunk is then looked up again, as for a place handed on (a
+// chunk packed meanwhile is read with GetChunk). After a frame retirement
+// in this process, the places found before it are not used, and the
+// chunks are looked up again when a call names them. On a database of one
+// process it does nothing: places are remembered there. Errors are not
+// reported: ChunkFile then looks each chunk not found up alone; ds is
+// counted all the same, for DropChunkFiles(ds). ds is not kept.
 func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest) {
 	if len(ds) == 0 {
 		return
 	}
 	db, err := c.s.acquire(ctx)
 	if err != nil {
+		c.count(ds)
 		return
 	}
 	defer c.s.mu.RUnlock()
 	if !db.shared() {
 		return
 	}
-	if c.ahead == nil {
-		c.ahead = make(map[castore.Digest]frameRef, len(ds))
-	}
+	c.count(ds)
 	if gen := c.s.places.generation(); gen != c.aheadGen {
-		clear(c.ahead) // places from before a frame retirement
+		// Places from before a frame retirement: looked up again, the
+		// counts of windows not yet dropped kept.
+		for d, p := range c.ahead {
+			p.known = false
+			c.ahead[d] = p
+		}
 		c.aheadGen = gen
 	}
-	keys := make([][]byte, len(ds))
-	for i, d := range ds {
-		keys[i] = pebbleKey(pebbleKindChunk, d)
+	keys, looked := c.keys[:0], c.looked[:0]
+	for _, d := range ds {
+		p := c.ahead[d]
+		if p.known || p.asking {
+			continue
+		}
+		p.asking = true
+		c.ahead[d] = p
+		keys = append(keys, pebbleKey(pebbleKindChunk, d))
+		looked = append(looked, d)
+	}
+	c.keys, c.looked = keys, looked
+	if len(keys) == 0 {
+		return
 	}
 	// On an error, the places found before it are kept, as good as any.
-	_ = db.getMany(ctx, keys, func(i int, v []byte) error {
+	err = db.getManyPrefix(ctx, keys, frameRefMaxSize, func(i int, v []byte) error {
 		if len(v) > 0 && v[0] == CodecFrame {
 			if r, err := decodeFrameRef(v); err == nil {
-				c.ahead[ds[i]] = r
+				p := c.ahead[looked[i]]
+				p.r, p.framed, p.known = r, true, true
+				c.ahead[looked[i]] = p
 			}
 		}
 		return nil
 	})
+	for _, d := range looked {
+		p := c.ahead[d]
+		p.asking = false
+		if err == nil {
+			p.known = true // in no frame, when not found in one
+		}
+		c.ahead[d] = p
+	}
+}
+
+// count counts one more PrefetchChunkFiles call naming each of ds.
+func (c *chunkFiles) count(ds []castore.Digest) {
+	if c.ahead == nil {
+		c.ahead = make(map[castore.Digest]aheadPlace, len(ds))
+	}
+	for _, d := range ds {
+		p := c.ahead[d]
+		p.refs++
+		c.ahead[d] = p
+	}
+}
+
+// DropChunkFiles forgets what PrefetchChunkFiles(ds) found, each chunk
+// once for each time ds names it, but what other calls not yet dropped
+// found too. ds is not kept.
+func (c *chunkFiles) DropChunkFiles(ds []castore.Digest) {
+	if len(c.ahead) == 0 {
+		return
+	}
+	for _, d := range ds {
+		p, ok := c.ahead[d]
+		if !ok {
+			continue
+		}
+		if p.refs--; p.refs <= 0 {
+			delete(c.ahead, d)
+		} else {
+			c.ahead[d] = p
+		}
+	}
 }
 
 // chunkFile is a decoded file open for one reader.
@@ -93,12 +177,13 @@ type chunkFile struct {
 // ChunkFile implements castore.ChunkFiles.
 func (c *chunkFiles) ChunkFile(ctx context.Context, d castore.Digest, size uint32) (*os.File, int64, bool) {
 	gen := c.s.places.generation()
-	r, ok := c.ahead[d]
-	if ok {
-		delete(c.ahead, d)
-		ok = gen == c.aheadGen
-	}
-	if !ok {
+	var (
+		r  frameRef
+		ok bool
+	)
+	if p := c.ahead[d]; p.known && gen == c.aheadGen {
+		r, ok = p.r, p.framed
+	} else {
 		r, ok = c.s.framePlace(ctx, d)
 	}
 	if !ok || r.length != size {

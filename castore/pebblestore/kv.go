@@ -47,6 +47,9 @@ type kvDB interface {
 	// twice is reported at each of its places. On PostgreSQL it is one
 	// query, where a get per key would be a round trip each.
 	getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error
+	// getManyPrefix is getMany handing fn at most the first n bytes of
+	// each value, reading no more of it where that costs less.
+	getManyPrefix(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte) error) error
 	// has reports whether key exists, without reading its value where
 	// that costs more than the key.
 	has(ctx context.Context, key []byte) (bool, error)
@@ -170,6 +173,10 @@ func (p *pebbleKV) get(_ context.Context, key []byte, fn func(v []byte) error) e
 
 func (p *pebbleKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
 	return getEach(ctx, p.get, keys, fn)
+}
+
+func (p *pebbleKV) getManyPrefix(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte) error) error {
+	return getEach(ctx, p.get, keys, func(i int, v []byte) error { return fn(i, v[:min(n, len(v))]) })
 }
 
 // getEach is getMany as one get per key.

@@ -133,7 +133,8 @@ func TestPostgresBatchConflict(t *testing.T) {
 // TestPostgresGetMany: getMany reports each present key at each of its
 // places, with its value, and no missing key, over more keys than one
 // query reads, on either database, and in a batch as out of it; hasMany
-// reports the same keys, without values.
+// reports the same keys, without values, and getManyPrefix with the
+// values' first bytes only.
 func TestPostgresGetMany(t *testing.T) {
 	ctx := context.Background()
 	for _, kind := range []string{"pebble", "postgres"} {
@@ -154,7 +155,7 @@ func TestPostgresGetMany(t *testing.T) {
 				keys = append(keys, fmt.Appendf(nil, "k%05d", i))
 			}
 			keys = append(keys, []byte("k00001"), []byte("k00003"), []byte("absent"))
-			for _, how := range []string{"db", "batch", "hasMany"} {
+			for _, how := range []string{"db", "batch", "hasMany", "prefix"} {
 				got := make([][]byte, len(keys))
 				calls := 0
 				fn := func(i int, v []byte) error {
@@ -173,6 +174,8 @@ func TestPostgresGetMany(t *testing.T) {
 					b.close()
 				case "hasMany":
 					err = db.hasMany(ctx, keys, func(i int) error { return fn(i, []byte("present")) })
+				case "prefix":
+					err = db.getManyPrefix(ctx, keys, 3, fn)
 				default:
 					err = db.getMany(ctx, keys, fn)
 				}
@@ -185,8 +188,11 @@ func TestPostgresGetMany(t *testing.T) {
 					var w []byte
 					if _, err := fmt.Sscanf(string(k), "k%05d", &n); err == nil && n%3 != 0 {
 						w = fmt.Appendf(nil, "v%d", n)
-						if how == "hasMany" {
+						switch how {
+						case "hasMany":
 							w = []byte("present")
+						case "prefix":
+							w = w[:min(3, len(w))]
 						}
 						want++
 					}

@@ -226,14 +226,22 @@ func (p *pgKV) get(ctx context.Context, key []byte, fn func(v []byte) error) err
 }
 
 func (p *pgKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
-	return pgGetMany(ctx, p.q, keys, "", true, fn, p)
+	return pgGetMany(ctx, p.q, keys, "", "v", fn, p)
+}
+
+func (p *pgKV) getManyPrefix(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte) error) error {
+	// substring of a value stored uncompressed out of line (see pgSchema)
+	// reads only the slices of it that hold those bytes.
+	return pgGetMany(ctx, p.q, keys, "", fmt.Sprintf("substring(v FROM 1 FOR %d)", n), fn, p)
 }
 
 // pgGetMany reads keys in pages of one query each; suffix is appended to
-// each query (a lock clause). Without values it reads only which keys
+// each query (a lock clause). value is what each key's value is read as
+// ("v", or an expression of it); without one ("") it reads only which keys
 // exist, and fn is called with nil values.
-func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix string, values bool, fn func(i int, v []byte) error, p *pgKV) error {
-	sel, what := "SELECT k, v", "get"
+func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix, value string, fn func(i int, v []byte) error, p *pgKV) error {
+	values := value != ""
+	sel, what := "SELECT k, "+value, "get"
 	if !values {
 		sel, what = "SELECT k", "look up"
 	}
@@ -316,7 +324,7 @@ func (p *pgKV) has(ctx context.Context, key []byte) (bool, error) {
 }
 
 func (p *pgKV) hasMany(ctx context.Context, keys [][]byte, fn func(i int) error) error {
-	return pgGetMany(ctx, p.q, keys, "", false, func(i int, _ []byte) error { return fn(i) }, p)
+	return pgGetMany(ctx, p.q, keys, "", "", func(i int, _ []byte) error { return fn(i) }, p)
 }
 
 func (p *pgKV) newIter(ctx context.Context, lower, upper []byte) (kvIter, error) {
@@ -636,7 +644,7 @@ func (b *pgBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v [
 	if err := b.begin(ctx); err != nil {
 		return err
 	}
-	return pgGetMany(ctx, b.tx, keys, " FOR UPDATE", true, fn, b.p)
+	return pgGetMany(ctx, b.tx, keys, " FOR UPDATE", "v", fn, b.p)
 }
 
 func (b *pgBatch) add(kind pgOpKind, key, value []byte) {

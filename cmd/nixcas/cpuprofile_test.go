@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -23,5 +26,16 @@ func TestCPUProfileEnv(t *testing.T) {
 	}
 	if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
 		t.Errorf("profile of %d bytes does not start as gzip", len(b))
+	}
+}
+
+// TestCPUProfileWriteError: a profile that cannot be written (a full
+// disk: /dev/full) fails the command that was profiled, naming the
+// variable, rather than leaving a profile cut short unnoticed.
+func TestCPUProfileWriteError(t *testing.T) {
+	t.Setenv("NIXCAS_CPUPROFILE", "/dev/full")
+	err := run([]string{"version"})
+	if err == nil || !strings.Contains(err.Error(), "NIXCAS_CPUPROFILE") || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("profiling to /dev/full: %v; want the write's ENOSPC, naming NIXCAS_CPUPROFILE", err)
 	}
 }

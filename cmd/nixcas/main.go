@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -37,13 +38,17 @@ const shutdownGrace = 10 * time.Second
 // a second signal, run returns without it. Every command thus ends, even
 // one stuck in a write waiting for disk space: the store is then left as
 // after a crash, which its write-ahead log recovers from.
-func run(args []string) error {
+func run(args []string) (err error) {
 	if path := os.Getenv("NIXCAS_CPUPROFILE"); path != "" {
-		stop, err := startCPUProfile(path)
-		if err != nil {
-			return err
+		stop, perr := startCPUProfile(path)
+		if perr != nil {
+			return perr
 		}
-		defer stop()
+		defer func() {
+			if perr := stop(); perr != nil {
+				err = errors.Join(err, perr)
+			}
+		}()
 	}
 	root := newRootCommand()
 	root.SetArgs(args)
@@ -77,21 +82,45 @@ func run(args []string) error {
 // startCPUProfile starts a CPU profile of the process into the file
 // path, with every "%p" in it replaced by the process id (so that the
 // commands of one run, a server and its clients, each write their own),
-// and returns what stops it and closes the file.
-func startCPUProfile(path string) (stop func(), err error) {
+// and returns what stops it and closes the file. stop reports the first
+// error writing or closing the file (runtime/pprof ignores its write
+// errors): a profile cut short is not mistaken for a whole one.
+func startCPUProfile(path string) (stop func() error, err error) {
 	path = strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid()))
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("NIXCAS_CPUPROFILE: %w", err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	w := &profileFile{f: f}
+	if err := pprof.StartCPUProfile(w); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("NIXCAS_CPUPROFILE: %w", err)
 	}
-	return func() {
+	return func() error {
 		pprof.StopCPUProfile()
-		f.Close()
+		err := errors.Join(w.err, f.Close())
+		if err != nil {
+			return fmt.Errorf("NIXCAS_CPUPROFILE: %w", err)
+		}
+		return nil
 	}, nil
+}
+
+// profileFile is the file a CPU profile is written to, keeping the first
+// write error. Only the profiler's goroutine writes it, and stop reads err
+// after StopCPUProfile, which returns once the last write is done.
+type profileFile struct {
+	f   *os.File
+	err error
+}
+
+func (w *profileFile) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	w.err = err
+	return n, err
 }
 
 func newRootCommand() *cobra.Command {
