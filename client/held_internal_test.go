@@ -401,3 +401,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("not within a minute: %s", what)
 }
+
+// TestBufferPoolFits: frames of mixed sizes, 64 KiB to 4 MiB, through a
+// pool: each gets the smallest free buffer that fits, never one of more
+// than twice its size plus bufferRound, so the capacity in use stays
+// within that of the frames' lengths.
+func TestBufferPoolFits(t *testing.T) {
+	sizes := []int{4 << 20, 64 << 10, 1 << 20, 3 << 20, 100 << 10, 64 << 10, 2 << 20, 500 << 10}
+	var p bufferPool
+	var inUse [][]byte
+	for round := range 20 {
+		// Put back the buffers of the last round, then take one per
+		// frame of this round, its sizes turned by one.
+		for _, b := range inUse {
+			p.put(b)
+		}
+		inUse = inUse[:0]
+		var length, capacity int
+		for i := range sizes {
+			n := sizes[(i+round)%len(sizes)]
+			free := append([][]byte(nil), p.free...)
+			b := p.get(n)
+			if cap(b) < n || cap(b) > maxBufferCap(n) {
+				t.Fatalf("round %d: a buffer of %d bytes for %d, want %d to %d", round, cap(b), n, n, maxBufferCap(n))
+			}
+			for _, f := range free {
+				if c := cap(f); c >= n && c <= maxBufferCap(n) && c < cap(b) {
+					t.Fatalf("round %d: a buffer of %d bytes for %d while one of %d was free", round, cap(b), n, c)
+				}
+			}
+			inUse = append(inUse, b[:n])
+			length += n
+			capacity += cap(b)
+		}
+		if limit := 2*length + len(sizes)*bufferRound; capacity > limit {
+			t.Fatalf("round %d: %d bytes of capacity for frames of %d bytes, want at most %d", round, capacity, length, limit)
+		}
+	}
+}
