@@ -47,7 +47,10 @@ func (framesCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.M
 // Unmarshal decodes data into v; a *nixcaspb.ReadFramesResponse gets its
 // data field appended to its Data (so a caller that sets Data to a
 // buffer's empty slice receives into that buffer) and its Frame replaced.
-// A message with two data fields is refused.
+// A malformed message (two data fields among others) is refused with
+// castore.ErrCorrupt, which gRPC does not wrap: RecvMsg returns an
+// INTERNAL status of that text, which receiveFrame turns back into
+// ErrCorrupt.
 func (framesCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(*nixcaspb.ReadFramesResponse)
 	if !ok {

@@ -28,8 +28,10 @@ func split(b []byte, n int) mem.BufferSlice {
 // TestFramesCodec: a ReadFramesResponse decodes as the protobuf codec
 // decodes it, its data appended to the Data it held, into that array when
 // it has room, whatever the pieces the message came in and the fields it
-// does not know; a malformed message is refused with ErrCorrupt; other
-// messages decode as protobuf.
+// does not know; Unmarshal refuses a malformed message with ErrCorrupt
+// (which gRPC hands the caller as INTERNAL, and receiveFrame turns back
+// into ErrCorrupt: TestPullCorruptFrame); other messages decode as
+// protobuf.
 func TestFramesCodec(t *testing.T) {
 	data := bytes.Repeat([]byte("frame bytes "), 1000)
 	meta := &nixcaspb.FrameMeta{Name: bytes.Repeat([]byte{7}, 32), StoredSize: 123456}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -247,6 +248,9 @@ func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameM
 		if status.Code(err) == codes.NotFound {
 			return dst, err
 		}
+		if undecodable(err) {
+			return dst, fmt.Errorf("%w: client: frame %s: the server's message did not decode: %v", castore.ErrCorrupt, m.Name, err)
+		}
 		if err != nil {
 			return dst, fmt.Errorf("client: reading frame %s: %w", m.Name, err)
 		}
@@ -259,6 +263,17 @@ func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameM
 		dst = appendReceived(dst, msg.GetData())
 	}
 	return dst, nil
+}
+
+// grpcUnmarshalFailed begins the message of the INTERNAL status gRPC
+// makes of a codec's Unmarshal error, which it does not wrap.
+const grpcUnmarshalFailed = "grpc: failed to unmarshal the received message"
+
+// undecodable says whether err is a message received that its codec
+// refused (framesCodec refuses a malformed ReadFramesResponse).
+func undecodable(err error) bool {
+	s, ok := status.FromError(err)
+	return ok && s.Code() == codes.Internal && strings.HasPrefix(s.Message(), grpcUnmarshalFailed)
 }
 
 // appendReceived appends data to dst, unless framesCodec received it into
