@@ -53,6 +53,15 @@ func TestFramesCodec(t *testing.T) {
 	unknown = protowire.AppendTag(unknown, 12, protowire.BytesType)
 	unknown = protowire.AppendBytes(unknown, []byte("later"))
 	withUnknown := append(append(bytes.Clone(unknown), withMeta...), unknown...)
+	// Fields out of order: a sender may write the data before the frame.
+	metaWire, err := proto.Marshal(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataFirst := protowire.AppendTag(nil, framesFieldData, protowire.BytesType)
+	dataFirst = protowire.AppendBytes(dataFirst, data)
+	dataFirst = protowire.AppendTag(dataFirst, framesFieldFrame, protowire.BytesType)
+	dataFirst = protowire.AppendBytes(dataFirst, metaWire)
 
 	for _, tc := range []struct {
 		name  string
@@ -64,6 +73,7 @@ func TestFramesCodec(t *testing.T) {
 		{"frame and data, small pieces", withMeta, true, 7},
 		{"data only", dataOnly, false, 1000},
 		{"unknown fields", withUnknown, true, 13},
+		{"data before frame", dataFirst, true, 11},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			buf := make([]byte, 0, 100+len(data))
