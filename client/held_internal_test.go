@@ -1,8 +1,11 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,20 +16,29 @@ import (
 	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
-// recordingImporter records the frames imported, failing when told to.
+// recordingImporter records the frames imported, failing when told to,
+// and refuses a frame whose stored bytes no longer hash to its name (as
+// the cache would: its buffer was reused before the import).
 type recordingImporter struct {
 	mu       sync.Mutex
 	imported []castore.Digest
 	fail     error
+	before   func() // when set, called as each import begins
 }
 
 func (r *recordingImporter) ImportFrames(_ context.Context, frames []*pebblestore.VerifiedFrame) (int, error) {
 	if r.fail != nil {
 		return 0, r.fail
 	}
+	if r.before != nil {
+		r.before()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, f := range frames {
+		if castore.Hash(f.Stored()) != f.Name() {
+			return 0, fmt.Errorf("%w: frame %s: its stored bytes changed before its import", castore.ErrCorrupt, f.Name())
+		}
 		r.imported = append(r.imported, f.Name())
 	}
 	return len(frames), nil
@@ -331,20 +343,42 @@ func sameArray(a, b []byte) bool {
 
 // TestHeldFramesReuseBuffers: the next frames decode into the buffer of
 // a frame that left memory, once no writer copies out of it any more,
-// and receive their stored bytes into the buffer of a frame imported;
-// the chunks copied out are the frame's whatever happens to it next.
+// and receive their stored bytes into the buffer of a frame imported,
+// never into that of a frame being imported; the chunks copied out are
+// the frame's whatever happens to it next.
 func TestHeldFramesReuseBuffers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	SetHeldLimits(t, 1<<30, 1) // each frame queued for import at once
-	imp := &recordingImporter{}
+	importing, imports := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	imp := &recordingImporter{before: func() {
+		once.Do(func() {
+			close(importing)
+			<-imports
+		})
+	}}
 	h := startHeldFrames(ctx, imp, map[castore.Digest]int{})
 	f1, d1 := heldFrameInto(t, h, 1, 5000)
 	h.uses[d1] = 1
 	if err := h.add(ctx, f1); err != nil {
 		t.Fatal(err)
 	}
-	waitImported(t, imp, f1.Name())
+	// While frame 1 is being imported, the next frame is received into a
+	// buffer of its own (the importer refuses frame 1 should its stored
+	// bytes change).
+	<-importing
+	next := append(h.storedBuffer(len(f1.Stored())), bytes.Repeat([]byte{0xAA}, len(f1.Stored()))...)
+	close(imports)
+	waitFor(t, "frame 1 imported or refused", func() bool {
+		return h.err() != nil || slices.Contains(imp.names(), f1.Name())
+	})
+	if err := h.err(); err != nil {
+		t.Fatalf("importing frame 1: %v", err)
+	}
+	if sameArray(next, f1.Stored()) {
+		t.Error("a frame received into the stored buffer of a frame being imported")
+	}
 	waitFor(t, "stored buffer of frame 1 free after its import", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
