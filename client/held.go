@@ -165,21 +165,22 @@ func (p *bufferPool) put(b []byte) {
 	p.bytes += int64(cap(b))
 }
 
-// decodedBuffer returns a buffer of at least n bytes of capacity for a
-// frame to decode into.
-func (h *heldFrames) decodedBuffer(n int) []byte {
+// takeBuffer returns a buffer of at least n bytes of capacity from the
+// pool p of h (decodedFree for a frame to decode into, storedFree for a
+// frame's stored bytes, which add and the import keep until the frame is
+// imported).
+func (h *heldFrames) takeBuffer(p *bufferPool, n int) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.decodedFree.get(n)
+	return p.get(n)
 }
 
-// storedBuffer returns a buffer of at least n bytes of capacity for a
-// frame's stored bytes, which add and the import keep until the frame is
-// imported.
-func (h *heldFrames) storedBuffer(n int) []byte {
+// returnBuffer gives b, which nothing uses any more, back to the pool p
+// of h.
+func (h *heldFrames) returnBuffer(p *bufferPool, b []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.storedFree.get(n)
+	p.put(b)
 }
 
 // recycle frees the decoded buffer of f, once dropped and read by no
@@ -248,9 +249,12 @@ func (h *heldFrames) importer(ctx context.Context) {
 // add holds the verified frame vf, its chunks readable with chunk at
 // once, and queues the frames received so far for import when a batch's
 // worth waits. It first waits while more than heldBudget is held, unless
-// a writer waits for a chunk of vf.
+// a writer waits for a chunk of vf; should that wait fail, vf is not
+// held and its buffers go back to the pools.
 func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) error {
 	if err := h.waitForRoom(ctx, vf); err != nil {
+		h.returnBuffer(&h.decodedFree, vf.Decoded())
+		h.returnBuffer(&h.storedFree, vf.Stored())
 		return err
 	}
 	f := &heldFrame{vf: vf}

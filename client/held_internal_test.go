@@ -328,8 +328,8 @@ func TestHeldFramesStallUnderTwiceBudget(t *testing.T) {
 func heldFrameInto(t *testing.T, h *heldFrames, seed byte, n int) (*pebblestore.VerifiedFrame, castore.Digest) {
 	t.Helper()
 	f, d := oneChunkFrame(t, seed, n)
-	stored := append(h.storedBuffer(len(f.Stored())), f.Stored()...)
-	vf, err := pebblestore.VerifyFrameInto(f.Name(), stored, h.decodedBuffer(n), f.Chunks())
+	stored := append(h.takeBuffer(&h.storedFree, len(f.Stored())), f.Stored()...)
+	vf, err := pebblestore.VerifyFrameInto(f.Name(), stored, h.takeBuffer(&h.decodedFree, n), f.Chunks())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +368,7 @@ func TestHeldFramesReuseBuffers(t *testing.T) {
 	// buffer of its own (the importer refuses frame 1 should its stored
 	// bytes change).
 	<-importing
-	next := append(h.storedBuffer(len(f1.Stored())), bytes.Repeat([]byte{0xAA}, len(f1.Stored()))...)
+	next := append(h.takeBuffer(&h.storedFree, len(f1.Stored())), bytes.Repeat([]byte{0xAA}, len(f1.Stored()))...)
 	close(imports)
 	waitFor(t, "frame 1 imported or refused", func() bool {
 		return h.err() != nil || slices.Contains(imp.names(), f1.Name())
@@ -395,7 +395,7 @@ func TestHeldFramesReuseBuffers(t *testing.T) {
 	if !ok || castore.Hash(got) != d1 {
 		t.Fatalf("chunk 1 held: %v", ok)
 	}
-	if b := h.decodedBuffer(5000); sameArray(b, f1.Decoded()) {
+	if b := h.takeBuffer(&h.decodedFree, 5000); sameArray(b, f1.Decoded()) {
 		t.Fatal("frame 1's decoded buffer reused while a writer copies out of it")
 	}
 	h.mu.Lock()
@@ -471,5 +471,45 @@ func TestBufferPoolFits(t *testing.T) {
 		if limit := 2*length + len(sizes)*bufferRound; capacity > limit {
 			t.Fatalf("round %d: %d bytes of capacity for frames of %d bytes, want at most %d", round, capacity, length, limit)
 		}
+	}
+}
+
+// TestHoldFrameReturnsBuffers: a frame refused (its bytes do not hash to
+// its name), or not held (the pull ends while its stream waits for
+// room), gives its buffers back to the pools.
+func TestHoldFrameReturnsBuffers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	SetHeldLimits(t, 1000, 1<<30) // over the budget with one frame, none imported
+	h := startHeldFrames(ctx, &recordingImporter{}, map[castore.Digest]int{})
+	pull := func(vf *pebblestore.VerifiedFrame, d castore.Digest) *framePull {
+		return &framePull{
+			meta:   castore.FrameMeta{Name: vf.Name(), StoredSize: uint64(len(vf.Stored())), DecodedSize: uint64(len(vf.Decoded()))},
+			chunks: []placedChunk{{ref: castore.ChunkRef{Digest: d, Size: uint32(len(vf.Decoded()))}}},
+		}
+	}
+
+	f1, d1 := oneChunkFrame(t, 1, 1500)
+	bad := bytes.Clone(f1.Stored())
+	bad[len(bad)/2] ^= 1
+	if _, err := holdFrame(ctx, pull(f1, d1), bad, h, nil); err == nil {
+		t.Fatal("a frame whose bytes do not hash to its name was held")
+	}
+	if len(h.decodedFree.free) != 1 || !slices.ContainsFunc(h.storedFree.free, func(b []byte) bool { return sameArray(b, bad) }) {
+		t.Errorf("after a frame refused: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.free), len(h.storedFree.free))
+	}
+
+	if err := h.add(ctx, f1); err != nil {
+		t.Fatal(err)
+	}
+	f2, d2 := oneChunkFrame(t, 2, 1500)
+	stored := bytes.Clone(f2.Stored())
+	ended, end := context.WithCancel(ctx)
+	end()
+	if _, err := holdFrame(ended, pull(f2, d2), stored, h, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("holding a frame over the budget once the pull ended: %v", err)
+	}
+	if len(h.decodedFree.free) != 1 || !slices.ContainsFunc(h.storedFree.free, func(b []byte) bool { return sameArray(b, stored) }) {
+		t.Errorf("after a frame not held: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.free), len(h.storedFree.free))
 	}
 }
