@@ -23,9 +23,12 @@ import (
 // buffers. The protobuf codec copies each message into one buffer, then
 // its data into a new slice, which the pull then copied into the frame's
 // buffer: three copies of every frame, two of them into fresh memory
-// (about 0.35 s of a 200 MiB pull's 1.7 s of user CPU). On the wire
-// nothing changes: its name is "proto", and it encodes as that codec
-// does.
+// (about 0.35 s of a 200 MiB pull's 1.7 s of user CPU). The messages
+// on the wire are the same protobuf: the codec encodes as the protobuf
+// codec does. Only the call's content-type names it: forced on a call,
+// a codec named "proto" makes it application/grpc+proto, where the
+// default codec sends application/grpc; gRPC servers take both as
+// protobuf.
 type framesCodec struct{}
 
 // protoCodec is gRPC's protobuf codec.
@@ -47,7 +50,10 @@ func (framesCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.M
 // Unmarshal decodes data into v; a *nixcaspb.ReadFramesResponse gets its
 // data field appended to its Data (so a caller that sets Data to a
 // buffer's empty slice receives into that buffer) and its Frame replaced.
-// A message with two data fields is refused.
+// A malformed message (two data fields among others) is refused with
+// castore.ErrCorrupt, which gRPC does not wrap: RecvMsg returns an
+// INTERNAL status of that text, which receiveFrame turns back into
+// ErrCorrupt.
 func (framesCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(*nixcaspb.ReadFramesResponse)
 	if !ok {

@@ -28,8 +28,10 @@ func split(b []byte, n int) mem.BufferSlice {
 // TestFramesCodec: a ReadFramesResponse decodes as the protobuf codec
 // decodes it, its data appended to the Data it held, into that array when
 // it has room, whatever the pieces the message came in and the fields it
-// does not know; a malformed message is refused with ErrCorrupt; other
-// messages decode as protobuf.
+// does not know; Unmarshal refuses a malformed message with ErrCorrupt
+// (which gRPC hands the caller as INTERNAL, and receiveFrame turns back
+// into ErrCorrupt: TestPullCorruptFrame); other messages decode as
+// protobuf.
 func TestFramesCodec(t *testing.T) {
 	data := bytes.Repeat([]byte("frame bytes "), 1000)
 	meta := &nixcaspb.FrameMeta{Name: bytes.Repeat([]byte{7}, 32), StoredSize: 123456}
@@ -51,6 +53,15 @@ func TestFramesCodec(t *testing.T) {
 	unknown = protowire.AppendTag(unknown, 12, protowire.BytesType)
 	unknown = protowire.AppendBytes(unknown, []byte("later"))
 	withUnknown := append(append(bytes.Clone(unknown), withMeta...), unknown...)
+	// Fields out of order: a sender may write the data before the frame.
+	metaWire, err := proto.Marshal(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataFirst := protowire.AppendTag(nil, framesFieldData, protowire.BytesType)
+	dataFirst = protowire.AppendBytes(dataFirst, data)
+	dataFirst = protowire.AppendTag(dataFirst, framesFieldFrame, protowire.BytesType)
+	dataFirst = protowire.AppendBytes(dataFirst, metaWire)
 
 	for _, tc := range []struct {
 		name  string
@@ -62,6 +73,7 @@ func TestFramesCodec(t *testing.T) {
 		{"frame and data, small pieces", withMeta, true, 7},
 		{"data only", dataOnly, false, 1000},
 		{"unknown fields", withUnknown, true, 13},
+		{"data before frame", dataFirst, true, 11},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			buf := make([]byte, 0, 100+len(data))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -199,7 +200,7 @@ func (c *Client) readWholeFrames(ctx context.Context, frames []framePull, bufs *
 		dst := bufs.stored[:0]
 		if held != nil {
 			// Held, and imported as it is: a buffer of its own.
-			dst = held.storedBuffer(int(f.meta.StoredSize))
+			dst = held.takeBuffer(&held.storedFree, int(f.meta.StoredSize))
 		}
 		obj, err := receiveFrame(stream, f.meta, dst)
 		if status.Code(err) == codes.NotFound {
@@ -247,6 +248,9 @@ func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameM
 		if status.Code(err) == codes.NotFound {
 			return dst, err
 		}
+		if undecodable(err) {
+			return dst, fmt.Errorf("%w: client: frame %s: the server's message did not decode: %v", castore.ErrCorrupt, m.Name, err)
+		}
 		if err != nil {
 			return dst, fmt.Errorf("client: reading frame %s: %w", m.Name, err)
 		}
@@ -261,6 +265,17 @@ func receiveFrame(stream nixcaspb.SyncService_ReadFramesClient, m castore.FrameM
 	return dst, nil
 }
 
+// grpcUnmarshalFailed begins the message of the INTERNAL status gRPC
+// makes of a codec's Unmarshal error, which it does not wrap.
+const grpcUnmarshalFailed = "grpc: failed to unmarshal the received message"
+
+// undecodable says whether err is a message received that its codec
+// refused (framesCodec refuses a malformed ReadFramesResponse).
+func undecodable(err error) bool {
+	s, ok := status.FromError(err)
+	return ok && s.Code() == codes.Internal && strings.HasPrefix(s.Message(), grpcUnmarshalFailed)
+}
+
 // appendReceived appends data to dst, unless framesCodec received it into
 // dst's array already, right after dst's bytes.
 func appendReceived(dst, data []byte) []byte {
@@ -273,20 +288,26 @@ func appendReceived(dst, data []byte) []byte {
 // holdFrame checks the frame f's stored bytes obj against its name,
 // decodes them and checks the chunks wanted from it against their
 // digests (pebblestore.VerifyFrame), then holds the frame for the pull's
-// writers and the cache's import.
+// writers and the cache's import. A frame refused, or not held, gives
+// its buffers back to held's pools.
 func holdFrame(ctx context.Context, f *framePull, obj []byte, held *heldFrames, bar Progress) (uint64, error) {
 	places := make([]pebblestore.FrameChunk, len(f.chunks))
 	for i, p := range f.chunks {
 		places[i] = pebblestore.FrameChunk{Digest: p.ref.Digest, Offset: p.offset, Length: p.ref.Size}
 	}
-	vf, err := pebblestore.VerifyFrameInto(f.meta.Name, obj, held.decodedBuffer(int(f.meta.DecodedSize)), places)
+	buf := held.takeBuffer(&held.decodedFree, int(f.meta.DecodedSize))
+	vf, err := pebblestore.VerifyFrameInto(f.meta.Name, obj, buf, places)
 	if err != nil {
+		held.returnBuffer(&held.decodedFree, buf)
+		held.returnBuffer(&held.storedFree, obj)
 		return 0, fmt.Errorf("client: from the server: %w", err)
 	}
 	if n := uint64(len(vf.Decoded())); n != f.meta.DecodedSize {
+		held.returnBuffer(&held.decodedFree, vf.Decoded())
+		held.returnBuffer(&held.storedFree, obj)
 		return 0, fmt.Errorf("%w: client: frame %s from the server decodes to %d bytes, the server said %d", castore.ErrCorrupt, f.meta.Name, n, f.meta.DecodedSize)
 	}
-	if err := held.add(ctx, vf); err != nil {
+	if err := held.add(ctx, vf); err != nil { // add returns the buffers of a frame it does not hold
 		return 0, err
 	}
 	for _, p := range f.chunks {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
@@ -412,8 +413,9 @@ func checkNothingWritten(t *testing.T, dst string) {
 
 // TestPullCorruptFrame: frames damaged on the server's disk end the pull
 // with DATA_LOSS naming the frame (the server checks a frame against its
-// name before sending it), and frames damaged on the way are refused by
-// the client, naming the frame; nothing is written either way.
+// name before sending it), and frames damaged on the way, or sent in
+// messages that do not decode, are refused by the client with ErrCorrupt,
+// naming the frame; nothing is written either way.
 func TestPullCorruptFrame(t *testing.T) {
 	ctx := context.Background()
 	t.Run("on the server's disk", func(t *testing.T) {
@@ -464,6 +466,36 @@ func TestPullCorruptFrame(t *testing.T) {
 			t.Errorf("the cache holds %d frame files after the refused frames", len(files))
 		}
 	})
+	t.Run("malformed message", func(t *testing.T) {
+		malform := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, malformingStream{ss})
+		})
+		ts := startFramedServer(t, malform)
+		res := ingestNode(t, ts.store, frameTree())
+		if err := ts.store.PackPending(ctx); err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(t.TempDir(), "out")
+		_, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t)}, res.Root, dst)
+		if !errors.Is(err, castore.ErrCorrupt) || !strings.Contains(err.Error(), "frame ") {
+			t.Fatalf("pull of malformed frame messages: %v; want ErrCorrupt naming the frame", err)
+		}
+		checkNothingWritten(t, dst)
+	})
+}
+
+// malformingStream adds a second data field to every frame message the
+// server sends, which the client's codec refuses.
+type malformingStream struct{ grpc.ServerStream }
+
+func (s malformingStream) SendMsg(m any) error {
+	if r, ok := m.(*nixcaspb.ReadFramesResponse); ok && len(r.GetData()) > 0 {
+		r = &nixcaspb.ReadFramesResponse{Frame: r.GetFrame(), Data: r.GetData()}
+		second := protowire.AppendTag(nil, 2, protowire.BytesType)
+		r.ProtoReflect().SetUnknown(protowire.AppendBytes(second, []byte("more")))
+		m = r
+	}
+	return s.ServerStream.SendMsg(m)
 }
 
 // damagingStream flips a byte of every frame message the server sends.

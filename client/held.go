@@ -51,9 +51,14 @@ var (
 // received chunk is thus, from then on, either held here or in the
 // cache. Streams that receive frames faster than the writers write wait
 // while more than heldBudget is held (twice that after a stall, see
-// waitForRoom), so memory stays below twice heldBudget plus the frames
-// not yet imported (a batch being gathered and the
-// batches queued for the importer, which streams wait to queue). Safe for
+// waitForRoom), so the decoded bytes held stay below twice heldBudget
+// plus the frames not yet imported (a batch being gathered and the
+// batches queued for the importer, which streams wait to queue). A
+// frame's buffer has at most twice the frame's bytes plus bufferRound of
+// capacity (bufferPool.get), and each of the two pools of free buffers
+// keeps at most maxFreeBuffers (16 MiB): the memory of the frames stays
+// below twice the bytes counted here (decoded, and stored until
+// imported), plus bufferRound a buffer, plus 32 MiB. Safe for
 // concurrent use.
 type heldFrames struct {
 	imp frameImporter
@@ -123,20 +128,32 @@ type bufferPool struct {
 	bytes int64
 }
 
-// get returns an empty buffer of at least n bytes of capacity: a free
-// one when one is large enough, else a new one.
+// get returns an empty buffer of at least n bytes of capacity: the
+// smallest free one that fits, unless its capacity is over maxBufferCap(n),
+// else a new one. The frames held are counted by their length, so a
+// buffer much larger than its frame would hold memory the budget does
+// not see.
 func (p *bufferPool) get(n int) []byte {
+	best := -1
 	for i, b := range p.free {
-		if cap(b) >= n {
-			last := len(p.free) - 1
-			p.free[i], p.free[last] = p.free[last], nil
-			p.free = p.free[:last]
-			p.bytes -= int64(cap(b))
-			return b[:0]
+		if c := cap(b); c >= n && c <= maxBufferCap(n) && (best < 0 || c < cap(p.free[best])) {
+			best = i
 		}
 	}
-	return make([]byte, 0, (n+bufferRound-1)/bufferRound*bufferRound)
+	if best < 0 {
+		return make([]byte, 0, (n+bufferRound-1)/bufferRound*bufferRound)
+	}
+	b := p.free[best]
+	last := len(p.free) - 1
+	p.free[best], p.free[last] = p.free[last], nil
+	p.free = p.free[:last]
+	p.bytes -= int64(cap(b))
+	return b[:0]
 }
+
+// maxBufferCap is the largest capacity of a buffer get gives for n
+// bytes.
+func maxBufferCap(n int) int { return 2*n + bufferRound }
 
 // put keeps b for reuse, unless the pool is full. Nothing may use b
 // afterwards.
@@ -148,21 +165,22 @@ func (p *bufferPool) put(b []byte) {
 	p.bytes += int64(cap(b))
 }
 
-// decodedBuffer returns a buffer of at least n bytes of capacity for a
-// frame to decode into.
-func (h *heldFrames) decodedBuffer(n int) []byte {
+// takeBuffer returns a buffer of at least n bytes of capacity from the
+// pool p of h (decodedFree for a frame to decode into, storedFree for a
+// frame's stored bytes, which add and the import keep until the frame is
+// imported).
+func (h *heldFrames) takeBuffer(p *bufferPool, n int) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.decodedFree.get(n)
+	return p.get(n)
 }
 
-// storedBuffer returns a buffer of at least n bytes of capacity for a
-// frame's stored bytes, which add and the import keep until the frame is
-// imported.
-func (h *heldFrames) storedBuffer(n int) []byte {
+// returnBuffer gives b, which nothing uses any more, back to the pool p
+// of h.
+func (h *heldFrames) returnBuffer(p *bufferPool, b []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.storedFree.get(n)
+	p.put(b)
 }
 
 // recycle frees the decoded buffer of f, once dropped and read by no
@@ -231,9 +249,12 @@ func (h *heldFrames) importer(ctx context.Context) {
 // add holds the verified frame vf, its chunks readable with chunk at
 // once, and queues the frames received so far for import when a batch's
 // worth waits. It first waits while more than heldBudget is held, unless
-// a writer waits for a chunk of vf.
+// a writer waits for a chunk of vf; should that wait fail, vf is not
+// held and its buffers go back to the pools.
 func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) error {
 	if err := h.waitForRoom(ctx, vf); err != nil {
+		h.returnBuffer(&h.decodedFree, vf.Decoded())
+		h.returnBuffer(&h.storedFree, vf.Stored())
 		return err
 	}
 	f := &heldFrame{vf: vf}

@@ -1,8 +1,11 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,20 +16,29 @@ import (
 	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
-// recordingImporter records the frames imported, failing when told to.
+// recordingImporter records the frames imported, failing when told to,
+// and refuses a frame whose stored bytes no longer hash to its name (as
+// the cache would: its buffer was reused before the import).
 type recordingImporter struct {
 	mu       sync.Mutex
 	imported []castore.Digest
 	fail     error
+	before   func() // when set, called as each import begins
 }
 
 func (r *recordingImporter) ImportFrames(_ context.Context, frames []*pebblestore.VerifiedFrame) (int, error) {
 	if r.fail != nil {
 		return 0, r.fail
 	}
+	if r.before != nil {
+		r.before()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, f := range frames {
+		if castore.Hash(f.Stored()) != f.Name() {
+			return 0, fmt.Errorf("%w: frame %s: its stored bytes changed before its import", castore.ErrCorrupt, f.Name())
+		}
 		r.imported = append(r.imported, f.Name())
 	}
 	return len(frames), nil
@@ -316,8 +328,8 @@ func TestHeldFramesStallUnderTwiceBudget(t *testing.T) {
 func heldFrameInto(t *testing.T, h *heldFrames, seed byte, n int) (*pebblestore.VerifiedFrame, castore.Digest) {
 	t.Helper()
 	f, d := oneChunkFrame(t, seed, n)
-	stored := append(h.storedBuffer(len(f.Stored())), f.Stored()...)
-	vf, err := pebblestore.VerifyFrameInto(f.Name(), stored, h.decodedBuffer(n), f.Chunks())
+	stored := append(h.takeBuffer(&h.storedFree, len(f.Stored())), f.Stored()...)
+	vf, err := pebblestore.VerifyFrameInto(f.Name(), stored, h.takeBuffer(&h.decodedFree, n), f.Chunks())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,20 +343,42 @@ func sameArray(a, b []byte) bool {
 
 // TestHeldFramesReuseBuffers: the next frames decode into the buffer of
 // a frame that left memory, once no writer copies out of it any more,
-// and receive their stored bytes into the buffer of a frame imported;
-// the chunks copied out are the frame's whatever happens to it next.
+// and receive their stored bytes into the buffer of a frame imported,
+// never into that of a frame being imported; the chunks copied out are
+// the frame's whatever happens to it next.
 func TestHeldFramesReuseBuffers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	SetHeldLimits(t, 1<<30, 1) // each frame queued for import at once
-	imp := &recordingImporter{}
+	importing, imports := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	imp := &recordingImporter{before: func() {
+		once.Do(func() {
+			close(importing)
+			<-imports
+		})
+	}}
 	h := startHeldFrames(ctx, imp, map[castore.Digest]int{})
 	f1, d1 := heldFrameInto(t, h, 1, 5000)
 	h.uses[d1] = 1
 	if err := h.add(ctx, f1); err != nil {
 		t.Fatal(err)
 	}
-	waitImported(t, imp, f1.Name())
+	// While frame 1 is being imported, the next frame is received into a
+	// buffer of its own (the importer refuses frame 1 should its stored
+	// bytes change).
+	<-importing
+	next := append(h.takeBuffer(&h.storedFree, len(f1.Stored())), bytes.Repeat([]byte{0xAA}, len(f1.Stored()))...)
+	close(imports)
+	waitFor(t, "frame 1 imported or refused", func() bool {
+		return h.err() != nil || slices.Contains(imp.names(), f1.Name())
+	})
+	if err := h.err(); err != nil {
+		t.Fatalf("importing frame 1: %v", err)
+	}
+	if sameArray(next, f1.Stored()) {
+		t.Error("a frame received into the stored buffer of a frame being imported")
+	}
 	waitFor(t, "stored buffer of frame 1 free after its import", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -361,7 +395,7 @@ func TestHeldFramesReuseBuffers(t *testing.T) {
 	if !ok || castore.Hash(got) != d1 {
 		t.Fatalf("chunk 1 held: %v", ok)
 	}
-	if b := h.decodedBuffer(5000); sameArray(b, f1.Decoded()) {
+	if b := h.takeBuffer(&h.decodedFree, 5000); sameArray(b, f1.Decoded()) {
 		t.Fatal("frame 1's decoded buffer reused while a writer copies out of it")
 	}
 	h.mu.Lock()
@@ -400,4 +434,82 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("not within a minute: %s", what)
+}
+
+// TestBufferPoolFits: frames of mixed sizes, 64 KiB to 4 MiB, through a
+// pool: each gets the smallest free buffer that fits, never one of more
+// than twice its size plus bufferRound, so the capacity in use stays
+// within that of the frames' lengths.
+func TestBufferPoolFits(t *testing.T) {
+	sizes := []int{4 << 20, 64 << 10, 1 << 20, 3 << 20, 100 << 10, 64 << 10, 2 << 20, 500 << 10}
+	var p bufferPool
+	var inUse [][]byte
+	for round := range 20 {
+		// Put back the buffers of the last round, then take one per
+		// frame of this round, its sizes turned by one.
+		for _, b := range inUse {
+			p.put(b)
+		}
+		inUse = inUse[:0]
+		var length, capacity int
+		for i := range sizes {
+			n := sizes[(i+round)%len(sizes)]
+			free := append([][]byte(nil), p.free...)
+			b := p.get(n)
+			if cap(b) < n || cap(b) > maxBufferCap(n) {
+				t.Fatalf("round %d: a buffer of %d bytes for %d, want %d to %d", round, cap(b), n, n, maxBufferCap(n))
+			}
+			for _, f := range free {
+				if c := cap(f); c >= n && c <= maxBufferCap(n) && c < cap(b) {
+					t.Fatalf("round %d: a buffer of %d bytes for %d while one of %d was free", round, cap(b), n, c)
+				}
+			}
+			inUse = append(inUse, b[:n])
+			length += n
+			capacity += cap(b)
+		}
+		if limit := 2*length + len(sizes)*bufferRound; capacity > limit {
+			t.Fatalf("round %d: %d bytes of capacity for frames of %d bytes, want at most %d", round, capacity, length, limit)
+		}
+	}
+}
+
+// TestHoldFrameReturnsBuffers: a frame refused (its bytes do not hash to
+// its name), or not held (the pull ends while its stream waits for
+// room), gives its buffers back to the pools.
+func TestHoldFrameReturnsBuffers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	SetHeldLimits(t, 1000, 1<<30) // over the budget with one frame, none imported
+	h := startHeldFrames(ctx, &recordingImporter{}, map[castore.Digest]int{})
+	pull := func(vf *pebblestore.VerifiedFrame, d castore.Digest) *framePull {
+		return &framePull{
+			meta:   castore.FrameMeta{Name: vf.Name(), StoredSize: uint64(len(vf.Stored())), DecodedSize: uint64(len(vf.Decoded()))},
+			chunks: []placedChunk{{ref: castore.ChunkRef{Digest: d, Size: uint32(len(vf.Decoded()))}}},
+		}
+	}
+
+	f1, d1 := oneChunkFrame(t, 1, 1500)
+	bad := bytes.Clone(f1.Stored())
+	bad[len(bad)/2] ^= 1
+	if _, err := holdFrame(ctx, pull(f1, d1), bad, h, nil); err == nil {
+		t.Fatal("a frame whose bytes do not hash to its name was held")
+	}
+	if len(h.decodedFree.free) != 1 || !slices.ContainsFunc(h.storedFree.free, func(b []byte) bool { return sameArray(b, bad) }) {
+		t.Errorf("after a frame refused: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.free), len(h.storedFree.free))
+	}
+
+	if err := h.add(ctx, f1); err != nil {
+		t.Fatal(err)
+	}
+	f2, d2 := oneChunkFrame(t, 2, 1500)
+	stored := bytes.Clone(f2.Stored())
+	ended, end := context.WithCancel(ctx)
+	end()
+	if _, err := holdFrame(ended, pull(f2, d2), stored, h, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("holding a frame over the budget once the pull ended: %v", err)
+	}
+	if len(h.decodedFree.free) != 1 || !slices.ContainsFunc(h.storedFree.free, func(b []byte) bool { return sameArray(b, stored) }) {
+		t.Errorf("after a frame not held: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.free), len(h.storedFree.free))
+	}
 }
