@@ -208,14 +208,7 @@ func BenchmarkPostgresIngest(b *testing.B) {
 // server per file; with -v, the statements sent.
 func BenchmarkPostgresRenderSmallFiles(b *testing.B) {
 	const dirs, perDir = 20, 100
-	tree := testtree.Entries{}
-	for i := range dirs {
-		files := testtree.Entries{}
-		for j := range perDir {
-			files[fmt.Sprintf("f%03d", j)] = testtree.File(testtree.Random(uint64(i*perDir+j), int64(1000+(i*perDir+j)%3000)))
-		}
-		tree[fmt.Sprintf("d%02d", i)] = testtree.Dir(files)
-	}
+	tree := smallFilesTree(dirs, perDir)
 	ctx := context.Background()
 	url, dir, root, _ := packedPostgresTree(b, testtree.Dir(tree))
 
@@ -274,4 +267,18 @@ func (discardSender) Write(p []byte) (int, error) { return len(p), nil }
 
 func (discardSender) SendFile(f *os.File, n int64) (int64, error) {
 	return io.CopyN(io.Discard, f, n)
+}
+
+// smallFilesTree is dirs directories of perDir files of 1,000 to 3,999
+// random bytes each.
+func smallFilesTree(dirs, perDir int) testtree.Entries {
+	tree := testtree.Entries{}
+	for i := range dirs {
+		files := testtree.Entries{}
+		for j := range perDir {
+			files[fmt.Sprintf("f%03d", j)] = testtree.File(testtree.Random(uint64(i*perDir+j), int64(1000+(i*perDir+j)%3000)))
+		}
+		tree[fmt.Sprintf("d%02d", i)] = testtree.Dir(files)
+	}
+	return tree
 }

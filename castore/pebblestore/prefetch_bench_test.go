@@ -94,14 +94,7 @@ func BenchmarkPostgresRenderHugeDir(b *testing.B) {
 // than the tree), to a writer that sends files.
 func BenchmarkPostgresRenderUnpacked(b *testing.B) {
 	const dirs, perDir = 20, 100
-	tree := testtree.Entries{}
-	for i := range dirs {
-		files := testtree.Entries{}
-		for j := range perDir {
-			files[fmt.Sprintf("f%03d", j)] = testtree.File(testtree.Random(uint64(i*perDir+j), int64(1000+(i*perDir+j)%3000)))
-		}
-		tree[fmt.Sprintf("d%02d", i)] = testtree.Dir(files)
-	}
+	tree := smallFilesTree(dirs, perDir)
 	var buf bytes.Buffer
 	if err := testtree.WriteNAR(&buf, testtree.Dir(tree)); err != nil {
 		b.Fatal(err)

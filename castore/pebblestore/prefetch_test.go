@@ -42,14 +42,7 @@ func TestPostgresRenderPrefetch(t *testing.T) {
 	}
 	url, dir, root, nar := packedPostgresTree(t, testtree.Dir(files))
 
-	var rt roundTrips
-	pebblestore.SetPostgresTracer(&rt)
-	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
-	pebblestore.SetPostgresTracer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, rt := openTracedPostgres(t, url, dir)
 	rt.trips.Store(0)
 	var w keepingSender
 	if err := narrender.Render(ctx, &w, s, root); err != nil {
@@ -111,14 +104,7 @@ func TestPostgresRenderRangePrefetch(t *testing.T) {
 	}
 	url, dir, root, nar := packedPostgresTree(t, testtree.Dir(tree))
 
-	var rt roundTrips
-	pebblestore.SetPostgresTracer(&rt)
-	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
-	pebblestore.SetPostgresTracer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, rt := openTracedPostgres(t, url, dir)
 	off := uint64(len(nar) - 300)
 	rt.trips.Store(0)
 	var w keepingSender
@@ -150,14 +136,7 @@ func TestPostgresRenderPrefetchAbsent(t *testing.T) {
 		t.Fatal(err)
 	}
 	url, dir := testpg.New(t), t.TempDir()
-	var rt roundTrips
-	pebblestore.SetPostgresTracer(&rt)
-	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
-	pebblestore.SetPostgresTracer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, rt := openTracedPostgres(t, url, dir)
 	res, err := narrender.Ingest(ctx, bytes.NewReader(buf.Bytes()), s, castore.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -189,14 +168,7 @@ func TestPostgresRenderPrefetchOneChunkFiles(t *testing.T) {
 	}
 	url, dir, root, nar := packedPostgresTree(t, testtree.Dir(files))
 
-	var rt roundTrips
-	pebblestore.SetPostgresTracer(&rt)
-	s, err := pebblestore.OpenPostgres(ctx, url, dir, pebblestore.Options{})
-	pebblestore.SetPostgresTracer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, rt := openTracedPostgres(t, url, dir)
 	d, err := s.GetDirectory(ctx, root.Digest)
 	if err != nil {
 		t.Fatal(err)
@@ -229,4 +201,19 @@ func TestPostgresRenderPrefetchOneChunkFiles(t *testing.T) {
 	if n := rt.trips.Load(); n > int64(want) {
 		t.Errorf("the render took %d round trips; want at most %d", n, want)
 	}
+}
+
+// openTracedPostgres opens the store on PostgreSQL at url and dir, closed
+// when the test ends, with the round trips of its connections counted.
+func openTracedPostgres(t *testing.T, url, dir string) (*pebblestore.Store, *roundTrips) {
+	t.Helper()
+	var rt roundTrips
+	pebblestore.SetPostgresTracer(&rt)
+	s, err := pebblestore.OpenPostgres(context.Background(), url, dir, pebblestore.Options{})
+	pebblestore.SetPostgresTracer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, &rt
 }
