@@ -8,6 +8,7 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
+	"github.com/nixcas/nixcas/internal/bufpool"
 )
 
 // frameImporter is the power of a cache that stores frames received whole
@@ -54,11 +55,11 @@ var (
 // waitForRoom), so the decoded bytes held stay below twice heldBudget
 // plus the frames not yet imported (a batch being gathered and the
 // batches queued for the importer, which streams wait to queue). A
-// frame's buffer has at most twice the frame's bytes plus bufferRound of
-// capacity (bufferPool.get), and each of the two pools of free buffers
-// keeps at most maxFreeBuffers (16 MiB): the memory of the frames stays
+// frame's buffer has at most twice the frame's bytes plus bufpool.Round of
+// capacity (bufpool.Pool.Get), and each of the two pools of free buffers
+// keeps at most bufpool.MaxFree (16 MiB): the memory of the frames stays
 // below twice the bytes counted here (decoded, and stored until
-// imported), plus bufferRound a buffer, plus 32 MiB. Safe for
+// imported), plus bufpool.Round a buffer, plus 32 MiB. Safe for
 // concurrent use.
 type heldFrames struct {
 	imp frameImporter
@@ -82,8 +83,8 @@ type heldFrames struct {
 	stalled      bool                   // a stall was found (waitForRoom) …
 	stallReads   uint64                 // … when reads was this
 	changed      chan struct{}          // closed (and replaced) when a frame leaves memory, a writer waits, or the writers are done
-	decodedFree  bufferPool             // decoded buffers of frames gone, for the next frames
-	storedFree   bufferPool             // stored buffers of frames imported, for the next frames
+	decodedFree  bufpool.Pool           // decoded buffers of frames gone, for the next frames
+	storedFree   bufpool.Pool           // stored buffers of frames imported, for the next frames
 }
 
 type heldFrame struct {
@@ -106,81 +107,28 @@ type heldChunk struct {
 const importQueue = 4
 
 // A pull decodes its frames into the buffers of frames that left memory,
-// and receives their stored bytes into the buffers of frames imported,
-// so that it reuses the memory of a few dozen frames rather than taking
-// fresh pages for every frame: on this project's VM a page touched for
-// the first time cost more than decoding into it (page faults and the
-// zeroing of pages were a quarter of a cold pull's CPU), and the kernel
-// copied a frame into the cache's file slower out of a fresh buffer than
-// out of one it had copied from before.
-const (
-	// bufferRound rounds the capacity of a new buffer up, so that
-	// frames of about the same size fit each other's buffers.
-	bufferRound = 64 << 10
-	// maxFreeBuffers bounds the capacity of the buffers a pool keeps.
-	maxFreeBuffers = 16 << 20
-)
-
-// bufferPool keeps buffers for reuse, up to maxFreeBuffers bytes of
-// capacity. Its zero value is empty; it is not safe for concurrent use.
-type bufferPool struct {
-	free  [][]byte
-	bytes int64
-}
-
-// get returns an empty buffer of at least n bytes of capacity: the
-// smallest free one that fits, unless its capacity is over maxBufferCap(n),
-// else a new one. The frames held are counted by their length, so a
-// buffer much larger than its frame would hold memory the budget does
-// not see.
-func (p *bufferPool) get(n int) []byte {
-	best := -1
-	for i, b := range p.free {
-		if c := cap(b); c >= n && c <= maxBufferCap(n) && (best < 0 || c < cap(p.free[best])) {
-			best = i
-		}
-	}
-	if best < 0 {
-		return make([]byte, 0, (n+bufferRound-1)/bufferRound*bufferRound)
-	}
-	b := p.free[best]
-	last := len(p.free) - 1
-	p.free[best], p.free[last] = p.free[last], nil
-	p.free = p.free[:last]
-	p.bytes -= int64(cap(b))
-	return b[:0]
-}
-
-// maxBufferCap is the largest capacity of a buffer get gives for n
-// bytes.
-func maxBufferCap(n int) int { return 2*n + bufferRound }
-
-// put keeps b for reuse, unless the pool is full. Nothing may use b
-// afterwards.
-func (p *bufferPool) put(b []byte) {
-	if p.bytes+int64(cap(b)) > maxFreeBuffers {
-		return
-	}
-	p.free = append(p.free, b[:0])
-	p.bytes += int64(cap(b))
-}
-
+// and receives their stored bytes into the buffers of frames imported
+// (bufpool), so that it reuses the memory of a few dozen frames rather
+// than taking fresh pages for every frame; the kernel also copied a frame
+// into the cache's file slower out of a fresh buffer than out of one it
+// had copied from before.
+//
 // takeBuffer returns a buffer of at least n bytes of capacity from the
 // pool p of h (decodedFree for a frame to decode into, storedFree for a
 // frame's stored bytes, which add and the import keep until the frame is
 // imported).
-func (h *heldFrames) takeBuffer(p *bufferPool, n int) []byte {
+func (h *heldFrames) takeBuffer(p *bufpool.Pool, n int) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return p.get(n)
+	return p.Get(n)
 }
 
 // returnBuffer gives b, which nothing uses any more, back to the pool p
 // of h.
-func (h *heldFrames) returnBuffer(p *bufferPool, b []byte) {
+func (h *heldFrames) returnBuffer(p *bufpool.Pool, b []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	p.put(b)
+	p.Put(b)
 }
 
 // recycle frees the decoded buffer of f, once dropped and read by no
@@ -190,7 +138,7 @@ func (h *heldFrames) recycle(f *heldFrame) {
 		return
 	}
 	f.recycled = true
-	h.decodedFree.put(f.vf.Decoded())
+	h.decodedFree.Put(f.vf.Decoded())
 }
 
 // newHeldFrames returns the frames held for a pull into cache, whose
@@ -452,7 +400,7 @@ func (h *heldFrames) importFrames(ctx context.Context, batch []*heldFrame) error
 	defer h.mu.Unlock()
 	for _, f := range batch {
 		f.imported = true
-		h.storedFree.put(f.vf.Stored())
+		h.storedFree.Put(f.vf.Stored())
 	}
 	h.dropFrames(func(f *heldFrame) bool { return f.live == 0 })
 	return nil

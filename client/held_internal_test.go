@@ -382,7 +382,7 @@ func TestHeldFramesReuseBuffers(t *testing.T) {
 	waitFor(t, "stored buffer of frame 1 free after its import", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		return len(h.storedFree.free) == 1 && sameArray(h.storedFree.free[0], f1.Stored())
+		return len(h.storedFree.Buffers()) == 1 && sameArray(h.storedFree.Buffers()[0], f1.Stored())
 	})
 
 	// A writer still copying out of frame 1 when its last use drops it:
@@ -436,44 +436,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("not within a minute: %s", what)
 }
 
-// TestBufferPoolFits: frames of mixed sizes, 64 KiB to 4 MiB, through a
-// pool: each gets the smallest free buffer that fits, never one of more
-// than twice its size plus bufferRound, so the capacity in use stays
-// within that of the frames' lengths.
-func TestBufferPoolFits(t *testing.T) {
-	sizes := []int{4 << 20, 64 << 10, 1 << 20, 3 << 20, 100 << 10, 64 << 10, 2 << 20, 500 << 10}
-	var p bufferPool
-	var inUse [][]byte
-	for round := range 20 {
-		// Put back the buffers of the last round, then take one per
-		// frame of this round, its sizes turned by one.
-		for _, b := range inUse {
-			p.put(b)
-		}
-		inUse = inUse[:0]
-		var length, capacity int
-		for i := range sizes {
-			n := sizes[(i+round)%len(sizes)]
-			free := append([][]byte(nil), p.free...)
-			b := p.get(n)
-			if cap(b) < n || cap(b) > maxBufferCap(n) {
-				t.Fatalf("round %d: a buffer of %d bytes for %d, want %d to %d", round, cap(b), n, n, maxBufferCap(n))
-			}
-			for _, f := range free {
-				if c := cap(f); c >= n && c <= maxBufferCap(n) && c < cap(b) {
-					t.Fatalf("round %d: a buffer of %d bytes for %d while one of %d was free", round, cap(b), n, c)
-				}
-			}
-			inUse = append(inUse, b[:n])
-			length += n
-			capacity += cap(b)
-		}
-		if limit := 2*length + len(sizes)*bufferRound; capacity > limit {
-			t.Fatalf("round %d: %d bytes of capacity for frames of %d bytes, want at most %d", round, capacity, length, limit)
-		}
-	}
-}
-
 // TestHoldFrameReturnsBuffers: a frame refused (its bytes do not hash to
 // its name), or not held (the pull ends while its stream waits for
 // room), gives its buffers back to the pools.
@@ -495,8 +457,8 @@ func TestHoldFrameReturnsBuffers(t *testing.T) {
 	if _, err := holdFrame(ctx, pull(f1, d1), bad, h, nil); err == nil {
 		t.Fatal("a frame whose bytes do not hash to its name was held")
 	}
-	if len(h.decodedFree.free) != 1 || !slices.ContainsFunc(h.storedFree.free, func(b []byte) bool { return sameArray(b, bad) }) {
-		t.Errorf("after a frame refused: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.free), len(h.storedFree.free))
+	if len(h.decodedFree.Buffers()) != 1 || !slices.ContainsFunc(h.storedFree.Buffers(), func(b []byte) bool { return sameArray(b, bad) }) {
+		t.Errorf("after a frame refused: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.Buffers()), len(h.storedFree.Buffers()))
 	}
 
 	if err := h.add(ctx, f1); err != nil {
@@ -509,7 +471,7 @@ func TestHoldFrameReturnsBuffers(t *testing.T) {
 	if _, err := holdFrame(ended, pull(f2, d2), stored, h, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("holding a frame over the budget once the pull ended: %v", err)
 	}
-	if len(h.decodedFree.free) != 1 || !slices.ContainsFunc(h.storedFree.free, func(b []byte) bool { return sameArray(b, stored) }) {
-		t.Errorf("after a frame not held: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.free), len(h.storedFree.free))
+	if len(h.decodedFree.Buffers()) != 1 || !slices.ContainsFunc(h.storedFree.Buffers(), func(b []byte) bool { return sameArray(b, stored) }) {
+		t.Errorf("after a frame not held: %d decoded and %d stored buffers free, want 1 and its own", len(h.decodedFree.Buffers()), len(h.storedFree.Buffers()))
 	}
 }
