@@ -75,3 +75,10 @@ func (s *Shared) Put(b []byte) {
 	defer s.mu.Unlock()
 	s.p.Put(b)
 }
+
+// Buffers is Pool.Buffers, copied.
+func (s *Shared) Buffers() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]byte(nil), s.p.Buffers()...)
+}

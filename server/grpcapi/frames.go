@@ -137,15 +137,20 @@ func (s *syncService) sendFrame(ctx context.Context, src castore.FrameSource, na
 		return err
 	}
 	defer s.frameReads.Release(held)
-	// A buffer per frame: a sent message must not change.
-	obj, err := src.GetFrame(ctx, name, nil)
+	// Read into a buffer of a frame sent before, which sentFrame gives
+	// back once the transport has written every message of it.
+	buf := s.frameBuffers.Get(int(m.StoredSize))
+	obj, err := src.GetFrame(ctx, name, buf)
 	if err != nil {
+		s.frameBuffers.Put(buf)
 		return err
 	}
+	f := newSentFrame(obj, &s.frameBuffers)
+	defer f.release()
 	meta := &nixcaspb.FrameMeta{Name: name[:], StoredSize: uint64(len(obj))}
 	for off := 0; ; {
 		end := min(off+readFramesMessage, len(obj))
-		if err := stream.Send(&nixcaspb.ReadFramesResponse{Frame: meta, Data: obj[off:end]}); err != nil {
+		if err := stream.SendMsg(&frameMessage{meta: meta, data: obj[off:end], f: f}); err != nil {
 			return err
 		}
 		meta = nil

@@ -3,6 +3,7 @@ package grpcapi_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -156,5 +157,65 @@ func TestFrameCalls(t *testing.T) {
 	wantCode(t, "ReadFrames of a damaged frame", err, codes.DataLoss)
 	if err == nil || !strings.Contains(err.Error(), name.String()) {
 		t.Errorf("error %v does not name frame %s", err, name)
+	}
+}
+
+// TestReadFramesConcurrently: calls reading the same frames at once, each
+// several times, receive every frame as stored, while the server reads
+// frames into the buffers of frames it sent before.
+func TestReadFramesConcurrently(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t, grpcapi.Options{})
+	var datas [][]byte
+	for i := range 60 {
+		datas = append(datas, randomBytes(byte(i), 60<<10))
+	}
+	refs := putChunks(t, ts, datas...)
+	if err := ts.store.PackPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req := &nixcaspb.ChunkPlacesRequest{}
+	for _, r := range refs {
+		req.Digests = append(req.Digests, raw(r.Digest))
+	}
+	resp, err := ts.sync.ChunkPlaces(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names [][]byte
+	for _, f := range resp.GetFrames() {
+		names = append(names, f.GetName())
+	}
+	if len(names) < 3 {
+		t.Fatalf("%d frames, want at least 3", len(names))
+	}
+	const calls, rounds = 4, 5
+	errs := make(chan error, calls)
+	for c := range calls {
+		go func() {
+			for r := range rounds {
+				// Each call starts at another frame.
+				order := append(append([][]byte(nil), names[(c+r)%len(names):]...), names[:(c+r)%len(names)]...)
+				objs, err := readFrames(ts, order...)
+				if err == nil && len(objs) != len(order) {
+					err = fmt.Errorf("%d frames of %d", len(objs), len(order))
+				}
+				for i, obj := range objs {
+					if h := castore.Hash(obj); err == nil && !bytes.Equal(h[:], order[i]) {
+						err = fmt.Errorf("frame %x received as %d bytes hashing to %s", order[i], len(obj), h)
+					}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("call %d, round %d: %w", c, r, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -180,6 +180,7 @@ func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.StatsHandler(m),
+		serverCodecOption,
 		grpc.ChainUnaryInterceptor(m.unary, a.unary, mapErrorsUnary),
 		grpc.ChainStreamInterceptor(m.stream, a.stream, mapErrorsStream),
 	}

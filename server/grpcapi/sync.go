@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/internal/bufpool"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 	"github.com/nixcas/nixcas/store"
 )
@@ -27,6 +28,9 @@ type syncService struct {
 	streams chan struct{}
 	// frameReads is the frame bytes ReadFrames calls may hold at once.
 	frameReads *semaphore.Weighted
+	// frameBuffers keeps the buffers of frames sent, to read the next
+	// ones into (see serverCodec).
+	frameBuffers bufpool.Shared
 }
 
 // chunkStreamSlot waits for one of the server's chunk stream slots and
