@@ -484,11 +484,23 @@ func TestPullCorruptFrame(t *testing.T) {
 	})
 }
 
+// sentResponse returns the ReadFramesResponse m stands for when it is
+// the server's own type of ReadFrames message, else m.
+func sentResponse(m any) any {
+	if fm, ok := m.(interface {
+		Response() *nixcaspb.ReadFramesResponse
+	}); ok {
+		return fm.Response()
+	}
+	return m
+}
+
 // malformingStream adds a second data field to every frame message the
 // server sends, which the client's codec refuses.
 type malformingStream struct{ grpc.ServerStream }
 
 func (s malformingStream) SendMsg(m any) error {
+	m = sentResponse(m)
 	if r, ok := m.(*nixcaspb.ReadFramesResponse); ok && len(r.GetData()) > 0 {
 		r = &nixcaspb.ReadFramesResponse{Frame: r.GetFrame(), Data: r.GetData()}
 		second := protowire.AppendTag(nil, 2, protowire.BytesType)
@@ -502,6 +514,7 @@ func (s malformingStream) SendMsg(m any) error {
 type damagingStream struct{ grpc.ServerStream }
 
 func (s damagingStream) SendMsg(m any) error {
+	m = sentResponse(m)
 	if r, ok := m.(*nixcaspb.ReadFramesResponse); ok && len(r.GetData()) > 0 {
 		data := append([]byte(nil), r.GetData()...)
 		data[len(data)/2] ^= 1

@@ -51,11 +51,19 @@ func (serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // frameMessage is a nixcas.v1.ReadFramesResponse whose data is a piece
-// of a frame's buffer (sentFrame).
+// of a frame's buffer (sentFrame). It is what a stream interceptor's
+// SendMsg sees of a ReadFrames call's messages: Response gives the
+// message it stands for.
 type frameMessage struct {
 	meta *nixcaspb.FrameMeta // the first message of a frame only
 	data []byte              // within f.buf
 	f    *sentFrame
+}
+
+// Response returns the ReadFramesResponse m encodes, with a copy of its
+// data (the frame's buffer is reused once m is sent).
+func (m *frameMessage) Response() *nixcaspb.ReadFramesResponse {
+	return &nixcaspb.ReadFramesResponse{Frame: m.meta, Data: append([]byte(nil), m.data...)}
 }
 
 // marshal encodes m as the protobuf codec encodes a ReadFramesResponse:
