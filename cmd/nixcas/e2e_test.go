@@ -382,8 +382,13 @@ func e2eSameFile(t testing.TB, want, got string) {
 }
 
 // e2eFirstDiff returns the first index at which a and b differ (including
-// one ending before the other), or -1 if they are equal.
+// one ending before the other), or -1 if they are equal. bytes.Equal
+// answers the common case: the loop below is instrumented byte by byte
+// under the race detector.
 func e2eFirstDiff(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
 			return i
@@ -393,6 +398,35 @@ func e2eFirstDiff(a, b []byte) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+// TestE2EFirstDiff checks the comparison every render check rests on.
+func TestE2EFirstDiff(t *testing.T) {
+	t.Parallel()
+	a := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	changed := func(i int) []byte {
+		b := bytes.Clone(a)
+		b[i] ^= 1
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		a, b []byte
+		want int
+	}{
+		{"equal", a, bytes.Clone(a), -1},
+		{"both empty", nil, []byte{}, -1},
+		{"first byte", a, changed(0), 0},
+		{"middle byte", a, changed(30001), 30001},
+		{"last byte", a, changed(len(a) - 1), len(a) - 1},
+		{"shorter", a[:100], a, 100},
+		{"longer", a, a[:100], 100},
+		{"empty against data", nil, a, 0},
+	} {
+		if got := e2eFirstDiff(tc.a, tc.b); got != tc.want {
+			t.Errorf("%s: e2eFirstDiff = %d, want %d", tc.name, got, tc.want)
+		}
+	}
 }
 
 func e2eRequireNix(t testing.TB) {
