@@ -95,6 +95,9 @@ const stallNARFraming = 8 + 16 + 8 + 8 + 8 + 8 + 8 + 8 + 16 + 8 + 8 + 8
 // download beyond --max-renders is answered 503 with Retry-After and a
 // narinfo is still served. Once they are cut, their slots and memory
 // are free and the NAR downloads whole.
+//
+// Not parallel: it holds downloads against a 3 s write timeout and
+// reads the buffers they hold after a second.
 func TestServeStalledDownloads(t *testing.T) {
 	const renders = 3
 	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"),
