@@ -10,8 +10,8 @@ import (
 	"github.com/nixcas/nixcas/castore"
 )
 
-// largeBlobSize is the size of the blob testLargeBlob streams (less with
-// -short).
+// largeBlobSize is the size of the blob testLargeBlob streams unless
+// Options say otherwise (less with -short).
 const largeBlobSize = 64 << 20
 
 // pseudoRandomReader returns a reader of n deterministic pseudo-random
@@ -20,14 +20,16 @@ func pseudoRandomReader(seed byte, n int64) io.Reader {
 	return io.LimitReader(rand.NewChaCha8([32]byte{seed}), n)
 }
 
-// testLargeBlob streams a large blob through castore.Writer, reads it back
-// through castore.OpenBlob and compares digests; neither side holds the
-// blob in memory.
-func testLargeBlob(t *testing.T, s castore.Store) {
+// testLargeBlob streams a large blob of size bytes (0: largeBlobSize)
+// through castore.Writer, reads it back through castore.OpenBlob and
+// compares digests; neither side holds the blob in memory.
+func testLargeBlob(t *testing.T, s castore.Store, size int64) {
 	ctx := context.Background()
-	size := int64(largeBlobSize)
-	if testing.Short() {
-		size = 8 << 20
+	if size == 0 {
+		size = largeBlobSize
+		if testing.Short() {
+			size = 8 << 20
+		}
 	}
 
 	w, err := castore.NewWriter(s, castore.WriterOptions{})

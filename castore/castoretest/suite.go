@@ -24,6 +24,21 @@ const EmptyDirectoryDigest = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc
 // castore.As finds the power in the store, through its wrappers, and are
 // skipped otherwise.
 func Run(t *testing.T, open func(t *testing.T) castore.Store) {
+	RunWith(t, open, Options{})
+}
+
+// Options adjust the suite. Zero fields take defaults.
+type Options struct {
+	// LargeBlobSize is the size of the blob LargeBlob streams through
+	// castore.Writer and reads back: default 64 MiB, 8 MiB with -short.
+	// A caller whose store adds nothing that depends on the blob's size
+	// (a wrapper passing calls through) can take less; the blob should
+	// still span many chunks and any buffer or cache of the store.
+	LargeBlobSize int64
+}
+
+// RunWith runs the suite as [Run] does, adjusted by opts.
+func RunWith(t *testing.T, open func(t *testing.T) castore.Store, opts Options) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s castore.Store)
@@ -41,7 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) castore.Store) {
 		{"ConcurrentDistinctPuts", testConcurrentDistinctPuts},
 		{"Sync", testSync},
 		{"CloseTwice", testCloseTwice},
-		{"LargeBlob", testLargeBlob},
+		{"LargeBlob", func(t *testing.T, s castore.Store) { testLargeBlob(t, s, opts.LargeBlobSize) }},
 		{"PutEncodedWrongDigest", testPutEncodedWrongDigest},
 		{"DeleteChunk", testDeleteChunk},
 		{"ScanChunksOrder", testScanChunksOrder},

@@ -13,6 +13,7 @@ import (
 // cache remembers the last path of each family) and moves far fewer bytes
 // than with --base none; a path of another family gets no base.
 func TestAutoBase(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	nixStore := filepath.Join(dir, "nix")

@@ -14,6 +14,7 @@ import (
 // the second's changed file (every chunk changed a little) costs a small
 // part of its size on the wire both ways.
 func TestGRPCPushPullBase(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	srv := startGRPCServe(t, filepath.Join(dir, "server"))

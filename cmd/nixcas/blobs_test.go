@@ -164,12 +164,9 @@ func blobsDownload(url string, want blobsPath, pause func()) blobsGet {
 // a wrong or short NAR passed off as complete, then everything serves
 // byte for byte again without restarting nixcas.
 func TestServeBlobsS3(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	m := testminio.Start(t)
-	for _, kv := range m.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
 	dir := t.TempDir()
 	keyDir := t.TempDir()
 	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "blobs-1", filepath.Join(keyDir, "sk"), filepath.Join(keyDir, "pk")).CombinedOutput(); err != nil {
@@ -357,11 +354,8 @@ func lastLine(s string) string {
 
 // TestBlobsFlags: a store keeps its frames where it was created with them.
 func TestBlobsFlags(t *testing.T) {
+	t.Parallel()
 	m := testminio.Start(t)
-	for _, kv := range m.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
 	dir := t.TempDir()
 	nar := e2eWriteNARFile(t, e2eSampleTree())
 	s3data := filepath.Join(dir, "s3")

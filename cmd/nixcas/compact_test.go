@@ -37,6 +37,7 @@ func compactRun(t *testing.T, s *e2eStore, args ...string) compactJSON {
 // of --full counts every byte and changes nothing; --full rewrites every
 // byte into the base run. Every NAR renders byte for byte after each.
 func TestStoreCompactTiered(t *testing.T) {
+	t.Parallel()
 	s := newE2EStore(t)
 	var (
 		roots []e2eIngest

@@ -62,6 +62,7 @@ func concurrentTrees(n int) []*testtree.Node {
 // another shared cache: every process succeeds and every tree comes back
 // with the NAR hash Nix computes for the original.
 func TestConcurrentPushProcesses(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	const n = 16
 	dir := t.TempDir()
@@ -156,7 +157,7 @@ func checkNoPrivateCaches(t *testing.T, cache string) {
 func startProxyProcess(t *testing.T, upstream, cache string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(e2eBinary, "proxy", "--upstream", upstream, "--listen-http", "127.0.0.1:0", "--cache", cache)
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome)
+	cmd.Env = e2eEnv()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +190,7 @@ func startProxyProcess(t *testing.T, upstream, cache string) *exec.Cmd {
 // which process holds the cache. Commands that need the store itself
 // refuse, naming the process and the directory.
 func TestPushWhileProxyHoldsCache(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	srv := startGRPCServe(t, filepath.Join(dir, "server"))

@@ -11,6 +11,7 @@ import (
 // values they accept, and the systemd unit's ExecStart passes only flags
 // serve has.
 func TestContribFiles(t *testing.T) {
+	t.Parallel()
 	serve := newServeCommand()
 	if err := applyConfigFile(serve.Flags(), "../../contrib/systemd/nixcas.toml"); err != nil {
 		t.Errorf("contrib/systemd/nixcas.toml: %v", err)

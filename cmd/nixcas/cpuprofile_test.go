@@ -14,6 +14,8 @@ import (
 // TestCPUProfileEnv: NIXCAS_CPUPROFILE makes any command write a CPU
 // profile of its run (gzipped, as runtime/pprof writes it) to the file
 // named, "%p" replaced by the process id.
+//
+// Not parallel: it sets NIXCAS_CPUPROFILE in the environment.
 func TestCPUProfileEnv(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("NIXCAS_CPUPROFILE", filepath.Join(dir, "cpu-%p.pprof"))
@@ -32,6 +34,8 @@ func TestCPUProfileEnv(t *testing.T) {
 // TestCPUProfileWriteError: a profile that cannot be written (a full
 // disk: /dev/full) fails the command that was profiled, naming the
 // variable, rather than leaving a profile cut short unnoticed.
+//
+// Not parallel: it sets NIXCAS_CPUPROFILE in the environment.
 func TestCPUProfileWriteError(t *testing.T) {
 	t.Setenv("NIXCAS_CPUPROFILE", "/dev/full")
 	err := run([]string{"version"})

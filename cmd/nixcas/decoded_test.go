@@ -17,6 +17,7 @@ import (
 // once the server stopped; pulls read the same bytes before and after;
 // `--decoded-cache-size 0` keeps none.
 func TestServeDecodedCache(t *testing.T) {
+	t.Parallel()
 	if !strings.Contains(string(e2eInvocation{Args: []string{"serve", "--help"}}.mustSucceed(t).Stdout), "--decoded-cache-size") {
 		t.Fatal("serve --help does not list --decoded-cache-size")
 	}

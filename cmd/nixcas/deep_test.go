@@ -77,6 +77,9 @@ func e2eDeepNAR(t *testing.T, depth int) (string, int64, [sha256.Size]byte) {
 // renders back byte for byte in bounded memory, and one nested past the
 // limit (65,536) is refused with an error naming the byte offset and the
 // depth, also in bounded memory.
+//
+// Not parallel: it bounds peak RSS, and a child's as getrusage reports it
+// includes the test process's own at the fork.
 func TestDeepNARMemory(t *testing.T) {
 	const limit = 60000
 	s := newE2EStore(t)
@@ -169,6 +172,8 @@ func processCPU(t *testing.T, pid int) time.Duration {
 // (each holding a small file beside the next, 40-byte names), then
 // CalculateNAR of its root, keep the server's peak RSS under 200 MiB, and
 // CalculateNAR agrees with the NAR of that tree.
+//
+// Not parallel: it bounds the server's peak RSS.
 func TestDeepGRPCChainMemory(t *testing.T) {
 	const depth = 60000
 	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"))

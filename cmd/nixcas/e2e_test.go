@@ -31,6 +31,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixcas/nixcas/internal/testminio"
 	"github.com/nixcas/nixcas/internal/testtree"
 )
 
@@ -62,6 +63,16 @@ func e2eMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// e2eEnv is the environment of every nixcas process a test starts: the
+// test's own, $XDG_DATA_HOME set to e2eXDGDataHome, and the credentials
+// testminio gives all its servers (the same fixed pair for each), so that
+// a test using MinIO need not change the process environment and can run
+// in parallel with others.
+func e2eEnv() []string {
+	return append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome,
+		"AWS_ACCESS_KEY_ID="+testminio.AccessKey, "AWS_SECRET_ACCESS_KEY="+testminio.SecretKey)
 }
 
 // e2eMaxRSS is the peak resident set size any nixcas process may reach,
@@ -111,7 +122,7 @@ func (inv e2eInvocation) run(t testing.TB) e2eResult {
 		cmd.Stdout = inv.Stdout
 	}
 	cmd.Stderr = &stderr
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome)
+	cmd.Env = e2eEnv()
 
 	start := time.Now()
 	err := cmd.Start()
@@ -382,8 +393,13 @@ func e2eSameFile(t testing.TB, want, got string) {
 }
 
 // e2eFirstDiff returns the first index at which a and b differ (including
-// one ending before the other), or -1 if they are equal.
+// one ending before the other), or -1 if they are equal. bytes.Equal
+// answers the common case: the loop below is instrumented byte by byte
+// under the race detector.
 func e2eFirstDiff(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
 			return i
@@ -393,6 +409,35 @@ func e2eFirstDiff(a, b []byte) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+// TestE2EFirstDiff checks the comparison every render check rests on.
+func TestE2EFirstDiff(t *testing.T) {
+	t.Parallel()
+	a := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	changed := func(i int) []byte {
+		b := bytes.Clone(a)
+		b[i] ^= 1
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		a, b []byte
+		want int
+	}{
+		{"equal", a, bytes.Clone(a), -1},
+		{"both empty", nil, []byte{}, -1},
+		{"first byte", a, changed(0), 0},
+		{"middle byte", a, changed(30001), 30001},
+		{"last byte", a, changed(len(a) - 1), len(a) - 1},
+		{"shorter", a[:100], a, 100},
+		{"longer", a, a[:100], 100},
+		{"empty against data", nil, a, 0},
+	} {
+		if got := e2eFirstDiff(tc.a, tc.b); got != tc.want {
+			t.Errorf("%s: e2eFirstDiff = %d, want %d", tc.name, got, tc.want)
+		}
+	}
 }
 
 func e2eRequireNix(t testing.TB) {
@@ -548,6 +593,7 @@ type e2eTvixRef struct {
 }
 
 func TestTvixVectors(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile(filepath.Join("testdata", "tvix", "refs.jsonl"))
 	if err != nil {
 		t.Fatal(err)
@@ -617,6 +663,7 @@ func TestTvixVectors(t *testing.T) {
 }
 
 func TestEdgeCaseTrees(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	for _, tree := range testtree.EdgeCases() {
 		t.Run(tree.Name, func(t *testing.T) {
@@ -631,6 +678,7 @@ func TestEdgeCaseTrees(t *testing.T) {
 // and only then renders them all, so trees sharing content and later
 // ingests cannot disturb earlier ones.
 func TestEdgeCaseTreesSharedStore(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	s := newE2EStore(t)
 	trees := testtree.EdgeCases()
@@ -653,6 +701,7 @@ func TestEdgeCaseTreesSharedStore(t *testing.T) {
 }
 
 func TestBigTree(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("writes and ingests a 300 MiB file")
 	}
@@ -673,6 +722,7 @@ func TestBigTree(t *testing.T) {
 }
 
 func TestDedupRepeatedFiles(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	tree := testtree.Dedup()
 	total := tree.Root.FileBytes()
@@ -724,6 +774,7 @@ func TestDedupRepeatedFiles(t *testing.T) {
 // bytes into the middle of a large file must only create chunks around the
 // edit.
 func TestDedupInsertedBytes(t *testing.T) {
+	t.Parallel()
 	const size = 4 << 20
 	base := testtree.Random(77, size)
 	edited := testtree.Insert(base, size/2+13, bytes.Repeat([]byte("+"), 100))
@@ -841,6 +892,8 @@ type e2eMalformed struct {
 	nar  []byte
 }
 
+// Not parallel: it bounds each ingest's memory and time (its subtests run
+// two at a time).
 func TestMalformedNARs(t *testing.T) {
 	sample := e2eSampleTokens()
 	valid, offsets := e2eNAREncode(sample...)
@@ -923,50 +976,61 @@ func TestMalformedNARs(t *testing.T) {
 		}
 	}
 
-	s := newE2EStore(t)
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			res := e2eInvocation{
-				Args:    []string{"nar", "ingest", "--data", s.dir, "-"},
-				Stdin:   bytes.NewReader(tc.nar),
-				Timeout: time.Minute,
-			}.run(t)
-			if res.Err == nil {
-				t.Fatalf("ingest succeeded with output %s", res.Stdout)
+	// Two stores take the cases in turn, one ingest in each at a time, so
+	// that two run at once; each store must still be usable after its
+	// share of the failures.
+	const stores = 2
+	for k := range stores {
+		t.Run(fmt.Sprintf("store%d", k), func(t *testing.T) {
+			t.Parallel()
+			s := newE2EStore(t)
+			for i := k; i < len(cases); i += stores {
+				tc := cases[i]
+				t.Run(tc.name, func(t *testing.T) {
+					res := e2eInvocation{
+						Args:    []string{"nar", "ingest", "--data", s.dir, "-"},
+						Stdin:   bytes.NewReader(tc.nar),
+						Timeout: time.Minute,
+					}.run(t)
+					if res.Err == nil {
+						t.Fatalf("ingest succeeded with output %s", res.Stdout)
+					}
+					var exitErr *exec.ExitError
+					if !errors.As(res.Err, &exitErr) {
+						t.Fatalf("ingest: %v", res.Err)
+					}
+					if msg := e2eErrorMessage(res.Stderr); msg == "" {
+						t.Errorf("no error message on stderr")
+					} else if !e2eOffsetRE.MatchString(msg) {
+						t.Errorf("error message does not mention the byte offset: %s", msg)
+					}
+					if len(bytes.TrimSpace(res.Stdout)) != 0 {
+						t.Errorf("failed ingest printed %q on stdout", res.Stdout)
+					}
+					if res.MaxRSS > e2eMaxRSS {
+						t.Errorf("rejecting %d bytes of input took %d MiB of memory", len(tc.nar), res.MaxRSS>>20)
+					}
+					if res.Elapsed > 20*time.Second {
+						t.Errorf("rejecting %d bytes of input took %v", len(tc.nar), res.Elapsed)
+					}
+				})
 			}
-			var exitErr *exec.ExitError
-			if !errors.As(res.Err, &exitErr) {
-				t.Fatalf("ingest: %v", res.Err)
+
+			// The store must still be usable after all those failures.
+			got := s.ingestStdin(t, bytes.NewReader(valid))
+			e2eCheckRoot(t, got.Root, e2eSampleTree())
+			narPath := filepath.Join(t.TempDir(), "sample.nar")
+			if err := os.WriteFile(narPath, valid, 0o644); err != nil {
+				t.Fatal(err)
 			}
-			if msg := e2eErrorMessage(res.Stderr); msg == "" {
-				t.Errorf("no error message on stderr")
-			} else if !e2eOffsetRE.MatchString(msg) {
-				t.Errorf("error message does not mention the byte offset: %s", msg)
-			}
-			if len(bytes.TrimSpace(res.Stdout)) != 0 {
-				t.Errorf("failed ingest printed %q on stdout", res.Stdout)
-			}
-			if res.MaxRSS > e2eMaxRSS {
-				t.Errorf("rejecting %d bytes of input took %d MiB of memory", len(tc.nar), res.MaxRSS>>20)
-			}
-			if res.Elapsed > 20*time.Second {
-				t.Errorf("rejecting %d bytes of input took %v", len(tc.nar), res.Elapsed)
-			}
+			e2eCheckRender(t, s, got.Root, narPath)
+			s.stats(t)
 		})
 	}
-
-	// The store must still be usable after all those failures.
-	got := s.ingestStdin(t, bytes.NewReader(valid))
-	e2eCheckRoot(t, got.Root, e2eSampleTree())
-	narPath := filepath.Join(t.TempDir(), "sample.nar")
-	if err := os.WriteFile(narPath, valid, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e2eCheckRender(t, s, got.Root, narPath)
-	s.stats(t)
 }
 
 func TestCLIErrors(t *testing.T) {
+	t.Parallel()
 	s := newE2EStore(t)
 	missingDir := `{"directory":{"digest":"` + strings.Repeat("ab", 32) + `","size":1}}`
 	missingFile := `{"file":{"digest":"` + strings.Repeat("cd", 32) + `","size":10,"executable":false}}`
@@ -997,14 +1061,20 @@ func TestCLIErrors(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Resource bounds.
 
-// TestIngestMemoryBound streams a NAR holding a single 4 GiB file into
+// TestIngestMemoryBound streams a NAR holding a single 1 GiB file into
 // `nar ingest` through a pipe and checks that the process's peak memory
-// stays far below the file size.
+// stays far below the file size. 1 GiB is more than three times
+// e2eMaxRSS: a process holding the file's bytes fails, and so does one
+// whose writers do not wait for the packer (with that wait taken out, a
+// run peaked at 439 MiB).
+//
+// Not parallel, like every test with a memory bound: a child's peak RSS
+// as getrusage reports it includes the test process's own at the fork.
 func TestIngestMemoryBound(t *testing.T) {
 	if testing.Short() {
-		t.Skip("streams 4 GiB")
+		t.Skip("streams 1 GiB")
 	}
-	const size = 4 << 30
+	const size = 1 << 30
 	file := testtree.File(testtree.Random(4242, size))
 
 	pr, pw, err := os.Pipe()

@@ -94,6 +94,7 @@ func diskCheckNoSpaceMessage(t *testing.T, msg, dir string) {
 // go on; once a filler file is deleted, the same NAR goes in, and every
 // NAR renders back byte for byte.
 func TestFullDiskIngest(t *testing.T) {
+	t.Parallel()
 	mnt := diskMountTmpfs(t, 256<<20)
 	s := &e2eStore{dir: filepath.Join(mnt, "store")}
 	narA, narB := diskNAR(t, 1, 8<<20), diskNAR(t, 2, 32<<20)
@@ -140,6 +141,7 @@ func TestFullDiskIngest(t *testing.T) {
 // turned off, so that a write meets ENOSPC and waits for space) ends at
 // SIGTERM, and the store opens and reads afterwards.
 func TestSignalEndsBlockedIngest(t *testing.T) {
+	t.Parallel()
 	mnt := diskMountTmpfs(t, 256<<20) // a writable open wants 192 MiB free
 	s := &e2eStore{dir: filepath.Join(mnt, "store")}
 	narA := diskNAR(t, 3, 1<<20)
@@ -222,6 +224,7 @@ func (b *lockedBuffer) String() string {
 // serving, and takes the same upload once a filler file is deleted,
 // without a restart; everything uploaded renders back byte for byte.
 func TestFullDiskServer(t *testing.T) {
+	t.Parallel()
 	// An upload takes twice its size for a while: chunks go to the
 	// write-ahead log inline before the packer writes them into frames.
 	mnt := diskMountTmpfs(t, 320<<20)
@@ -285,6 +288,7 @@ func TestFullDiskServer(t *testing.T) {
 // store, refuse a store a server has open, and report diskBytes as du
 // does.
 func TestReadOnlyCommands(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	other := filepath.Join(base, "other")
 	if err := os.Mkdir(other, 0o755); err != nil {

@@ -20,6 +20,7 @@ import (
 // grace period. Once the server is stopped, `nixcas gc` with the default
 // grace deletes nothing, and with no grace deletes every chunk.
 func TestServeGCWhilePushing(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	const n = 8
 	dir := t.TempDir()

@@ -138,6 +138,9 @@ func gcRun(t *testing.T, args ...string) store.GCResult {
 // every live path renders byte for byte and the counters agree with a
 // fresh count and verify --read-data is clean; a last run completes the
 // job, after which a dry run finds nothing more to free.
+//
+// Not parallel: it kills at fractions of a run timed just before, which a
+// neighbour's load would shift.
 func TestGCCommandKilled(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	paths := gcStorePaths(t, dir, 6, 6<<20)

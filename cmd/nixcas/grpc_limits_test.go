@@ -66,6 +66,7 @@ func putDirectories(ctx context.Context, conn *grpc.ClientConn, dirs []*castorep
 // and the depth limit are set by flags and by config-file keys, and a
 // stream over one is refused naming the limit.
 func TestServeDirectoryPutLimits(t *testing.T) {
+	t.Parallel()
 	config := filepath.Join(t.TempDir(), "nixcas.toml")
 	if err := os.WriteFile(config, []byte("max-put-directory-bytes-total = 32768\nmax-tree-depth = 10\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -101,6 +102,7 @@ func TestServeDirectoryPutLimits(t *testing.T) {
 
 // TestServeNARUploadDepth: --max-tree-depth bounds uploaded NARs too.
 func TestServeNARUploadDepth(t *testing.T) {
+	t.Parallel()
 	nested := func(depth int) []byte {
 		node := e2eTokDir()
 		for range depth - 1 {

@@ -14,6 +14,7 @@ import (
 // stores fewer bytes than the fastest, and the NAR renders back either way), and bad values
 // are refused with an error naming the flag or the bound.
 func TestHotFrameFlags(t *testing.T) {
+	t.Parallel()
 	ref := e2eDumpTree(t, testtree.Tree{Name: "hot", Root: testtree.Dir(testtree.Entries{
 		"a": testtree.File(testtree.Mixed(1, 600<<10)),
 		"b": testtree.File(testtree.Mixed(2, 600<<10)),

@@ -12,6 +12,7 @@ import (
 // needs a read token: refused without credentials, imported with the token
 // as a bearer token or as a netrc password, with --json summaries.
 func TestImportProtectedSource(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	cacheDir, ps := importE2ECache(t, "zstd")
 	dir := t.TempDir()
@@ -71,6 +72,7 @@ func TestImportProtectedSource(t *testing.T) {
 }
 
 func TestNetrcLookup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name, content, host string

@@ -99,6 +99,7 @@ func importE2ECache(t *testing.T, compression string) (string, []importE2EPath) 
 }
 
 func TestImportCommand(t *testing.T) {
+	t.Parallel()
 	dir, ps := importE2ECache(t, "xz")
 	data := filepath.Join(t.TempDir(), "data")
 

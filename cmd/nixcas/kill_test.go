@@ -33,7 +33,7 @@ func killNAR(t *testing.T, seed uint64, size int64) string {
 func killAfter(t *testing.T, d time.Duration, args ...string) bool {
 	t.Helper()
 	cmd := exec.Command(e2eBinary, args...)
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome)
+	cmd.Env = e2eEnv()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +103,9 @@ func killStatsFrames(t *testing.T, s *e2eStore) (frames, stored int64) {
 // renders byte for byte after each kill; the interrupted work completes on
 // a rerun; after a final compaction the stats count exactly the frame files
 // on disk, and those hold every stored byte.
+//
+// Not parallel: it kills at fractions of a run timed just before, which a
+// neighbour's load would shift.
 func TestKillDuringIngestAndCompact(t *testing.T) {
 	s := newE2EStore(t)
 	var roots []e2eIngest

@@ -96,6 +96,9 @@ func closedByPeer(c net.Conn, wait time.Duration) bool {
 // byte. New requests are still answered, the oldest idle connections make
 // room, the rest are cut at the idle and header timeouts, and the
 // server's RSS stays small.
+//
+// Not parallel: it bounds the server's RSS and holds 2,000 connections
+// against timeouts of 5 s.
 func TestServeIdleConnections(t *testing.T) {
 	const (
 		idle    = 2000
@@ -208,6 +211,7 @@ func request(t *testing.T, addr, method, path string, header map[string]string, 
 // --http-body-timeout, and while it holds the only upload slot another
 // upload is answered 503 with Retry-After.
 func TestServeSlowUpload(t *testing.T) {
+	t.Parallel()
 	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"), "--http-body-timeout", "6s", "--max-uploads", "1")
 	slow, err := net.Dial("tcp", srv.httpAddr)
 	if err != nil {
@@ -258,6 +262,7 @@ func TestServeSlowUpload(t *testing.T) {
 // `store stats` after an HTTP upload by Nix and after a gRPC push, and
 // that pushed files count in logicalBytes.
 func TestServeChunkCounters(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	tree := filepath.Join(dir, "tree")

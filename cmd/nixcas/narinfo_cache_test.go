@@ -10,6 +10,7 @@ import (
 // TestServeNarInfoCacheFlag: serve keeps narinfos by default (its metrics
 // are on /metrics) and keeps none with --narinfo-cache 0.
 func TestServeNarInfoCacheFlag(t *testing.T) {
+	t.Parallel()
 	data := filepath.Join(t.TempDir(), "data")
 	for _, tc := range []struct {
 		args []string

@@ -19,6 +19,7 @@ import (
 )
 
 func TestParseAge(t *testing.T) {
+	t.Parallel()
 	day := 24 * time.Hour
 	for _, tc := range []struct {
 		in   string
@@ -55,6 +56,7 @@ func TestParseAge(t *testing.T) {
 }
 
 func TestParseSize(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want uint64
@@ -83,6 +85,7 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestParsePathArg(t *testing.T) {
+	t.Parallel()
 	const hash = "0c6kzph7l0dcbfmjap64f0czdafn3b7x"
 	want, err := store.ParsePathDigest(hash)
 	if err != nil {
@@ -215,6 +218,7 @@ const (
 // TestPathDeleteCommand: arguments in each form; a bad one is named and
 // nothing is deleted; what was not there is reported.
 func TestPathDeleteCommand(t *testing.T) {
+	t.Parallel()
 	c := newCLIStore(t, cliPathA, cliPathB, cliPathC)
 	all := c.present(t)
 	res := c.run(t, "path", "delete", "/nix/store/"+cliPathA, "not-a-path")
@@ -248,6 +252,7 @@ func TestPathDeleteCommand(t *testing.T) {
 // TestPathPinExpireCommands: pin, list pins, expire by size keeping the
 // pin (a dry run first, which changes nothing), unpin.
 func TestPathPinExpireCommands(t *testing.T) {
+	t.Parallel()
 	c := newCLIStore(t, cliPathA, cliPathB, cliPathC)
 	all := c.present(t)
 	if res := c.run(t, "path", "pin", cliPathC, cliPathA[:32]); res.Err != nil {
@@ -317,6 +322,7 @@ func (c *cliStore) verify(t *testing.T, args ...string) (verifyOutput, e2eResult
 // --read-data), the exit status is non-zero, --repair removes exactly the
 // two broken paths, and a second verify is clean.
 func TestVerifyCommand(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := newCLIStore(t, cliPathA, cliPathB, cliPathC)
 	for _, args := range [][]string{nil, {"--read-data"}} {
@@ -384,6 +390,7 @@ func TestVerifyCommand(t *testing.T) {
 // unpinned paths first and collects their data in the same run; a dry run
 // lists them and deletes nothing.
 func TestGCRetention(t *testing.T) {
+	t.Parallel()
 	c := newCLIStore(t, cliPathA, cliPathB, cliPathC)
 	all := c.present(t)
 	if res := c.run(t, "path", "pin", cliPathC); res.Err != nil {

@@ -130,6 +130,7 @@ func testCounter(t *testing.T, base, name string) float64 {
 // Nix: the second fetches from the upstream only the chunks it does not
 // share with the first.
 func TestProxyNixCopy(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
 	key, pub, err := nix.keyPair(t.Context(), t.TempDir(), "upstream-test-1")
@@ -227,6 +228,7 @@ func getNARVia(t *testing.T, base string, p *store.PathInfo) {
 // less than both: chunks of the first are evicted, the counters stay
 // consistent, and the first is served again by fetching them anew.
 func TestProxyCacheBound(t *testing.T) {
+	t.Parallel()
 	key, _, err := signature.GenerateKeypair("upstream-test-1", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -271,6 +273,9 @@ func TestProxyCacheBound(t *testing.T) {
 // TestProxyUpstreamLate starts the upstream after the proxy: a narinfo
 // asked for while it is down is a 404 at once (Nix then tries its next
 // substituter), and once it is up the proxy serves its paths.
+//
+// Not parallel: it frees a port for the upstream to take later, which a
+// neighbour could take first.
 func TestProxyUpstreamLate(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -83,6 +83,7 @@ func hasSigBy(sigs []string, name string) bool {
 // key; a proxy with its own key serves its signature too, which Nix accepts
 // trusting only the proxy's key; trusting neither, Nix refuses the path.
 func TestProxySignatures(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
 	serverKey, serverPub, err := nix.keyPair(t.Context(), t.TempDir(), "server-test-1")
@@ -176,6 +177,7 @@ func countingServer(t *testing.T, h http.Handler) (*httptest.Server, *atomic.Int
 // proxy's local store without one request to the upstream, with the NARs
 // Nix wrote; with --sign-key the proxy's signature is served as well.
 func TestProxyPullThrough(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
 	keyDir := t.TempDir()
@@ -286,6 +288,9 @@ func hangingListener(t *testing.T) (string, *atomic.Int64) {
 // errors or does not answer, a narinfo is a 404 after one attempt (no
 // retries), within the hang guard, so that Nix moves on to its next
 // substituter.
+//
+// Not parallel: it counts on a freed port staying unused, and on 300 ms
+// timeouts.
 func TestProxyUpstreamDown(t *testing.T) {
 	// A gRPC upstream that answers UNAVAILABLE.
 	svc := &unavailablePathInfos{}
@@ -358,6 +363,9 @@ func TestProxyUpstreamDown(t *testing.T) {
 // TestProxyUpstreamDownNixFallsBack gives real Nix two substituters: the
 // proxy, whose upstream is down, then a file:// cache holding the path.
 // Substitution succeeds from the second, and the proxy was asked.
+//
+// Not parallel: it counts on a freed port staying unused, and on a
+// 300 ms timeout.
 func TestProxyUpstreamDownNixFallsBack(t *testing.T) {
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
@@ -437,6 +445,7 @@ func countingProxyRequests(t *testing.T, base string) *proxyRequests {
 // TestProxyPortInUse: a listen address in use is a clear error and a
 // non-zero exit, not a panic.
 func TestProxyPortInUse(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

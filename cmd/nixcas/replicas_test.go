@@ -29,10 +29,6 @@ func replicaPair(t *testing.T, dir string, first, second []string) (*grpcServe, 
 	t.Helper()
 	meta := testpg.New(t)
 	m := testminio.Start(t)
-	for _, kv := range m.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
 	shared := []string{"--meta", meta, "--blobs", m.URL("frames", "")}
 	r1 := startGRPCServe(t, filepath.Join(dir, "data-1"), append(shared, first...)...)
 	r2 := startGRPCServe(t, filepath.Join(dir, "data-2"), append(shared, second...)...)
@@ -81,6 +77,7 @@ func alternating(t *testing.T, backends ...string) string {
 // NAR and its narinfo reach different servers), and copies it back from
 // the second with signatures checked against the key.
 func TestReplicasNixCopy(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	keyDir := t.TempDir()
@@ -140,6 +137,7 @@ func TestReplicasNixCopy(t *testing.T) {
 // alternately; every push succeeds and every store path pulls back from
 // the other server with the NAR hash Nix computes.
 func TestReplicasPushAndCollect(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	const n = 8
 	dir := t.TempDir()
@@ -197,6 +195,7 @@ func TestReplicasPushAndCollect(t *testing.T) {
 // cut by killing a server mid-stream leaves nothing visible, and the other
 // server still serves every path, which Nix copies back with its NAR hash.
 func TestReplicasKilledMidUpload(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	meta := testpg.New(t)

@@ -48,7 +48,7 @@ func startGRPCServe(t *testing.T, data string, args ...string) *grpcServe {
 	s := &grpcServe{done: make(chan error, 1)}
 	all := append([]string{"serve", "--data", data, "--listen-grpc", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"}, args...)
 	s.cmd = exec.Command(e2eBinary, all...)
-	s.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome)
+	s.cmd.Env = e2eEnv()
 	pipe, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +189,7 @@ func grpcNixHash(t *testing.T, path string) string {
 }
 
 func TestGRPCServePushPull(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "server")
@@ -288,6 +289,7 @@ func grpcNix(t *testing.T, nixStore string, args ...string) string {
 // files (content-addressed) referring to it and to each other, the top
 // one signed.
 func TestGRPCPushStorePath(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	nixStore := filepath.Join(dir, "nix")
@@ -424,6 +426,7 @@ func TestGRPCPushStorePath(t *testing.T) {
 
 // TestGRPCTokens: with token files, pushes and pulls need the tokens.
 func TestGRPCTokens(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	pushTok, readTok := filepath.Join(dir, "push"), filepath.Join(dir, "read")
 	os.WriteFile(pushTok, []byte("push-secret\n"), 0o600)

@@ -99,6 +99,7 @@ func httpDo(t *testing.T, client *http.Client, method, url, token string) (int, 
 // TestServeWriteDefaults: who may write, on gRPC (nixcas push) and HTTP
 // (a PUT), with the startup line saying so.
 func TestServeWriteDefaults(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	readTok := filepath.Join(dir, "read")
 	os.WriteFile(readTok, []byte("read-secret\n"), 0o600)
@@ -149,6 +150,7 @@ func TestServeWriteDefaults(t *testing.T) {
 // TestServeConfigFile: flags from a TOML file, the command line winning,
 // and the errors of a bad file naming the file and the key.
 func TestServeConfigFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	readTok := filepath.Join(dir, "read")
 	os.WriteFile(readTok, []byte("read-secret\n"), 0o600)
@@ -218,6 +220,7 @@ shutdown-timeout = "5s"
 // TestServeVersion: version and --version print the binary's own build
 // information.
 func TestServeVersion(t *testing.T) {
+	t.Parallel()
 	a := e2eInvocation{Args: []string{"version"}}.mustSucceed(t)
 	b := e2eInvocation{Args: []string{"--version"}}.mustSucceed(t)
 	if !bytes.Equal(a.Stdout, b.Stdout) {
@@ -247,6 +250,7 @@ func TestServeVersion(t *testing.T) {
 // TestServeTLS: both listeners over TLS, to a gRPC client, an HTTP client
 // and Nix trusting the test CA; Nix without it refuses the server.
 func TestServeTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	certs := testcert.Write(t, dir)
 	srv := startGRPCServe(t, filepath.Join(dir, "data"), "--tls-cert", certs.Cert, "--tls-key", certs.Key)
@@ -294,6 +298,7 @@ func TestServeTLS(t *testing.T) {
 // --index-cache sizes the index's block cache (on /metrics), and a
 // --min-free larger than the disk's free space refuses to open the store.
 func TestServeStoreFlags(t *testing.T) {
+	t.Parallel()
 	data := filepath.Join(t.TempDir(), "data")
 	nar, err := os.ReadFile(diskNAR(t, 3, 64<<10))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 // TestServerFlag pushes with each accepted form of --server to a real
 // server, and checks the refusals of the others.
 func TestServerFlag(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	srv := startGRPCServe(t, filepath.Join(dir, "server"))

@@ -95,11 +95,12 @@ const stallNARFraming = 8 + 16 + 8 + 8 + 8 + 8 + 8 + 8 + 16 + 8 + 8 + 8
 // download beyond --max-renders is answered 503 with Retry-After and a
 // narinfo is still served. Once they are cut, their slots and memory
 // are free and the NAR downloads whole.
+//
+// Not parallel: it holds downloads against a 3 s write timeout and
+// reads the buffers they hold after a second.
 func TestServeStalledDownloads(t *testing.T) {
 	const renders = 3
-	srv := startGRPCServe(t, filepath.Join(t.TempDir(), "data"),
-		"--max-renders", strconv.Itoa(renders), "--http-write-timeout", "3s")
-	base := "http://" + srv.httpAddr
+	dir := filepath.Join(t.TempDir(), "data")
 	data := make([]byte, stallNARSize)
 	rand.NewChaCha8([32]byte{7}).Read(data)
 	nar := e2eNAROf(e2eTokFile(string(data)))
@@ -107,7 +108,14 @@ func TestServeStalledDownloads(t *testing.T) {
 	if len(nar) != stallNARSize+stallNARFraming {
 		t.Fatalf("NAR of %d bytes, framing miscounted", len(nar))
 	}
-	hash, narURL := uploadPath(t, srv.httpAddr, "stall", nar)
+	// The NAR goes in through a server without the write timeout: on a
+	// machine at load 10, the upload of its 64 MiB to the server below
+	// was cut (unexpected EOF) before it was answered.
+	up := startGRPCServe(t, dir)
+	hash, narURL := uploadPath(t, up.httpAddr, "stall", nar)
+	up.stop(t)
+	srv := startGRPCServe(t, dir, "--max-renders", strconv.Itoa(renders), "--http-write-timeout", "3s")
+	base := "http://" + srv.httpAddr
 	inProgress := func() float64 { return metric(t, base, `nixcas_http_in_progress{kind="render"}`) }
 	held := func() float64 { return metric(t, base, "nixcas_render_chunk_buffer_bytes") }
 

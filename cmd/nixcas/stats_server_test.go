@@ -14,6 +14,7 @@ import (
 // the figures `store stats --data` gives of the same store once the
 // server has stopped (disk bytes aside: closing flushes the memtable).
 func TestStoreStatsServer(t *testing.T) {
+	t.Parallel()
 	s := newE2EStore(t)
 	srv := startGRPCServe(t, s.dir)
 	tree := t.TempDir()

@@ -55,6 +55,7 @@ func copyVerify(t *testing.T, flags ...string) {
 // (signatures checked) gets the NAR Nix dumps, byte for byte. Copying
 // again into a store that is not empty is refused.
 func TestStoreCopyRoundTrip(t *testing.T) {
+	t.Parallel()
 	e2eRequireNix(t)
 	dir := t.TempDir()
 	keyDir := t.TempDir()
@@ -95,10 +96,6 @@ func TestStoreCopyRoundTrip(t *testing.T) {
 
 	meta := testpg.New(t)
 	m := testminio.Start(t)
-	for _, kv := range m.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
 	b := filepath.Join(dir, "b")
 	blobs := m.URL("frames", "")
 	bFlags := []string{"--data", b, "--meta", meta, "--blobs", blobs}
@@ -111,7 +108,7 @@ func TestStoreCopyRoundTrip(t *testing.T) {
 	incomplete, complete := false, false
 	for _, delay := range []time.Duration{30 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
 		cmd := exec.Command(e2eBinary, toB...)
-		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome)
+		cmd.Env = e2eEnv()
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Start(); err != nil {
@@ -219,6 +216,7 @@ func TestStoreCopyRoundTrip(t *testing.T) {
 // twice, are refused with a message naming the flag, before anything is
 // opened.
 func TestStoreCopyFlags(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	pg := "postgres://u@127.0.0.1:1/db"

@@ -11,6 +11,7 @@ import (
 // TestSynopsisListsFlags: the synopsis of every command lists every one of
 // its flags.
 func TestSynopsisListsFlags(t *testing.T) {
+	t.Parallel()
 	var check func(cmd *cobra.Command)
 	n := 0
 	check = func(cmd *cobra.Command) {
