@@ -162,9 +162,9 @@ func blobsDownload(url string, want blobsPath, pause func()) blobsGet {
 // paths in and out with signatures checked, the small local frame cache
 // evicts, and MinIO stopped for 10 s gives 503s and cut downloads, never
 // a wrong or short NAR passed off as complete, then everything serves
-// byte for byte again without restarting nixcas.
+// byte for byte again without restarting nixcas. Not parallel: MinIO's
+// port is free while it is stopped, and a neighbour could take it first.
 func TestServeBlobsS3(t *testing.T) {
-	t.Parallel()
 	e2eRequireNix(t)
 	m := testminio.Start(t)
 	dir := t.TempDir()

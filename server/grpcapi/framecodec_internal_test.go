@@ -22,7 +22,8 @@ func TestFrameMessageMarshal(t *testing.T) {
 	for i := range buf {
 		buf[i] = byte(i * 7)
 	}
-	f := newSentFrame(buf, &pool)
+	done := 0
+	f := newSentFrame(buf, &pool, func() { done++ })
 	meta := &nixcaspb.FrameMeta{Name: bytes.Repeat([]byte{9}, 32), StoredSize: uint64(len(buf))}
 	cases := []struct {
 		name string
@@ -57,11 +58,11 @@ func TestFrameMessageMarshal(t *testing.T) {
 	for _, s := range sent[:len(sent)-1] {
 		s()
 	}
-	if n := free(); n != 0 {
-		t.Fatalf("the frame's buffer is free while a message holds it (%d free)", n)
+	if n := free(); n != 0 || done != 0 {
+		t.Fatalf("the frame's buffer is free (%d free, done called %d times) while a message holds it", n, done)
 	}
 	sent[len(sent)-1]()
-	if n := free(); n != 1 {
-		t.Fatalf("%d buffers free after every message was written, want the frame's", n)
+	if n := free(); n != 1 || done != 1 {
+		t.Fatalf("%d buffers free and done called %d times after every message was written, want the frame's and once", n, done)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
@@ -136,16 +137,28 @@ func (s *syncService) sendFrame(ctx context.Context, src castore.FrameSource, na
 	if err := s.frameReads.Acquire(ctx, held); err != nil {
 		return err
 	}
-	defer s.frameReads.Release(held)
+	// The frame holds its budget until its last message is written, or
+	// until the call ends (gRPC frees no message still queued on a
+	// connection that died), whichever comes first.
+	var once sync.Once
+	give := func() { once.Do(func() { s.frameReads.Release(held) }) }
+	stop := context.AfterFunc(ctx, give)
 	// Read into a buffer of a frame sent before, which sentFrame gives
-	// back once the transport has written every message of it.
-	buf := s.frameBuffers.Get(int(m.StoredSize))
+	// back once the transport has written every message of it. The
+	// record's size is a hint, within the budget: GetFrame grows the
+	// buffer to the bytes it reads.
+	buf := s.frameBuffers.Get(int(held))
 	obj, err := src.GetFrame(ctx, name, buf)
 	if err != nil {
 		s.frameBuffers.Put(buf)
+		stop()
+		give()
 		return err
 	}
-	f := newSentFrame(obj, &s.frameBuffers)
+	f := newSentFrame(obj, &s.frameBuffers, func() {
+		stop()
+		give()
+	})
 	defer f.release()
 	meta := &nixcaspb.FrameMeta{Name: name[:], StoredSize: uint64(len(obj))}
 	for off := 0; ; {

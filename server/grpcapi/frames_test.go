@@ -219,3 +219,50 @@ func TestReadFramesConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// TestReadFramesCanceled: a call canceled after its first message leaves
+// the server sending the next calls' frames as stored.
+func TestReadFramesCanceled(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t, grpcapi.Options{})
+	var datas [][]byte
+	for i := range 60 {
+		datas = append(datas, randomBytes(byte(i), 60<<10))
+	}
+	refs := putChunks(t, ts, datas...)
+	if err := ts.store.PackPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req := &nixcaspb.ChunkPlacesRequest{}
+	for _, r := range refs {
+		req.Digests = append(req.Digests, raw(r.Digest))
+	}
+	resp, err := ts.sync.ChunkPlaces(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names [][]byte
+	for _, f := range resp.GetFrames() {
+		names = append(names, f.GetName())
+	}
+	for range 5 {
+		cctx, cancel := context.WithCancel(ctx)
+		stream, err := ts.sync.ReadFrames(cctx, &nixcaspb.ReadFramesRequest{Names: names})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		objs, err := readFrames(ts, names...)
+		if err != nil || len(objs) != len(names) {
+			t.Fatalf("after a canceled call: %d frames of %d, %v", len(objs), len(names), err)
+		}
+		for i, obj := range objs {
+			if h := castore.Hash(obj); !bytes.Equal(h[:], names[i]) {
+				t.Fatalf("after a canceled call: frame %x received as %d bytes hashing to %s", names[i], len(obj), h)
+			}
+		}
+	}
+}

@@ -162,7 +162,9 @@ func isWrite(fullMethod string) bool {
 // NewServer returns a gRPC server with every service registered (the snix
 // services under their snix.* and tvix.* names, and nixcas.v1.SyncService)
 // behind the metrics, authentication and error-mapping interceptors. The
-// extra options are applied after the server's own.
+// extra options are applied after the server's own; they must not force
+// another codec: ReadFrames sends messages only the server's own codec
+// encodes (serverCodec).
 func NewServer(o Options, extra ...grpc.ServerOption) (*grpc.Server, error) {
 	if o.CAS == nil || o.Index == nil {
 		return nil, errors.New("grpcapi: Options.CAS and Options.Index are required")
