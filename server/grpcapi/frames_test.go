@@ -160,12 +160,12 @@ func TestFrameCalls(t *testing.T) {
 	}
 }
 
-// TestReadFramesConcurrently: calls reading the same frames at once, each
-// several times, receive every frame as stored, while the server reads
-// frames into the buffers of frames it sent before.
-func TestReadFramesConcurrently(t *testing.T) {
+// packedFrames puts 60 chunks of 60 KiB of random bytes into ts's store,
+// packs them, and returns the names of the frames (at least 3) holding
+// them.
+func packedFrames(t *testing.T, ts *testServer) [][]byte {
+	t.Helper()
 	ctx := context.Background()
-	ts := startServer(t, grpcapi.Options{})
 	var datas [][]byte
 	for i := range 60 {
 		datas = append(datas, randomBytes(byte(i), 60<<10))
@@ -189,6 +189,15 @@ func TestReadFramesConcurrently(t *testing.T) {
 	if len(names) < 3 {
 		t.Fatalf("%d frames, want at least 3", len(names))
 	}
+	return names
+}
+
+// TestReadFramesConcurrently: calls reading the same frames at once, each
+// several times, receive every frame as stored, while the server reads
+// frames into the buffers of frames it sent before.
+func TestReadFramesConcurrently(t *testing.T) {
+	ts := startServer(t, grpcapi.Options{})
+	names := packedFrames(t, ts)
 	const calls, rounds = 4, 5
 	errs := make(chan error, calls)
 	for c := range calls {
@@ -225,26 +234,7 @@ func TestReadFramesConcurrently(t *testing.T) {
 func TestReadFramesCanceled(t *testing.T) {
 	ctx := context.Background()
 	ts := startServer(t, grpcapi.Options{})
-	var datas [][]byte
-	for i := range 60 {
-		datas = append(datas, randomBytes(byte(i), 60<<10))
-	}
-	refs := putChunks(t, ts, datas...)
-	if err := ts.store.PackPending(ctx); err != nil {
-		t.Fatal(err)
-	}
-	req := &nixcaspb.ChunkPlacesRequest{}
-	for _, r := range refs {
-		req.Digests = append(req.Digests, raw(r.Digest))
-	}
-	resp, err := ts.sync.ChunkPlaces(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names [][]byte
-	for _, f := range resp.GetFrames() {
-		names = append(names, f.GetName())
-	}
+	names := packedFrames(t, ts)
 	for range 5 {
 		cctx, cancel := context.WithCancel(ctx)
 		stream, err := ts.sync.ReadFrames(cctx, &nixcaspb.ReadFramesRequest{Names: names})
