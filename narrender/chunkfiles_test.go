@@ -35,6 +35,21 @@ func (c coldFiles) ChunkFile(_ context.Context, d castore.Digest, _ uint32) (*os
 
 func (coldFiles) Close() error { return nil }
 
+// ingestTree writes tree as a NAR and ingests it into s, returning the
+// NAR's bytes and the ingest's result.
+func ingestTree(t *testing.T, s castore.Store, tree *testtree.Node) ([]byte, narrender.Result) {
+	t.Helper()
+	var nar bytes.Buffer
+	if err := testtree.WriteNAR(&nar, tree); err != nil {
+		t.Fatal(err)
+	}
+	res, err := narrender.Ingest(context.Background(), bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nar.Bytes(), res
+}
+
 // TestRenderAsksChunkFileOnce: a file over SingleChunkMax that is one
 // chunk, not in a local file, has its chunk asked for once (where each
 // ask is a round trip on a shared database), not once as the file's own
@@ -45,17 +60,10 @@ func TestRenderAsksChunkFileOnce(t *testing.T) {
 	for i := range 20 {
 		entries[fmt.Sprintf("f%02d", i)] = testtree.File(testtree.Random(uint64(10+i), int64(17<<10+i*5001)))
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(entries)); err != nil {
-		t.Fatal(err)
-	}
 	s := &coldFilesStore{MemoryStore: new(castore.MemoryStore), asked: map[castore.Digest]int{}}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nar, res := ingestTree(t, s, testtree.Dir(entries))
 	var w sendingWriter
-	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
+	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar) {
 		t.Fatalf("render: %d bytes, %v; want the NAR", w.Len(), err)
 	}
 	if len(s.asked) < 20 {
@@ -130,15 +138,8 @@ func TestRenderRangePrefetch(t *testing.T) {
 		}
 		tree[fmt.Sprintf("d%d", i)] = testtree.Dir(files)
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(tree)); err != nil {
-		t.Fatal(err)
-	}
 	ingest := newPrefetchingStore()
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), ingest, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nar, res := ingestTree(t, ingest, testtree.Dir(tree))
 	contents := map[castore.Digest]uint64{} // each file's end in the NAR
 	if _, err := narrender.Walk(ctx, ingest, res.Root, func(n narrender.Node) error {
 		if n.Entry.Kind == castore.KindFile {
@@ -148,7 +149,7 @@ func TestRenderRangePrefetch(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	size := uint64(nar.Len())
+	size := uint64(len(nar))
 	for _, r := range []struct{ off, n uint64 }{{0, size}, {size - 300, 300}, {size / 2, size / 10}, {size / 3, 1}} {
 		s := newPrefetchingStore()
 		s.MemoryStore = ingest.MemoryStore
@@ -156,7 +157,7 @@ func TestRenderRangePrefetch(t *testing.T) {
 		if err := narrender.RenderRange(ctx, &w, s, res.Root, r.off, r.n); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(w.Bytes(), nar.Bytes()[r.off:r.off+r.n]) {
+		if !bytes.Equal(w.Bytes(), nar[r.off:r.off+r.n]) {
 			t.Fatalf("range [%d, +%d): %d bytes unlike the NAR's", r.off, r.n, w.Len())
 		}
 		if len(s.asked) == 0 {
@@ -185,15 +186,8 @@ func TestRenderPrefetchDroppedOnError(t *testing.T) {
 		}
 		tree[fmt.Sprintf("d%02d", i)] = testtree.Dir(files)
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(tree)); err != nil {
-		t.Fatal(err)
-	}
 	s := newPrefetchingStore()
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, res := ingestTree(t, s, testtree.Dir(tree))
 	clear(s.asked)
 	if err := narrender.Render(ctx, failingSender{}, s, res.Root); !errors.Is(err, errSend) {
 		t.Fatalf("render to a failing writer: %v; want %v", err, errSend)
@@ -222,15 +216,8 @@ func TestRenderPrefetchBounded(t *testing.T) {
 	for i := range 5000 {
 		files[fmt.Sprintf("f%04d", i)] = testtree.File(testtree.Random(uint64(i), int64(100+i%50)))
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(files)); err != nil {
-		t.Fatal(err)
-	}
 	s := newPrefetchingStore()
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nar, res := ingestTree(t, s, testtree.Dir(files))
 	var first uint64
 	if _, err := narrender.Walk(ctx, s, res.Root, func(n narrender.Node) error {
 		if n.Entry.Kind == castore.KindFile && first == 0 {
@@ -248,7 +235,7 @@ func TestRenderPrefetchBounded(t *testing.T) {
 	}
 	s.asked, s.live, s.held, s.maxHeld = map[castore.Digest]int{}, map[castore.Digest]int{}, 0, 0
 	var w sendingWriter
-	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
+	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar) {
 		t.Fatalf("render: %d bytes, %v; want the NAR", w.Len(), err)
 	}
 	if len(s.asked) != 5000 || s.maxHeld > 2*1024 || s.held != 0 {
@@ -265,17 +252,10 @@ func TestRenderPrefetchKeepsOverlap(t *testing.T) {
 	for i := range 600 { // two windows, every file the same
 		files[fmt.Sprintf("f%03d", i)] = testtree.File(testtree.Text("the same small file\n"))
 	}
-	var nar bytes.Buffer
-	if err := testtree.WriteNAR(&nar, testtree.Dir(files)); err != nil {
-		t.Fatal(err)
-	}
 	s := newPrefetchingStore()
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar.Bytes()), s, castore.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nar, res := ingestTree(t, s, testtree.Dir(files))
 	var w sendingWriter
-	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar.Bytes()) {
+	if err := narrender.Render(ctx, &w, s, res.Root); err != nil || !bytes.Equal(w.Bytes(), nar) {
 		t.Fatalf("render: %d bytes, %v; want the NAR", w.Len(), err)
 	}
 	if len(s.fresh) != 1 || s.held != 0 {
