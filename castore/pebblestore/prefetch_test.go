@@ -28,7 +28,6 @@ func (w *keepingSender) SendFile(f *os.File, n int64) (int64, error) {
 // files after a subdirectory included), and renders the NAR byte for
 // byte.
 func TestPostgresRenderPrefetch(t *testing.T) {
-	ctx := context.Background()
 	files, sub := testtree.Entries{}, testtree.Entries{}
 	for i := range 300 {
 		files[fmt.Sprintf("f%03d", i)] = testtree.File(testtree.Random(uint64(i), int64(100+i*7)))
@@ -44,13 +43,7 @@ func TestPostgresRenderPrefetch(t *testing.T) {
 
 	s, rt := openTracedPostgres(t, url, dir)
 	rt.trips.Store(0)
-	var w keepingSender
-	if err := narrender.Render(ctx, &w, s, root); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(w.Bytes(), nar) {
-		t.Fatalf("rendered %d bytes unlike the %d of the NAR", w.Len(), len(nar))
-	}
+	renderMatches(t, s, root, nar)
 	// Two directories read, two look-ups of their small files' chunks;
 	// a few more allowed, far from one a file.
 	if n := rt.trips.Load(); n > 10 {
@@ -142,13 +135,7 @@ func TestPostgresRenderPrefetchAbsent(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt.trips.Store(0)
-	var w keepingSender
-	if err := narrender.Render(ctx, &w, s, res.Root); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(w.Bytes(), buf.Bytes()) {
-		t.Fatalf("rendered %d bytes unlike the %d of the NAR", w.Len(), buf.Len())
-	}
+	renderMatches(t, s, res.Root, buf.Bytes())
 	t.Logf("%d round trips", rt.trips.Load())
 	if n := rt.trips.Load(); n > 200+10 {
 		t.Errorf("the render of 200 small files not in frames took %d round trips; want at most 210", n)
@@ -190,13 +177,7 @@ func TestPostgresRenderPrefetchOneChunkFiles(t *testing.T) {
 		t.Fatalf("%d of %d files cut in several chunks; the test needs some of each", split, len(files))
 	}
 	rt.trips.Store(0)
-	var w keepingSender
-	if err := narrender.Render(ctx, &w, s, root); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(w.Bytes(), nar) {
-		t.Fatalf("rendered %d bytes unlike the %d of the NAR", w.Len(), len(nar))
-	}
+	renderMatches(t, s, root, nar)
 	t.Logf("%d round trips, %d files of %d cut in several chunks", rt.trips.Load(), split, len(files))
 	if n := rt.trips.Load(); n > int64(want) {
 		t.Errorf("the render took %d round trips; want at most %d", n, want)
@@ -216,4 +197,17 @@ func openTracedPostgres(t *testing.T, url, dir string) (*pebblestore.Store, *rou
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, &rt
+}
+
+// renderMatches renders root from s and fails the test unless the bytes
+// are nar.
+func renderMatches(t *testing.T, s *pebblestore.Store, root castore.Entry, nar []byte) {
+	t.Helper()
+	var w keepingSender
+	if err := narrender.Render(context.Background(), &w, s, root); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(w.Bytes(), nar) {
+		t.Fatalf("rendered %d bytes unlike the %d of the NAR", w.Len(), len(nar))
+	}
 }
