@@ -37,12 +37,6 @@ var protoCodec = encoding.GetCodecV2(proto.Name)
 // framesCallOption makes a call use framesCodec.
 var framesCallOption = grpc.ForceCodecV2(framesCodec{})
 
-// Fields of nixcas.v1.ReadFramesResponse.
-const (
-	framesFieldFrame protowire.Number = 1
-	framesFieldData  protowire.Number = 2
-)
-
 func (framesCodec) Name() string { return protoCodec.Name() }
 
 func (framesCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
@@ -95,7 +89,7 @@ func (framesCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			}
 			n := int(u)
 			switch num {
-			case framesFieldData:
+			case nixcaspb.ReadFramesResponseDataField:
 				if sawData {
 					return framesCodecError("data", fmt.Errorf("a second data field"))
 				}
@@ -105,7 +99,7 @@ func (framesCodec) Unmarshal(data mem.BufferSlice, v any) error {
 				if _, err := io.ReadFull(r, m.Data[start:]); err != nil {
 					return framesCodecError("data", err)
 				}
-			case framesFieldFrame:
+			case nixcaspb.ReadFramesResponseFrameField:
 				b := make([]byte, n)
 				if _, err := io.ReadFull(r, b); err != nil {
 					return framesCodecError("frame", err)

@@ -58,9 +58,9 @@ func TestFramesCodec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dataFirst := protowire.AppendTag(nil, framesFieldData, protowire.BytesType)
+	dataFirst := protowire.AppendTag(nil, nixcaspb.ReadFramesResponseDataField, protowire.BytesType)
 	dataFirst = protowire.AppendBytes(dataFirst, data)
-	dataFirst = protowire.AppendTag(dataFirst, framesFieldFrame, protowire.BytesType)
+	dataFirst = protowire.AppendTag(dataFirst, nixcaspb.ReadFramesResponseFrameField, protowire.BytesType)
 	dataFirst = protowire.AppendBytes(dataFirst, metaWire)
 
 	for _, tc := range []struct {

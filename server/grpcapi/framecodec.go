@@ -34,12 +34,6 @@ var protoCodec = encoding.GetCodecV2(proto.Name)
 // that ReadFrames may send *frameMessage).
 var serverCodecOption = grpc.ForceServerCodecV2(serverCodec{})
 
-// Fields of nixcas.v1.ReadFramesResponse.
-const (
-	framesFieldFrame protowire.Number = 1
-	framesFieldData  protowire.Number = 2
-)
-
 func (serverCodec) Name() string { return protoCodec.Name() }
 
 func (serverCodec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec.Unmarshal(data, v) }
@@ -85,13 +79,13 @@ func (m *frameMessage) marshal() (mem.BufferSlice, error) {
 		if err != nil {
 			return nil, err
 		}
-		head = protowire.AppendTag(head, framesFieldFrame, protowire.BytesType)
+		head = protowire.AppendTag(head, nixcaspb.ReadFramesResponseFrameField, protowire.BytesType)
 		head = protowire.AppendBytes(head, meta)
 	}
 	if len(m.data) == 0 {
 		return mem.BufferSlice{mem.SliceBuffer(head)}, nil
 	}
-	head = protowire.AppendTag(head, framesFieldData, protowire.BytesType)
+	head = protowire.AppendTag(head, nixcaspb.ReadFramesResponseDataField, protowire.BytesType)
 	head = protowire.AppendVarint(head, uint64(len(m.data)))
 	data := m.data[:len(m.data):len(m.data)]
 	if mem.IsBelowBufferPoolingThreshold(len(data)) {
