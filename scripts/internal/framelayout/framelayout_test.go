@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -44,43 +43,6 @@ func TestRawFrameDecodes(t *testing.T) {
 				t.Errorf("%d bytes: a damaged frame decoded", n)
 			}
 		}
-	}
-}
-
-func TestX86FilterRoundTrip(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	for range 200 {
-		data := make([]byte, rng.IntN(4096))
-		for i := range data {
-			switch rng.IntN(8) {
-			case 0:
-				data[i] = 0xE8
-			case 1:
-				data[i] = 0
-			case 2:
-				data[i] = 0xFF
-			default:
-				data[i] = byte(rng.Uint32())
-			}
-		}
-		b := bytes.Clone(data)
-		x86Filter(b)
-		x86Unfilter(b)
-		if !bytes.Equal(b, data) {
-			t.Fatalf("filter then unfilter changed %d bytes", len(data))
-		}
-	}
-	// Two calls to one target from different places become the same bytes.
-	code := make([]byte, 64)
-	call := func(at, target int) {
-		code[at] = 0xE8
-		binary.LittleEndian.PutUint32(code[at+1:], uint32(int32(target-(at+5))))
-	}
-	call(0, 40)
-	call(20, 40)
-	x86Filter(code)
-	if !bytes.Equal(code[0:5], code[20:25]) {
-		t.Errorf("two calls to one target filtered to % x and % x", code[0:5], code[20:25])
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixcas/nixcas/internal/callfilter"
 )
 
 // A strategy lays new chunks into frames.
@@ -31,8 +33,8 @@ type strategy struct {
 	opts []zstd.EOption
 	// noCRC leaves the content checksum out.
 	noCRC bool
-	// filter says which classes' frames go through x86Filter before
-	// zstd (and x86Unfilter after).
+	// filter says which classes' frames go through the x86 call filter
+	// (package callfilter) before zstd, and back after.
 	filter func(class int) bool
 	// budget, when set, bounds the bytes in open frames: past it, the
 	// fullest open frame is packed.
@@ -140,7 +142,7 @@ func (c *corpus) run(s strategy) (*result, error) {
 		in := f.data
 		if filter {
 			filtered = append(filtered[:0], f.data...)
-			x86Filter(filtered)
+			callfilter.Encode(filtered)
 			in = filtered
 		}
 		if raw {
@@ -155,7 +157,7 @@ func (c *corpus) run(s strategy) (*result, error) {
 		t1 := threadCPU()
 		back, err = dec.DecodeAll(obj, back[:0])
 		if filter && err == nil {
-			x86Unfilter(back)
+			callfilter.Decode(back)
 		}
 		t2 := threadCPU()
 		if err != nil {
