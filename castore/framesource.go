@@ -11,6 +11,10 @@ type FrameMeta struct {
 	// DecodedSize is the size of the frame decoded: its chunks side by
 	// side.
 	DecodedSize uint64
+	// Filtered: the frame's bytes went through the x86 call filter before
+	// compression, which whoever decodes it must undo (pebblestore's
+	// DecodeFrame does). A client that cannot is sent no such frame.
+	Filtered bool
 }
 
 // FrameSource is the optional power of a store that keeps chunks in

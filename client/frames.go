@@ -84,7 +84,7 @@ func (c *Client) planFramePulls(ctx context.Context, need []castore.ChunkRef) ([
 	g.SetLimit(c.opts.Streams)
 	for i, batch := range batches {
 		g.Go(func() error {
-			resp, err := c.sync.ChunkPlaces(gctx, &nixcaspb.ChunkPlacesRequest{Digests: digestList(batch)})
+			resp, err := c.sync.ChunkPlaces(gctx, &nixcaspb.ChunkPlacesRequest{Digests: digestList(batch), FrameFormat: nixcaspb.FrameFormatCallFilter})
 			resps[i] = resp
 			return err
 		})

@@ -383,8 +383,9 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 	)
 	write := func(data []byte, entries []queuedChunk) error {
 		start := time.Now()
-		obj := compressFrame(opts.Level, data)
-		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: castore.Hash(obj), level: LevelBase}
+		filter := !s.frameOpts.NoCallFilter
+		obj := compressFrame(opts.Level, data, filter)
+		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: castore.Hash(obj), level: LevelBase, filtered: filter}
 		if opts.into != nil && opts.into.Level != LevelBase {
 			f.run, f.level = opts.into.Run, opts.into.Level
 		}

@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/binary"
@@ -13,6 +14,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/internal/callfilter"
 )
 
 // Frames
@@ -45,8 +47,9 @@ import (
 //	uvarint decoded size ‖ [uvarint run ‖ uvarint level] ‖
 //	n × (chunk digest (32) ‖ uvarint size)
 //
-// The tier byte is FrameHot or FrameCold, with bit 0x80 (frameHasRun) set
-// when the run and level follow: a cold frame written by an incremental
+// The tier byte is FrameHot or FrameCold, with bit 0x40 (frameFiltered)
+// set for a filtered frame (see compressFrame) and bit 0x80 (frameHasRun)
+// set when the run and level follow: a cold frame written by an incremental
 // compaction belongs to a run (a number unique in the store, shared by the
 // frames one compaction wrote) of a level (0: made from hot frames; l+1:
 // made by merging runs of level l). Values written before runs existed
@@ -66,6 +69,9 @@ const (
 
 	// frameHasRun flags a tier byte followed by run and level.
 	frameHasRun byte = 0x80
+	// frameFiltered flags a frame whose bytes went through the x86 call
+	// filter before compression (see compressFrame).
+	frameFiltered byte = 0x40
 )
 
 // LevelBase is the level of the cold frames that belong to no
@@ -105,6 +111,11 @@ type FrameOptions struct {
 	// moves chunks into frames). For tests of Pebble itself and for
 	// comparisons.
 	Off bool
+	// NoCallFilter writes frames (hot, cold, rewritten) without the x86
+	// call filter (see compressFrame), as binaries before layout version 4
+	// did: for comparisons, and for a store that such binaries must still
+	// open. Frames already written are read either way.
+	NoCallFilter bool
 }
 
 // DefaultFrameOptions: 1 MiB hot frames at zstd's default level, 64 MiB of
@@ -207,19 +218,24 @@ type frameInfo struct {
 	decoded uint64
 	// run and level: the compaction run of a cold frame (0 and LevelBase
 	// for one of no incremental run; 0 and 0 for a hot frame).
-	run    uint64
-	level  int
-	chunks []frameChunk
+	run   uint64
+	level int
+	// filtered: the frame's stored bytes begin with filteredFrameHeader.
+	filtered bool
+	chunks   []frameChunk
 }
 
 func (f *frameInfo) encode() []byte {
 	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(f.chunks)*(castore.DigestSize+3))
 	hasRun := f.tier == FrameCold && f.level != LevelBase
+	tier := f.tier
 	if hasRun {
-		b = append(b, f.tier|frameHasRun)
-	} else {
-		b = append(b, f.tier)
+		tier |= frameHasRun
 	}
+	if f.filtered {
+		tier |= frameFiltered
+	}
+	b = append(b, tier)
 	b = binary.AppendUvarint(b, uint64(f.created.Unix()))
 	b = binary.AppendUvarint(b, f.stored)
 	b = binary.AppendUvarint(b, f.decoded)
@@ -241,7 +257,7 @@ func decodeFrameInfo(name castore.Digest, v []byte) (*frameInfo, error) {
 	if len(v) < 4 {
 		return bad("too short")
 	}
-	f := &frameInfo{name: name, tier: v[0] &^ frameHasRun}
+	f := &frameInfo{name: name, tier: v[0] &^ (frameHasRun | frameFiltered), filtered: v[0]&frameFiltered != 0}
 	hasRun := v[0]&frameHasRun != 0
 	if f.tier != FrameHot && f.tier != FrameCold || hasRun && f.tier != FrameCold {
 		return bad(fmt.Sprintf("tier byte %#x", v[0]))
@@ -293,10 +309,21 @@ type encoderKey struct {
 	window int
 }
 
+// filteredFrameHeader begins the stored bytes of a filtered frame: a zstd
+// skippable frame (magic 0x184D2A5E, 4 bytes of content, "NXC1") before
+// the zstd frame of the filtered bytes. The zstd tool skips it (and then
+// prints the filtered bytes); DecodeFrame undoes the filter.
+var filteredFrameHeader = []byte{0x5E, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 'N', 'X', 'C', '1'}
+
+// filterBuffers hold the filtered copy of a frame being compressed.
+var filterBuffers sync.Pool // of *[]byte
+
 // compressFrame compresses data as one zstd frame with a content
-// checksum. The window covers the frame (up to maxFrameWindow): a larger
-// one would only cost the encoder memory.
-func compressFrame(level zstd.EncoderLevel, data []byte) []byte {
+// checksum; with filter, data is first put through the x86 call filter
+// (package callfilter, on a copy: data is not modified) and the frame
+// stored behind filteredFrameHeader. The window covers the frame (up to
+// maxFrameWindow): a larger one would only cost the encoder memory.
+func compressFrame(level zstd.EncoderLevel, data []byte, filter bool) []byte {
 	window := 1 << 20
 	for window < len(data) && window < maxFrameWindow {
 		window <<= 1
@@ -316,8 +343,24 @@ func compressFrame(level zstd.EncoderLevel, data []byte) []byte {
 	pool := p.(*sync.Pool)
 	enc := pool.Get().(*zstd.Encoder)
 	defer pool.Put(enc)
-	return enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+	obj := make([]byte, 0, len(data)/2)
+	if !filter {
+		return enc.EncodeAll(data, obj)
+	}
+	buf, _ := filterBuffers.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	defer filterBuffers.Put(buf)
+	*buf = append((*buf)[:0], data...)
+	callfilter.Encode(*buf)
+	obj = append(obj, filteredFrameHeader...)
+	return enc.EncodeAll(*buf, obj)
 }
+
+// frameIsFiltered reports whether the stored bytes obj of a frame are of
+// a filtered frame.
+func frameIsFiltered(obj []byte) bool { return bytes.HasPrefix(obj, filteredFrameHeader) }
 
 // maxFrameWindow is the largest zstd window of the frames the store
 // writes: as far back as the compressor looks for matches.
@@ -348,11 +391,18 @@ func DecodeFrame(name castore.Digest, obj, dst []byte) ([]byte, error) {
 	if got := castore.Hash(obj); got != name {
 		return dst, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", castore.ErrCorrupt, frameName(name), len(obj), got)
 	}
+	filtered := frameIsFiltered(obj)
+	if filtered {
+		obj = obj[len(filteredFrameHeader):]
+	}
 	dec := frameDecoders.Get().(*zstd.Decoder)
 	defer frameDecoders.Put(dec)
 	data, err := dec.DecodeAll(obj, dst)
 	if err != nil {
 		return dst, fmt.Errorf("%w: frame %s: %v", castore.ErrCorrupt, frameName(name), err)
+	}
+	if filtered {
+		callfilter.Decode(data[len(dst):])
 	}
 	return data, nil
 }

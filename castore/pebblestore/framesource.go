@@ -36,7 +36,7 @@ func frameMeta(ctx context.Context, db kvDB, name castore.Digest) (castore.Frame
 		if f.decoded > MaxFrameSize || f.stored > MaxFrameSize+MaxFrameSize/8 {
 			return fmt.Errorf("%w: frame %s registry record: sizes %d stored, %d decoded", castore.ErrCorrupt, frameName(name), f.stored, f.decoded)
 		}
-		m.StoredSize, m.DecodedSize = f.stored, f.decoded
+		m.StoredSize, m.DecodedSize, m.Filtered = f.stored, f.decoded, f.filtered
 		return nil
 	})
 	if errors.Is(err, errNoKey) {

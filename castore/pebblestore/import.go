@@ -136,7 +136,7 @@ func (s *Store) ImportFrames(ctx context.Context, frames []*VerifiedFrame) (int,
 			return 0, fmt.Errorf("castore: import: %w", err)
 		}
 		todo = append(todo, importing{
-			info:    &frameInfo{name: vf.name, tier: FrameHot, created: time.Now(), stored: uint64(len(vf.stored)), decoded: uint64(len(vf.decoded))},
+			info:    &frameInfo{name: vf.name, tier: FrameHot, created: time.Now(), stored: uint64(len(vf.stored)), decoded: uint64(len(vf.decoded)), filtered: frameIsFiltered(vf.stored)},
 			entries: entries,
 		})
 	}

@@ -50,16 +50,16 @@ func layoutVersion(t *testing.T, dir string) uint64 {
 	return got
 }
 
-// TestLayoutVersionRuns: a store stays at layout 2 (which binaries that
-// know only 2 open) through ingest and full compactions, and is raised to
-// 3 by the first incremental compaction, before it writes a record of a
+// TestLayoutVersionRuns: a store that writes no filtered frame stays at
+// layout 2 (which binaries that know only 2 open) through ingest and full
+// compactions, and is raised to 3 by the first incremental compaction, before it writes a record of a
 // run (a copy of it is at 3 too); a store of a version above this binary's is refused, read-only or
 // not, by an error naming both versions; a version record that is not a
 // version is corrupt.
 func TestLayoutVersionRuns(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	opts := Options{CacheSize: 8 << 20, MemTableSize: 16 << 20}
+	opts := Options{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: FrameOptions{NoCallFilter: true}}
 	var chunks [][]byte
 	put := func(s *Store, n int) {
 		t.Helper()
@@ -156,4 +156,85 @@ func TestLayoutVersionRuns(t *testing.T) {
 	}
 	setLayoutVersion(t, dir, binary.AppendUvarint(nil, layoutRuns))
 	reopen(layoutRuns).Close()
+}
+
+// TestLayoutVersionFiltered: the first filtered frame raises the layout to
+// 4 before it is registered, whether packed, compacted or imported; the
+// store reads back the same chunks after a reopen.
+func TestLayoutVersionFiltered(t *testing.T) {
+	ctx := context.Background()
+	opts := Options{CacheSize: 8 << 20, MemTableSize: 16 << 20}
+	chunk := func(i int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("chunk %d \xe8\x10\x00\x00\x00", i)), 2000) }
+	for _, how := range []string{"pack", "compact", "import"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			o := opts
+			o.Frames.NoCallFilter = how != "pack"
+			s, err := Open(dir, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var chunks [][]byte
+			for i := range 10 {
+				chunks = append(chunks, chunk(i))
+				if _, err := s.PutChunk(ctx, castore.NewChunk(chunks[i])); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.PackPending(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			want := uint64(layoutFrames)
+			if how == "pack" {
+				want = layoutFiltered
+			}
+			if v := layoutVersion(t, dir); v != want {
+				t.Fatalf("after packing: layout version %d, want %d", v, want)
+			}
+			o.Frames.NoCallFilter = false
+			if s, err = Open(dir, o); err != nil {
+				t.Fatal(err)
+			}
+			switch how {
+			case "compact":
+				if _, err := s.Compact(ctx, CompactOptions{Full: true}); err != nil {
+					t.Fatal(err)
+				}
+			case "import":
+				// A frame written filtered elsewhere, imported.
+				data := bytes.Join([][]byte{chunk(100), chunk(101)}, nil)
+				obj := compressFrame(DefaultFrameOptions.Level, data, true)
+				name := castore.Hash(obj)
+				n := len(chunk(100))
+				vf, err := VerifyFrame(name, obj, []FrameChunk{
+					{Digest: castore.Hash(chunk(100)), Offset: 0, Length: uint32(n)},
+					{Digest: castore.Hash(chunk(101)), Offset: uint32(n), Length: uint32(n)},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.ImportFrames(ctx, []*VerifiedFrame{vf}); err != nil {
+					t.Fatal(err)
+				}
+				chunks = append(chunks, chunk(100), chunk(101))
+			}
+			if err := s.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if v := layoutVersion(t, dir); v != layoutFiltered {
+				t.Fatalf("layout version %d, want %d", v, layoutFiltered)
+			}
+			if s, err = Open(dir, o); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for _, c := range chunks {
+				if got, err := s.GetChunk(ctx, castore.Hash(c), nil); err != nil || !bytes.Equal(got, c) {
+					t.Fatalf("GetChunk: %d bytes, %v", len(got), err)
+				}
+			}
+		})
+	}
 }

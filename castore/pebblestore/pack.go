@@ -430,13 +430,13 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, pf := range frames {
-		f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(pf.data))}
+		f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(pf.data)), filtered: !s.frameOpts.NoCallFilter}
 		infos[i] = f
 		if len(pf.data) == 0 {
 			continue
 		}
 		g.Go(func() error {
-			obj := compressFrame(s.frameOpts.Level, pf.data)
+			obj := compressFrame(s.frameOpts.Level, pf.data, f.filtered)
 			f.name = castore.Hash(obj)
 			f.stored = uint64(len(obj))
 			if err := s.objects.PutObject(gctx, frameName(f.name), obj); err != nil {
@@ -480,6 +480,14 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 // frame registered meanwhile by another process (the same bytes, so the
 // same name) makes the batch start again, to extend its chunk list.
 func (s *Store) switchToFrame(ctx context.Context, db kvDB, f *frameInfo, entries []queuedChunk) error {
+	if f.filtered && !s.filteredLayout.Load() {
+		// Binaries that know no filter must refuse the store rather than
+		// read filtered bytes as chunks.
+		if err := requireLayout(ctx, db, layoutFiltered); err != nil {
+			return err
+		}
+		s.filteredLayout.Store(true)
+	}
 	unlock := s.lockStripes(func(yield func(castore.Digest) bool) {
 		for _, e := range entries {
 			if e.moving() && !yield(e.digest) {

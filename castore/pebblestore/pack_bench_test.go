@@ -8,9 +8,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// BenchmarkCompressFrame compresses 1 MiB frames at each zstd level on one
-// goroutine, as the packer does per frame, and reports the compressed size
-// as a share of the input (stored/decoded). The input is the file named by
+// BenchmarkCompressFrame compresses 1 MiB frames at each zstd level, with
+// and without the x86 call filter, on one goroutine, as the packer does
+// per frame, and reports the compressed size as a share of the input
+// (stored/decoded). The input is the file named by
 // NIXCAS_BENCH_NAR (a NAR, say nix-store --dump of a Go release), else
 // 64 MiB of synthetic data.
 func BenchmarkCompressFrame(b *testing.B) {
@@ -30,16 +31,18 @@ func BenchmarkCompressFrame(b *testing.B) {
 	}
 	const frame = 1 << 20
 	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
-		b.Run(fmt.Sprintf("level=%s", level), func(b *testing.B) {
-			b.SetBytes(int64(len(data)))
-			var stored int
-			for range b.N {
-				stored = 0
-				for off := 0; off < len(data); off += frame {
-					stored += len(compressFrame(level, data[off:min(off+frame, len(data))]))
+		for _, filter := range []bool{false, true} {
+			b.Run(fmt.Sprintf("level=%s/filter=%t", level, filter), func(b *testing.B) {
+				b.SetBytes(int64(len(data)))
+				var stored int
+				for range b.N {
+					stored = 0
+					for off := 0; off < len(data); off += frame {
+						stored += len(compressFrame(level, data[off:min(off+frame, len(data))], filter))
+					}
 				}
-			}
-			b.ReportMetric(float64(stored)/float64(len(data)), "stored/decoded")
-		})
+				b.ReportMetric(float64(stored)/float64(len(data)), "stored/decoded")
+			})
+		}
 	}
 }

@@ -46,10 +46,14 @@ const (
 //     compaction). Compact writes 3 before the first such record, so that
 //     binaries that know only 2 refuse the store by its version rather than
 //     misread a record.
+//   - 4: frames may be filtered (see compressFrame). Written before the
+//     first filtered frame is registered (switchToFrame), so that binaries
+//     that know only 3 refuse the store rather than read filtered bytes.
 const (
 	layoutFrames        = 2
 	layoutRuns          = 3
-	pebbleLayoutVersion = layoutRuns
+	layoutFiltered      = 4
+	pebbleLayoutVersion = layoutFiltered
 )
 
 var (
@@ -273,6 +277,9 @@ type Store struct {
 	// (checkSharedLayout, last run at layoutChecked, unix nanoseconds).
 	layoutErr     atomic.Pointer[error]
 	layoutChecked atomic.Int64
+	// filteredLayout: the layout version is known to be at least
+	// layoutFiltered (see switchToFrame).
+	filteredLayout atomic.Bool
 }
 
 var (

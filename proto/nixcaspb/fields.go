@@ -10,3 +10,12 @@ const (
 	ReadFramesResponseFrameField protowire.Number = 1
 	ReadFramesResponseDataField  protowire.Number = 2
 )
+
+// Frame formats of ChunkPlacesRequest.frame_format: what a client
+// decodes.
+const (
+	// FrameFormatPlain: zstd frames only (a client that sets nothing).
+	FrameFormatPlain uint32 = 0
+	// FrameFormatCallFilter: also frames filtered by the x86 call filter.
+	FrameFormatCallFilter uint32 = 1
+)

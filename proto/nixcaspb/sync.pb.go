@@ -943,8 +943,14 @@ func (x *StatBlobsResponse) GetBlobs() []*Blob {
 }
 
 type ChunkPlacesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Digests       [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Digests [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	// The frame formats the client decodes: 0 (unset), plain zstd frames
+	// only; 1, also frames whose bytes went through the x86 call filter
+	// (stored behind a zstd skippable frame holding "NXC1"). Chunks in frames
+	// of a format above it are reported in no frame, to be read by
+	// ReadChunks.
+	FrameFormat   uint32 `protobuf:"varint,2,opt,name=frame_format,json=frameFormat,proto3" json:"frame_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -984,6 +990,13 @@ func (x *ChunkPlacesRequest) GetDigests() [][]byte {
 		return x.Digests
 	}
 	return nil
+}
+
+func (x *ChunkPlacesRequest) GetFrameFormat() uint32 {
+	if x != nil {
+		return x.FrameFormat
+	}
+	return 0
 }
 
 // FrameMeta describes a frame named by ChunkPlaces.
@@ -1322,9 +1335,10 @@ const file_nixcas_v1_sync_proto_rawDesc = "" +
 	"\x10StatBlobsRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\":\n" +
 	"\x11StatBlobsResponse\x12%\n" +
-	"\x05blobs\x18\x01 \x03(\v2\x0f.nixcas.v1.BlobR\x05blobs\".\n" +
+	"\x05blobs\x18\x01 \x03(\v2\x0f.nixcas.v1.BlobR\x05blobs\"Q\n" +
 	"\x12ChunkPlacesRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x03(\fR\adigests\"c\n" +
+	"\adigests\x18\x01 \x03(\fR\adigests\x12!\n" +
+	"\fframe_format\x18\x02 \x01(\rR\vframeFormat\"c\n" +
 	"\tFrameMeta\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\fR\x04name\x12\x1f\n" +
 	"\vstored_size\x18\x02 \x01(\x04R\n" +

@@ -27,12 +27,17 @@ const readFramesMessage = 1 << 20
 // larger than that waits for all the room).
 const MaxFrameReadBytes = 256 << 20
 
+// noFrame marks, in ChunkPlaces' map of frames listed, a frame the client
+// cannot decode: its chunks are reported in no frame.
+const noFrame = ^uint32(0)
+
 // newFrameReads returns the budget of MaxFrameReadBytes.
 func newFrameReads() *semaphore.Weighted { return semaphore.NewWeighted(MaxFrameReadBytes) }
 
 // ChunkPlaces implements nixcas.v1.SyncService: where each chunk is
 // stored, from the store's castore.FrameSource; a store without one keeps
-// no frames, so every chunk present is reported in no frame.
+// no frames, so every chunk present is reported in no frame, as is every
+// chunk in a filtered frame when the client does not decode those.
 func (s *syncService) ChunkPlaces(ctx context.Context, req *nixcaspb.ChunkPlacesRequest) (*nixcaspb.ChunkPlacesResponse, error) {
 	ds, err := digestsArg(req.GetDigests(), "digests")
 	if err != nil {
@@ -56,9 +61,10 @@ func (s *syncService) ChunkPlaces(ctx context.Context, req *nixcaspb.ChunkPlaces
 		}
 		return resp, nil
 	}
+	filtered := req.GetFrameFormat() >= nixcaspb.FrameFormatCallFilter
 	frames := map[castore.Digest]uint32{} // frame -> 1 + index in resp.Frames
 	for i, d := range ds {
-		fc, err := s.placeChunk(ctx, src, d, frames, resp)
+		fc, err := s.placeChunk(ctx, src, d, filtered, frames, resp)
 		if err != nil {
 			return nil, fmt.Errorf("digests[%d]: %w", i, err)
 		}
@@ -72,14 +78,19 @@ func (s *syncService) ChunkPlaces(ctx context.Context, req *nixcaspb.ChunkPlaces
 // placeChunk looks chunk d up in src and, when it is in a frame not yet
 // listed in resp, lists that frame. A frame retired between the two
 // lookups (compaction moved the chunk) makes it look the chunk up again,
-// once.
-func (s *syncService) placeChunk(ctx context.Context, src castore.FrameSource, d castore.Digest, frames map[castore.Digest]uint32, resp *nixcaspb.ChunkPlacesResponse) (castore.ChunkPlace, error) {
+// once. Without filtered, a chunk in a filtered frame is reported in no
+// frame (the frame is marked in frames with noFrame).
+func (s *syncService) placeChunk(ctx context.Context, src castore.FrameSource, d castore.Digest, filtered bool, frames map[castore.Digest]uint32, resp *nixcaspb.ChunkPlacesResponse) (castore.ChunkPlace, error) {
 	for attempt := 0; ; attempt++ {
 		fc, err := src.ChunkPlace(ctx, d)
 		if err != nil || !fc.Framed {
 			return fc, err
 		}
-		if frames[fc.Frame] != 0 {
+		switch frames[fc.Frame] {
+		case 0:
+		case noFrame:
+			return castore.ChunkPlace{}, nil
+		default:
 			return fc, nil
 		}
 		m, err := src.FrameMeta(ctx, fc.Frame)
@@ -88,6 +99,10 @@ func (s *syncService) placeChunk(ctx context.Context, src castore.FrameSource, d
 		}
 		if err != nil {
 			return castore.ChunkPlace{}, fmt.Errorf("chunk %s: %w", d, err)
+		}
+		if m.Filtered && !filtered {
+			frames[fc.Frame] = noFrame
+			return castore.ChunkPlace{}, nil
 		}
 		resp.Frames = append(resp.Frames, &nixcaspb.FrameMeta{Name: m.Name[:], StoredSize: m.StoredSize, DecodedSize: m.DecodedSize})
 		frames[fc.Frame] = uint32(len(resp.Frames))

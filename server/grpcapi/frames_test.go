@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc/codes"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/proto/nixcaspb"
 	"github.com/nixcas/nixcas/server/grpcapi"
 )
@@ -44,8 +44,9 @@ func readFrames(ts *testServer, names ...[]byte) ([][]byte, error) {
 }
 
 // TestFrameCalls: ChunkPlaces places every chunk in its frame or in none,
-// lists each frame once with its sizes, and ReadFrames sends the frames
-// as stored, the chunks at their places; requests over the limits, of
+// lists each frame once with its sizes (a client that decodes no filtered
+// frame, as before frame formats, is sent none and every chunk in none),
+// and ReadFrames sends the frames as stored, the chunks at their places; requests over the limits, of
 // malformed or unknown digests, and frames damaged on disk are refused
 // with the codes the protocol names.
 func TestFrameCalls(t *testing.T) {
@@ -68,6 +69,18 @@ func TestFrameCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(resp.GetFrames()) != 0 {
+		t.Errorf("a client of plain frames only was sent %d filtered frames", len(resp.GetFrames()))
+	}
+	for i, p := range resp.GetPlaces() {
+		if p.GetFrame() != 0 {
+			t.Fatalf("a client of plain frames only was sent chunk %d in frame %d", i, p.GetFrame())
+		}
+	}
+	req.FrameFormat = nixcaspb.FrameFormatCallFilter
+	if resp, err = ts.sync.ChunkPlaces(ctx, req); err != nil {
+		t.Fatal(err)
+	}
 	if len(resp.GetPlaces()) != len(refs)+1 || len(resp.GetFrames()) < 2 {
 		t.Fatalf("%d places for %d chunks, in %d frames", len(resp.GetPlaces()), len(refs)+1, len(resp.GetFrames()))
 	}
@@ -87,15 +100,14 @@ func TestFrameCalls(t *testing.T) {
 	if err != nil || len(objs) != len(names) {
 		t.Fatalf("ReadFrames: %d frames, %v", len(objs), err)
 	}
-	dec, _ := zstd.NewReader(nil)
-	defer dec.Close()
 	decoded := make([][]byte, len(objs))
 	for i, obj := range objs {
 		f := resp.GetFrames()[i]
-		if h := castore.Hash(obj); !bytes.Equal(h[:], f.GetName()) || uint64(len(obj)) != f.GetStoredSize() {
+		h := castore.Hash(obj)
+		if !bytes.Equal(h[:], f.GetName()) || uint64(len(obj)) != f.GetStoredSize() {
 			t.Fatalf("frame %x: %d bytes hashing to %s; listed with %d", f.GetName(), len(obj), h, f.GetStoredSize())
 		}
-		if decoded[i], err = dec.DecodeAll(obj, nil); err != nil || uint64(len(decoded[i])) != f.GetDecodedSize() {
+		if decoded[i], err = pebblestore.DecodeFrame(h, obj, nil); err != nil || uint64(len(decoded[i])) != f.GetDecodedSize() {
 			t.Fatalf("frame %x decodes to %d bytes, %v; listed with %d", f.GetName(), len(decoded[i]), err, f.GetDecodedSize())
 		}
 	}
@@ -174,7 +186,7 @@ func packedFrames(t *testing.T, ts *testServer) [][]byte {
 	if err := ts.store.PackPending(ctx); err != nil {
 		t.Fatal(err)
 	}
-	req := &nixcaspb.ChunkPlacesRequest{}
+	req := &nixcaspb.ChunkPlacesRequest{FrameFormat: nixcaspb.FrameFormatCallFilter}
 	for _, r := range refs {
 		req.Digests = append(req.Digests, raw(r.Digest))
 	}
