@@ -65,7 +65,7 @@ func warmTree(t *testing.T, tree *testtree.Node) ([]byte, string, castore.Entry)
 	}
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	s, err := pebblestore.Open(dir, pebblestore.Options{})
+	s, err := pebblestore.Open(dir, sendStoreOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +85,13 @@ func warmTree(t *testing.T, tree *testtree.Node) ([]byte, string, castore.Entry)
 	return nar.Bytes(), dir, res.Root
 }
 
+// sendStoreOptions: 1 MiB frames, so that the trees of these tests fill
+// several.
+var sendStoreOptions = pebblestore.Options{Frames: pebblestore.FrameOptions{Size: 1 << 20}}
+
 func openStore(t *testing.T, dir string) *pebblestore.Store {
 	t.Helper()
-	s, err := pebblestore.Open(dir, pebblestore.Options{})
+	s, err := pebblestore.Open(dir, sendStoreOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +370,7 @@ func warmStoreDir(t *testing.T, entries testtree.Entries) (string, *bytes.Buffer
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "data")
-	s0, err := pebblestore.Open(dir, pebblestore.Options{})
+	s0, err := pebblestore.Open(dir, sendStoreOptions)
 	if err != nil {
 		t.Fatal(err)
 	}

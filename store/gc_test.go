@@ -129,7 +129,7 @@ const (
 // rewrite threshold of B's alone, and B renders byte for byte. A dry run
 // before it counts the same and changes nothing.
 func TestGCFreesWhatOnlyDeletedPathsUsed(t *testing.T) {
-	// With the default frames, where the packer cuts them depends on the
+	// With 1 MiB frames, where the packer cuts them depends on the
 	// order chunks were queued in, so which frames fall below a threshold
 	// varies from run to run; the checks hold for any cut. With frames
 	// large enough for both paths, A and B share one frame, about 57%
@@ -139,9 +139,9 @@ func TestGCFreesWhatOnlyDeletedPathsUsed(t *testing.T) {
 		frameSize int
 		rewrites  int // -1: any number
 	}{
-		{0, 0, 0},
-		{0.5, 0, -1},
-		{0.9, 0, -1},
+		{0, 1 << 20, 0},
+		{0.5, 1 << 20, -1},
+		{0.9, 1 << 20, -1},
 		{0.5, 32 << 20, 0},
 		{0.9, 32 << 20, 1},
 	} {
@@ -232,7 +232,7 @@ func gcDeleteA(t *testing.T, threshold float64, frameSize int) store.GCResult {
 		t.Errorf("storedBytesFreed %d, stats fell by %d", res.StoredBytesFreed, int64(before.StoredBytes)-int64(after.StoredBytes))
 	}
 	// With 1 MiB frames, some hold A's own chunks alone.
-	if frameSize == 0 && (res.FramesDeleted == 0 || res.StoredBytesFreed <= 0) {
+	if frameSize == 1<<20 && (res.FramesDeleted == 0 || res.StoredBytesFreed <= 0) {
 		t.Errorf("no frame deleted: %+v", res.GCResult)
 	}
 	if dry.ChunksDeleted != res.ChunksDeleted || dry.BlobsDeleted != res.BlobsDeleted || dry.DirectoriesDeleted != res.DirectoriesDeleted ||

@@ -118,10 +118,10 @@ type FrameOptions struct {
 	NoCallFilter bool
 }
 
-// DefaultFrameOptions: 1 MiB hot frames at zstd's default level, 64 MiB of
+// DefaultFrameOptions: 4 MiB hot frames at zstd's default level, 64 MiB of
 // decoded frames cached in memory, 4 GiB on disk.
 var DefaultFrameOptions = FrameOptions{
-	Size:             1 << 20,
+	Size:             4 << 20,
 	Level:            zstd.SpeedDefault,
 	CacheSize:        64 << 20,
 	DecodedCacheSize: DefaultDecodedCacheSize,

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nixcas/nixcas/castore"
 )
 
 // BenchmarkCompressFrame compresses 1 MiB frames at each zstd level, with
@@ -15,20 +17,7 @@ import (
 // NIXCAS_BENCH_NAR (a NAR, say nix-store --dump of a Go release), else
 // 64 MiB of synthetic data.
 func BenchmarkCompressFrame(b *testing.B) {
-	var data []byte
-	if p := os.Getenv("NIXCAS_BENCH_NAR"); p != "" {
-		var err error
-		if data, err = os.ReadFile(p); err != nil {
-			b.Fatal(err)
-		}
-	} else {
-		data = make([]byte, 64<<20)
-		for i := range data {
-			// Half repetitive, half noise: something between text and
-			// machine code for a compressor.
-			data[i] = byte(i/7) ^ byte(i*2654435761>>29)&byte(i>>16)
-		}
-	}
+	data := benchFrameInput(b)
 	const frame = 1 << 20
 	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
 		for _, filter := range []bool{false, true} {
@@ -45,4 +34,53 @@ func BenchmarkCompressFrame(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkDecodeFrame decodes the 1 MiB frames of the same input,
+// compressed at the default level, with and without the x86 call filter,
+// on one goroutine: the cost of a frame's first read.
+func BenchmarkDecodeFrame(b *testing.B) {
+	data := benchFrameInput(b)
+	const frame = 1 << 20
+	for _, filter := range []bool{false, true} {
+		b.Run(fmt.Sprintf("filter=%t", filter), func(b *testing.B) {
+			var objs [][]byte
+			var names []castore.Digest
+			for off := 0; off < len(data); off += frame {
+				obj := compressFrame(zstd.SpeedDefault, data[off:min(off+frame, len(data))], filter)
+				objs = append(objs, obj)
+				names = append(names, castore.Hash(obj))
+			}
+			b.SetBytes(int64(len(data)))
+			buf := make([]byte, 0, frame)
+			for b.Loop() {
+				for i, obj := range objs {
+					var err error
+					if buf, err = DecodeFrame(names[i], obj, buf[:0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// benchFrameInput is the input of the frame benchmarks: the file named by
+// NIXCAS_BENCH_NAR (a NAR, say nix-store --dump of a Go release), else
+// 64 MiB of synthetic data.
+func benchFrameInput(b *testing.B) []byte {
+	if p := os.Getenv("NIXCAS_BENCH_NAR"); p != "" {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return data
+	}
+	data := make([]byte, 64<<20)
+	for i := range data {
+		// Half repetitive, half noise: something between text and
+		// machine code for a compressor.
+		data[i] = byte(i/7) ^ byte(i*2654435761>>29)&byte(i>>16)
+	}
+	return data
 }

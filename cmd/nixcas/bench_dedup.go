@@ -92,6 +92,7 @@ after FanOut^k inputs).`,
 	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory, kept afterwards (default: a temporary one, removed after); the stores stay in WORK/nixcas-frames (default options), WORK/nixcas-compact, WORK/nixcas-16k and WORK/nixcas-256k")
 	cmd.Flags().IntVar(&o.Jobs, "jobs", 0, "compressor processes (xz, zstd -19) running at once (default GOMAXPROCS)")
 	cmd.Flags().IntVar(&o.Frames.Size, "frame-size", pebblestore.DefaultFrameOptions.Size, "uncompressed bytes per hot frame in the framed stores")
+	cmd.Flags().BoolVar(&o.Frames.NoCallFilter, "no-call-filter", false, "write the framed stores' frames without the x86 call filter (for comparisons)")
 	cmd.Flags().StringVar(&hotLevel, "frame-level", "default", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", "))
 	cmd.Flags().Float64Var(&o.Compact.Neighbours, "neighbours", pebblestore.DefaultCompactOptions.Neighbours, "in nixcas-compact, also rewrite the cold frames holding earlier versions of the new chunks' files, up to this many times the new bytes; 0: never (see store compact --neighbours)")
 	cmd.Flags().IntVar(&o.Compact.FanOut, "fan-out", pebblestore.DefaultCompactOptions.FanOut, "runs of cold frames merged at a time in nixcas-compact (see store compact --fan-out)")

@@ -231,6 +231,8 @@ type storeFlags struct {
 	// into; 0 keeps the store's defaults.
 	hotFrameSize sizeValue
 	hotLevel     zstdLevelValue
+	// noCallFilter writes frames without the x86 call filter.
+	noCallFilter bool
 }
 
 // registerReadOnly adds the flags of commands that only read the store.
@@ -252,6 +254,7 @@ func (f *storeFlags) register(cmd *cobra.Command) {
 	cmd.Flags().Var(&f.hotFrameSize, "hot-frame-size",
 		fmt.Sprintf("uncompressed bytes of chunks per hot frame, the frames new chunks are packed into: `SIZE` such as 4M, from 64K to %dM (0 or unset: %d MiB)", pebblestore.MaxFrameSize/2>>20, pebblestore.DefaultFrameOptions.Size>>20))
 	cmd.Flags().Var(&f.hotLevel, "hot-level", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", ")+" (unset: default)")
+	cmd.Flags().BoolVar(&f.noCallFilter, "no-call-filter", false, "write new frames without the x86 call filter, as binaries before store layout 4 did (a store that never wrote a filtered frame stays at layout 3 or below, which they open)")
 }
 
 // registerIndexCache adds --index-cache, for commands that serve.
@@ -324,6 +327,7 @@ func (f *storeFlags) options(o pebblestore.Options, readOnly bool) pebblestore.O
 	if f.hotLevel != 0 {
 		o.Frames.Level = zstd.EncoderLevel(f.hotLevel)
 	}
+	o.Frames.NoCallFilter = f.noCallFilter
 	return o
 }
 

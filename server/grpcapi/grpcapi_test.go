@@ -41,7 +41,8 @@ type testServer struct {
 
 func startServer(t *testing.T, o grpcapi.Options) *testServer {
 	t.Helper()
-	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20})
+	// 1 MiB frames: the frame tests fill several with a few MiB.
+	s, err := pebblestore.Open(filepath.Join(t.TempDir(), "data"), pebblestore.Options{CacheSize: 8 << 20, MemTableSize: 16 << 20, Frames: pebblestore.FrameOptions{Size: 1 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}

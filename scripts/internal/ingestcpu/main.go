@@ -31,14 +31,15 @@ func main() {
 	frameSize := flag.Int("frame-size", 0, "hot frame size in bytes (0: the store's default)")
 	level := flag.String("level", "default", "zstd level of hot frames: fastest, default, better, best")
 	profile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	noFilter := flag.Bool("no-call-filter", false, "write frames without the x86 call filter")
 	flag.Parse()
-	if err := run(*dir, *frameSize, *level, *profile, flag.Args()); err != nil {
+	if err := run(*dir, *frameSize, *level, *noFilter, *profile, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "ingestcpu:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, frameSize int, level, profile string, nars []string) error {
+func run(dir string, frameSize int, level string, noFilter bool, profile string, nars []string) error {
 	if dir == "" || len(nars) == 0 {
 		return fmt.Errorf("usage: ingestcpu -data DIR [-frame-size N] [-level L] NAR...")
 	}
@@ -50,7 +51,7 @@ func run(dir string, frameSize int, level, profile string, nars []string) error 
 		return err
 	}
 	ctx := context.Background()
-	s, err := pebblestore.Open(dir, pebblestore.Options{Frames: pebblestore.FrameOptions{Size: frameSize, Level: lvl}})
+	s, err := pebblestore.Open(dir, pebblestore.Options{Frames: pebblestore.FrameOptions{Size: frameSize, Level: lvl, NoCallFilter: noFilter}})
 	if err != nil {
 		return err
 	}
