@@ -137,7 +137,7 @@ func OpenPostgres(ctx context.Context, url, dir string, opts Options) (*Store, e
 	}
 	// Queued chunks are in PostgreSQL, not in memory: writers wait for
 	// the packer only as far as one pack's frames.
-	s, err := openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(packBatch*opts.Frames.Size))
+	s, err := openStore(dir, opts, p, newStoreFS(opts.ReadOnly, pebbleLogger), space, int64(max(packBatchBytes, opts.Frames.Size)))
 	if err != nil {
 		return nil, err
 	}

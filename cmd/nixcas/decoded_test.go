@@ -31,7 +31,7 @@ func TestServeDecodedCache(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newE2EStore(t)
-			srv := startGRPCServe(t, s.dir, "--decoded-cache-size", tc.size)
+			srv := startGRPCServe(t, s.dir, "--decoded-cache-size", tc.size, "--hot-frame-size", "1M")
 			tree := t.TempDir()
 			data := make([]byte, 3<<20) // three hot frames and some
 			rand.NewChaCha8([32]byte{9}).Read(data)

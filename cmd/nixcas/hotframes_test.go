@@ -16,8 +16,8 @@ import (
 func TestHotFrameFlags(t *testing.T) {
 	t.Parallel()
 	ref := e2eDumpTree(t, testtree.Tree{Name: "hot", Root: testtree.Dir(testtree.Entries{
-		"a": testtree.File(testtree.Mixed(1, 600<<10)),
-		"b": testtree.File(testtree.Mixed(2, 600<<10)),
+		"a": testtree.File(testtree.Mixed(1, 2560<<10)),
+		"b": testtree.File(testtree.Mixed(2, 2560<<10)),
 	})})
 	framesAndBytes := func(args ...string) (uint64, int64) {
 		t.Helper()

@@ -72,7 +72,7 @@ func TestStoreCopyRoundTrip(t *testing.T) {
 	nixStore := filepath.Join(dir, "nix")
 	tree := filepath.Join(dir, "tree")
 	testtree.Build(t, tree, grpcEdgeCase(t, "package-like"))
-	big := make([]byte, 3<<20)
+	big := make([]byte, 5<<20) // a 4 MiB hot frame and some
 	rng := rand.NewChaCha8([32]byte{1})
 	rng.Read(big)
 	if err := os.WriteFile(filepath.Join(tree, "random.bin"), big, 0o644); err != nil {
