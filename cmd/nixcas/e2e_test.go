@@ -35,10 +35,13 @@ import (
 	"github.com/nixcas/nixcas/internal/testtree"
 )
 
-// e2eBinary is the nixcas binary built by TestMain; e2eXDGDataHome is an
-// empty directory used as $XDG_DATA_HOME so that a command run without
-// --data cannot touch the user's default store.
-var e2eBinary, e2eXDGDataHome string
+// e2eBinary is the nixcas binary built by TestMain; e2eXDGDataHome and
+// e2eXDGCacheHome are empty directories used as $XDG_DATA_HOME and
+// $XDG_CACHE_HOME of every nixcas process, so that a command run without
+// --data cannot touch the user's default store, nor one run without
+// --cache the user's chunk cache (the test process keeps its own
+// $XDG_CACHE_HOME, where testminio finds the MinIO binary).
+var e2eBinary, e2eXDGDataHome, e2eXDGCacheHome string
 
 func TestMain(m *testing.M) {
 	os.Exit(e2eMain(m))
@@ -53,9 +56,12 @@ func e2eMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	e2eBinary = filepath.Join(dir, "nixcas")
 	e2eXDGDataHome = filepath.Join(dir, "xdg-data")
-	if err := os.Mkdir(e2eXDGDataHome, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	e2eXDGCacheHome = filepath.Join(dir, "xdg-cache")
+	for _, d := range []string{e2eXDGDataHome, e2eXDGCacheHome} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	build := exec.Command("go", "build", "-o", e2eBinary, ".")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -66,12 +72,12 @@ func e2eMain(m *testing.M) int {
 }
 
 // e2eEnv is the environment of every nixcas process a test starts: the
-// test's own, $XDG_DATA_HOME set to e2eXDGDataHome, and the credentials
-// testminio gives all its servers (the same fixed pair for each), so that
-// a test using MinIO need not change the process environment and can run
-// in parallel with others.
+// test's own, $XDG_DATA_HOME and $XDG_CACHE_HOME set to e2eXDGDataHome and
+// e2eXDGCacheHome, and the credentials testminio gives all its servers
+// (the same fixed pair for each), so that a test using MinIO need not
+// change the process environment and can run in parallel with others.
 func e2eEnv() []string {
-	return append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome,
+	return append(os.Environ(), "XDG_DATA_HOME="+e2eXDGDataHome, "XDG_CACHE_HOME="+e2eXDGCacheHome,
 		"AWS_ACCESS_KEY_ID="+testminio.AccessKey, "AWS_SECRET_ACCESS_KEY="+testminio.SecretKey)
 }
 

@@ -150,6 +150,7 @@ func TestSignalEndsBlockedIngest(t *testing.T) {
 	diskFill(t, filler, 16<<20)
 
 	cmd := exec.Command(e2eBinary, "nar", "ingest", "--no-space-guard", "--data", s.dir, diskNAR(t, 4, 48<<20))
+	cmd.Env = e2eEnv()
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

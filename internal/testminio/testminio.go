@@ -1,9 +1,11 @@
 package testminio
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -56,6 +58,8 @@ type Server struct {
 }
 
 // Start starts a server with an empty bucket; the test's cleanup stops it.
+// When the port it picked is taken before MinIO binds it (by another
+// test's server, or any socket), it tries another port, a few times.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Binary()
@@ -64,14 +68,24 @@ func Start(t testing.TB) *Server {
 	}
 	dir := t.TempDir()
 	s := &Server{
-		Addr:    freeAddr(t),
 		t:       t,
 		bin:     bin,
 		dataDir: filepath.Join(dir, "data"),
 		logPath: filepath.Join(dir, "minio.log"),
 	}
 	t.Cleanup(s.Stop)
-	s.Start()
+	const attempts = 5
+	for i := 1; ; i++ {
+		s.Addr = pickAddr(t)
+		err := s.launch()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errAddrTaken) || i == attempts {
+			t.Fatalf("testminio: starting MinIO (attempt %d of %d): %v", i, attempts, err)
+		}
+		t.Logf("testminio: trying another port: %v", err)
+	}
 	client := s.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -80,6 +94,10 @@ func Start(t testing.TB) *Server {
 	}
 	return s
 }
+
+// pickAddr returns the address of a first start; a test of this package
+// replaces it to hand out a port it has taken.
+var pickAddr = freeAddr
 
 // freeAddr returns a loopback address with a port free right now.
 func freeAddr(t testing.TB) string {
@@ -91,20 +109,42 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// Start starts the server (again, after Stop) and waits until it
-// answers. It does nothing when the server runs.
+// errAddrTaken is the error of a launch that found its address taken.
+var errAddrTaken = errors.New("address taken by another process")
+
+// Start starts the server again after Stop, on the same port, and waits
+// until it answers. It does nothing when the server runs. The test fails
+// when the port was taken while the server was stopped.
 func (s *Server) Start() {
 	s.t.Helper()
+	err := s.launch()
+	if errors.Is(err, errAddrTaken) {
+		s.t.Fatalf("testminio: restarting MinIO: its port was taken while it was stopped (the test would talk to another server): %v", err)
+	}
+	if err != nil {
+		s.t.Fatalf("testminio: restarting MinIO: %v", err)
+	}
+}
+
+// launch starts MinIO on s.Addr and waits until it answers and is the
+// only listener on the port. It does nothing when the server runs. On
+// failure the process is stopped, and the error is errAddrTaken when
+// another process holds the port.
+func (s *Server) launch() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
-		return
+		return nil
 	}
 	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		s.t.Fatalf("testminio: %v", err)
+		return err
 	}
 	defer logf.Close()
+	logStart, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
 	cmd := exec.Command(s.bin, "server", "--quiet", "--address", s.Addr, s.dataDir)
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+AccessKey,
@@ -116,7 +156,7 @@ func (s *Server) Start() {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("testminio: starting %s: %v", s.bin, err)
+		return fmt.Errorf("starting %s: %w", s.bin, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -124,16 +164,24 @@ func (s *Server) Start() {
 		close(done)
 	}()
 	s.cmd, s.done = cmd, done
-	if err := s.waitReady(done); err != nil {
+	if err := s.waitReady(cmd.Process.Pid, done); err != nil {
 		s.stopLocked()
 		log, _ := os.ReadFile(s.logPath)
-		s.t.Fatalf("testminio: MinIO on %s did not become ready: %v\n%s", s.Addr, err, tail(string(log), 2000))
+		if int64(len(log)) >= logStart {
+			log = log[logStart:]
+		}
+		if !errors.Is(err, errAddrTaken) && bytes.Contains(log, []byte("already in use")) {
+			err = fmt.Errorf("%w: %v", errAddrTaken, err)
+		}
+		return fmt.Errorf("MinIO on %s did not become ready: %w\n%s", s.Addr, err, tail(string(log), 2000))
 	}
+	return nil
 }
 
 // waitReady polls the readiness endpoint, then the S3 API (which may
-// answer "server not initialized" a little longer), for up to a minute.
-func (s *Server) waitReady(done <-chan struct{}) error {
+// answer "server not initialized" a little longer), for up to a minute,
+// then checks that the server answering is process pid, alone on its port.
+func (s *Server) waitReady(pid int, done <-chan struct{}) error {
 	deadline := time.Now().Add(time.Minute)
 	client := &http.Client{Timeout: 2 * time.Second}
 	s3 := s.Client()
@@ -146,7 +194,7 @@ func (s *Server) waitReady(done <-chan struct{}) error {
 				_, err = s3.ListBuckets(ctx)
 				cancel()
 				if err == nil {
-					return nil
+					return listensAlone(pid, s.Addr)
 				}
 			} else {
 				err = errors.New(resp.Status)
