@@ -72,7 +72,7 @@ func TestStoreCopyRoundTrip(t *testing.T) {
 	nixStore := filepath.Join(dir, "nix")
 	tree := filepath.Join(dir, "tree")
 	testtree.Build(t, tree, grpcEdgeCase(t, "package-like"))
-	big := make([]byte, 5<<20) // a 4 MiB hot frame and some
+	big := make([]byte, 3<<20)
 	rng := rand.NewChaCha8([32]byte{1})
 	rng.Read(big)
 	if err := os.WriteFile(filepath.Join(tree, "random.bin"), big, 0o644); err != nil {
@@ -86,7 +86,7 @@ func TestStoreCopyRoundTrip(t *testing.T) {
 		t.Fatalf("closure of %s: %v, want 3 paths", top, paths)
 	}
 	a := filepath.Join(dir, "a")
-	srv := startGRPCServe(t, a)
+	srv := startGRPCServe(t, a, "--hot-frame-size", "1M") // several frames
 	grpcNix(t, nixStore, "nix", "--extra-experimental-features", "nix-command", "copy", "--to", "http://"+srv.httpAddr+"?compression=xz", top)
 	srv.stop(t)
 	want := copyStats(t, "--data", a)
