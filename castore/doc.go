@@ -48,7 +48,7 @@
 // # Frames
 //
 // The Pebble store (castore/pebblestore) packs chunks, in ingest order,
-// into hot frames of about 1 MiB compressed together as one zstd frame,
+// into hot frames of about 4 MiB compressed together as one zstd frame,
 // and compaction rewrites them into cold frames; a chunk in a frame is
 // still read and written through the interfaces above. See that package's
 // doc for its layout.

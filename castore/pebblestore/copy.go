@@ -3,7 +3,6 @@ package pebblestore
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -240,6 +239,17 @@ func copyFrames(ctx context.Context, dst, src *Store, sdb kvDB, opts CopyOptions
 // version and the copy marker into ddb, in key order, renumbering queue
 // entries.
 func copyRecords(ctx context.Context, ddb, sdb kvDB, dst *Store, opts CopyOptions, res *CopyResult) error {
+	// The target takes the source's version first if it is higher: the
+	// version key sorts after the frame and chunk records that may need it.
+	version, _, err := readLayoutVersion(ctx, sdb.get, sdb)
+	if err != nil {
+		return fmt.Errorf("castore: copy: %w", err)
+	}
+	if version > layoutFrames {
+		if err := requireLayout(ctx, ddb, version); err != nil {
+			return fmt.Errorf("castore: copy: %w", err)
+		}
+	}
 	it, err := sdb.newIter(ctx, nil, nil)
 	if err != nil {
 		return fmt.Errorf("castore: copy: reading the source's records: %w", err)
@@ -272,14 +282,7 @@ func copyRecords(ctx context.Context, ddb, sdb kvDB, dst *Store, opts CopyOption
 			return fmt.Errorf("castore: copy: reading record %c/%x: %w", k[0], k[1:], err)
 		}
 		if bytes.Equal(k, pebbleVersionKey) {
-			// The target takes the source's version if it is higher (the
-			// records copied may need it).
-			if version, n := binary.Uvarint(v); n == len(v) && version > layoutFrames {
-				if err := requireLayout(ctx, ddb, version); err != nil {
-					return fmt.Errorf("castore: copy: %w", err)
-				}
-			}
-			continue
+			continue // raised above
 		}
 		if k[0] == pebbleKindQueue {
 			seq, err := ddb.nextSeq(ctx)

@@ -62,7 +62,7 @@
 //
 // A Store first stores a new chunk inline (lz4, see castore.ChunkEncoder)
 // and queues it; a packer writes queued chunks, in ingest order, into hot
-// frames: objects of about 1 MiB of chunks compressed together as one zstd
+// frames: objects of about 4 MiB of chunks compressed together as one zstd
 // frame, named by their BLAKE3, kept behind an [ObjectStore] ([DirObjects]
 // by default, the "frames" subdirectory). [Store.Compact] rewrites chunks
 // into cold frames in an order the caller gives (the store layer puts the

@@ -254,7 +254,7 @@ func (f *storeFlags) register(cmd *cobra.Command) {
 	cmd.Flags().Var(&f.hotFrameSize, "hot-frame-size",
 		fmt.Sprintf("uncompressed bytes of chunks per hot frame, the frames new chunks are packed into: `SIZE` such as 4M, from 64K to %dM (0 or unset: %d MiB)", pebblestore.MaxFrameSize/2>>20, pebblestore.DefaultFrameOptions.Size>>20))
 	cmd.Flags().Var(&f.hotLevel, "hot-level", "zstd level of hot frames: "+strings.Join(zstdLevelNames, ", ")+" (unset: default)")
-	cmd.Flags().BoolVar(&f.noCallFilter, "no-call-filter", false, "write new frames without the x86 call filter, as binaries before store layout 4 did (a store that never wrote a filtered frame stays at layout 3 or below, which they open)")
+	cmd.Flags().BoolVar(&f.noCallFilter, "no-call-filter", false, "write new frames without the x86 call filter, as binaries before store layout 4 did (a store that never wrote or pulled a filtered frame stays at layout 3 or below, which they open; a pull still imports the server's filtered frames)")
 }
 
 // registerIndexCache adds --index-cache, for commands that serve.

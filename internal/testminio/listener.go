@@ -2,7 +2,9 @@ package testminio
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -56,6 +58,9 @@ func tcpListeners(port uint64) ([]string, error) {
 	var inodes []string
 	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		f, err := os.Open(name)
+		if errors.Is(err, fs.ErrNotExist) && name == "/proc/net/tcp6" {
+			continue // IPv6 turned off
+		}
 		if err != nil {
 			return nil, err
 		}
