@@ -383,9 +383,8 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 	)
 	write := func(data []byte, entries []queuedChunk) error {
 		start := time.Now()
-		filter := !s.frameOpts.NoCallFilter
-		obj := compressFrame(opts.Level, data, filter)
-		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: castore.Hash(obj), level: LevelBase, filtered: filter}
+		obj := compressFrame(opts.Level, data, s.filterFrames())
+		f := &frameInfo{tier: FrameCold, created: time.Now(), decoded: uint64(len(data)), stored: uint64(len(obj)), name: castore.Hash(obj), level: LevelBase, filtered: s.filterFrames()}
 		if opts.into != nil && opts.into.Level != LevelBase {
 			f.run, f.level = opts.into.Run, opts.into.Level
 		}

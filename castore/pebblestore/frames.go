@@ -358,6 +358,10 @@ func compressFrame(level zstd.EncoderLevel, data []byte, filter bool) []byte {
 	return enc.EncodeAll(*buf, obj)
 }
 
+// filterFrames reports whether the frames s writes go through the call
+// filter.
+func (s *Store) filterFrames() bool { return !s.frameOpts.NoCallFilter }
+
 // frameIsFiltered reports whether the stored bytes obj of a frame are of
 // a filtered frame.
 func frameIsFiltered(obj []byte) bool { return bytes.HasPrefix(obj, filteredFrameHeader) }

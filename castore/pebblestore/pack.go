@@ -255,8 +255,9 @@ func (e *queuedChunk) still(v []byte) bool {
 // before it syncs them and switches chunks to them: one sync for all of
 // them (a sync costs 20 to 40 ms on this project's VM disk, whatever it
 // covers). The pack holds those frames decoded and compressed meanwhile,
-// so it is a bound on bytes, not frames: 32 frames of 4 MiB took the peak
-// RSS of a 1 GiB ingest from 239 to 402 MiB.
+// so it is a bound on bytes, not frames: with 4 MiB frames a pack holds
+// what 32 frames of 1 MiB did (the peak RSS of a 1 GiB ingest moved
+// within its spread, 379 to 436 MiB either way: see e2eMaxRSS).
 const packBatchBytes = 32 << 20
 
 // packReadPage and packReadBytes bound the queue entries the packer reads
@@ -433,7 +434,7 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, pf := range frames {
-		f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(pf.data)), filtered: !s.frameOpts.NoCallFilter}
+		f := &frameInfo{tier: FrameHot, created: time.Now(), decoded: uint64(len(pf.data)), filtered: s.filterFrames()}
 		infos[i] = f
 		if len(pf.data) == 0 {
 			continue
