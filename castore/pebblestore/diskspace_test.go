@@ -195,10 +195,17 @@ func TestPebbleOpenFullDisk(t *testing.T) {
 // TestPebbleWriteWaitsForSpace: without the guard, a write that meets a
 // full disk waits (rather than Pebble panicking) and completes once space
 // is freed.
+//
+// The filler leaves 24 MiB and frees 104: the store may take several times
+// the 30 MiB written (write-ahead logs, inline values in blob files not
+// yet compacted away, frames), more than 64 MiB when compactions lag on a
+// loaded machine, and a write-ahead log that meets a full disk waits for
+// ever, Close included.
 func TestPebbleWriteWaitsForSpace(t *testing.T) {
 	ctx := context.Background()
-	mnt := mountTmpfs(t, 64<<20)
-	fill(t, filepath.Join(mnt, "filler"), 40<<20)
+	mnt := mountTmpfs(t, 128<<20)
+	filler := filepath.Join(mnt, "filler")
+	fill(t, filler, 104<<20)
 	opts := smallStoreOptions
 	opts.NoSpaceGuard = true
 	s, err := pebblestore.Open(filepath.Join(mnt, "store"), opts)
@@ -206,6 +213,8 @@ func TestPebbleWriteWaitsForSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// Run before Close when the test fails with the disk full.
+	defer os.Remove(filler)
 
 	r := rand.New(rand.NewPCG(5, 6))
 	var chunks []castore.Chunk
@@ -238,7 +247,7 @@ func TestPebbleWriteWaitsForSpace(t *testing.T) {
 		t.Fatalf("the puts ended (%v) on a full disk, want them to wait", err)
 	default:
 	}
-	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
+	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -123,6 +123,9 @@ func (inv e2eInvocation) run(t testing.TB) e2eResult {
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2eBinary, inv.Args...)
+	// On timeout the child is sent SIGQUIT, which makes a Go program
+	// print every goroutine's stack: the failure then says where it hung.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Stdin = inv.Stdin
 	var stdout, stderr bytes.Buffer

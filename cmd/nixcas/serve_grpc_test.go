@@ -110,8 +110,17 @@ func (s *grpcServe) stop(t *testing.T) {
 			t.Errorf("nixcas serve did not report a clean stop:\n%s", s.stderr.String())
 		}
 	case <-time.After(60 * time.Second):
-		s.cmd.Process.Kill()
-		t.Fatal("nixcas serve did not stop within 60 s of SIGTERM")
+		// SIGQUIT makes it print every goroutine's stack and exit: the
+		// failure says where it hangs.
+		s.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			s.cmd.Process.Kill()
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t.Fatalf("nixcas serve did not stop within 60 s of SIGTERM; its stderr, its goroutines last:\n%s", s.stderr.String())
 	}
 }
 
