@@ -468,8 +468,8 @@ func (s *Store) gcSweep(ctx context.Context, db kvDB, m *markSet, opts GCOptions
 }
 
 // sweepTrees sweeps directories and blob indexes, holding the gate and,
-// on a shared database, the uses lock (after the gate: see
-// deleteUnmarked), having read the use records again.
+// on a shared database, the uses lock (after the gate, and with no lock
+// stripe: see deleteUnmarked), having read the use records again.
 func (s *Store) sweepTrees(ctx context.Context, db kvDB, m *markSet, opts GCOptions, res *GCResult) error {
 	if !opts.DryRun {
 		s.gcGate.Lock()
@@ -556,16 +556,22 @@ func (s *Store) sweepKind(ctx context.Context, db kvDB, m *markSet, kind byte, d
 	return flush()
 }
 
-// deleteUnmarked deletes the items of ds that are still not marked, under
-// their lock stripes, with their counters, in one batch (counts them on a
-// dry run).
+// deleteUnmarked deletes the items of ds that are still not marked, with
+// their counters, in one batch (counts them on a dry run); gate: take the
+// gate and the items' lock stripes for the batch (chunks).
+//
+// Directories and blob indexes are swept without their stripes: their
+// uses mark them holding the gate for reading, which sweepTrees holds for
+// writing throughout. There it also holds the uses lock of a shared
+// database, and waiting for a stripe would close a cycle PostgreSQL
+// cannot see: a writer holds its chunk's stripe while its commit waits in
+// the group (pggroup.go) behind a use record waiting for the uses lock in
+// shared mode.
 func (s *Store) deleteUnmarked(ctx context.Context, db kvDB, m *markSet, kind byte, ds []castore.Digest, dryRun, gate bool, seen int64, res *GCResult) error {
 	recheck := false
-	if !dryRun {
-		if gate {
-			s.gcGate.Lock()
-			defer s.gcGate.Unlock()
-		}
+	if !dryRun && gate {
+		s.gcGate.Lock()
+		defer s.gcGate.Unlock()
 		unlock := s.lockStripes(slices.Values(ds))
 		defer unlock()
 	}
