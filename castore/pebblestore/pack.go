@@ -321,6 +321,9 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	defer s.mu.RUnlock()
 
 	frames := []*pendingFrame{{}}
+	// What this process counted queued as it began reading the queue (see
+	// the recount below).
+	counted := s.queued.Load()
 	lower := []byte{pebbleKindQueue}
 	it, err := db.newIter(ctx, lower, prefixEnd(lower))
 	if err != nil {
@@ -412,6 +415,18 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	defer s.notifyPacked()
 	if last := frames[len(frames)-1]; len(last.entries) == 0 || !force && len(last.data) < s.frameOpts.Size {
 		frames = frames[:len(frames)-1]
+		if len(frames) == 0 && !full {
+			// The whole queue was read: less than a frame of chunks
+			// waits in it, len(last.data) bytes. The count of this
+			// process can be far from that: on a shared database other
+			// processes pack (and count down) the chunks it queued, and
+			// a collection deletes queued chunks, whose entries stay
+			// until a frame takes them. Writers waiting for the packer
+			// on a count too high would wait for ever. Chunks queued
+			// while the queue was read may be counted once too often
+			// or not at all; the next recount mends that.
+			s.queued.Add(int64(len(last.data)) - counted)
+		}
 	}
 	if len(frames) == 0 {
 		return false, nil
