@@ -76,7 +76,20 @@ func (g *pgGroup) do(ctx context.Context, p *pgKV, c *pgGroupCall) (bool, error)
 		c.wake = make(chan struct{}, 1) // only a call that waits is woken
 		g.waiting = append(g.waiting, c)
 		g.mu.Unlock()
-		<-c.wake
+		select {
+		case <-c.wake:
+		case <-ctx.Done():
+			// A call still waiting leaves, sending nothing; one taken
+			// into a pipeline, or handed one to send, goes on.
+			g.mu.Lock()
+			if i := slices.Index(g.waiting, c); i >= 0 {
+				g.waiting = slices.Delete(g.waiting, i, i+1)
+				g.mu.Unlock()
+				return false, ctx.Err()
+			}
+			g.mu.Unlock()
+			<-c.wake
+		}
 		g.mu.Lock()
 		if c.done {
 			g.mu.Unlock()
@@ -96,8 +109,8 @@ func (g *pgGroup) do(ctx context.Context, p *pgKV, c *pgGroupCall) (bool, error)
 	g.waiting = append(g.waiting[:0], g.waiting[n:]...)
 	g.mu.Unlock()
 	// A pipeline that carries other callers' writes is not cancelled
-	// with the sender's context. (A waiting call is not bounded by its
-	// own either: it waits for pipelines out.)
+	// with the sender's context. (A call that waits leaves when its own
+	// context ends, unless a pipeline has taken it.)
 	sctx := ctx
 	if len(calls) > 1 {
 		sctx = context.WithoutCancel(ctx)

@@ -203,3 +203,84 @@ func TestPostgresGroupCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestPostgresGroupWaitCancelled: a call waiting for a pipeline out (held
+// here by taking the uses lock exclusively elsewhere, as a collection
+// does) leaves when its context ends, writing nothing; the pipeline out
+// then completes, and the group goes on.
+func TestPostgresGroupWaitCancelled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := testpg.New(t)
+	s, err := OpenPostgres(ctx, url, t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db := s.db.(*pgKV)
+	blocker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	if _, err := blocker.Exec(ctx, "SELECT pg_advisory_lock($1)", pgLockUses); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan error, 1)
+	go func() {
+		_, err := db.recordUse(ctx, []byte("R-out"), nil, nil)
+		out <- err
+	}()
+	waiting := func() int {
+		db.group.mu.Lock()
+		defer db.group.mu.Unlock()
+		if db.group.out < pgGroupPipelines {
+			return -1
+		}
+		return len(db.group.waiting)
+	}
+	for waiting() != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	left := make(chan error, 1)
+	go func() {
+		_, err := db.recordUse(wctx, []byte("R-left"), nil, nil)
+		left <- err
+	}()
+	for waiting() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	wcancel()
+	select {
+	case err := <-left:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("a waiting call whose context ended returned %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		blocker.Exec(ctx, "SELECT pg_advisory_unlock($1)", pgLockUses)
+		<-out
+		<-left
+		t.Fatal("a waiting call whose context ended was still waiting 30 s later")
+	}
+	if n := waiting(); n != 0 {
+		t.Fatalf("%d calls still waiting after the only one left", n)
+	}
+	if _, err := blocker.Exec(ctx, "SELECT pg_advisory_unlock($1)", pgLockUses); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-out; err != nil {
+		t.Fatalf("the pipeline out: %v", err)
+	}
+	if _, err := db.recordUse(ctx, []byte("R-after"), nil, nil); err != nil {
+		t.Fatalf("a call after: %v", err)
+	}
+	for _, k := range []string{"R-out", "R-after"} {
+		if ok, err := has(ctx, db, []byte(k)); err != nil || !ok {
+			t.Errorf("use record %s: stored %v (%v), want stored", k, ok, err)
+		}
+	}
+	if ok, err := has(ctx, db, []byte("R-left")); err != nil || ok {
+		t.Errorf("the use record of the call that left: stored %v (%v), want not", ok, err)
+	}
+}
