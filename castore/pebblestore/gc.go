@@ -31,8 +31,10 @@ import (
 //     directory walk's stack and one blob index at a time.
 //  2. Sweep directories and blob indexes, then chunks: the store's keys
 //     of each kind and the mark set's are both read in digest order and
-//     merge-joined; a key not marked is re-checked under its lock stripe
-//     and deleted, with the store's counters, in batches of gcBatch.
+//     merge-joined; a key not marked is re-checked (a chunk under its
+//     lock stripe, a directory or blob index under the gate: see
+//     deleteUnmarked) and deleted, with the store's counters, in batches
+//     of gcBatch.
 //  3. Frames. Each frame's live share is its chunks that the chunk index
 //     still points at, in decoded bytes, over its decoded size. A frame
 //     with none is unregistered (one synced batch) and deleted; one below
@@ -134,8 +136,7 @@ var ErrGCRunning = errors.New("castore: gc: a garbage collection is already runn
 // margin (and not before the grace period).
 const gcUseMargin = time.Minute
 
-// gcBatch is how many candidates a sweep deletes in one batch, under their
-// lock stripes.
+// gcBatch is how many candidates a sweep deletes in one batch.
 const gcBatch = 1024
 
 // GC collects garbage (see above). One collection runs at a time on a

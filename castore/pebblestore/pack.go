@@ -304,7 +304,7 @@ type valueSpan struct{ start, end int }
 type pendingFrame struct {
 	data    []byte
 	entries []queuedChunk
-	queued  int // bytes of queue entries it consumes
+	queued  int // bytes of the queued chunks it takes that were stored inline (see queued in Store)
 }
 
 // packOne packs queued chunks, oldest first, into up to packBatchBytes of hot
@@ -392,8 +392,8 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 			if cur.data == nil {
 				cur.data = s.frameBuffer()
 			}
-			cur.queued += e.size
 			if v := values[i]; v.end > 0 {
+				cur.queued += e.size
 				e.offset = len(cur.data)
 				if cur.data, err = castore.DecodeChunk(cur.data, arena[v.start:v.end]); err != nil {
 					it.Close()
@@ -418,13 +418,13 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 		if len(frames) == 0 && !full {
 			// The whole queue was read: less than a frame of chunks
 			// waits in it, len(last.data) bytes. The count of this
-			// process can be far from that: on a shared database other
-			// processes pack (and count down) the chunks it queued, and
-			// a collection deletes queued chunks, whose entries stay
-			// until a frame takes them. Writers waiting for the packer
-			// on a count too high would wait for ever. Chunks queued
-			// while the queue was read may be counted once too often
-			// or not at all; the next recount mends that.
+			// process can be far above that: on a shared database
+			// other processes pack the chunks it queued, and a
+			// collection deletes queued chunks (their entries stay
+			// until a frame takes them, and count for nothing then).
+			// Writers waiting for the packer on a count too high would
+			// wait for ever. A chunk queued while the queue was read
+			// may be counted twice; the next recount mends that.
 			s.queued.Add(int64(len(last.data)) - counted)
 		}
 	}
@@ -437,7 +437,11 @@ func (s *Store) packOne(ctx context.Context, force bool) (bool, error) {
 	for _, pf := range frames {
 		read += pf.queued
 	}
-	s.queued.Add(-int64(read))
+	if s.queued.Add(-int64(read)) < 0 {
+		// Chunks another process queued on a shared database: this
+		// process never counted them.
+		s.queued.Store(0)
+	}
 	done := false
 	defer func() {
 		if !done {

@@ -64,3 +64,55 @@ func TestPackerRecountsQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestPackerCountAfterCollection: queued chunks a collection deleted
+// count for nothing once the packer recounts, nor when a frame later takes
+// their queue entries: with chunks written after them, the count comes to
+// what is left queued.
+func TestPackerCountAfterCollection(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(filepath.Join(t.TempDir(), "data"), Options{Frames: FrameOptions{Size: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	put := func(n int) {
+		t.Helper()
+		for range n {
+			b := make([]byte, 4<<10)
+			for i := range b {
+				b[i] = byte(r.Uint32())
+			}
+			if _, err := s.PutChunk(ctx, castore.NewChunk(b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put(8) // 32 KiB: less than a frame, so queued
+	noRoots := func(context.Context, func(string, castore.Entry) error) error { return nil }
+	if res, err := s.GC(ctx, GCOptions{Roots: noRoots}); err != nil || res.ChunksDeleted != 8 {
+		t.Fatalf("collection: %d chunks deleted (%v), want 8", res.ChunksDeleted, err)
+	}
+	if packed, err := s.packOne(ctx, false); err != nil || packed {
+		t.Fatalf("pack of deleted chunks only: packed %v (%v), want nothing", packed, err)
+	}
+	if q := s.queued.Load(); q != 0 {
+		t.Fatalf("%d bytes counted queued after the recount, want 0", q)
+	}
+	put(20) // 80 KiB: the packer packs one frame, 16 KiB are left
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		s.packMu.Lock() // no pack in progress
+		q := s.queued.Load()
+		s.packMu.Unlock()
+		if q < 64<<10 {
+			if q != 16<<10 {
+				t.Fatalf("%d bytes counted queued once the packer packed a frame, want the 16 KiB left", q)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes counted queued a minute after a frame's worth was written", q)
+		}
+	}
+}

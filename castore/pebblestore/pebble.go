@@ -264,7 +264,7 @@ type Store struct {
 	cache     *frameCache
 	decoded   *decodedCache // nil: off (or read-only)
 	places    *placeCache   // nil: off (see chunkplace.go)
-	queued    atomic.Int64  // bytes of queued chunks
+	queued    atomic.Int64  // bytes of queued inline chunks, as this process counts them (see packOne)
 	lastWrite atomic.Int64  // unix nanoseconds of the last new chunk
 	// maxPackLag: writers wait while more queued bytes than this wait for
 	// the packer (see waitForPacker).

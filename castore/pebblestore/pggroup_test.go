@@ -239,18 +239,22 @@ func TestPostgresGroupWaitCancelled(t *testing.T) {
 		}
 		return len(db.group.waiting)
 	}
-	for waiting() != 0 {
-		time.Sleep(time.Millisecond)
+	waitFor := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); waiting() != n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d calls waiting (-1: no pipeline out), want %d", waiting(), n)
+			}
+		}
 	}
+	waitFor(0)
 	wctx, wcancel := context.WithCancel(ctx)
 	left := make(chan error, 1)
 	go func() {
 		_, err := db.recordUse(wctx, []byte("R-left"), nil, nil)
 		left <- err
 	}()
-	for waiting() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(1)
 	wcancel()
 	select {
 	case err := <-left:

@@ -117,6 +117,7 @@ func (s *grpcServe) stop(t *testing.T) {
 		case <-s.done:
 		case <-time.After(10 * time.Second):
 			s.cmd.Process.Kill()
+			<-s.done
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
