@@ -18,22 +18,10 @@ import (
 // writers go on, and what they write is packed as before.
 func TestPackerRecountsQueue(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(filepath.Join(t.TempDir(), "data"), Options{Frames: FrameOptions{Size: 64 << 10}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.queued.Add(10 * s.maxPackLag) // what another process packed
-	r := rand.New(rand.NewPCG(1, 2))
-	var chunks []castore.Chunk
+	s := openPackCountStore(t)
+	s.queued.Add(10 * s.maxPackLag)                         // what another process packed
+	chunks := randomChunks(rand.New(rand.NewPCG(1, 2)), 64) // 256 KiB: four frames
 	done := make(chan error, 1)
-	for range 64 { // 256 KiB: four frames
-		b := make([]byte, 4<<10)
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		chunks = append(chunks, castore.NewChunk(b))
-	}
 	go func() {
 		for _, c := range chunks {
 			if _, err := s.PutChunk(ctx, c); err != nil {
@@ -71,20 +59,12 @@ func TestPackerRecountsQueue(t *testing.T) {
 // what is left queued.
 func TestPackerCountAfterCollection(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(filepath.Join(t.TempDir(), "data"), Options{Frames: FrameOptions{Size: 64 << 10}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openPackCountStore(t)
 	r := rand.New(rand.NewPCG(3, 4))
 	put := func(n int) {
 		t.Helper()
-		for range n {
-			b := make([]byte, 4<<10)
-			for i := range b {
-				b[i] = byte(r.Uint32())
-			}
-			if _, err := s.PutChunk(ctx, castore.NewChunk(b)); err != nil {
+		for _, c := range randomChunks(r, n) {
+			if _, err := s.PutChunk(ctx, c); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -115,4 +95,28 @@ func TestPackerCountAfterCollection(t *testing.T) {
 			t.Fatalf("%d bytes counted queued a minute after a frame's worth was written", q)
 		}
 	}
+}
+
+// openPackCountStore opens a store of 64 KiB frames for these tests.
+func openPackCountStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "data"), Options{Frames: FrameOptions{Size: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// randomChunks returns n chunks of 4 KiB of random bytes.
+func randomChunks(r *rand.Rand, n int) []castore.Chunk {
+	chunks := make([]castore.Chunk, n)
+	for i := range chunks {
+		b := make([]byte, 4<<10)
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		chunks[i] = castore.NewChunk(b)
+	}
+	return chunks
 }

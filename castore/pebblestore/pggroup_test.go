@@ -65,14 +65,7 @@ func TestPostgresGroupCommit(t *testing.T) {
 		conflict bool // two batches insert one key: the group is sent again, call by call
 	}{{"merged", false}, {"conflict", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			blocker, err := pgx.Connect(ctx, url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer blocker.Close(ctx)
-			if _, err := blocker.Exec(ctx, "SELECT pg_advisory_lock($1)", pgLockUses); err != nil {
-				t.Fatal(err)
-			}
+			blocker := holdUsesLock(t, ctx, url)
 			p := tc.name + "-"
 			var wg sync.WaitGroup
 			// The first calls' pipelines, as many as may be out, wait
@@ -82,21 +75,7 @@ func TestPostgresGroupCommit(t *testing.T) {
 			for i := range pgGroupPipelines {
 				wg.Go(func() { _, firstErr[i] = db.recordUse(ctx, []byte(fmt.Sprintf("%sR-first-%d", p, i)), nil, nil) })
 			}
-			waitFor := func(n int) {
-				t.Helper()
-				for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-					db.group.mu.Lock()
-					got, out := len(db.group.waiting), db.group.out
-					db.group.mu.Unlock()
-					if out == pgGroupPipelines && got == n {
-						return
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("%d calls waiting (%d pipelines out), want %d", got, out, n)
-					}
-				}
-			}
-			waitFor(0)
+			waitForGroup(t, db, 0)
 			for deadline := time.Now().Add(30 * time.Second); trips.n.Load() < base+pgGroupPipelines; time.Sleep(time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatal("the first pipelines were never sent")
@@ -132,7 +111,7 @@ func TestPostgresGroupCommit(t *testing.T) {
 					commitErr[i] = b.commit(ctx, false)
 				})
 			}
-			waitFor(users + writers)
+			waitForGroup(t, db, users+writers)
 			if _, err := blocker.Exec(ctx, "SELECT pg_advisory_unlock($1)", pgLockUses); err != nil {
 				t.Fatal(err)
 			}
@@ -218,43 +197,20 @@ func TestPostgresGroupWaitCancelled(t *testing.T) {
 	}
 	defer s.Close()
 	db := s.db.(*pgKV)
-	blocker, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer blocker.Close(ctx)
-	if _, err := blocker.Exec(ctx, "SELECT pg_advisory_lock($1)", pgLockUses); err != nil {
-		t.Fatal(err)
-	}
+	blocker := holdUsesLock(t, ctx, url)
 	out := make(chan error, 1)
 	go func() {
 		_, err := db.recordUse(ctx, []byte("R-out"), nil, nil)
 		out <- err
 	}()
-	waiting := func() int {
-		db.group.mu.Lock()
-		defer db.group.mu.Unlock()
-		if db.group.out < pgGroupPipelines {
-			return -1
-		}
-		return len(db.group.waiting)
-	}
-	waitFor := func(n int) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); waiting() != n; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d calls waiting (-1: no pipeline out), want %d", waiting(), n)
-			}
-		}
-	}
-	waitFor(0)
+	waitForGroup(t, db, 0)
 	wctx, wcancel := context.WithCancel(ctx)
 	left := make(chan error, 1)
 	go func() {
 		_, err := db.recordUse(wctx, []byte("R-left"), nil, nil)
 		left <- err
 	}()
-	waitFor(1)
+	waitForGroup(t, db, 1)
 	wcancel()
 	select {
 	case err := <-left:
@@ -267,7 +223,10 @@ func TestPostgresGroupWaitCancelled(t *testing.T) {
 		<-left
 		t.Fatal("a waiting call whose context ended was still waiting 30 s later")
 	}
-	if n := waiting(); n != 0 {
+	db.group.mu.Lock()
+	n := len(db.group.waiting)
+	db.group.mu.Unlock()
+	if n != 0 {
 		t.Fatalf("%d calls still waiting after the only one left", n)
 	}
 	if _, err := blocker.Exec(ctx, "SELECT pg_advisory_unlock($1)", pgLockUses); err != nil {
@@ -286,5 +245,37 @@ func TestPostgresGroupWaitCancelled(t *testing.T) {
 	}
 	if ok, err := has(ctx, db, []byte("R-left")); err != nil || ok {
 		t.Errorf("the use record of the call that left: stored %v (%v), want not", ok, err)
+	}
+}
+
+// holdUsesLock takes the uses lock exclusively on a connection of its own,
+// as a collection does, until the test ends or the caller unlocks it.
+func holdUsesLock(t *testing.T, ctx context.Context, url string) *pgx.Conn {
+	t.Helper()
+	blocker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blocker.Close(context.Background()) })
+	if _, err := blocker.Exec(ctx, "SELECT pg_advisory_lock($1)", pgLockUses); err != nil {
+		t.Fatal(err)
+	}
+	return blocker
+}
+
+// waitForGroup waits until every pipeline db may have is out and n calls
+// wait for one.
+func waitForGroup(t *testing.T, db *pgKV, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		db.group.mu.Lock()
+		got, out := len(db.group.waiting), db.group.out
+		db.group.mu.Unlock()
+		if out == pgGroupPipelines && got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls waiting (%d pipelines out), want %d", got, out, n)
+		}
 	}
 }
