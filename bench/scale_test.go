@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,12 +19,13 @@ import (
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
-	"github.com/nixcas/nixcas/server/httpcache"
+	"github.com/nixcas/nixcas/server"
 	"github.com/nixcas/nixcas/store"
 )
 
 // serveInProcess is ScaleOptions.Serve without a child process: the
-// binary cache handler on the store, over loopback.
+// server `nixcas serve` runs (metrics included, background jobs off) on
+// the store, HTTP over loopback.
 func serveInProcess(t *testing.T) func(ctx context.Context, dir, keyFile string) (*ScaleServer, error) {
 	return func(ctx context.Context, dir, keyFile string) (*ScaleServer, error) {
 		b, err := os.ReadFile(keyFile)
@@ -34,20 +37,18 @@ func serveInProcess(t *testing.T) func(ctx context.Context, dir, keyFile string)
 			return nil, err
 		}
 		start := time.Now()
-		s, err := pebblestore.Open(dir, pebblestore.Options{})
+		srv, err := server.New(server.Options{DataDir: dir, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+			SignKeys: []signature.SecretKey{key}, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			return nil, err
 		}
-		h, err := httpcache.New(httpcache.Options{CAS: s, Index: store.NewIndex(s, s), SignKeys: []signature.SecretKey{key}})
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		srv := httptest.NewServer(h)
-		return &ScaleServer{HTTP: srv.URL, PID: os.Getpid(), Start: time.Since(start), Stop: func() error {
-			srv.Close()
-			return s.Close()
-		}}, nil
+		sctx, stop := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(sctx) }()
+		return &ScaleServer{HTTP: "http://" + srv.HTTPAddr().String(), PID: os.Getpid(), Start: time.Since(start), Stop: sync.OnceValue(func() error {
+			stop()
+			return <-served
+		})}, nil
 	}
 }
 
@@ -70,6 +71,7 @@ func TestScaleSmoke(t *testing.T) {
 		for name, v := range map[string]float64{
 			"narinfo 1": r.NarInfo1.RPS, "narinfo 16": r.NarInfo16.RPS, "small NAR": r.NARSmallMBps,
 			"medium NAR": r.NARMediumMBps, "large NAR": r.NARLargeMBps, "ingest": r.IngestMBps,
+			"narinfo 16, first window": r.NarInfoCold16.RPS, "warm-up": r.WarmupSeconds,
 			"lookup hit": r.LookupHitNs, "lookup miss": r.LookupMissNs, "index cache hits": r.LookupCacheHitPct,
 			"meta per chunk": r.MetaBytesPerChunk, "meta per path": r.MetaBytesPerPath,
 		} {

@@ -124,12 +124,31 @@ func (g *scaleGen) measureStore(ctx context.Context, s *pebblestore.Store, x *st
 		}
 		return float64(time.Since(start).Nanoseconds()) / float64(len(ds)), nil
 	}
-	warmHits, warmMisses := pick()
-	if _, err := timeLookups(warmHits, true); err != nil {
-		return err
-	}
-	if _, err := timeLookups(warmMisses, false); err != nil {
-		return err
+	// Warm-up passes over other chunks until the index cache is warm, as
+	// warmIndexCache judges a server's.
+	for start := time.Now(); ; {
+		// Until the cache is nearly full, or stops growing (Pebble's
+		// may evict before it is full), or the lookups hit it.
+		before, _ := s.IndexCacheStats()
+		warmHits, warmMisses := pick()
+		if _, err := timeLookups(warmHits, true); err != nil {
+			return err
+		}
+		if _, err := timeLookups(warmMisses, false); err != nil {
+			return err
+		}
+		after, ok := s.IndexCacheStats()
+		if !ok {
+			break
+		}
+		hits, misses := after.Hits-before.Hits, after.Misses-before.Misses
+		if float64(after.Used) >= warmFullShare*float64(after.Capacity) ||
+			float64(after.Used-before.Used) < warmGrowth*float64(after.Capacity) ||
+			float64(hits) >= warmHitShare*float64(hits+misses) || time.Since(start) > warmMost {
+			fmt.Fprintf(g.log, "scale: lookups: warm-up of %s, index cache %d of %d MiB\n",
+				time.Since(start).Round(time.Millisecond), after.Used>>20, after.Capacity>>20)
+			break
+		}
 	}
 	hits, misses := pick()
 	before, _ := s.IndexCacheStats()
@@ -159,6 +178,21 @@ func measureServer(ctx context.Context, o ScaleOptions, dir, keyFile string, st 
 	tr := &http.Transport{MaxIdleConnsPerHost: 16, MaxConnsPerHost: 16, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
+	// The first window after the start, then a warm-up until the index
+	// cache is full (or holds all the load reads), then the figures of a
+	// running server.
+	fmt.Fprintf(o.Log, "scale: narinfo at 16 connections, first window after start\n")
+	if sr.NarInfoCold16, err = narInfoLoad(ctx, hc, srv.HTTP, st.Paths, 16, o.Window); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := warmIndexCache(ctx, hc, srv.HTTP, o.Log, func(window time.Duration) error {
+		_, err := narInfoLoad(ctx, hc, srv.HTTP, st.Paths, 16, window)
+		return err
+	}); err != nil {
+		return err
+	}
+	sr.WarmupSeconds = time.Since(start).Seconds()
 	fmt.Fprintf(o.Log, "scale: narinfo at 1 and 16 connections\n")
 	for _, c := range []struct {
 		conns int
@@ -188,6 +222,96 @@ func measureServer(ctx context.Context, o ScaleOptions, dir, keyFile string, st 
 	sr.RSSKiB = procStatusKiB(srv.PID, "VmRSS")
 	sr.PeakRSSKiB = procStatusKiB(srv.PID, "VmHWM")
 	return srv.Stop()
+}
+
+// Warm-up of a server's index cache (warmIndexCache): windows of load
+// until the cache holds warmFullShare of its capacity, or grows by less
+// than warmGrowth of it in a window (Pebble's cache may evict before it
+// is full), or a window's block reads hit it warmHitShare of the time (a
+// store whose metadata read fits), at most warmMost.
+const (
+	warmWindow    = time.Second
+	warmMost      = 60 * time.Second
+	warmFullShare = 0.9
+	warmHitShare  = 0.99
+	warmGrowth    = 0.01 // of the capacity, a window
+)
+
+// warmIndexCache runs load, a window at a time, until the index cache of
+// the server at base is warm, as its metrics (/metrics) say; the cache of
+// a freshly started server is empty, and filling it costs each block read
+// a new allocation (page faults, slow on some virtual machines) that a
+// running server, whose full cache reuses the memory of the blocks it
+// evicts, does not pay.
+func warmIndexCache(ctx context.Context, hc *http.Client, base string, log io.Writer, load func(time.Duration) error) error {
+	before, err := indexCacheMetrics(ctx, hc, base)
+	if err != nil {
+		return err
+	}
+	for start := time.Now(); time.Since(start) < warmMost; {
+		if err := load(warmWindow); err != nil {
+			return err
+		}
+		after, err := indexCacheMetrics(ctx, hc, base)
+		if err != nil {
+			return err
+		}
+		hits, misses := after.hits-before.hits, after.misses-before.misses
+		hitShare := 0.0
+		if hits+misses > 0 {
+			hitShare = hits / (hits + misses)
+		}
+		fmt.Fprintf(log, "scale: warm-up: index cache %.0f of %.0f MiB, %.1f%% of this window's block reads from it\n",
+			after.bytes/(1<<20), after.capacity/(1<<20), 100*hitShare)
+		if after.bytes >= warmFullShare*after.capacity || hitShare >= warmHitShare ||
+			after.bytes-before.bytes < warmGrowth*after.capacity {
+			return nil
+		}
+		before = after
+	}
+	fmt.Fprintf(log, "scale: warm-up: stopped after %s, the cache not full\n", warmMost)
+	return nil
+}
+
+// cacheMetrics are the index cache figures of a server's /metrics.
+type cacheMetrics struct{ bytes, capacity, hits, misses float64 }
+
+// indexCacheMetrics reads the index cache figures from the metrics of the
+// server at base.
+func indexCacheMetrics(ctx context.Context, hc *http.Client, base string) (cacheMetrics, error) {
+	var body bytes.Buffer
+	if _, err := get(ctx, hc, base+"/metrics", &body); err != nil {
+		return cacheMetrics{}, err
+	}
+	var m cacheMetrics
+	found := 0
+	for line := range strings.Lines(body.String()) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "nixcas_index_cache_bytes":
+			dst = &m.bytes
+		case "nixcas_index_cache_capacity_bytes":
+			dst = &m.capacity
+		case "nixcas_index_cache_hits_total":
+			dst = &m.hits
+		case "nixcas_index_cache_misses_total":
+			dst = &m.misses
+		default:
+			continue
+		}
+		if _, err := fmt.Sscan(value, dst); err != nil {
+			return cacheMetrics{}, fmt.Errorf("bench: %s/metrics: %s: %w", base, name, err)
+		}
+		found++
+	}
+	if found != 4 {
+		return cacheMetrics{}, fmt.Errorf("bench: %s/metrics: %d of the 4 index cache figures", base, found)
+	}
+	return m, nil
 }
 
 // narInfoLoad requests narinfos of random synthetic paths on conns

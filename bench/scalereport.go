@@ -16,6 +16,8 @@ type scaleFigure struct {
 }
 
 var scaleFigures = []scaleFigure{
+	{"narinfo requests/s, 16 connections, first window after start", "req/s", func(r *ScaleStepResult) float64 { return r.NarInfoCold16.RPS }},
+	{"warm-up filling the index cache", "s", func(r *ScaleStepResult) float64 { return r.WarmupSeconds }},
 	{"narinfo p50, 1 connection", "µs", func(r *ScaleStepResult) float64 { return r.NarInfo1.P50us }},
 	{"narinfo p99, 1 connection", "µs", func(r *ScaleStepResult) float64 { return r.NarInfo1.P99us }},
 	{"narinfo requests/s, 1 connection", "req/s", func(r *ScaleStepResult) float64 { return r.NarInfo1.RPS }},

@@ -25,9 +25,10 @@ func newBenchScaleCommand() *cobra.Command {
 		o              bench.ScaleOptions
 		paths, chunks  []string
 		jsonOut, chart string
+		indexCache     sizeValue
 	)
 	cmd := &cobra.Command{
-		Use:   "scale --paths N[,N...] [--chunks M[,M...]] [--large-mib N] [--window D] [--json FILE] [--chart FILE.svg] [--work DIR]",
+		Use:   "scale --paths N[,N...] [--chunks M[,M...]] [--large-mib N] [--window D] [--index-cache SIZE] [--json FILE] [--chart FILE.svg] [--work DIR]",
 		Short: "Serving, ingest and lookup figures of a store as it grows to millions of paths",
 		Long: `Build a store that grows through the given sizes (--paths 10k,100k,1M with
 --chunks 100k,1M,10M: every size N paths and M chunks) and measure each:
@@ -45,7 +46,10 @@ on a worker per core. The NARs downloaded and ingested are real: trees of
 files whose content compresses about 2:1, dumped and ingested as any NAR.
 The server is "nixcas serve" run as a child process on the store (after
 the store is closed), reached over loopback HTTP, its access log written
-to WORK/serve.log.
+to WORK/serve.log. Narinfo is measured in the first window after the
+server starts, then again after a warm-up that fills its index cache
+(--index-cache, also the cache of the store the bench builds), as a
+running server's is.
 
 Every figure's step prints the load average at its start and end: on a
 shared machine the timings move with it.`,
@@ -76,7 +80,10 @@ shared machine the timings move with it.`,
 			}
 			defer cleanup()
 			o.Log = os.Stderr
-			o.Serve = serveChild
+			o.IndexCache = int64(indexCache)
+			o.Serve = func(ctx context.Context, dir, signKey string) (*bench.ScaleServer, error) {
+				return serveChild(ctx, dir, signKey, o.IndexCache)
+			}
 			res, err := bench.Scale(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -90,6 +97,7 @@ shared machine the timings move with it.`,
 	cmd.Flags().DurationVar(&o.Window, "window", 3*time.Second, "how long each latency and throughput figure is measured")
 	cmd.Flags().StringVar(&jsonOut, "json", "", "write the results to this file as JSON")
 	cmd.Flags().StringVar(&chart, "chart", "", "draw each figure against the store size into this SVG file")
+	cmd.Flags().Var(&indexCache, "index-cache", "the index cache (`SIZE`, as serve --index-cache) of the store built and of the server (0 or unset: the default)")
 	cmd.Flags().StringVar(&o.WorkDir, "work", "", "scratch directory, kept afterwards (default: a temporary one, removed after)")
 	return cmd
 }
@@ -116,8 +124,9 @@ func parseCounts(ss []string) ([]int, error) {
 }
 
 // serveChild runs `nixcas serve` on dir as a child process, with the
-// background jobs off, and returns once it answers /nix-cache-info.
-func serveChild(ctx context.Context, dir, signKey string) (*bench.ScaleServer, error) {
+// background jobs off and an index cache of indexCache bytes (0: the
+// default), and returns once it answers /nix-cache-info.
+func serveChild(ctx context.Context, dir, signKey string, indexCache int64) (*bench.ScaleServer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -132,6 +141,9 @@ func serveChild(ctx context.Context, dir, signKey string) (*bench.ScaleServer, e
 	}
 	c := exec.Command(self, "serve", "--data", dir, "--listen-grpc", grpcAddr, "--listen-http", httpAddr,
 		"--sign-key", signKey, "--compact-idle", "0", "--gc-interval", "0")
+	if indexCache > 0 {
+		c.Args = append(c.Args, "--index-cache", strconv.FormatInt(indexCache, 10))
+	}
 	// The access log (a line a request) goes to a file, not the terminal.
 	logFile, err := os.OpenFile(filepath.Join(filepath.Dir(dir), "serve.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
