@@ -9,3 +9,11 @@ func SetHeldLimits(t testing.TB, budget, batch int64) {
 	heldBudget, importBatch = budget, batch
 	t.Cleanup(func() { heldBudget, importBatch = oldBudget, oldBatch })
 }
+
+// SetHeldDone has each pull report, until the test ends, the most decoded
+// bytes its held frames took at once and the frames it dropped before
+// their chunks were written.
+func SetHeldDone(t testing.TB, fn func(peak int64, droppedLive int)) {
+	heldDone = fn
+	t.Cleanup(func() { heldDone = nil })
+}

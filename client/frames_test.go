@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -642,4 +643,59 @@ func TestPullWriterFails(t *testing.T) {
 	}
 	checkNothingWritten(t, dst)
 	checkCacheCounters(t, cache)
+}
+
+// TestPullWritesInArrivalOrder: a pull writes files in the order their
+// frames come, not the tree's, so that a frame leaves memory once its
+// chunks are written. The server's frames each hold files from both
+// halves of the tree (as a push of several streams interleaves them): in
+// the tree's order every frame would wait for the second half, past the
+// budget, and be dropped before its chunks were written.
+func TestPullWritesInArrivalOrder(t *testing.T) {
+	ctx := context.Background()
+	ts := startFramedServer(t) // 64 KiB frames
+	const files = 64
+	entries := testtree.Entries{}
+	for i := range files {
+		entries[fmt.Sprintf("f%02d", i)] = testtree.File(testtree.Random(uint64(100+i), 16<<10)) // one chunk each
+	}
+	tree := testtree.Dir(entries)
+	// The chunks stored interleaved: f00, f32, f01, f33, ...
+	for i := range files / 2 {
+		for _, k := range []int{i, i + files/2} {
+			data, err := io.ReadAll(testtree.Random(uint64(100+k), 16<<10).Open())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ts.store.PutChunk(ctx, castore.NewChunk(data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	res := ingestNode(t, ts.store, tree)
+	if err := ts.store.PackPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	refs := treeChunks(t, ts.store, res.Root)
+	if framed, inline := ts.places(t, refs); framed != files || inline != 0 {
+		t.Fatalf("%d chunks in frames and %d on their own, want all %d in frames", framed, inline, files)
+	}
+
+	const budget = 128 << 10 // two frames
+	client.SetHeldLimits(t, budget, 64<<10)
+	var peak int64
+	dropped := -1
+	client.SetHeldDone(t, func(p int64, d int) { peak, dropped = p, d })
+	dst := filepath.Join(t.TempDir(), "out")
+	if _, err := pullWith(t, ts.addr, client.Options{Cache: openCache(t)}, res.Root, dst); err != nil {
+		t.Fatal(err)
+	}
+	checkPulled(t, dst, res)
+	t.Logf("held at most %d bytes, %d frames dropped before their chunks were written", peak, dropped)
+	if dropped != 0 {
+		t.Errorf("%d frames dropped before their chunks were written, want none", dropped)
+	}
+	if peak > files*16<<10/2 {
+		t.Errorf("%d bytes of frames held at once, more than half the tree", peak)
+	}
 }

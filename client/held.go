@@ -85,7 +85,15 @@ type heldFrames struct {
 	changed      chan struct{}          // closed (and replaced) when a frame leaves memory, a writer waits, or the writers are done
 	decodedFree  bufpool.Pool           // decoded buffers of frames gone, for the next frames
 	storedFree   bufpool.Pool           // stored buffers of frames imported, for the next frames
+	peak         int64                  // the most decoded bytes held at once
+	droppedLive  int                    // frames dropped with chunks still to be read
 }
+
+// heldDone, when set (by tests), is told when a pull's held frames are
+// done with of the most decoded bytes held at once and of the frames
+// dropped before the writers had read their chunks (which were then read
+// back from the cache).
+var heldDone func(peak int64, droppedLive int)
 
 type heldFrame struct {
 	vf       *pebblestore.VerifiedFrame
@@ -217,6 +225,7 @@ func (h *heldFrames) add(ctx context.Context, vf *pebblestore.VerifiedFrame) err
 	h.pending = append(h.pending, f)
 	h.pendingBytes += int64(len(vf.Decoded()))
 	h.held += int64(len(vf.Decoded()))
+	h.peak = max(h.peak, h.held)
 	var batch []*heldFrame
 	if h.pendingBytes >= importBatch {
 		batch, h.pending, h.pendingBytes = h.pending, nil, 0
@@ -384,6 +393,12 @@ func (h *heldFrames) stopped() {
 		return
 	}
 	<-h.imported
+	if heldDone != nil {
+		h.mu.Lock()
+		peak, dropped := h.peak, h.droppedLive
+		h.mu.Unlock()
+		heldDone(peak, dropped)
+	}
 }
 
 // importFrames imports batch into the cache, then drops the frames of
@@ -422,6 +437,9 @@ func (h *heldFrames) dropFrames(drop func(*heldFrame) bool) {
 			}
 		}
 		h.held -= int64(len(f.vf.Decoded()))
+		if f.live > 0 {
+			h.droppedLive++
+		}
 		f.dropped = true
 		h.recycle(f)
 		n++

@@ -1,12 +1,14 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -340,6 +342,7 @@ func chunkList(d castore.Digest, size uint64, pb *nixcaspb.Blob) ([]castore.Chun
 // chunk cached.
 func (c *Client) fetchChunks(ctx context.Context, t *tree, need []castore.ChunkRef, base *castore.Entry, arr *arrivals) (PullStats, error) {
 	var st PullStats
+	defer arr.planDone() // also when the plan fails
 	if len(need) == 0 {
 		return st, nil
 	}
@@ -377,18 +380,34 @@ func (c *Client) fetchChunks(ctx context.Context, t *tree, need []castore.ChunkR
 	if arr != nil {
 		held = arr.held
 	}
+	// The calls go out in this order: batches of chunks, then whole
+	// frames. Their chunks are ranked so for the writers.
+	var jobs []job
+	rank := 0
+	for _, b := range batches {
+		jobs = append(jobs, job{chunks: [][]frame{b}})
+		for _, f := range b {
+			for _, r := range f.chunks {
+				arr.setRank(r.Digest, rank)
+			}
+		}
+		rank++
+	}
+	for _, fs := range frameCalls(whole) {
+		jobs = append(jobs, job{frames: fs})
+		for _, f := range fs {
+			for _, p := range f.chunks {
+				arr.setRank(p.ref.Digest, rank)
+			}
+			rank++
+		}
+	}
+	arr.planDone()
 	var received, fetched atomic.Uint64
 	g, gctx := errgroup.WithContext(ctx)
 	work := make(chan job)
 	g.Go(func() error {
 		defer close(work)
-		var jobs []job
-		for _, b := range batches {
-			jobs = append(jobs, job{chunks: [][]frame{b}})
-		}
-		for _, fs := range frameCalls(whole) {
-			jobs = append(jobs, job{frames: fs})
-		}
 		for _, j := range jobs {
 			select {
 			case work <- j:
@@ -625,8 +644,9 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 		return w.write(ctx, parent, base, t.root, blobs[t.root.Digest], false)
 	}
 
-	// A directory: build the tree in a temporary directory, writing files
-	// on parallel workers.
+	// A directory: build the tree in a temporary directory, its
+	// directories and symlinks first, then its files on parallel
+	// workers, in the order their chunks come (see arrivals).
 	tmp, err := os.MkdirTemp(parent, "."+base+".nixcas-pull-")
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
@@ -641,21 +661,11 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 		return fmt.Errorf("client: %w", err)
 	}
 	type job struct {
-		dir string
-		e   castore.Entry
+		dir  string
+		e    castore.Entry
+		rank int
 	}
-	jobs := make(chan job, 256)
-	g, gctx := errgroup.WithContext(ctx)
-	for range fileWriters {
-		g.Go(func() error {
-			for j := range jobs {
-				if err := w.write(gctx, j.dir, j.e.Name, j.e, blobs[j.e.Digest], true); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
+	var files []job
 	var build func(d castore.Digest, path string) error
 	build = func(d castore.Digest, path string) error {
 		for _, e := range narrender.SortedEntries(dirs[d]) {
@@ -673,22 +683,45 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 					return fmt.Errorf("client: %w", err)
 				}
 			case castore.KindFile:
-				select {
-				case jobs <- job{dir: path, e: e}:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
+				files = append(files, job{dir: path, e: e})
 			}
 		}
 		return nil
 	}
-	err = build(t.root.Digest, tmp)
-	close(jobs)
-	// A writer's error first: build's is then only the cancellation.
-	if werr := g.Wait(); werr != nil {
-		err = werr
+	if err := build(t.root.Digest, tmp); err != nil {
+		return err
 	}
-	if err != nil {
+	if err := arr.waitPlan(ctx); err != nil {
+		return err
+	}
+	for i := range files {
+		if b := blobs[files[i].e.Digest]; b != nil {
+			files[i].rank = arr.rankOf(b.chunks)
+		}
+	}
+	slices.SortStableFunc(files, func(a, b job) int { return cmp.Compare(a.rank, b.rank) })
+	jobs := make(chan job, 256)
+	g, gctx := errgroup.WithContext(ctx)
+	for range fileWriters {
+		g.Go(func() error {
+			for j := range jobs {
+				if err := w.write(gctx, j.dir, j.e.Name, j.e, blobs[j.e.Digest], true); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+feed:
+	for _, j := range files {
+		select {
+		case jobs <- j:
+		case <-gctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
