@@ -9,9 +9,11 @@
 #     default, timed and scaled to 1000), and one `nix copy --from` of all.
 #
 # Usage: scripts/bench-pull.sh [WORK]   (default $TMPDIR/nixcas-bench-pull)
+# The large path is pulled and copied ROUNDS times (default 3), the two
+# taking turns at going first, and the medians printed after the rounds.
 # OLD_NIXCAS=BINARY also times a cold pull of the large path with that
 # binary (another version of nixcas, say), from the same server, after
-# the others. The timed steps wait SETTLE seconds (default 40) after the
+# the others in each round. The timed steps wait SETTLE seconds (default 40) after the
 # set-up first: on ext4 without a journal (this project's VM), creating
 # files within about 35 s of deleting many (the last run's trees) scans
 # the inodes deleted (recently_deleted in a perf profile of the kernel),
@@ -97,13 +99,47 @@ sleep "${SETTLE:-40}"
 nar_mb=$(nix-store --store "$nixstore" --query --size "$large" | awk '{printf "%.1f", $1/1e6}')
 echo "| step | seconds | MB/s or paths/s | client CPU s | server CPU s | load |"
 echo "|---|---:|---:|---:|---:|---:|"
-seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1" "$large" --to "$work/out-large" >"$work/t"
-printf '| nixcas pull, %s MB path, cold cache | %.2f | %.0f MB/s | %s | %s | %s |\n' "$nar_mb" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
-seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1" "$large" >"$work/t"
-printf '| nix copy --from (HTTP), same path, empty store | %.2f | %.0f MB/s | %s | %s | %s |\n' "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+# The large path, ROUNDS times (default 3), nixcas pull and nix copy
+# taking turns at going first (the first writer after the set-up meets
+# the disk at its slowest), each into empty caches and stores; every
+# round is printed, then the median of each.
+rounds=${ROUNDS:-3}
+declare -a pull_s copy_s old_s
+large_pull() { # round
+	seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1-$1" "$large" --to "$work/out-large-$1" >"$work/t"
+	pull_s+=("$(cat "$work/t")")
+	printf '| nixcas pull, %s MB path, cold cache (round %d) | %.2f | %.0f MB/s | %s | %s | %s |\n' "$nar_mb" "$1" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+}
+large_copy() { # round
+	seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1-$1" "$large" >"$work/t"
+	copy_s+=("$(cat "$work/t")")
+	printf '| nix copy --from (HTTP), same path, empty store (round %d) | %.2f | %.0f MB/s | %s | %s | %s |\n' "$1" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+}
+large_old() { # round
+	seconds "$OLD_NIXCAS" pull --server "$grpc" --cache "$work/pull-cache-old-$1" "$large" --to "$work/out-large-old-$1" >"$work/t"
+	old_s+=("$(cat "$work/t")")
+	printf '| %s pull, same path, cold cache (round %d) | %.2f | %.0f MB/s | %s | %s | %s |\n' "$OLD_NIXCAS" "$1" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+for ((r = 1; r <= rounds; r++)); do
+	if ((r % 2)); then
+		large_pull "$r"
+		large_copy "$r"
+	else
+		large_copy "$r"
+		large_pull "$r"
+	fi
+	if [[ -n ${OLD_NIXCAS:-} ]]; then
+		large_old "$r"
+	fi
+done
+mp=$(median "${pull_s[@]}")
+mc=$(median "${copy_s[@]}")
+printf '| nixcas pull, median of %d | %.2f | %.0f MB/s | | | |\n' "$rounds" "$mp" "$(echo "$nar_mb / $mp" | bc -l)"
+printf '| nix copy --from, median of %d | %.2f | %.0f MB/s | | | |\n' "$rounds" "$mc" "$(echo "$nar_mb / $mc" | bc -l)"
 if [[ -n ${OLD_NIXCAS:-} ]]; then
-	seconds "$OLD_NIXCAS" pull --server "$grpc" --cache "$work/pull-cache-old" "$large" --to "$work/out-large-old" >"$work/t"
-	printf '| %s pull, same path, cold cache | %.2f | %.0f MB/s | %s | %s | %s |\n' "$OLD_NIXCAS" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+	mo=$(median "${old_s[@]}")
+	printf '| %s pull, median of %d | %.2f | %.0f MB/s | | | |\n' "$OLD_NIXCAS" "$rounds" "$mo" "$(echo "$nar_mb / $mo" | bc -l)"
 fi
 
 seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-2" --to "$work/out-many" "${small[@]}" >"$work/t"
@@ -120,12 +156,10 @@ printf '| nix copy --from (HTTP) of the 1000 paths | %.2f | %.0f paths/s | %s | 
 
 # The pulled trees are the ones Nix has.
 want=$(nix-store --store "$nixstore" --query --hash "$large")
-got=sha256:$(nix-hash --type sha256 --base32 "$work/out-large")
-[[ $got == "$want" ]] || { log "the pulled large path hashes to $got, want $want"; exit 1; }
-if [[ -n ${OLD_NIXCAS:-} ]]; then
-	got=sha256:$(nix-hash --type sha256 --base32 "$work/out-large-old")
-	[[ $got == "$want" ]] || { log "the large path pulled by $OLD_NIXCAS hashes to $got, want $want"; exit 1; }
-fi
+for out in "$work"/out-large-*; do
+	got=sha256:$(nix-hash --type sha256 --base32 "$out")
+	[[ $got == "$want" ]] || { log "$out hashes to $got, want $want"; exit 1; }
+done
 for i in 0 500 999; do
 	b=$(basename "${small[$i]}")
 	cmp -s "$work/out-many/$b/data" "$work/small/p$(printf %03d "$i")/data" || { log "$b differs"; exit 1; }
