@@ -61,8 +61,8 @@ func (a *arrivals) setRank(d castore.Digest, rank int) {
 }
 
 // planDone says that the ranks are set, or will not be (a failed fetch):
-// they are 0 then, which keeps the tree's order. A nil *arrivals has no
-// plan.
+// they are 0 then, and the files go in the tree's order, those the cache
+// has first. A nil *arrivals has no plan.
 func (a *arrivals) planDone() {
 	if a != nil {
 		a.plan.Do(func() { close(a.planned) })

@@ -712,16 +712,21 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 			return nil
 		})
 	}
+	var ferr error
 feed:
 	for _, j := range files {
 		select {
 		case jobs <- j:
 		case <-gctx.Done():
+			ferr = gctx.Err()
 			break feed
 		}
 	}
 	close(jobs)
-	if err := g.Wait(); err != nil {
+	// A writer's error first: the feed's is then only the cancellation.
+	// A tree cut short by a cancellation that no writer saw (files of
+	// held or cached chunks need no wait) is not renamed into place.
+	if err := cmp.Or(g.Wait(), ferr, ctx.Err()); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {

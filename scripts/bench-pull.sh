@@ -104,6 +104,7 @@ echo "|---|---:|---:|---:|---:|---:|"
 # the disk at its slowest), each into empty caches and stores; every
 # round is printed, then the median of each.
 rounds=${ROUNDS:-3}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { log "ROUNDS must be a whole number of at least 1, got $rounds"; exit 1; }
 declare -a pull_s copy_s old_s
 large_pull() { # round
 	seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1-$1" "$large" --to "$work/out-large-$1" >"$work/t"
@@ -120,6 +121,8 @@ large_old() { # round
 	old_s+=("$(cat "$work/t")")
 	printf '| %s pull, same path, cold cache (round %d) | %.2f | %.0f MB/s | %s | %s | %s |\n' "$OLD_NIXCAS" "$1" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
 }
+# median prints the median of its arguments (of an even number, the
+# lower of the two in the middle).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 for ((r = 1; r <= rounds; r++)); do
 	if ((r % 2)); then
