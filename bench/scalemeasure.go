@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,6 +15,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
@@ -93,7 +97,8 @@ func (g *scaleGen) measureStore(ctx context.Context, s *pebblestore.Store, x *st
 
 	// Lookups are timed on the store at rest (packed, flushed, its
 	// compactions done), as a server's are some seconds after an ingest,
-	// after a warm-up pass over other chunks, as a running server's are.
+	// after warm-up passes over other chunks that fill the index cache,
+	// as a running server's is.
 	if err := s.Flush(ctx); err != nil {
 		return err
 	}
@@ -124,31 +129,23 @@ func (g *scaleGen) measureStore(ctx context.Context, s *pebblestore.Store, x *st
 		}
 		return float64(time.Since(start).Nanoseconds()) / float64(len(ds)), nil
 	}
-	// Warm-up passes over other chunks until the index cache is warm, as
-	// warmIndexCache judges a server's.
-	for start := time.Now(); ; {
-		// Until the cache is nearly full, or stops growing (Pebble's
-		// may evict before it is full), or the lookups hit it.
-		before, _ := s.IndexCacheStats()
+	// Warm-up passes over other chunks until the index cache is warm.
+	err = warmIndexCache(g.log, "lookups", func() (pebblestore.IndexCacheStats, error) {
+		st, ok := s.IndexCacheStats()
+		if !ok {
+			return st, errors.New("bench: scale: the store has no index cache to warm")
+		}
+		return st, nil
+	}, func() error {
 		warmHits, warmMisses := pick()
 		if _, err := timeLookups(warmHits, true); err != nil {
 			return err
 		}
-		if _, err := timeLookups(warmMisses, false); err != nil {
-			return err
-		}
-		after, ok := s.IndexCacheStats()
-		if !ok {
-			break
-		}
-		hits, misses := after.Hits-before.Hits, after.Misses-before.Misses
-		if float64(after.Used) >= warmFullShare*float64(after.Capacity) ||
-			float64(after.Used-before.Used) < warmGrowth*float64(after.Capacity) ||
-			float64(hits) >= warmHitShare*float64(hits+misses) || time.Since(start) > warmMost {
-			fmt.Fprintf(g.log, "scale: lookups: warm-up of %s, index cache %d of %d MiB\n",
-				time.Since(start).Round(time.Millisecond), after.Used>>20, after.Capacity>>20)
-			break
-		}
+		_, err := timeLookups(warmMisses, false)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	hits, misses := pick()
 	before, _ := s.IndexCacheStats()
@@ -186,10 +183,13 @@ func measureServer(ctx context.Context, o ScaleOptions, dir, keyFile string, st 
 		return err
 	}
 	start := time.Now()
-	if err := warmIndexCache(ctx, hc, srv.HTTP, o.Log, func(window time.Duration) error {
-		_, err := narInfoLoad(ctx, hc, srv.HTTP, st.Paths, 16, window)
+	err = warmIndexCache(o.Log, "narinfo", func() (pebblestore.IndexCacheStats, error) {
+		return indexCacheMetrics(ctx, hc, srv.HTTP)
+	}, func() error {
+		_, err := narInfoLoad(ctx, hc, srv.HTTP, st.Paths, 16, warmWindow)
 		return err
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	sr.WarmupSeconds = time.Since(start).Seconds()
@@ -224,94 +224,84 @@ func measureServer(ctx context.Context, o ScaleOptions, dir, keyFile string, st 
 	return srv.Stop()
 }
 
-// Warm-up of a server's index cache (warmIndexCache): windows of load
-// until the cache holds warmFullShare of its capacity, or grows by less
-// than warmGrowth of it in a window (Pebble's cache may evict before it
-// is full), or a window's block reads hit it warmHitShare of the time (a
-// store whose metadata read fits), at most warmMost.
+// Warm-up of an index cache (warmIndexCache): passes of load until the
+// cache holds warmFullShare of its capacity, or grows by less than
+// warmGrowth of it in a pass (Pebble's cache may evict before it is
+// full), or a pass's block reads hit it warmHitShare of the time (a store
+// whose metadata read fits), for at most warmMost. A server's passes are
+// windows of warmWindow.
 const (
 	warmWindow    = time.Second
 	warmMost      = 60 * time.Second
 	warmFullShare = 0.9
 	warmHitShare  = 0.99
-	warmGrowth    = 0.01 // of the capacity, a window
+	warmGrowth    = 0.01 // of the capacity, a pass
 )
 
-// warmIndexCache runs load, a window at a time, until the index cache of
-// the server at base is warm, as its metrics (/metrics) say; the cache of
-// a freshly started server is empty, and filling it costs each block read
-// a new allocation (page faults, slow on some virtual machines) that a
-// running server, whose full cache reuses the memory of the blocks it
+// warmIndexCache runs pass again and again until the index cache that
+// stats reads is warm (see above), logging each pass as what's. The cache
+// of a freshly opened store is empty, and filling it costs each block
+// read a new allocation (page faults, slow on some virtual machines) that
+// a running server, whose full cache reuses the memory of the blocks it
 // evicts, does not pay.
-func warmIndexCache(ctx context.Context, hc *http.Client, base string, log io.Writer, load func(time.Duration) error) error {
-	before, err := indexCacheMetrics(ctx, hc, base)
+func warmIndexCache(log io.Writer, what string, stats func() (pebblestore.IndexCacheStats, error), pass func() error) error {
+	before, err := stats()
 	if err != nil {
 		return err
 	}
 	for start := time.Now(); time.Since(start) < warmMost; {
-		if err := load(warmWindow); err != nil {
+		if err := pass(); err != nil {
 			return err
 		}
-		after, err := indexCacheMetrics(ctx, hc, base)
+		after, err := stats()
 		if err != nil {
 			return err
 		}
-		hits, misses := after.hits-before.hits, after.misses-before.misses
+		hits, misses := after.Hits-before.Hits, after.Misses-before.Misses
 		hitShare := 0.0
 		if hits+misses > 0 {
-			hitShare = hits / (hits + misses)
+			hitShare = float64(hits) / float64(hits+misses)
 		}
-		fmt.Fprintf(log, "scale: warm-up: index cache %.0f of %.0f MiB, %.1f%% of this window's block reads from it\n",
-			after.bytes/(1<<20), after.capacity/(1<<20), 100*hitShare)
-		if after.bytes >= warmFullShare*after.capacity || hitShare >= warmHitShare ||
-			after.bytes-before.bytes < warmGrowth*after.capacity {
+		fmt.Fprintf(log, "scale: %s warm-up: index cache %d of %d MiB, %.1f%% of this pass's block reads from it\n",
+			what, after.Used>>20, after.Capacity>>20, 100*hitShare)
+		capacity := float64(after.Capacity)
+		if float64(after.Used) >= warmFullShare*capacity || hitShare >= warmHitShare ||
+			float64(after.Used-before.Used) < warmGrowth*capacity {
 			return nil
 		}
 		before = after
 	}
-	fmt.Fprintf(log, "scale: warm-up: stopped after %s, the cache not full\n", warmMost)
+	fmt.Fprintf(log, "scale: %s warm-up: stopped after %s, the cache not full\n", what, warmMost)
 	return nil
 }
 
-// cacheMetrics are the index cache figures of a server's /metrics.
-type cacheMetrics struct{ bytes, capacity, hits, misses float64 }
-
 // indexCacheMetrics reads the index cache figures from the metrics of the
 // server at base.
-func indexCacheMetrics(ctx context.Context, hc *http.Client, base string) (cacheMetrics, error) {
+func indexCacheMetrics(ctx context.Context, hc *http.Client, base string) (pebblestore.IndexCacheStats, error) {
+	var st pebblestore.IndexCacheStats
 	var body bytes.Buffer
 	if _, err := get(ctx, hc, base+"/metrics", &body); err != nil {
-		return cacheMetrics{}, err
+		return st, err
 	}
-	var m cacheMetrics
-	found := 0
-	for line := range strings.Lines(body.String()) {
-		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok {
-			continue
-		}
-		var dst *float64
-		switch name {
-		case "nixcas_index_cache_bytes":
-			dst = &m.bytes
-		case "nixcas_index_cache_capacity_bytes":
-			dst = &m.capacity
-		case "nixcas_index_cache_hits_total":
-			dst = &m.hits
-		case "nixcas_index_cache_misses_total":
-			dst = &m.misses
-		default:
-			continue
-		}
-		if _, err := fmt.Sscan(value, dst); err != nil {
-			return cacheMetrics{}, fmt.Errorf("bench: %s/metrics: %s: %w", base, name, err)
-		}
-		found++
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(&body)
+	if err != nil {
+		return st, fmt.Errorf("bench: %s/metrics: %w", base, err)
 	}
-	if found != 4 {
-		return cacheMetrics{}, fmt.Errorf("bench: %s/metrics: %d of the 4 index cache figures", base, found)
+	for name, dst := range map[string]*int64{
+		"nixcas_index_cache_bytes":          &st.Used,
+		"nixcas_index_cache_capacity_bytes": &st.Capacity,
+		"nixcas_index_cache_hits_total":     &st.Hits,
+		"nixcas_index_cache_misses_total":   &st.Misses,
+	} {
+		mf := families[name]
+		if mf == nil || len(mf.GetMetric()) != 1 {
+			return st, fmt.Errorf("bench: %s/metrics: no %s", base, name)
+		}
+		m := mf.GetMetric()[0]
+		*dst = int64(m.GetGauge().GetValue() + m.GetCounter().GetValue()) // one of the two is set
 	}
-	return m, nil
+	return st, nil
 }
 
 // narInfoLoad requests narinfos of random synthetic paths on conns
