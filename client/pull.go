@@ -700,11 +700,19 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 		}
 	}
 	slices.SortStableFunc(files, func(a, b job) int { return cmp.Compare(a.rank, b.rank) })
-	jobs := make(chan job, 256)
+	// Each writer takes the next file not taken. A writer stops at a
+	// cancellation before its next file, so a tree cut short is never
+	// renamed into place (a file of held or cached chunks waits for
+	// nothing that would see the cancellation).
+	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	for range fileWriters {
 		g.Go(func() error {
-			for j := range jobs {
+			for i := next.Add(1) - 1; i < int64(len(files)); i = next.Add(1) - 1 {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				j := files[i]
 				if err := w.write(gctx, j.dir, j.e.Name, j.e, blobs[j.e.Digest], true); err != nil {
 					return err
 				}
@@ -712,21 +720,7 @@ func (c *Client) materialize(ctx context.Context, t *tree, dst string, arr *arri
 			return nil
 		})
 	}
-	var ferr error
-feed:
-	for _, j := range files {
-		select {
-		case jobs <- j:
-		case <-gctx.Done():
-			ferr = gctx.Err()
-			break feed
-		}
-	}
-	close(jobs)
-	// A writer's error first: the feed's is then only the cancellation.
-	// A tree cut short by a cancellation that no writer saw (files of
-	// held or cached chunks need no wait) is not renamed into place.
-	if err := cmp.Or(g.Wait(), ferr, ctx.Err()); err != nil {
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
