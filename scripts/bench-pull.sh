@@ -106,20 +106,27 @@ echo "|---|---:|---:|---:|---:|---:|"
 rounds=${ROUNDS:-3}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { log "ROUNDS must be a whole number of at least 1, got $rounds"; exit 1; }
 declare -a pull_s copy_s old_s
+# timed_large LABEL ACC COMMAND... times one command on the large path,
+# prints its row under LABEL and adds its seconds to the array ACC.
+timed_large() {
+	local label=$1
+	local -n acc=$2
+	shift 2
+	seconds "$@" >"$work/t"
+	acc+=("$(cat "$work/t")")
+	printf '| %s | %.2f | %.0f MB/s | %s | %s | %s |\n' "$label" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+}
 large_pull() { # round
-	seconds "$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1-$1" "$large" --to "$work/out-large-$1" >"$work/t"
-	pull_s+=("$(cat "$work/t")")
-	printf '| nixcas pull, %s MB path, cold cache (round %d) | %.2f | %.0f MB/s | %s | %s | %s |\n' "$nar_mb" "$1" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+	timed_large "nixcas pull, $nar_mb MB path, cold cache (round $1)" pull_s \
+		"$nixcas" pull --server "$grpc" --cache "$work/pull-cache-1-$1" "$large" --to "$work/out-large-$1"
 }
 large_copy() { # round
-	seconds nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1-$1" "$large" >"$work/t"
-	copy_s+=("$(cat "$work/t")")
-	printf '| nix copy --from (HTTP), same path, empty store (round %d) | %.2f | %.0f MB/s | %s | %s | %s |\n' "$1" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+	timed_large "nix copy --from (HTTP), same path, empty store (round $1)" copy_s \
+		nix copy --extra-experimental-features nix-command --no-check-sigs --from "http://$http" --to "$work/nix-copy-1-$1" "$large"
 }
 large_old() { # round
-	seconds "$OLD_NIXCAS" pull --server "$grpc" --cache "$work/pull-cache-old-$1" "$large" --to "$work/out-large-old-$1" >"$work/t"
-	old_s+=("$(cat "$work/t")")
-	printf '| %s pull, same path, cold cache (round %d) | %.2f | %.0f MB/s | %s | %s | %s |\n' "$OLD_NIXCAS" "$1" "$(cat "$work/t")" "$(echo "$nar_mb / $(cat "$work/t")" | bc -l)" "$cpu" "$srv" "$(load)"
+	timed_large "$OLD_NIXCAS pull, same path, cold cache (round $1)" old_s \
+		"$OLD_NIXCAS" pull --server "$grpc" --cache "$work/pull-cache-old-$1" "$large" --to "$work/out-large-old-$1"
 }
 # median prints the median of its arguments (of an even number, the
 # lower of the two in the middle).
