@@ -99,6 +99,34 @@ func BenchmarkRender(b *testing.B) {
 	}
 }
 
+// BenchmarkRenderDecoding renders from a store that keeps no decoded
+// frame on disk and fewer in memory (64 MiB) than the NAR has: every render decodes
+// every frame, as a first render does (without writing them out).
+func BenchmarkRenderDecoding(b *testing.B) {
+	nar := benchNAR(b)
+	ctx := context.Background()
+	opts := pebblestore.Options{Frames: pebblestore.FrameOptions{DecodedCacheSize: -1}}
+	s, err := pebblestore.Open(filepath.Join(b.TempDir(), "s"), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(nar)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkRenderWarm renders from a store at rest whose decoded frames
 // the first render kept on disk (reopened, so none is in memory): what a
 // server renders once it has served a NAR before.

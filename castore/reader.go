@@ -100,6 +100,13 @@ type Fetcher struct {
 	jobs    chan *PendingChunk
 	workers sync.WaitGroup
 	once    sync.Once
+	// Workers start as fetches find none idle to take them, up to
+	// maxWorkers (see startWorker).
+	workMu     sync.Mutex
+	maxWorkers int
+	running    int // workers started
+	idle       int // workers waiting for a job
+	queued     int // jobs sent or being sent, not yet taken
 
 	mu      sync.Mutex
 	seq     uint64                     // counts Blocked calls and their ends
@@ -119,28 +126,53 @@ type PendingChunk struct {
 	held int64 // cap of buf, counted in fetchedBytes
 }
 
-// NewFetcher starts workers goroutines (GOMAXPROCS when <= 0) reading from
-// s until ctx ends or Close is called.
+// NewFetcher returns a Fetcher reading from s until ctx ends or Close is
+// called, on at most workers goroutines at once (GOMAXPROCS when <= 0),
+// each started when a fetch finds no worker idle.
 func NewFetcher(ctx context.Context, s ChunkReader, workers int) *Fetcher {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	f := &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64), fetched: map[*PendingChunk]struct{}{}}
-	for range workers {
-		f.workers.Add(1)
-		go f.work()
-	}
-	return f
+	return &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64), fetched: map[*PendingChunk]struct{}{},
+		maxWorkers: workers}
 }
 
 func (f *Fetcher) work() {
 	defer f.workers.Done()
-	for p := range f.jobs {
+	for {
+		f.workMu.Lock()
+		f.idle++
+		f.workMu.Unlock()
+		p, ok := <-f.jobs
+		f.workMu.Lock()
+		f.idle--
+		if ok {
+			f.queued--
+		}
+		f.workMu.Unlock()
+		if !ok {
+			return
+		}
 		f.waitStall()
 		p.fetch()
 		f.keep(p)
 		close(p.done)
 	}
+}
+
+// queueJob counts a job about to be sent, starting a worker for it unless
+// more workers wait than jobs are queued ahead of it (each waiting worker
+// takes one) or f has as many as it may. A job never waits for a busy
+// worker while f may start another.
+func (f *Fetcher) queueJob() {
+	f.workMu.Lock()
+	defer f.workMu.Unlock()
+	if f.idle <= f.queued && f.running < f.maxWorkers {
+		f.running++
+		f.workers.Add(1)
+		go f.work()
+	}
+	f.queued++
 }
 
 // waitStall waits while f is stalled (or until its context ends).
@@ -245,6 +277,7 @@ func (p *PendingChunk) fetch() {
 // Fetch queues ref for reading. It may block while the workers are busy.
 func (f *Fetcher) Fetch(ref ChunkRef) *PendingChunk {
 	p := &PendingChunk{ref: ref, done: make(chan struct{}), f: f}
+	f.queueJob()
 	f.jobs <- p
 	return p
 }

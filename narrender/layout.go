@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 
@@ -94,11 +93,12 @@ func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, off, end uint64, exact bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Four fetchers per core: a chunk in a frame being decoded waits for
-	// it, and the other fetchers go on to the next frame meanwhile, so
-	// frames decode on every core. They hold no more memory than the
-	// parts queued ahead.
-	f := castore.NewFetcher(ctx, s, 4*runtime.GOMAXPROCS(0))
+	// A fetcher for every chunk the read-ahead budget lets be in flight:
+	// a chunk in a frame being decoded waits for it, and the next frame's
+	// chunks must find fetchers free to start decoding it meanwhile (a
+	// 4 MiB frame of small files holds hundreds of chunks). Fetchers
+	// start only as chunks queue, and the budget bounds their memory.
+	f := castore.NewFetcher(ctx, s, int(renderAheadBytes/castore.FetchBufferSize(0)))
 	defer f.Close()
 	parts := make(chan []rangePart, renderAheadParts/partBatch)
 	ahead := semaphore.NewWeighted(renderAheadBytes)

@@ -22,7 +22,7 @@ type Store = castore.ReadStore
 // decoded to decode at the same time on the other cores.
 const (
 	renderAheadParts = 1024
-	renderAheadBytes = 8 << 20
+	renderAheadBytes = 16 << 20
 )
 
 // Render writes the NAR of the tree at root to w. A walker goroutine reads

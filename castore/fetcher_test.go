@@ -1,0 +1,110 @@
+package castore_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nixcas/nixcas/castore"
+)
+
+// gatedChunks answers GetChunk for any digest with one byte, after gate
+// is closed, except for the digest opener, whose read closes gate. It
+// counts the reads running at once.
+type gatedChunks struct {
+	gate    chan struct{}
+	opener  castore.Digest
+	once    sync.Once
+	running atomic.Int32
+	peak    atomic.Int32
+}
+
+func (s *gatedChunks) HasChunk(context.Context, castore.Digest) (bool, error) { return true, nil }
+
+func (s *gatedChunks) GetChunk(ctx context.Context, d castore.Digest, dst []byte) ([]byte, error) {
+	n := s.running.Add(1)
+	defer s.running.Add(-1)
+	for {
+		p := s.peak.Load()
+		if n <= p || s.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	if d == s.opener {
+		s.once.Do(func() { close(s.gate) })
+	} else {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return dst, ctx.Err()
+		}
+	}
+	return append(dst, 1), nil
+}
+
+func oneByteRef(i int) castore.ChunkRef {
+	return castore.ChunkRef{Digest: castore.Hash([]byte{byte(i), byte(i >> 8)}), Size: 1}
+}
+
+// TestFetcherNoChunkHoldsUpLaterOnes: 600 fetches wait for the read of the
+// one queued after them (as the chunks of a frame being decoded wait for
+// it while the next frame's chunk should start decoding). A Fetcher that
+// may run a worker for each does not wait on itself; one of 8 workers
+// would never reach the last read.
+func TestFetcherNoChunkHoldsUpLaterOnes(t *testing.T) {
+	const waiting = 600
+	s := &gatedChunks{gate: make(chan struct{}), opener: oneByteRef(waiting).Digest}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f := castore.NewFetcher(ctx, s, 1024)
+	defer f.Close()
+	var pending []*castore.PendingChunk
+	for i := range waiting + 1 {
+		pending = append(pending, f.Fetch(oneByteRef(i)))
+	}
+	for i, p := range pending {
+		if _, err := p.Wait(); err != nil {
+			t.Fatalf("chunk %d: %v (the read that would let it go was never started)", i, err)
+		}
+		p.Release()
+	}
+	if got := s.peak.Load(); got != waiting+1 {
+		t.Errorf("%d reads at once at the peak, want %d", got, waiting+1)
+	}
+}
+
+// TestFetcherWorkerBound: a Fetcher runs no more reads at once than its
+// workers, however many chunks are queued.
+func TestFetcherWorkerBound(t *testing.T) {
+	s := &gatedChunks{gate: make(chan struct{}), opener: oneByteRef(-1).Digest}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f := castore.NewFetcher(ctx, s, 4)
+	defer f.Close()
+	var pending []*castore.PendingChunk
+	for i := range 40 {
+		pending = append(pending, f.Fetch(oneByteRef(i)))
+	}
+	// The four workers are now held at the gate; give others, were there
+	// any, the time to start.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.running.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := s.running.Load(); got != 4 {
+		t.Errorf("%d reads at once with 4 workers, want 4", got)
+	}
+	close(s.gate)
+	for i, p := range pending {
+		if _, err := p.Wait(); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		p.Release()
+	}
+	if got := s.peak.Load(); got > 4 {
+		t.Errorf("%d reads at once at the peak with 4 workers", got)
+	}
+}
