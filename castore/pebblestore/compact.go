@@ -449,9 +449,10 @@ func (s *Store) writeColdFrames(ctx context.Context, db kvDB, plan []*compactChu
 		offset := len(data)
 		var err error
 		if c.framed {
-			var frame []byte
-			if frame, err = readFrame(ctx, s.objects, cache, c.ref.frame); err == nil {
-				data, err = sliceFrame(data, frame, c.ref)
+			var frame *frameEntry
+			if frame, _, err = readFrame(ctx, s.objects, cache, c.ref.frame); err == nil {
+				data, err = sliceFrame(data, frame.data, c.ref)
+				cache.release(frame)
 			}
 			if left[c.ref.frame]--; left[c.ref.frame] == 0 {
 				cache.forget(c.ref.frame)

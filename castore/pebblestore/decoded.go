@@ -163,6 +163,7 @@ type decodedFile struct {
 type decodedWrite struct {
 	name    castore.Digest
 	data    []byte // shared with the frame cache: never modified
+	release func() // called once data is written or not to be
 	dropped bool   // its frame was deleted meanwhile: not to be kept
 }
 
@@ -354,28 +355,40 @@ func (c *decodedCache) drop(e *lrudir.Entry) {
 }
 
 // keep queues the decoded frame name to be written, unless it is there,
-// queued already, or the writer is behind. data is not modified.
-func (c *decodedCache) keep(name castore.Digest, data []byte) {
+// queued already, or the writer is behind. data is not modified; release
+// is called once it is not needed any more (at once if not queued).
+func (c *decodedCache) keep(name castore.Digest, data []byte, release func()) {
 	if c == nil {
+		release()
 		return
 	}
+	if !c.queueWrite(name, data, release) {
+		release()
+	}
+}
+
+// queueWrite queues data to be written as frame name's decoded file, and
+// reports whether it did.
+func (c *decodedCache) queueWrite(name castore.Digest, data []byte, release func()) bool {
 	c.misses.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.pending[name] != nil || c.files.Has(frameName(name)) || int64(len(data)) > c.files.Max() {
-		return
+		return false
 	}
 	if c.queued+int64(len(data)) > decodedQueueBytes {
 		c.skipped.Add(1)
-		return
+		return false
 	}
-	w := &decodedWrite{name: name, data: data}
+	w := &decodedWrite{name: name, data: data, release: release}
 	select {
 	case c.queue <- w:
 		c.pending[name] = w
 		c.queued += int64(len(data))
+		return true
 	default:
 		c.skipped.Add(1)
+		return false
 	}
 }
 
@@ -418,6 +431,7 @@ func (c *decodedCache) write() {
 		delete(c.pending, w.name)
 		c.queued -= int64(len(w.data))
 		c.mu.Unlock()
+		w.release()
 		if tmp != nil {
 			tmp.Close()
 		}

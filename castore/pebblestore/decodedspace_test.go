@@ -43,14 +43,19 @@ func TestDecodedCacheNoSpace(t *testing.T) {
 		}
 	}
 
-	c.keep(name, data)
+	var released atomic.Int32
+	release := func() { released.Add(1) }
+	c.keep(name, data, release)
 	waitWritten("disk full", 0, 1)
 	if _, ok := c.read(r, castore.Hash(want), nil); ok || c.stats().Files != 0 {
 		t.Fatalf("a decoded frame was kept on a full disk: %+v", c.stats())
 	}
 	full.Store(false)
-	c.keep(name, data)
+	c.keep(name, data, release)
 	waitWritten("room again", 1, 1)
+	if n := released.Load(); n != 2 {
+		t.Fatalf("the frame given to keep was released %d times, want 2 (once for each keep)", n)
+	}
 	if got, ok := c.read(r, castore.Hash(want), nil); !ok || !bytes.Equal(got, want) {
 		t.Fatalf("read from the decoded file: %q, %v; want %q", got, ok, want)
 	}

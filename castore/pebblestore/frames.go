@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/internal/bufpool"
 	"github.com/nixcas/nixcas/internal/callfilter"
 )
 
@@ -370,8 +371,12 @@ func frameIsFiltered(obj []byte) bool { return bytes.HasPrefix(obj, filteredFram
 // writes: as far back as the compressor looks for matches.
 const maxFrameWindow = 8 << 20
 
+// frameDecoders decode frames. They skip zstd's checksum of the decoded
+// bytes: DecodeFrame checks the stored bytes against the frame's name
+// before it decodes them, which leaves the checksum nothing to find.
 var frameDecoders = sync.Pool{New: func() any {
 	dec, err := zstd.NewReader(nil,
+		zstd.IgnoreChecksum(true),
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxMemory(MaxFrameSize),
 		zstd.WithDecoderMaxWindow(MaxFrameSize))
@@ -413,7 +418,10 @@ func DecodeFrame(name castore.Digest, obj, dst []byte) ([]byte, error) {
 
 // frameCache keeps decoded frames, least recently used first out, up to a
 // budget of decoded bytes, and decodes each frame once however many
-// readers ask for it at the same time.
+// readers ask for it at the same time. A reader holds the frame it was
+// given until it releases it; the buffer of a frame that is out of the
+// cache and held by no one goes back to decodedFrameBuffers for the next
+// frame decoded, rather than to the garbage collector.
 type frameCache struct {
 	max int64
 
@@ -429,70 +437,112 @@ type frameEntry struct {
 	data  []byte
 	err   error
 	elem  *list.Element // nil while loading or once evicted
+	// refs counts the holders of data: each reader given it, and the
+	// cache while elem is set. Guarded by frameCache.mu.
+	refs int
 }
 
 func newFrameCache(max int64) *frameCache {
 	return &frameCache{max: max, entries: make(map[castore.Digest]*frameEntry)}
 }
 
-// get returns the decoded frame, calling load for it unless it is cached
-// or being loaded. The slice is shared: never modify it.
-func (c *frameCache) get(ctx context.Context, name castore.Digest, load func() ([]byte, error)) ([]byte, error) {
+// acquire returns the decoded frame, calling load for it unless it is
+// cached or being loaded; loaded says this call loaded it. The frame's
+// data is shared: never modify it, and release it once done with it.
+func (c *frameCache) acquire(ctx context.Context, name castore.Digest, load func() ([]byte, error)) (e *frameEntry, loaded bool, err error) {
 	c.mu.Lock()
 	e, ok := c.entries[name]
 	if ok {
 		if e.elem != nil {
 			c.lru.MoveToFront(e.elem)
 		}
+		e.refs++
 		c.mu.Unlock()
 		select {
 		case <-e.ready:
-			return e.data, e.err
+			if e.err != nil {
+				c.release(e)
+				return nil, false, e.err
+			}
+			return e, false, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			c.release(e)
+			return nil, false, ctx.Err()
 		}
 	}
-	e = &frameEntry{name: name, ready: make(chan struct{})}
+	e = &frameEntry{name: name, ready: make(chan struct{}), refs: 1}
 	c.entries[name] = e
 	c.mu.Unlock()
 
 	e.data, e.err = load()
 	c.mu.Lock()
+	var evicted []*frameEntry
 	if e.err != nil || int64(len(e.data)) > c.max {
 		delete(c.entries, name)
 	} else {
 		e.elem = c.lru.PushFront(e)
+		e.refs++
 		c.used += int64(len(e.data))
 		for c.used > c.max {
-			old := c.lru.Back().Value.(*frameEntry)
-			c.lru.Remove(old.elem)
-			old.elem = nil
-			delete(c.entries, old.name)
-			c.used -= int64(len(old.data))
+			evicted = append(evicted, c.lru.Back().Value.(*frameEntry))
+			c.dropLocked(evicted[len(evicted)-1])
 		}
 	}
 	c.mu.Unlock()
 	close(e.ready)
-	return e.data, e.err
+	for _, old := range evicted {
+		c.release(old)
+	}
+	if e.err != nil {
+		c.release(e)
+		return nil, false, e.err
+	}
+	return e, true, nil
+}
+
+// dropLocked takes e out of the cache; the caller then releases the
+// cache's hold on it (outside c.mu).
+func (c *frameCache) dropLocked(e *frameEntry) {
+	c.lru.Remove(e.elem)
+	e.elem = nil
+	delete(c.entries, e.name)
+	c.used -= int64(len(e.data))
+}
+
+// hold adds a holder to e, which its current holder has not released.
+func (c *frameCache) hold(e *frameEntry) {
+	c.mu.Lock()
+	e.refs++
+	c.mu.Unlock()
+}
+
+// release drops a hold on e; the last one gives its buffer back.
+func (c *frameCache) release(e *frameEntry) {
+	c.mu.Lock()
+	e.refs--
+	last := e.refs == 0
+	c.mu.Unlock()
+	if last && e.data != nil {
+		decodedFrameBuffers.Put(e.data)
+	}
 }
 
 // forget drops a frame from the cache (after it was deleted).
 func (c *frameCache) forget(name castore.Digest) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	e, ok := c.entries[name]
 	if !ok || e.elem == nil {
+		c.mu.Unlock()
 		return
 	}
-	c.lru.Remove(e.elem)
-	e.elem = nil
-	delete(c.entries, name)
-	c.used -= int64(len(e.data))
+	c.dropLocked(e)
+	c.mu.Unlock()
+	c.release(e)
 }
 
-// peek returns the decoded frame if it is cached (not while it loads).
-// The slice is shared: never modify it.
-func (c *frameCache) peek(name castore.Digest) ([]byte, bool) {
+// peek returns the decoded frame if it is cached (not while it loads),
+// held as acquire's.
+func (c *frameCache) peek(name castore.Digest) (*frameEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[name]
@@ -500,24 +550,51 @@ func (c *frameCache) peek(name castore.Digest) ([]byte, bool) {
 		return nil, false
 	}
 	c.lru.MoveToFront(e.elem)
-	return e.data, true
+	e.refs++
+	return e, true
 }
 
-// readFrame returns frame name decoded, through cache.
-func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name castore.Digest) ([]byte, error) {
-	return cache.get(ctx, name, func() ([]byte, error) { return loadFrame(ctx, objects, name) })
+// decodedFrameBuffers and storedFrameBuffers recycle the buffers of
+// frames read: a first render decodes every frame it reads, and a fresh
+// 4 MiB buffer costs its zeroing and a page fault every 4 KiB, which on a
+// virtual machine cost more than decoding into it (see Scale and serving
+// speed in the README).
+var decodedFrameBuffers, storedFrameBuffers bufpool.Shared
+
+// readFrame returns frame name decoded, through cache, held: release it.
+func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name castore.Digest) (*frameEntry, bool, error) {
+	return cache.acquire(ctx, name, func() ([]byte, error) { return loadFrame(ctx, objects, name) })
 }
 
-// loadFrame reads frame name from objects and decodes it.
+// loadFrame reads frame name from objects and decodes it into a buffer of
+// decodedFrameBuffers.
 func loadFrame(ctx context.Context, objects ObjectStore, name castore.Digest) ([]byte, error) {
-	obj, err := objects.GetObject(ctx, frameName(name), 0, -1, nil)
+	obj, err := objects.GetObject(ctx, frameName(name), 0, -1, storedFrameBuffers.Get(2<<20))
 	if errors.Is(err, castore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: frame %s: %v", errFrameMissing, frameName(name), err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("frame %s: %w", frameName(name), err)
 	}
-	return decodeFrame(name, obj)
+	defer storedFrameBuffers.Put(obj)
+	dst := decodedFrameBuffers.Get(decodedSizeHint(obj))
+	data, err := DecodeFrame(name, obj, dst)
+	if err != nil {
+		decodedFrameBuffers.Put(dst)
+		return nil, err
+	}
+	return data, nil
+}
+
+// decodedSizeHint returns the decoded size the header of frame obj
+// declares (0 if it declares none, or is not a frame).
+func decodedSizeHint(obj []byte) int {
+	obj = bytes.TrimPrefix(obj, filteredFrameHeader)
+	var h zstd.Header
+	if h.Decode(obj) != nil || !h.HasFCS || h.FrameContentSize > MaxFrameSize {
+		return 0
+	}
+	return int(h.FrameContentSize)
 }
 
 // readChunkInFrame appends the chunk d at r to dst: from the decoded
@@ -525,23 +602,23 @@ func loadFrame(ctx context.Context, objects ObjectStore, name castore.Digest) ([
 // the frame (once, however many readers want it at the same time), which
 // is then kept in memory and queued to be kept on disk.
 func (s *Store) readChunkInFrame(ctx context.Context, d castore.Digest, r frameRef, dst []byte) ([]byte, error) {
-	if frame, ok := s.cache.peek(r.frame); ok {
-		return sliceFrame(dst, frame, r)
+	if e, ok := s.cache.peek(r.frame); ok {
+		defer s.cache.release(e)
+		return sliceFrame(dst, e.data, r)
 	}
 	if out, ok := s.decoded.read(r, d, dst); ok {
 		return out, nil
 	}
-	frame, err := s.cache.get(ctx, r.frame, func() ([]byte, error) {
-		data, err := loadFrame(ctx, s.objects, r.frame)
-		if err == nil {
-			s.decoded.keep(r.frame, data)
-		}
-		return data, err
-	})
+	e, loaded, err := readFrame(ctx, s.objects, s.cache, r.frame)
 	if err != nil {
 		return dst, err
 	}
-	return sliceFrame(dst, frame, r)
+	defer s.cache.release(e)
+	if loaded {
+		s.cache.hold(e)
+		s.decoded.keep(r.frame, e.data, func() { s.cache.release(e) })
+	}
+	return sliceFrame(dst, e.data, r)
 }
 
 // forgetFrame drops a deleted frame's decoded bytes, in memory and on
