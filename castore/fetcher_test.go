@@ -51,8 +51,10 @@ func oneByteRef(i int) castore.ChunkRef {
 // TestFetcherNoChunkHoldsUpLaterOnes: 600 fetches wait for the read of the
 // one queued after them (as the chunks of a frame being decoded wait for
 // it while the next frame's chunk should start decoding). A Fetcher that
-// may run a worker for each does not wait on itself; one of 8 workers
-// would never reach the last read.
+// may run a worker for each does not wait on itself (the last read, last
+// in the queue, comes only once a worker runs for each of the 600); one
+// with fewer workers, or one that lets a job wait for a busy worker while
+// it may start another, never reaches the last read.
 func TestFetcherNoChunkHoldsUpLaterOnes(t *testing.T) {
 	const waiting = 600
 	s := &gatedChunks{gate: make(chan struct{}), opener: oneByteRef(waiting).Digest}
@@ -69,9 +71,6 @@ func TestFetcherNoChunkHoldsUpLaterOnes(t *testing.T) {
 			t.Fatalf("chunk %d: %v (the read that would let it go was never started)", i, err)
 		}
 		p.Release()
-	}
-	if got := s.peak.Load(); got != waiting+1 {
-		t.Errorf("%d reads at once at the peak, want %d", got, waiting+1)
 	}
 }
 

@@ -101,7 +101,7 @@ type Fetcher struct {
 	workers sync.WaitGroup
 	once    sync.Once
 	// Workers start as fetches find none idle to take them, up to
-	// maxWorkers (see startWorker).
+	// maxWorkers (see queueJob).
 	workMu     sync.Mutex
 	maxWorkers int
 	running    int // workers started

@@ -93,12 +93,14 @@ func RenderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, off, end uint64, exact bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// A fetcher for every chunk the read-ahead budget lets be in flight:
-	// a chunk in a frame being decoded waits for it, and the next frame's
-	// chunks must find fetchers free to start decoding it meanwhile (a
-	// 4 MiB frame of small files holds hundreds of chunks). Fetchers
-	// start only as chunks queue, and the budget bounds their memory.
-	f := castore.NewFetcher(ctx, s, int(renderAheadBytes/castore.FetchBufferSize(0)))
+	// A fetcher for every chunk that may be in flight, as many as the
+	// parts queued ahead (renderAheadParts; the bytes of their buffers
+	// are bounded by renderAheadBytes): a chunk in a frame being decoded
+	// waits for it, and the next frame's chunks must find fetchers free
+	// to start decoding it meanwhile (a 4 MiB frame of small files holds
+	// hundreds of chunks). Fetchers start only as chunks queue with none
+	// idle, and stay, idle, until the render ends.
+	f := castore.NewFetcher(ctx, s, renderAheadParts)
 	defer f.Close()
 	parts := make(chan []rangePart, renderAheadParts/partBatch)
 	ahead := semaphore.NewWeighted(renderAheadBytes)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,9 +118,12 @@ func (s *gatedChunks) GetChunk(ctx context.Context, d castore.Digest, dst []byte
 // hundreds of small chunks wait for its decode while the next frame's
 // first chunk should start the next decode on another core. The render
 // gets there: a chunk waiting does not hold up the fetches behind it
-// (with a fetcher for each chunk the read-ahead budget allows). With four
+// (with a fetcher for each chunk that may be in flight). With four
 // fetchers a core, as renders had, it never reads the last chunk.
 func TestRenderWaitingChunksHoldUpNoOthers(t *testing.T) {
+	// Eight cores, whatever the machine: four fetchers a core, 32, would
+	// not reach the last chunk (on 76 cores they would).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(8))
 	const waiting = 300
 	files := testtree.Entries{}
 	for i := range waiting + 1 {

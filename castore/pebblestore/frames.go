@@ -386,12 +386,6 @@ var frameDecoders = sync.Pool{New: func() any {
 	return dec
 }}
 
-// decodeFrame checks a frame's bytes against its name and decompresses
-// them.
-func decodeFrame(name castore.Digest, obj []byte) ([]byte, error) {
-	return DecodeFrame(name, obj, nil)
-}
-
 // DecodeFrame checks the stored bytes obj of frame name against the name
 // and appends them decoded (at most MaxFrameSize) to dst: ErrCorrupt,
 // naming the frame, for bytes that do not match or do not decode. For
@@ -520,9 +514,13 @@ func (c *frameCache) hold(e *frameEntry) {
 func (c *frameCache) release(e *frameEntry) {
 	c.mu.Lock()
 	e.refs--
-	last := e.refs == 0
+	refs := e.refs
 	c.mu.Unlock()
-	if last && e.data != nil {
+	if refs < 0 {
+		// A buffer given back twice may be decoded into while read.
+		panic("castore: frame cache: frame " + frameName(e.name) + " released more often than held")
+	}
+	if refs == 0 && e.data != nil {
 		decodedFrameBuffers.Put(e.data)
 	}
 }
@@ -561,6 +559,12 @@ func (c *frameCache) peek(name castore.Digest) (*frameEntry, bool) {
 // speed in the README).
 var decodedFrameBuffers, storedFrameBuffers bufpool.Shared
 
+// storedFrameHint is the capacity asked of storedFrameBuffers: a 4 MiB
+// frame stores in about a third of that, and the pool gives buffers of up
+// to bufpool.MaxCap of it. A larger frame (incompressible) gets a buffer
+// of its own, not kept: kept, it would never be given again.
+const storedFrameHint = 2 << 20
+
 // readFrame returns frame name decoded, through cache, held: release it.
 func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name castore.Digest) (*frameEntry, bool, error) {
 	return cache.acquire(ctx, name, func() ([]byte, error) { return loadFrame(ctx, objects, name) })
@@ -569,14 +573,16 @@ func readFrame(ctx context.Context, objects ObjectStore, cache *frameCache, name
 // loadFrame reads frame name from objects and decodes it into a buffer of
 // decodedFrameBuffers.
 func loadFrame(ctx context.Context, objects ObjectStore, name castore.Digest) ([]byte, error) {
-	obj, err := objects.GetObject(ctx, frameName(name), 0, -1, storedFrameBuffers.Get(2<<20))
+	obj, err := objects.GetObject(ctx, frameName(name), 0, -1, storedFrameBuffers.Get(storedFrameHint))
 	if errors.Is(err, castore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: frame %s: %v", errFrameMissing, frameName(name), err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("frame %s: %w", frameName(name), err)
 	}
-	defer storedFrameBuffers.Put(obj)
+	if cap(obj) <= bufpool.MaxCap(storedFrameHint) {
+		defer storedFrameBuffers.Put(obj)
+	}
 	dst := decodedFrameBuffers.Get(decodedSizeHint(obj))
 	data, err := DecodeFrame(name, obj, dst)
 	if err != nil {
