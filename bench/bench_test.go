@@ -75,37 +75,23 @@ func BenchmarkIngest(b *testing.B) {
 	}
 }
 
-func BenchmarkRender(b *testing.B) {
-	nar := benchNAR(b)
-	ctx := context.Background()
-	s, err := pebblestore.Open(filepath.Join(b.TempDir(), "s"), pebblestore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Flush(ctx); err != nil { // a store at rest, as a server has
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(nar)))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+// BenchmarkRender renders from a store at rest, as a server has: its
+// decoded frames kept in memory and on disk after the first render.
+func BenchmarkRender(b *testing.B) { benchmarkRender(b, pebblestore.Options{}) }
 
 // BenchmarkRenderDecoding renders from a store that keeps no decoded
-// frame on disk and fewer in memory (64 MiB) than the NAR has: every render decodes
-// every frame, as a first render does (without writing them out).
+// frame on disk and fewer in memory (64 MiB) than the NAR has: every
+// render decodes every frame, as a first render does (without writing
+// them out).
 func BenchmarkRenderDecoding(b *testing.B) {
+	benchmarkRender(b, pebblestore.Options{Frames: pebblestore.FrameOptions{DecodedCacheSize: -1}})
+}
+
+// benchmarkRender renders the bench NAR, ingested and flushed, from a
+// store opened with opts.
+func benchmarkRender(b *testing.B, opts pebblestore.Options) {
 	nar := benchNAR(b)
 	ctx := context.Background()
-	opts := pebblestore.Options{Frames: pebblestore.FrameOptions{DecodedCacheSize: -1}}
 	s, err := pebblestore.Open(filepath.Join(b.TempDir(), "s"), opts)
 	if err != nil {
 		b.Fatal(err)
