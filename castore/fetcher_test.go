@@ -107,3 +107,57 @@ func TestFetcherWorkerBound(t *testing.T) {
 		t.Errorf("%d reads at once at the peak with 4 workers", got)
 	}
 }
+
+// TestFetcherSharedLimit: two Fetchers of up to 100 workers each share a
+// limit of 4: no more than the limit plus the first worker of each read at
+// once, a Fetcher that finds no slot goes on with the workers it has, and
+// Close gives the slots back for the next Fetcher.
+func TestFetcherSharedLimit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	limit := castore.NewWorkerLimit(4)
+	s := &gatedChunks{gate: make(chan struct{}), opener: oneByteRef(-1).Digest}
+	a := castore.NewLimitedFetcher(ctx, s, 100, limit)
+	b := castore.NewLimitedFetcher(ctx, s, 100, limit)
+	var pending []*castore.PendingChunk
+	for i := range 50 {
+		pending = append(pending, a.Fetch(oneByteRef(i)), b.Fetch(oneByteRef(1000+i)))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.running.Load() < 6 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := s.running.Load(); got != 6 {
+		t.Errorf("%d reads at once for two Fetchers sharing a limit of 4, want 6 (4 and the first of each)", got)
+	}
+	close(s.gate)
+	for i, p := range pending {
+		if _, err := p.Wait(); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		p.Release()
+	}
+	a.Close()
+	b.Close()
+
+	// The slots are back: a new Fetcher starts 4 workers past its first.
+	s2 := &gatedChunks{gate: make(chan struct{}), opener: oneByteRef(-1).Digest}
+	c := castore.NewLimitedFetcher(ctx, s2, 100, limit)
+	defer c.Close()
+	pending = pending[:0]
+	for i := range 20 {
+		pending = append(pending, c.Fetch(oneByteRef(i)))
+	}
+	for s2.running.Load() < 5 && time.Now().Before(deadline.Add(10*time.Second)) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := s2.running.Load(); got != 5 {
+		t.Errorf("%d reads at once after the other Fetchers closed, want 5 (the limit's 4 given back, and its first)", got)
+	}
+	close(s2.gate)
+	for _, p := range pending {
+		p.Release()
+	}
+}

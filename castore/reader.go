@@ -104,9 +104,11 @@ type Fetcher struct {
 	// maxWorkers (see queueJob).
 	workMu     sync.Mutex
 	maxWorkers int
-	running    int // workers started
-	idle       int // workers waiting for a job
-	queued     int // jobs sent or being sent, not yet taken
+	limit      *WorkerLimit // nil: none beyond maxWorkers
+	running    int          // workers started
+	limited    int          // of them, those that took a slot of limit
+	idle       int          // workers waiting for a job
+	queued     int          // jobs sent or being sent, not yet taken
 
 	mu      sync.Mutex
 	seq     uint64                     // counts Blocked calls and their ends
@@ -130,11 +132,53 @@ type PendingChunk struct {
 // called, on at most workers goroutines at once (GOMAXPROCS when <= 0),
 // each started when a fetch finds no worker idle.
 func NewFetcher(ctx context.Context, s ChunkReader, workers int) *Fetcher {
+	return NewLimitedFetcher(ctx, s, workers, nil)
+}
+
+// NewLimitedFetcher is NewFetcher whose workers past its first also take
+// a slot of limit, shared with other Fetchers, while they run (none when
+// limit is nil), until Close gives them back. A Fetcher that finds no
+// slot free goes on with the workers it has.
+func NewLimitedFetcher(ctx context.Context, s ChunkReader, workers int, limit *WorkerLimit) *Fetcher {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	return &Fetcher{store: s, ctx: ctx, jobs: make(chan *PendingChunk, 64), fetched: map[*PendingChunk]struct{}{},
-		maxWorkers: workers}
+		maxWorkers: workers, limit: limit}
+}
+
+// WorkerLimit bounds the workers of the Fetchers that share it, past the
+// first worker of each (which each has, to make progress).
+type WorkerLimit struct {
+	slots chan struct{}
+}
+
+// NewWorkerLimit returns a limit of n workers.
+func NewWorkerLimit(n int) *WorkerLimit {
+	return &WorkerLimit{slots: make(chan struct{}, n)}
+}
+
+// take takes a slot if one is free.
+func (l *WorkerLimit) take() bool {
+	if l == nil {
+		return true
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// give gives n slots back.
+func (l *WorkerLimit) give(n int) {
+	if l == nil {
+		return
+	}
+	for range n {
+		<-l.slots
+	}
 }
 
 func (f *Fetcher) work() {
@@ -162,15 +206,23 @@ func (f *Fetcher) work() {
 
 // queueJob counts a job about to be sent, starting a worker for it unless
 // more workers wait than jobs are queued ahead of it (each waiting worker
-// takes one) or f has as many as it may. A job never waits for a busy
-// worker while f may start another.
+// takes one) or f has as many as it may (its maximum, or no slot of its
+// limit free). A job never waits for a busy worker while f may start
+// another.
 func (f *Fetcher) queueJob() {
 	f.workMu.Lock()
 	defer f.workMu.Unlock()
 	if f.idle <= f.queued && f.running < f.maxWorkers {
-		f.running++
-		f.workers.Add(1)
-		go f.work()
+		start := f.running == 0
+		if !start && f.limit.take() {
+			start = true
+			f.limited++
+		}
+		if start {
+			f.running++
+			f.workers.Add(1)
+			go f.work()
+		}
 	}
 	f.queued++
 }
@@ -319,6 +371,7 @@ func (f *Fetcher) Close() {
 	f.once.Do(func() {
 		close(f.jobs)
 		f.workers.Wait()
+		f.limit.give(f.limited)
 	})
 }
 

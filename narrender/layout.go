@@ -99,8 +99,9 @@ func renderRange(ctx context.Context, w io.Writer, s Store, root castore.Entry, 
 	// waits for it, and the next frame's chunks must find fetchers free
 	// to start decoding it meanwhile (a 4 MiB frame of small files holds
 	// hundreds of chunks). Fetchers start only as chunks queue with none
-	// idle, and stay, idle, until the render ends.
-	f := castore.NewFetcher(ctx, s, renderAheadParts)
+	// idle, and stay, idle, until the render ends; all renders share
+	// renderFetchers.
+	f := castore.NewLimitedFetcher(ctx, s, renderAheadParts, renderFetchers)
 	defer f.Close()
 	parts := make(chan []rangePart, renderAheadParts/partBatch)
 	ahead := semaphore.NewWeighted(renderAheadBytes)

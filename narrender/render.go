@@ -25,6 +25,14 @@ const (
 	renderAheadBytes = 16 << 20
 )
 
+// renderFetchers bounds the chunk fetchers of all renders in the process
+// (past the first of each). A first render of the go1.22.0 toolchain,
+// every frame decoded, ran up to about 700 of them, with about 12 MiB of
+// goroutine stacks: 4096 lets a few renders at once decode frames on
+// every core, and bounds the stacks of many to about 70 MiB; renders past
+// them go on with fewer fetchers, on cores the others keep busy anyway.
+var renderFetchers = castore.NewWorkerLimit(4096)
+
 // Render writes the NAR of the tree at root to w. A walker goroutine reads
 // directories and queues chunk fetches ahead of the writer, so reading and
 // decompressing overlap with writing; files of at most [SingleChunkMax]
