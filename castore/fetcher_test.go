@@ -44,6 +44,28 @@ func (s *gatedChunks) GetChunk(ctx context.Context, d castore.Digest, dst []byte
 	return append(dst, 1), nil
 }
 
+// settledReads waits up to 10 s for want reads to be held at the gate,
+// then 50 ms for any beyond them to start, and returns how many are.
+func (s *gatedChunks) settledReads(want int32) int32 {
+	for deadline := time.Now().Add(10 * time.Second); s.running.Load() < want && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	return s.running.Load()
+}
+
+// openGate lets every read through and waits for the chunks pending.
+func (s *gatedChunks) openGate(t *testing.T, pending []*castore.PendingChunk) {
+	t.Helper()
+	close(s.gate)
+	for i, p := range pending {
+		if _, err := p.Wait(); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		p.Release()
+	}
+}
+
 func oneByteRef(i int) castore.ChunkRef {
 	return castore.ChunkRef{Digest: castore.Hash([]byte{byte(i), byte(i >> 8)}), Size: 1}
 }
@@ -88,21 +110,10 @@ func TestFetcherWorkerBound(t *testing.T) {
 	}
 	// The four workers are now held at the gate; give others, were there
 	// any, the time to start.
-	deadline := time.Now().Add(10 * time.Second)
-	for s.running.Load() < 4 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
-	if got := s.running.Load(); got != 4 {
+	if got := s.settledReads(4); got != 4 {
 		t.Errorf("%d reads at once with 4 workers, want 4", got)
 	}
-	close(s.gate)
-	for i, p := range pending {
-		if _, err := p.Wait(); err != nil {
-			t.Fatalf("chunk %d: %v", i, err)
-		}
-		p.Release()
-	}
+	s.openGate(t, pending)
 	if got := s.peak.Load(); got > 4 {
 		t.Errorf("%d reads at once at the peak with 4 workers", got)
 	}
@@ -123,21 +134,10 @@ func TestFetcherSharedLimit(t *testing.T) {
 	for i := range 50 {
 		pending = append(pending, a.Fetch(oneByteRef(i)), b.Fetch(oneByteRef(1000+i)))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.running.Load() < 6 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
-	if got := s.running.Load(); got != 6 {
+	if got := s.settledReads(6); got != 6 {
 		t.Errorf("%d reads at once for two Fetchers sharing a limit of 4, want 6 (4 and the first of each)", got)
 	}
-	close(s.gate)
-	for i, p := range pending {
-		if _, err := p.Wait(); err != nil {
-			t.Fatalf("chunk %d: %v", i, err)
-		}
-		p.Release()
-	}
+	s.openGate(t, pending)
 	a.Close()
 	b.Close()
 
@@ -149,15 +149,8 @@ func TestFetcherSharedLimit(t *testing.T) {
 	for i := range 20 {
 		pending = append(pending, c.Fetch(oneByteRef(i)))
 	}
-	for s2.running.Load() < 5 && time.Now().Before(deadline.Add(10*time.Second)) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
-	if got := s2.running.Load(); got != 5 {
+	if got := s2.settledReads(5); got != 5 {
 		t.Errorf("%d reads at once after the other Fetchers closed, want 5 (the limit's 4 given back, and its first)", got)
 	}
-	close(s2.gate)
-	for _, p := range pending {
-		p.Release()
-	}
+	s2.openGate(t, pending)
 }
