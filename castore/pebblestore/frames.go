@@ -367,6 +367,12 @@ func (s *Store) filterFrames() bool { return !s.frameOpts.NoCallFilter }
 // a filtered frame.
 func frameIsFiltered(obj []byte) bool { return bytes.HasPrefix(obj, filteredFrameHeader) }
 
+// frameBody returns the zstd frame in the stored bytes obj of a frame,
+// and whether it is filtered (behind filteredFrameHeader).
+func frameBody(obj []byte) (zstdFrame []byte, filtered bool) {
+	return bytes.CutPrefix(obj, filteredFrameHeader)
+}
+
 // maxFrameWindow is the largest zstd window of the frames the store
 // writes: as far back as the compressor looks for matches.
 const maxFrameWindow = 8 << 20
@@ -394,10 +400,7 @@ func DecodeFrame(name castore.Digest, obj, dst []byte) ([]byte, error) {
 	if got := castore.Hash(obj); got != name {
 		return dst, fmt.Errorf("%w: frame %s: its %d bytes hash to %s", castore.ErrCorrupt, frameName(name), len(obj), got)
 	}
-	filtered := frameIsFiltered(obj)
-	if filtered {
-		obj = obj[len(filteredFrameHeader):]
-	}
+	obj, filtered := frameBody(obj)
 	dec := frameDecoders.Get().(*zstd.Decoder)
 	defer frameDecoders.Put(dec)
 	data, err := dec.DecodeAll(obj, dst)
@@ -595,9 +598,9 @@ func loadFrame(ctx context.Context, objects ObjectStore, name castore.Digest) ([
 // decodedSizeHint returns the decoded size the header of frame obj
 // declares (0 if it declares none, or is not a frame).
 func decodedSizeHint(obj []byte) int {
-	obj = bytes.TrimPrefix(obj, filteredFrameHeader)
+	body, _ := frameBody(obj)
 	var h zstd.Header
-	if h.Decode(obj) != nil || !h.HasFCS || h.FrameContentSize > MaxFrameSize {
+	if h.Decode(body) != nil || !h.HasFCS || h.FrameContentSize > MaxFrameSize {
 		return 0
 	}
 	return int(h.FrameContentSize)
