@@ -26,9 +26,11 @@ type CacheOptions struct {
 
 // Cache is the local chunk cache a client command opened: the shared one
 // in its directory, or, while another process has that open, a private
-// temporary one.
+// temporary one. It is the store itself (castore.Store and the powers of
+// the Pebble store), and is passed as such: Close also removes a private
+// cache.
 type Cache struct {
-	*pebblestore.Store
+	*cacheStore
 	// Private is set when the shared cache was in use by another process:
 	// this cache is a temporary directory beside it, removed by Close.
 	Private bool
@@ -36,6 +38,12 @@ type Cache struct {
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// cacheStore names the store a Cache embeds without exporting the field.
+type cacheStore = pebblestore.Store
+
+// Unwrap returns the Pebble store underneath (see castore.As).
+func (c *Cache) Unwrap() any { return c.cacheStore }
 
 // cachePoll is how often OpenCache tries the shared cache again.
 const cachePoll = 50 * time.Millisecond
@@ -57,7 +65,7 @@ func OpenCache(ctx context.Context, dir string, o CacheOptions) (*Cache, error) 
 	for {
 		s, err := pebblestore.Open(dir, o.Pebble)
 		if err == nil {
-			return &Cache{Store: s}, nil
+			return &Cache{cacheStore: s}, nil
 		}
 		if !errors.Is(err, pebblestore.ErrLocked) {
 			return nil, fmt.Errorf("client: chunk cache: %w", err)
@@ -88,14 +96,14 @@ func openPrivateCache(dir string, o CacheOptions, locked error) (*Cache, error) 
 	if o.Note != nil {
 		o.Note(fmt.Sprintf("%v; using a private chunk cache for this run (%s, removed at the end)", locked, tmp))
 	}
-	return &Cache{Store: s, Private: true}, nil
+	return &Cache{cacheStore: s, Private: true}, nil
 }
 
 // Close closes the cache and removes it when it is private. It is safe to
 // call twice.
 func (c *Cache) Close() error {
 	c.closeOnce.Do(func() {
-		c.closeErr = c.Store.Close()
+		c.closeErr = c.cacheStore.Close()
 		if c.Private {
 			if err := os.RemoveAll(c.Dir()); err != nil && c.closeErr == nil {
 				c.closeErr = fmt.Errorf("client: removing private chunk cache: %w", err)

@@ -92,12 +92,12 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 			return err
 		}
 		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
-			CAS: p.cache.Store, Index: store.NewIndex(p.cache.Store, p.cache.Store), Upstream: src, LookupTimeout: pc.timeout,
+			CAS: p.cache, Index: store.NewIndex(p.cache, p.cache), Upstream: src, LookupTimeout: pc.timeout,
 		})
 		if err != nil {
 			return err
 		}
-		o.CAS, o.Index = p.cache.Store, pt
+		o.CAS, o.Index = p.cache, pt
 	} else {
 		var tlsConfig *tls.Config
 		if ep.TLS {
@@ -105,7 +105,7 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 				return err
 			}
 		}
-		if p.client, err = client.Dial(ep.Addr, client.Options{Token: token, Cache: p.cache.Store, Compression: pc.compression, TLS: tlsConfig}); err != nil {
+		if p.client, err = client.Dial(ep.Addr, client.Options{Token: token, Cache: p.cache, Compression: pc.compression, TLS: tlsConfig}); err != nil {
 			return err
 		}
 		rs, err := client.NewRemoteStore(ctx, p.client, client.ProxyOptions{CacheSize: pc.cacheSize, LookupTimeout: pc.timeout, Registerer: reg})

@@ -102,7 +102,7 @@ paths do not cost several round trips each. --json then prints
 				// Every chunk of the tree is in the cache now.
 				h := sha256.New()
 				n := &countingWriter{w: h}
-				if err := narrender.Render(ctx, n, cache.Store, out.Root); err != nil {
+				if err := narrender.Render(ctx, n, cache, out.Root); err != nil {
 					return fmt.Errorf("hashing the NAR of %s: %w", to, err)
 				}
 				out.NARHash, out.NARSize = "sha256:"+nixbase32.EncodeToString(h.Sum(nil)), n.n

@@ -107,7 +107,7 @@ func (f *clientFlags) dial(ctx context.Context) (*client.Client, *client.Cache, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache.Store, Compression: f.compression, WireLevel: f.wireLevel, NoFrames: !f.wholeFrames, AutoBase: f.base == "auto", Progress: terminalProgress()})
+	c, err := client.Dial(ep.Addr, client.Options{Token: token, TLS: tlsConfig, Cache: cache, Compression: f.compression, WireLevel: f.wireLevel, NoFrames: !f.wholeFrames, AutoBase: f.base == "auto", Progress: terminalProgress()})
 	if err != nil {
 		cache.Close()
 		return nil, nil, nil, err
@@ -221,7 +221,7 @@ carrying chunks on the wire (compressed, digests and framing included).`,
 					size = fi.Size()
 				}
 				bar := newProgress(size, "ingesting "+filepath.Base(arg))
-				res, err := narrender.Ingest(ctx, io.TeeReader(in, bar), cache.Store, castore.WriterOptions{})
+				res, err := narrender.Ingest(ctx, io.TeeReader(in, bar), cache, castore.WriterOptions{})
 				bar.Finish()
 				in.Close()
 				if err != nil {
