@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nixcas/nixcas/castore"
 )
 
@@ -92,11 +94,13 @@ func objectsAs[T any](o ObjectStore) (T, bool) {
 // DirObjects is an ObjectStore of files in a directory, spread over 256
 // subdirectories by the first two characters of the name. Names are
 // lower-case hexadecimal digests. A put writes a temporary file and
-// renames it into place, unsynced; SyncObjects syncs the file system once
-// (syncfs on Linux) rather than each file and directory: on this
-// project's VM disk one sync costs 20 to 40 ms whatever it covers, and a
-// packer that synced each 1 MiB frame twice could not keep up with
-// ingest.
+// renames it into place, unsynced; SyncObjects then syncs the files put
+// since the last sync and their directories, all of them in flight at
+// once (on this project's VM disk one sync costs 20 to 40 ms, and syncs
+// one after another would hold the packer back). It syncs those files
+// only: a sync of the whole file system (syncfs) would also write back
+// every other dirty page there, such as the files a pull is writing or
+// the builds of the machine.
 type DirObjects struct {
 	dir   string
 	space *spaceGuard // nil: writes are not checked
@@ -187,7 +191,7 @@ func (o *DirObjects) SyncObjects(ctx context.Context) error {
 	if len(dirty) == 0 {
 		return nil
 	}
-	if err := syncFileSystem(o.dir, dirty); err != nil {
+	if err := syncFiles(dirty); err != nil {
 		o.mu.Lock()
 		o.dirty = append(o.dirty, dirty...)
 		o.mu.Unlock()
@@ -204,25 +208,30 @@ func (o *DirObjects) writeError(what string, err error) error {
 	return fmt.Errorf("castore: objects %s: %s: %w", o.dir, what, err)
 }
 
-// syncFiles syncs each file and the directories holding them: the
-// portable way to make files durable, one sync each.
+// syncFiles syncs each file and the directories holding them (a file's
+// directory and its parent, which may have gained it): the files' syncs
+// in flight together, then the directories'.
 func syncFiles(files []string) error {
+	var g errgroup.Group
+	g.SetLimit(maxSyncsInFlight)
 	dirs := map[string]bool{}
 	for _, p := range files {
-		if err := syncPath(p); err != nil {
-			return err
-		}
-		// The file's directory, and its parent, which may have gained it.
+		g.Go(func() error { return syncPath(p) })
 		dirs[filepath.Dir(p)] = true
 		dirs[filepath.Dir(filepath.Dir(p))] = true
 	}
-	for d := range dirs {
-		if err := syncPath(d); err != nil {
-			return err
-		}
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	return nil
+	for d := range dirs {
+		g.Go(func() error { return syncPath(d) })
+	}
+	return g.Wait()
 }
+
+// maxSyncsInFlight bounds the syncs (and threads blocked in them) of one
+// SyncObjects.
+const maxSyncsInFlight = 32
 
 func syncPath(p string) error {
 	f, err := os.Open(p)
