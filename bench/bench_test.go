@@ -104,27 +104,34 @@ func BenchmarkRenderDecoding(b *testing.B) {
 	benchmarkRender(b, pebblestore.Options{Frames: pebblestore.FrameOptions{DecodedCacheSize: -1}})
 }
 
+// ingestedStore opens a store in dir with opts and ingests the bench NAR
+// into it, flushed, returning the store, the NAR's root and its size.
+func ingestedStore(b *testing.B, dir string, opts pebblestore.Options) (*pebblestore.Store, castore.Entry, int) {
+	nar := benchNAR(b)
+	s, err := pebblestore.Open(dir, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := narrender.Ingest(b.Context(), bytes.NewReader(nar), s, castore.WriterOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Flush(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	return s, res.Root, len(nar)
+}
+
 // benchmarkRender renders the bench NAR, ingested and flushed, from a
 // store opened with opts.
 func benchmarkRender(b *testing.B, opts pebblestore.Options) {
-	nar := benchNAR(b)
 	ctx := context.Background()
-	s, err := pebblestore.Open(filepath.Join(b.TempDir(), "s"), opts)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, root, size := ingestedStore(b, filepath.Join(b.TempDir(), "s"), opts)
 	defer s.Close()
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(nar)))
+	b.SetBytes(int64(size))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+		if err := narrender.Render(ctx, io.Discard, s, root); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -136,23 +143,12 @@ func benchmarkRender(b *testing.B, opts pebblestore.Options) {
 // files are removed before each render; the time counts the render, not
 // the writes still queued when it ends.
 func BenchmarkRenderFirst(b *testing.B) {
-	nar := benchNAR(b)
 	ctx := context.Background()
 	dir := filepath.Join(b.TempDir(), "s")
 	decoded := filepath.Join(b.TempDir(), "decoded")
 	opts := pebblestore.Options{Frames: pebblestore.FrameOptions{DecodedCacheDir: decoded}}
-	s, err := pebblestore.Open(dir, opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(nar)))
+	s, root, size := ingestedStore(b, dir, opts)
+	b.SetBytes(int64(size))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -160,11 +156,12 @@ func BenchmarkRenderFirst(b *testing.B) {
 		if err := os.RemoveAll(decoded); err != nil {
 			b.Fatal(err)
 		}
+		var err error
 		if s, err = pebblestore.Open(dir, opts); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+		if err := narrender.Render(ctx, io.Discard, s, root); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -178,32 +175,22 @@ func BenchmarkRenderFirst(b *testing.B) {
 // the first render kept on disk (reopened, so none is in memory): what a
 // server renders once it has served a NAR before.
 func BenchmarkRenderWarm(b *testing.B) {
-	nar := benchNAR(b)
 	ctx := context.Background()
 	dir := filepath.Join(b.TempDir(), "s")
+	s, root, size := ingestedStore(b, dir, pebblestore.Options{})
+	if err := narrender.Render(ctx, io.Discard, s, root); err != nil {
+		b.Fatal(err)
+	}
+	s.Close() // waits for the decoded frames to be written
 	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	res, err := narrender.Ingest(ctx, bytes.NewReader(nar), s, castore.WriterOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
-		b.Fatal(err)
-	}
-	s.Close() // waits for the decoded frames to be written
-	if s, err = pebblestore.Open(dir, pebblestore.Options{}); err != nil {
-		b.Fatal(err)
-	}
 	defer s.Close()
-	b.SetBytes(int64(len(nar)))
+	b.SetBytes(int64(size))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := narrender.Render(ctx, io.Discard, s, res.Root); err != nil {
+		if err := narrender.Render(ctx, io.Discard, s, root); err != nil {
 			b.Fatal(err)
 		}
 	}
