@@ -61,7 +61,8 @@ Tokens: with --push-token-file, writes need "Authorization: Bearer <token>"
 refused when no push token is set and either a read token is set or a
 listener is on a non-loopback address, unless --allow-anonymous-writes.
 
---tls-cert and --tls-key serve both listeners over TLS. Each HTTP request
+--tls-cert and --tls-key serve both listeners over TLS (the pair is read
+again when its files change: a renewal needs no restart). Each HTTP request
 and gRPC call is logged on stderr (--log-format, --log-level). --config
 FILE reads flag values from a TOML file whose keys are the flag names
 (e.g. listen-http = "0.0.0.0:8080", sign-key = ["/etc/nixcas/key.sec"]);

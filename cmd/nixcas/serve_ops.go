@@ -56,7 +56,8 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // loadTLS returns the TLS configuration of --tls-cert and --tls-key, or
-// nil when neither is set.
+// nil when neither is set. The pair is read again when its files change
+// (see certFiles).
 func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" && keyFile == "" {
 		return nil, nil
@@ -64,11 +65,11 @@ func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, fmt.Errorf("--tls-cert and --tls-key go together (have cert %q, key %q)", certFile, keyFile)
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	files, err := loadCertFiles(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", certFile, keyFile, err)
+		return nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return &tls.Config{GetCertificate: files.GetCertificate, MinVersion: tls.VersionTLS12}, nil
 }
 
 // startupLine says what srv serves: the listeners (and whether they are

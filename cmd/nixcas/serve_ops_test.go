@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -291,6 +292,117 @@ func TestServeTLS(t *testing.T) {
 	other := testcert.Write(t, t.TempDir())
 	if out, err := nixPing(other.CA); err == nil {
 		t.Errorf("nix store ping trusting another CA succeeded:\n%s", out)
+	}
+
+	// A renewal: other's pair replaces the files, each renamed into
+	// place as a certificate manager does. Handshakes after the next
+	// look at the files (at most a second apart) present it, on both
+	// listeners, with no restart.
+	renewTLSFiles(t, other, certs)
+	time.Sleep(tlsCheckEvery + 100*time.Millisecond)
+	if out, err := nixPing(other.CA); err != nil {
+		t.Errorf("nix store ping over HTTPS trusting the renewed certificate's CA: %v\n%s", err, out)
+	}
+	if out, err := nixPing(certs.CA); err == nil {
+		t.Errorf("nix store ping trusting the first CA after the renewal succeeded:\n%s", out)
+	}
+	renewed, err := grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: other.Pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer renewed.Close()
+	if _, err := nixcaspb.NewSyncServiceClient(renewed).Missing(ctx, &nixcaspb.MissingRequest{Chunks: [][]byte{d[:]}}); err != nil {
+		t.Errorf("gRPC over TLS after the renewal: %v", err)
+	}
+}
+
+// renewTLSFiles puts from's certificate and key in place of to's files,
+// each written beside its place and renamed there.
+func renewTLSFiles(t *testing.T, from, to testcert.Files) {
+	t.Helper()
+	for _, f := range [][2]string{{from.Cert, to.Cert}, {from.Key, to.Key}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1]+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(f[1]+".new", f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTLSReloadKeepsWorkingCertificate: files that change but do not
+// load (a certificate whose key is not there yet, then an unreadable
+// file) leave the certificate in use served; once the pair loads again it
+// is served.
+func TestTLSReloadKeepsWorkingCertificate(t *testing.T) {
+	t.Parallel()
+	first := testcert.Write(t, t.TempDir())
+	second := testcert.Write(t, t.TempDir())
+	cfg, err := loadTLS(first.Cert, first.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	// trusted reports whether a handshake trusting pool's CA succeeds.
+	trusted := func(pool *x509.CertPool) bool {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	if !trusted(first.Pool) || trusted(second.Pool) {
+		t.Fatal("before any change: the first certificate is not the one served")
+	}
+	look := func() { time.Sleep(tlsCheckEvery + 100*time.Millisecond) }
+
+	// Half a renewal: the new certificate, the old key.
+	b, err := os.ReadFile(second.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(first.Cert, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	look()
+	if !trusted(first.Pool) {
+		t.Error("certificate and key that do not match: the certificate in use is no longer served")
+	}
+	// The key file gone for a while.
+	if err := os.Rename(first.Key, first.Key+".away"); err != nil {
+		t.Fatal(err)
+	}
+	look()
+	if !trusted(first.Pool) {
+		t.Error("key file missing: the certificate in use is no longer served")
+	}
+	// The renewal completed.
+	if err := os.Remove(first.Key + ".away"); err != nil {
+		t.Fatal(err)
+	}
+	renewTLSFiles(t, second, first)
+	look()
+	if !trusted(second.Pool) || trusted(first.Pool) {
+		t.Error("once the renewed pair loads, it is not the one served")
 	}
 }
 
