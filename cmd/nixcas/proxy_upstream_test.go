@@ -470,3 +470,94 @@ func TestProxyPortInUse(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyPullThroughAfterRestart: Nix keeps the narinfos it got (for
+// weeks), so it asks a pull-through proxy for NARs whose narinfos an
+// earlier run of the proxy served and never fetched. Nix looks up a
+// closure's narinfos through one proxy, which is then stopped; a new one
+// on the same address and cache directory serves the NARs (the URLs name
+// the store paths: ?hash=) to Nix with the same cache of narinfos, and
+// to plain HTTP.
+func TestProxyPullThroughAfterRestart(t *testing.T) {
+	t.Parallel()
+	e2eRequireNix(t)
+	nix := newNixEnv(t.TempDir())
+	keyDir := t.TempDir()
+	if _, err := nix.run(t.Context(), "nix-store", "--generate-binary-cache-key", "upstream-cache-1",
+		filepath.Join(keyDir, "secret"), filepath.Join(keyDir, "public")); err != nil {
+		t.Fatal(err)
+	}
+	pubB, err := os.ReadFile(filepath.Join(keyDir, "public"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := strings.TrimSpace(string(pubB))
+	dir, ps := pullThroughCache(t, filepath.Join(keyDir, "secret"))
+	ts, _ := countingServer(t, http.FileServer(http.Dir(dir)))
+	cache := filepath.Join(t.TempDir(), "proxy-cache")
+
+	// start runs a proxy on listen until stop is called.
+	start := func(listen string) (base string, stop func()) {
+		px, err := startProxy(t.Context(), proxyConfig{upstream: ts.URL + "/", listen: listen, cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- px.Serve(ctx) }()
+		return "http://" + px.Addr().String(), func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	base, stop := start("127.0.0.1:0")
+	// Nix reads the closure's narinfos (and keeps them), no NAR.
+	if _, err := nix.run(t.Context(), "nix", "path-info", "--recursive", "--store", base,
+		"--option", "trusted-public-keys", trust, ps[2].abs()); err != nil {
+		t.Fatal(err)
+	}
+	urls := map[string]string{} // NAR URL of each path, as the first proxy served it
+	for _, p := range ps {
+		code, body := httpDo(t, http.DefaultClient, http.MethodGet, base+"/"+p.base[:32]+".narinfo", "")
+		if code != http.StatusOK {
+			t.Fatalf("%s.narinfo: %d %s", p.base[:32], code, body)
+		}
+		for _, line := range strings.Split(body, "\n") {
+			if u, ok := strings.CutPrefix(line, "URL: "); ok {
+				urls[p.base] = u
+			}
+		}
+		if !strings.HasSuffix(urls[p.base], "?hash="+p.base[:32]) {
+			t.Errorf("%s: NAR URL %q does not name the store path", p.base, urls[p.base])
+		}
+	}
+	stop()
+
+	base2, stop2 := start(strings.TrimPrefix(base, "http://"))
+	defer stop2()
+	if base2 != base {
+		t.Fatalf("the second proxy listens on %s, not %s", base2, base)
+	}
+	// A NAR first: by HTTP, the URL the first proxy gave.
+	p0 := ps[0]
+	if code, body := httpDo(t, http.DefaultClient, http.MethodGet, base+"/"+urls[p0.base], ""); code != http.StatusOK || body != string(p0.nar) {
+		t.Errorf("GET %s from the restarted proxy: %d, %d bytes; want 200 and the %d bytes of the NAR", urls[p0.base], code, len(body), len(p0.nar))
+	}
+	// Then Nix, with the narinfos it kept.
+	dst := filepath.Join(t.TempDir(), "store")
+	if _, err := nix.run(t.Context(), "nix", "copy", "--from", base, "--to", dst,
+		"--option", "trusted-public-keys", trust, ps[2].abs()); err != nil {
+		t.Fatalf("nix copy through the restarted proxy: %v", err)
+	}
+	for _, p := range ps {
+		dump, err := nix.run(t.Context(), "nix-store", "--dump", filepath.Join(dst, p.abs()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dump != string(p.nar) {
+			t.Errorf("%s: the copy's NAR differs from the one Nix wrote to the upstream", p.base)
+		}
+	}
+}

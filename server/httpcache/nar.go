@@ -36,6 +36,9 @@ func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 	}
 	if sum, ok := parseNARHash(name); ok && name != file {
 		p, err := h.o.Index.GetByNARHash(r.Context(), sum)
+		if errors.Is(err, store.ErrNotFound) && h.lookUpNARPath(r, sum) {
+			p, err = h.o.Index.GetByNARHash(r.Context(), sum)
+		}
 		if err == nil && p.NARSha256 != sum {
 			// The path was put again with another NAR since.
 			err = fmt.Errorf("%w: NAR %s", store.ErrNotFound, name)
@@ -57,6 +60,23 @@ func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 	if !h.serveUploaded(w, r, file) {
 		http.NotFound(w, r)
 	}
+}
+
+// lookUpNARPath looks up the store path a NAR URL names (?hash=, see
+// narInfoText), so that an index that fetches paths on demand (a
+// pull-through cache) knows it again, and reports whether that path's NAR
+// is sum.
+func (h *handler) lookUpNARPath(r *http.Request, sum [sha256.Size]byte) bool {
+	hash := r.URL.Query().Get(narPathQuery)
+	if hash == "" {
+		return false
+	}
+	d, err := store.ParsePathDigest(hash)
+	if err != nil {
+		return false
+	}
+	p, err := h.o.Index.Get(r.Context(), d)
+	return err == nil && p.NARSha256 == sum
 }
 
 // parseNARHash decodes the 52 nixbase32 characters of a NAR's SHA-256.
