@@ -344,7 +344,8 @@ func (r *RemoteStore) Close() error { return nil }
 // RemoteIndex reads PathInfos from the upstream (PathInfoService.Get),
 // read-only. The upstream has no lookup by NAR hash, so the index
 // remembers the NAR hashes of the PathInfos it served (Nix asks for a
-// narinfo before its NAR); another NAR hash is looked for in the
+// narinfo before its NAR); another NAR hash is looked up by the store
+// path the NAR URL names (GetByNARHashOf), else looked for in the
 // upstream's list of all paths. Looking up a NAR by its hash prefetches
 // its tree into the cache.
 type RemoteIndex struct {
@@ -410,6 +411,28 @@ func (x *RemoteIndex) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*s
 		var err error
 		if p, err = x.listFor(ctx, h); err != nil {
 			return nil, err
+		}
+	}
+	if _, err := x.r.Prefetch(ctx, p.Root); err != nil {
+		return nil, fmt.Errorf("client: proxy: fetching %s: %w", p.Path, err)
+	}
+	return p, nil
+}
+
+// GetByNARHashOf implements httpcache.PathNARIndex: GetByNARHash, the
+// path looked up by its store path hash d rather than searched for in
+// the upstream's list when the NAR is not among the lookups remembered.
+func (x *RemoteIndex) GetByNARHashOf(ctx context.Context, h [sha256.Size]byte, d store.PathDigest) (*store.PathInfo, error) {
+	x.mu.Lock()
+	p := x.byNAR[h]
+	x.mu.Unlock()
+	if p == nil {
+		var err error
+		if p, err = x.Get(ctx, d); err != nil {
+			return nil, err
+		}
+		if p.NARSha256 != h {
+			return nil, fmt.Errorf("%w: NAR %x of store path %s", store.ErrNotFound, h, d)
 		}
 	}
 	if _, err := x.r.Prefetch(ctx, p.Root); err != nil {

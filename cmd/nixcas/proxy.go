@@ -21,6 +21,12 @@ import (
 	"github.com/nixcas/nixcas/store"
 )
 
+// Both kinds of proxy index look a NAR up by the store path its URL names.
+var (
+	_ httpcache.PathNARIndex = (*client.RemoteIndex)(nil)
+	_ httpcache.PathNARIndex = (*httpcache.PullThrough)(nil)
+)
+
 // proxyConfig configures a local substituter proxy.
 type proxyConfig struct {
 	upstream    string // gRPC address (host:port, grpc://host:port) or binary cache URL (http(s)://...)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -318,4 +319,83 @@ func TestProxyUpstreamLate(t *testing.T) {
 		}
 	}
 	getNARVia(t, base, p)
+}
+
+// TestProxyRestartFindsNARByPath: a proxy in front of a nixcas server
+// answers a NAR asked for after a restart (Nix keeps the narinfos an
+// earlier run served) by looking its store path up upstream, which the
+// NAR URL names, not by listing every path the upstream holds.
+func TestProxyRestartFindsNARByPath(t *testing.T) {
+	t.Parallel()
+	e2eRequireNix(t)
+	nix := newNixEnv(t.TempDir())
+	key, pub, err := nix.keyPair(t.Context(), t.TempDir(), "upstream-test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startUpstream(t, "127.0.0.1:0")
+	v1, v2 := proxyTestTrees()
+	paths := publishTrees(t, srv.GRPCAddr().String(), key, map[string]*testtree.Node{"pkg-1.0": v1, "pkg-1.1": v2})
+	p := paths["pkg-1.0"]
+	cache := filepath.Join(t.TempDir(), "proxy-cache")
+
+	// lists counts the upstream's PathInfoService/List calls.
+	lists := func() float64 {
+		t.Helper()
+		_, body := httpDo(t, http.DefaultClient, http.MethodGet, "http://"+srv.HTTPAddr().String()+"/metrics", "")
+		var n float64
+		for line := range strings.Lines(body) {
+			if strings.HasPrefix(line, "nixcas_grpc_request_duration_seconds_count{") && strings.Contains(line, `PathInfoService/List"`) {
+				f := strings.Fields(line)
+				v, err := strconv.ParseFloat(f[len(f)-1], 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += v
+			}
+		}
+		return n
+	}
+	start := func(listen string) (string, func()) {
+		px, err := startProxy(t.Context(), proxyConfig{upstream: srv.GRPCAddr().String(), listen: listen, cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- px.Serve(ctx) }()
+		return "http://" + px.Addr().String(), func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	base, stop := start("127.0.0.1:0")
+	if _, err := nix.run(t.Context(), "nix", "path-info", "--store", base, "--option", "trusted-public-keys", pub, p.AbsolutePath()); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	base2, stop2 := start(strings.TrimPrefix(base, "http://"))
+	defer stop2()
+	if base2 != base {
+		t.Fatalf("the second proxy listens on %s, not %s", base2, base)
+	}
+	before := lists()
+	dst := filepath.Join(t.TempDir(), "store")
+	if _, err := nix.run(t.Context(), "nix", "copy", "--from", base, "--to", dst,
+		"--option", "trusted-public-keys", pub, p.AbsolutePath()); err != nil {
+		t.Fatalf("nix copy through the restarted proxy: %v", err)
+	}
+	if n := lists() - before; n != 0 {
+		t.Errorf("the restarted proxy listed the upstream's paths %.0f times to find the NAR; want it looked up by its store path", n)
+	}
+	out, err := nix.run(t.Context(), "nix", "path-info", "--json", "--store", dst, p.AbsolutePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sri := "sha256-" + base64.StdEncoding.EncodeToString(p.NARSha256[:])
+	if !strings.Contains(out, sri) && !strings.Contains(out, p.NARHash()) {
+		t.Errorf("copied path info %s lacks the NAR hash %s", out, p.NARHash())
+	}
 }

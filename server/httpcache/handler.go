@@ -95,6 +95,22 @@ type Index interface {
 
 var _ Index = (*store.Index)(nil)
 
+// PathNARIndex is an optional power of an Index that knows NAR hashes
+// from the lookups it made (a proxy: it holds no index of NAR hashes, and
+// finding one it forgot means searching its upstream). Told the store
+// path as well, it looks that path up instead. The narinfos of a handler
+// whose Index has it give NAR URLs that name the store path
+// (nar/<narhash>.nar?hash=<storehash>; Nix asks for a narinfo's URL as it
+// is), so that a NAR asked for long after its narinfo (Nix keeps
+// narinfos for weeks), across a restart or more lookups than the index
+// remembers, is still found.
+type PathNARIndex interface {
+	// GetByNARHashOf returns the PathInfo of the store path whose hash
+	// is d, if its NAR has the SHA-256 h (else store.ErrNotFound), ready
+	// to be served as GetByNARHash's.
+	GetByNARHashOf(ctx context.Context, h [sha256.Size]byte, d store.PathDigest) (*store.PathInfo, error)
+}
+
 // DefaultPriority is the nix-cache-info Priority when Options.Priority is 0.
 const DefaultPriority = 40
 

@@ -35,10 +35,7 @@ func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 		name, _ = strings.CutSuffix(file, ".nar")
 	}
 	if sum, ok := parseNARHash(name); ok && name != file {
-		p, err := h.o.Index.GetByNARHash(r.Context(), sum)
-		if errors.Is(err, store.ErrNotFound) && h.lookUpNARPath(r, sum) {
-			p, err = h.o.Index.GetByNARHash(r.Context(), sum)
-		}
+		p, err := h.pathOfNAR(r, sum)
 		if err == nil && p.NARSha256 != sum {
 			// The path was put again with another NAR since.
 			err = fmt.Errorf("%w: NAR %s", store.ErrNotFound, name)
@@ -62,21 +59,17 @@ func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// lookUpNARPath looks up the store path a NAR URL names (?hash=, see
-// narInfoText), so that an index that fetches paths on demand (a
-// pull-through cache) knows it again, and reports whether that path's NAR
-// is sum.
-func (h *handler) lookUpNARPath(r *http.Request, sum [sha256.Size]byte) bool {
-	hash := r.URL.Query().Get(narPathQuery)
-	if hash == "" {
-		return false
+// pathOfNAR returns the PathInfo of the store path whose NAR has the
+// SHA-256 sum: through the store path the URL names (?hash=), when the
+// index has the power to look it up so (PathNARIndex), else by the NAR
+// hash alone.
+func (h *handler) pathOfNAR(r *http.Request, sum [sha256.Size]byte) (*store.PathInfo, error) {
+	if x, ok := h.o.Index.(PathNARIndex); ok {
+		if d, err := store.ParsePathDigest(r.URL.Query().Get(narPathQuery)); err == nil {
+			return x.GetByNARHashOf(r.Context(), sum, d)
+		}
 	}
-	d, err := store.ParsePathDigest(hash)
-	if err != nil {
-		return false
-	}
-	p, err := h.o.Index.Get(r.Context(), d)
-	return err == nil && p.NARSha256 == sum
+	return h.o.Index.GetByNARHash(r.Context(), sum)
 }
 
 // parseNARHash decodes the 52 nixbase32 characters of a NAR's SHA-256.

@@ -60,13 +60,8 @@ func (h *handler) recordAccessOf(d store.PathDigest) {
 // narInfoText renders p's narinfo as the handler serves it: its own
 // signatures, then one per Options.SignKeys under whose name it has none
 // (store.Signer.SignMissing).
-//
-// A path the index describes without holding its tree (a pull-through
-// cache's upstream path, fetched when its NAR is asked for) gets a NAR
-// URL that also names the store path (?hash=, as Nix passes a narinfo's
-// URL on as it is): Nix keeps narinfos for weeks, and the NAR request
-// must find the path again after the index forgot the lookup (a
-// restart, or more lookups since than it keeps).
+// With an Index that has the power PathNARIndex, the NAR URL also names
+// the store path (?hash=).
 func (h *handler) narInfoText(p *store.PathInfo) []byte {
 	ni := h.sigs.SignMissing(p).NarInfo()
 	narHash := nixbase32.EncodeToString(p.NARSha256[:])
@@ -77,8 +72,10 @@ func (h *handler) narInfoText(p *store.PathInfo) []byte {
 		ni.URL, ni.Compression = "nar/"+narHash+".nar", "none"
 		ni.FileHash, ni.FileSize = ni.NarHash, ni.NarSize
 	}
-	if hash, _, ok := strings.Cut(p.Path, "-"); ok && p.Root.Kind == 0 {
-		ni.URL += "?" + narPathQuery + "=" + hash
+	if _, ok := h.o.Index.(PathNARIndex); ok {
+		if hash, _, ok := strings.Cut(p.Path, "-"); ok {
+			ni.URL += "?" + narPathQuery + "=" + hash
+		}
 	}
 	return []byte(ni.String())
 }

@@ -65,7 +65,10 @@ type fetch struct {
 // narinfo request and its NAR's.
 const maxPending = 1 << 14
 
-var _ Index = (*PullThrough)(nil)
+var (
+	_ Index        = (*PullThrough)(nil)
+	_ PathNARIndex = (*PullThrough)(nil)
+)
 
 // NewPullThrough returns a PullThrough over o.
 func NewPullThrough(o PullThroughOptions) (*PullThrough, error) {
@@ -179,6 +182,25 @@ func (x *PullThrough) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*s
 		return nil, fmt.Errorf("fetching NAR %x from the upstream: %w", h, f.err)
 	}
 	return x.o.Index.GetByNARHash(ctx, h)
+}
+
+// GetByNARHashOf implements PathNARIndex: GetByNARHash, having looked up
+// the store path d again when the NAR is neither local nor remembered
+// from a lookup (a restart, or more lookups since than it remembers).
+func (x *PullThrough) GetByNARHashOf(ctx context.Context, h [sha256.Size]byte, d store.PathDigest) (*store.PathInfo, error) {
+	x.mu.Lock()
+	known := x.pending[h] != nil || x.fetches[h] != nil
+	x.mu.Unlock()
+	if !known {
+		p, err := x.Get(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		if p.NARSha256 != h {
+			return nil, fmt.Errorf("%w: NAR %x of store path %s", store.ErrNotFound, h, d)
+		}
+	}
+	return x.GetByNARHash(ctx, h)
 }
 
 // fetch imports the path ni describes, on its own context: a request
