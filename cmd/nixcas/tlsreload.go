@@ -109,5 +109,9 @@ func (c *certFiles) reloadIfChanged() {
 		slog.Warn("serve: TLS certificate files changed but do not load; keeping the certificate in use", "cert", c.certFile, "key", c.keyFile, "err", err)
 		return
 	}
-	slog.Info("serve: TLS certificate reloaded", "cert", c.certFile, "key", c.keyFile, "notAfter", c.cert.Leaf.NotAfter)
+	args := []any{"cert", c.certFile, "key", c.keyFile}
+	if leaf := c.cert.Leaf; leaf != nil {
+		args = append(args, "notAfter", leaf.NotAfter)
+	}
+	slog.Info("serve: TLS certificate reloaded", args...)
 }
