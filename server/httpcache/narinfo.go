@@ -59,9 +59,8 @@ func (h *handler) recordAccessOf(d store.PathDigest) {
 
 // narInfoText renders p's narinfo as the handler serves it: its own
 // signatures, then one per Options.SignKeys under whose name it has none
-// (store.Signer.SignMissing).
-// With an Index that has the power PathNARIndex, the NAR URL also names
-// the store path (?hash=).
+// (store.Signer.SignMissing). With an Index that has the power
+// PathNARIndex, the NAR URL also names the store path (?hash=).
 func (h *handler) narInfoText(p *store.PathInfo) []byte {
 	ni := h.sigs.SignMissing(p).NarInfo()
 	narHash := nixbase32.EncodeToString(p.NARSha256[:])
