@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -356,31 +357,31 @@ func TestProxyRestartFindsNARByPath(t *testing.T) {
 		}
 		return n
 	}
-	start := func(listen string) (string, func()) {
-		px, err := startProxy(t.Context(), proxyConfig{upstream: srv.GRPCAddr().String(), listen: listen, cache: cache})
+	// Each proxy in turn behind one address, so that Nix sees one cache.
+	var target atomic.Value
+	base := "http://" + stableAddr(t, &target)
+	start := func() (stop func()) {
+		px, err := startProxy(t.Context(), proxyConfig{upstream: srv.GRPCAddr().String(), listen: "127.0.0.1:0", cache: cache})
 		if err != nil {
 			t.Fatal(err)
 		}
+		target.Store(px.Addr().String())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- px.Serve(ctx) }()
-		return "http://" + px.Addr().String(), func() {
+		return func() {
 			cancel()
 			if err := <-done; err != nil {
 				t.Error(err)
 			}
 		}
 	}
-	base, stop := start("127.0.0.1:0")
+	stop := start()
 	if _, err := nix.run(t.Context(), "nix", "path-info", "--store", base, "--option", "trusted-public-keys", pub, p.AbsolutePath()); err != nil {
 		t.Fatal(err)
 	}
 	stop()
-	base2, stop2 := start(strings.TrimPrefix(base, "http://"))
-	defer stop2()
-	if base2 != base {
-		t.Fatalf("the second proxy listens on %s, not %s", base2, base)
-	}
+	defer start()()
 	before := lists()
 	dst := filepath.Join(t.TempDir(), "store")
 	if _, err := nix.run(t.Context(), "nix", "copy", "--from", base, "--to", dst,
@@ -398,4 +399,40 @@ func TestProxyRestartFindsNARByPath(t *testing.T) {
 	if !strings.Contains(out, sri) && !strings.Contains(out, p.NARHash()) {
 		t.Errorf("copied path info %s lacks the NAR hash %s", out, p.NARHash())
 	}
+}
+
+// stableAddr is a loopback TCP address that forwards each connection to
+// whatever address target holds when it comes: a restarted server keeps
+// one URL (Nix keys what it caches of a binary cache by its URL) without
+// binding a port freed a moment before, which a test running beside it
+// may have taken meanwhile.
+func stableAddr(t *testing.T, target *atomic.Value) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", target.Load().(string))
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() {
+					io.Copy(up, c)
+					up.(*net.TCPConn).CloseWrite()
+				}()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
