@@ -404,35 +404,32 @@ func (x *RemoteIndex) remember(p *store.PathInfo) {
 // GetByNARHash returns the PathInfo of a store path whose NAR has that
 // SHA-256, with its tree prefetched into the cache.
 func (x *RemoteIndex) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*store.PathInfo, error) {
-	x.mu.Lock()
-	p := x.byNAR[h]
-	x.mu.Unlock()
-	if p == nil {
-		var err error
-		if p, err = x.listFor(ctx, h); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := x.r.Prefetch(ctx, p.Root); err != nil {
-		return nil, fmt.Errorf("client: proxy: fetching %s: %w", p.Path, err)
-	}
-	return p, nil
+	return x.byNARHash(ctx, h, func() (*store.PathInfo, error) { return x.listFor(ctx, h) })
 }
 
 // GetByNARHashOf implements httpcache.PathNARIndex: GetByNARHash, the
 // path looked up by its store path hash d rather than searched for in
 // the upstream's list when the NAR is not among the lookups remembered.
 func (x *RemoteIndex) GetByNARHashOf(ctx context.Context, h [sha256.Size]byte, d store.PathDigest) (*store.PathInfo, error) {
+	return x.byNARHash(ctx, h, func() (*store.PathInfo, error) {
+		p, err := x.Get(ctx, d)
+		if err == nil && p.NARSha256 != h {
+			err = fmt.Errorf("%w: NAR %x of store path %s", store.ErrNotFound, h, d)
+		}
+		return p, err
+	})
+}
+
+// byNARHash returns the PathInfo remembered for the NAR hash h, else the
+// one find finds, with its tree prefetched into the cache.
+func (x *RemoteIndex) byNARHash(ctx context.Context, h [sha256.Size]byte, find func() (*store.PathInfo, error)) (*store.PathInfo, error) {
 	x.mu.Lock()
 	p := x.byNAR[h]
 	x.mu.Unlock()
 	if p == nil {
 		var err error
-		if p, err = x.Get(ctx, d); err != nil {
+		if p, err = find(); err != nil {
 			return nil, err
-		}
-		if p.NARSha256 != h {
-			return nil, fmt.Errorf("%w: NAR %x of store path %s", store.ErrNotFound, h, d)
 		}
 	}
 	if _, err := x.r.Prefetch(ctx, p.Root); err != nil {

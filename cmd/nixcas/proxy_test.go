@@ -128,6 +128,46 @@ func testCounter(t *testing.T, base, name string) float64 {
 	return v
 }
 
+// publishedUpstream starts a nixcas server holding the two versions of
+// proxyTestTrees as store paths pkg-1.0 and pkg-1.1, signed by a key
+// whose public half pub Nix can trust.
+func publishedUpstream(t *testing.T, nix nixEnv) (srv *server.Server, paths map[string]*store.PathInfo, pub string) {
+	t.Helper()
+	key, pub, err := nix.keyPair(t.Context(), t.TempDir(), "upstream-test-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = startUpstream(t, "127.0.0.1:0")
+	v1, v2 := proxyTestTrees()
+	return srv, publishTrees(t, srv.GRPCAddr().String(), key, map[string]*testtree.Node{"pkg-1.0": v1, "pkg-1.1": v2}), pub
+}
+
+// restartableProxy returns the address of a proxy of pc that start runs
+// until the stop it returns is called, and runs again after: each run
+// in turn behind that one address (stableAddr), so that Nix sees one
+// cache.
+func restartableProxy(t *testing.T, pc proxyConfig) (base string, start func() (stop func())) {
+	t.Helper()
+	var target atomic.Value
+	pc.listen = "127.0.0.1:0"
+	return "http://" + stableAddr(t, &target), func() func() {
+		px, err := startProxy(t.Context(), pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target.Store(px.Addr().String())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- px.Serve(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
 // TestProxyNixCopy copies two versions of a path from the proxy with real
 // Nix: the second fetches from the upstream only the chunks it does not
 // share with the first.
@@ -135,13 +175,7 @@ func TestProxyNixCopy(t *testing.T) {
 	t.Parallel()
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
-	key, pub, err := nix.keyPair(t.Context(), t.TempDir(), "upstream-test-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := startUpstream(t, "127.0.0.1:0")
-	v1, v2 := proxyTestTrees()
-	paths := publishTrees(t, srv.GRPCAddr().String(), key, map[string]*testtree.Node{"pkg-1.0": v1, "pkg-1.1": v2})
+	srv, paths, pub := publishedUpstream(t, nix)
 	_, base := runProxy(t, proxyConfig{upstream: srv.GRPCAddr().String(), compression: "zstd"})
 
 	dst := filepath.Join(t.TempDir(), "store")
@@ -330,15 +364,8 @@ func TestProxyRestartFindsNARByPath(t *testing.T) {
 	t.Parallel()
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
-	key, pub, err := nix.keyPair(t.Context(), t.TempDir(), "upstream-test-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := startUpstream(t, "127.0.0.1:0")
-	v1, v2 := proxyTestTrees()
-	paths := publishTrees(t, srv.GRPCAddr().String(), key, map[string]*testtree.Node{"pkg-1.0": v1, "pkg-1.1": v2})
+	srv, paths, pub := publishedUpstream(t, nix)
 	p := paths["pkg-1.0"]
-	cache := filepath.Join(t.TempDir(), "proxy-cache")
 
 	// lists counts the upstream's PathInfoService/List calls.
 	lists := func() float64 {
@@ -357,25 +384,7 @@ func TestProxyRestartFindsNARByPath(t *testing.T) {
 		}
 		return n
 	}
-	// Each proxy in turn behind one address, so that Nix sees one cache.
-	var target atomic.Value
-	base := "http://" + stableAddr(t, &target)
-	start := func() (stop func()) {
-		px, err := startProxy(t.Context(), proxyConfig{upstream: srv.GRPCAddr().String(), listen: "127.0.0.1:0", cache: cache})
-		if err != nil {
-			t.Fatal(err)
-		}
-		target.Store(px.Addr().String())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- px.Serve(ctx) }()
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	base, start := restartableProxy(t, proxyConfig{upstream: srv.GRPCAddr().String(), cache: filepath.Join(t.TempDir(), "proxy-cache")})
 	stop := start()
 	if _, err := nix.run(t.Context(), "nix", "path-info", "--store", base, "--option", "trusted-public-keys", pub, p.AbsolutePath()); err != nil {
 		t.Fatal(err)

@@ -159,6 +159,23 @@ func pullThroughCache(t *testing.T, keyFile string) (string, []importE2EPath) {
 	return dir, ps
 }
 
+// signedPullThroughCache is pullThroughCache signed by a new key, whose
+// public half pub Nix can trust.
+func signedPullThroughCache(t *testing.T, nix nixEnv) (dir string, ps []importE2EPath, pub string) {
+	t.Helper()
+	keyDir := t.TempDir()
+	if _, err := nix.run(t.Context(), "nix-store", "--generate-binary-cache-key", "upstream-cache-1",
+		filepath.Join(keyDir, "secret"), filepath.Join(keyDir, "public")); err != nil {
+		t.Fatal(err)
+	}
+	pubB, err := os.ReadFile(filepath.Join(keyDir, "public"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, ps = pullThroughCache(t, filepath.Join(keyDir, "secret"))
+	return dir, ps, strings.TrimSpace(string(pubB))
+}
+
 // countingServer serves h, counting the requests.
 func countingServer(t *testing.T, h http.Handler) (*httptest.Server, *atomic.Int64) {
 	var n atomic.Int64
@@ -180,17 +197,7 @@ func TestProxyPullThrough(t *testing.T) {
 	t.Parallel()
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
-	keyDir := t.TempDir()
-	if _, err := nix.run(t.Context(), "nix-store", "--generate-binary-cache-key", "upstream-cache-1",
-		filepath.Join(keyDir, "secret"), filepath.Join(keyDir, "public")); err != nil {
-		t.Fatal(err)
-	}
-	pubB, err := os.ReadFile(filepath.Join(keyDir, "public"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstreamPub := strings.TrimSpace(string(pubB))
-	dir, ps := pullThroughCache(t, filepath.Join(keyDir, "secret"))
+	dir, ps, upstreamPub := signedPullThroughCache(t, nix)
 	ts, requests := countingServer(t, http.FileServer(http.Dir(dir)))
 
 	proxyKey, proxyPub, err := nix.keyPair(t.Context(), t.TempDir(), "proxy-test-1")
@@ -199,24 +206,7 @@ func TestProxyPullThrough(t *testing.T) {
 	}
 	px, base := runProxy(t, proxyConfig{upstream: ts.URL + "/", signKeys: []signature.SecretKey{proxyKey}})
 
-	copyAll := func(trust string) string {
-		t.Helper()
-		dst := filepath.Join(t.TempDir(), "store")
-		if _, err := nix.run(t.Context(), "nix", "copy", "--from", base, "--to", dst,
-			"--option", "trusted-public-keys", trust, ps[2].abs()); err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range ps {
-			dump, err := nix.run(t.Context(), "nix-store", "--dump", filepath.Join(dst, p.abs()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if dump != string(p.nar) {
-				t.Errorf("%s: the copy's NAR differs from the one Nix wrote to the upstream", p.base)
-			}
-		}
-		return dst
-	}
+	copyAll := func(trust string) string { return copyClosureFrom(t, nix, base, trust, ps) }
 
 	dst := copyAll(upstreamPub)
 	if n := requests.Load(); n < int64(2*len(ps)) {
@@ -369,16 +359,7 @@ func TestProxyUpstreamDown(t *testing.T) {
 func TestProxyUpstreamDownNixFallsBack(t *testing.T) {
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
-	keyDir := t.TempDir()
-	if _, err := nix.run(t.Context(), "nix-store", "--generate-binary-cache-key", "upstream-cache-1",
-		filepath.Join(keyDir, "secret"), filepath.Join(keyDir, "public")); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := os.ReadFile(filepath.Join(keyDir, "public"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, ps := pullThroughCache(t, filepath.Join(keyDir, "secret"))
+	dir, ps, pub := signedPullThroughCache(t, nix)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -393,7 +374,7 @@ func TestProxyUpstreamDownNixFallsBack(t *testing.T) {
 	start := time.Now()
 	out, err := nix.run(t.Context(), "nix-store", "--store", dst, "--realise", ps[2].abs(),
 		"--option", "substituters", proxied.URL+" file://"+dir+"?priority=50",
-		"--option", "trusted-public-keys", strings.TrimSpace(string(pub)))
+		"--option", "trusted-public-keys", pub)
 	if err != nil {
 		t.Fatalf("nix-store --realise with the proxy's upstream down: %v\n%s", err, out)
 	}
@@ -482,40 +463,10 @@ func TestProxyPullThroughAfterRestart(t *testing.T) {
 	t.Parallel()
 	e2eRequireNix(t)
 	nix := newNixEnv(t.TempDir())
-	keyDir := t.TempDir()
-	if _, err := nix.run(t.Context(), "nix-store", "--generate-binary-cache-key", "upstream-cache-1",
-		filepath.Join(keyDir, "secret"), filepath.Join(keyDir, "public")); err != nil {
-		t.Fatal(err)
-	}
-	pubB, err := os.ReadFile(filepath.Join(keyDir, "public"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	trust := strings.TrimSpace(string(pubB))
-	dir, ps := pullThroughCache(t, filepath.Join(keyDir, "secret"))
+	dir, ps, trust := signedPullThroughCache(t, nix)
 	ts, _ := countingServer(t, http.FileServer(http.Dir(dir)))
-	cache := filepath.Join(t.TempDir(), "proxy-cache")
 
-	// start runs a proxy behind base until stop is called: each proxy in
-	// turn has the one address, so that Nix sees one cache.
-	var target atomic.Value
-	base := "http://" + stableAddr(t, &target)
-	start := func() (stop func()) {
-		px, err := startProxy(t.Context(), proxyConfig{upstream: ts.URL + "/", listen: "127.0.0.1:0", cache: cache})
-		if err != nil {
-			t.Fatal(err)
-		}
-		target.Store(px.Addr().String())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- px.Serve(ctx) }()
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	base, start := restartableProxy(t, proxyConfig{upstream: ts.URL + "/", cache: filepath.Join(t.TempDir(), "proxy-cache")})
 	stop := start()
 	// Nix reads the closure's narinfos (and keeps them), no NAR.
 	if _, err := nix.run(t.Context(), "nix", "path-info", "--recursive", "--store", base,
@@ -545,10 +496,19 @@ func TestProxyPullThroughAfterRestart(t *testing.T) {
 		t.Errorf("GET %s from the restarted proxy: %d, %d bytes; want 200 and the %d bytes of the NAR", urls[p0.base], code, len(body), len(p0.nar))
 	}
 	// Then Nix, with the narinfos it kept.
+	copyClosureFrom(t, nix, base, trust, ps)
+}
+
+// copyClosureFrom copies the closure of ps[2] (pullThroughCache's paths)
+// from the binary cache base into a new store with Nix, trusting the key
+// trust, checks every path's NAR against the one Nix wrote, and returns
+// the store.
+func copyClosureFrom(t *testing.T, nix nixEnv, base, trust string, ps []importE2EPath) string {
+	t.Helper()
 	dst := filepath.Join(t.TempDir(), "store")
 	if _, err := nix.run(t.Context(), "nix", "copy", "--from", base, "--to", dst,
 		"--option", "trusted-public-keys", trust, ps[2].abs()); err != nil {
-		t.Fatalf("nix copy through the restarted proxy: %v", err)
+		t.Fatal(err)
 	}
 	for _, p := range ps {
 		dump, err := nix.run(t.Context(), "nix-store", "--dump", filepath.Join(dst, p.abs()))
@@ -559,4 +519,5 @@ func TestProxyPullThroughAfterRestart(t *testing.T) {
 			t.Errorf("%s: the copy's NAR differs from the one Nix wrote to the upstream", p.base)
 		}
 	}
+	return dst
 }
