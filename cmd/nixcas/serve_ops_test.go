@@ -306,6 +306,9 @@ func TestServeTLS(t *testing.T) {
 	if out, err := nixPing(certs.CA); err == nil {
 		t.Errorf("nix store ping trusting the first CA after the renewal succeeded:\n%s", out)
 	}
+	if out := srv.output(); !strings.Contains(out, "TLS certificate reloaded") {
+		t.Errorf("the server's log does not tell of the reload:\n%s", out)
+	}
 	renewed, err := grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: other.Pool})))
 	if err != nil {
 		t.Fatal(err)
