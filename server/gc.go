@@ -112,5 +112,5 @@ func (c *collector) collect(ctx context.Context) {
 	c.logger.Info("garbage collected", "pathsLive", res.PathsLive, "chunks", res.ChunksDeleted, "blobs", res.BlobsDeleted,
 		"directories", res.DirectoriesDeleted, "chunkBytes", res.ChunkBytesFreed, "storedBytes", res.StoredBytesFreed,
 		"framesDeleted", res.FramesDeleted, "framesRewritten", res.FramesRewritten, "deadBytesLeft", res.DeadBytesLeft,
-		"strayFrames", res.StrayFramesDeleted, "seconds", res.Seconds)
+		"strayFrames", res.StrayFramesDeleted, "narFileNames", res.NARFilesDeleted, "seconds", res.Seconds)
 }

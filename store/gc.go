@@ -1,10 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/castore/pebblestore"
@@ -16,6 +20,10 @@ type GCResult struct {
 	PathsLive uint64 `json:"pathsLive"`
 	// Files is the kept files (logs, debug info, realisations) marked.
 	Files uint64 `json:"filesLive"`
+	// NARFilesDeleted counts the names of uploaded NAR files (see
+	// PutNARFile) dropped, or, in a dry run, that would be: those whose
+	// NAR no path has any more and no pending upload holds.
+	NARFilesDeleted uint64 `json:"narFilesDeleted"`
 	pebblestore.GCResult
 }
 
@@ -49,7 +57,83 @@ func (x *Index) GC(ctx context.Context, cas *pebblestore.Store, opts pebblestore
 	}
 	r, err := cas.GC(ctx, opts)
 	res.GCResult = r
+	if err != nil {
+		return res, err
+	}
+	res.NARFilesDeleted, err = x.pruneNARFiles(ctx, opts.DryRun)
 	return res, err
+}
+
+// narFilesPerBatch bounds the records one write of pruneNARFiles deletes.
+const narFilesPerBatch = 1024
+
+// pruneNARFiles deletes (unless dryRun) the records of uploaded NAR file
+// names whose NAR no path has (its paths were deleted or expired) and no
+// pending upload holds, and returns how many. A name Nix uploads is
+// recorded when its narinfo is put, while the NAR's pending upload is
+// still recorded, and that is dropped only after the path is: so a name
+// is checked against the pending uploads first, then against the NAR
+// hashes of paths, and one being put meanwhile is seen by either. (A
+// name recorded again for a NAR that was gone, between the check and the
+// deletion, is lost; Nix then uploads it anew.)
+func (x *Index) pruneNARFiles(ctx context.Context, dryRun bool) (uint64, error) {
+	type narFile struct {
+		url []byte
+		sum [sha256.Size]byte
+	}
+	var all []narFile
+	err := x.meta.ScanMeta(ctx, KindNARFile, nil, func(key, v []byte) error {
+		if len(v) <= sha256.Size {
+			return fmt.Errorf("%w: NAR file record of %s has %d bytes", castore.ErrCorrupt, key, len(v))
+		}
+		f := narFile{url: bytes.Clone(key)}
+		copy(f.sum[:], v)
+		all = append(all, f)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: uploaded NAR files: %w", err)
+	}
+	var gone []castore.MetaRecord
+	for _, f := range all {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		live, err := x.narLive(ctx, f.sum)
+		if err != nil {
+			return 0, err
+		}
+		if !live {
+			gone = append(gone, castore.MetaRecord{Kind: KindNARFile, Key: f.url, Delete: true})
+		}
+	}
+	if dryRun || len(gone) == 0 {
+		return uint64(len(gone)), nil
+	}
+	for batch := range slices.Chunk(gone, narFilesPerBatch) {
+		if err := x.meta.SetMeta(ctx, batch...); err != nil {
+			return 0, fmt.Errorf("store: uploaded NAR files: %w", err)
+		}
+	}
+	return uint64(len(gone)), x.meta.Sync(ctx)
+}
+
+// narLive reports whether a pending upload holds the NAR of hash sum, or
+// a path has it.
+func (x *Index) narLive(ctx context.Context, sum [sha256.Size]byte) (bool, error) {
+	if _, err := x.PendingUpload(ctx, "", sum); err == nil {
+		return true, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	_, err := x.meta.GetMeta(ctx, KindNARHash, sum[:])
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, castore.ErrNotFound):
+		return false, nil
+	}
+	return false, err
 }
 
 // scanFiles calls fn with the name ("<kind>/<name>"), blob and size of

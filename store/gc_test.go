@@ -418,3 +418,85 @@ func TestGCCloseDuringCollection(t *testing.T) {
 		t.Fatal("Close did not return within a minute of the collection")
 	}
 }
+
+// TestGCDropsNamesOfGoneNARs: a collection drops the recorded names of
+// uploaded NAR files whose NAR no path has and no pending upload holds
+// (a dry run counts them and drops none), and keeps the others: a live
+// path's, a NAR whose upload is pending, and a deleted path's whose NAR
+// another path still has.
+func TestGCDropsNamesOfGoneNARs(t *testing.T) {
+	ctx := context.Background()
+	s, x := openGCStore(t, t.TempDir())
+	a := gcPath(t, s, gcPathA, gcTree(1, 10))
+	b := gcPath(t, s, gcPathB, gcTree(1, 20))
+	for _, p := range []*store.PathInfo{a, b} {
+		if err := x.Put(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := sha256.Sum256([]byte("a NAR uploaded, its narinfo not yet"))
+	nowhere := sha256.Sum256([]byte("a NAR of no path"))
+	names := map[string][sha256.Size]byte{
+		"nar/a.nar.xz":       a.NARSha256,
+		"nar/b.nar.xz":       b.NARSha256,
+		"nar/pending.nar.xz": pending,
+		"nar/nowhere.nar.xz": nowhere,
+	}
+	for url, sum := range names {
+		if err := x.PutNARFile(ctx, url, store.NARFile{NARSha256: sum, Compression: "xz"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.PutPendingUpload(ctx, store.PendingUpload{URL: "nar/pending.nar.xz", Root: b.Root, NARSize: b.NARSize, NARSha256: pending, Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := x.Delete(ctx, a.Digest()); err != nil || !ok {
+		t.Fatalf("Delete: %v %v", ok, err)
+	}
+	kept := func() map[string]bool {
+		t.Helper()
+		got := map[string]bool{}
+		for url := range names {
+			_, err := x.GetNARFile(ctx, url)
+			switch {
+			case err == nil:
+				got[url] = true
+			case !errors.Is(err, store.ErrNotFound):
+				t.Fatal(err)
+			}
+		}
+		return got
+	}
+
+	res, err := x.GC(ctx, s, pebblestore.GCOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.NARFilesDeleted != 2 || len(kept()) != len(names) {
+		t.Errorf("dry run: %d names counted, %d of %d kept; want 2 counted, all kept", res.NARFilesDeleted, len(kept()), len(names))
+	}
+	if res, err = x.GC(ctx, s, pebblestore.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"nar/b.nar.xz": true, "nar/pending.nar.xz": true}
+	if got := kept(); res.NARFilesDeleted != 2 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("collection: %d names dropped, kept %v; want 2 dropped, kept %v", res.NARFilesDeleted, got, want)
+	}
+
+	// B's NAR under a second path: deleting B keeps B's name.
+	c := *b
+	c.Path = "2c6kzph7l0dcbfmjap64f0czdafn3b7x-c"
+	c.Root.Name = c.Path
+	if err := x.Put(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := x.Delete(ctx, b.Digest()); err != nil || !ok {
+		t.Fatalf("Delete: %v %v", ok, err)
+	}
+	if res, err = x.GC(ctx, s, pebblestore.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := kept(); !got["nar/b.nar.xz"] {
+		t.Errorf("B deleted, its NAR still C's: B's name dropped (kept %v, %d dropped)", got, res.NARFilesDeleted)
+	}
+}

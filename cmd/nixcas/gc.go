@@ -110,6 +110,7 @@ would be deleted, but its collection figures still count them as live.`,
 			}{
 				{res.PathsLive, "store paths live"},
 				{res.Files, "kept files live"},
+				{res.NARFilesDeleted, "names of uploaded NAR files " + verb},
 				{res.UseRecords, "uses within the grace period kept"},
 				{res.DirectoriesDeleted, "directories " + verb},
 				{res.BlobsDeleted, "blob indexes " + verb},
