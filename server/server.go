@@ -115,8 +115,7 @@ type Server struct {
 	httpLn    net.Listener
 	auth      auth.Policy
 	compactor *compactor // nil: no background compaction
-	retainer  *retainer
-	collector *collector // nil: no background garbage collection
+	maintenance *Maintenance // access times, retention, garbage collection
 }
 
 // New opens the store and the listeners and sets up the services. The
@@ -197,13 +196,8 @@ func New(o Options) (srv *Server, err error) {
 		}
 	}
 
-	if s.retainer, err = newRetainer(o.Retention, index, o.Logger, reg); err != nil {
+	if s.maintenance, err = NewMaintenance(s.store, index, o.Retention, o.GC, o.Logger, reg); err != nil {
 		return nil, err
-	}
-	if o.GC.Interval > 0 {
-		if s.collector, err = newCollector(o.GC, s.store, index, o.Logger, reg); err != nil {
-			return nil, err
-		}
 	}
 
 	grpcOpts := append(o.Limits.grpcOptions(), grpc.WaitForHandlers(true))
@@ -301,17 +295,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.compactor.run(compactCtx)
 		}
 	}()
-	retainDone := make(chan struct{})
+	maintenanceDone := make(chan struct{})
 	go func() {
-		defer close(retainDone)
-		s.retainer.run(compactCtx)
-	}()
-	gcDone := make(chan struct{})
-	go func() {
-		defer close(gcDone)
-		if s.collector != nil {
-			s.collector.run(compactCtx)
-		}
+		defer close(maintenanceDone)
+		s.maintenance.Run(compactCtx)
 	}()
 	var err error
 	select {
@@ -321,11 +308,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	stopCompacting()
 	<-compactDone
-	<-retainDone
-	<-gcDone
+	<-maintenanceDone
 	s.shutdown()
 	// After the last request: its reads' access times are written too.
-	s.retainer.flush(context.Background())
+	s.maintenance.FlushAccess(context.Background())
 	if cerr := s.store.Close(); err == nil {
 		err = cerr
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/nixcas/nixcas/castore"
+	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/client"
+	"github.com/nixcas/nixcas/server"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
 )
@@ -38,6 +42,9 @@ type proxyConfig struct {
 	tokenFile   string
 	compression string // wire compression
 	priority    int
+	// Pull-through only: retention and garbage collection of the cache.
+	retention server.RetentionPolicy
+	gc        server.GCPolicy
 }
 
 // proxyServer is a running proxy: the binary-cache handler over a
@@ -48,6 +55,9 @@ type proxyServer struct {
 	http   *http.Server
 	cache  *client.Cache
 	client *client.Client // gRPC upstream only
+	// maintenance writes access times, expires paths and collects
+	// garbage in the cache (pull-through only).
+	maintenance *server.Maintenance
 }
 
 // upstreamKind tells what an --upstream names: a binary cache URL
@@ -82,6 +92,10 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 	if cacheURL != "" && (pc.cacheSize != 0 || pc.tokenFile != "") {
 		return errors.New("--cache-size and --token-file apply to a gRPC upstream only (give an HTTP cache's password in its URL)")
 	}
+	retains := pc.retention.MaxAge != 0 || pc.retention.MaxSize != 0
+	if cacheURL == "" && retains {
+		return errors.New("--retention and --max-size apply to a binary cache upstream only (a gRPC upstream's cache is bounded by --cache-size)")
+	}
 	token, err := readToken(pc.tokenFile)
 	if err != nil {
 		return err
@@ -97,10 +111,21 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 		if err != nil {
 			return err
 		}
+		index := store.NewIndex(p.cache, p.cache)
 		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
-			CAS: p.cache, Index: store.NewIndex(p.cache, p.cache), Upstream: src, LookupTimeout: pc.timeout,
+			CAS: p.cache, Index: index, Upstream: src, LookupTimeout: pc.timeout,
 		})
 		if err != nil {
+			return err
+		}
+		// Paths retention deletes leave their data to a collection; with
+		// none deleted there is nothing to collect.
+		gc := pc.gc
+		if !retains {
+			gc.Interval = 0
+		}
+		cas, _ := castore.As[*pebblestore.Store](p.cache)
+		if p.maintenance, err = server.NewMaintenance(cas, index, pc.retention, gc, slog.Default(), reg); err != nil {
 			return err
 		}
 		o.CAS, o.Index = p.cache, pt
@@ -153,6 +178,14 @@ func (p *proxyServer) Addr() net.Addr { return p.ln.Addr() }
 func (p *proxyServer) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- p.http.Serve(p.ln) }()
+	maintained := make(chan struct{})
+	mctx, stopMaintenance := context.WithCancel(ctx)
+	go func() {
+		defer close(maintained)
+		if p.maintenance != nil {
+			p.maintenance.Run(mctx)
+		}
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -161,6 +194,12 @@ func (p *proxyServer) Serve(ctx context.Context) error {
 		cancel()
 	case err = <-errc:
 		err = fmt.Errorf("proxy: %w", err)
+	}
+	stopMaintenance()
+	<-maintained
+	if p.maintenance != nil {
+		// After the last request: its reads' access times too.
+		p.maintenance.FlushAccess(context.Background())
 	}
 	if cerr := p.close(); err == nil {
 		err = cerr
@@ -208,6 +247,10 @@ From a binary cache (pull-through): narinfos are the upstream's, with its
 signatures; a NAR is fetched once (any compression Nix writes), checked
 against its narinfo, ingested as chunks into --cache with a record of the
 path, and served from there afterwards without asking the upstream.
+--max-size and --retention bound the cache as serve's do: every
+--retention-interval the least recently read paths beyond the size, or
+those not read for that long, are deleted, and their data is collected
+every --gc-interval.
 
 Each narinfo look-up the proxy cannot answer itself asks the upstream once,
 within --upstream-timeout; when the upstream is down or too slow the proxy
@@ -245,6 +288,13 @@ signature. Uploads are refused (405).`,
 	f.StringVar(&pc.tokenFile, "token-file", "", "file holding the bearer token the upstream asks for (gRPC upstream only)")
 	f.StringVar(&pc.compression, "wire-compression", "zstd", "compression of the chunks on the wire: zstd (chunk streams; each message on its own with older servers), zstd-messages, or none (gRPC upstream only)")
 	f.IntVar(&pc.priority, "priority", httpcache.DefaultPriority, "binary cache priority announced in nix-cache-info")
+	f.Var((*ageValue)(&pc.retention.MaxAge), "retention", "delete paths from the cache not read for this long: `DURATION` such as 30d (0: keep them; binary cache upstream only)")
+	f.Var((*sizeValue)(&pc.retention.MaxSize), "max-size", "delete least recently read paths from the cache while the NAR sizes of those left add up to more: `SIZE` such as 50G (0: no limit; binary cache upstream only)")
+	f.DurationVar(&pc.retention.Interval, "retention-interval", server.DefaultRetentionInterval, "time between two retention runs")
+	pc.gc = server.DefaultGCPolicy
+	pc.gc.Interval = time.Hour
+	f.DurationVar(&pc.gc.Interval, "gc-interval", pc.gc.Interval, "with --retention or --max-size, collect the garbage of the cache in the background, this long after the previous collection ended (0: never)")
+	f.DurationVar(&pc.gc.Grace, "gc-grace", pc.gc.Grace, "keep what was written this long before a collection")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +28,7 @@ import (
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/proto/storepb"
 	"github.com/nixcas/nixcas/server"
+	"github.com/nixcas/nixcas/store"
 )
 
 // startServer runs a nixcas server with o (data directory and listeners
@@ -520,4 +522,72 @@ func copyClosureFrom(t *testing.T, nix nixEnv, base, trust string, ps []importE2
 		}
 	}
 	return dst
+}
+
+// TestProxyPullThroughMaxSize: a pull-through proxy with --max-size
+// deletes from its cache the paths beyond the bound and collects their
+// data in the background; Nix then copies the closure again through it,
+// fetched anew from the upstream.
+func TestProxyPullThroughMaxSize(t *testing.T) {
+	t.Parallel()
+	e2eRequireNix(t)
+	nix := newNixEnv(t.TempDir())
+	dir, ps, trust := signedPullThroughCache(t, nix)
+	ts, requests := countingServer(t, http.FileServer(http.Dir(dir)))
+	px, base := runProxy(t, proxyConfig{
+		upstream:  ts.URL + "/",
+		retention: server.RetentionPolicy{MaxSize: 1, Interval: 100 * time.Millisecond},
+		gc:        server.GCPolicy{Interval: 100 * time.Millisecond, RewriteBelow: server.DefaultGCPolicy.RewriteBelow},
+	})
+	index := store.NewIndex(px.cache, px.cache)
+	local := func() (paths int, chunks uint64) {
+		t.Helper()
+		for _, p := range ps {
+			d, err := store.ParsePathDigest(p.base[:32])
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch _, err := index.Get(t.Context(), d); {
+			case err == nil:
+				paths++
+			case !errors.Is(err, store.ErrNotFound):
+				t.Fatal(err)
+			}
+		}
+		st, err := px.cache.Stats(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return paths, st.Chunks
+	}
+	// waitFor polls until the cache holds no path of ps and no chunk.
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			paths, chunks := local()
+			if paths == 0 && chunks == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the cache still holds %d of the %d paths and %d chunks", what, paths, len(ps), chunks)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// The bound is refused with a gRPC upstream, whose cache
+	// --cache-size bounds.
+	if _, err := startProxy(t.Context(), proxyConfig{upstream: "127.0.0.1:1", listen: "127.0.0.1:0", cache: filepath.Join(t.TempDir(), "c"),
+		retention: server.RetentionPolicy{MaxSize: 1}}); err == nil || !strings.Contains(err.Error(), "--max-size apply to a binary cache upstream only") {
+		t.Errorf("--max-size with a gRPC upstream: %v; want it refused", err)
+	}
+
+	copyClosureFrom(t, nix, base, trust, ps)
+	waitFor("after the first copy")
+	before := requests.Load()
+	copyClosureFrom(t, nix, base, trust, ps)
+	if n := requests.Load() - before; n < int64(len(ps)) {
+		t.Errorf("second copy made %d requests to the upstream, want the NARs fetched anew (%d paths)", n, len(ps))
+	}
+	waitFor("after the second copy")
 }

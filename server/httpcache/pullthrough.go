@@ -66,8 +66,9 @@ type fetch struct {
 const maxPending = 1 << 14
 
 var (
-	_ Index        = (*PullThrough)(nil)
-	_ PathNARIndex = (*PullThrough)(nil)
+	_ Index          = (*PullThrough)(nil)
+	_ PathNARIndex   = (*PullThrough)(nil)
+	_ accessRecorder = (*PullThrough)(nil)
 )
 
 // NewPullThrough returns a PullThrough over o.
@@ -215,6 +216,11 @@ func (x *PullThrough) fetch(h [sha256.Size]byte, ni *narinfo.NarInfo, f *fetch) 
 	x.mu.Unlock()
 	close(f.done)
 }
+
+// RecordAccess notes a read of the store path whose hash is d in the
+// local index (store.Index.RecordAccess: a path not local is skipped when
+// the times are written), so that retention keeps what is read.
+func (x *PullThrough) RecordAccess(d store.PathDigest) { x.o.Index.RecordAccess(d) }
 
 // Put fails: the pull-through cache is read-only.
 func (x *PullThrough) Put(context.Context, *store.PathInfo) error {
