@@ -107,14 +107,14 @@ const SharedNarInfoTTL = time.Second
 
 // Server is a running nixcas server. Make one with New, then call Serve.
 type Server struct {
-	opts      Options
-	store     *pebblestore.Store
-	grpc      *grpc.Server
-	http      *http.Server
-	grpcLn    net.Listener
-	httpLn    net.Listener
-	auth      auth.Policy
-	compactor *compactor // nil: no background compaction
+	opts        Options
+	store       *pebblestore.Store
+	grpc        *grpc.Server
+	http        *http.Server
+	grpcLn      net.Listener
+	httpLn      net.Listener
+	auth        auth.Policy
+	compactor   *compactor   // nil: no background compaction
 	maintenance *Maintenance // access times, retention, garbage collection
 }
 
