@@ -250,7 +250,8 @@ path, and served from there afterwards without asking the upstream.
 --max-size and --retention bound the cache as serve's do: every
 --retention-interval the least recently read paths beyond the size, or
 those not read for that long, are deleted, and their data is collected
-every --gc-interval.
+every --gc-interval (with the chunks push and pull left in a shared
+--cache, which no path reaches: give the proxy a cache of its own).
 
 Each narinfo look-up the proxy cannot answer itself asks the upstream once,
 within --upstream-timeout; when the upstream is down or too slow the proxy
