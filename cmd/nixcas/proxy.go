@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -111,9 +112,15 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 		if err != nil {
 			return err
 		}
+		// NARs being fetched are spooled beside the cache, on its disk
+		// (not in a temporary directory that may be memory).
+		spool := filepath.Join(p.cache.Dir(), "spool")
+		if err := os.MkdirAll(spool, 0o755); err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
 		index := store.NewIndex(p.cache, p.cache)
 		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
-			CAS: p.cache, Index: index, Upstream: src, LookupTimeout: pc.timeout,
+			CAS: p.cache, Index: index, Upstream: src, LookupTimeout: pc.timeout, SpoolDir: spool,
 		})
 		if err != nil {
 			return err

@@ -505,7 +505,7 @@ func (im *importer) run(ctx context.Context) (ImportStats, error) {
 				continue
 			}
 			running++
-			go func() { results <- result{p, im.importPath(ctx, p.ni)} }()
+			go func() { results <- result{p, im.importPath(ctx, p.ni, nil)} }()
 		}
 		if running == 0 {
 			if ctx.Err() != nil {
@@ -533,8 +533,9 @@ func (im *importer) run(ctx context.Context) (ImportStats, error) {
 	return st, nil
 }
 
-// importPath fetches, checks, ingests and records one path.
-func (im *importer) importPath(ctx context.Context, ni *narinfo.NarInfo) error {
+// importPath fetches, checks, ingests and records one path; tee, when not
+// nil, also receives the NAR as it is decompressed.
+func (im *importer) importPath(ctx context.Context, ni *narinfo.NarInfo, tee io.Writer) error {
 	f, err := im.o.Source.Open(ctx, ni.URL)
 	if err != nil {
 		return err
@@ -549,7 +550,10 @@ func (im *importer) importPath(ctx context.Context, ni *narinfo.NarInfo) error {
 	defer nar.Close()
 	var in io.Reader = nar
 	if im.o.NAR != nil {
-		in = io.TeeReader(nar, im.o.NAR)
+		in = io.TeeReader(in, im.o.NAR)
+	}
+	if tee != nil {
+		in = io.TeeReader(in, tee)
 	}
 	res, err := narrender.Ingest(ctx, in, im.o.CAS, castore.WriterOptions{})
 	if err != nil {

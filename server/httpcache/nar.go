@@ -35,6 +35,9 @@ func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 		name, _ = strings.CutSuffix(file, ".nar")
 	}
 	if sum, ok := parseNARHash(name); ok && name != file {
+		if !zst && h.streamFetching(w, r, sum) {
+			return
+		}
 		p, err := h.pathOfNAR(r, sum)
 		if err == nil && p.NARSha256 != sum {
 			// The path was put again with another NAR since.
@@ -57,6 +60,48 @@ func (h *handler) getNAR(w http.ResponseWriter, r *http.Request) {
 	if !h.serveUploaded(w, r, file) {
 		http.NotFound(w, r)
 	}
+}
+
+// fetchingNARs is the optional power of an Index that fetches NARs on
+// demand to follow a fetch as it goes (PullThrough.OpenFetching).
+type fetchingNARs interface {
+	OpenFetching(ctx context.Context, h [sha256.Size]byte, d *store.PathDigest) (io.ReadCloser, uint64, bool, error)
+}
+
+// streamFetching answers a whole GET of the NAR sum from the fetch of it
+// in progress, when the index has one to follow (fetchingNARs), and
+// reports whether it answered. The response has the NAR's Content-Length;
+// should the fetch fail midway, the connection is cut, so the client
+// sees a short body rather than a whole one. Other requests (HEAD,
+// ranges, conditional ones), and a NAR with no fetch to follow, are
+// served as usual.
+func (h *handler) streamFetching(w http.ResponseWriter, r *http.Request, sum [sha256.Size]byte) bool {
+	x, ok := h.o.Index.(fetchingNARs)
+	if !ok || r.Method != http.MethodGet || r.Header.Get("Range") != "" || r.Header.Get("If-None-Match") != "" {
+		return false
+	}
+	var d *store.PathDigest
+	if pd, err := store.ParsePathDigest(r.URL.Query().Get(narPathQuery)); err == nil {
+		d = &pd
+	}
+	rc, size, ok, err := x.OpenFetching(r.Context(), sum, d)
+	if err != nil || !ok {
+		return false // served as usual, errors included
+	}
+	defer rc.Close()
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/x-nix-nar")
+	hdr.Set("Content-Length", strconv.FormatUint(size, 10))
+	n, err := io.Copy(w, rc)
+	if err == nil && uint64(n) != size {
+		err = fmt.Errorf("the upstream's NAR has %d bytes, its narinfo says %d", n, size)
+	}
+	if err != nil {
+		slog.Warn("pull-through: NAR sent while fetched cut short", "nar", nixbase32.EncodeToString(sum[:]), "sent", n, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	h.m.narBytes(size)
+	return true
 }
 
 // pathOfNAR returns the PathInfo of the store path whose NAR has the

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -29,6 +31,10 @@ type PullThroughOptions struct {
 	// 1 s). A lookup the upstream fails or does not answer in time is an
 	// error wrapping store.ErrUnavailable.
 	LookupTimeout time.Duration
+	// SpoolDir is where a NAR being fetched is kept for its first
+	// readers (see OpenFetching): the system's temporary directory when
+	// empty. The file is unlinked at once and gone with the fetch.
+	SpoolDir string
 }
 
 // DefaultLookupTimeout is PullThroughOptions.LookupTimeout when unset.
@@ -55,10 +61,13 @@ type PullThrough struct {
 	fetches map[[sha256.Size]byte]*fetch
 }
 
-// fetch is a NAR being fetched; done is closed when err is set.
+// fetch is a NAR being fetched; done is closed when err is set. spool,
+// when not nil, holds the NAR as it comes (see OpenFetching), size bytes.
 type fetch struct {
-	done chan struct{}
-	err  error
+	done  chan struct{}
+	err   error
+	spool *narSpool
+	size  uint64
 }
 
 // maxPending bounds the narinfos a PullThrough remembers between a
@@ -169,9 +178,7 @@ func (x *PullThrough) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*s
 		return x.o.Index.GetByNARHash(ctx, h)
 	}
 	if f == nil {
-		f = &fetch{done: make(chan struct{})}
-		x.fetches[h] = f
-		go x.fetch(h, ni, f)
+		f = x.startFetch(h, ni)
 	}
 	x.mu.Unlock()
 	select {
@@ -204,10 +211,67 @@ func (x *PullThrough) GetByNARHashOf(ctx context.Context, h [sha256.Size]byte, d
 	return x.GetByNARHash(ctx, h)
 }
 
+// startFetch starts fetching the NAR h that ni describes; called holding
+// mu. A spool that cannot be made leaves the fetch without one.
+func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo) *fetch {
+	f := &fetch{done: make(chan struct{}), size: ni.NarSize}
+	if sp, err := newNARSpool(x.o.SpoolDir); err == nil {
+		f.spool = sp
+	} else {
+		slog.Warn("pull-through: cannot spool a NAR for its first reader; it waits for the whole fetch", "err", err)
+	}
+	x.fetches[h] = f
+	go x.fetch(h, ni, f)
+	return f
+}
+
+// OpenFetching returns a reader of the NAR of hash h while it is being
+// fetched, and its size, starting the fetch if the upstream described its
+// path and the NAR is not local (looking the store path d up again, if
+// not nil, when neither is known, as GetByNARHashOf does): the reader
+// follows the fetch as the NAR is decompressed, so that the client gets
+// bytes long before a large NAR is ingested whole, and ends with the
+// fetch's error if it fails (the bytes are the upstream's, not yet
+// checked: Nix checks the NAR hash of what it downloads). ok is false
+// when there is nothing to follow: the NAR is local, unknown, or already
+// fetched; the caller then serves it as usual.
+func (x *PullThrough) OpenFetching(ctx context.Context, h [sha256.Size]byte, d *store.PathDigest) (r io.ReadCloser, size uint64, ok bool, err error) {
+	if _, err := x.o.Index.GetByNARHash(ctx, h); err == nil || !errors.Is(err, store.ErrNotFound) {
+		return nil, 0, false, err
+	}
+	x.mu.Lock()
+	known := x.pending[h] != nil || x.fetches[h] != nil
+	x.mu.Unlock()
+	if !known && d != nil {
+		p, err := x.Get(ctx, *d)
+		if err != nil || p.NARSha256 != h {
+			return nil, 0, false, err
+		}
+	}
+	x.mu.Lock()
+	f := x.fetches[h]
+	if ni := x.pending[h]; f == nil && ni != nil {
+		f = x.startFetch(h, ni)
+	}
+	x.mu.Unlock()
+	if f == nil || f.spool == nil {
+		return nil, 0, false, nil
+	}
+	r, ok = f.spool.open(ctx)
+	return r, f.size, ok, nil
+}
+
 // fetch imports the path ni describes, on its own context: a request
 // that gives up does not stop a fetch others may be waiting for.
 func (x *PullThrough) fetch(h [sha256.Size]byte, ni *narinfo.NarInfo, f *fetch) {
-	f.err = x.im.importPath(context.Background(), ni)
+	var tee io.Writer
+	if f.spool != nil {
+		tee = f.spool
+	}
+	f.err = x.im.importPath(context.Background(), ni, tee)
+	if f.spool != nil {
+		f.spool.finish(f.err)
+	}
 	x.mu.Lock()
 	delete(x.fetches, h)
 	if f.err == nil {

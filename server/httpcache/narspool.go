@@ -1,0 +1,137 @@
+package httpcache
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// narSpool holds the NAR of a pull-through fetch as it is decompressed,
+// in an unlinked temporary file, for the requests that read it meanwhile
+// (see PullThrough.OpenFetching): Nix gives up on a download that sends
+// nothing for stalled-download-timeout (300 s), and a large NAR from a
+// slow upstream takes longer than that to fetch and ingest whole. The
+// spool never fails the fetch: a write to it that fails fails its
+// readers only.
+type narSpool struct {
+	f *os.File
+
+	mu   sync.Mutex
+	n    int64         // bytes written
+	werr error         // the first failed write: readers stop with it
+	done bool          // the fetch ended
+	err  error         // why it failed, once done
+	more chan struct{} // closed and replaced at each write and at the end
+	refs int           // the fetch and each reader; the file is closed at 0
+}
+
+// newNARSpool creates a spool in dir (the system's temporary directory
+// when empty), held by the fetch.
+func newNARSpool(dir string) (*narSpool, error) {
+	f, err := os.CreateTemp(dir, "nixcas-pull-through-*.nar")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return &narSpool{f: f, more: make(chan struct{}), refs: 1}, nil
+}
+
+// Write appends p; it always reports success (see narSpool).
+func (s *narSpool) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	off, failed := s.n, s.werr != nil
+	s.mu.Unlock()
+	if failed {
+		return len(p), nil
+	}
+	n, err := s.f.WriteAt(p, off)
+	s.mu.Lock()
+	s.n += int64(n)
+	if err != nil {
+		s.werr = fmt.Errorf("spooling the NAR: %w", err)
+	}
+	s.wake()
+	s.mu.Unlock()
+	return len(p), nil
+}
+
+// finish records that the fetch ended with err and releases its hold.
+func (s *narSpool) finish(err error) {
+	s.mu.Lock()
+	s.done, s.err = true, err
+	s.wake()
+	s.mu.Unlock()
+	s.release()
+}
+
+// wake tells the readers waiting that something changed; called holding
+// mu.
+func (s *narSpool) wake() {
+	close(s.more)
+	s.more = make(chan struct{})
+}
+
+// open returns a reader of the spool from its start, or false when the
+// spool is closed already.
+func (s *narSpool) open(ctx context.Context) (io.ReadCloser, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs == 0 {
+		return nil, false
+	}
+	s.refs++
+	return &spoolReader{s: s, ctx: ctx}, true
+}
+
+func (s *narSpool) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs--; s.refs == 0 {
+		s.f.Close()
+	}
+}
+
+// spoolReader reads a narSpool as it grows: it waits for more until the
+// fetch ends, then ends with the fetch's error, if any.
+type spoolReader struct {
+	s      *narSpool
+	ctx    context.Context
+	off    int64
+	closed sync.Once
+}
+
+func (r *spoolReader) Read(p []byte) (int, error) {
+	for {
+		r.s.mu.Lock()
+		n, werr, done, err, more := r.s.n, r.s.werr, r.s.done, r.s.err, r.s.more
+		r.s.mu.Unlock()
+		switch {
+		case r.off < n:
+			k, rerr := r.s.f.ReadAt(p[:min(int64(len(p)), n-r.off)], r.off)
+			r.off += int64(k)
+			if rerr == io.EOF {
+				rerr = nil
+			}
+			return k, rerr
+		case werr != nil:
+			return 0, werr
+		case done && err != nil:
+			return 0, err
+		case done:
+			return 0, io.EOF
+		}
+		select {
+		case <-more:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Close releases the reader's hold on the spool. Safe twice.
+func (r *spoolReader) Close() error {
+	r.closed.Do(r.s.release)
+	return nil
+}
