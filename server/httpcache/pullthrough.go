@@ -49,7 +49,8 @@ const DefaultLookupTimeout = time.Second
 // checked against the narinfo and ingested into the local store, with
 // the narinfo's signatures, as [Import] does for one path; from then on
 // the path is served locally and the upstream is not asked again. One
-// fetch per NAR at a time; concurrent requests for it wait for that one.
+// fetch per NAR at a time; concurrent requests for it wait for that one,
+// or follow it as it comes (OpenFetching).
 // Safe for concurrent use.
 type PullThrough struct {
 	o  PullThroughOptions
