@@ -258,15 +258,20 @@ func TestServeTLS(t *testing.T) {
 	if line := srv.firstLine(); !strings.Contains(line, "(TLS)") {
 		t.Errorf("startup line %q does not say TLS", line)
 	}
-	conn, err := grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: certs.Pool})))
-	if err != nil {
-		t.Fatal(err)
+	// grpcCall makes a gRPC call over a new connection trusting pool.
+	grpcCall := func(pool *x509.CertPool) error {
+		conn, err := grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d := castore.Hash([]byte("tls"))
+		_, err = nixcaspb.NewSyncServiceClient(conn).Missing(ctx, &nixcaspb.MissingRequest{Chunks: [][]byte{d[:]}})
+		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d := castore.Hash([]byte("tls"))
-	if _, err := nixcaspb.NewSyncServiceClient(conn).Missing(ctx, &nixcaspb.MissingRequest{Chunks: [][]byte{d[:]}}); err != nil {
+	if err := grpcCall(certs.Pool); err != nil {
 		t.Errorf("gRPC over TLS: %v", err)
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: certs.Pool}}}
@@ -309,12 +314,7 @@ func TestServeTLS(t *testing.T) {
 	if out := srv.output(); !strings.Contains(out, "TLS certificate reloaded") {
 		t.Errorf("the server's log does not tell of the reload:\n%s", out)
 	}
-	renewed, err := grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: other.Pool})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer renewed.Close()
-	if _, err := nixcaspb.NewSyncServiceClient(renewed).Missing(ctx, &nixcaspb.MissingRequest{Chunks: [][]byte{d[:]}}); err != nil {
+	if err := grpcCall(other.Pool); err != nil {
 		t.Errorf("gRPC over TLS after the renewal: %v", err)
 	}
 }
