@@ -179,7 +179,7 @@ func (x *PullThrough) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*s
 		return x.o.Index.GetByNARHash(ctx, h)
 	}
 	if f == nil {
-		f = x.startFetch(h, ni)
+		f = x.startFetch(h, ni, false)
 	}
 	x.mu.Unlock()
 	select {
@@ -212,14 +212,17 @@ func (x *PullThrough) GetByNARHashOf(ctx context.Context, h [sha256.Size]byte, d
 	return x.GetByNARHash(ctx, h)
 }
 
-// startFetch starts fetching the NAR h that ni describes; called holding
-// mu. A spool that cannot be made leaves the fetch without one.
-func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo) *fetch {
+// startFetch starts fetching the NAR h that ni describes, spooling it for
+// readers that follow it (OpenFetching) when spooled is set; called
+// holding mu. A spool that cannot be made leaves the fetch without one.
+func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo, spooled bool) *fetch {
 	f := &fetch{done: make(chan struct{}), size: ni.NarSize}
-	if sp, err := newNARSpool(x.o.SpoolDir); err == nil {
-		f.spool = sp
-	} else {
-		slog.Warn("pull-through: cannot spool a NAR for its first reader; it waits for the whole fetch", "err", err)
+	if spooled {
+		if sp, err := newNARSpool(x.o.SpoolDir); err == nil {
+			f.spool = sp
+		} else {
+			slog.Warn("pull-through: cannot spool a NAR for its first reader; it waits for the whole fetch", "err", err)
+		}
 	}
 	x.fetches[h] = f
 	go x.fetch(h, ni, f)
@@ -234,8 +237,9 @@ func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo) *fetc
 // bytes long before a large NAR is ingested whole, and ends with the
 // fetch's error if it fails (the bytes are the upstream's, not yet
 // checked: Nix checks the NAR hash of what it downloads). ok is false
-// when there is nothing to follow: the NAR is local, unknown, or already
-// fetched; the caller then serves it as usual.
+// when there is nothing to follow: the NAR is local, unknown, or being
+// fetched for a request that did not follow it (GetByNARHash: those
+// fetches spool nothing); the caller then serves it as usual.
 func (x *PullThrough) OpenFetching(ctx context.Context, h [sha256.Size]byte, d *store.PathDigest) (r io.ReadCloser, size uint64, ok bool, err error) {
 	if _, err := x.o.Index.GetByNARHash(ctx, h); err == nil || !errors.Is(err, store.ErrNotFound) {
 		return nil, 0, false, err
@@ -252,7 +256,7 @@ func (x *PullThrough) OpenFetching(ctx context.Context, h [sha256.Size]byte, d *
 	x.mu.Lock()
 	f := x.fetches[h]
 	if ni := x.pending[h]; f == nil && ni != nil {
-		f = x.startFetch(h, ni)
+		f = x.startFetch(h, ni, true)
 	}
 	x.mu.Unlock()
 	if f == nil || f.spool == nil {
