@@ -1,6 +1,7 @@
 package httpcache
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -89,10 +90,17 @@ func (h *handler) streamFetching(w http.ResponseWriter, r *http.Request, sum [sh
 		return false // served as usual, errors included
 	}
 	defer rc.Close()
+	// The first bytes before the headers: a fetch that fails before
+	// sending any is answered as usual, with its error's status.
+	first := make([]byte, 32<<10)
+	k, err := io.ReadAtLeast(rc, first, 1)
+	if err != nil {
+		return false
+	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/x-nix-nar")
 	hdr.Set("Content-Length", strconv.FormatUint(size, 10))
-	n, err := io.Copy(w, rc)
+	n, err := io.Copy(w, io.MultiReader(bytes.NewReader(first[:k]), rc))
 	if err == nil && uint64(n) != size {
 		err = fmt.Errorf("the upstream's NAR has %d bytes, its narinfo says %d", n, size)
 	}

@@ -158,3 +158,34 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 		})
 	}
 }
+
+// TestPullThroughFetchFailingAtOnce: a fetch that fails before its first
+// byte is answered with an error status, as without streaming, not with
+// a cut connection.
+func TestPullThroughFetchFailingAtOnce(t *testing.T) {
+	src := &fakeSource{files: map[string][]byte{}, fail: map[string]error{}, opens: map[string]int{}}
+	d, sum := pullThroughPath(t, src, "gone", "x\n", "x\n")
+	src.fail["nar/"+nixbase32.EncodeToString(sum[:])+".nar"] = errors.New("fake source: connection refused")
+	cas, index := newStore(t)
+	pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{CAS: cas, Index: index, Upstream: src, SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpcache.New(httpcache.Options{CAS: cas, Index: pt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	if _, err := pt.Get(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(ts.URL + "/nar/" + nixbase32.EncodeToString(sum[:]) + ".nar?hash=" + d.String())
+	if err != nil {
+		t.Fatalf("GET: %v; want an answer with an error status", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		t.Errorf("GET of a NAR whose fetch fails: %s, want an error status", resp.Status)
+	}
+}
