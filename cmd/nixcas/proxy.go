@@ -102,7 +102,11 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 		return err
 	}
 	note := func(msg string) { fmt.Fprintln(os.Stderr, "nixcas: note:", msg) }
-	if p.cache, err = client.OpenCache(ctx, pc.cache, client.CacheOptions{Note: note}); err != nil {
+	// A cache that collects its garbage records uses, so that the grace
+	// keeps the chunks of a fetch in progress (written before the path
+	// that reaches them is recorded).
+	opts := client.CacheOptions{Note: note, Pebble: pebblestore.Options{RecordUses: cacheURL != "" && retains}}
+	if p.cache, err = client.OpenCache(ctx, pc.cache, opts); err != nil {
 		return fmt.Errorf("opening the chunk cache %s: %w", pc.cache, err)
 	}
 	reg := prometheus.NewRegistry()

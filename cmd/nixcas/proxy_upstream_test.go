@@ -537,7 +537,9 @@ func TestProxyPullThroughMaxSize(t *testing.T) {
 	px, base := runProxy(t, proxyConfig{
 		upstream:  ts.URL + "/",
 		retention: server.RetentionPolicy{MaxSize: 1, Interval: 100 * time.Millisecond},
-		gc:        server.GCPolicy{Interval: 100 * time.Millisecond, RewriteBelow: server.DefaultGCPolicy.RewriteBelow},
+		// A grace longer than a fetch takes here: its chunks are not
+		// collected before its path is recorded.
+		gc: server.GCPolicy{Interval: 100 * time.Millisecond, Grace: 2 * time.Second, RewriteBelow: server.DefaultGCPolicy.RewriteBelow},
 	})
 	index := store.NewIndex(px.cache, px.cache)
 	local := func() (paths int, chunks uint64) {
