@@ -73,49 +73,103 @@ const narFilesPerBatch = 1024
 // recorded when its narinfo is put, while the NAR's pending upload is
 // still recorded, and that is dropped only after the path is: so a name
 // is checked against the pending uploads first, then against the NAR
-// hashes of paths, and one being put meanwhile is seen by either. (A
-// name recorded again for a NAR that was gone, between the check and the
-// deletion, is lost; Nix then uploads it anew.)
+// hashes of paths. The names found dead are checked again, a batch at a
+// time, right before they are deleted, holding putGate: no path is put
+// meanwhile, so a name recorded again since the first check is kept.
 func (x *Index) pruneNARFiles(ctx context.Context, dryRun bool) (uint64, error) {
-	type narFile struct {
-		url []byte
-		sum [sha256.Size]byte
-	}
-	var all []narFile
+	var all []narFileName
 	err := x.meta.ScanMeta(ctx, KindNARFile, nil, func(key, v []byte) error {
-		if len(v) <= sha256.Size {
-			return fmt.Errorf("%w: NAR file record of %s has %d bytes", castore.ErrCorrupt, key, len(v))
+		f, err := decodeNARFileName(key, v)
+		if err == nil {
+			all = append(all, f)
 		}
-		f := narFile{url: bytes.Clone(key)}
-		copy(f.sum[:], v)
-		all = append(all, f)
-		return nil
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: uploaded NAR files: %w", err)
 	}
-	var gone []castore.MetaRecord
-	for _, f := range all {
+	dead, err := x.deadNARFiles(ctx, all)
+	if err != nil || dryRun {
+		return uint64(len(dead)), err
+	}
+	var deleted uint64
+	for batch := range slices.Chunk(dead, narFilesPerBatch) {
+		n, err := x.deleteDeadNARFiles(ctx, batch)
+		deleted += n
+		if err != nil {
+			return deleted, err
+		}
+	}
+	if deleted == 0 {
+		return 0, nil
+	}
+	return deleted, x.meta.Sync(ctx)
+}
+
+// narFileName is a record of an uploaded NAR file name (see PutNARFile).
+type narFileName struct {
+	url []byte
+	sum [sha256.Size]byte
+}
+
+func decodeNARFileName(key, v []byte) (narFileName, error) {
+	if len(v) <= sha256.Size {
+		return narFileName{}, fmt.Errorf("%w: NAR file record of %s has %d bytes", castore.ErrCorrupt, key, len(v))
+	}
+	f := narFileName{url: bytes.Clone(key)}
+	copy(f.sum[:], v)
+	return f, nil
+}
+
+// deadNARFiles returns those of names whose NAR is not live (narLive).
+func (x *Index) deadNARFiles(ctx context.Context, names []narFileName) ([]narFileName, error) {
+	var dead []narFileName
+	for _, f := range names {
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return nil, err
 		}
 		live, err := x.narLive(ctx, f.sum)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if !live {
-			gone = append(gone, castore.MetaRecord{Kind: KindNARFile, Key: f.url, Delete: true})
+			dead = append(dead, f)
 		}
 	}
-	if dryRun || len(gone) == 0 {
-		return uint64(len(gone)), nil
-	}
-	for batch := range slices.Chunk(gone, narFilesPerBatch) {
-		if err := x.meta.SetMeta(ctx, batch...); err != nil {
-			return 0, fmt.Errorf("store: uploaded NAR files: %w", err)
+	return dead, nil
+}
+
+// deleteDeadNARFiles deletes those of names that still name the same NAR
+// and are still dead, holding putGate, and returns how many.
+func (x *Index) deleteDeadNARFiles(ctx context.Context, names []narFileName) (uint64, error) {
+	x.putGate.Lock()
+	defer x.putGate.Unlock()
+	var still []narFileName
+	for _, f := range names {
+		v, err := x.meta.GetMeta(ctx, KindNARFile, f.url)
+		if errors.Is(err, castore.ErrNotFound) {
+			continue
 		}
+		if err != nil {
+			return 0, err
+		}
+		if now, err := decodeNARFileName(f.url, v); err != nil || now.sum != f.sum {
+			continue // named anew since, or corrupt: left as it is
+		}
+		still = append(still, f)
 	}
-	return uint64(len(gone)), x.meta.Sync(ctx)
+	dead, err := x.deadNARFiles(ctx, still)
+	if err != nil || len(dead) == 0 {
+		return 0, err
+	}
+	records := make([]castore.MetaRecord, len(dead))
+	for i, f := range dead {
+		records[i] = castore.MetaRecord{Kind: KindNARFile, Key: f.url, Delete: true}
+	}
+	if err := x.meta.SetMeta(ctx, records...); err != nil {
+		return 0, fmt.Errorf("store: uploaded NAR files: %w", err)
+	}
+	return uint64(len(dead)), nil
 }
 
 // narLive reports whether a pending upload holds the NAR of hash sum, or
