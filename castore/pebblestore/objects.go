@@ -209,16 +209,24 @@ func (o *DirObjects) writeError(what string, err error) error {
 }
 
 // syncFiles syncs each file and the directories holding them (a file's
-// directory and its parent, which may have gained it): the files' syncs
-// in flight together, then the directories'.
+// directory and the two above it, which may have gained it: frames/ab/
+// and frames/ in the data directory): the files' syncs in flight
+// together, then the directories'. A file deleted since it was put (its
+// frame retired meanwhile) needs no sync.
 func syncFiles(files []string) error {
 	var g errgroup.Group
 	g.SetLimit(maxSyncsInFlight)
 	dirs := map[string]bool{}
 	for _, p := range files {
-		g.Go(func() error { return syncPath(p) })
-		dirs[filepath.Dir(p)] = true
-		dirs[filepath.Dir(filepath.Dir(p))] = true
+		g.Go(func() error {
+			if err := syncPath(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return nil
+		})
+		for d, i := filepath.Dir(p), 0; i < 3; d, i = filepath.Dir(d), i+1 {
+			dirs[d] = true
+		}
 	}
 	if err := g.Wait(); err != nil {
 		return err
