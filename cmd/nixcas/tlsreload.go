@@ -18,8 +18,8 @@ var tlsCheckEvery = time.Second
 // points a symlink at them): a handshake at most tlsCheckEvery after the
 // last look stats both, and reloads the pair if either's size, time or
 // inode moved. A pair that does not load (a renewal half-written, a key
-// that does not match) is logged and the certificate in use kept; the
-// next look tries again.
+// that does not match) is logged and the certificate in use kept; it is
+// tried again once either file changes again.
 type certFiles struct {
 	certFile, keyFile string
 

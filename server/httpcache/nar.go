@@ -86,16 +86,28 @@ func (h *handler) streamFetching(w http.ResponseWriter, r *http.Request, sum [sh
 		d = &pd
 	}
 	rc, size, ok, err := x.OpenFetching(r.Context(), sum, d)
-	if err != nil || !ok {
-		return false // served as usual, errors included
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false // served as usual: a NAR file uploaded under that name, or 404
+	case err != nil:
+		httpError(w, r, err) // rather than asking the upstream again
+		return true
+	case !ok:
+		return false
 	}
 	defer rc.Close()
 	// The first bytes before the headers: a fetch that fails before
-	// sending any is answered as usual, with its error's status.
+	// sending any is answered with its error's status, as without
+	// streaming.
 	first := make([]byte, 32<<10)
 	k, err := io.ReadAtLeast(rc, first, 1)
-	if err != nil {
-		return false
+	var failed fetchFailed
+	switch {
+	case errors.As(err, &failed):
+		httpError(w, r, fmt.Errorf("fetching NAR %s from the upstream: %w", nixbase32.EncodeToString(sum[:]), failed.err))
+		return true
+	case err != nil:
+		return false // the spool failed, or the request ended: served as usual
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/x-nix-nar")

@@ -93,8 +93,14 @@ func (s *narSpool) release() {
 	}
 }
 
+// fetchFailed is how a spoolReader ends when the fetch it follows failed.
+type fetchFailed struct{ err error }
+
+func (e fetchFailed) Error() string { return e.err.Error() }
+func (e fetchFailed) Unwrap() error { return e.err }
+
 // spoolReader reads a narSpool as it grows: it waits for more until the
-// fetch ends, then ends with the fetch's error, if any.
+// fetch ends, then ends with the fetch's error, if any (fetchFailed).
 type spoolReader struct {
 	s      *narSpool
 	ctx    context.Context
@@ -118,7 +124,7 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 		case werr != nil:
 			return 0, werr
 		case done && err != nil:
-			return 0, err
+			return 0, fetchFailed{err}
 		case done:
 			return 0, io.EOF
 		}

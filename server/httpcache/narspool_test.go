@@ -161,7 +161,7 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 
 // TestPullThroughFetchFailingAtOnce: a fetch that fails before its first
 // byte is answered with an error status, as without streaming, not with
-// a cut connection.
+// a cut connection, and the upstream is asked once.
 func TestPullThroughFetchFailingAtOnce(t *testing.T) {
 	src := &fakeSource{files: map[string][]byte{}, fail: map[string]error{}, opens: map[string]int{}}
 	d, sum := pullThroughPath(t, src, "gone", "x\n", "x\n")
@@ -187,5 +187,8 @@ func TestPullThroughFetchFailingAtOnce(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode < 400 {
 		t.Errorf("GET of a NAR whose fetch fails: %s, want an error status", resp.Status)
+	}
+	if n := src.opens["nar/"+nixbase32.EncodeToString(sum[:])+".nar"]; n != 1 {
+		t.Errorf("the NAR was asked of the upstream %d times for one GET, want once", n)
 	}
 }
