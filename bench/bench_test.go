@@ -125,13 +125,17 @@ func ingestedStore(b *testing.B, dir string, opts pebblestore.Options) (*pebbles
 // benchmarkRender renders the bench NAR, ingested and flushed, from a
 // store opened with opts.
 func benchmarkRender(b *testing.B, opts pebblestore.Options) {
-	ctx := context.Background()
 	s, root, size := ingestedStore(b, filepath.Join(b.TempDir(), "s"), opts)
 	defer s.Close()
+	renderTimed(b, s, root, size)
+}
+
+// renderTimed renders root from s b.N times, timed, size bytes each.
+func renderTimed(b *testing.B, s *pebblestore.Store, root castore.Entry, size int) {
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := narrender.Render(ctx, io.Discard, s, root); err != nil {
+		if err := narrender.Render(context.Background(), io.Discard, s, root); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -187,13 +191,7 @@ func BenchmarkRenderWarm(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	b.SetBytes(int64(size))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := narrender.Render(ctx, io.Discard, s, root); err != nil {
-			b.Fatal(err)
-		}
-	}
+	renderTimed(b, s, root, size)
 	b.StopTimer()
 	if st := s.DecodedCacheStats(); st.Misses != 0 {
 		b.Fatalf("warm renders decoded frames: %+v", st)
