@@ -175,7 +175,7 @@ func (x *Index) deleteDeadNARFiles(ctx context.Context, names []narFileName) (ui
 // narLive reports whether a pending upload holds the NAR of hash sum, or
 // a path has it.
 func (x *Index) narLive(ctx context.Context, sum [sha256.Size]byte) (bool, error) {
-	if _, err := x.PendingUpload(ctx, "", sum); err == nil {
+	if _, err := x.pendingUploadOf(ctx, sum); err == nil {
 		return true, nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return false, err

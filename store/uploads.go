@@ -60,12 +60,22 @@ func (x *Index) PutPendingUpload(ctx context.Context, u PendingUpload) error {
 // PendingUpload returns the live pending upload put at url, else one of
 // NAR hash sum; ErrNotFound when there is none (or only expired ones).
 func (x *Index) PendingUpload(ctx context.Context, url string, sum [sha256.Size]byte) (PendingUpload, error) {
-	now := time.Now()
-	if u, err := x.pendingUpload(ctx, url); err == nil && now.Before(u.Expires) {
+	if u, err := x.pendingUpload(ctx, url); err == nil && time.Now().Before(u.Expires) {
 		return u, nil
 	} else if err != nil && !errors.Is(err, ErrNotFound) {
 		return PendingUpload{}, err
 	}
+	u, err := x.pendingUploadOf(ctx, sum)
+	if errors.Is(err, ErrNotFound) {
+		return u, fmt.Errorf("%w: pending upload %s or of NAR hash %x", ErrNotFound, url, sum)
+	}
+	return u, err
+}
+
+// pendingUploadOf returns a live pending upload of NAR hash sum;
+// ErrNotFound when there is none (or only expired ones).
+func (x *Index) pendingUploadOf(ctx context.Context, sum [sha256.Size]byte) (PendingUpload, error) {
+	now := time.Now()
 	var found *PendingUpload
 	errFound := errors.New("found")
 	err := x.meta.ScanMeta(ctx, metaKindUploadByHash, sum[:], func(key, _ []byte) error {
@@ -82,7 +92,7 @@ func (x *Index) PendingUpload(ctx context.Context, url string, sum [sha256.Size]
 	if err != nil {
 		return PendingUpload{}, err
 	}
-	return PendingUpload{}, fmt.Errorf("%w: pending upload %s or of NAR hash %x", ErrNotFound, url, sum)
+	return PendingUpload{}, fmt.Errorf("%w: pending upload of NAR hash %x", ErrNotFound, sum)
 }
 
 func (x *Index) pendingUpload(ctx context.Context, url string) (PendingUpload, error) {
