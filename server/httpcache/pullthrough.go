@@ -195,21 +195,33 @@ func (x *PullThrough) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*s
 
 // GetByNARHashOf implements PathNARIndex: GetByNARHash, having looked up
 // the store path d again when the NAR is neither local nor remembered
-// from a lookup (a restart, or more lookups since than it remembers).
+// from a lookup (relearn).
 func (x *PullThrough) GetByNARHashOf(ctx context.Context, h [sha256.Size]byte, d store.PathDigest) (*store.PathInfo, error) {
+	if p, err := x.o.Index.GetByNARHash(ctx, h); !errors.Is(err, store.ErrNotFound) {
+		return p, err
+	}
+	if err := x.relearn(ctx, h, d); err != nil {
+		return nil, err
+	}
+	return x.GetByNARHash(ctx, h)
+}
+
+// relearn makes sure the NAR h is known from a lookup remembered or a
+// fetch in progress, looking its store path d up again upstream when it
+// is neither (a restart, or more lookups since than it remembers); a path
+// whose NAR is not h is store.ErrNotFound.
+func (x *PullThrough) relearn(ctx context.Context, h [sha256.Size]byte, d store.PathDigest) error {
 	x.mu.Lock()
 	known := x.pending[h] != nil || x.fetches[h] != nil
 	x.mu.Unlock()
-	if !known {
-		p, err := x.Get(ctx, d)
-		if err != nil {
-			return nil, err
-		}
-		if p.NARSha256 != h {
-			return nil, fmt.Errorf("%w: NAR %x of store path %s", store.ErrNotFound, h, d)
-		}
+	if known {
+		return nil
 	}
-	return x.GetByNARHash(ctx, h)
+	p, err := x.Get(ctx, d)
+	if err == nil && p.NARSha256 != h {
+		err = fmt.Errorf("%w: NAR %x of store path %s", store.ErrNotFound, h, d)
+	}
+	return err
 }
 
 // startFetch starts fetching the NAR h that ni describes, spooling it for
@@ -231,8 +243,8 @@ func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo, spool
 
 // OpenFetching returns a reader of the NAR of hash h while it is being
 // fetched, and its size, starting the fetch if the upstream described its
-// path and the NAR is not local (looking the store path d up again, if
-// not nil, when neither is known, as GetByNARHashOf does): the reader
+// path and the NAR is not local (relearning it through the store path
+// d, if not nil, as GetByNARHashOf does): the reader
 // follows the fetch as the NAR is decompressed, so that the client gets
 // bytes long before a large NAR is ingested whole, and ends with the
 // fetch's error if it fails (the bytes are the upstream's, not yet
@@ -244,12 +256,8 @@ func (x *PullThrough) OpenFetching(ctx context.Context, h [sha256.Size]byte, d *
 	if _, err := x.o.Index.GetByNARHash(ctx, h); err == nil || !errors.Is(err, store.ErrNotFound) {
 		return nil, 0, false, err
 	}
-	x.mu.Lock()
-	known := x.pending[h] != nil || x.fetches[h] != nil
-	x.mu.Unlock()
-	if !known && d != nil {
-		p, err := x.Get(ctx, *d)
-		if err != nil || p.NARSha256 != h {
+	if d != nil {
+		if err := x.relearn(ctx, h, *d); err != nil {
 			return nil, 0, false, err
 		}
 	}
