@@ -45,6 +45,23 @@ func (s *heldSource) Open(ctx context.Context, name string) (io.ReadCloser, erro
 	}), bytes.NewReader(b[half:]))), nil
 }
 
+// pullThroughServer serves a pull-through cache of src over a new store
+// on loopback, spooling into a directory of the test's; the caller
+// closes the server.
+func pullThroughServer(t *testing.T, src httpcache.Source) (*httpcache.PullThrough, *store.Index, *httptest.Server) {
+	t.Helper()
+	cas, index := newStore(t)
+	pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{CAS: cas, Index: index, Upstream: src, SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpcache.New(httpcache.Options{CAS: cas, Index: pt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pt, index, httptest.NewServer(h)
+}
+
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
@@ -75,16 +92,7 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 			if fail {
 				src.fail = errors.New("held source: connection reset")
 			}
-			cas, index := newStore(t)
-			pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{CAS: cas, Index: index, Upstream: src, SpoolDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			h, err := httpcache.New(httpcache.Options{CAS: cas, Index: pt})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ts := httptest.NewServer(h)
+			pt, index, ts := pullThroughServer(t, src)
 			defer ts.Close()
 			d, err := store.ParsePathDigest(hash)
 			if err != nil {
@@ -166,16 +174,7 @@ func TestPullThroughFetchFailingAtOnce(t *testing.T) {
 	src := &fakeSource{files: map[string][]byte{}, fail: map[string]error{}, opens: map[string]int{}}
 	d, sum := pullThroughPath(t, src, "gone", "x\n", "x\n")
 	src.fail["nar/"+nixbase32.EncodeToString(sum[:])+".nar"] = errors.New("fake source: connection refused")
-	cas, index := newStore(t)
-	pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{CAS: cas, Index: index, Upstream: src, SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := httpcache.New(httpcache.Options{CAS: cas, Index: pt})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(h)
+	pt, _, ts := pullThroughServer(t, src)
 	defer ts.Close()
 	if _, err := pt.Get(t.Context(), d); err != nil {
 		t.Fatal(err)
