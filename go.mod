@@ -3,6 +3,7 @@ module github.com/nixcas/nixcas
 go 1.26.8
 
 require (
+	github.com/DataDog/zstd v1.5.7
 	github.com/andybalholm/brotli v1.2.8
 	github.com/cockroachdb/pebble/v2 v2.1.7
 	github.com/dsnet/compress v0.0.2-0.20230904184137-39efe44ab707
@@ -29,7 +30,6 @@ require (
 )
 
 require (
-	github.com/DataDog/zstd v1.5.7 // indirect
 	github.com/RaduBerinde/axisds v0.1.0 // indirect
 	github.com/RaduBerinde/btreemap v0.0.0-20250419174037-3d62b7205d54 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -302,12 +302,36 @@ func decodeFrameInfo(name castore.Digest, v []byte) (*frameInfo, error) {
 	return f, nil
 }
 
-// frameEncoders compress frames, one pool per level and window.
-var frameEncoders sync.Map // encoderKey → *sync.Pool of *zstd.Encoder
+// zstdEncoder appends src compressed as one zstd frame, at level, with a
+// window of at least window bytes, to dst.
+type zstdEncoder func(level zstd.EncoderLevel, window int, src, dst []byte) []byte
+
+// goEncoders are the Go library's encoders, one pool per level and window.
+var goEncoders sync.Map // encoderKey → *sync.Pool of *zstd.Encoder
 
 type encoderKey struct {
 	level  zstd.EncoderLevel
 	window int
+}
+
+// zstdEncodeGo is the zstdEncoder of the Go library, which compresses
+// frames when cgo is off (zstd_nocgo.go).
+func zstdEncodeGo(level zstd.EncoderLevel, window int, src, dst []byte) []byte {
+	key := encoderKey{level, window}
+	p, _ := goEncoders.LoadOrStore(key, &sync.Pool{New: func() any {
+		enc, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(key.level),
+			zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(key.window))
+		if err != nil {
+			panic(err) // only for invalid options, which FrameOptions.validate refuses
+		}
+		return enc
+	}})
+	pool := p.(*sync.Pool)
+	enc := pool.Get().(*zstd.Encoder)
+	defer pool.Put(enc)
+	return enc.EncodeAll(src, dst)
 }
 
 // filteredFrameHeader begins the stored bytes of a filtered frame: a zstd
@@ -319,34 +343,26 @@ var filteredFrameHeader = []byte{0x5E, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 'N', 'X', '
 // filterBuffers hold the filtered copy of a frame being compressed.
 var filterBuffers sync.Pool // of *[]byte
 
-// compressFrame compresses data as one zstd frame with a content
-// checksum; with filter, data is first put through the x86 call filter
-// (package callfilter, on a copy: data is not modified) and the frame
-// stored behind filteredFrameHeader. The window covers the frame (up to
+// compressFrame compresses data as one zstd frame with zstdEncode (the
+// C library's when cgo is on); with filter, data is first put through the
+// x86 call filter (package callfilter, on a copy: data is not modified)
+// and the frame stored behind filteredFrameHeader. The frame carries no
+// content checksum: it is named by the BLAKE3 of its stored bytes, which
+// every read checks first. The window covers the frame (up to
 // maxFrameWindow): a larger one would only cost the encoder memory.
 func compressFrame(level zstd.EncoderLevel, data []byte, filter bool) []byte {
+	return compressFrameWith(zstdEncode, level, data, filter)
+}
+
+// compressFrameWith is compressFrame with encode.
+func compressFrameWith(encode zstdEncoder, level zstd.EncoderLevel, data []byte, filter bool) []byte {
 	window := 1 << 20
 	for window < len(data) && window < maxFrameWindow {
 		window <<= 1
 	}
-	key := encoderKey{level, window}
-	p, _ := frameEncoders.LoadOrStore(key, &sync.Pool{New: func() any {
-		enc, err := zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(key.level),
-			zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(true),
-			zstd.WithWindowSize(key.window))
-		if err != nil {
-			panic(err) // only for invalid options, which are constants here
-		}
-		return enc
-	}})
-	pool := p.(*sync.Pool)
-	enc := pool.Get().(*zstd.Encoder)
-	defer pool.Put(enc)
 	obj := make([]byte, 0, len(data)/2)
 	if !filter {
-		return enc.EncodeAll(data, obj)
+		return encode(level, window, data, obj)
 	}
 	buf, _ := filterBuffers.Get().(*[]byte)
 	if buf == nil {
@@ -356,7 +372,7 @@ func compressFrame(level zstd.EncoderLevel, data []byte, filter bool) []byte {
 	*buf = append((*buf)[:0], data...)
 	callfilter.Encode(*buf)
 	obj = append(obj, filteredFrameHeader...)
-	return enc.EncodeAll(*buf, obj)
+	return encode(level, window, *buf, obj)
 }
 
 // filterFrames reports whether the frames s writes go through the call
@@ -377,9 +393,11 @@ func frameBody(obj []byte) (zstdFrame []byte, filtered bool) {
 // writes: as far back as the compressor looks for matches.
 const maxFrameWindow = 8 << 20
 
-// frameDecoders decode frames. They skip zstd's checksum of the decoded
-// bytes: DecodeFrame checks the stored bytes against the frame's name
-// before it decodes them, which leaves the checksum nothing to find.
+// frameDecoders decode frames, whichever library compressed them. They
+// skip zstd's checksum of the decoded bytes (frames written before this
+// version carry one): DecodeFrame checks the stored bytes against the
+// frame's name before it decodes them, which leaves the checksum nothing
+// to find.
 var frameDecoders = sync.Pool{New: func() any {
 	dec, err := zstd.NewReader(nil,
 		zstd.IgnoreChecksum(true),

@@ -2,7 +2,9 @@ package pebblestore
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -10,58 +12,64 @@ import (
 	"github.com/nixcas/nixcas/castore"
 )
 
-// BenchmarkCompressFrame compresses 1 MiB frames at each zstd level, with
-// and without the x86 call filter, on one goroutine, as the packer does
-// per frame, and reports the compressed size as a share of the input
-// (stored/decoded). The input is the file named by
+// BenchmarkCompressFrame compresses hot frames (DefaultFrameOptions.Size)
+// with each zstd library of the build (C and Go with cgo, Go without) at
+// each level, with and without the x86 call filter, on one goroutine, as
+// the packer does per frame, and reports the compressed size as a share
+// of the input (stored/decoded). The input is the file named by
 // NIXCAS_BENCH_NAR (a NAR, say nix-store --dump of a Go release), else
 // 64 MiB of synthetic data.
 func BenchmarkCompressFrame(b *testing.B) {
 	data := benchFrameInput(b)
-	const frame = 1 << 20
-	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
-		for _, filter := range []bool{false, true} {
-			b.Run(fmt.Sprintf("level=%s/filter=%t", level, filter), func(b *testing.B) {
-				b.SetBytes(int64(len(data)))
-				var stored int
-				for range b.N {
-					stored = 0
-					for off := 0; off < len(data); off += frame {
-						stored += len(compressFrame(level, data[off:min(off+frame, len(data))], filter))
+	frame := DefaultFrameOptions.Size
+	for _, name := range slices.Sorted(maps.Keys(frameEncoders)) {
+		for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, zstd.SpeedBestCompression} {
+			for _, filter := range []bool{false, true} {
+				b.Run(fmt.Sprintf("zstd=%s/level=%s/filter=%t", name, level, filter), func(b *testing.B) {
+					b.SetBytes(int64(len(data)))
+					var stored int
+					for range b.N {
+						stored = 0
+						for off := 0; off < len(data); off += frame {
+							stored += len(compressFrameWith(frameEncoders[name], level, data[off:min(off+frame, len(data))], filter))
+						}
 					}
-				}
-				b.ReportMetric(float64(stored)/float64(len(data)), "stored/decoded")
-			})
+					b.ReportMetric(float64(stored)/float64(len(data)), "stored/decoded")
+				})
+			}
 		}
 	}
 }
 
-// BenchmarkDecodeFrame decodes the 1 MiB frames of the same input,
-// compressed at the default level, with and without the x86 call filter,
-// on one goroutine: the cost of a frame's first read.
+// BenchmarkDecodeFrame decodes hot frames of the same input, compressed
+// at the default level by each zstd library of the build, with and
+// without the x86 call filter, on one goroutine: the cost of a frame's
+// first read. (Reads decode with the Go library whoever compressed.)
 func BenchmarkDecodeFrame(b *testing.B) {
 	data := benchFrameInput(b)
-	const frame = 1 << 20
-	for _, filter := range []bool{false, true} {
-		b.Run(fmt.Sprintf("filter=%t", filter), func(b *testing.B) {
-			var objs [][]byte
-			var names []castore.Digest
-			for off := 0; off < len(data); off += frame {
-				obj := compressFrame(zstd.SpeedDefault, data[off:min(off+frame, len(data))], filter)
-				objs = append(objs, obj)
-				names = append(names, castore.Hash(obj))
-			}
-			b.SetBytes(int64(len(data)))
-			buf := make([]byte, 0, frame)
-			for b.Loop() {
-				for i, obj := range objs {
-					var err error
-					if buf, err = DecodeFrame(names[i], obj, buf[:0]); err != nil {
-						b.Fatal(err)
+	frame := DefaultFrameOptions.Size
+	for _, name := range slices.Sorted(maps.Keys(frameEncoders)) {
+		for _, filter := range []bool{false, true} {
+			b.Run(fmt.Sprintf("zstd=%s/filter=%t", name, filter), func(b *testing.B) {
+				var objs [][]byte
+				var names []castore.Digest
+				for off := 0; off < len(data); off += frame {
+					obj := compressFrameWith(frameEncoders[name], zstd.SpeedDefault, data[off:min(off+frame, len(data))], filter)
+					objs = append(objs, obj)
+					names = append(names, castore.Hash(obj))
+				}
+				b.SetBytes(int64(len(data)))
+				buf := make([]byte, 0, frame)
+				for b.Loop() {
+					for i, obj := range objs {
+						var err error
+						if buf, err = DecodeFrame(names[i], obj, buf[:0]); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
