@@ -743,7 +743,9 @@ func (s *Store) compactChunks(ctx context.Context, db kvDB, sources *compactSet)
 		if err != nil {
 			return nil, pebbleError(err, "compact")
 		}
-		c := &compactChunk{value: bytes.Clone(v)}
+		// Most chunks of a large store are in frames the compaction
+		// leaves: they cost no allocation.
+		var c compactChunk
 		copy(c.digest[:], it.Key()[1:])
 		if len(v) > 0 && v[0] == CodecFrame {
 			if c.ref, err = decodeFrameRef(v); err != nil {
@@ -756,7 +758,10 @@ func (s *Store) compactChunks(ctx context.Context, db kvDB, sources *compactSet)
 		} else if c.size, err = castore.DecodedChunkSize(v); err != nil {
 			return nil, fmt.Errorf("chunk %s: %w", c.digest, err)
 		}
-		chunks[c.digest] = c
+		c.value = bytes.Clone(v)
+		kept := new(compactChunk)
+		*kept = c
+		chunks[c.digest] = kept
 	}
 	return chunks, nil
 }
