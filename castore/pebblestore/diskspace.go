@@ -96,6 +96,15 @@ func (g *spaceGuard) noSpace(avail uint64) error {
 		castore.ErrNoSpace, g.dir, formatMiB(avail), formatMiB(g.reserve), g.why)
 }
 
+// SpaceReserve returns the free space the store keeps on its file system
+// (it refuses writes below it): 0 when it does not check.
+func (s *Store) SpaceReserve() uint64 {
+	if s.space == nil {
+		return 0
+	}
+	return s.space.reserve
+}
+
 // availableBytes returns the space an unprivileged process may still use
 // on the file system holding dir.
 func availableBytes(dir string) (uint64, error) {

@@ -123,8 +123,12 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 			return fmt.Errorf("proxy: %w", err)
 		}
 		index := store.NewIndex(p.cache, p.cache)
+		// A spool leaves the cache room for the NAR it holds and the
+		// cache's own reserve.
+		cas, _ := castore.As[*pebblestore.Store](p.cache)
 		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
-			CAS: p.cache, Index: index, Upstream: src, LookupTimeout: pc.timeout, SpoolDir: spool,
+			CAS: p.cache, Index: index, Upstream: src, LookupTimeout: pc.timeout,
+			SpoolDir: spool, SpoolReserve: cas.SpaceReserve(),
 		})
 		if err != nil {
 			return err
@@ -135,7 +139,6 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 		if !retains {
 			gc.Interval = 0
 		}
-		cas, _ := castore.As[*pebblestore.Store](p.cache)
 		if p.maintenance, err = server.NewMaintenance(cas, index, pc.retention, gc, slog.Default(), reg); err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // narSpool holds the NAR of a pull-through fetch as it is decompressed,
@@ -14,22 +16,40 @@ import (
 // nothing for stalled-download-timeout (300 s), and a large NAR from a
 // slow upstream takes longer than that to fetch and ingest whole. The
 // spool never fails the fetch: a write to it that fails fails its
-// readers only.
+// readers only. It gives its disk space back (truncated, written no
+// more, opened by no new reader) once a write fails, or once every reader
+// that opened it left before the fetch ended: the fetch goes on into the
+// store, and later requests wait for it as if there were no spool.
 type narSpool struct {
 	f *os.File
 
-	mu   sync.Mutex
-	n    int64         // bytes written
-	werr error         // the first failed write: readers stop with it
-	done bool          // the fetch ended
-	err  error         // why it failed, once done
-	more chan struct{} // closed and replaced at each write and at the end
-	refs int           // the fetch and each reader; the file is closed at 0
+	mu      sync.Mutex
+	n       int64         // bytes written
+	werr    error         // the first failed write: readers stop with it
+	done    bool          // the fetch ended
+	err     error         // why it failed, once done
+	more    chan struct{} // closed and replaced at each write and at the end
+	refs    int           // the fetch and each reader; the file is closed at 0
+	readers int           // readers opened and not closed
+	dropped bool          // given up: truncated, written and opened no more
 }
 
 // newNARSpool creates a spool in dir (the system's temporary directory
-// when empty), held by the fetch.
-func newNARSpool(dir string) (*narSpool, error) {
+// when empty) for a NAR of size bytes, held by the fetch: an error when
+// the file system would then keep less than reserve bytes free.
+func newNARSpool(dir string, size, reserve uint64) (*narSpool, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if reserve > 0 {
+		free, err := freeBytes(dir)
+		if err != nil {
+			return nil, err
+		}
+		if free < size+reserve {
+			return nil, fmt.Errorf("%s has %d bytes free, less than the NAR's %d and the %d kept free", dir, free, size, reserve)
+		}
+	}
 	f, err := os.CreateTemp(dir, "nixcas-pull-through-*.nar")
 	if err != nil {
 		return nil, err
@@ -38,23 +58,42 @@ func newNARSpool(dir string) (*narSpool, error) {
 	return &narSpool{f: f, more: make(chan struct{}), refs: 1}, nil
 }
 
+// freeBytes returns the space an unprivileged process may still use on
+// the file system holding dir.
+func freeBytes(dir string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	return uint64(st.Bavail) * uint64(st.Bsize), nil
+}
+
 // Write appends p; it always reports success (see narSpool).
 func (s *narSpool) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	off, failed := s.n, s.werr != nil
+	off, stopped := s.n, s.werr != nil || s.dropped
 	s.mu.Unlock()
-	if failed {
+	if stopped {
 		return len(p), nil
 	}
 	n, err := s.f.WriteAt(p, off)
 	s.mu.Lock()
 	s.n += int64(n)
-	if err != nil {
+	if err != nil && !s.dropped {
 		s.werr = fmt.Errorf("spooling the NAR: %w", err)
+		s.dropLocked()
 	}
 	s.wake()
 	s.mu.Unlock()
 	return len(p), nil
+}
+
+// dropLocked gives the spool up: its file is emptied (the fetch may go
+// on for long), and it is neither written nor opened again. Called
+// holding mu.
+func (s *narSpool) dropLocked() {
+	s.dropped = true
+	s.f.Truncate(0)
 }
 
 // finish records that the fetch ended with err and releases its hold.
@@ -63,7 +102,7 @@ func (s *narSpool) finish(err error) {
 	s.done, s.err = true, err
 	s.wake()
 	s.mu.Unlock()
-	s.release()
+	s.release(false)
 }
 
 // wake tells the readers waiting that something changed; called holding
@@ -74,20 +113,28 @@ func (s *narSpool) wake() {
 }
 
 // open returns a reader of the spool from its start, or false when the
-// spool is closed already.
+// spool is closed or given up.
 func (s *narSpool) open(ctx context.Context) (io.ReadCloser, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.refs == 0 {
+	if s.refs == 0 || s.dropped {
 		return nil, false
 	}
 	s.refs++
+	s.readers++
 	return &spoolReader{s: s, ctx: ctx}, true
 }
 
-func (s *narSpool) release() {
+// release drops the fetch's hold (finish) or a reader's (reader set).
+// The last reader to leave a fetch still going gives the spool up.
+func (s *narSpool) release(reader bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if reader {
+		if s.readers--; s.readers == 0 && !s.done && !s.dropped {
+			s.dropLocked()
+		}
+	}
 	if s.refs--; s.refs == 0 {
 		s.f.Close()
 	}
@@ -114,6 +161,10 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 		n, werr, done, err, more := r.s.n, r.s.werr, r.s.done, r.s.err, r.s.more
 		r.s.mu.Unlock()
 		switch {
+		case werr != nil:
+			// The file was emptied (dropLocked): what was written is
+			// gone too.
+			return 0, werr
 		case r.off < n:
 			k, rerr := r.s.f.ReadAt(p[:min(int64(len(p)), n-r.off)], r.off)
 			r.off += int64(k)
@@ -121,8 +172,6 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 				rerr = nil
 			}
 			return k, rerr
-		case werr != nil:
-			return 0, werr
 		case done && err != nil:
 			return 0, fetchFailed{err}
 		case done:
@@ -138,6 +187,6 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 
 // Close releases the reader's hold on the spool. Safe twice.
 func (r *spoolReader) Close() error {
-	r.closed.Do(r.s.release)
+	r.closed.Do(func() { r.s.release(true) })
 	return nil
 }

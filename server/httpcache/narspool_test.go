@@ -45,13 +45,42 @@ func (s *heldSource) Open(ctx context.Context, name string) (io.ReadCloser, erro
 	}), bytes.NewReader(b[half:]))), nil
 }
 
+// heldNAR is a path whose NAR (a 4 MiB file, larger than the buffers
+// between the upstream and a client) a heldSource holds back after its
+// first half; the caller closes src.release.
+func heldNAR(t *testing.T) (src *heldSource, nar []byte, sum [sha256.Size]byte, d store.PathDigest) {
+	t.Helper()
+	fake := &fakeSource{files: map[string][]byte{}, fail: map[string]error{}, opens: map[string]int{}}
+	var buf bytes.Buffer
+	if err := testtree.WriteNAR(&buf, testtree.File(testtree.Random(1, 4<<20))); err != nil {
+		t.Fatal(err)
+	}
+	nar = buf.Bytes()
+	sum = sha256.Sum256(nar)
+	nh := nixbase32.EncodeToString(sum[:])
+	ph := sha256.Sum256([]byte("big"))
+	hash := nixbase32.EncodeToString(ph[:20])
+	fake.files[hash+".narinfo"] = fmt.Appendf(nil, "StorePath: %s/%s-big\nURL: nar/%s.nar\nCompression: none\nNarHash: sha256:%s\nNarSize: %d\nReferences: \n",
+		store.StoreDir, hash, nh, nh, len(nar))
+	fake.files["nar/"+nh+".nar"] = nar
+	d, err := store.ParsePathDigest(hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &heldSource{fakeSource: fake, nar: "nar/" + nh + ".nar", release: make(chan struct{})}, nar, sum, d
+}
+
 // pullThroughServer serves a pull-through cache of src over a new store
-// on loopback, spooling into a directory of the test's; the caller
-// closes the server.
-func pullThroughServer(t *testing.T, src httpcache.Source) (*httpcache.PullThrough, *store.Index, *httptest.Server) {
+// on loopback, spooling into a directory of the test's, with the options
+// changed by each of opts; the caller closes the server.
+func pullThroughServer(t *testing.T, src httpcache.Source, opts ...func(*httpcache.PullThroughOptions)) (*httpcache.PullThrough, *store.Index, *httptest.Server) {
 	t.Helper()
 	cas, index := newStore(t)
-	pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{CAS: cas, Index: index, Upstream: src, SpoolDir: t.TempDir()})
+	o := httpcache.PullThroughOptions{CAS: cas, Index: index, Upstream: src, SpoolDir: t.TempDir()}
+	for _, f := range opts {
+		f(&o)
+	}
+	pt, err := httpcache.NewPullThrough(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,29 +104,13 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 	for _, fail := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fail=%t", fail), func(t *testing.T) {
 			ctx := t.Context()
-			fake := &fakeSource{files: map[string][]byte{}, fail: map[string]error{}, opens: map[string]int{}}
-			var nar bytes.Buffer
-			// Larger than the buffers between the upstream and the client.
-			if err := testtree.WriteNAR(&nar, testtree.File(testtree.Random(1, 4<<20))); err != nil {
-				t.Fatal(err)
-			}
-			sum := sha256.Sum256(nar.Bytes())
+			src, nar, sum, d := heldNAR(t)
 			nh := nixbase32.EncodeToString(sum[:])
-			ph := sha256.Sum256([]byte("big"))
-			hash := nixbase32.EncodeToString(ph[:20])
-			fake.files[hash+".narinfo"] = fmt.Appendf(nil, "StorePath: %s/%s-big\nURL: nar/%s.nar\nCompression: none\nNarHash: sha256:%s\nNarSize: %d\nReferences: \n",
-				store.StoreDir, hash, nh, nh, nar.Len())
-			fake.files["nar/"+nh+".nar"] = nar.Bytes()
-			src := &heldSource{fakeSource: fake, nar: "nar/" + nh + ".nar", release: make(chan struct{})}
 			if fail {
 				src.fail = errors.New("held source: connection reset")
 			}
 			pt, index, ts := pullThroughServer(t, src)
 			defer ts.Close()
-			d, err := store.ParsePathDigest(hash)
-			if err != nil {
-				t.Fatal(err)
-			}
 			if _, err := pt.Get(ctx, d); err != nil { // as a narinfo request does
 				t.Fatal(err)
 			}
@@ -135,23 +148,23 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 			}
 			resp, first := hd.resp, hd.first
 			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(nar.Len()) {
-				t.Fatalf("GET: %s, Content-Length %d; want 200 and %d", resp.Status, resp.ContentLength, nar.Len())
+			if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(nar)) {
+				t.Fatalf("GET: %s, Content-Length %d; want 200 and %d", resp.Status, resp.ContentLength, len(nar))
 			}
-			if !bytes.Equal(first, nar.Bytes()[:len(first)]) {
+			if !bytes.Equal(first, nar[:len(first)]) {
 				t.Fatal("the first MiB sent is not the NAR's")
 			}
 			release()
 			rest, err := io.ReadAll(resp.Body)
 			body := append(first, rest...)
 			if fail {
-				if err == nil || len(body) == nar.Len() {
-					t.Errorf("upstream failed midway: read %d of %d bytes, err %v; want the body cut short", len(body), nar.Len(), err)
+				if err == nil || len(body) == len(nar) {
+					t.Errorf("upstream failed midway: read %d of %d bytes, err %v; want the body cut short", len(body), len(nar), err)
 				}
 				return
 			}
-			if err != nil || !bytes.Equal(body, nar.Bytes()) {
-				t.Fatalf("body: %d bytes, err %v; want the %d bytes of the NAR", len(body), err, nar.Len())
+			if err != nil || !bytes.Equal(body, nar) {
+				t.Fatalf("body: %d bytes, err %v; want the %d bytes of the NAR", len(body), err, len(nar))
 			}
 			deadline := time.Now().Add(30 * time.Second)
 			for {
@@ -189,5 +202,105 @@ func TestPullThroughFetchFailingAtOnce(t *testing.T) {
 	}
 	if n := src.opens["nar/"+nixbase32.EncodeToString(sum[:])+".nar"]; n != 1 {
 		t.Errorf("the NAR was asked of the upstream %d times for one GET, want once", n)
+	}
+}
+
+// waitFor polls cond every 10 ms until it holds, failing the test with
+// what after 30 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 30 s: %s", what)
+		}
+	}
+}
+
+// getNAR GETs the NAR of hash sum from ts, sending its body (or the
+// error) on the channel returned.
+func getNAR(ts *httptest.Server, sum [sha256.Size]byte) <-chan []byte {
+	got := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get(ts.URL + "/nar/" + nixbase32.EncodeToString(sum[:]) + ".nar")
+		if err != nil {
+			got <- []byte(err.Error())
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			body = fmt.Appendf(nil, "%s: %v", resp.Status, err)
+		}
+		got <- body
+	}()
+	return got
+}
+
+// TestPullThroughSpoolGivenUp: once the client that followed a fetch
+// leaves before the fetch ends, the spool empties its file and takes no
+// more of the NAR (the fetch may go on for long), and a request that
+// comes next waits for the fetch and gets the whole NAR from the store.
+func TestPullThroughSpoolGivenUp(t *testing.T) {
+	ctx := t.Context()
+	src, nar, sum, d := heldNAR(t)
+	var released sync.Once
+	release := func() { released.Do(func() { close(src.release) }) }
+	defer release()
+	pt, _, ts := pullThroughServer(t, src)
+	defer ts.Close()
+	if _, err := pt.Get(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(ts.URL + "/nar/" + nixbase32.EncodeToString(sum[:]) + ".nar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	if _, spooled, size := httpcache.FetchSpool(pt, sum); !spooled || size < int64(len(first)) {
+		t.Fatalf("while the first client reads: spooled %t, %d bytes; want the bytes it read spooled", spooled, size)
+	}
+	resp.Body.Close() // the client leaves
+	waitFor(t, "the spool emptied after its only client left", func() bool {
+		_, _, size := httpcache.FetchSpool(pt, sum)
+		return size == 0
+	})
+	second := getNAR(ts, sum)
+	release()
+	body := <-second
+	if !bytes.Equal(body, nar) {
+		t.Fatalf("GET after the spool was given up: %.200q (%d bytes); want the NAR's %d bytes", body, len(body), len(nar))
+	}
+}
+
+// TestPullThroughSpoolReserve: a NAR larger than the spool directory's
+// free space less SpoolReserve is not spooled; its client waits for the
+// whole fetch and gets the NAR.
+func TestPullThroughSpoolReserve(t *testing.T) {
+	ctx := t.Context()
+	src, nar, sum, d := heldNAR(t)
+	var released sync.Once
+	release := func() { released.Do(func() { close(src.release) }) }
+	defer release()
+	pt, _, ts := pullThroughServer(t, src, func(o *httpcache.PullThroughOptions) { o.SpoolReserve = 1 << 62 })
+	defer ts.Close()
+	if _, err := pt.Get(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	got := getNAR(ts, sum)
+	var spooled bool
+	waitFor(t, "the fetch started", func() bool {
+		var fetching bool
+		fetching, spooled, _ = httpcache.FetchSpool(pt, sum)
+		return fetching
+	})
+	if spooled {
+		t.Error("a NAR was spooled on a disk without room for it beside the reserve")
+	}
+	release()
+	if body := <-got; !bytes.Equal(body, nar) {
+		t.Fatalf("GET: %.200q (%d bytes); want the NAR's %d bytes", body, len(body), len(nar))
 	}
 }

@@ -33,8 +33,14 @@ type PullThroughOptions struct {
 	LookupTimeout time.Duration
 	// SpoolDir is where a NAR being fetched is kept for its first
 	// readers (see OpenFetching): the system's temporary directory when
-	// empty. The file is unlinked at once and gone with the fetch.
+	// empty. The file is unlinked at once and gone with the fetch, or as
+	// soon as its last reader leaves or a write to it fails.
 	SpoolDir string
+	// SpoolReserve is the free space a spool leaves on SpoolDir's file
+	// system for everything else (the store's own reserve, say): a NAR is
+	// spooled only if its size plus SpoolReserve is free when its fetch
+	// starts; otherwise its readers wait for the whole fetch.
+	SpoolReserve uint64
 }
 
 // DefaultLookupTimeout is PullThroughOptions.LookupTimeout when unset.
@@ -230,10 +236,10 @@ func (x *PullThrough) relearn(ctx context.Context, h [sha256.Size]byte, d store.
 func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo, spooled bool) *fetch {
 	f := &fetch{done: make(chan struct{}), size: ni.NarSize}
 	if spooled {
-		if sp, err := newNARSpool(x.o.SpoolDir); err == nil {
+		if sp, err := newNARSpool(x.o.SpoolDir, ni.NarSize, x.o.SpoolReserve); err == nil {
 			f.spool = sp
 		} else {
-			slog.Warn("pull-through: cannot spool a NAR for its first reader; it waits for the whole fetch", "err", err)
+			slog.Warn("pull-through: cannot spool a NAR for its first reader; it waits for the whole fetch", "store_path", ni.StorePath, "err", err)
 		}
 	}
 	x.fetches[h] = f
@@ -251,7 +257,8 @@ func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo, spool
 // checked: Nix checks the NAR hash of what it downloads). ok is false
 // when there is nothing to follow: the NAR is local, unknown, or being
 // fetched for a request that did not follow it (GetByNARHash: those
-// fetches spool nothing); the caller then serves it as usual.
+// fetches spool nothing) or whose spool was given up (every reader left,
+// or it ran out of space); the caller then serves it as usual.
 func (x *PullThrough) OpenFetching(ctx context.Context, h [sha256.Size]byte, d *store.PathDigest) (r io.ReadCloser, size uint64, ok bool, err error) {
 	if _, err := x.o.Index.GetByNARHash(ctx, h); err == nil || !errors.Is(err, store.ErrNotFound) {
 		return nil, 0, false, err
