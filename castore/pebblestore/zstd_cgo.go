@@ -3,7 +3,6 @@
 package pebblestore
 
 import (
-	"fmt"
 	"sync"
 
 	ddzstd "github.com/DataDog/zstd"
@@ -11,8 +10,9 @@ import (
 )
 
 // FrameCompressor names the zstd library that compresses frames in this
-// build: the reference C library when cgo is on (here), the Go one
-// otherwise (zstd_nocgo.go). Both write standard zstd frames. Reads decode
+// build: the reference C library when cgo is on (here; frames of at most
+// cMaxFrame), the Go one otherwise (zstd_nocgo.go). Both write standard
+// zstd frames. Reads decode
 // every frame with the Go library: the C one decoded the go1.22.0 frames
 // 10 to 15% faster alone, but renders were no faster with it
 // (BenchmarkRenderDecoding and BenchmarkRenderFirst, two runs each way).
@@ -47,13 +47,24 @@ var cContexts sync.Pool // of ddzstd.Ctx
 // size, which would otherwise be allocated for every frame.
 var cScratch sync.Pool // of *[]byte
 
-// zstdEncodeC is the zstdEncoder of the C library. The library sizes the
-// window to the frame and the level (at most 4 MiB at level 11), so
-// window is not needed.
-func zstdEncodeC(level zstd.EncoderLevel, _ int, src, dst []byte) []byte {
+// cMaxFrame is the largest frame the C library compresses; larger ones go
+// to the Go library. The C library's window is its level's (512 KiB at
+// level 1, 2 MiB at 3 and 7, 4 MiB at 11), where the Go library's covers
+// the frame (up to maxFrameWindow): on the call-filtered go1.22.0 NAR
+// (stored/decoded, C against Go) C stored less at the default and best
+// levels in frames of 1, 4 and 8 MiB (8 MiB: 0.2977 against 0.2985 and
+// 0.2528 against 0.2533) but more in frames of 16 MiB (0.2974 against
+// 0.2969 and 0.2479 against 0.2446).
+const cMaxFrame = 8 << 20
+
+// zstdEncodeC is the zstdEncoder of the C library for frames of at most
+// cMaxFrame bytes, of the Go library for larger ones (window is only
+// theirs) and should the C library fail (it fails only when it cannot
+// allocate its tables).
+func zstdEncodeC(level zstd.EncoderLevel, window int, src, dst []byte) []byte {
 	lvl, ok := cLevels[level]
-	if !ok {
-		panic(fmt.Sprintf("pebblestore: zstd level %d", level)) // FrameOptions.validate refuses it
+	if !ok || len(src) > cMaxFrame {
+		return zstdEncodeGo(level, window, src, dst)
 	}
 	c, _ := cContexts.Get().(ddzstd.Ctx)
 	if c == nil {
@@ -70,9 +81,7 @@ func zstdEncodeC(level zstd.EncoderLevel, _ int, src, dst []byte) []byte {
 	}
 	out, err := c.CompressLevel(*buf, src, lvl)
 	if err != nil {
-		// Only when the library cannot allocate its tables: the
-		// destination has the room zstd's bound promises.
-		panic(fmt.Sprintf("pebblestore: zstd C library: %v", err))
+		return zstdEncodeGo(level, window, src, dst)
 	}
 	return append(dst, out...)
 }

@@ -219,7 +219,7 @@ shutdown-timeout = "5s"
 }
 
 // TestServeVersion: version and --version print the binary's own build
-// information.
+// information, and which zstd library compresses frames (cgo or not).
 func TestServeVersion(t *testing.T) {
 	t.Parallel()
 	a := e2eInvocation{Args: []string{"version"}}.mustSucceed(t)
@@ -240,6 +240,11 @@ func TestServeVersion(t *testing.T) {
 		want = append(want, "revision "+string(m[1]))
 	} else {
 		want = append(want, "revision unknown")
+	}
+	if bytes.Contains(info, []byte("CGO_ENABLED=1")) {
+		want = append(want, "frames compressed by the zstd C library")
+	} else {
+		want = append(want, "frames compressed by the zstd Go library")
 	}
 	for _, w := range want {
 		if !strings.Contains(got, w) {

@@ -6,12 +6,15 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nixcas/nixcas/castore/pebblestore"
 )
 
 // versionString describes the running binary from its build information:
 // the module version ("(devel)" when built from a checkout), the VCS
-// revision and commit time ("+modified" when the tree had changes) and
-// the Go version.
+// revision and commit time ("+modified" when the tree had changes), the
+// Go version, and the zstd library that compresses frames (the C one in a
+// build with cgo, which compresses faster).
 func versionString() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -34,7 +37,7 @@ func versionString() string {
 	} else {
 		b.WriteString(" revision unknown")
 	}
-	fmt.Fprintf(&b, " %s", bi.GoVersion)
+	fmt.Fprintf(&b, " %s, frames compressed by the zstd %s library", bi.GoVersion, pebblestore.FrameCompressor)
 	return b.String()
 }
 
