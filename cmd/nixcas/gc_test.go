@@ -139,7 +139,7 @@ func gcRun(t *testing.T, args ...string) store.GCResult {
 // fresh count and verify --read-data is clean; a last run completes the
 // job, after which a dry run finds nothing more to free.
 //
-// Not parallel: it kills at fractions of a run timed just before, which a
+// Not parallel: it kills at fractions of runs timed just before, which a
 // neighbour's load would shift.
 func TestGCCommandKilled(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
@@ -157,15 +157,22 @@ func TestGCCommandKilled(t *testing.T) {
 		t.Fatalf("the dry run changed the store: %+v, before %+v", after, before)
 	}
 
-	// Time a whole run on a copy, then kill runs at fractions of it.
-	probe := filepath.Join(t.TempDir(), "probe")
-	if out, err := exec.Command("cp", "-a", dir, probe).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v: %s", err, out)
-	}
-	start := time.Now()
-	full := gcRun(t, "--data", probe, "--grace", "0s", "--rewrite-below", "0.9", "--level", "best")
-	took := time.Since(start)
-	t.Logf("a whole run: %s, %+v", took.Round(time.Millisecond), full.GCResult)
+	// Time whole runs on copies, then kill runs at fractions of the
+	// fastest.
+	var (
+		probe string
+		full  store.GCResult
+	)
+	took := fastestOf(3, func() time.Duration {
+		probe = filepath.Join(t.TempDir(), "probe")
+		if out, err := exec.Command("cp", "-a", dir, probe).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v: %s", err, out)
+		}
+		start := time.Now()
+		full = gcRun(t, "--data", probe, "--grace", "0s", "--rewrite-below", "0.9", "--level", "best")
+		return time.Since(start)
+	})
+	t.Logf("the fastest of three whole runs: %s; the last: %+v", took.Round(time.Millisecond), full.GCResult)
 	probeStats := gcCheck(t, probe, live)
 	if probeStats.Chunks >= before.Chunks || probeStats.StoredBytes >= before.StoredBytes || full.FramesRewritten == 0 {
 		t.Fatalf("nothing freed or rewritten: before %+v, after %+v", before, probeStats)
