@@ -60,7 +60,7 @@ func TestStalledRenderMemory(t *testing.T) {
 	const (
 		renders = 32
 		// Each stalled render may keep its 256 KiB output batch and the
-		// chunk being written; the shared buffer lists keep up to 40 MiB
+		// chunk being written; the shared buffer lists keep up to 56 MiB
 		// of freed chunk buffers for reuse, which counts here too.
 		maxPerRender = 2 << 20
 	)
