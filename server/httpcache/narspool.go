@@ -79,7 +79,11 @@ func (s *narSpool) Write(p []byte) (int, error) {
 	n, err := s.f.WriteAt(p, off)
 	s.mu.Lock()
 	s.n += int64(n)
-	if err != nil && !s.dropped {
+	switch {
+	case s.dropped:
+		// Given up while p was written: p goes too.
+		s.f.Truncate(0)
+	case err != nil:
 		s.werr = fmt.Errorf("spooling the NAR: %w", err)
 		s.dropLocked()
 	}
