@@ -79,6 +79,30 @@ func (ts *testServer) calls(t *testing.T) uint64 {
 	return n
 }
 
+// methodCalls returns the number of calls the server has handled of the
+// method whose full name ends with method ("PathInfoService/List").
+func (ts *testServer) methodCalls(t *testing.T, method string) uint64 {
+	t.Helper()
+	families, err := ts.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, f := range families {
+		if f.GetName() != "nixcas_grpc_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if strings.HasSuffix(l.GetValue(), method) {
+					n += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return n
+}
+
 func dial(t *testing.T, addr string, cache castore.Store) *client.Client {
 	t.Helper()
 	c, err := client.Dial(addr, client.Options{Cache: cache})

@@ -1,6 +1,9 @@
 package client
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // SetHeldLimits sets the memory budget of the frames a pull holds and the
 // bytes it imports at once, until the test ends.
@@ -16,4 +19,12 @@ func SetHeldLimits(t testing.TB, budget, batch int64) {
 func SetHeldDone(t testing.TB, fn func(peak int64, droppedLive int)) {
 	heldDone = fn
 	t.Cleanup(func() { heldDone = nil })
+}
+
+// SetListingFresh sets how long a listing of the upstream's paths answers
+// for NAR hashes, until the test ends.
+func SetListingFresh(t testing.TB, d time.Duration) {
+	old := listingFresh
+	listingFresh = d
+	t.Cleanup(func() { listingFresh = old })
 }

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,8 @@ import (
 	"github.com/nixcas/nixcas/castore/pebblestore"
 	"github.com/nixcas/nixcas/castore/wrap"
 	"github.com/nixcas/nixcas/client"
+	"github.com/nixcas/nixcas/internal/testtree"
+	"github.com/nixcas/nixcas/store"
 )
 
 func openLocal(t *testing.T) *pebblestore.Store {
@@ -157,5 +160,61 @@ func TestRemoteStoreComposition(t *testing.T) {
 	}
 	if st := castoretest.MustStats(t, rs); st.Chunks != 1 {
 		t.Errorf("Stats = %+v, want the cache's one chunk", st)
+	}
+}
+
+// TestRemoteIndexListsRarely: a NAR hash the proxy neither remembers nor
+// gets with its store path is found in a listing of the upstream's
+// paths, which answers for the hashes asked for after it until it is
+// listingFresh old: NAR hashes the upstream does not have, asked for
+// again and again, cost one listing, not one each.
+func TestRemoteIndexListsRarely(t *testing.T) {
+	ctx := context.Background()
+	ts := startServer(t)
+	var paths []*store.PathInfo
+	for i, name := range []string{"0000000000000000000000000000000a-one", "0000000000000000000000000000000b-two"} {
+		res := ingestNode(t, ts.store, testtree.File(testtree.Random(uint64(i+1), 1000)))
+		root := res.Root
+		root.Name = name
+		p := &store.PathInfo{Path: name, Root: root, NARSize: res.NARSize, NARSha256: res.NARSha256}
+		if err := store.NewIndex(ts.store, ts.store).Put(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	rs, err := client.NewRemoteStore(ctx, dial(t, ts.addr, openLocal(t)), client.ProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := func() uint64 { return ts.methodCalls(t, "PathInfoService/List") }
+	client.SetListingFresh(t, time.Hour)
+	idx := rs.Index()
+	for i := range 20 {
+		var h [sha256.Size]byte
+		h[0] = byte(i)
+		if _, err := idx.GetByNARHash(ctx, h); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("GetByNARHash of a NAR the upstream lacks: %v, want ErrNotFound", err)
+		}
+	}
+	if n := lists(); n != 1 {
+		t.Errorf("20 NAR hashes the upstream lacks listed its paths %d times, want once", n)
+	}
+	// The paths listed are found, by their store paths.
+	for _, p := range paths {
+		got, err := idx.GetByNARHash(ctx, p.NARSha256)
+		if err != nil || got.Path != p.Path {
+			t.Fatalf("GetByNARHash of %s: %v, %v", p.Path, got, err)
+		}
+	}
+	if n := lists(); n != 1 {
+		t.Errorf("listed %d times, want once", n)
+	}
+	// A listing older than listingFresh is listed again.
+	client.SetListingFresh(t, 0)
+	if _, err := idx.GetByNARHash(ctx, [sha256.Size]byte{0xff}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetByNARHash: %v, want ErrNotFound", err)
+	}
+	if n := lists(); n != 2 {
+		t.Errorf("after listingFresh: listed %d times in all, want twice", n)
 	}
 }

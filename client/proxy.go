@@ -1,12 +1,14 @@
 package client
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -345,16 +347,51 @@ func (r *RemoteStore) Close() error { return nil }
 // read-only. The upstream has no lookup by NAR hash, so the index
 // remembers the NAR hashes of the PathInfos it served (Nix asks for a
 // narinfo before its NAR); another NAR hash is looked up by the store
-// path the NAR URL names (GetByNARHashOf), else looked for in the
-// upstream's list of all paths. Looking up a NAR by its hash prefetches
-// its tree into the cache.
+// path the NAR URL names (GetByNARHashOf), else found in the upstream's
+// list of all paths (see listing). Looking up a NAR by its hash
+// prefetches its tree into the cache.
 type RemoteIndex struct {
 	r *RemoteStore
 
 	mu    sync.Mutex
 	byNAR map[[sha256.Size]byte]*store.PathInfo
 	order [][sha256.Size]byte // oldest first, for forgetting
+
+	// listMu is held while the upstream's paths are listed, one listing
+	// at a time; listed is the last listing, nil before the first.
+	listMu sync.Mutex
+	listed *pathListing
 }
+
+// pathListing is what a listing of the upstream's paths found: the store
+// path of each NAR hash, sorted by NAR hash. A NAR hash neither
+// remembered nor named with its store path is looked up in it while it is
+// younger than listingFresh, and the upstream is listed again only after
+// that: a client asking for NAR hashes the upstream does not have (by
+// mistake or to load it) costs at most one listing of every path every
+// listingFresh, not one a request. A path added upstream since the last
+// listing is not found by its NAR hash alone until the next one (Nix asks
+// for its narinfo first, which the index then remembers).
+type pathListing struct {
+	at      time.Time
+	entries []narPath // sorted by nar
+	full    bool      // false: the upstream had more than maxListed paths
+}
+
+// narPath is a listed store path and the SHA-256 of its NAR.
+type narPath struct {
+	nar  [sha256.Size]byte
+	path store.PathDigest
+}
+
+// listingFresh is how long a listing of the upstream's paths answers for
+// NAR hashes before the upstream is listed again.
+var listingFresh = 10 * time.Minute
+
+// maxListed bounds the paths a listing keeps (52 bytes each): a larger
+// upstream's NARs past the first maxListed listed are found only by
+// their narinfos or store paths.
+const maxListed = 1 << 21
 
 // maxRemembered bounds the NAR hashes a RemoteIndex remembers.
 const maxRemembered = 1 << 14
@@ -438,12 +475,40 @@ func (x *RemoteIndex) byNARHash(ctx context.Context, h [sha256.Size]byte, find f
 	return p, nil
 }
 
-// listFor looks for the NAR hash h in the upstream's list of paths.
+// listFor looks for the NAR hash h in the last listing of the
+// upstream's paths, listing them first when that one is older than
+// listingFresh (or there is none), and looks the path found up.
 func (x *RemoteIndex) listFor(ctx context.Context, h [sha256.Size]byte) (*store.PathInfo, error) {
+	l, err := x.listing(ctx)
+	if err != nil {
+		return nil, err
+	}
+	i, ok := slices.BinarySearchFunc(l.entries, h, func(e narPath, h [sha256.Size]byte) int { return bytes.Compare(e.nar[:], h[:]) })
+	if !ok {
+		return nil, fmt.Errorf("%w: NAR hash %x (not among the %d paths the upstream listed %s ago)",
+			store.ErrNotFound, h, len(l.entries), time.Since(l.at).Round(time.Second))
+	}
+	p, err := x.Get(ctx, l.entries[i].path)
+	if err == nil && p.NARSha256 != h {
+		err = fmt.Errorf("%w: NAR hash %x: store path %s has another NAR since it was listed", store.ErrNotFound, h, l.entries[i].path)
+	}
+	return p, err
+}
+
+// listing returns the last listing of the upstream's paths if it is
+// younger than listingFresh, else a new one (requests that need one
+// meanwhile wait for it).
+func (x *RemoteIndex) listing(ctx context.Context) (*pathListing, error) {
+	x.listMu.Lock()
+	defer x.listMu.Unlock()
+	if l := x.listed; l != nil && time.Since(l.at) < listingFresh {
+		return l, nil
+	}
 	var wire atomic.Uint64
 	defer func() { x.r.upstreamBytes.Add(float64(wire.Load())) }()
-	var found *store.PathInfo
+	l := &pathListing{at: time.Now(), full: true}
 	err := x.r.retry(ctx, "listing paths", func() error {
+		l.entries = l.entries[:0]
 		stream, err := x.r.c.paths.List(countWire(ctx, nil, &wire), &storepb.ListPathInfoRequest{})
 		if err != nil {
 			return err
@@ -460,19 +525,19 @@ func (x *RemoteIndex) listFor(ctx context.Context, h [sha256.Size]byte) (*store.
 			if err != nil {
 				return fmt.Errorf("client: path info from the upstream: %w", err)
 			}
-			x.remember(p)
-			if p.NARSha256 == h {
-				found = p
+			if len(l.entries) == maxListed {
+				l.full = false
+				continue
 			}
+			l.entries = append(l.entries, narPath{nar: p.NARSha256, path: p.Digest()})
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	if found == nil {
-		return nil, fmt.Errorf("%w: NAR hash %x", store.ErrNotFound, h)
-	}
-	return found, nil
+	slices.SortFunc(l.entries, func(a, b narPath) int { return bytes.Compare(a.nar[:], b.nar[:]) })
+	x.listed = l
+	return l, nil
 }
 
 // Put fails with ErrReadOnly.
