@@ -185,7 +185,7 @@ func (x *PullThrough) GetByNARHash(ctx context.Context, h [sha256.Size]byte) (*s
 		return x.o.Index.GetByNARHash(ctx, h)
 	}
 	if f == nil {
-		f = x.startFetch(h, ni, false)
+		f, _ = x.startFetch(h, ni, nil)
 	}
 	x.mu.Unlock()
 	select {
@@ -230,21 +230,26 @@ func (x *PullThrough) relearn(ctx context.Context, h [sha256.Size]byte, d store.
 	return err
 }
 
-// startFetch starts fetching the NAR h that ni describes, spooling it for
-// readers that follow it (OpenFetching) when spooled is set; called
-// holding mu. A spool that cannot be made leaves the fetch without one.
-func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo, spooled bool) *fetch {
-	f := &fetch{done: make(chan struct{}), size: ni.NarSize}
-	if spooled {
+// startFetch starts fetching the NAR h that ni describes; called holding
+// mu. With reader set (the context of the request that starts it), the
+// NAR is spooled for the requests that follow it (OpenFetching), and first
+// is that request's reader, opened before the fetch starts: a fetch that
+// ended at once would otherwise have closed its spool before the request
+// could open it, and the request would have fetched the NAR again. A
+// spool that cannot be made leaves the fetch without one (first nil).
+func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo, reader context.Context) (f *fetch, first io.ReadCloser) {
+	f = &fetch{done: make(chan struct{}), size: ni.NarSize}
+	if reader != nil {
 		if sp, err := newNARSpool(x.o.SpoolDir, ni.NarSize, x.o.SpoolReserve); err == nil {
 			f.spool = sp
+			first, _ = sp.open(reader)
 		} else {
 			slog.Warn("pull-through: cannot spool a NAR for its first reader; it waits for the whole fetch", "store_path", ni.StorePath, "err", err)
 		}
 	}
 	x.fetches[h] = f
 	go x.fetch(h, ni, f)
-	return f
+	return f, first
 }
 
 // OpenFetching returns a reader of the NAR of hash h while it is being
@@ -271,9 +276,12 @@ func (x *PullThrough) OpenFetching(ctx context.Context, h [sha256.Size]byte, d *
 	x.mu.Lock()
 	f := x.fetches[h]
 	if ni := x.pending[h]; f == nil && ni != nil {
-		f = x.startFetch(h, ni, true)
+		f, r = x.startFetch(h, ni, ctx)
 	}
 	x.mu.Unlock()
+	if r != nil {
+		return r, f.size, true, nil
+	}
 	if f == nil || f.spool == nil {
 		return nil, 0, false, nil
 	}
