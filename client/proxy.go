@@ -485,8 +485,12 @@ func (x *RemoteIndex) listFor(ctx context.Context, h [sha256.Size]byte) (*store.
 	}
 	i, ok := slices.BinarySearchFunc(l.entries, h, func(e narPath, h [sha256.Size]byte) int { return bytes.Compare(e.nar[:], h[:]) })
 	if !ok {
-		return nil, fmt.Errorf("%w: NAR hash %x (not among the %d paths the upstream listed %s ago)",
-			store.ErrNotFound, h, len(l.entries), time.Since(l.at).Round(time.Second))
+		of := ""
+		if !l.full {
+			of = ", the first it sent of more"
+		}
+		return nil, fmt.Errorf("%w: NAR hash %x (not among the %d paths the upstream listed %s ago%s)",
+			store.ErrNotFound, h, len(l.entries), time.Since(l.at).Round(time.Second), of)
 	}
 	p, err := x.Get(ctx, l.entries[i].path)
 	if err == nil && p.NARSha256 != h {
@@ -508,7 +512,7 @@ func (x *RemoteIndex) listing(ctx context.Context) (*pathListing, error) {
 	defer func() { x.r.upstreamBytes.Add(float64(wire.Load())) }()
 	l := &pathListing{at: time.Now(), full: true}
 	err := x.r.retry(ctx, "listing paths", func() error {
-		l.entries = l.entries[:0]
+		l.entries, l.full = l.entries[:0], true
 		stream, err := x.r.c.paths.List(countWire(ctx, nil, &wire), &storepb.ListPathInfoRequest{})
 		if err != nil {
 			return err
