@@ -62,28 +62,14 @@ func startServer(t *testing.T, extra ...grpc.ServerOption) *testServer {
 }
 
 // calls returns the number of calls the server has handled.
-func (ts *testServer) calls(t *testing.T) uint64 {
-	t.Helper()
-	families, err := ts.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n uint64
-	for _, f := range families {
-		if f.GetName() == "nixcas_grpc_request_duration_seconds" {
-			for _, m := range f.GetMetric() {
-				n += m.GetHistogram().GetSampleCount()
-			}
-		}
-	}
-	return n
-}
+func (ts *testServer) calls(t *testing.T) uint64 { return grpcCalls(t, ts.reg, "") }
 
-// methodCalls returns the number of calls the server has handled of the
-// method whose full name ends with method ("PathInfoService/List").
-func (ts *testServer) methodCalls(t *testing.T, method string) uint64 {
+// grpcCalls returns the number of calls a server with the metrics reg has
+// handled of the methods whose full name ends with method
+// ("PathInfoService/List"; "" for every method).
+func grpcCalls(t *testing.T, reg *prometheus.Registry, method string) uint64 {
 	t.Helper()
-	families, err := ts.reg.Gather()
+	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +80,7 @@ func (ts *testServer) methodCalls(t *testing.T, method string) uint64 {
 		}
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if strings.HasSuffix(l.GetValue(), method) {
+				if l.GetName() == "method" && strings.HasSuffix(l.GetValue(), method) {
 					n += m.GetHistogram().GetSampleCount()
 				}
 			}

@@ -121,25 +121,7 @@ func startFramedServer(t *testing.T, extra ...grpc.ServerOption) *framedServer {
 // calls returns how many calls of the SyncService method the server
 // answered.
 func (fs *framedServer) calls(t *testing.T, method string) uint64 {
-	t.Helper()
-	families, err := fs.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n uint64
-	for _, f := range families {
-		if f.GetName() != "nixcas_grpc_request_duration_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "method" && strings.HasSuffix(l.GetValue(), "SyncService/"+method) {
-					n += m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	return n
+	return grpcCalls(t, fs.reg, "SyncService/"+method)
 }
 
 // places counts the distinct chunks of refs the server keeps in frames

@@ -186,7 +186,7 @@ func TestRemoteIndexListsRarely(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lists := func() uint64 { return ts.methodCalls(t, "PathInfoService/List") }
+	lists := func() uint64 { return grpcCalls(t, ts.reg, "PathInfoService/List") }
 	client.SetListingFresh(t, time.Hour)
 	idx := rs.Index()
 	for i := range 20 {
