@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -166,16 +165,12 @@ func pullThroughCache(t *testing.T, keyFile string) (string, []importE2EPath) {
 func signedPullThroughCache(t *testing.T, nix nixEnv) (dir string, ps []importE2EPath, pub string) {
 	t.Helper()
 	keyDir := t.TempDir()
-	if _, err := nix.run(t.Context(), "nix-store", "--generate-binary-cache-key", "upstream-cache-1",
-		filepath.Join(keyDir, "secret"), filepath.Join(keyDir, "public")); err != nil {
-		t.Fatal(err)
-	}
-	pubB, err := os.ReadFile(filepath.Join(keyDir, "public"))
+	_, pub, err := nix.keyPair(t.Context(), keyDir, "upstream-cache-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, ps = pullThroughCache(t, filepath.Join(keyDir, "secret"))
-	return dir, ps, strings.TrimSpace(string(pubB))
+	dir, ps = pullThroughCache(t, filepath.Join(keyDir, "secret")) // where keyPair writes it
+	return dir, ps, pub
 }
 
 // countingServer serves h, counting the requests.
