@@ -15,7 +15,8 @@ import (
 // Server does its own: it writes the access times of reads
 // (store.Index.RecordAccess), expires paths as the RetentionPolicy says
 // and collects garbage as the GCPolicy says. It is for a store served
-// otherwise: the proxy's pull-through cache.
+// otherwise: the proxy's pull-through cache. A nil Maintenance does
+// nothing (a store with none).
 type Maintenance struct {
 	retainer  *retainer
 	collector *collector // nil: no background garbage collection
@@ -41,6 +42,9 @@ func NewMaintenance(cas *pebblestore.Store, index *store.Index, ret RetentionPol
 // Run runs until ctx ends; the access times noted by then are written
 // before it returns.
 func (m *Maintenance) Run(ctx context.Context) {
+	if m == nil {
+		return
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { m.retainer.run(ctx) })
 	if m.collector != nil {
@@ -50,4 +54,8 @@ func (m *Maintenance) Run(ctx context.Context) {
 }
 
 // FlushAccess writes the access times noted since the last write.
-func (m *Maintenance) FlushAccess(ctx context.Context) { m.retainer.flush(ctx) }
+func (m *Maintenance) FlushAccess(ctx context.Context) {
+	if m != nil {
+		m.retainer.flush(ctx)
+	}
+}

@@ -196,9 +196,7 @@ func (p *proxyServer) Serve(ctx context.Context) error {
 	mctx, stopMaintenance := context.WithCancel(ctx)
 	go func() {
 		defer close(maintained)
-		if p.maintenance != nil {
-			p.maintenance.Run(mctx)
-		}
+		p.maintenance.Run(mctx) // none with a gRPC upstream
 	}()
 	var err error
 	select {
@@ -211,10 +209,8 @@ func (p *proxyServer) Serve(ctx context.Context) error {
 	}
 	stopMaintenance()
 	<-maintained
-	if p.maintenance != nil {
-		// After the last request: its reads' access times too.
-		p.maintenance.FlushAccess(context.Background())
-	}
+	// After the last request: its reads' access times too.
+	p.maintenance.FlushAccess(context.Background())
 	if cerr := p.close(); err == nil {
 		err = cerr
 	}

@@ -82,7 +82,7 @@ func (h *handler) streamFetching(w http.ResponseWriter, r *http.Request, sum [sh
 		return false
 	}
 	var d *store.PathDigest
-	if pd, err := store.ParsePathDigest(r.URL.Query().Get(narPathQuery)); err == nil {
+	if pd, ok := narPathOf(r); ok {
 		d = &pd
 	}
 	rc, size, ok, err := x.OpenFetching(r.Context(), sum, d)
@@ -130,11 +130,18 @@ func (h *handler) streamFetching(w http.ResponseWriter, r *http.Request, sum [sh
 // hash alone.
 func (h *handler) pathOfNAR(r *http.Request, sum [sha256.Size]byte) (*store.PathInfo, error) {
 	if x, ok := h.o.Index.(PathNARIndex); ok {
-		if d, err := store.ParsePathDigest(r.URL.Query().Get(narPathQuery)); err == nil {
+		if d, ok := narPathOf(r); ok {
 			return x.GetByNARHashOf(r.Context(), sum, d)
 		}
 	}
 	return h.o.Index.GetByNARHash(r.Context(), sum)
+}
+
+// narPathOf returns the store path a NAR request's URL names (?hash=,
+// see narInfoText), if it names a valid one.
+func narPathOf(r *http.Request) (store.PathDigest, bool) {
+	d, err := store.ParsePathDigest(r.URL.Query().Get(narPathQuery))
+	return d, err == nil
 }
 
 // parseNARHash decodes the 52 nixbase32 characters of a NAR's SHA-256.
