@@ -96,13 +96,24 @@ func (g *spaceGuard) noSpace(avail uint64) error {
 		castore.ErrNoSpace, g.dir, formatMiB(avail), formatMiB(g.reserve), g.why)
 }
 
-// SpaceReserve returns the free space the store keeps on its file system
-// (it refuses writes below it): 0 when it does not check.
-func (s *Store) SpaceReserve() uint64 {
-	if s.space == nil {
-		return 0
+// Room reports whether n more bytes fit on the store's file system (its
+// data directory's) above the free space the store keeps in reserve:
+// ErrNoSpace, saying what is free, when they do not; nil when the store
+// does not check. For writers beside the store, such as a proxy's spool.
+func (s *Store) Room(n uint64) error {
+	g := s.space
+	if g == nil {
+		return nil
 	}
-	return s.space.reserve
+	avail, err := availableBytes(g.dir)
+	if err != nil {
+		return fmt.Errorf("castore: pebble: free space of %s: %w", g.dir, err)
+	}
+	if avail < g.reserve || avail-g.reserve < n {
+		return fmt.Errorf("%w: %s has %s free, short of %s beyond the store's %s reserve (%s)",
+			castore.ErrNoSpace, g.dir, formatMiB(avail), formatMiB(n), formatMiB(g.reserve), g.why)
+	}
+	return nil
 }
 
 // availableBytes returns the space an unprivileged process may still use

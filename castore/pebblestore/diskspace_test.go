@@ -539,3 +539,22 @@ func TestPebbleDiskBytes(t *testing.T) {
 	}
 	t.Logf("DiskBytes %d, write-ahead logs %d bytes", got, logs)
 }
+
+// TestPebbleRoom: Room admits what fits on the store's disk beyond its
+// reserve and refuses, with ErrNoSpace naming the directory, what does
+// not.
+func TestPebbleRoom(t *testing.T) {
+	mnt := mountTmpfs(t, 256<<20)
+	dir := filepath.Join(mnt, "store")
+	s, err := pebblestore.Open(dir, smallStoreOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Room(1 << 20); err != nil {
+		t.Errorf("Room(1 MiB) with about 256 MiB free: %v", err)
+	}
+	if err := s.Room(256 << 20); !errors.Is(err, castore.ErrNoSpace) || !strings.Contains(err.Error(), dir) {
+		t.Errorf("Room(256 MiB) on a 256 MiB disk = %v, want ErrNoSpace naming %s", err, dir)
+	}
+}

@@ -123,12 +123,11 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 			return fmt.Errorf("proxy: %w", err)
 		}
 		index := store.NewIndex(p.cache, p.cache)
-		// A spool leaves the cache room for the NAR it holds and the
-		// cache's own reserve.
-		cas, _ := castore.As[*pebblestore.Store](p.cache)
+		// A NAR is spooled only with room for it beyond the cache's own
+		// reserve.
 		pt, err := httpcache.NewPullThrough(httpcache.PullThroughOptions{
 			CAS: p.cache, Index: index, Upstream: src, LookupTimeout: pc.timeout,
-			SpoolDir: spool, SpoolReserve: cas.SpaceReserve(),
+			SpoolDir: spool, SpoolRoom: p.cache.Room,
 		})
 		if err != nil {
 			return err
@@ -139,6 +138,7 @@ func (p *proxyServer) start(ctx context.Context, pc proxyConfig) error {
 		if !retains {
 			gc.Interval = 0
 		}
+		cas, _ := castore.As[*pebblestore.Store](p.cache)
 		if p.maintenance, err = server.NewMaintenance(cas, index, pc.retention, gc, slog.Default(), reg); err != nil {
 			return err
 		}

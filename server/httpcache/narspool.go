@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // narSpool holds the NAR of a pull-through fetch as it is decompressed,
@@ -35,19 +33,12 @@ type narSpool struct {
 }
 
 // newNARSpool creates a spool in dir (the system's temporary directory
-// when empty) for a NAR of size bytes, held by the fetch: an error when
-// the file system would then keep less than reserve bytes free.
-func newNARSpool(dir string, size, reserve uint64) (*narSpool, error) {
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	if reserve > 0 {
-		free, err := freeBytes(dir)
-		if err != nil {
+// when empty) for a NAR of size bytes, held by the fetch: room's error
+// when room (if not nil) refuses the size.
+func newNARSpool(dir string, size uint64, room func(uint64) error) (*narSpool, error) {
+	if room != nil {
+		if err := room(size); err != nil {
 			return nil, err
-		}
-		if free < size+reserve {
-			return nil, fmt.Errorf("%s has %d bytes free, less than the NAR's %d and the %d kept free", dir, free, size, reserve)
 		}
 	}
 	f, err := os.CreateTemp(dir, "nixcas-pull-through-*.nar")
@@ -56,16 +47,6 @@ func newNARSpool(dir string, size, reserve uint64) (*narSpool, error) {
 	}
 	os.Remove(f.Name())
 	return &narSpool{f: f, more: make(chan struct{}), refs: 1}, nil
-}
-
-// freeBytes returns the space an unprivileged process may still use on
-// the file system holding dir.
-func freeBytes(dir string) (uint64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("free space of %s: %w", dir, err)
-	}
-	return uint64(st.Bavail) * uint64(st.Bsize), nil
 }
 
 // Write appends p; it always reports success (see narSpool).

@@ -14,7 +14,7 @@ import (
 // the space back; its reader stops with the error at once, not after the
 // bytes the file no longer holds, and no new reader is let in.
 func TestNARSpoolWriteFailure(t *testing.T) {
-	sp, err := newNARSpool(t.TempDir(), 0, 0)
+	sp, err := newNARSpool(t.TempDir(), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

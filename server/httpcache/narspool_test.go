@@ -15,6 +15,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nixcas/nixcas/castore"
 	"github.com/nixcas/nixcas/internal/testtree"
 	"github.com/nixcas/nixcas/server/httpcache"
 	"github.com/nixcas/nixcas/store"
@@ -275,16 +276,18 @@ func TestPullThroughSpoolGivenUp(t *testing.T) {
 	}
 }
 
-// TestPullThroughSpoolReserve: a NAR larger than the spool directory's
-// free space less SpoolReserve is not spooled; its client waits for the
-// whole fetch and gets the NAR.
+// TestPullThroughSpoolReserve: a NAR SpoolRoom refuses (as a store's
+// Room does on a disk without room for it beside its reserve) is not
+// spooled; its client waits for the whole fetch and gets the NAR.
 func TestPullThroughSpoolReserve(t *testing.T) {
 	ctx := t.Context()
 	src, nar, sum, d := heldNAR(t)
 	var released sync.Once
 	release := func() { released.Do(func() { close(src.release) }) }
 	defer release()
-	pt, _, ts := pullThroughServer(t, src, func(o *httpcache.PullThroughOptions) { o.SpoolReserve = 1 << 62 })
+	pt, _, ts := pullThroughServer(t, src, func(o *httpcache.PullThroughOptions) {
+		o.SpoolRoom = func(uint64) error { return castore.ErrNoSpace }
+	})
 	defer ts.Close()
 	if _, err := pt.Get(ctx, d); err != nil {
 		t.Fatal(err)

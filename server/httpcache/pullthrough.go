@@ -36,11 +36,11 @@ type PullThroughOptions struct {
 	// empty. The file is unlinked at once and gone with the fetch, or as
 	// soon as its last reader leaves or a write to it fails.
 	SpoolDir string
-	// SpoolReserve is the free space a spool leaves on SpoolDir's file
-	// system for everything else (the store's own reserve, say): a NAR is
-	// spooled only if its size plus SpoolReserve is free when its fetch
-	// starts; otherwise its readers wait for the whole fetch.
-	SpoolReserve uint64
+	// SpoolRoom, when set, says whether a NAR of n bytes may be spooled
+	// (nil error), asked when its fetch starts: the store's free-space
+	// check, say (pebblestore.Store.Room), with SpoolDir on its disk. A
+	// NAR not spooled has its readers wait for the whole fetch.
+	SpoolRoom func(n uint64) error
 }
 
 // DefaultLookupTimeout is PullThroughOptions.LookupTimeout when unset.
@@ -240,7 +240,7 @@ func (x *PullThrough) relearn(ctx context.Context, h [sha256.Size]byte, d store.
 func (x *PullThrough) startFetch(h [sha256.Size]byte, ni *narinfo.NarInfo, reader context.Context) (f *fetch, first io.ReadCloser) {
 	f = &fetch{done: make(chan struct{}), size: ni.NarSize}
 	if reader != nil {
-		if sp, err := newNARSpool(x.o.SpoolDir, ni.NarSize, x.o.SpoolReserve); err == nil {
+		if sp, err := newNARSpool(x.o.SpoolDir, ni.NarSize, x.o.SpoolRoom); err == nil {
 			f.spool = sp
 			first, _ = sp.open(reader)
 		} else {
