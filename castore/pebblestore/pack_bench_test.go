@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -69,6 +73,46 @@ func BenchmarkDecodeFrame(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkDecodeFrameParallel decodes the call-filtered hot frames of
+// the same input, compressed by the build's default library, on every
+// core at once (each goroutine takes the next frame not yet decoded): the
+// most a first render could get from this machine's cores if it did
+// nothing but decode, to set beside nix-store --dump of the same tree.
+func BenchmarkDecodeFrameParallel(b *testing.B) {
+	data := benchFrameInput(b)
+	frame := DefaultFrameOptions.Size
+	var objs [][]byte
+	var names []castore.Digest
+	for off := 0; off < len(data); off += frame {
+		obj := compressFrame(zstd.SpeedDefault, data[off:min(off+frame, len(data))], true)
+		objs = append(objs, obj)
+		names = append(names, castore.Hash(obj))
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var next atomic.Int64
+		var g errgroup.Group
+		for range runtime.GOMAXPROCS(0) {
+			g.Go(func() error {
+				buf := make([]byte, 0, frame)
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= len(objs) {
+						return nil
+					}
+					var err error
+					if buf, err = DecodeFrame(names[i], objs[i], buf[:0]); err != nil {
+						return err
+					}
+				}
+			})
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
