@@ -116,7 +116,7 @@ func (c *chunkFiles) PrefetchChunkFiles(ctx context.Context, ds []castore.Digest
 		return
 	}
 	// On an error, the places found before it are kept, as good as any.
-	err = db.getManyPrefix(ctx, keys, frameRefMaxSize, func(i int, v []byte) error {
+	err = db.getManySmall(ctx, keys, frameRefMaxSize, func(i int, v []byte, _ int) error {
 		if len(v) > 0 && v[0] == CodecFrame {
 			if r, err := decodeFrameRef(v); err == nil {
 				p := c.ahead[looked[i]]

@@ -47,9 +47,12 @@ type kvDB interface {
 	// twice is reported at each of its places. On PostgreSQL it is one
 	// query, where a get per key would be a round trip each.
 	getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error
-	// getManyPrefix is getMany handing fn at most the first n bytes of
-	// each value, reading no more of it where that costs less.
-	getManyPrefix(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte) error) error
+	// getManySmall is getMany for callers that need a value only when it
+	// is small: fn(i, v, size) gets the value when it is at most n bytes,
+	// else v nil, and the value's size either way. A larger value is not
+	// read (on Pebble a separated value stays in its blob file; on
+	// PostgreSQL it is not sent).
+	getManySmall(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte, size int) error) error
 	// has reports whether key exists, without reading its value where
 	// that costs more than the key.
 	has(ctx context.Context, key []byte) (bool, error)
@@ -126,6 +129,9 @@ type kvBatch interface {
 	// getMany is kvDB.getMany of the latest committed values, locking
 	// the keys as get does.
 	getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error
+	// getManySmall is kvDB.getManySmall of the latest committed values,
+	// locking the keys as get does.
+	getManySmall(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte, size int) error) error
 	set(key, value []byte)
 	// insert sets key, which the caller found absent: commit fails with
 	// errKeyExists, applying nothing, should another writer have set it
@@ -175,8 +181,42 @@ func (p *pebbleKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v 
 	return getEach(ctx, p.get, keys, fn)
 }
 
-func (p *pebbleKV) getManyPrefix(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte) error) error {
-	return getEach(ctx, p.get, keys, func(i int, v []byte) error { return fn(i, v[:min(n, len(v))]) })
+// getManySmall looks the keys up through one iterator, as hasMany does,
+// and reads only the values of at most n bytes: the size of a value is
+// known without fetching it.
+func (p *pebbleKV) getManySmall(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte, size int) error) error {
+	it, err := p.db.NewIterWithContext(ctx, &hasIterOptions)
+	if err != nil {
+		return pebbleError(err, "get")
+	}
+	for i, key := range keys {
+		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
+			// Each seek clears the iterator's error, so a miss is
+			// checked at once: a failed read is not an absent key.
+			if err := it.Error(); err != nil {
+				it.Close()
+				return pebbleError(err, "get")
+			}
+			continue
+		}
+		lv := it.LazyValue()
+		size := lv.Len()
+		var v []byte
+		if size <= n {
+			if v, err = it.ValueAndErr(); err != nil {
+				it.Close()
+				return pebbleError(err, fmt.Sprintf("get %c/%x", key[0], key[1:]))
+			}
+		}
+		if err := fn(i, v, size); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return pebbleError(err, "get")
+	}
+	return nil
 }
 
 // getEach is getMany as one get per key.
@@ -210,29 +250,8 @@ func (p *pebbleKV) has(ctx context.Context, key []byte) (bool, error) {
 
 // hasMany is has for each key, through one iterator.
 func (p *pebbleKV) hasMany(ctx context.Context, keys [][]byte, fn func(i int) error) error {
-	it, err := p.db.NewIterWithContext(ctx, &hasIterOptions)
-	if err != nil {
-		return pebbleError(err, "lookup")
-	}
-	for i, key := range keys {
-		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
-			// Each seek clears the iterator's error, so a miss is
-			// checked at once: a failed read is not an absent key.
-			if err := it.Error(); err != nil {
-				it.Close()
-				return pebbleError(err, "lookup")
-			}
-			continue
-		}
-		if err := fn(i); err != nil {
-			it.Close()
-			return err
-		}
-	}
-	if err := it.Close(); err != nil {
-		return pebbleError(err, "lookup")
-	}
-	return nil
+	// No value is that small: none is read.
+	return p.getManySmall(ctx, keys, -1, func(i int, _ []byte, _ int) error { return fn(i) })
 }
 
 // hasIterOptions: a lookup reads the bloom filters of every level, the
@@ -340,6 +359,10 @@ func (b *pebbleBatch) get(ctx context.Context, key []byte, fn func(v []byte) err
 
 func (b *pebbleBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []byte) error) error {
 	return b.p.getMany(ctx, keys, fn)
+}
+
+func (b *pebbleBatch) getManySmall(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte, size int) error) error {
+	return b.p.getManySmall(ctx, keys, n, fn)
 }
 
 func (b *pebbleBatch) set(key, value []byte)    { _ = b.b.Set(key, value, nil) }

@@ -133,8 +133,8 @@ func TestPostgresBatchConflict(t *testing.T) {
 // TestPostgresGetMany: getMany reports each present key at each of its
 // places, with its value, and no missing key, over more keys than one
 // query reads, on either database, and in a batch as out of it; hasMany
-// reports the same keys, without values, and getManyPrefix with the
-// values' first bytes only.
+// reports the same keys, without values, and getManySmall the values of
+// at most 3 bytes and the sizes of all.
 func TestPostgresGetMany(t *testing.T) {
 	ctx := context.Background()
 	for _, kind := range []string{"pebble", "postgres"} {
@@ -155,7 +155,7 @@ func TestPostgresGetMany(t *testing.T) {
 				keys = append(keys, fmt.Appendf(nil, "k%05d", i))
 			}
 			keys = append(keys, []byte("k00001"), []byte("k00003"), []byte("absent"))
-			for _, how := range []string{"db", "batch", "hasMany", "prefix"} {
+			for _, how := range []string{"db", "batch", "hasMany", "small", "batch small"} {
 				got := make([][]byte, len(keys))
 				calls := 0
 				fn := func(i int, v []byte) error {
@@ -174,8 +174,23 @@ func TestPostgresGetMany(t *testing.T) {
 					b.close()
 				case "hasMany":
 					err = db.hasMany(ctx, keys, func(i int) error { return fn(i, []byte("present")) })
-				case "prefix":
-					err = db.getManyPrefix(ctx, keys, 3, fn)
+				case "small", "batch small":
+					// A value's size instead of a value longer than 3.
+					small := func(i int, v []byte, size int) error {
+						if v == nil {
+							v = fmt.Appendf(nil, "%d bytes", size)
+						} else if len(v) != size {
+							t.Errorf("key %s: value %q of size %d", keys[i], v, size)
+						}
+						return fn(i, v)
+					}
+					if how == "small" {
+						err = db.getManySmall(ctx, keys, 3, small)
+					} else {
+						b := db.newBatch()
+						err = b.getManySmall(ctx, keys, 3, small)
+						b.close()
+					}
 				default:
 					err = db.getMany(ctx, keys, fn)
 				}
@@ -191,8 +206,10 @@ func TestPostgresGetMany(t *testing.T) {
 						switch how {
 						case "hasMany":
 							w = []byte("present")
-						case "prefix":
-							w = w[:min(3, len(w))]
+						case "small", "batch small":
+							if len(w) > 3 {
+								w = fmt.Appendf(nil, "%d bytes", len(w))
+							}
 						}
 						want++
 					}
@@ -202,6 +219,53 @@ func TestPostgresGetMany(t *testing.T) {
 				}
 				if calls != want {
 					t.Errorf("%s: %d calls, want %d", how, calls, want)
+				}
+			}
+		})
+	}
+}
+
+// TestGetManySmallLarge: getManySmall gives the size of a large value
+// without it, and the value itself when the bound allows, also for a
+// value Pebble has moved to a blob file (flushed, value separation) and
+// one PostgreSQL keeps out of line.
+func TestGetManySmallLarge(t *testing.T) {
+	ctx := context.Background()
+	large := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	for _, kind := range []string{"pebble", "postgres"} {
+		t.Run(kind, func(t *testing.T) {
+			db := testKV(t, kind)
+			b := db.newBatch()
+			b.set([]byte("large"), large)
+			b.set([]byte("small"), []byte("xy"))
+			if err := b.commit(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			b.close()
+			if p, ok := db.(*pebbleKV); ok {
+				if err := p.db.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keys := [][]byte{[]byte("large"), []byte("small"), []byte("absent")}
+			for _, n := range []int{2, len(large)} {
+				got := map[string][]byte{}
+				sizes := map[string]int{}
+				err := db.getManySmall(ctx, keys, n, func(i int, v []byte, size int) error {
+					got[string(keys[i])], sizes[string(keys[i])] = bytes.Clone(v), size
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sizes["large"] != len(large) || sizes["small"] != 2 || len(sizes) != 2 {
+					t.Errorf("n=%d: sizes %v, want large %d, small 2 and nothing else", n, sizes, len(large))
+				}
+				if !bytes.Equal(got["small"], []byte("xy")) {
+					t.Errorf("n=%d: small = %q", n, got["small"])
+				}
+				if want := n >= len(large); (got["large"] != nil) != want || want && !bytes.Equal(got["large"], large) {
+					t.Errorf("n=%d: large read = %t (%d bytes), want %t", n, got["large"] != nil, len(got["large"]), want)
 				}
 			}
 		})

@@ -236,19 +236,26 @@ type queuedChunk struct {
 // moving reports whether the chunk goes into the frame at all.
 func (e *queuedChunk) moving() bool { return e.wasInline || e.inline != nil || e.imported }
 
-// still reports whether v, the chunk's index value now, is as it was when
-// the chunk was read: for the packer, any inline value (a chunk deleted and
-// put again is the same bytes), for a compaction the very value planned;
-// an imported chunk was absent, so any value means it was stored
-// meanwhile.
-func (e *queuedChunk) still(v []byte) bool {
+// still reports whether the chunk's index value now, of size bytes, is as
+// it was when the chunk was read: for the packer, any inline value (a
+// chunk deleted and put again is the same bytes), for a compaction the
+// very value planned; an imported chunk was absent, so any value means it
+// was stored meanwhile. v is the value, or nil when it is longer than
+// stillSize(e) (see switchToFrameOnce).
+func (e *queuedChunk) still(v []byte, size int) bool {
 	if e.imported {
 		return false
 	}
 	if e.key != nil {
-		return len(v) > 0 && v[0] != CodecFrame
+		// A value longer than any frame reference is inline.
+		return size > 0 && (v == nil || v[0] != CodecFrame)
 	}
-	return bytes.Equal(v, e.inline)
+	return size == len(e.inline) && bytes.Equal(v, e.inline)
+}
+
+// stillSize is the size up to which still needs e's value itself.
+func (e *queuedChunk) stillSize() int {
+	return max(frameRefMaxSize, len(e.inline))
 }
 
 // packBatchBytes bounds the bytes of the hot frames one pack writes
@@ -536,27 +543,30 @@ func (s *Store) switchToFrameOnce(ctx context.Context, db kvDB, f *frameInfo, en
 	var delta [numCounters]uint64
 	var ref []byte
 	// The chunks' values as they are now, read (and on a shared database
-	// locked) in one getMany.
+	// locked) in one getManySmall: an inline chunk's bytes, which the
+	// packer has read already, are not read again (only their size).
 	var keys [][]byte
 	var at []int // entries' index of each key
+	small := 0
 	if f.stored > 0 {
 		for i, e := range entries {
 			if e.moving() {
 				keys = append(keys, pebbleKey(pebbleKindChunk, e.digest))
 				at = append(at, i)
+				small = max(small, e.stillSize())
 			}
 		}
 	}
 	same := make([]bool, len(entries))
 	for i, e := range entries {
-		same[i] = e.imported // still absent unless getMany finds it
+		same[i] = e.imported // still absent unless getManySmall finds it
 	}
 	inlineLen := make([]int, len(entries))
-	err := b.getMany(ctx, keys, func(j int, v []byte) error {
+	err := b.getManySmall(ctx, keys, small, func(j int, v []byte, size int) error {
 		i := at[j]
-		same[i] = entries[i].still(v)
-		if same[i] && v[0] != CodecFrame {
-			inlineLen[i] = len(v)
+		same[i] = entries[i].still(v, size)
+		if same[i] && (v == nil || v[0] != CodecFrame) {
+			inlineLen[i] = size
 		}
 		return nil
 	})

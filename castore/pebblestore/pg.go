@@ -229,17 +229,27 @@ func (p *pgKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v []by
 	return pgGetMany(ctx, p.q, keys, "", "v", fn, p)
 }
 
-func (p *pgKV) getManyPrefix(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte) error) error {
-	// substring of a value stored uncompressed out of line (see pgSchema)
-	// reads only the slices of it that hold those bytes.
-	return pgGetMany(ctx, p.q, keys, "", fmt.Sprintf("substring(v FROM 1 FOR %d)", n), fn, p)
+func (p *pgKV) getManySmall(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte, size int) error) error {
+	return pgGetManySmall(ctx, p.q, keys, "", n, fn, p)
+}
+
+// pgGetManySmall is getManySmall on q, suffix appended to each query.
+// octet_length of a value stored out of line (see pgSchema) reads only
+// its TOAST pointer, and the larger values are not sent.
+func pgGetManySmall(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix string, n int, fn func(i int, v []byte, size int) error, p *pgKV) error {
+	var size int32
+	value := fmt.Sprintf("CASE WHEN octet_length(v) <= %d THEN v END, octet_length(v)", n)
+	return pgGetMany(ctx, q, keys, suffix, value, func(i int, v []byte) error {
+		return fn(i, v, int(size))
+	}, p, &size)
 }
 
 // pgGetMany reads keys in pages of one query each; suffix is appended to
 // each query (a lock clause). value is what each key's value is read as
 // ("v", or an expression of it); without one ("") it reads only which keys
-// exist, and fn is called with nil values.
-func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix, value string, fn func(i int, v []byte) error, p *pgKV) error {
+// exist, and fn is called with nil values. value may select more columns
+// than the value: they are scanned into more, before each call of fn.
+func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix, value string, fn func(i int, v []byte) error, p *pgKV, more ...any) error {
 	values := value != ""
 	sel, what := "SELECT k, "+value, "get"
 	if !values {
@@ -260,7 +270,7 @@ func pgGetMany(ctx context.Context, q pgRowsQuerier, keys [][]byte, suffix, valu
 		for rows.Next() {
 			var k, v []byte
 			if values {
-				err = rows.Scan(&k, &v)
+				err = rows.Scan(append([]any{&k, &v}, more...)...)
 			} else {
 				err = rows.Scan(&k)
 			}
@@ -645,6 +655,13 @@ func (b *pgBatch) getMany(ctx context.Context, keys [][]byte, fn func(i int, v [
 		return err
 	}
 	return pgGetMany(ctx, b.tx, keys, " FOR UPDATE", "v", fn, b.p)
+}
+
+func (b *pgBatch) getManySmall(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte, size int) error) error {
+	if err := b.begin(ctx); err != nil {
+		return err
+	}
+	return pgGetManySmall(ctx, b.tx, keys, " FOR UPDATE", n, fn, b.p)
 }
 
 func (b *pgBatch) add(kind pgOpKind, key, value []byte) {
