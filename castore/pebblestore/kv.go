@@ -187,7 +187,7 @@ func (p *pebbleKV) getMany(ctx context.Context, keys [][]byte, fn func(i int, v 
 func (p *pebbleKV) getManySmall(ctx context.Context, keys [][]byte, n int, fn func(i int, v []byte, size int) error) error {
 	it, err := p.db.NewIterWithContext(ctx, &hasIterOptions)
 	if err != nil {
-		return pebbleError(err, "get")
+		return pebbleError(err, "lookup")
 	}
 	for i, key := range keys {
 		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
@@ -195,7 +195,7 @@ func (p *pebbleKV) getManySmall(ctx context.Context, keys [][]byte, n int, fn fu
 			// checked at once: a failed read is not an absent key.
 			if err := it.Error(); err != nil {
 				it.Close()
-				return pebbleError(err, "get")
+				return pebbleError(err, "lookup")
 			}
 			continue
 		}
@@ -214,7 +214,7 @@ func (p *pebbleKV) getManySmall(ctx context.Context, keys [][]byte, n int, fn fu
 		}
 	}
 	if err := it.Close(); err != nil {
-		return pebbleError(err, "get")
+		return pebbleError(err, "lookup")
 	}
 	return nil
 }
