@@ -55,12 +55,21 @@ func (x *Index) GC(ctx context.Context, cas *pebblestore.Store, opts pebblestore
 			return yield(name, castore.Entry{Kind: castore.KindFile, Digest: blob, Size: size})
 		})
 	}
+	// The names of NAR files are pruned inside the collection, so that a
+	// Close of the store meanwhile waits for them too.
+	after := opts.After
+	opts.After = func(ctx context.Context) error {
+		if after != nil {
+			if err := after(ctx); err != nil {
+				return err
+			}
+		}
+		var err error
+		res.NARFilesDeleted, err = x.pruneNARFiles(ctx, opts.DryRun)
+		return err
+	}
 	r, err := cas.GC(ctx, opts)
 	res.GCResult = r
-	if err != nil {
-		return res, err
-	}
-	res.NARFilesDeleted, err = x.pruneNARFiles(ctx, opts.DryRun)
 	return res, err
 }
 

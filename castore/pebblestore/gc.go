@@ -80,6 +80,10 @@ type GCOptions struct {
 	// "sweeping", "rewriting"), the work done and the work in all (0 when
 	// not known).
 	Progress func(step string, done, total int64)
+	// After, when set, runs once the collection has done its work
+	// (dry run or not), before GC returns and with the store still held:
+	// a Close waits for it as for the rest. Its error is GC's.
+	After func(ctx context.Context) error
 }
 
 // DefaultGCOptions: one hour of grace, frames less than half live
@@ -265,6 +269,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (res GCResult, err error
 			return res, serr
 		}
 		res.StoredBytesFreed = int64(before.StoredBytes) - int64(after.StoredBytes)
+	}
+	if opts.After != nil {
+		if err = opts.After(ctx); err != nil {
+			return res, err
+		}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
