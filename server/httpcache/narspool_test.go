@@ -25,10 +25,14 @@ import (
 // waits for release before it sends the rest, or fails with fail.
 type heldSource struct {
 	*fakeSource
-	nar     string
-	release chan struct{}
-	fail    error
+	nar      string
+	release  chan struct{}
+	released sync.Once
+	fail     error
 }
+
+// Release lets the held NAR go on. Safe twice.
+func (s *heldSource) Release() { s.released.Do(func() { close(s.release) }) }
 
 func (s *heldSource) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	rc, err := s.fakeSource.Open(ctx, name)
@@ -48,7 +52,7 @@ func (s *heldSource) Open(ctx context.Context, name string) (io.ReadCloser, erro
 
 // heldNAR is a path whose NAR (a 4 MiB file, larger than the buffers
 // between the upstream and a client) a heldSource holds back after its
-// first half; the caller closes src.release.
+// first half; the caller releases it (src.Release).
 func heldNAR(t *testing.T) (src *heldSource, nar []byte, sum [sha256.Size]byte, d store.PathDigest) {
 	t.Helper()
 	fake := &fakeSource{files: map[string][]byte{}, fail: map[string]error{}, opens: map[string]int{}}
@@ -116,9 +120,7 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			var released sync.Once
-			release := func() { released.Do(func() { close(src.release) }) }
-			defer release() // a failing check must not leave the fetch held
+			defer src.Release() // a failing check must not leave the fetch held
 			// The response and a first part of it arrive while the
 			// upstream holds the rest back.
 			type head struct {
@@ -141,7 +143,7 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 			select {
 			case hd = <-got:
 			case <-time.After(30 * time.Second):
-				release()
+				src.Release()
 				t.Fatal("no byte of the NAR within 30 s while the upstream held back its second half")
 			}
 			if hd.err != nil {
@@ -155,7 +157,7 @@ func TestPullThroughStreamsWhileFetching(t *testing.T) {
 			if !bytes.Equal(first, nar[:len(first)]) {
 				t.Fatal("the first MiB sent is not the NAR's")
 			}
-			release()
+			src.Release()
 			rest, err := io.ReadAll(resp.Body)
 			body := append(first, rest...)
 			if fail {
@@ -244,9 +246,7 @@ func getNAR(ts *httptest.Server, sum [sha256.Size]byte) <-chan []byte {
 func TestPullThroughSpoolGivenUp(t *testing.T) {
 	ctx := t.Context()
 	src, nar, sum, d := heldNAR(t)
-	var released sync.Once
-	release := func() { released.Do(func() { close(src.release) }) }
-	defer release()
+	defer src.Release()
 	pt, _, ts := pullThroughServer(t, src)
 	defer ts.Close()
 	if _, err := pt.Get(ctx, d); err != nil {
@@ -269,7 +269,7 @@ func TestPullThroughSpoolGivenUp(t *testing.T) {
 		return size == 0
 	})
 	second := getNAR(ts, sum)
-	release()
+	src.Release()
 	body := <-second
 	if !bytes.Equal(body, nar) {
 		t.Fatalf("GET after the spool was given up: %.200q (%d bytes); want the NAR's %d bytes", body, len(body), len(nar))
@@ -282,9 +282,7 @@ func TestPullThroughSpoolGivenUp(t *testing.T) {
 func TestPullThroughSpoolReserve(t *testing.T) {
 	ctx := t.Context()
 	src, nar, sum, d := heldNAR(t)
-	var released sync.Once
-	release := func() { released.Do(func() { close(src.release) }) }
-	defer release()
+	defer src.Release()
 	pt, _, ts := pullThroughServer(t, src, func(o *httpcache.PullThroughOptions) {
 		o.SpoolRoom = func(uint64) error { return castore.ErrNoSpace }
 	})
@@ -302,7 +300,7 @@ func TestPullThroughSpoolReserve(t *testing.T) {
 	if spooled {
 		t.Error("a NAR was spooled on a disk without room for it beside the reserve")
 	}
-	release()
+	src.Release()
 	if body := <-got; !bytes.Equal(body, nar) {
 		t.Fatalf("GET: %.200q (%d bytes); want the NAR's %d bytes", body, len(body), len(nar))
 	}
