@@ -77,9 +77,9 @@ func (g *spaceGuard) admit(n int) error {
 	if g.budget > 0 && time.Since(g.checked) < spaceRecheckInterval {
 		return nil
 	}
-	avail, err := availableBytes(g.dir)
+	avail, err := g.available()
 	if err != nil {
-		return fmt.Errorf("castore: pebble: free space of %s: %w", g.dir, err)
+		return err
 	}
 	g.checked = time.Now()
 	if avail < g.reserve {
@@ -89,6 +89,15 @@ func (g *spaceGuard) admit(n int) error {
 	// Check again well before the margin is used up.
 	g.budget = int64((avail - g.reserve) / 4)
 	return nil
+}
+
+// available is availableBytes of the guarded directory.
+func (g *spaceGuard) available() (uint64, error) {
+	avail, err := availableBytes(g.dir)
+	if err != nil {
+		return 0, fmt.Errorf("castore: pebble: free space of %s: %w", g.dir, err)
+	}
+	return avail, nil
 }
 
 func (g *spaceGuard) noSpace(avail uint64) error {
@@ -105,9 +114,9 @@ func (s *Store) Room(n uint64) error {
 	if g == nil {
 		return nil
 	}
-	avail, err := availableBytes(g.dir)
+	avail, err := g.available()
 	if err != nil {
-		return fmt.Errorf("castore: pebble: free space of %s: %w", g.dir, err)
+		return err
 	}
 	if avail < g.reserve || avail-g.reserve < n {
 		return fmt.Errorf("%w: %s has %s free, short of %s beyond the store's %s reserve (%s)",
