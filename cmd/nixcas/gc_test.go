@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -164,10 +163,7 @@ func TestGCCommandKilled(t *testing.T) {
 		full  store.GCResult
 	)
 	took := fastestOf(3, func() time.Duration {
-		probe = filepath.Join(t.TempDir(), "probe")
-		if out, err := exec.Command("cp", "-a", dir, probe).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v: %s", err, out)
-		}
+		probe = copyStore(t, dir, "probe")
 		start := time.Now()
 		full = gcRun(t, "--data", probe, "--grace", "0s", "--rewrite-below", "0.9", "--level", "best")
 		return time.Since(start)
@@ -180,10 +176,7 @@ func TestGCCommandKilled(t *testing.T) {
 	kills := 0
 	for _, f := range []float64{0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95} {
 		// Each kill on a fresh copy of the store as it was before.
-		killed := filepath.Join(t.TempDir(), "killed")
-		if out, err := exec.Command("cp", "-a", dir, killed).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v: %s", err, out)
-		}
+		killed := copyStore(t, dir, "killed")
 		kargs := []string{"gc", "--data", killed, "--grace", "0s", "--rewrite-below", "0.9", "--level", "best"}
 		if !killAfter(t, time.Duration(f*float64(took)), kargs...) {
 			continue

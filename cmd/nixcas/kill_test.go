@@ -64,6 +64,17 @@ func fastestOf(n int, run func() time.Duration) time.Duration {
 	return best
 }
 
+// copyStore copies the store directory dir (cp -a) to a new directory
+// named name in the test's temporary directory, and returns its path.
+func copyStore(t *testing.T, dir, name string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("cp", "-a", dir, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	return dst
+}
+
 // frameDirFiles counts the frame files of a store and their bytes.
 func frameDirFiles(t *testing.T, dir string) (n, size int64) {
 	t.Helper()
@@ -157,10 +168,7 @@ func TestKillDuringIngestAndCompact(t *testing.T) {
 
 	// Compact: likewise.
 	full = fastestOf(3, func() time.Duration {
-		probeCopy := filepath.Join(t.TempDir(), "probe-compact")
-		if out, err := exec.Command("cp", "-a", s.dir, probeCopy).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v: %s", err, out)
-		}
+		probeCopy := copyStore(t, s.dir, "probe-compact")
 		start := time.Now()
 		e2eInvocation{Args: []string{"store", "compact", "--data", probeCopy}}.mustSucceed(t)
 		return time.Since(start)
@@ -201,10 +209,7 @@ func TestKillDuringIngestAndCompact(t *testing.T) {
 		t.Fatalf("dry run of the merge: %s (%v); want runs merged into a level above 0", dry.Stdout, err)
 	}
 	full = fastestOf(3, func() time.Duration {
-		probeMerge := filepath.Join(t.TempDir(), "probe-merge")
-		if out, err := exec.Command("cp", "-a", s.dir, probeMerge).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v: %s", err, out)
-		}
+		probeMerge := copyStore(t, s.dir, "probe-merge")
 		start := time.Now()
 		e2eInvocation{Args: []string{"store", "compact", "--data", probeMerge, "--fan-out", "2"}}.mustSucceed(t)
 		return time.Since(start)
