@@ -55,13 +55,7 @@ func BenchmarkDecodeFrame(b *testing.B) {
 	for _, name := range slices.Sorted(maps.Keys(frameEncoders)) {
 		for _, filter := range []bool{false, true} {
 			b.Run(fmt.Sprintf("zstd=%s/filter=%t", name, filter), func(b *testing.B) {
-				var objs [][]byte
-				var names []castore.Digest
-				for off := 0; off < len(data); off += frame {
-					obj := compressFrameWith(frameEncoders[name], zstd.SpeedDefault, data[off:min(off+frame, len(data))], filter)
-					objs = append(objs, obj)
-					names = append(names, castore.Hash(obj))
-				}
+				objs, names := benchFrames(data, frameEncoders[name], filter)
 				b.SetBytes(int64(len(data)))
 				buf := make([]byte, 0, frame)
 				for b.Loop() {
@@ -85,13 +79,7 @@ func BenchmarkDecodeFrame(b *testing.B) {
 func BenchmarkDecodeFrameParallel(b *testing.B) {
 	data := benchFrameInput(b)
 	frame := DefaultFrameOptions.Size
-	var objs [][]byte
-	var names []castore.Digest
-	for off := 0; off < len(data); off += frame {
-		obj := compressFrame(zstd.SpeedDefault, data[off:min(off+frame, len(data))], true)
-		objs = append(objs, obj)
-		names = append(names, castore.Hash(obj))
-	}
+	objs, names := benchFrames(data, zstdEncode, true)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		var next atomic.Int64
@@ -115,6 +103,19 @@ func BenchmarkDecodeFrameParallel(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchFrames cuts data into hot frames (DefaultFrameOptions.Size),
+// compressed with encode at the default level, and returns them with
+// their names.
+func benchFrames(data []byte, encode zstdEncoder, filter bool) (objs [][]byte, names []castore.Digest) {
+	frame := DefaultFrameOptions.Size
+	for off := 0; off < len(data); off += frame {
+		obj := compressFrameWith(encode, zstd.SpeedDefault, data[off:min(off+frame, len(data))], filter)
+		objs = append(objs, obj)
+		names = append(names, castore.Hash(obj))
+	}
+	return objs, names
 }
 
 // benchFrameInput is the input of the frame benchmarks: the file named by
